@@ -1,0 +1,345 @@
+/*
+ * bytepool — pooled, reference-counted byte buffers for C (Netty's ByteBuf and
+ * PooledByteBufAllocator, jemalloc's design).
+ *
+ * The whole public API is in this header.
+ *
+ *   bp_allocator *a = bp_allocator_default();
+ *   bp_buf *b = bp_alloc(a, BP_DEFAULT_CAPACITY);
+ *   bp_write_i32(b, 10);                 // big-endian, writer index += 4
+ *   int32_t v; bp_read_i32(b, &v);        // reader index += 4, v == 10
+ *   bp_release(b);                        // memory and the bp_buf go back to the pool
+ *
+ * Conventions
+ * - Functions that can fail return an int: 0 (or a documented non-negative value) on
+ *   success, a negative BP_E* code on failure. bp_strerror() names the code.
+ * - A call that fails changes nothing: indices, contents, capacity and reference count
+ *   are exactly as they were before the call.
+ * - Misuse (a NULL argument, a buffer used after its last release, an index out of range,
+ *   growth past max capacity, an overflowing size) is never undefined behaviour: it is
+ *   reported through the error code and, in addition, through the process-wide misuse
+ *   handler (see bp_set_misuse_handler), which can turn it into an abort with a message.
+ * - Buffer invariant, kept by every call: 0 <= reader_index <= writer_index <= capacity
+ *   <= max_capacity.
+ * - Multi-byte integers are big-endian (network order) unless the function name ends in
+ *   _le, as in Netty.
+ * - Thread safety: an allocator may be used from any number of threads at once. A single
+ *   bp_buf is not synchronised: one thread at a time may read or change its indices and
+ *   contents. bp_retain / bp_release are atomic and may be called from any thread.
+ * - A use after release is detected as long as the bp_buf object has not been handed out
+ *   again: like Netty, bytepool recycles bp_buf objects, so a stale pointer to a recycled
+ *   buffer names someone else's buffer. Do not keep pointers past bp_release.
+ */
+#ifndef BYTEPOOL_H
+#define BYTEPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(BP_STATIC_DEFINE)
+#  define BP_API
+#elif defined(__GNUC__)
+#  define BP_API __attribute__((visibility("default")))
+#else
+#  define BP_API
+#endif
+
+#define BP_VERSION_MAJOR 0
+#define BP_VERSION_MINOR 1
+#define BP_VERSION_PATCH 0
+
+/* ---------------------------------------------------------------------------------------
+ * Errors
+ * ------------------------------------------------------------------------------------- */
+
+/* X-macro: the enum, bp_strerror and bp_err_name are made from this one list. */
+#define BP_ERROR_MAP(XX)                                                                   \
+    XX(EINVAL, -1, "invalid argument")                                                     \
+    XX(ENOMEM, -2, "out of memory")                                                        \
+    XX(EFREED, -3, "buffer already released (reference count is 0)")                       \
+    XX(ERANGE, -4, "index or length out of range")                                         \
+    XX(ECAPACITY, -5, "capacity would exceed the buffer's max capacity")                   \
+    XX(EOVERFLOW, -6, "size overflows or exceeds the largest supported size")              \
+    XX(EREFCNT, -7, "reference count would overflow or drop below zero")
+
+typedef enum bp_error {
+    BP_OK = 0,
+#define BP__ERROR_ENUM(name, value, text) BP_##name = (value),
+    BP_ERROR_MAP(BP__ERROR_ENUM)
+#undef BP__ERROR_ENUM
+} bp_error;
+
+/* The text for an error code ("invalid argument", ...); "success" for 0, "unknown error"
+ * for anything else. Never NULL; the string is static. */
+BP_API const char *bp_strerror(int err);
+
+/* The code's name ("BP_EINVAL", ...); "BP_OK" for 0, "BP_UNKNOWN" otherwise. */
+BP_API const char *bp_err_name(int err);
+
+/* Misuse handler: called (before the failing function returns its error) for every misuse
+ * detected through the API: BP_EINVAL, BP_EFREED, BP_ERANGE, BP_ECAPACITY, BP_EOVERFLOW,
+ * BP_EREFCNT. Not called for BP_ENOMEM, which is not misuse. `func` is the public function
+ * that detected it, `message` a one-line description with the values involved. */
+typedef void (*bp_misuse_handler)(int err, const char *func, const char *message,
+                                  void *user_data);
+
+/* Installs a process-wide misuse handler (NULL: none, the default) and returns the
+ * previous one. Safe to call from any thread; handlers run on the thread that misused. */
+BP_API bp_misuse_handler bp_set_misuse_handler(bp_misuse_handler handler, void *user_data);
+
+/* A ready handler: prints "bytepool: <func>: <message> (<BP_E...>)" to stderr and aborts.
+ * Setting the environment variable BYTEPOOL_ABORT_ON_MISUSE=1 installs it at start-up of
+ * the default allocator. */
+BP_API void bp_misuse_abort(int err, const char *func, const char *message, void *user_data);
+
+/* ---------------------------------------------------------------------------------------
+ * Allocators
+ * ------------------------------------------------------------------------------------- */
+
+typedef struct bp_allocator bp_allocator;
+typedef struct bp_buf bp_buf;
+
+/* Capacity bp_alloc users pass for "a buffer of the usual size"; Netty's default
+ * initial capacity of directBuffer(). */
+#define BP_DEFAULT_CAPACITY ((size_t)256)
+
+/* The largest capacity and max capacity a buffer may have (2^47 bytes, 128 TiB: beyond
+ * any mapping a 64-bit Linux process can make). Larger sizes fail with BP_EOVERFLOW. */
+#define BP_CAPACITY_LIMIT ((size_t)1 << 47)
+
+/* The max capacity bp_alloc gives a buffer (Netty: Integer.MAX_VALUE). */
+#define BP_DEFAULT_MAX_CAPACITY ((size_t)INT32_MAX)
+
+/* Settings of a pooled allocator. Obtain defaults with bp_config_init, change fields,
+ * pass to bp_allocator_new. Sizes are in bytes. */
+typedef struct bp_config {
+    size_t page_size;   /* power of two, 4 KiB .. 64 KiB, at least the OS page; default 8 KiB */
+    size_t chunk_size;  /* power of two, 8 pages .. 1 GiB; default 4 MiB */
+    unsigned arenas;    /* 1 .. 1024; default 2 x online CPUs */
+    unsigned recycler_capacity; /* bp_buf objects kept per thread; default 4096, 0 = none */
+} bp_config;
+
+/* Fills *cfg with the defaults above. */
+BP_API void bp_config_init(bp_config *cfg);
+
+/* Fills *cfg with the defaults, then applies the environment variables
+ * BYTEPOOL_PAGE_SIZE, BYTEPOOL_CHUNK_SIZE, BYTEPOOL_ARENAS and BYTEPOOL_RECYCLER_CAPACITY
+ * (decimal, or with a K/M/G suffix for sizes). On a malformed or invalid value returns
+ * BP_EINVAL, writes "BYTEPOOL_X=value: reason" into errbuf (if errbuf_len > 0) and leaves
+ * *cfg with the defaults. */
+BP_API int bp_config_from_env(bp_config *cfg, char *errbuf, size_t errbuf_len);
+
+/* Checks every setting. Returns 0, or BP_EINVAL with a message naming the setting and
+ * its value in errbuf (if errbuf_len > 0). */
+BP_API int bp_config_validate(const bp_config *cfg, char *errbuf, size_t errbuf_len);
+
+/* Creates a pooled allocator. cfg NULL means the defaults. Returns NULL on failure and
+ * stores the reason in *err (if err is not NULL): BP_EINVAL for an invalid configuration,
+ * BP_ENOMEM when memory, or a thread-local key, cannot be had. No memory is mapped until
+ * the first allocation. */
+BP_API bp_allocator *bp_allocator_new(const bp_config *cfg, int *err);
+
+/* Creates an unpooled allocator: every buffer is a plain malloc'ed region, released with
+ * free. Same interface and checks; for comparison and for debugging with sanitizers.
+ * Returns NULL with *err = BP_ENOMEM when out of memory. */
+BP_API bp_allocator *bp_allocator_new_unpooled(int *err);
+
+/* Destroys an allocator made by bp_allocator_new or bp_allocator_new_unpooled and unmaps
+ * all of its memory, including that of buffers still alive (which must not be used
+ * afterwards). No other thread may be using the allocator, or exiting after having used
+ * it, while this runs. NULL and the default allocator are ignored. */
+BP_API void bp_allocator_destroy(bp_allocator *a);
+
+/* The process-wide pooled allocator (PooledByteBufAllocator.DEFAULT), created on first
+ * call from bp_config_from_env. Returns NULL if the environment holds an invalid setting
+ * (the reason is printed once to stderr) or memory is exhausted. Never destroyed. */
+BP_API bp_allocator *bp_allocator_default(void);
+
+/* Whether buffers from this allocator come from the pool (1) or from malloc (0);
+ * BP_EINVAL for NULL. */
+BP_API int bp_allocator_is_pooled(const bp_allocator *a);
+
+/* ---------------------------------------------------------------------------------------
+ * Statistics
+ * ------------------------------------------------------------------------------------- */
+
+/* Usage bands of chunks, Netty's PoolChunkList: qInit, q000, q025, q050, q075, q100. */
+#define BP_CHUNK_BANDS 6
+
+/* Counters of one arena. Byte counts are of regions handed out (rounded to size class). */
+typedef struct bp_arena_stats {
+    uint64_t allocations_small, allocations_normal, allocations_huge;
+    uint64_t deallocations_small, deallocations_normal, deallocations_huge;
+    uint64_t active_small, active_normal, active_huge; /* allocations - deallocations */
+    size_t active_bytes;      /* bytes in regions currently handed out */
+    size_t chunks;            /* chunks mapped */
+    size_t chunks_in_band[BP_CHUNK_BANDS]; /* chunks per usage band, qInit first */
+    size_t huge_mapped_bytes; /* bytes of huge mappings alive */
+    unsigned threads;         /* threads bound to this arena */
+} bp_arena_stats;
+
+/* Counters of a whole allocator: the arenas summed, plus settings. */
+typedef struct bp_allocator_stats {
+    unsigned arenas;
+    size_t page_size, chunk_size;
+    size_t mapped_bytes;      /* chunks x chunk_size + huge mappings */
+    size_t active_bytes;      /* bytes in regions currently handed out */
+    size_t chunks;
+    uint64_t active_buffers;  /* bp_buf objects currently handed out */
+    uint64_t allocations, deallocations;
+} bp_allocator_stats;
+
+/* Copies the allocator's counters into *out. `out_size` is sizeof(*out) as the caller
+ * was compiled; only that many bytes are written, so older callers keep working when the
+ * struct grows. Returns 0, or BP_EINVAL for NULL arguments or out_size 0. */
+BP_API int bp_allocator_get_stats(const bp_allocator *a, bp_allocator_stats *out,
+                                  size_t out_size);
+
+/* Copies arena `index` (0 .. stats.arenas - 1) counters into *out, as above. Returns 0,
+ * BP_EINVAL for NULL arguments, BP_ERANGE for an index past the last arena (an unpooled
+ * allocator has none). */
+BP_API int bp_arena_get_stats(const bp_allocator *a, unsigned index, bp_arena_stats *out,
+                              size_t out_size);
+
+/* Writes a human-readable summary (settings, then one line per arena) to `out`.
+ * Returns 0, or BP_EINVAL for NULL arguments. */
+BP_API int bp_allocator_print_stats(const bp_allocator *a, FILE *out);
+
+/* ---------------------------------------------------------------------------------------
+ * Buffers: allocation and reference counting
+ * ------------------------------------------------------------------------------------- */
+
+/* Allocates a buffer of `capacity` bytes and max capacity BP_DEFAULT_MAX_CAPACITY (or
+ * `capacity`, if larger), reference count 1, both indices 0. Contents are unspecified.
+ * Returns NULL on failure (NULL allocator, capacity above BP_CAPACITY_LIMIT, out of
+ * memory); bp_alloc_ex tells which. */
+BP_API bp_buf *bp_alloc(bp_allocator *a, size_t capacity);
+
+/* Allocates a buffer of `capacity` bytes that may grow to `max_capacity`. Returns NULL
+ * on failure and stores the reason in *err (if not NULL): BP_EINVAL for a NULL allocator
+ * or capacity > max_capacity, BP_EOVERFLOW for a size above BP_CAPACITY_LIMIT,
+ * BP_ENOMEM when memory cannot be had. */
+BP_API bp_buf *bp_alloc_ex(bp_allocator *a, size_t capacity, size_t max_capacity, int *err);
+
+/* Adds one reference. Returns 0; BP_EINVAL (NULL), BP_EFREED (already released),
+ * BP_EREFCNT (the count would pass INT32_MAX). */
+BP_API int bp_retain(bp_buf *b);
+
+/* Adds `n` (>= 1) references; errors as bp_retain, plus BP_EINVAL for n == 0. */
+BP_API int bp_retain_n(bp_buf *b, uint32_t n);
+
+/* Drops one reference. Returns 1 when this call released the buffer (memory and the
+ * bp_buf go back to the pool; the pointer must not be used again), 0 when references
+ * remain; BP_EINVAL (NULL), BP_EFREED (already released: a release too many). */
+BP_API int bp_release(bp_buf *b);
+
+/* Drops `n` (>= 1) references. Returns as bp_release, plus BP_EINVAL for n == 0 and
+ * BP_EREFCNT when n exceeds the count (nothing is dropped then). */
+BP_API int bp_release_n(bp_buf *b, uint32_t n);
+
+/* The reference count: > 0 while alive, 0 once released, BP_EINVAL for NULL. */
+BP_API int bp_refcnt(const bp_buf *b);
+
+/* The allocator the buffer came from, or NULL (for NULL). */
+BP_API bp_allocator *bp_buf_allocator(const bp_buf *b);
+
+/* ---------------------------------------------------------------------------------------
+ * Buffers: indices and capacity
+ *
+ * The getters below return 0 for NULL; on a released buffer they return the values it had
+ * when released (they read no buffer memory).
+ * ------------------------------------------------------------------------------------- */
+
+BP_API size_t bp_capacity(const bp_buf *b);
+BP_API size_t bp_max_capacity(const bp_buf *b);
+BP_API size_t bp_reader_index(const bp_buf *b);
+BP_API size_t bp_writer_index(const bp_buf *b);
+BP_API size_t bp_readable_bytes(const bp_buf *b);  /* writer - reader */
+BP_API size_t bp_writable_bytes(const bp_buf *b);  /* capacity - writer */
+
+/* Sets the reader index. Returns 0; BP_EINVAL (NULL), BP_EFREED, BP_ERANGE when
+ * index > writer index. */
+BP_API int bp_set_reader_index(bp_buf *b, size_t index);
+
+/* Sets the writer index. Returns 0; BP_EINVAL, BP_EFREED, BP_ERANGE when
+ * index < reader index or index > capacity. */
+BP_API int bp_set_writer_index(bp_buf *b, size_t index);
+
+/* Makes sure `n` more bytes can be written, growing the buffer if needed: first into the
+ * unused end of its pooled region without moving, otherwise to a new region, copying the
+ * contents. Growth follows Netty's calculateNewCapacity: the next power of two >= 64 up to
+ * 4 MiB, then in steps of 4 MiB, never past max capacity. Returns 0; BP_EINVAL, BP_EFREED,
+ * BP_ECAPACITY when writer_index + n > max capacity, BP_ENOMEM. */
+BP_API int bp_ensure_writable(bp_buf *b, size_t n);
+
+/* Pointer to the byte at `index` of the buffer's memory, for zero-copy I/O; valid until
+ * the buffer grows or is released. NULL for NULL, a released buffer or index > capacity. */
+BP_API void *bp_data(bp_buf *b, size_t index);
+
+/* ---------------------------------------------------------------------------------------
+ * Buffers: typed access
+ *
+ * bp_get_T(b, index, &out)  reads at an absolute index; indices unchanged.
+ * bp_set_T(b, index, value) writes at an absolute index; indices unchanged.
+ * bp_read_T(b, &out)        reads at the reader index and advances it.
+ * bp_write_T(b, value)      writes at the writer index (growing as bp_ensure_writable)
+ *                           and advances it.
+ * T is u8 i8 u16 i16 u32 i32 u64 i64; the _le variants are little-endian.
+ *
+ * Returns 0; BP_EINVAL for a NULL buffer or out pointer; BP_EFREED for a released buffer;
+ * BP_ERANGE when get/set would touch bytes past the capacity or a read finds fewer than
+ * sizeof(T) readable bytes; BP_ECAPACITY when a write would pass max capacity; BP_ENOMEM
+ * when growth fails.
+ * ------------------------------------------------------------------------------------- */
+
+#define BP__DECLARE_TYPED(name, type)                                                      \
+    BP_API int bp_get_##name(const bp_buf *b, size_t index, type *out);                    \
+    BP_API int bp_set_##name(bp_buf *b, size_t index, type value);                         \
+    BP_API int bp_read_##name(bp_buf *b, type *out);                                       \
+    BP_API int bp_write_##name(bp_buf *b, type value);
+
+BP__DECLARE_TYPED(u8, uint8_t)
+BP__DECLARE_TYPED(i8, int8_t)
+BP__DECLARE_TYPED(u16, uint16_t)
+BP__DECLARE_TYPED(i16, int16_t)
+BP__DECLARE_TYPED(u32, uint32_t)
+BP__DECLARE_TYPED(i32, int32_t)
+BP__DECLARE_TYPED(u64, uint64_t)
+BP__DECLARE_TYPED(i64, int64_t)
+BP__DECLARE_TYPED(u16_le, uint16_t)
+BP__DECLARE_TYPED(i16_le, int16_t)
+BP__DECLARE_TYPED(u32_le, uint32_t)
+BP__DECLARE_TYPED(i32_le, int32_t)
+BP__DECLARE_TYPED(u64_le, uint64_t)
+BP__DECLARE_TYPED(i64_le, int64_t)
+#undef BP__DECLARE_TYPED
+
+/* ---------------------------------------------------------------------------------------
+ * Buffers: bulk bytes
+ * ------------------------------------------------------------------------------------- */
+
+/* Copies n bytes at absolute `index` out to `dst`. Returns 0; BP_EINVAL (NULL buffer, or
+ * NULL dst with n > 0), BP_EFREED, BP_ERANGE when index + n > capacity. */
+BP_API int bp_get_bytes(const bp_buf *b, size_t index, void *dst, size_t n);
+
+/* Copies n bytes from `src` into the buffer at absolute `index`. Errors as bp_get_bytes. */
+BP_API int bp_set_bytes(bp_buf *b, size_t index, const void *src, size_t n);
+
+/* Copies n readable bytes to `dst` and advances the reader index. Returns 0; BP_EINVAL,
+ * BP_EFREED, BP_ERANGE when fewer than n bytes are readable. */
+BP_API int bp_read_bytes(bp_buf *b, void *dst, size_t n);
+
+/* Appends n bytes from `src` at the writer index (growing as bp_ensure_writable) and
+ * advances it. Returns 0; BP_EINVAL, BP_EFREED, BP_ECAPACITY, BP_ENOMEM. */
+BP_API int bp_write_bytes(bp_buf *b, const void *src, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BYTEPOOL_H */

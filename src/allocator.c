@@ -1,0 +1,423 @@
+/*
+ * Allocator lifetime, thread states, the bp_buf recycler, regions and statistics.
+ */
+#include "allocator.h"
+
+#include "os.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BP__KIND_MALLOC BP__NKINDS /* region kind of unpooled buffers */
+
+static atomic_uint_fast64_t next_allocator_id = 1;
+
+_Thread_local bp__tls_cache bp__tls_last;
+
+/* ---------------------------------------------------------------------------------------
+ * Thread states
+ * ------------------------------------------------------------------------------------- */
+
+static bp__arena *least_used_arena(bp_allocator *a)
+{
+    bp__arena *best = &a->arenas[0];
+    unsigned best_threads = atomic_load_explicit(&best->threads, memory_order_relaxed);
+    for (unsigned i = 1; i < a->config.arenas && best_threads > 0; i++) {
+        unsigned threads = atomic_load_explicit(&a->arenas[i].threads, memory_order_relaxed);
+        if (threads < best_threads) {
+            best = &a->arenas[i];
+            best_threads = threads;
+        }
+    }
+    atomic_fetch_add_explicit(&best->threads, 1, memory_order_relaxed);
+    return best;
+}
+
+/* Moves up to `n` objects from a linked stack onto the allocator's spare list. */
+static void spare_push_locked(bp_allocator *a, bp_buf *first, bp_buf *last, size_t n)
+{
+    last->next_free = a->spare_bufs;
+    a->spare_bufs = first;
+    a->nspare_bufs += n;
+}
+
+/* pthread key destructor: the thread is exiting. */
+static void thread_state_release(void *arg)
+{
+    bp__thread_state *ts = arg;
+    bp_allocator *a = ts->allocator;
+    pthread_mutex_lock(&a->lock);
+    if (ts->prev != NULL) ts->prev->next = ts->next;
+    else a->threads = ts->next;
+    if (ts->next != NULL) ts->next->prev = ts->prev;
+    if (ts->free_bufs != NULL) {
+        bp_buf *last = ts->free_bufs;
+        while (last->next_free != NULL) last = last->next_free;
+        spare_push_locked(a, ts->free_bufs, last, ts->nfree_bufs);
+    }
+    a->buffers_allocated_exited += atomic_load_explicit(&ts->buffers_allocated, memory_order_relaxed);
+    a->buffers_released_exited += atomic_load_explicit(&ts->buffers_released, memory_order_relaxed);
+    pthread_mutex_unlock(&a->lock);
+    if (ts->arena != NULL) atomic_fetch_sub_explicit(&ts->arena->threads, 1, memory_order_relaxed);
+    if (bp__tls_last.state == ts) {
+        bp__tls_last.state = NULL;
+        bp__tls_last.allocator_id = 0;
+    }
+    free(ts);
+}
+
+BP_NOINLINE bp__thread_state *bp__thread_state_slow(bp_allocator *a)
+{
+    bp__thread_state *ts = pthread_getspecific(a->thread_key);
+    if (ts == NULL) {
+        ts = calloc(1, sizeof *ts);
+        if (ts == NULL) return NULL;
+        if (pthread_setspecific(a->thread_key, ts) != 0) {
+            free(ts);
+            return NULL;
+        }
+        ts->allocator = a;
+        if (a->pooled) ts->arena = least_used_arena(a);
+        pthread_mutex_lock(&a->lock);
+        ts->next = a->threads;
+        if (a->threads != NULL) a->threads->prev = ts;
+        a->threads = ts;
+        pthread_mutex_unlock(&a->lock);
+    }
+    bp__tls_last.allocator_id = a->id;
+    bp__tls_last.state = ts;
+    return ts;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * The bp_buf recycler
+ * ------------------------------------------------------------------------------------- */
+
+/* Refills the thread's recycler from the spare list, or from a new slab. */
+static BP_NOINLINE bp_buf *buf_object_refill(bp__thread_state *ts)
+{
+    bp_allocator *a = ts->allocator;
+    pthread_mutex_lock(&a->lock);
+    if (a->spare_bufs == NULL) {
+        bp__buf_slab *slab = calloc(1, sizeof *slab);
+        if (slab == NULL) {
+            pthread_mutex_unlock(&a->lock);
+            return NULL;
+        }
+        slab->next = a->slabs;
+        a->slabs = slab;
+        for (size_t i = 0; i + 1 < BP__SLAB_BUFS; i++) slab->bufs[i].next_free = &slab->bufs[i + 1];
+        spare_push_locked(a, &slab->bufs[0], &slab->bufs[BP__SLAB_BUFS - 1], BP__SLAB_BUFS);
+    }
+    /* Take one to return and up to a batch more for the thread's stack. */
+    bp_buf *taken = a->spare_bufs;
+    a->spare_bufs = taken->next_free;
+    a->nspare_bufs--;
+    for (unsigned i = 0; i < BP__SPARE_BATCH && a->spare_bufs != NULL &&
+                         ts->nfree_bufs < a->config.recycler_capacity;
+         i++) {
+        bp_buf *b = a->spare_bufs;
+        a->spare_bufs = b->next_free;
+        a->nspare_bufs--;
+        b->next_free = ts->free_bufs;
+        ts->free_bufs = b;
+        ts->nfree_bufs++;
+    }
+    pthread_mutex_unlock(&a->lock);
+    return taken;
+}
+
+bp_buf *bp__buf_object_get(bp__thread_state *ts)
+{
+    bp_buf *b = ts->free_bufs;
+    if (BP_LIKELY(b != NULL)) {
+        ts->free_bufs = b->next_free;
+        ts->nfree_bufs--;
+        return b;
+    }
+    return buf_object_refill(ts);
+}
+
+/* The recycler is full: hand a batch to the spare list, where other threads find it. */
+static BP_NOINLINE void buf_object_overflow(bp_allocator *a, bp__thread_state *ts, bp_buf *b)
+{
+    bp_buf *first = b, *last = b;
+    size_t n = 1;
+    while (n < BP__SPARE_BATCH && ts != NULL && ts->free_bufs != NULL) {
+        bp_buf *next = ts->free_bufs;
+        ts->free_bufs = next->next_free;
+        ts->nfree_bufs--;
+        last->next_free = next;
+        last = next;
+        n++;
+    }
+    last->next_free = NULL;
+    pthread_mutex_lock(&a->lock);
+    spare_push_locked(a, first, last, n);
+    pthread_mutex_unlock(&a->lock);
+}
+
+void bp__buf_object_put(bp__thread_state *ts, bp_allocator *a, bp_buf *b)
+{
+    if (BP_LIKELY(ts != NULL && ts->nfree_bufs < a->config.recycler_capacity)) {
+        b->next_free = ts->free_bufs;
+        ts->free_bufs = b;
+        ts->nfree_bufs++;
+        return;
+    }
+    buf_object_overflow(a, ts, b);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Regions
+ * ------------------------------------------------------------------------------------- */
+
+int bp__region_alloc(bp_allocator *a, bp__arena *arena, size_t size, bp__region *out)
+{
+    if (arena != NULL) return bp__arena_alloc(arena, size, out);
+    void *memory = malloc(size == 0 ? 1 : size);
+    if (memory == NULL) return BP_ENOMEM;
+    out->memory = memory;
+    out->length = size;
+    out->chunk = NULL;
+    out->handle = 0;
+    out->kind = BP__KIND_MALLOC;
+    atomic_fetch_add_explicit(&a->unpooled_allocations, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&a->unpooled_active_bytes, size, memory_order_relaxed);
+    return 0;
+}
+
+void bp__region_free(bp_allocator *a, bp__arena *arena, const bp__region *region)
+{
+    if (arena != NULL) {
+        bp__arena_free(arena, region);
+        return;
+    }
+    free(region->memory);
+    atomic_fetch_add_explicit(&a->unpooled_deallocations, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&a->unpooled_active_bytes, region->length, memory_order_relaxed);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Lifetime
+ * ------------------------------------------------------------------------------------- */
+
+static bp_allocator *allocator_create(const bp_config *cfg, bool pooled, int *err)
+{
+    int rc = BP_ENOMEM;
+    bp_allocator *a = calloc(1, sizeof *a);
+    if (a == NULL) goto fail;
+    a->id = atomic_fetch_add(&next_allocator_id, 1);
+    a->pooled = pooled;
+    a->config = *cfg;
+    if (pthread_mutex_init(&a->lock, NULL) != 0) goto fail_free;
+    if (pthread_key_create(&a->thread_key, thread_state_release) != 0) goto fail_mutex;
+    if (pooled) {
+        bp__size_classes_init(&a->sc, cfg->page_size, cfg->chunk_size);
+        a->arenas = aligned_alloc(BP_CACHE_LINE, cfg->arenas * sizeof(bp__arena));
+        if (a->arenas == NULL) goto fail_key;
+        unsigned i = 0;
+        for (; i < cfg->arenas; i++)
+            if (bp__arena_init(&a->arenas[i], &a->sc, i) != 0) break;
+        if (i < cfg->arenas) {
+            while (i > 0) bp__arena_destroy(&a->arenas[--i]);
+            free(a->arenas);
+            goto fail_key;
+        }
+    }
+    if (err != NULL) *err = 0;
+    return a;
+
+fail_key:
+    pthread_key_delete(a->thread_key);
+fail_mutex:
+    pthread_mutex_destroy(&a->lock);
+fail_free:
+    free(a);
+fail:
+    if (err != NULL) *err = rc;
+    return NULL;
+}
+
+bp_allocator *bp_allocator_new(const bp_config *cfg, int *err)
+{
+    bp_config defaults;
+    if (cfg == NULL) {
+        bp_config_init(&defaults);
+        cfg = &defaults;
+    }
+    char why[160];
+    if (bp_config_validate(cfg, why, sizeof why) != 0) {
+        if (err != NULL) *err = BP_EINVAL;
+        bp__misuse(BP_EINVAL, "bp_allocator_new", "invalid configuration: %s", why);
+        return NULL;
+    }
+    return allocator_create(cfg, true, err);
+}
+
+bp_allocator *bp_allocator_new_unpooled(int *err)
+{
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 0;
+    return allocator_create(&cfg, false, err);
+}
+
+void bp_allocator_destroy(bp_allocator *a)
+{
+    if (a == NULL || a->is_default) return;
+    /* Deleting the key first means no exit destructor will run for this allocator. */
+    pthread_key_delete(a->thread_key);
+    for (bp__thread_state *ts = a->threads; ts != NULL;) {
+        bp__thread_state *next = ts->next;
+        if (ts->arena != NULL) atomic_fetch_sub_explicit(&ts->arena->threads, 1, memory_order_relaxed);
+        free(ts);
+        ts = next;
+    }
+    if (bp__tls_last.allocator_id == a->id) {
+        bp__tls_last.allocator_id = 0;
+        bp__tls_last.state = NULL;
+    }
+    /* Unpooled buffers still alive own malloc'ed memory reachable only through their
+     * bp_buf objects: free it before the slabs go. */
+    for (bp__buf_slab *slab = a->slabs; slab != NULL;) {
+        bp__buf_slab *next = slab->next;
+        if (!a->pooled)
+            for (size_t i = 0; i < BP__SLAB_BUFS; i++)
+                if (atomic_load_explicit(&slab->bufs[i].refcnt, memory_order_relaxed) != 0)
+                    free(slab->bufs[i].region.memory);
+        free(slab);
+        slab = next;
+    }
+    if (a->pooled) {
+        for (unsigned i = 0; i < a->config.arenas; i++) bp__arena_destroy(&a->arenas[i]);
+        free(a->arenas);
+    }
+    pthread_mutex_destroy(&a->lock);
+    free(a);
+}
+
+static pthread_once_t default_once = PTHREAD_ONCE_INIT;
+static bp_allocator *default_allocator;
+
+static void default_allocator_create(void)
+{
+    const char *abort_on_misuse = getenv("BYTEPOOL_ABORT_ON_MISUSE");
+    if (abort_on_misuse != NULL && strcmp(abort_on_misuse, "1") == 0)
+        bp_set_misuse_handler(bp_misuse_abort, NULL);
+    bp_config cfg;
+    char why[200];
+    if (bp_config_from_env(&cfg, why, sizeof why) != 0) {
+        fprintf(stderr, "bytepool: default allocator not created: %s\n", why);
+        return;
+    }
+    default_allocator = allocator_create(&cfg, true, NULL);
+    if (default_allocator != NULL) default_allocator->is_default = true;
+}
+
+bp_allocator *bp_allocator_default(void)
+{
+    pthread_once(&default_once, default_allocator_create);
+    return default_allocator;
+}
+
+int bp_allocator_is_pooled(const bp_allocator *a)
+{
+    if (a == NULL) return bp__misuse(BP_EINVAL, __func__, "allocator is NULL");
+    return a->pooled ? 1 : 0;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Statistics
+ * ------------------------------------------------------------------------------------- */
+
+static void copy_out(void *out, size_t out_size, const void *full, size_t full_size)
+{
+    memcpy(out, full, out_size < full_size ? out_size : full_size);
+}
+
+int bp_arena_get_stats(const bp_allocator *a, unsigned index, bp_arena_stats *out, size_t out_size)
+{
+    if (a == NULL || out == NULL || out_size == 0)
+        return bp__misuse(BP_EINVAL, __func__, "NULL argument or zero out_size");
+    if (!a->pooled || index >= a->config.arenas)
+        return bp__misuse(BP_ERANGE, __func__, "arena %u does not exist (the allocator has %u)",
+                          index, a->pooled ? a->config.arenas : 0);
+    bp_arena_stats full;
+    bp__arena_get_stats(&a->arenas[index], &full);
+    copy_out(out, out_size, &full, sizeof full);
+    return 0;
+}
+
+int bp_allocator_get_stats(const bp_allocator *a, bp_allocator_stats *out, size_t out_size)
+{
+    if (a == NULL || out == NULL || out_size == 0)
+        return bp__misuse(BP_EINVAL, __func__, "NULL argument or zero out_size");
+    bp_allocator_stats full;
+    memset(&full, 0, sizeof full);
+    bp_allocator *mutable_a = (bp_allocator *)a; /* the lock is not part of the value */
+    if (a->pooled) {
+        full.arenas = a->config.arenas;
+        full.page_size = a->config.page_size;
+        full.chunk_size = a->config.chunk_size;
+        for (unsigned i = 0; i < a->config.arenas; i++) {
+            bp_arena_stats s;
+            bp__arena_get_stats(&mutable_a->arenas[i], &s);
+            full.mapped_bytes += s.chunks * a->config.chunk_size + s.huge_mapped_bytes;
+            full.active_bytes += s.active_bytes;
+            full.chunks += s.chunks;
+            full.allocations += s.allocations_small + s.allocations_normal + s.allocations_huge;
+            full.deallocations += s.deallocations_small + s.deallocations_normal + s.deallocations_huge;
+        }
+    } else {
+        full.allocations = atomic_load(&mutable_a->unpooled_allocations);
+        full.deallocations = atomic_load(&mutable_a->unpooled_deallocations);
+        full.active_bytes = atomic_load(&mutable_a->unpooled_active_bytes);
+    }
+    pthread_mutex_lock(&mutable_a->lock);
+    uint64_t allocated = a->buffers_allocated_exited, released = a->buffers_released_exited;
+    for (bp__thread_state *ts = a->threads; ts != NULL; ts = ts->next) {
+        allocated += atomic_load_explicit(&ts->buffers_allocated, memory_order_relaxed);
+        released += atomic_load_explicit(&ts->buffers_released, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&mutable_a->lock);
+    full.active_buffers = allocated - released;
+    copy_out(out, out_size, &full, sizeof full);
+    return 0;
+}
+
+int bp_allocator_print_stats(const bp_allocator *a, FILE *out)
+{
+    if (a == NULL || out == NULL) return bp__misuse(BP_EINVAL, __func__, "NULL argument");
+    bp_allocator_stats s;
+    bp_allocator_get_stats(a, &s, sizeof s);
+    if (!a->pooled) {
+        fprintf(out, "unpooled allocator: %llu buffers alive, %zu bytes in use, %llu allocations, "
+                     "%llu deallocations\n",
+                (unsigned long long)s.active_buffers, s.active_bytes,
+                (unsigned long long)s.allocations, (unsigned long long)s.deallocations);
+        return 0;
+    }
+    fprintf(out, "pooled allocator: %u arenas, page %zu B, chunk %zu B\n", s.arenas, s.page_size,
+            s.chunk_size);
+    fprintf(out, "  %llu buffers alive, %zu bytes in use, %zu bytes mapped in %zu chunks and huge mappings\n",
+            (unsigned long long)s.active_buffers, s.active_bytes, s.mapped_bytes, s.chunks);
+    for (unsigned i = 0; i < s.arenas; i++) {
+        bp_arena_stats as;
+        bp_arena_get_stats(a, i, &as, sizeof as);
+        if (as.allocations_small + as.allocations_normal + as.allocations_huge == 0 && as.threads == 0)
+            continue;
+        fprintf(out, "  arena %u: %u threads; active small %llu normal %llu huge %llu (%zu B); "
+                     "allocations %llu/%llu/%llu; chunks %zu [",
+                i, as.threads, (unsigned long long)as.active_small,
+                (unsigned long long)as.active_normal, (unsigned long long)as.active_huge,
+                as.active_bytes, (unsigned long long)as.allocations_small,
+                (unsigned long long)as.allocations_normal, (unsigned long long)as.allocations_huge,
+                as.chunks);
+        for (unsigned b = 0; b < BP_CHUNK_BANDS; b++)
+            fprintf(out, "%s%s %zu", b ? ", " : "", bp__chunk_band_name(b), as.chunks_in_band[b]);
+        fprintf(out, "]\n");
+    }
+    return 0;
+}

@@ -1,0 +1,100 @@
+/*
+ * The allocator object and the per-thread state it keeps: the arena a thread is bound to
+ * and its recycler of bp_buf objects (Netty's Recycler), so that steady traffic allocates
+ * no metadata.
+ *
+ * A thread's state is found through a one-entry thread-local cache (allocator id -> state),
+ * then through the allocator's pthread key, whose destructor returns the state's objects
+ * and arena binding when the thread exits. Ids are never reused, so a cache entry for a
+ * destroyed allocator can never match a new one.
+ */
+#ifndef BP_ALLOCATOR_H
+#define BP_ALLOCATOR_H
+
+#include "arena.h"
+#include "buf.h"
+#include "common.h"
+#include "size_class.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#define BP__SLAB_BUFS 64     /* bp_buf objects per metadata slab */
+#define BP__SPARE_BATCH 64   /* objects moved at once between a thread and the spare list */
+
+typedef struct bp__buf_slab {
+    struct bp__buf_slab *next;
+    bp_buf bufs[BP__SLAB_BUFS];
+} bp__buf_slab;
+
+/* One thread's view of one allocator. Counters have a single writer (the thread) and
+ * are read by stats with relaxed loads; they are updated with a load and a store, never a
+ * read-modify-write. */
+typedef struct bp__thread_state {
+    bp_allocator *allocator;
+    bp__arena *arena;            /* bound on first use; NULL for unpooled */
+    bp_buf *free_bufs;           /* recycler stack */
+    unsigned nfree_bufs;
+    _Atomic uint64_t buffers_allocated;
+    _Atomic uint64_t buffers_released;
+    struct bp__thread_state *prev, *next; /* in allocator->threads */
+} bp__thread_state;
+
+struct bp_allocator {
+    uint64_t id;                 /* unique for the life of the process */
+    bool pooled;
+    bool is_default;
+    bp_config config;
+    bp__size_classes sc;
+    bp__arena *arenas;           /* config.arenas of them; NULL if unpooled */
+    pthread_key_t thread_key;
+    pthread_mutex_t lock;        /* guards the fields below */
+    bp__thread_state *threads;
+    bp_buf *spare_bufs;          /* objects handed back by full or exiting recyclers */
+    size_t nspare_bufs;
+    bp__buf_slab *slabs;
+    uint64_t buffers_allocated_exited; /* counters of threads that have exited */
+    uint64_t buffers_released_exited;
+    /* Unpooled allocators have no arenas; they count here. */
+    _Atomic uint64_t unpooled_allocations, unpooled_deallocations;
+    _Atomic size_t unpooled_active_bytes;
+};
+
+/* Adds to a counter that only this thread writes: a load and a store, no locked
+ * instruction, and still a clean read for other threads (relaxed atomics). */
+static inline void bp__counter_add(_Atomic uint64_t *counter, uint64_t n)
+{
+    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+/* One-entry cache: the state of the allocator this thread used last. initial-exec keeps
+ * the access a single %fs-relative load, also inside the shared library. */
+typedef struct bp__tls_cache {
+    uint64_t allocator_id;
+    bp__thread_state *state;
+} bp__tls_cache;
+extern _Thread_local bp__tls_cache bp__tls_last __attribute__((tls_model("initial-exec")));
+
+/* Finds or creates this thread's state for `a`; NULL when out of memory. */
+bp__thread_state *bp__thread_state_slow(bp_allocator *a);
+
+/* This thread's state for `a`, created on first use; NULL when out of memory. */
+static inline bp__thread_state *bp__thread_state_get(bp_allocator *a)
+{
+    if (BP_LIKELY(bp__tls_last.allocator_id == a->id)) return bp__tls_last.state;
+    return bp__thread_state_slow(a);
+}
+
+/* A bp_buf object from the thread's recycler (or a new slab); NULL when out of memory. */
+bp_buf *bp__buf_object_get(bp__thread_state *ts);
+
+/* Gives a released bp_buf object back to the thread's recycler. */
+void bp__buf_object_put(bp__thread_state *ts, bp_allocator *a, bp_buf *b);
+
+/* Region of at least `size` bytes from the allocator: pooled from `arena`, or malloc'ed
+ * when unpooled (arena NULL). 0 or BP_ENOMEM. */
+int bp__region_alloc(bp_allocator *a, bp__arena *arena, size_t size, bp__region *out);
+void bp__region_free(bp_allocator *a, bp__arena *arena, const bp__region *region);
+
+#endif

@@ -1,0 +1,245 @@
+/*
+ * Allocation inside an arena: small classes from subpage pools, normal classes as page
+ * runs from the chunk lists (in Netty's order: q050, q025, q000, qInit, q075, then a new
+ * chunk), huge sizes as exact mappings.
+ */
+#include "arena.h"
+
+#include "os.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index)
+{
+    memset(arena, 0, sizeof *arena);
+    if (pthread_mutex_init(&arena->lock, NULL) != 0) return BP_ENOMEM;
+    arena->sc = sc;
+    arena->index = index;
+    atomic_init(&arena->threads, 0);
+    bp__chunk_lists_init(arena->lists, sc->chunk_size);
+    return 0;
+}
+
+void bp__arena_destroy(bp__arena *arena)
+{
+    for (unsigned b = 0; b < BP__NBANDS; b++) {
+        bp__chunk *c = arena->lists[b].head;
+        while (c != NULL) {
+            bp__chunk *next = c->next;
+            for (uint32_t p = 0; p < arena->sc->chunk_pages; p++)
+                bp__subpage_delete(c->subpages[p]);
+            bp__chunk_delete(c);
+            c = next;
+        }
+        arena->lists[b].head = NULL;
+    }
+    for (bp__huge *h = arena->huge_head; h != NULL;) {
+        bp__huge *next = h->next;
+        bp__os_unmap(h->memory, h->length);
+        free(h);
+        h = next;
+    }
+    arena->huge_head = NULL;
+    pthread_mutex_destroy(&arena->lock);
+}
+
+/* A run from the chunks we have, best-used first; else from a new chunk. */
+static long alloc_run(bp__arena *arena, uint32_t pages, bp__chunk **out)
+{
+    static const unsigned order[] = {BP__Q050, BP__Q025, BP__Q000, BP__Q_INIT, BP__Q075};
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        long offset = bp__chunk_list_alloc_run(&arena->lists[order[i]], pages, out);
+        if (offset >= 0) return offset;
+    }
+    bp__chunk *chunk = bp__chunk_new(arena, arena->sc);
+    if (chunk == NULL) return -1;
+    arena->chunks++;
+    long offset = bp__chunk_alloc_run(chunk, pages);
+    BP_ASSERT(offset == 0);
+    bp__chunk_list_add(&arena->lists[BP__Q_INIT], chunk);
+    *out = chunk;
+    return offset;
+}
+
+/* After a run was freed: move the chunk between bands, or hand it back to unmap. */
+static bp__chunk *settle_after_free(bp__arena *arena, bp__chunk *chunk)
+{
+    if (bp__chunk_list_after_free(&arena->lists[chunk->band], chunk)) return NULL;
+    arena->chunks--;
+    return chunk;
+}
+
+static int alloc_small(bp__arena *arena, unsigned cls, bp__region *out)
+{
+    const bp__size_classes *sc = arena->sc;
+    bp__subpage_pool *pool = &arena->pools[cls];
+    bp__subpage *sp = pool->head;
+    if (sp == NULL) {
+        bp__chunk *chunk;
+        long offset = alloc_run(arena, sc->run_pages[cls], &chunk);
+        if (offset < 0) return BP_ENOMEM;
+        sp = bp__subpage_new(chunk, (uint32_t)offset, sc->run_pages[cls], cls,
+                             (uint32_t)sc->class_size[cls], sc->run_slots[cls]);
+        if (sp == NULL) {
+            bp__chunk_free_run(chunk, (uint32_t)offset, sc->run_pages[cls]);
+            bp__chunk *dead = settle_after_free(arena, chunk);
+            bp__chunk_delete(dead);
+            return BP_ENOMEM;
+        }
+        chunk->subpages[offset] = sp;
+        bp__subpage_pool_push(pool, sp);
+    }
+    uint32_t slot = bp__subpage_alloc_slot(sp, pool);
+    bp__chunk *chunk = sp->chunk;
+    out->chunk = chunk;
+    out->memory = chunk->base + ((size_t)sp->run_offset << sc->page_shift) + (size_t)slot * sp->slot_size;
+    out->length = sp->slot_size;
+    out->handle = bp__handle_make(sp->run_offset, sp->run_pages, true, slot);
+    return 0;
+}
+
+static int alloc_normal(bp__arena *arena, unsigned cls, bp__region *out)
+{
+    const bp__size_classes *sc = arena->sc;
+    bp__chunk *chunk;
+    uint32_t pages = sc->run_pages[cls];
+    long offset = alloc_run(arena, pages, &chunk);
+    if (offset < 0) return BP_ENOMEM;
+    out->chunk = chunk;
+    out->memory = chunk->base + ((size_t)offset << sc->page_shift);
+    out->length = sc->class_size[cls];
+    out->handle = bp__handle_make((uint32_t)offset, pages, false, 0);
+    return 0;
+}
+
+static int alloc_huge(bp__arena *arena, size_t size, bp__region *out)
+{
+    size_t length = bp__align_up(size, bp__os_page_size());
+    bp__huge *node = malloc(sizeof *node);
+    if (node == NULL) return BP_ENOMEM;
+    node->memory = bp__os_map(length);
+    if (node->memory == NULL) {
+        free(node);
+        return BP_ENOMEM;
+    }
+    node->length = length;
+    pthread_mutex_lock(&arena->lock);
+    node->prev = NULL;
+    node->next = arena->huge_head;
+    if (arena->huge_head != NULL) arena->huge_head->prev = node;
+    arena->huge_head = node;
+    arena->huge_mapped_bytes += length;
+    arena->active_bytes += length;
+    arena->allocations[BP__KIND_HUGE]++;
+    pthread_mutex_unlock(&arena->lock);
+    out->memory = node->memory;
+    out->length = length;
+    out->chunk = NULL;
+    out->handle = (uint64_t)(uintptr_t)node;
+    out->kind = BP__KIND_HUGE;
+    return 0;
+}
+
+int bp__arena_alloc(bp__arena *arena, size_t size, bp__region *out)
+{
+    const bp__size_classes *sc = arena->sc;
+    unsigned cls = bp__size_class_of(sc, size);
+    if (cls >= sc->nclasses) return alloc_huge(arena, size, out);
+    unsigned kind = bp__size_class_is_small(sc, cls) ? BP__KIND_SMALL : BP__KIND_NORMAL;
+    pthread_mutex_lock(&arena->lock);
+    int rc = kind == BP__KIND_SMALL ? alloc_small(arena, cls, out) : alloc_normal(arena, cls, out);
+    if (rc == 0) {
+        out->kind = kind;
+        arena->allocations[kind]++;
+        arena->active_bytes += out->length;
+    }
+    pthread_mutex_unlock(&arena->lock);
+    return rc;
+}
+
+static void free_huge(bp__arena *arena, const bp__region *region)
+{
+    bp__huge *node = (bp__huge *)(uintptr_t)region->handle;
+    pthread_mutex_lock(&arena->lock);
+    if (node->prev != NULL) node->prev->next = node->next;
+    else arena->huge_head = node->next;
+    if (node->next != NULL) node->next->prev = node->prev;
+    arena->huge_mapped_bytes -= node->length;
+    arena->active_bytes -= node->length;
+    arena->deallocations[BP__KIND_HUGE]++;
+    pthread_mutex_unlock(&arena->lock);
+    bp__os_unmap(node->memory, node->length);
+    free(node);
+}
+
+void bp__arena_free(bp__arena *arena, const bp__region *region)
+{
+    if (region->kind == BP__KIND_HUGE) {
+        free_huge(arena, region);
+        return;
+    }
+    bp__chunk *chunk = region->chunk;
+    uint64_t handle = region->handle;
+    uint32_t offset = bp__handle_offset(handle);
+    bp__chunk *dead = NULL;
+    pthread_mutex_lock(&arena->lock);
+    arena->deallocations[region->kind]++;
+    arena->active_bytes -= region->length;
+    if (bp__handle_is_subpage(handle)) {
+        bp__subpage *sp = chunk->subpages[offset];
+        if (bp__subpage_free_slot(sp, &arena->pools[sp->class_index], bp__handle_slot(handle))) {
+            chunk->subpages[offset] = NULL;
+            bp__chunk_free_run(chunk, offset, sp->run_pages);
+            bp__subpage_delete(sp);
+            dead = settle_after_free(arena, chunk);
+        }
+    } else {
+        bp__chunk_free_run(chunk, offset, bp__handle_pages(handle));
+        dead = settle_after_free(arena, chunk);
+    }
+    pthread_mutex_unlock(&arena->lock);
+    /* The empty chunk is out of every list: unmap it without holding the lock. Subpages
+     * of a chunk that emptied were all deleted when their last slot went. */
+    bp__chunk_delete(dead);
+}
+
+void bp__arena_get_stats(bp__arena *arena, bp_arena_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&arena->lock);
+    out->allocations_small = arena->allocations[BP__KIND_SMALL];
+    out->allocations_normal = arena->allocations[BP__KIND_NORMAL];
+    out->allocations_huge = arena->allocations[BP__KIND_HUGE];
+    out->deallocations_small = arena->deallocations[BP__KIND_SMALL];
+    out->deallocations_normal = arena->deallocations[BP__KIND_NORMAL];
+    out->deallocations_huge = arena->deallocations[BP__KIND_HUGE];
+    out->active_bytes = arena->active_bytes;
+    out->chunks = arena->chunks;
+    out->huge_mapped_bytes = arena->huge_mapped_bytes;
+    for (unsigned b = 0; b < BP__NBANDS; b++) out->chunks_in_band[b] = arena->lists[b].count;
+    pthread_mutex_unlock(&arena->lock);
+    out->active_small = out->allocations_small - out->deallocations_small;
+    out->active_normal = out->allocations_normal - out->deallocations_normal;
+    out->active_huge = out->allocations_huge - out->deallocations_huge;
+    out->threads = atomic_load_explicit(&arena->threads, memory_order_relaxed);
+}
+
+bool bp__arena_check(bp__arena *arena)
+{
+    bool ok = true;
+    size_t chunks = 0;
+    pthread_mutex_lock(&arena->lock);
+    for (unsigned b = 0; b < BP__NBANDS && ok; b++) {
+        size_t count = 0;
+        for (bp__chunk *c = arena->lists[b].head; c != NULL && ok; c = c->next) {
+            ok = c->band == b && c->arena == arena && bp__chunk_check(c);
+            count++;
+        }
+        ok = ok && count == arena->lists[b].count;
+        chunks += count;
+    }
+    ok = ok && chunks == arena->chunks;
+    pthread_mutex_unlock(&arena->lock);
+    return ok;
+}

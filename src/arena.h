@@ -1,0 +1,74 @@
+/*
+ * An arena: the chunk lists, the per-class subpage pools and the huge mappings of one
+ * share of the allocator's threads (Netty's PoolArena), behind one lock. Threads are
+ * spread over arenas so that they rarely contend for the same lock.
+ *
+ * Invariants (under lock)
+ * - Every chunk of the arena is in exactly one of its chunk lists.
+ * - A small class's pool holds exactly the subpages of that class with a free slot (plus
+ *   possibly one empty subpage, kept to avoid churn).
+ * - active_bytes == sum of region lengths handed out and not yet freed.
+ */
+#ifndef BP_ARENA_H
+#define BP_ARENA_H
+
+#include "chunk_list.h"
+#include "common.h"
+#include "size_class.h"
+#include "subpage.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+enum { BP__KIND_SMALL, BP__KIND_NORMAL, BP__KIND_HUGE, BP__NKINDS };
+
+/* Memory handed out for one buffer. */
+typedef struct bp__region {
+    uint8_t *memory;
+    size_t length;       /* usable bytes (the class size, or the whole huge mapping) */
+    struct bp__chunk *chunk; /* NULL for a huge mapping */
+    uint64_t handle;     /* chunk: run/slot handle; huge: its bp__huge node */
+    unsigned kind;       /* BP__KIND_* */
+} bp__region;
+
+/* A huge mapping, listed so that destroying the arena can unmap what users leaked. */
+typedef struct bp__huge {
+    struct bp__huge *prev, *next;
+    void *memory;
+    size_t length;
+} bp__huge;
+
+typedef struct bp__arena {
+    pthread_mutex_t lock;
+    const bp__size_classes *sc;
+    bp__chunk_list lists[BP__NBANDS];
+    bp__subpage_pool pools[BP__MAX_CLASSES]; /* entries 0 .. sc->nsmall - 1 used */
+    bp__huge *huge_head;
+    uint64_t allocations[BP__NKINDS];
+    uint64_t deallocations[BP__NKINDS];
+    size_t active_bytes;
+    size_t huge_mapped_bytes;
+    size_t chunks;
+    atomic_uint threads;  /* threads bound to this arena (changed without the lock) */
+    unsigned index;
+} __attribute__((aligned(BP_CACHE_LINE))) bp__arena;
+
+int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index);
+
+/* Unmaps every chunk and huge mapping, including those still handed out. */
+void bp__arena_destroy(bp__arena *arena);
+
+/* Hands out a region of at least `size` bytes (size <= BP_CAPACITY_LIMIT).
+ * Returns 0, or BP_ENOMEM when memory cannot be mapped. */
+int bp__arena_alloc(bp__arena *arena, size_t size, bp__region *out);
+
+/* Takes back a region that this arena handed out. */
+void bp__arena_free(bp__arena *arena, const bp__region *region);
+
+/* Copies counters under the lock. */
+void bp__arena_get_stats(bp__arena *arena, bp_arena_stats *out);
+
+/* Debug: checks every chunk of the arena (bp__chunk_check) and list membership. */
+bool bp__arena_check(bp__arena *arena);
+
+#endif

@@ -1,0 +1,39 @@
+/*
+ * The bp_buf object (Netty's PooledByteBuf): indices, reference count and the region of
+ * memory behind it.
+ *
+ * Invariants
+ * - 0 <= reader_index <= writer_index <= capacity <= max_capacity <= BP_CAPACITY_LIMIT.
+ * - While alive (refcnt > 0): capacity <= region.length and memory == region.memory.
+ * - refcnt == 0 means released: the object sits in a recycler (next_free links it) and no
+ *   API call touches memory through it.
+ */
+#ifndef BP_BUF_H
+#define BP_BUF_H
+
+#include "arena.h"
+#include "common.h"
+
+#include <stdatomic.h>
+
+struct bp_buf {
+    uint8_t *memory;          /* first byte of the buffer (region.memory) */
+    size_t reader_index;
+    size_t writer_index;
+    size_t capacity;
+    size_t max_capacity;
+    _Atomic uint32_t refcnt;  /* 0: released */
+    bp__region region;        /* where memory came from, to give it back */
+    bp__arena *arena;         /* the region's arena; NULL for an unpooled allocator */
+    bp_allocator *allocator;
+    bp_buf *next_free;        /* recycler link while released */
+};
+
+/* Netty's calculateNewCapacity: the capacity to grow to so that at least `min_capacity`
+ * bytes fit, capped at max_capacity (min_capacity <= max_capacity). */
+size_t bp__calculate_new_capacity(size_t min_capacity, size_t max_capacity);
+
+/* The growth step above which capacities go up linearly (4 MiB, as Netty). */
+#define BP__GROWTH_THRESHOLD ((size_t)4 << 20)
+
+#endif

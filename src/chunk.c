@@ -1,0 +1,226 @@
+/*
+ * Runs of pages inside a chunk: split on allocation, coalesced on free, bucketed by page
+ * class with a two-level bitmap per bucket so that "lowest free run of at least n pages"
+ * costs a few word scans, whatever the chunk size.
+ */
+#include "chunk.h"
+
+#include "common.h"
+#include "os.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static inline uint32_t run_info_make(uint32_t pages, bool free) { return (pages << 1) | free; }
+static inline uint32_t run_info_pages(uint32_t info) { return info >> 1; }
+static inline bool run_info_free(uint32_t info) { return info & 1u; }
+
+static inline uint64_t *bucket_words(const bp__chunk *c, unsigned cls)
+{
+    return c->avail + (size_t)cls * c->avail_words;
+}
+
+static inline uint64_t *bucket_summary(const bp__chunk *c, unsigned cls)
+{
+    return c->avail_summary + (size_t)cls * c->summary_words;
+}
+
+static void mark_run(bp__chunk *c, uint32_t offset, uint32_t pages, bool free)
+{
+    uint32_t info = run_info_make(pages, free);
+    c->run_info[offset] = info;
+    c->run_info[offset + pages - 1] = info;
+}
+
+static void bucket_insert(bp__chunk *c, uint32_t offset, uint32_t pages)
+{
+    unsigned cls = bp__page_class_floor(c->sc, pages);
+    uint64_t *words = bucket_words(c, cls);
+    words[offset / 64] |= (uint64_t)1 << (offset % 64);
+    bucket_summary(c, cls)[offset / 4096] |= (uint64_t)1 << ((offset / 64) % 64);
+    c->nonempty[cls / 64] |= (uint64_t)1 << (cls % 64);
+    mark_run(c, offset, pages, true);
+}
+
+static void bucket_remove(bp__chunk *c, uint32_t offset, uint32_t pages)
+{
+    unsigned cls = bp__page_class_floor(c->sc, pages);
+    uint64_t *words = bucket_words(c, cls);
+    words[offset / 64] &= ~((uint64_t)1 << (offset % 64));
+    if (words[offset / 64] != 0) return;
+    uint64_t *summary = bucket_summary(c, cls);
+    summary[offset / 4096] &= ~((uint64_t)1 << ((offset / 64) % 64));
+    if (summary[offset / 4096] != 0) return;
+    for (unsigned s = 0; s < c->summary_words; s++)
+        if (summary[s] != 0) return;
+    c->nonempty[cls / 64] &= ~((uint64_t)1 << (cls % 64));
+}
+
+/* Lowest run start in a bucket known to be non-empty. */
+static uint32_t bucket_lowest(const bp__chunk *c, unsigned cls)
+{
+    const uint64_t *summary = bucket_summary(c, cls);
+    const uint64_t *words = bucket_words(c, cls);
+    for (unsigned s = 0; s < c->summary_words; s++) {
+        if (summary[s] == 0) continue;
+        unsigned w = s * 64 + (unsigned)__builtin_ctzll(summary[s]);
+        return w * 64 + (unsigned)__builtin_ctzll(words[w]);
+    }
+    BP_ASSERT(!"bucket_lowest on an empty bucket");
+    return 0;
+}
+
+/* The first non-empty bucket at or above `cls`, or -1. */
+static int first_nonempty_from(const bp__chunk *c, unsigned cls)
+{
+    for (unsigned w = cls / 64; w < 2; w++) {
+        uint64_t bits = c->nonempty[w];
+        if (w == cls / 64) bits &= ~(uint64_t)0 << (cls % 64);
+        if (bits != 0) return (int)(w * 64 + (unsigned)__builtin_ctzll(bits));
+    }
+    return -1;
+}
+
+bp__chunk *bp__chunk_new(struct bp__arena *arena, const bp__size_classes *sc)
+{
+    unsigned pages = sc->chunk_pages;
+    unsigned avail_words = (pages + 63) / 64;
+    unsigned summary_words = (avail_words + 63) / 64;
+    size_t nclasses = sc->npage_classes;
+
+    /* One block for the struct and its arrays; 8-byte arrays first keeps them aligned. */
+    size_t bytes = sizeof(bp__chunk) + nclasses * (avail_words + summary_words) * sizeof(uint64_t) +
+                   pages * sizeof(struct bp__subpage *) + pages * sizeof(uint32_t);
+    bp__chunk *c = calloc(1, bytes);
+    if (c == NULL) return NULL;
+    c->base = bp__os_map(sc->chunk_size);
+    if (c->base == NULL) {
+        free(c);
+        return NULL;
+    }
+    c->arena = arena;
+    c->sc = sc;
+    c->avail_words = avail_words;
+    c->summary_words = summary_words;
+    c->avail = (uint64_t *)(c + 1);
+    c->avail_summary = c->avail + nclasses * avail_words;
+    c->subpages = (struct bp__subpage **)(c->avail_summary + nclasses * summary_words);
+    c->run_info = (uint32_t *)(c->subpages + pages);
+    c->free_bytes = sc->chunk_size;
+    bucket_insert(c, 0, pages);
+    return c;
+}
+
+void bp__chunk_delete(bp__chunk *chunk)
+{
+    if (chunk == NULL) return;
+    bp__os_unmap(chunk->base, chunk->sc->chunk_size);
+    free(chunk);
+}
+
+long bp__chunk_alloc_run(bp__chunk *c, uint32_t pages)
+{
+    BP_ASSERT(pages >= 1 && pages <= c->sc->chunk_pages);
+    BP_ASSERT(c->sc->page_class_pages[bp__page_class_ceil(c->sc, pages)] == pages);
+    if (((size_t)pages << c->sc->page_shift) > c->free_bytes) return -1;
+    int cls = first_nonempty_from(c, bp__page_class_ceil(c->sc, pages));
+    if (cls < 0) return -1;
+    uint32_t offset = bucket_lowest(c, (unsigned)cls);
+    uint32_t run_pages = run_info_pages(c->run_info[offset]);
+    BP_ASSERT(run_pages >= pages && run_info_free(c->run_info[offset]));
+    bucket_remove(c, offset, run_pages);
+    if (run_pages > pages) bucket_insert(c, offset + pages, run_pages - pages);
+    mark_run(c, offset, pages, false);
+    c->free_bytes -= (size_t)pages << c->sc->page_shift;
+    return offset;
+}
+
+void bp__chunk_free_run(bp__chunk *c, uint32_t offset, uint32_t pages)
+{
+    BP_ASSERT(!run_info_free(c->run_info[offset]) && run_info_pages(c->run_info[offset]) == pages);
+    c->free_bytes += (size_t)pages << c->sc->page_shift;
+    if (offset > 0 && run_info_free(c->run_info[offset - 1])) {
+        uint32_t left_pages = run_info_pages(c->run_info[offset - 1]);
+        offset -= left_pages;
+        bucket_remove(c, offset, left_pages);
+        pages += left_pages;
+    }
+    uint32_t end = offset + pages;
+    if (end < c->sc->chunk_pages && run_info_free(c->run_info[end])) {
+        uint32_t right_pages = run_info_pages(c->run_info[end]);
+        bucket_remove(c, end, right_pages);
+        pages += right_pages;
+    }
+    bucket_insert(c, offset, pages);
+}
+
+int bp__chunk_usage(const bp__chunk *c)
+{
+    if (c->free_bytes == 0) return 100;
+    int free_percent = (int)(c->free_bytes * 100 / c->sc->chunk_size);
+    if (free_percent == 0) return 99;
+    return 100 - free_percent;
+}
+
+uint32_t bp__chunk_longest_free_run(const bp__chunk *c)
+{
+    int cls = -1;
+    for (int k = (int)c->sc->npage_classes - 1; k >= 0; k--) {
+        if (c->nonempty[k / 64] & ((uint64_t)1 << (k % 64))) {
+            cls = k;
+            break;
+        }
+    }
+    if (cls < 0) return 0;
+    /* Runs in the top bucket differ in length; walk them all. */
+    uint32_t longest = 0;
+    const uint64_t *words = bucket_words(c, (unsigned)cls);
+    for (unsigned w = 0; w < c->avail_words; w++) {
+        for (uint64_t bits = words[w]; bits != 0; bits &= bits - 1) {
+            uint32_t offset = w * 64 + (unsigned)__builtin_ctzll(bits);
+            uint32_t pages = run_info_pages(c->run_info[offset]);
+            if (pages > longest) longest = pages;
+        }
+    }
+    return longest;
+}
+
+bool bp__chunk_check(const bp__chunk *c)
+{
+    const bp__size_classes *sc = c->sc;
+    size_t used_pages = 0;
+    bool previous_free = false;
+    for (uint32_t page = 0; page < sc->chunk_pages;) {
+        uint32_t info = c->run_info[page];
+        uint32_t pages = run_info_pages(info);
+        if (pages == 0 || page + pages > sc->chunk_pages) return false;
+        if (c->run_info[page + pages - 1] != info) return false;
+        bool free = run_info_free(info);
+        if (free && previous_free) return false; /* two free runs touching */
+        unsigned cls = bp__page_class_floor(sc, pages);
+        bool in_bucket = (bucket_words(c, cls)[page / 64] >> (page % 64)) & 1u;
+        if (free != in_bucket) return false;
+        if (!free) used_pages += pages;
+        previous_free = free;
+        page += pages;
+    }
+    /* Every bucket bit must name a free run of that bucket. */
+    for (unsigned cls = 0; cls < sc->npage_classes; cls++) {
+        const uint64_t *words = bucket_words(c, cls);
+        bool any = false;
+        for (unsigned w = 0; w < c->avail_words; w++) {
+            for (uint64_t bits = words[w]; bits != 0; bits &= bits - 1) {
+                uint32_t offset = w * 64 + (unsigned)__builtin_ctzll(bits);
+                uint32_t info = c->run_info[offset];
+                if (!run_info_free(info) || bp__page_class_floor(sc, run_info_pages(info)) != cls)
+                    return false;
+                any = true;
+            }
+            bool summary_bit = (bucket_summary(c, cls)[w / 64] >> (w % 64)) & 1u;
+            if (summary_bit != (words[w] != 0)) return false;
+        }
+        bool nonempty_bit = (c->nonempty[cls / 64] >> (cls % 64)) & 1u;
+        if (nonempty_bit != any) return false;
+    }
+    return c->free_bytes == sc->chunk_size - (used_pages << sc->page_shift);
+}

@@ -1,0 +1,81 @@
+/*
+ * A chunk: one mapping of chunk_size bytes cut into runs of whole pages (Netty's PoolChunk
+ * since 4.1.52). Runs tile the chunk: each page belongs to exactly one run, free or used.
+ *
+ * Invariants
+ * - run_info[first page] and run_info[last page] of every run hold (pages << 1) | free;
+ *   pages inside a run hold stale values that are never read (a run's neighbours are found
+ *   through the page just before it and the page just after it, always run ends).
+ * - No two free runs touch: freeing coalesces with free neighbours on both sides.
+ * - Each free run is in exactly one bucket: the largest page class not above its length.
+ *   A request for n pages searches from the smallest page class >= n upwards (best fit)
+ *   and takes the lowest offset in that bucket (lowest address first).
+ * - free_bytes == chunk_size - pages in used runs * page_size.
+ *
+ * Metadata (this struct and its arrays) is allocated with malloc, never inside the mapping
+ * handed to users. Not thread-safe: the owning arena's lock guards it.
+ */
+#ifndef BP_CHUNK_H
+#define BP_CHUNK_H
+
+#include "size_class.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct bp__arena;
+struct bp__subpage;
+
+/* A handle names a run, or a slot of a subpage run, inside one chunk:
+ *   bits 40..63 run offset in pages | 17..39 run length in pages | 16 subpage | 0..15 slot */
+static inline uint64_t bp__handle_make(uint32_t offset, uint32_t pages, bool subpage, uint32_t slot)
+{
+    return ((uint64_t)offset << 40) | ((uint64_t)pages << 17) | ((uint64_t)subpage << 16) | slot;
+}
+static inline uint32_t bp__handle_offset(uint64_t h) { return (uint32_t)(h >> 40); }
+static inline uint32_t bp__handle_pages(uint64_t h) { return (uint32_t)(h >> 17) & 0x7fffffu; }
+static inline bool bp__handle_is_subpage(uint64_t h) { return (h >> 16) & 1u; }
+static inline uint32_t bp__handle_slot(uint64_t h) { return (uint32_t)(h & 0xffffu); }
+
+typedef struct bp__chunk {
+    struct bp__arena *arena;     /* owner; its lock guards everything below */
+    const bp__size_classes *sc;
+    uint8_t *base;               /* the mapping, sc->chunk_size bytes */
+    size_t free_bytes;
+    struct bp__chunk *prev, *next; /* neighbours in its chunk list */
+    unsigned band;               /* index of the chunk list holding it */
+    uint32_t *run_info;          /* per page, see above */
+    struct bp__subpage **subpages; /* per page: the subpage whose run starts there */
+    uint64_t *avail;             /* per page class: bitmap over pages of free run starts */
+    uint64_t *avail_summary;     /* per page class: bit w set <=> avail word w != 0 */
+    uint64_t nonempty[2];        /* bit k set <=> page class k's bucket has a run */
+    unsigned avail_words, summary_words;
+} bp__chunk;
+
+/* Maps a new chunk, all of it one free run. NULL when memory cannot be had. */
+bp__chunk *bp__chunk_new(struct bp__arena *arena, const bp__size_classes *sc);
+
+/* Unmaps the chunk and frees its metadata. */
+void bp__chunk_delete(bp__chunk *chunk);
+
+/* Takes a run of `pages` pages: best fit, lowest offset. `pages` must be the length of a
+ * page class (every normal class and every subpage run is): then each run in a bucket at or
+ * above its class is long enough, so the search never looks inside a bucket. Returns the
+ * run's first page, or -1 if no free run is long enough. */
+long bp__chunk_alloc_run(bp__chunk *chunk, uint32_t pages);
+
+/* Returns the run [offset, offset + pages) and coalesces it with free neighbours. */
+void bp__chunk_free_run(bp__chunk *chunk, uint32_t offset, uint32_t pages);
+
+/* Netty's usage: 100 when nothing is free, 0 when all is free, otherwise
+ * 100 - free percentage, and 99 rather than 100 while any byte is free. */
+int bp__chunk_usage(const bp__chunk *chunk);
+
+/* Length in pages of the longest free run (for tests and stats; O(page classes)). */
+uint32_t bp__chunk_longest_free_run(const bp__chunk *chunk);
+
+/* Debug: checks every invariant above; returns false and stops at the first broken one. */
+bool bp__chunk_check(const bp__chunk *chunk);
+
+#endif

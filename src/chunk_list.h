@@ -1,0 +1,56 @@
+/*
+ * Chunk lists: chunks grouped by usage into bands (Netty's PoolChunkList), so allocation
+ * prefers chunks that are already well used and a chunk that empties can be unmapped.
+ *
+ *   band   usage range   after alloc, usage >= max: move up    after free, usage < min: move down
+ *   qInit  [-, 25)       -> q000                               never (stays, never unmapped)
+ *   q000   [1, 50)       -> q025                               unmapped (it is empty)
+ *   q025   [25, 75)      -> q050                               -> q000
+ *   q050   [50, 100)     -> q075                               -> q025
+ *   q075   [75, 100)     -> q100                               -> q050
+ *   q100   [100, -]      -                                     -> q075
+ *
+ * A move continues as far as the usage demands. Guarded by the arena's lock.
+ */
+#ifndef BP_CHUNK_LIST_H
+#define BP_CHUNK_LIST_H
+
+#include "chunk.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum { BP__Q_INIT, BP__Q000, BP__Q025, BP__Q050, BP__Q075, BP__Q100, BP__NBANDS };
+
+typedef struct bp__chunk_list {
+    bp__chunk *head;
+    struct bp__chunk_list *up, *down; /* down is NULL for q000 (empty chunks are unmapped)
+                                         and the list itself for qInit */
+    int min_usage, max_usage;
+    size_t max_alloc;  /* the largest run any chunk in this band can still have free */
+    size_t count;
+    unsigned band;
+} bp__chunk_list;
+
+/* Sets up the six bands of one arena, linked as in the table. */
+void bp__chunk_lists_init(bp__chunk_list lists[BP__NBANDS], size_t chunk_size);
+
+/* Band names for stats: "qInit", "q000", ... */
+const char *bp__chunk_band_name(unsigned band);
+
+/* Puts a chunk into `list`, or further up if its usage demands. */
+void bp__chunk_list_add(bp__chunk_list *list, bp__chunk *chunk);
+
+void bp__chunk_list_remove(bp__chunk_list *list, bp__chunk *chunk);
+
+/* Tries each chunk of the list for a run of `pages` pages; on success returns the offset,
+ * stores the chunk in *out and moves the chunk up if it crossed the band's max usage.
+ * Returns -1 when no chunk in the list has room. */
+long bp__chunk_list_alloc_run(bp__chunk_list *list, uint32_t pages, bp__chunk **out);
+
+/* To be called after a run of `chunk` (a member of `list`) was freed: moves the chunk
+ * down as its usage demands. Returns false when the chunk emptied below q000: it has then
+ * been taken out of every list and the caller must delete it. */
+bool bp__chunk_list_after_free(bp__chunk_list *list, bp__chunk *chunk);
+
+#endif

@@ -1,0 +1,58 @@
+/*
+ * Things every module uses: branch hints, alignment helpers, debug checks and the one
+ * route by which misuse is reported (bp__misuse -> the user's handler).
+ */
+#ifndef BP_COMMON_H
+#define BP_COMMON_H
+
+#include "bytepool.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#  define BP_LIKELY(x) __builtin_expect(!!(x), 1)
+#  define BP_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#  define BP_NOINLINE __attribute__((noinline))
+#  define BP_COLD __attribute__((cold))
+#  define BP_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#  define BP_LIKELY(x) (x)
+#  define BP_UNLIKELY(x) (x)
+#  define BP_NOINLINE
+#  define BP_COLD
+#  define BP_PRINTF(fmt, args)
+#endif
+
+#define BP_CACHE_LINE 64
+
+/* Internal consistency checks: compiled in always (so they stay type-checked), executed
+ * only in builds configured with BP_DEBUG=1. */
+#ifndef BP_DEBUG
+#  define BP_DEBUG 0
+#endif
+#define BP_ASSERT(cond)                                                                    \
+    do {                                                                                   \
+        if (BP_DEBUG && !(cond)) bp__assert_fail(#cond, __FILE__, __LINE__);               \
+    } while (0)
+
+BP_COLD void bp__assert_fail(const char *cond, const char *file, int line);
+
+/* Reports misuse detected in public function `func` through the installed handler and
+ * returns `err`, so callers can write `return bp__misuse(BP_ERANGE, __func__, ...)`. */
+BP_COLD int bp__misuse(int err, const char *func, const char *fmt, ...) BP_PRINTF(3, 4);
+
+static inline bool bp__is_pow2(size_t x) { return x != 0 && (x & (x - 1)) == 0; }
+
+static inline size_t bp__align_up(size_t x, size_t align) /* align: power of two */
+{
+    return (x + align - 1) & ~(align - 1);
+}
+
+static inline unsigned bp__log2(size_t x) /* x > 0 */
+{
+    return (unsigned)(sizeof(unsigned long long) * 8 - 1) - (unsigned)__builtin_clzll(x);
+}
+
+#endif

@@ -1,0 +1,158 @@
+/*
+ * Settings: defaults, validation and BYTEPOOL_* environment variables, all driven by one
+ * table so that a setting's field name, variable and limits are written once.
+ */
+#include "common.h"
+#include "os.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum setting_kind { KIND_SIZE, KIND_UNSIGNED };
+
+typedef struct setting {
+    const char *field;
+    const char *env;
+    size_t offset;
+    enum setting_kind kind;
+} setting;
+
+static const setting settings[] = {
+    {"page_size", "BYTEPOOL_PAGE_SIZE", offsetof(bp_config, page_size), KIND_SIZE},
+    {"chunk_size", "BYTEPOOL_CHUNK_SIZE", offsetof(bp_config, chunk_size), KIND_SIZE},
+    {"arenas", "BYTEPOOL_ARENAS", offsetof(bp_config, arenas), KIND_UNSIGNED},
+    {"recycler_capacity", "BYTEPOOL_RECYCLER_CAPACITY", offsetof(bp_config, recycler_capacity),
+     KIND_UNSIGNED},
+};
+#define NSETTINGS (sizeof settings / sizeof settings[0])
+
+static size_t setting_get(const bp_config *cfg, const setting *s)
+{
+    const char *field = (const char *)cfg + s->offset;
+    if (s->kind == KIND_SIZE) return *(const size_t *)(const void *)field;
+    return *(const unsigned *)(const void *)field;
+}
+
+static void setting_set(bp_config *cfg, const setting *s, size_t value)
+{
+    char *field = (char *)cfg + s->offset;
+    if (s->kind == KIND_SIZE) *(size_t *)(void *)field = value;
+    else *(unsigned *)(void *)field = (unsigned)value;
+}
+
+void bp_config_init(bp_config *cfg)
+{
+    if (cfg == NULL) return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->page_size = 8192;
+    cfg->chunk_size = (size_t)4 << 20;
+    unsigned arenas = 2 * bp__os_cpu_count();
+    cfg->arenas = arenas > 1024 ? 1024 : arenas;
+    cfg->recycler_capacity = 4096;
+}
+
+/* Why setting `s` is invalid in `cfg` (NULL when it is fine). */
+static const char *setting_problem(const bp_config *cfg, const setting *s)
+{
+    size_t v = setting_get(cfg, s);
+    if (s->offset == offsetof(bp_config, page_size)) {
+        if (!bp__is_pow2(v)) return "must be a power of two";
+        if (v < 4096 || v > 65536) return "must be between 4096 and 65536";
+        if (v < bp__os_page_size()) return "must not be smaller than the OS page size";
+    } else if (s->offset == offsetof(bp_config, chunk_size)) {
+        if (!bp__is_pow2(v)) return "must be a power of two";
+        if (bp__is_pow2(cfg->page_size) && v < 8 * cfg->page_size)
+            return "must be at least 8 pages (8 x page_size)";
+        if (v > ((size_t)1 << 30)) return "must not exceed 1 GiB";
+    } else if (s->offset == offsetof(bp_config, arenas)) {
+        if (v < 1 || v > 1024) return "must be between 1 and 1024";
+    } else if (s->offset == offsetof(bp_config, recycler_capacity)) {
+        if (v > (1u << 20)) return "must not exceed 1048576";
+    }
+    return NULL;
+}
+
+int bp_config_validate(const bp_config *cfg, char *errbuf, size_t errbuf_len)
+{
+    if (cfg == NULL) {
+        if (errbuf_len > 0) snprintf(errbuf, errbuf_len, "config is NULL");
+        return BP_EINVAL;
+    }
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const char *problem = setting_problem(cfg, &settings[i]);
+        if (problem == NULL) continue;
+        if (errbuf_len > 0)
+            snprintf(errbuf, errbuf_len, "%s=%zu: %s", settings[i].field,
+                     setting_get(cfg, &settings[i]), problem);
+        return BP_EINVAL;
+    }
+    return 0;
+}
+
+/* Decimal digits with an optional K, M or G suffix (powers of 1024) for sizes; nothing else,
+ * not even spaces. Returns a reason on failure. */
+static const char *parse_value(const char *text, enum setting_kind kind, size_t *out)
+{
+    if (!isdigit((unsigned char)text[0])) return "not a number";
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno == ERANGE) return "too large";
+    unsigned shift = 0;
+    if (kind == KIND_SIZE && *end != '\0' && end[1] == '\0') {
+        switch (*end) {
+        case 'k': case 'K': shift = 10; end++; break;
+        case 'm': case 'M': shift = 20; end++; break;
+        case 'g': case 'G': shift = 30; end++; break;
+        default: break;
+        }
+    }
+    if (*end != '\0') return kind == KIND_SIZE ? "not a size (digits, optionally K, M or G)"
+                                               : "not a whole number";
+    if (v > (SIZE_MAX >> shift)) return "too large";
+    v <<= shift;
+    if (kind == KIND_UNSIGNED && v > 0xffffffffull) return "too large";
+    *out = (size_t)v;
+    return NULL;
+}
+
+int bp_config_from_env(bp_config *cfg, char *errbuf, size_t errbuf_len)
+{
+    if (cfg == NULL) {
+        if (errbuf_len > 0) snprintf(errbuf, errbuf_len, "config is NULL");
+        return BP_EINVAL;
+    }
+    bp_config result;
+    bp_config_init(&result);
+    bp_config_init(cfg);
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const char *text = getenv(settings[i].env);
+        if (text == NULL) continue;
+        size_t value;
+        const char *problem = parse_value(text, settings[i].kind, &value);
+        if (problem == NULL) {
+            setting_set(&result, &settings[i], value);
+            continue;
+        }
+        if (errbuf_len > 0) snprintf(errbuf, errbuf_len, "%s=%s: %s", settings[i].env, text, problem);
+        return BP_EINVAL;
+    }
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const char *problem = setting_problem(&result, &settings[i]);
+        if (problem == NULL) continue;
+        const char *text = getenv(settings[i].env);
+        if (errbuf_len > 0) {
+            if (text != NULL)
+                snprintf(errbuf, errbuf_len, "%s=%s: %s", settings[i].env, text, problem);
+            else
+                snprintf(errbuf, errbuf_len, "%s=%zu (default): %s", settings[i].env,
+                         setting_get(&result, &settings[i]), problem);
+        }
+        return BP_EINVAL;
+    }
+    *cfg = result;
+    return 0;
+}

@@ -1,0 +1,80 @@
+/*
+ * Error codes and misuse reporting. The code list lives once, in BP_ERROR_MAP
+ * (bytepool.h); the handler is process-wide and replaceable at any time.
+ */
+#include "common.h"
+
+#include <stdarg.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+const char *bp_strerror(int err)
+{
+    switch (err) {
+    case BP_OK: return "success";
+#define BP__ERROR_TEXT(name, value, text) case BP_##name: return text;
+        BP_ERROR_MAP(BP__ERROR_TEXT)
+#undef BP__ERROR_TEXT
+    default: return "unknown error";
+    }
+}
+
+const char *bp_err_name(int err)
+{
+    switch (err) {
+    case BP_OK: return "BP_OK";
+#define BP__ERROR_NAME(name, value, text) case BP_##name: return "BP_" #name;
+        BP_ERROR_MAP(BP__ERROR_NAME)
+#undef BP__ERROR_NAME
+    default: return "BP_UNKNOWN";
+    }
+}
+
+/* Handler and argument change together under one lock; misuse is the cold path, so the
+ * reader takes the lock too and calls the handler after letting go of it. */
+static pthread_mutex_t hook_lock = PTHREAD_MUTEX_INITIALIZER;
+static bp_misuse_handler hook_handler = NULL;
+static void *hook_user_data = NULL;
+
+bp_misuse_handler bp_set_misuse_handler(bp_misuse_handler handler, void *user_data)
+{
+    pthread_mutex_lock(&hook_lock);
+    bp_misuse_handler previous = hook_handler;
+    hook_handler = handler;
+    hook_user_data = user_data;
+    pthread_mutex_unlock(&hook_lock);
+    return previous;
+}
+
+void bp_misuse_abort(int err, const char *func, const char *message, void *user_data)
+{
+    (void)user_data;
+    fprintf(stderr, "bytepool: %s: %s (%s)\n", func, message, bp_err_name(err));
+    fflush(stderr);
+    abort();
+}
+
+int bp__misuse(int err, const char *func, const char *fmt, ...)
+{
+    pthread_mutex_lock(&hook_lock);
+    bp_misuse_handler handler = hook_handler;
+    void *user_data = hook_user_data;
+    pthread_mutex_unlock(&hook_lock);
+    if (handler != NULL) {
+        char message[256];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(message, sizeof message, fmt, ap);
+        va_end(ap);
+        handler(err, func, message, user_data);
+    }
+    return err;
+}
+
+void bp__assert_fail(const char *cond, const char *file, int line)
+{
+    fprintf(stderr, "bytepool: internal check failed: %s at %s:%d\n", cond, file, line);
+    fflush(stderr);
+    abort();
+}

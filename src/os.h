@@ -1,0 +1,34 @@
+/*
+ * The operating system's memory: mapping, unmapping and purging pages. Every byte the
+ * pool hands out comes from bp__os_map. Process-wide counters of what is mapped let tests
+ * check that huge buffers and empty chunks really go back, and a fault injector lets them
+ * make a mapping fail on purpose.
+ */
+#ifndef BP_OS_H
+#define BP_OS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The OS page size (sysconf), read once. */
+size_t bp__os_page_size(void);
+
+/* Online CPUs, at least 1. */
+unsigned bp__os_cpu_count(void);
+
+/* Maps `size` bytes (a multiple of the OS page) of zeroed read/write memory.
+ * NULL when the OS refuses or a failure was injected. */
+void *bp__os_map(size_t size);
+
+/* Unmaps what bp__os_map returned, with the same size. */
+void bp__os_unmap(void *p, size_t size);
+
+/* Bytes and mappings currently alive, across every allocator of the process. */
+size_t bp__os_mapped_bytes(void);
+size_t bp__os_mapping_count(void);
+
+/* Test hook: let `successes` more maps succeed, then fail every map until it is called
+ * again with a negative value (the default: never fail). */
+void bp__os_inject_map_failure(long successes);
+
+#endif

@@ -1,0 +1,84 @@
+/*
+ * Size class table. Everything here is computed once per allocator; the hot lookup is
+ * the inline bp__size_class_of in size_class.h.
+ */
+#include "size_class.h"
+
+#include "common.h"
+
+#include <string.h>
+
+/* Classes 0..3 are 16, 32, 48, 64; after that each group g (g >= 0) spans
+ * (64 << g, 128 << g] in four steps of 16 << g. */
+size_t bp__size_class_size_compute(unsigned index)
+{
+    if (index < 4) return (size_t)16 * (index + 1);
+    unsigned group = (index - 4) / 4;
+    unsigned step = (index - 4) % 4;
+    return ((size_t)64 << group) + (size_t)(step + 1) * ((size_t)16 << group);
+}
+
+unsigned bp__size_class_compute(size_t size)
+{
+    if (size <= 64) return size == 0 ? 0 : (unsigned)((size - 1) >> BP__LOG2_QUANTUM);
+    unsigned lg = bp__log2(size - 1);       /* size - 1 lies in [2^lg, 2^(lg+1)) */
+    unsigned group = lg - 6;
+    unsigned step = (unsigned)((size - 1) >> (lg - 2)) - 4; /* which quarter of the group */
+    return 4 + 4 * group + step;
+}
+
+static size_t lcm_pages(size_t slot, size_t page)
+{
+    size_t run = page;
+    while (run % slot != 0) run += page;
+    return run;
+}
+
+void bp__size_classes_init(bp__size_classes *sc, size_t page_size, size_t chunk_size)
+{
+    memset(sc, 0, sizeof *sc);
+    sc->page_size = page_size;
+    sc->chunk_size = chunk_size;
+    sc->page_shift = bp__log2(page_size);
+    sc->chunk_pages = (unsigned)(chunk_size >> sc->page_shift);
+
+    unsigned n = 0;
+    while (n < BP__MAX_CLASSES && bp__size_class_size_compute(n) <= chunk_size) {
+        size_t size = bp__size_class_size_compute(n);
+        sc->class_size[n] = size;
+        sc->page_class_of[n] = -1;
+        if (size < 4 * page_size) {
+            size_t run = lcm_pages(size, page_size);
+            sc->run_pages[n] = (uint32_t)(run >> sc->page_shift);
+            sc->run_slots[n] = (uint32_t)(run / size);
+            sc->nsmall = n + 1;
+        } else {
+            sc->run_pages[n] = (uint32_t)(size >> sc->page_shift);
+            sc->run_slots[n] = 1;
+        }
+        if (size % page_size == 0) {
+            sc->page_class_of[n] = (int16_t)sc->npage_classes;
+            sc->page_class_pages[sc->npage_classes++] = (uint32_t)(size >> sc->page_shift);
+        }
+        n++;
+    }
+    sc->nclasses = n;
+
+    for (size_t i = 0; i < sizeof sc->lookup; i++)
+        sc->lookup[i] = (uint8_t)bp__size_class_compute((i + 1) << BP__LOG2_QUANTUM);
+}
+
+/* A whole number of pages always lands on a page class: below 4 pages the classes step by
+ * at most half a page, from 4 pages on every class is a page multiple. */
+unsigned bp__page_class_ceil(const bp__size_classes *sc, uint32_t pages)
+{
+    unsigned cls = bp__size_class_compute((size_t)pages << sc->page_shift);
+    BP_ASSERT(cls < sc->nclasses && sc->page_class_of[cls] >= 0);
+    return (unsigned)sc->page_class_of[cls];
+}
+
+unsigned bp__page_class_floor(const bp__size_classes *sc, uint32_t pages)
+{
+    unsigned ceil = bp__page_class_ceil(sc, pages);
+    return sc->page_class_pages[ceil] > pages ? ceil - 1 : ceil;
+}

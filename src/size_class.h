@@ -1,0 +1,70 @@
+/*
+ * Size classes: jemalloc's table, as Netty >= 4.1.52 uses it. A 16-byte quantum and four
+ * classes per doubling: 16 32 48 64 | 80 96 112 128 | 160 192 224 256 | 320 ... so no
+ * class wastes more than 20% of a request above 64 bytes. Classes run up to the chunk size;
+ * above it a request is huge (an exact mapping of its own).
+ *
+ *   small   class_size < 4 pages (<= 28 KiB with 8 KiB pages): a slot of a subpage run
+ *   normal  class_size >= 4 pages, <= chunk size: a run of whole pages
+ *   huge    > chunk size
+ *
+ * Classes whose size is a whole number of pages are also "page classes"; chunks bucket
+ * their free runs by page class.
+ */
+#ifndef BP_SIZE_CLASS_H
+#define BP_SIZE_CLASS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define BP__LOG2_QUANTUM 4
+#define BP__MAX_CLASSES 104 /* up to a 1 GiB chunk: 4 + 4 * 24 classes */
+#define BP__LOOKUP_LIMIT 4096 /* sizes up to this are looked up in a table */
+
+typedef struct bp__size_classes {
+    size_t page_size;
+    size_t chunk_size;
+    unsigned page_shift;
+    unsigned chunk_pages;
+    unsigned nclasses;       /* classes 0 .. nclasses-1 have class_size <= chunk_size */
+    unsigned nsmall;         /* classes 0 .. nsmall-1 are small */
+    unsigned npage_classes;  /* page classes, in size order */
+    size_t class_size[BP__MAX_CLASSES];
+    uint32_t run_pages[BP__MAX_CLASSES];   /* pages of a run of this class */
+    uint32_t run_slots[BP__MAX_CLASSES];   /* small: slots in a run; normal: 1 */
+    int16_t page_class_of[BP__MAX_CLASSES]; /* page class index, or -1 if not page-sized */
+    uint32_t page_class_pages[BP__MAX_CLASSES]; /* pages of each page class */
+    uint8_t lookup[BP__LOOKUP_LIMIT >> BP__LOG2_QUANTUM]; /* (size-1) >> 4 -> class */
+} bp__size_classes;
+
+/* Builds the table for a page and chunk size (powers of two, chunk >= 8 pages, as
+ * bp_config_validate ensures). */
+void bp__size_classes_init(bp__size_classes *sc, size_t page_size, size_t chunk_size);
+
+/* The smallest class >= size, computed without the table; valid for any size below
+ * 2^62 and independent of the chunk size (it may exceed nclasses). */
+unsigned bp__size_class_compute(size_t size);
+
+/* The size of class `index`, computed (not looked up). */
+size_t bp__size_class_size_compute(unsigned index);
+
+/* The smallest class >= size, or sc->nclasses when size is huge. O(1). */
+static inline unsigned bp__size_class_of(const bp__size_classes *sc, size_t size)
+{
+    if (size <= BP__LOOKUP_LIMIT) return size == 0 ? 0 : sc->lookup[(size - 1) >> BP__LOG2_QUANTUM];
+    if (size > sc->chunk_size) return sc->nclasses;
+    return bp__size_class_compute(size);
+}
+
+static inline int bp__size_class_is_small(const bp__size_classes *sc, unsigned index)
+{
+    return index < sc->nsmall;
+}
+
+/* Page class of the smallest page class holding at least `pages` pages (1 .. chunk_pages). */
+unsigned bp__page_class_ceil(const bp__size_classes *sc, uint32_t pages);
+
+/* Page class of the largest page class holding at most `pages` pages (1 .. chunk_pages). */
+unsigned bp__page_class_floor(const bp__size_classes *sc, uint32_t pages);
+
+#endif

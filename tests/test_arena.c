@@ -1,0 +1,343 @@
+/* Arenas through the allocator: subpages, chunk lists, huge mappings, a random model. */
+#include "test_util.h"
+
+#include "allocator.h"
+#include "os.h"
+
+#include <stdlib.h>
+
+static bp_allocator *one_arena_allocator(void)
+{
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 1;
+    int err = -100;
+    bp_allocator *a = bp_allocator_new(&cfg, &err);
+    assert_non_null(a);
+    assert_int_equal(err, 0);
+    return a;
+}
+
+static bp_arena_stats arena_stats(bp_allocator *a, unsigned index)
+{
+    bp_arena_stats s;
+    assert_int_equal(bp_arena_get_stats(a, index, &s, sizeof s), 0);
+    return s;
+}
+
+static void test_small_slots_fill_a_subpage_in_address_order(void **state)
+{
+    (void)state;
+    bp_allocator *a = one_arena_allocator();
+    enum { SLOTS = 512 }; /* 16-byte class: one 8 KiB page of 512 slots */
+    bp_buf *bufs[SLOTS + 1];
+    for (int i = 0; i < SLOTS + 1; i++) bufs[i] = bp_alloc(a, 16);
+    uint8_t *first = bp_data(bufs[0], 0);
+    for (int i = 0; i < SLOTS; i++) assert_ptr_equal(bp_data(bufs[i], 0), first + 16 * i);
+    /* The 513th needs a new subpage run, elsewhere. */
+    uint8_t *extra = bp_data(bufs[SLOTS], 0);
+    assert_true(extra < first || extra >= first + 8192);
+    bp__arena *arena = &a->arenas[0];
+    assert_int_equal(arena->pools[0].count, 1); /* the full subpage left the pool */
+    bp_arena_stats s = arena_stats(a, 0);
+    assert_int_equal(s.active_small, SLOTS + 1);
+    assert_int_equal(s.active_bytes, (SLOTS + 1) * 16);
+
+    /* Freeing a slot of the full subpage puts it back into the pool; the next 16-byte
+     * allocation takes the lowest free slot of the subpage at the pool's head. */
+    bp_release(bufs[5]);
+    assert_int_equal(arena->pools[0].count, 2);
+    bp_buf *again = bp_alloc(a, 10);
+    assert_ptr_equal(bp_data(again, 0), first + 16 * 5);
+    bufs[5] = again;
+
+    for (int i = 0; i < SLOTS + 1; i++) bp_release(bufs[i]);
+    /* One empty subpage stays for the class; the other gave its run back. */
+    assert_int_equal(arena->pools[0].count, 1);
+    s = arena_stats(a, 0);
+    assert_int_equal(s.active_small, 0);
+    assert_int_equal(s.active_bytes, 0);
+    assert_int_equal(s.deallocations_small, SLOTS + 2);
+    assert_true(bp__arena_check(arena));
+    bp_allocator_destroy(a);
+}
+
+static void test_small_class_with_multi_page_runs(void **state)
+{
+    (void)state;
+    bp_allocator *a = one_arena_allocator();
+    /* 28 KiB class: 7-page runs of 2 slots. */
+    bp_buf *x = bp_alloc(a, 28 * 1024), *y = bp_alloc(a, 27 * 1024), *z = bp_alloc(a, 25 * 1024);
+    assert_ptr_equal((uint8_t *)bp_data(y, 0), (uint8_t *)bp_data(x, 0) + 28 * 1024);
+    assert_int_equal(a->arenas[0].pools[bp__size_class_of(&a->sc, 28 * 1024)].count, 1);
+    bp_arena_stats s = arena_stats(a, 0);
+    assert_int_equal(s.active_small, 3);
+    assert_int_equal(s.active_bytes, 3 * 28 * 1024);
+    bp_release(x);
+    bp_release(y);
+    bp_release(z);
+    assert_true(bp__arena_check(&a->arenas[0]));
+    bp_allocator_destroy(a);
+}
+
+static void expect_bands(bp_allocator *a, size_t q_init, size_t q000, size_t q025, size_t q050,
+                         size_t q075, size_t q100)
+{
+    bp_arena_stats s = arena_stats(a, 0);
+    size_t expected[BP_CHUNK_BANDS] = {q_init, q000, q025, q050, q075, q100};
+    for (int b = 0; b < BP_CHUNK_BANDS; b++)
+        if (s.chunks_in_band[b] != expected[b])
+            fail_msg("band %d holds %zu chunks, expected %zu", b, s.chunks_in_band[b], expected[b]);
+    assert_true(bp__arena_check(&a->arenas[0]));
+}
+
+static void test_chunk_moves_between_bands_and_is_unmapped_when_empty(void **state)
+{
+    (void)state;
+    bp_allocator *a = one_arena_allocator();
+    size_t mapped_before = bp__os_mapped_bytes();
+    const size_t half_mib = 512 * 1024, mib = 1024 * 1024;
+    bp_buf *h1 = bp_alloc(a, half_mib);           /* usage 12 */
+    expect_bands(a, 1, 0, 0, 0, 0, 0);
+    assert_int_equal(bp__os_mapped_bytes(), mapped_before + a->config.chunk_size);
+    bp_buf *h2 = bp_alloc(a, half_mib);           /* 25 */
+    expect_bands(a, 0, 1, 0, 0, 0, 0);
+    bp_buf *m1 = bp_alloc(a, mib);                /* 50 */
+    expect_bands(a, 0, 0, 1, 0, 0, 0);
+    bp_buf *m2 = bp_alloc(a, mib);                /* 75 */
+    expect_bands(a, 0, 0, 0, 1, 0, 0);
+    bp_buf *m3 = bp_alloc(a, mib);                /* 100 */
+    expect_bands(a, 0, 0, 0, 0, 0, 1);
+    assert_int_equal(arena_stats(a, 0).chunks, 1);
+
+    bp_release(m3);                               /* 75 */
+    expect_bands(a, 0, 0, 0, 0, 1, 0);
+    bp_release(m2);                               /* 50 */
+    expect_bands(a, 0, 0, 0, 1, 0, 0);
+    bp_release(m1);                               /* 25 */
+    expect_bands(a, 0, 0, 1, 0, 0, 0);
+    bp_release(h2);                               /* 12 */
+    expect_bands(a, 0, 1, 0, 0, 0, 0);
+    bp_release(h1);                               /* 0: unmapped */
+    expect_bands(a, 0, 0, 0, 0, 0, 0);
+    assert_int_equal(arena_stats(a, 0).chunks, 0);
+    assert_int_equal(bp__os_mapped_bytes(), mapped_before);
+    bp_allocator_destroy(a);
+}
+
+static void test_chunk_in_q_init_is_kept_when_empty(void **state)
+{
+    (void)state;
+    bp_allocator *a = one_arena_allocator();
+    size_t mapped_before = bp__os_mapped_bytes();
+    bp_buf *b = bp_alloc(a, 64 * 1024);
+    bp_release(b);
+    expect_bands(a, 1, 0, 0, 0, 0, 0);
+    assert_int_equal(bp__os_mapped_bytes(), mapped_before + a->config.chunk_size);
+    bp_allocator_destroy(a);
+    assert_int_equal(bp__os_mapped_bytes(), mapped_before);
+}
+
+static void test_allocation_prefers_well_used_chunks(void **state)
+{
+    (void)state;
+    bp_allocator *a = one_arena_allocator();
+    const size_t mib = 1024 * 1024;
+    /* Chunk A at 75% (q050), chunk B nearly empty (qInit). */
+    bp_buf *a1 = bp_alloc(a, mib), *a2 = bp_alloc(a, mib), *a3 = bp_alloc(a, mib);
+    bp_buf *b1 = bp_alloc(a, 2 * mib);   /* does not fit A's last MiB: new chunk B */
+    assert_int_equal(arena_stats(a, 0).chunks, 2);
+    bp_release(b1);
+    bp_buf *b2 = bp_alloc(a, 64 * 1024); /* B in qInit; from q050 first, so it lands in A */
+    uint8_t *a_base = bp_data(a1, 0);
+    uint8_t *p = bp_data(b2, 0);
+    assert_true(p >= a_base && p < a_base + 4 * mib);
+    bp_release(a1);
+    bp_release(a2);
+    bp_release(a3);
+    bp_release(b2);
+    bp_allocator_destroy(a);
+}
+
+static void test_huge_buffers_are_mapped_and_unmapped_exactly(void **state)
+{
+    (void)state;
+    bp_allocator *a = one_arena_allocator();
+    size_t page = bp__os_page_size();
+    size_t before = bp__os_mapped_bytes(), mappings = bp__os_mapping_count();
+    size_t sizes[] = {((size_t)4 << 20) + 1, (size_t)5 << 20, (size_t)9 << 20 | 12345};
+    bp_buf *bufs[3];
+    size_t total = 0;
+    for (int i = 0; i < 3; i++) {
+        bufs[i] = bp_alloc(a, sizes[i]);
+        assert_non_null(bufs[i]);
+        assert_int_equal(bp_capacity(bufs[i]), sizes[i]);
+        total += (sizes[i] + page - 1) / page * page;
+        assert_int_equal(bp__os_mapped_bytes(), before + total);
+        assert_int_equal(bp__os_mapping_count(), mappings + (size_t)i + 1);
+        /* The whole capacity is usable. */
+        assert_int_equal(bp_set_u8(bufs[i], sizes[i] - 1, 0xAB), 0);
+    }
+    bp_arena_stats s = arena_stats(a, 0);
+    assert_int_equal(s.active_huge, 3);
+    assert_int_equal(s.huge_mapped_bytes, total);
+    assert_int_equal(s.chunks, 0);
+    for (int i = 0; i < 3; i++) bp_release(bufs[i]);
+    assert_int_equal(bp__os_mapped_bytes(), before);
+    assert_int_equal(bp__os_mapping_count(), mappings);
+    s = arena_stats(a, 0);
+    assert_int_equal(s.active_huge, 0);
+    assert_int_equal(s.deallocations_huge, 3);
+    assert_int_equal(s.huge_mapped_bytes, 0);
+    assert_int_equal(s.active_bytes, 0);
+    bp_allocator_destroy(a);
+}
+
+static void test_out_of_memory_changes_nothing(void **state)
+{
+    (void)state;
+    bp_allocator *a = one_arena_allocator();
+    bp__os_inject_map_failure(0);
+    int err = 0;
+    assert_null(bp_alloc_ex(a, 100, 1000, &err));
+    assert_int_equal(err, BP_ENOMEM);
+    assert_null(bp_alloc_ex(a, (size_t)8 << 20, (size_t)8 << 20, &err)); /* huge */
+    assert_int_equal(err, BP_ENOMEM);
+    bp__os_inject_map_failure(-1);
+    bp_arena_stats s = arena_stats(a, 0);
+    assert_int_equal(s.allocations_small + s.allocations_normal + s.allocations_huge, 0);
+    assert_int_equal(s.chunks, 0);
+    bp_allocator_stats as;
+    bp_allocator_get_stats(a, &as, sizeof as);
+    assert_int_equal(as.active_buffers, 0);
+    /* And it works again afterwards. */
+    bp_buf *b = bp_alloc(a, 100);
+    assert_non_null(b);
+    bp_release(b);
+    bp_allocator_destroy(a);
+}
+
+typedef struct live_buf {
+    bp_buf *buf;
+    uint8_t *start;
+    size_t capacity;
+    uint8_t pattern;
+} live_buf;
+
+static int by_address(const void *x, const void *y)
+{
+    const live_buf *a = x, *b = y;
+    return (a->start > b->start) - (a->start < b->start);
+}
+
+static size_t random_size(uint64_t *rng)
+{
+    uint64_t r = test_rand(rng) % 1000;
+    if (r < 700) return test_rand(rng) % 1024;                  /* small */
+    if (r < 990) return 1024 + test_rand(rng) % (512 * 1024);    /* small and normal */
+    return ((size_t)4 << 20) + test_rand(rng) % (2 << 20);      /* huge */
+}
+
+/* Thousands of random sizes allocated and released in random order against a model: no two
+ * live buffers overlap, each keeps its pattern, and at the end every arena is idle. */
+static void random_model(bp_allocator *a, uint64_t seed)
+{
+    enum { LIVE_MAX = 2000, STEPS = 12000 };
+    live_buf *live = calloc(LIVE_MAX, sizeof *live);
+    assert_non_null(live);
+    size_t nlive = 0;
+    uint64_t rng = seed;
+    for (int step = 0; step < STEPS; step++) {
+        bool do_alloc = nlive < LIVE_MAX && (nlive == 0 || test_rand(&rng) % 100 < 55);
+        if (do_alloc) {
+            size_t size = random_size(&rng);
+            bp_buf *b = bp_alloc(a, size);
+            assert_non_null(b);
+            live_buf *l = &live[nlive++];
+            l->buf = b;
+            l->start = bp_data(b, 0);
+            l->capacity = size;
+            l->pattern = (uint8_t)test_rand(&rng);
+            memset(l->start, l->pattern, size);
+        } else {
+            size_t i = test_rand(&rng) % nlive;
+            live_buf *l = &live[i];
+            for (size_t k = 0; k < l->capacity; k++)
+                if (l->start[k] != l->pattern) fail_msg("byte %zu of a %zu-byte buffer was overwritten", k, l->capacity);
+            assert_int_equal(bp_release(l->buf), 1);
+            live[i] = live[--nlive];
+        }
+        if (step % 2000 == 1999) {
+            qsort(live, nlive, sizeof *live, by_address);
+            for (size_t i = 1; i < nlive; i++)
+                assert_true(live[i - 1].start + live[i - 1].capacity <= live[i].start);
+        }
+    }
+    while (nlive > 0) assert_int_equal(bp_release(live[--nlive].buf), 1);
+    free(live);
+
+    bp_allocator_stats s;
+    bp_allocator_get_stats(a, &s, sizeof s);
+    assert_int_equal(s.active_bytes, 0);
+    assert_int_equal(s.active_buffers, 0);
+    assert_int_equal(s.allocations, s.deallocations);
+    for (unsigned i = 0; i < s.arenas; i++) {
+        bp_arena_stats as = arena_stats(a, i);
+        assert_int_equal(as.active_bytes, 0);
+        assert_int_equal(as.active_small + as.active_normal + as.active_huge, 0);
+        assert_int_equal(as.huge_mapped_bytes, 0);
+        assert_true(bp__arena_check(&a->arenas[i]));
+    }
+}
+
+static void test_random_model_default_geometry(void **state)
+{
+    (void)state;
+    bp_allocator *a = one_arena_allocator();
+    random_model(a, 0xdeadbeefu);
+    bp_allocator_destroy(a);
+}
+
+static void test_random_model_small_pages_and_chunks(void **state)
+{
+    (void)state;
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.page_size = 4096;
+    cfg.chunk_size = 256 * 1024; /* many chunks, many normal and huge sizes */
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    random_model(a, 42);
+    bp_allocator_destroy(a);
+}
+
+static void test_destroy_unmaps_leaked_buffers(void **state)
+{
+    (void)state;
+    size_t before = bp__os_mapped_bytes();
+    bp_allocator *a = one_arena_allocator();
+    assert_non_null(bp_alloc(a, 100));
+    assert_non_null(bp_alloc(a, 100 * 1024));
+    assert_non_null(bp_alloc(a, (size_t)6 << 20));
+    assert_true(bp__os_mapped_bytes() > before);
+    bp_allocator_destroy(a);
+    assert_int_equal(bp__os_mapped_bytes(), before);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_small_slots_fill_a_subpage_in_address_order),
+        cmocka_unit_test(test_small_class_with_multi_page_runs),
+        cmocka_unit_test(test_chunk_moves_between_bands_and_is_unmapped_when_empty),
+        cmocka_unit_test(test_chunk_in_q_init_is_kept_when_empty),
+        cmocka_unit_test(test_allocation_prefers_well_used_chunks),
+        cmocka_unit_test(test_huge_buffers_are_mapped_and_unmapped_exactly),
+        cmocka_unit_test(test_out_of_memory_changes_nothing),
+        cmocka_unit_test(test_random_model_default_geometry),
+        cmocka_unit_test(test_random_model_small_pages_and_chunks),
+        cmocka_unit_test(test_destroy_unmaps_leaked_buffers),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

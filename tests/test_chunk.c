@@ -1,0 +1,205 @@
+/* Runs of pages inside one chunk: split, coalesce, best fit, lowest address first. */
+#include "test_util.h"
+
+#include "chunk.h"
+#include "os.h"
+
+#include <stdlib.h>
+
+static bp__size_classes sc;
+
+static int setup(void **state)
+{
+    (void)state;
+    bp__size_classes_init(&sc, 8192, (size_t)4 << 20);
+    return 0;
+}
+
+static void test_issue_example_runs(void **state)
+{
+    (void)state;
+    bp__chunk *c = bp__chunk_new(NULL, &sc);
+    assert_non_null(c);
+    assert_int_equal(bp__chunk_alloc_run(c, 4), 0);
+    assert_int_equal(bp__chunk_alloc_run(c, 5), 4);
+    assert_int_equal(bp__chunk_alloc_run(c, 6), 9);
+    assert_int_equal(c->free_bytes, (size_t)(512 - 15) * 8192);
+    bp__chunk_free_run(c, 4, 5);
+    bp__chunk_free_run(c, 9, 6);
+    assert_true(bp__chunk_check(c));
+    assert_int_equal(bp__chunk_alloc_run(c, 10), 4);
+    bp__chunk_free_run(c, 0, 4);
+    bp__chunk_free_run(c, 4, 10);
+    assert_true(bp__chunk_check(c));
+    assert_int_equal(c->free_bytes, sc.chunk_size);
+    assert_int_equal(bp__chunk_longest_free_run(c), 512);
+    assert_int_equal(bp__chunk_alloc_run(c, 20), 0);
+    bp__chunk_delete(c);
+}
+
+static void test_hole_is_reused_lowest_first_and_best_fit(void **state)
+{
+    (void)state;
+    bp__chunk *c = bp__chunk_new(NULL, &sc);
+    assert_non_null(c);
+    /* [0,2) [2,5) [5,7) [7,17) [17,19) then free 2-4 (3 pages) and 7-16 (10 pages). */
+    assert_int_equal(bp__chunk_alloc_run(c, 2), 0);
+    assert_int_equal(bp__chunk_alloc_run(c, 3), 2);
+    assert_int_equal(bp__chunk_alloc_run(c, 2), 5);
+    assert_int_equal(bp__chunk_alloc_run(c, 10), 7);
+    assert_int_equal(bp__chunk_alloc_run(c, 2), 17);
+    bp__chunk_free_run(c, 2, 3);
+    bp__chunk_free_run(c, 7, 10);
+    assert_true(bp__chunk_check(c));
+    /* 3 pages: the 3-page hole at 2 fits exactly. */
+    assert_int_equal(bp__chunk_alloc_run(c, 3), 2);
+    /* 4 pages: best fit is the 10-page hole at 7, not the tail at 19. */
+    assert_int_equal(bp__chunk_alloc_run(c, 4), 7);
+    /* The rest of that hole, 6 pages at 11, serves the next 6-page request. */
+    assert_int_equal(bp__chunk_alloc_run(c, 6), 11);
+    assert_int_equal(bp__chunk_alloc_run(c, 1), 19);
+    assert_true(bp__chunk_check(c));
+    bp__chunk_delete(c);
+}
+
+static void test_full_chunk_refuses(void **state)
+{
+    (void)state;
+    bp__chunk *c = bp__chunk_new(NULL, &sc);
+    assert_non_null(c);
+    assert_int_equal(bp__chunk_alloc_run(c, 512), 0);
+    assert_int_equal(c->free_bytes, 0);
+    assert_int_equal(bp__chunk_usage(c), 100);
+    assert_int_equal(bp__chunk_alloc_run(c, 1), -1);
+    bp__chunk_free_run(c, 0, 512);
+    assert_int_equal(bp__chunk_usage(c), 0);
+    /* 511 pages in page-class runs: 448 + 32 + 16 + 8 + 4 + 2 + 1, packed from page 0. */
+    static const uint32_t runs[] = {448, 32, 16, 8, 4, 2, 1};
+    long expected_offset = 0;
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        assert_int_equal(bp__chunk_alloc_run(c, runs[i]), expected_offset);
+        expected_offset += runs[i];
+    }
+    assert_int_equal(bp__chunk_usage(c), 99); /* one page free: never reported as 100 */
+    assert_int_equal(bp__chunk_alloc_run(c, 2), -1);
+    assert_int_equal(bp__chunk_alloc_run(c, 1), 511);
+    bp__chunk_delete(c);
+}
+
+/* Random runs against a model of page owners; every step keeps the invariants. */
+static void random_runs(size_t page_size, size_t chunk_size, uint64_t seed, int steps)
+{
+    bp__size_classes geometry;
+    bp__size_classes_init(&geometry, page_size, chunk_size);
+    bp__chunk *c = bp__chunk_new(NULL, &geometry);
+    assert_non_null(c);
+    uint32_t npages = geometry.chunk_pages;
+    int32_t *owner = malloc(npages * sizeof *owner); /* run start owning each page, or -1 */
+    uint32_t *live_offset = malloc(npages * sizeof *live_offset);
+    uint32_t *live_pages = malloc(npages * sizeof *live_pages);
+    assert_true(owner && live_offset && live_pages);
+    for (uint32_t i = 0; i < npages; i++) owner[i] = -1;
+    size_t nlive = 0;
+    uint64_t rng = seed;
+    for (int step = 0; step < steps; step++) {
+        bool do_alloc = nlive == 0 || test_rand(&rng) % 100 < 55;
+        if (do_alloc) {
+            /* Page-class lengths up to an eighth of the chunk, as the arena asks for. */
+            uint32_t pages;
+            do {
+                pages = geometry.page_class_pages[test_rand(&rng) % geometry.npage_classes];
+            } while (pages > npages / 8);
+            long offset = bp__chunk_alloc_run(c, pages);
+            if (offset < 0) {
+                /* Refusal must be honest: no free stretch of that length exists. */
+                uint32_t longest = 0, run = 0;
+                for (uint32_t p = 0; p < npages; p++) {
+                    run = owner[p] < 0 ? run + 1 : 0;
+                    if (run > longest) longest = run;
+                }
+                assert_true(longest < pages);
+                continue;
+            }
+            for (uint32_t p = (uint32_t)offset; p < offset + pages; p++) {
+                assert_int_equal(owner[p], -1);
+                owner[p] = (int32_t)offset;
+            }
+            live_offset[nlive] = (uint32_t)offset;
+            live_pages[nlive++] = pages;
+        } else {
+            size_t i = test_rand(&rng) % nlive;
+            bp__chunk_free_run(c, live_offset[i], live_pages[i]);
+            for (uint32_t p = live_offset[i]; p < live_offset[i] + live_pages[i]; p++) owner[p] = -1;
+            live_offset[i] = live_offset[--nlive];
+            live_pages[i] = live_pages[nlive];
+        }
+        if (step % 97 == 0) assert_true(bp__chunk_check(c));
+    }
+    while (nlive > 0) {
+        nlive--;
+        bp__chunk_free_run(c, live_offset[nlive], live_pages[nlive]);
+    }
+    assert_true(bp__chunk_check(c));
+    assert_int_equal(c->free_bytes, chunk_size);
+    assert_int_equal(bp__chunk_longest_free_run(c), npages);
+    free(owner);
+    free(live_offset);
+    free(live_pages);
+    bp__chunk_delete(c);
+}
+
+static void test_random_runs_default_geometry(void **state)
+{
+    (void)state;
+    random_runs(8192, (size_t)4 << 20, 0x1234567u, 20000);
+}
+
+static void test_random_runs_large_chunk(void **state)
+{
+    (void)state;
+    /* 16384 pages: bucket bitmaps span several summary words. */
+    random_runs(4096, (size_t)64 << 20, 0x9e3779b9u, 6000);
+}
+
+static void test_chunk_map_failure(void **state)
+{
+    (void)state;
+    size_t before = bp__os_mapped_bytes();
+    bp__os_inject_map_failure(0);
+    assert_null(bp__chunk_new(NULL, &sc));
+    bp__os_inject_map_failure(-1);
+    assert_int_equal(bp__os_mapped_bytes(), before);
+    bp__chunk *c = bp__chunk_new(NULL, &sc);
+    assert_non_null(c);
+    assert_int_equal(bp__os_mapped_bytes(), before + sc.chunk_size);
+    bp__chunk_delete(c);
+    assert_int_equal(bp__os_mapped_bytes(), before);
+}
+
+static void test_handle_round_trip(void **state)
+{
+    (void)state;
+    uint64_t h = bp__handle_make(262143, 262144 - 1, true, 4095);
+    assert_int_equal(bp__handle_offset(h), 262143);
+    assert_int_equal(bp__handle_pages(h), 262143);
+    assert_true(bp__handle_is_subpage(h));
+    assert_int_equal(bp__handle_slot(h), 4095);
+    h = bp__handle_make(7, 3, false, 0);
+    assert_int_equal(bp__handle_offset(h), 7);
+    assert_int_equal(bp__handle_pages(h), 3);
+    assert_false(bp__handle_is_subpage(h));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_issue_example_runs),
+        cmocka_unit_test(test_hole_is_reused_lowest_first_and_best_fit),
+        cmocka_unit_test(test_full_chunk_refuses),
+        cmocka_unit_test(test_random_runs_default_geometry),
+        cmocka_unit_test(test_random_runs_large_chunk),
+        cmocka_unit_test(test_chunk_map_failure),
+        cmocka_unit_test(test_handle_round_trip),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
