@@ -1,0 +1,42 @@
+# Thin wrapper over CMake. The two commands the README promises:
+#   make demo   build the library and run the seed's PoolBufTest (bytepool-demo)
+#   make test   build and run every test: a checked build (gcc, -Werror, internal checks),
+#               ASan+UBSan (clang) and TSan (gcc); plus install and consumer checks
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE ?= cmake
+
+.PHONY: all demo test test-checked test-asan test-tsan install clean
+
+all:
+	@scripts/deps.sh demo
+	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Release -DBP_BUILD_TESTS=OFF
+	$(CMAKE) --build build -j $(JOBS)
+
+demo: all
+	./build/examples/bytepool-demo
+
+test:
+	@scripts/deps.sh test
+	$(MAKE) test-checked test-asan test-tsan
+	@echo "make test: all builds passed (checked, asan+ubsan, tsan)"
+
+test-checked:
+	CC=gcc $(CMAKE) -S . -B build-checked -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBP_WERROR=ON -DBP_DEBUG_CHECKS=ON
+	$(CMAKE) --build build-checked -j $(JOBS)
+	cd build-checked && ctest --output-on-failure -j $(JOBS)
+
+test-asan:
+	CC=clang $(CMAKE) -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBP_WERROR=ON -DBP_DEBUG_CHECKS=ON -DBP_SANITIZE=address -DBP_BUILD_BENCH=OFF
+	$(CMAKE) --build build-asan -j $(JOBS)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
+
+test-tsan:
+	CC=gcc $(CMAKE) -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBP_WERROR=ON -DBP_SANITIZE=thread -DBP_BUILD_BENCH=OFF
+	$(CMAKE) --build build-tsan -j $(JOBS)
+	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:allocator_may_return_null=1 BP_TEST_SCALE=tsan ctest --output-on-failure -j $(JOBS)
+
+install: all
+	$(CMAKE) --install build $(if $(PREFIX),--prefix $(PREFIX))
+
+clean:
+	rm -rf build build-checked build-asan build-tsan

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Makes sure what a make target needs is installed. Usage: scripts/deps.sh demo|test|bench
+# As root, missing Debian packages are installed with apt-get; otherwise the exact command
+# to run is printed and the script fails.
+set -euo pipefail
+target=${1:-test}
+
+need=()
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+have_pc() { have_cmd pkg-config && pkg-config --exists "$1"; }
+have_lib() { ls /usr/lib/*/"$1" /usr/lib/"$1" >/dev/null 2>&1; }
+
+have_cmd cmake || need+=(cmake)
+have_cmd cc || need+=(build-essential)
+have_cmd make || need+=(make)
+case "$target" in
+test)
+  have_cmd pkg-config || need+=(pkg-config)
+  have_pc cmocka || need+=(libcmocka-dev)
+  have_cmd clang || need+=(clang)
+  ;;
+bench)
+  have_cmd pkg-config || need+=(pkg-config)
+  have_lib libjemalloc.so || need+=(libjemalloc-dev)
+  have_lib libtcmalloc.so || need+=(libgoogle-perftools-dev)
+  have_lib libmimalloc.so || need+=(libmimalloc-dev)
+  have_cmd gnuplot || need+=(gnuplot-nox)
+  ;;
+demo) ;;
+*) echo "usage: $0 demo|test|bench" >&2; exit 2 ;;
+esac
+
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -eq 0 ] && have_cmd apt-get; then
+  echo "deps: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+else
+  echo "deps: missing packages for 'make $target'. Install them with:" >&2
+  echo "  sudo apt-get install ${need[*]}" >&2
+  exit 1
+fi

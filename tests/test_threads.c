@@ -1,0 +1,240 @@
+/* Many threads on one allocator: arena binding, buffers released on other threads, thread
+ * exit returning recycled objects, and the pool idle at the end. Smaller under TSan
+ * (BP_TEST_SCALE=tsan). */
+#include "test_util.h"
+
+#include "allocator.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+static int scale_divisor(void)
+{
+    const char *scale = getenv("BP_TEST_SCALE");
+    return scale != NULL && strcmp(scale, "tsan") == 0 ? 10 : 1;
+}
+
+/* ---- arena binding ---- */
+
+typedef struct bind_args {
+    bp_allocator *a;
+    bp__arena *arena;
+    pthread_barrier_t *both_bound;
+} bind_args;
+
+static void *bind_and_wait(void *arg)
+{
+    bind_args *args = arg;
+    bp_buf *b = bp_alloc(args->a, 32);
+    args->arena = b->arena;
+    bp_release(b);
+    if (args->both_bound) pthread_barrier_wait(args->both_bound);
+    return NULL;
+}
+
+static void test_threads_spread_over_arenas_and_unbind_on_exit(void **state)
+{
+    (void)state;
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 2;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    pthread_barrier_t barrier;
+    pthread_barrier_init(&barrier, NULL, 2);
+    bind_args x = {a, NULL, &barrier}, y = {a, NULL, &barrier};
+    pthread_t tx, ty;
+    pthread_create(&tx, NULL, bind_and_wait, &x);
+    pthread_create(&ty, NULL, bind_and_wait, &y);
+    pthread_join(tx, NULL);
+    pthread_join(ty, NULL);
+    assert_non_null(x.arena);
+    assert_non_null(y.arena);
+    assert_ptr_not_equal(x.arena, y.arena); /* one each */
+    bp_arena_stats s;
+    bp_arena_get_stats(a, 0, &s, sizeof s);
+    assert_int_equal(s.threads, 0); /* both exited: bindings released */
+
+    /* A long-lived thread holds arena 0... */
+    bp_buf *mine = bp_alloc(a, 32);
+    bp__arena *main_arena = mine->arena;
+    /* ...so the next thread takes the other one. */
+    bind_args z = {a, NULL, NULL};
+    pthread_t tz;
+    pthread_create(&tz, NULL, bind_and_wait, &z);
+    pthread_join(tz, NULL);
+    assert_ptr_not_equal(z.arena, main_arena);
+    bp_release(mine);
+    pthread_barrier_destroy(&barrier);
+    bp_allocator_destroy(a);
+}
+
+/* ---- cross-thread hand-off ---- */
+
+enum { SLOTS = 256 };
+
+typedef struct shared_slots {
+    bp_allocator *a;
+    _Atomic(bp_buf *) slot[SLOTS];
+    int iterations;
+} shared_slots;
+
+typedef struct churn_args {
+    shared_slots *shared;
+    uint64_t seed;
+} churn_args;
+
+static size_t pick_size(uint64_t *rng)
+{
+    uint64_t r = test_rand(rng) % 100;
+    if (r < 70) return 1 + test_rand(rng) % 2048;
+    if (r < 98) return 2048 + test_rand(rng) % (256 * 1024);
+    return ((size_t)4 << 20) + test_rand(rng) % 100000; /* huge */
+}
+
+/* Fill a buffer with bytes derived from its size, so any thread can check it. */
+static void fill(bp_buf *b, size_t size)
+{
+    uint8_t *p = bp_data(b, 0);
+    for (size_t i = 0; i < size; i += 61) p[i] = (uint8_t)(size + i);
+    assert_int_equal(bp_set_writer_index(b, size), 0);
+}
+
+static void check_and_release(bp_buf *b)
+{
+    size_t size = bp_writer_index(b);
+    const uint8_t *p = bp_data(b, 0);
+    for (size_t i = 0; i < size; i += 61)
+        if (p[i] != (uint8_t)(size + i)) fail_msg("buffer of %zu bytes corrupted at %zu", size, i);
+    assert_int_equal(bp_release(b), 1);
+}
+
+static void *churn(void *arg)
+{
+    churn_args *args = arg;
+    shared_slots *shared = args->shared;
+    uint64_t rng = args->seed;
+    for (int i = 0; i < shared->iterations; i++) {
+        size_t size = pick_size(&rng);
+        bp_buf *b = bp_alloc(shared->a, size);
+        assert_non_null(b);
+        fill(b, size);
+        /* Swap into a random slot; release what was there (often another thread's). */
+        bp_buf *old = atomic_exchange(&shared->slot[test_rand(&rng) % SLOTS], b);
+        if (old != NULL) check_and_release(old);
+    }
+    return NULL;
+}
+
+static void test_cross_thread_release_and_thread_turnover(void **state)
+{
+    (void)state;
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 3;
+    cfg.recycler_capacity = 64; /* small, so objects overflow to the spare list and back */
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    shared_slots *shared = calloc(1, sizeof *shared);
+    shared->a = a;
+    shared->iterations = 4000 / scale_divisor();
+    enum { THREADS = 4, ROUNDS = 3 };
+    for (int round = 0; round < ROUNDS; round++) { /* threads torn down and started again */
+        pthread_t threads[THREADS];
+        churn_args args[THREADS];
+        for (int t = 0; t < THREADS; t++) {
+            args[t].shared = shared;
+            args[t].seed = (uint64_t)(round * THREADS + t + 1) * 0x9E3779B97F4A7C15ull;
+            pthread_create(&threads[t], NULL, churn, &args[t]);
+        }
+        for (int t = 0; t < THREADS; t++) pthread_join(threads[t], NULL);
+        for (unsigned i = 0; i < cfg.arenas; i++) {
+            bp_arena_stats s;
+            bp_arena_get_stats(a, i, &s, sizeof s);
+            assert_int_equal(s.threads, 0);
+            assert_true(bp__arena_check(&a->arenas[i]));
+        }
+    }
+    for (int i = 0; i < SLOTS; i++) {
+        bp_buf *b = atomic_exchange(&shared->slot[i], NULL);
+        if (b != NULL) check_and_release(b);
+    }
+    bp_allocator_stats s;
+    bp_allocator_get_stats(a, &s, sizeof s);
+    assert_int_equal(s.active_buffers, 0);
+    assert_int_equal(s.active_bytes, 0);
+    assert_int_equal(s.allocations, s.deallocations);
+    /* Objects of exited threads went back to the allocator and are reused: the number of
+     * bp_buf objects ever made is bounded by the peak, not by the traffic. */
+    size_t made = 0;
+    for (bp__buf_slab *slab = a->slabs; slab != NULL; slab = slab->next) made += BP__SLAB_BUFS;
+    size_t traffic = (size_t)ROUNDS * THREADS * (size_t)shared->iterations;
+    assert_true(made < traffic / 4);
+    assert_true(made >= SLOTS);
+    free(shared);
+    bp_allocator_destroy(a);
+}
+
+static void *retain_release_many(void *arg)
+{
+    bp_buf *b = arg;
+    for (int i = 0; i < 20000 / scale_divisor(); i++) {
+        assert_int_equal(bp_retain(b), 0);
+        assert_int_equal(bp_release(b), 0);
+    }
+    return NULL;
+}
+
+static void test_shared_reference_count_is_atomic(void **state)
+{
+    (void)state;
+    bp_allocator *a = bp_allocator_new(NULL, NULL);
+    bp_buf *b = bp_alloc(a, 64);
+    assert_int_equal(bp_retain_n(b, 2), 0); /* three holders: the count never reaches 0 */
+    pthread_t t1, t2;
+    pthread_create(&t1, NULL, retain_release_many, b);
+    pthread_create(&t2, NULL, retain_release_many, b);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    assert_int_equal(bp_refcnt(b), 3);
+    assert_int_equal(bp_release_n(b, 3), 1);
+    bp_allocator_destroy(a);
+}
+
+static void *alloc_and_exit(void *arg)
+{
+    bp_allocator *a = arg;
+    bp_buf *bufs[100];
+    for (int i = 0; i < 100; i++) bufs[i] = bp_alloc(a, 64);
+    for (int i = 0; i < 100; i++) bp_release(bufs[i]);
+    return NULL;
+}
+
+static void test_thread_exit_returns_recycled_objects(void **state)
+{
+    (void)state;
+    bp_allocator *a = bp_allocator_new(NULL, NULL);
+    pthread_t t;
+    pthread_create(&t, NULL, alloc_and_exit, a);
+    pthread_join(t, NULL);
+    pthread_mutex_lock(&a->lock);
+    size_t spare = a->nspare_bufs;
+    bool no_threads = a->threads == NULL;
+    pthread_mutex_unlock(&a->lock);
+    assert_true(no_threads);
+    assert_int_equal(spare, 2 * BP__SLAB_BUFS); /* all 128 objects made are spare again */
+    bp_allocator_stats s;
+    bp_allocator_get_stats(a, &s, sizeof s);
+    assert_int_equal(s.active_buffers, 0);
+    bp_allocator_destroy(a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_threads_spread_over_arenas_and_unbind_on_exit),
+        cmocka_unit_test(test_cross_thread_release_and_thread_turnover),
+        cmocka_unit_test(test_shared_reference_count_is_atomic),
+        cmocka_unit_test(test_thread_exit_returns_recycled_objects),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
