@@ -122,6 +122,10 @@ typedef struct bp_config {
     size_t chunk_size;  /* power of two, 8 pages .. 1 GiB; default 4 MiB */
     unsigned arenas;    /* 1 .. 1024; default 2 x online CPUs */
     unsigned recycler_capacity; /* bp_buf objects kept per thread; default 4096, 0 = none */
+    unsigned small_cache_size;  /* thread cache entries per small class; default 256, 0 = off */
+    unsigned normal_cache_size; /* thread cache entries per cached normal class; default 64 */
+    size_t max_cached_size;     /* largest size class kept in thread caches; default 32 KiB */
+    unsigned cache_trim_interval; /* allocations between cache trims; default 8192, 0 = never */
 } bp_config;
 
 /* Fills *cfg with the defaults above. */
@@ -164,6 +168,16 @@ BP_API bp_allocator *bp_allocator_default(void);
  * BP_EINVAL for NULL. */
 BP_API int bp_allocator_is_pooled(const bp_allocator *a);
 
+/* Trims the calling thread's cache for `a` as the scheduled trim does (every cached region
+ * not asked for since the last trim goes back to its arena; Netty's trimCurrentThreadCache).
+ * Returns how many regions went back (0 for an unpooled allocator), BP_EINVAL for NULL,
+ * BP_ENOMEM if the thread's state cannot be made. */
+BP_API int bp_thread_cache_trim(bp_allocator *a);
+
+/* Gives every region in the calling thread's cache for `a` back to the arenas. Returns how
+ * many went back; errors as bp_thread_cache_trim. Thread exit does this by itself. */
+BP_API int bp_thread_cache_flush(bp_allocator *a);
+
 /* ---------------------------------------------------------------------------------------
  * Statistics
  * ------------------------------------------------------------------------------------- */
@@ -171,7 +185,8 @@ BP_API int bp_allocator_is_pooled(const bp_allocator *a);
 /* Usage bands of chunks, Netty's PoolChunkList: qInit, q000, q025, q050, q075, q100. */
 #define BP_CHUNK_BANDS 6
 
-/* Counters of one arena. Byte counts are of regions handed out (rounded to size class). */
+/* Counters of one arena. Byte counts are of regions handed out (rounded to size class);
+ * a region in a thread cache still counts as handed out for its arena. */
 typedef struct bp_arena_stats {
     uint64_t allocations_small, allocations_normal, allocations_huge;
     uint64_t deallocations_small, deallocations_normal, deallocations_huge;
@@ -188,10 +203,14 @@ typedef struct bp_allocator_stats {
     unsigned arenas;
     size_t page_size, chunk_size;
     size_t mapped_bytes;      /* chunks x chunk_size + huge mappings */
-    size_t active_bytes;      /* bytes in regions currently handed out */
+    size_t active_bytes;      /* bytes in regions of live buffers */
     size_t chunks;
     uint64_t active_buffers;  /* bp_buf objects currently handed out */
-    uint64_t allocations, deallocations;
+    uint64_t allocations, deallocations; /* regions taken from and given back to arenas */
+    unsigned thread_caches;   /* threads that currently have a cache */
+    size_t cached_entries;    /* regions sitting in thread caches */
+    size_t cached_bytes;      /* their bytes (counted in no buffer, but out of the arenas) */
+    uint64_t cache_hits, cache_misses, cache_trims;
 } bp_allocator_stats;
 
 /* Copies the allocator's counters into *out. `out_size` is sizeof(*out) as the caller

@@ -9,8 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BP__KIND_MALLOC BP__NKINDS /* region kind of unpooled buffers */
-
 static atomic_uint_fast64_t next_allocator_id = 1;
 
 _Thread_local bp__tls_cache bp__tls_last;
@@ -47,6 +45,7 @@ static void thread_state_release(void *arg)
 {
     bp__thread_state *ts = arg;
     bp_allocator *a = ts->allocator;
+    if (ts->arena != NULL) bp__tcache_flush(&ts->tcache);
     pthread_mutex_lock(&a->lock);
     if (ts->prev != NULL) ts->prev->next = ts->next;
     else a->threads = ts->next;
@@ -58,6 +57,9 @@ static void thread_state_release(void *arg)
     }
     a->buffers_allocated_exited += atomic_load_explicit(&ts->buffers_allocated, memory_order_relaxed);
     a->buffers_released_exited += atomic_load_explicit(&ts->buffers_released, memory_order_relaxed);
+    a->cache_hits_exited += atomic_load_explicit(&ts->tcache.hits, memory_order_relaxed);
+    a->cache_misses_exited += atomic_load_explicit(&ts->tcache.misses, memory_order_relaxed);
+    a->cache_trims_exited += atomic_load_explicit(&ts->tcache.trims, memory_order_relaxed);
     pthread_mutex_unlock(&a->lock);
     if (ts->arena != NULL) atomic_fetch_sub_explicit(&ts->arena->threads, 1, memory_order_relaxed);
     if (bp__tls_last.state == ts) {
@@ -78,7 +80,10 @@ BP_NOINLINE bp__thread_state *bp__thread_state_slow(bp_allocator *a)
             return NULL;
         }
         ts->allocator = a;
-        if (a->pooled) ts->arena = least_used_arena(a);
+        if (a->pooled) {
+            ts->arena = least_used_arena(a);
+            bp__tcache_init(&ts->tcache, &a->sc, &a->config);
+        }
         pthread_mutex_lock(&a->lock);
         ts->next = a->threads;
         if (a->threads != NULL) a->threads->prev = ts;
@@ -95,7 +100,7 @@ BP_NOINLINE bp__thread_state *bp__thread_state_slow(bp_allocator *a)
  * ------------------------------------------------------------------------------------- */
 
 /* Refills the thread's recycler from the spare list, or from a new slab. */
-static BP_NOINLINE bp_buf *buf_object_refill(bp__thread_state *ts)
+BP_NOINLINE bp_buf *bp__buf_object_refill(bp__thread_state *ts)
 {
     bp_allocator *a = ts->allocator;
     pthread_mutex_lock(&a->lock);
@@ -128,19 +133,8 @@ static BP_NOINLINE bp_buf *buf_object_refill(bp__thread_state *ts)
     return taken;
 }
 
-bp_buf *bp__buf_object_get(bp__thread_state *ts)
-{
-    bp_buf *b = ts->free_bufs;
-    if (BP_LIKELY(b != NULL)) {
-        ts->free_bufs = b->next_free;
-        ts->nfree_bufs--;
-        return b;
-    }
-    return buf_object_refill(ts);
-}
-
 /* The recycler is full: hand a batch to the spare list, where other threads find it. */
-static BP_NOINLINE void buf_object_overflow(bp_allocator *a, bp__thread_state *ts, bp_buf *b)
+BP_NOINLINE void bp__buf_object_overflow(bp_allocator *a, bp__thread_state *ts, bp_buf *b)
 {
     bp_buf *first = b, *last = b;
     size_t n = 1;
@@ -156,17 +150,6 @@ static BP_NOINLINE void buf_object_overflow(bp_allocator *a, bp__thread_state *t
     pthread_mutex_lock(&a->lock);
     spare_push_locked(a, first, last, n);
     pthread_mutex_unlock(&a->lock);
-}
-
-void bp__buf_object_put(bp__thread_state *ts, bp_allocator *a, bp_buf *b)
-{
-    if (BP_LIKELY(ts != NULL && ts->nfree_bufs < a->config.recycler_capacity)) {
-        b->next_free = ts->free_bufs;
-        ts->free_bufs = b;
-        ts->nfree_bufs++;
-        return;
-    }
-    buf_object_overflow(a, ts, b);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -188,10 +171,10 @@ int bp__region_alloc(bp_allocator *a, bp__arena *arena, size_t size, bp__region 
     return 0;
 }
 
-void bp__region_free(bp_allocator *a, bp__arena *arena, const bp__region *region)
+void bp__region_free(bp_allocator *a, const bp__region *region)
 {
-    if (arena != NULL) {
-        bp__arena_free(arena, region);
+    if (region->kind != BP__KIND_MALLOC) {
+        bp__arena_free(bp__region_arena(region), region);
         return;
     }
     free(region->memory);
@@ -271,7 +254,10 @@ void bp_allocator_destroy(bp_allocator *a)
     pthread_key_delete(a->thread_key);
     for (bp__thread_state *ts = a->threads; ts != NULL;) {
         bp__thread_state *next = ts->next;
-        if (ts->arena != NULL) atomic_fetch_sub_explicit(&ts->arena->threads, 1, memory_order_relaxed);
+        if (ts->arena != NULL) {
+            atomic_fetch_sub_explicit(&ts->arena->threads, 1, memory_order_relaxed);
+            bp__tcache_discard(&ts->tcache); /* the arenas go below, regions and all */
+        }
         free(ts);
         ts = next;
     }
@@ -328,6 +314,26 @@ int bp_allocator_is_pooled(const bp_allocator *a)
     return a->pooled ? 1 : 0;
 }
 
+int bp_thread_cache_trim(bp_allocator *a)
+{
+    if (a == NULL) return bp__misuse(BP_EINVAL, __func__, "allocator is NULL");
+    bp__thread_state *ts = bp__thread_state_get(a);
+    if (ts == NULL) return BP_ENOMEM;
+    if (ts->arena == NULL) return 0;
+    return (int)bp__tcache_trim(&ts->tcache);
+}
+
+int bp_thread_cache_flush(bp_allocator *a)
+{
+    if (a == NULL) return bp__misuse(BP_EINVAL, __func__, "allocator is NULL");
+    bp__thread_state *ts = bp__thread_state_get(a);
+    if (ts == NULL) return BP_ENOMEM;
+    if (ts->arena == NULL) return 0;
+    size_t before = atomic_load_explicit(&ts->tcache.cached_entries, memory_order_relaxed);
+    bp__tcache_flush(&ts->tcache);
+    return (int)before;
+}
+
 /* ---------------------------------------------------------------------------------------
  * Statistics
  * ------------------------------------------------------------------------------------- */
@@ -377,12 +383,25 @@ int bp_allocator_get_stats(const bp_allocator *a, bp_allocator_stats *out, size_
     }
     pthread_mutex_lock(&mutable_a->lock);
     uint64_t allocated = a->buffers_allocated_exited, released = a->buffers_released_exited;
+    full.cache_hits = a->cache_hits_exited;
+    full.cache_misses = a->cache_misses_exited;
+    full.cache_trims = a->cache_trims_exited;
     for (bp__thread_state *ts = a->threads; ts != NULL; ts = ts->next) {
         allocated += atomic_load_explicit(&ts->buffers_allocated, memory_order_relaxed);
         released += atomic_load_explicit(&ts->buffers_released, memory_order_relaxed);
+        if (ts->arena == NULL) continue;
+        full.thread_caches++;
+        full.cached_entries += atomic_load_explicit(&ts->tcache.cached_entries, memory_order_relaxed);
+        full.cached_bytes += atomic_load_explicit(&ts->tcache.cached_bytes, memory_order_relaxed);
+        full.cache_hits += atomic_load_explicit(&ts->tcache.hits, memory_order_relaxed);
+        full.cache_misses += atomic_load_explicit(&ts->tcache.misses, memory_order_relaxed);
+        full.cache_trims += atomic_load_explicit(&ts->tcache.trims, memory_order_relaxed);
     }
     pthread_mutex_unlock(&mutable_a->lock);
     full.active_buffers = allocated - released;
+    /* Cache counters are read without stopping their threads: never let the difference
+     * go below zero while a region moves between a cache and a buffer. */
+    full.active_bytes = full.active_bytes > full.cached_bytes ? full.active_bytes - full.cached_bytes : 0;
     copy_out(out, out_size, &full, sizeof full);
     return 0;
 }
@@ -403,6 +422,9 @@ int bp_allocator_print_stats(const bp_allocator *a, FILE *out)
             s.chunk_size);
     fprintf(out, "  %llu buffers alive, %zu bytes in use, %zu bytes mapped in %zu chunks and huge mappings\n",
             (unsigned long long)s.active_buffers, s.active_bytes, s.mapped_bytes, s.chunks);
+    fprintf(out, "  %u thread caches: %zu regions (%zu bytes) cached; %llu hits, %llu misses, %llu trims\n",
+            s.thread_caches, s.cached_entries, s.cached_bytes, (unsigned long long)s.cache_hits,
+            (unsigned long long)s.cache_misses, (unsigned long long)s.cache_trims);
     for (unsigned i = 0; i < s.arenas; i++) {
         bp_arena_stats as;
         bp_arena_get_stats(a, i, &as, sizeof as);

@@ -15,6 +15,7 @@
 #include "buf.h"
 #include "common.h"
 #include "size_class.h"
+#include "tcache.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -38,6 +39,7 @@ typedef struct bp__thread_state {
     _Atomic uint64_t buffers_allocated;
     _Atomic uint64_t buffers_released;
     struct bp__thread_state *prev, *next; /* in allocator->threads */
+    bp__tcache tcache;           /* pooled allocators only */
 } bp__thread_state;
 
 struct bp_allocator {
@@ -55,6 +57,7 @@ struct bp_allocator {
     bp__buf_slab *slabs;
     uint64_t buffers_allocated_exited; /* counters of threads that have exited */
     uint64_t buffers_released_exited;
+    uint64_t cache_hits_exited, cache_misses_exited, cache_trims_exited;
     /* Unpooled allocators have no arenas; they count here. */
     _Atomic uint64_t unpooled_allocations, unpooled_deallocations;
     _Atomic size_t unpooled_active_bytes;
@@ -86,15 +89,59 @@ static inline bp__thread_state *bp__thread_state_get(bp_allocator *a)
     return bp__thread_state_slow(a);
 }
 
-/* A bp_buf object from the thread's recycler (or a new slab); NULL when out of memory. */
-bp_buf *bp__buf_object_get(bp__thread_state *ts);
+bp_buf *bp__buf_object_refill(bp__thread_state *ts);
+void bp__buf_object_overflow(bp_allocator *a, bp__thread_state *ts, bp_buf *b);
 
-/* Gives a released bp_buf object back to the thread's recycler. */
-void bp__buf_object_put(bp__thread_state *ts, bp_allocator *a, bp_buf *b);
+/* A bp_buf object from the thread's recycler (or a new slab); NULL when out of memory. */
+BP_INLINE bp_buf *bp__buf_object_get(bp__thread_state *ts)
+{
+    bp_buf *b = ts->free_bufs;
+    if (BP_LIKELY(b != NULL)) {
+        ts->free_bufs = b->next_free;
+        ts->nfree_bufs--;
+        return b;
+    }
+    return bp__buf_object_refill(ts);
+}
+
+/* Gives a released bp_buf object back to the thread's recycler (ts may be NULL). */
+BP_INLINE void bp__buf_object_put(bp__thread_state *ts, bp_allocator *a, bp_buf *b)
+{
+    if (BP_LIKELY(ts != NULL && ts->nfree_bufs < a->config.recycler_capacity)) {
+        b->next_free = ts->free_bufs;
+        ts->free_bufs = b;
+        ts->nfree_bufs++;
+        return;
+    }
+    bp__buf_object_overflow(a, ts, b);
+}
 
 /* Region of at least `size` bytes from the allocator: pooled from `arena`, or malloc'ed
  * when unpooled (arena NULL). 0 or BP_ENOMEM. */
 int bp__region_alloc(bp_allocator *a, bp__arena *arena, size_t size, bp__region *out);
-void bp__region_free(bp_allocator *a, bp__arena *arena, const bp__region *region);
+
+/* Gives a region back to its arena, or to free() when it was malloc'ed. */
+void bp__region_free(bp_allocator *a, const bp__region *region);
+
+/* A region through the thread's cache first, then the thread's arena (pooled), or
+ * straight from malloc (unpooled). 0 or BP_ENOMEM. */
+BP_INLINE int bp__region_alloc_cached(bp_allocator *a, bp__thread_state *ts, size_t size,
+                                      bp__region *out)
+{
+    if (BP_LIKELY(ts->arena != NULL)) {
+        unsigned cls = bp__size_class_of(&a->sc, size);
+        if (BP_LIKELY(bp__tcache_take(&ts->tcache, cls, out))) return 0;
+        return bp__arena_alloc(ts->arena, size, out);
+    }
+    return bp__region_alloc(a, NULL, size, out);
+}
+
+/* Gives a region back: into the thread's cache when it fits there, else to its arena. */
+BP_INLINE void bp__region_free_cached(bp_allocator *a, bp__thread_state *ts, const bp__region *region)
+{
+    if (BP_LIKELY(ts != NULL && region->kind != BP__KIND_MALLOC && bp__tcache_put(&ts->tcache, region)))
+        return;
+    bp__region_free(a, region);
+}
 
 #endif

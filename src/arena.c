@@ -124,6 +124,7 @@ static int alloc_huge(bp__arena *arena, size_t size, bp__region *out)
         return BP_ENOMEM;
     }
     node->length = length;
+    node->arena = arena;
     pthread_mutex_lock(&arena->lock);
     node->prev = NULL;
     node->next = arena->huge_head;
@@ -138,6 +139,7 @@ static int alloc_huge(bp__arena *arena, size_t size, bp__region *out)
     out->chunk = NULL;
     out->handle = (uint64_t)(uintptr_t)node;
     out->kind = BP__KIND_HUGE;
+    out->class_index = arena->sc->nclasses;
     return 0;
 }
 
@@ -151,6 +153,7 @@ int bp__arena_alloc(bp__arena *arena, size_t size, bp__region *out)
     int rc = kind == BP__KIND_SMALL ? alloc_small(arena, cls, out) : alloc_normal(arena, cls, out);
     if (rc == 0) {
         out->kind = kind;
+        out->class_index = cls;
         arena->allocations[kind]++;
         arena->active_bytes += out->length;
     }

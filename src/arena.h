@@ -12,6 +12,7 @@
 #ifndef BP_ARENA_H
 #define BP_ARENA_H
 
+#include "chunk.h"
 #include "chunk_list.h"
 #include "common.h"
 #include "size_class.h"
@@ -20,7 +21,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-enum { BP__KIND_SMALL, BP__KIND_NORMAL, BP__KIND_HUGE, BP__NKINDS };
+/* Where a region came from. Unpooled (malloc'ed) regions are not counted by arenas. */
+enum { BP__KIND_SMALL, BP__KIND_NORMAL, BP__KIND_HUGE, BP__NKINDS, BP__KIND_MALLOC = BP__NKINDS };
 
 /* Memory handed out for one buffer. */
 typedef struct bp__region {
@@ -29,11 +31,13 @@ typedef struct bp__region {
     struct bp__chunk *chunk; /* NULL for a huge mapping */
     uint64_t handle;     /* chunk: run/slot handle; huge: its bp__huge node */
     unsigned kind;       /* BP__KIND_* */
+    unsigned class_index; /* size class; sc->nclasses for huge and unpooled regions */
 } bp__region;
 
 /* A huge mapping, listed so that destroying the arena can unmap what users leaked. */
 typedef struct bp__huge {
     struct bp__huge *prev, *next;
+    struct bp__arena *arena;
     void *memory;
     size_t length;
 } bp__huge;
@@ -54,6 +58,14 @@ typedef struct bp__arena {
 } __attribute__((aligned(BP_CACHE_LINE))) bp__arena;
 
 int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index);
+
+/* The arena a pooled region must go back to (NULL for a malloc'ed one). */
+static inline bp__arena *bp__region_arena(const bp__region *region)
+{
+    if (region->chunk != NULL) return region->chunk->arena;
+    if (region->kind == BP__KIND_HUGE) return ((const bp__huge *)(uintptr_t)region->handle)->arena;
+    return NULL;
+}
 
 /* Unmaps every chunk and huge mapping, including those still handed out. */
 void bp__arena_destroy(bp__arena *arena);

@@ -75,7 +75,7 @@ bp_buf *bp_alloc_ex(bp_allocator *a, size_t capacity, size_t max_capacity, int *
         rc = BP_ENOMEM;
         goto fail;
     }
-    rc = bp__region_alloc(a, ts->arena, capacity, &b->region);
+    rc = bp__region_alloc_cached(a, ts, capacity, &b->region);
     if (BP_UNLIKELY(rc != 0)) {
         bp__buf_object_put(ts, a, b);
         goto fail;
@@ -85,7 +85,6 @@ bp_buf *bp_alloc_ex(bp_allocator *a, size_t capacity, size_t max_capacity, int *
     b->writer_index = 0;
     b->capacity = capacity;
     b->max_capacity = max_capacity;
-    b->arena = ts->arena;
     b->allocator = a;
     b->next_free = NULL;
     atomic_store_explicit(&b->refcnt, 1, memory_order_relaxed);
@@ -105,13 +104,13 @@ bp_buf *bp_alloc(bp_allocator *a, size_t capacity)
 }
 
 /* The last reference is gone: memory back to its arena, the object to this thread. */
-static void deallocate(bp_buf *b)
+BP_INLINE void deallocate(bp_buf *b)
 {
     bp_allocator *a = b->allocator;
-    bp__region_free(a, b->arena, &b->region);
+    bp__thread_state *ts = bp__thread_state_get(a);
+    bp__region_free_cached(a, ts, &b->region);
     b->memory = NULL;
     b->region.memory = NULL;
-    bp__thread_state *ts = bp__thread_state_get(a);
     if (BP_LIKELY(ts != NULL))
         bp__counter_add(&ts->buffers_released, 1);
     bp__buf_object_put(ts, a, b);
@@ -221,11 +220,13 @@ size_t bp__calculate_new_capacity(size_t min_capacity, size_t max_capacity)
 /* Moves the buffer to a region of at least new_capacity bytes, keeping its contents. */
 static int move_to_new_region(bp_buf *b, size_t new_capacity)
 {
+    bp__thread_state *ts = bp__thread_state_get(b->allocator);
+    if (BP_UNLIKELY(ts == NULL)) return BP_ENOMEM;
     bp__region fresh;
-    int rc = bp__region_alloc(b->allocator, b->arena, new_capacity, &fresh);
+    int rc = bp__region_alloc_cached(b->allocator, ts, new_capacity, &fresh);
     if (BP_UNLIKELY(rc != 0)) return rc;
     memcpy(fresh.memory, b->memory, b->capacity);
-    bp__region_free(b->allocator, b->arena, &b->region);
+    bp__region_free_cached(b->allocator, ts, &b->region);
     b->region = fresh;
     b->memory = fresh.memory;
     return 0;

@@ -24,7 +24,6 @@ struct bp_buf {
     size_t max_capacity;
     _Atomic uint32_t refcnt;  /* 0: released */
     bp__region region;        /* where memory came from, to give it back */
-    bp__arena *arena;         /* the region's arena; NULL for an unpooled allocator */
     bp_allocator *allocator;
     bp_buf *next_free;        /* recycler link while released */
 };

@@ -15,12 +15,14 @@
 #  define BP_LIKELY(x) __builtin_expect(!!(x), 1)
 #  define BP_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #  define BP_NOINLINE __attribute__((noinline))
+#  define BP_INLINE static inline __attribute__((always_inline))
 #  define BP_COLD __attribute__((cold))
 #  define BP_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
 #else
 #  define BP_LIKELY(x) (x)
 #  define BP_UNLIKELY(x) (x)
 #  define BP_NOINLINE
+#  define BP_INLINE static inline
 #  define BP_COLD
 #  define BP_PRINTF(fmt, args)
 #endif

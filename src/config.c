@@ -26,6 +26,11 @@ static const setting settings[] = {
     {"arenas", "BYTEPOOL_ARENAS", offsetof(bp_config, arenas), KIND_UNSIGNED},
     {"recycler_capacity", "BYTEPOOL_RECYCLER_CAPACITY", offsetof(bp_config, recycler_capacity),
      KIND_UNSIGNED},
+    {"small_cache_size", "BYTEPOOL_SMALL_CACHE_SIZE", offsetof(bp_config, small_cache_size), KIND_UNSIGNED},
+    {"normal_cache_size", "BYTEPOOL_NORMAL_CACHE_SIZE", offsetof(bp_config, normal_cache_size), KIND_UNSIGNED},
+    {"max_cached_size", "BYTEPOOL_MAX_CACHED_SIZE", offsetof(bp_config, max_cached_size), KIND_SIZE},
+    {"cache_trim_interval", "BYTEPOOL_CACHE_TRIM_INTERVAL", offsetof(bp_config, cache_trim_interval),
+     KIND_UNSIGNED},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -52,6 +57,10 @@ void bp_config_init(bp_config *cfg)
     unsigned arenas = 2 * bp__os_cpu_count();
     cfg->arenas = arenas > 1024 ? 1024 : arenas;
     cfg->recycler_capacity = 4096;
+    cfg->small_cache_size = 256;
+    cfg->normal_cache_size = 64;
+    cfg->max_cached_size = 32 * 1024;
+    cfg->cache_trim_interval = 8192;
 }
 
 /* Why setting `s` is invalid in `cfg` (NULL when it is fine). */
@@ -71,6 +80,11 @@ static const char *setting_problem(const bp_config *cfg, const setting *s)
         if (v < 1 || v > 1024) return "must be between 1 and 1024";
     } else if (s->offset == offsetof(bp_config, recycler_capacity)) {
         if (v > (1u << 20)) return "must not exceed 1048576";
+    } else if (s->offset == offsetof(bp_config, small_cache_size) ||
+               s->offset == offsetof(bp_config, normal_cache_size)) {
+        if (v > 65536) return "must not exceed 65536";
+    } else if (s->offset == offsetof(bp_config, max_cached_size)) {
+        if (v > cfg->chunk_size) return "must not exceed chunk_size";
     }
     return NULL;
 }

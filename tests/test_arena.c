@@ -6,11 +6,15 @@
 
 #include <stdlib.h>
 
+/* One arena and no thread cache: every allocation and release reaches the arena, so the
+ * tests see the arena's own behaviour. */
 static bp_allocator *one_arena_allocator(void)
 {
     bp_config cfg;
     bp_config_init(&cfg);
     cfg.arenas = 1;
+    cfg.small_cache_size = 0;
+    cfg.normal_cache_size = 0;
     int err = -100;
     bp_allocator *a = bp_allocator_new(&cfg, &err);
     assert_non_null(a);
@@ -278,6 +282,9 @@ static void random_model(bp_allocator *a, uint64_t seed)
 
     bp_allocator_stats s;
     bp_allocator_get_stats(a, &s, sizeof s);
+    assert_int_equal(s.active_bytes, 0); /* cached regions are in no buffer */
+    assert_int_equal(bp_thread_cache_flush(a), (int)s.cached_entries);
+    bp_allocator_get_stats(a, &s, sizeof s);
     assert_int_equal(s.active_bytes, 0);
     assert_int_equal(s.active_buffers, 0);
     assert_int_equal(s.allocations, s.deallocations);
@@ -295,6 +302,24 @@ static void test_random_model_default_geometry(void **state)
     (void)state;
     bp_allocator *a = one_arena_allocator();
     random_model(a, 0xdeadbeefu);
+    bp_allocator_destroy(a);
+}
+
+static void test_random_model_with_thread_cache(void **state)
+{
+    (void)state;
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 2;
+    cfg.cache_trim_interval = 200; /* trims happen during the run too */
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    random_model(a, 0xfeedface);
+    bp_allocator_stats s;
+    bp_allocator_get_stats(a, &s, sizeof s);
+    assert_true(s.cache_hits > 1000);
+    assert_true(s.cache_trims > 10);
+    assert_int_equal(s.cached_entries, 0);
     bp_allocator_destroy(a);
 }
 
@@ -336,6 +361,7 @@ int main(void)
         cmocka_unit_test(test_huge_buffers_are_mapped_and_unmapped_exactly),
         cmocka_unit_test(test_out_of_memory_changes_nothing),
         cmocka_unit_test(test_random_model_default_geometry),
+        cmocka_unit_test(test_random_model_with_thread_cache),
         cmocka_unit_test(test_random_model_small_pages_and_chunks),
         cmocka_unit_test(test_destroy_unmaps_leaked_buffers),
     };

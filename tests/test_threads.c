@@ -27,7 +27,7 @@ static void *bind_and_wait(void *arg)
 {
     bind_args *args = arg;
     bp_buf *b = bp_alloc(args->a, 32);
-    args->arena = b->arena;
+    args->arena = bp__region_arena(&b->region);
     bp_release(b);
     if (args->both_bound) pthread_barrier_wait(args->both_bound);
     return NULL;
@@ -57,7 +57,7 @@ static void test_threads_spread_over_arenas_and_unbind_on_exit(void **state)
 
     /* A long-lived thread holds arena 0... */
     bp_buf *mine = bp_alloc(a, 32);
-    bp__arena *main_arena = mine->arena;
+    bp__arena *main_arena = bp__region_arena(&mine->region);
     /* ...so the next thread takes the other one. */
     bind_args z = {a, NULL, NULL};
     pthread_t tz;
@@ -154,12 +154,18 @@ static void test_cross_thread_release_and_thread_turnover(void **state)
             assert_true(bp__arena_check(&a->arenas[i]));
         }
     }
+    bp_allocator_stats s;
+    bp_allocator_get_stats(a, &s, sizeof s);
+    assert_int_equal(s.thread_caches, 0);   /* every worker exited: caches flushed */
+    assert_int_equal(s.cached_entries, 0);
     for (int i = 0; i < SLOTS; i++) {
         bp_buf *b = atomic_exchange(&shared->slot[i], NULL);
         if (b != NULL) check_and_release(b);
     }
-    bp_allocator_stats s;
+    assert_true(bp_thread_cache_flush(a) >= 0); /* this thread's cache too */
     bp_allocator_get_stats(a, &s, sizeof s);
+    assert_int_equal(s.cached_entries, 0);
+    assert_int_equal(s.cached_bytes, 0);
     assert_int_equal(s.active_buffers, 0);
     assert_int_equal(s.active_bytes, 0);
     assert_int_equal(s.allocations, s.deallocations);

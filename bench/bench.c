@@ -1,0 +1,810 @@
+/*
+ * bytepool-bench: bytepool against glibc malloc, jemalloc, tcmalloc and mimalloc on buffer
+ * traffic, all measured in the same run.
+ *
+ * Each (workload, backend) measurement runs in a child process of this binary. The malloc
+ * family is the child's real malloc: glibc as is, the others preloaded (LD_PRELOAD) from
+ * Debian's packages. A malloc "buffer" is malloc(size) plus the same reads and writes the
+ * bytepool version does, so it does strictly less work than a ref-counted ByteBuf.
+ * Backends are interleaved within each repetition; the table shows medians.
+ *
+ *   bytepool-bench [--quick] [--reps N] [--only WORKLOAD] [--json FILE] [--plots DIR]
+ */
+#include <bytepool.h>
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__GNUC__)
+#  define ALWAYS_INLINE static inline __attribute__((always_inline))
+#else
+#  define ALWAYS_INLINE static inline
+#endif
+
+/* ---------------------------------------------------------------------------------------
+ * Backends: what a "buffer" is. Workloads are written once against `ops` and inlined with
+ * a constant ops, so each backend gets its own straight-line code.
+ * ------------------------------------------------------------------------------------- */
+
+typedef struct ops {
+    void *(*alloc)(size_t size);
+    void (*release)(void *buf);
+    void (*write_u32)(void *buf, uint32_t v);       /* at the writer index, which advances */
+    uint32_t (*read_u32)(void *buf);                /* at the reader index, which advances */
+    void (*set_u8)(void *buf, size_t index, uint8_t v);
+    uint8_t (*get_u8)(void *buf, size_t index);
+} ops;
+
+static bp_allocator *bench_allocator;
+
+static void *bp_ops_alloc(size_t size) { return bp_alloc(bench_allocator, size); }
+static void bp_ops_release(void *buf) { bp_release(buf); }
+static void bp_ops_write_u32(void *buf, uint32_t v) { bp_write_u32(buf, v); }
+static uint32_t bp_ops_read_u32(void *buf)
+{
+    uint32_t v = 0;
+    bp_read_u32(buf, &v);
+    return v;
+}
+static void bp_ops_set_u8(void *buf, size_t index, uint8_t v) { bp_set_u8(buf, index, v); }
+static uint8_t bp_ops_get_u8(void *buf, size_t index)
+{
+    uint8_t v = 0;
+    bp_get_u8(buf, index, &v);
+    return v;
+}
+static const ops bytepool_ops = {bp_ops_alloc, bp_ops_release, bp_ops_write_u32,
+                                 bp_ops_read_u32, bp_ops_set_u8, bp_ops_get_u8};
+
+/* malloc buffers: the same big-endian int at offset 0, read back from offset 0. */
+static void *m_alloc(size_t size) { return malloc(size); }
+static void m_release(void *buf) { free(buf); }
+static void m_write_u32(void *buf, uint32_t v)
+{
+    uint32_t be = __builtin_bswap32(v);
+    memcpy(buf, &be, 4);
+}
+static uint32_t m_read_u32(void *buf)
+{
+    uint32_t be;
+    memcpy(&be, buf, 4);
+    return __builtin_bswap32(be);
+}
+static void m_set_u8(void *buf, size_t index, uint8_t v) { ((uint8_t *)buf)[index] = v; }
+static uint8_t m_get_u8(void *buf, size_t index) { return ((uint8_t *)buf)[index]; }
+static const ops malloc_ops = {m_alloc, m_release, m_write_u32, m_read_u32, m_set_u8, m_get_u8};
+
+typedef struct backend {
+    const char *name;
+    const char *preload; /* library to preload, NULL for none */
+    bool bytepool;       /* uses the bytepool ops */
+    bool pooled;
+} backend;
+
+static const backend backends[] = {
+    {"bytepool", NULL, true, true},
+    {"bytepool-unpooled", NULL, true, false},
+    {"glibc", NULL, false, false},
+#ifdef BP_BENCH_JEMALLOC
+    {"jemalloc", BP_BENCH_JEMALLOC, false, false},
+#endif
+#ifdef BP_BENCH_TCMALLOC
+    {"tcmalloc", BP_BENCH_TCMALLOC, false, false},
+#endif
+#ifdef BP_BENCH_MIMALLOC
+    {"mimalloc", BP_BENCH_MIMALLOC, false, false},
+#endif
+};
+#define NBACKENDS (sizeof backends / sizeof backends[0])
+
+/* ---------------------------------------------------------------------------------------
+ * Measuring
+ * ------------------------------------------------------------------------------------- */
+
+static double now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static size_t resident_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, resident = 0;
+    if (f != NULL) {
+        if (fscanf(f, "%lu %lu", &size, &resident) != 2) resident = 0;
+        fclose(f);
+    }
+    return resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+static uint64_t rng_next(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *state = x;
+}
+
+/* What a child reports. */
+typedef struct result {
+    double ns_per_op;
+    uint64_t ops;
+    uint64_t checksum;
+    double peak_live, peak_rss, rss_after; /* mixed only */
+    char samples[4096];                    /* mixed only: [[live, rss], ...] */
+} result;
+
+/* ---------------------------------------------------------------------------------------
+ * Workloads
+ * ------------------------------------------------------------------------------------- */
+
+/* seed: the seed's PoolBufTest in a loop: allocate 256 B, write an int, read it back,
+ * release. The request/response buffer of a protocol codec. */
+ALWAYS_INLINE void seed_loop(const ops *o, uint64_t iterations, result *r)
+{
+    uint64_t sum = 0;
+    double start = now_ns();
+    for (uint64_t i = 0; i < iterations; i++) {
+        void *b = o->alloc(256);
+        o->write_u32(b, (uint32_t)i);
+        sum += o->read_u32(b);
+        o->release(b);
+    }
+    r->ns_per_op = (now_ns() - start) / (double)iterations;
+    r->ops = iterations;
+    r->checksum = sum;
+}
+
+/* batch-S: allocate 1000 buffers of S bytes, touch each (an int at the front, a byte at the
+ * end), then release all: a burst of messages decoded, then flushed. */
+ALWAYS_INLINE uint64_t batch_round(const ops *o, void **bufs, size_t size)
+{
+    uint64_t sum = 0;
+    for (int i = 0; i < 1000; i++) {
+        void *b = o->alloc(size);
+        o->write_u32(b, (uint32_t)i);
+        o->set_u8(b, size - 1, (uint8_t)i);
+        bufs[i] = b;
+    }
+    for (int i = 0; i < 1000; i++) {
+        sum += o->read_u32(bufs[i]) + o->get_u8(bufs[i], size - 1);
+        o->release(bufs[i]);
+    }
+    return sum;
+}
+
+ALWAYS_INLINE void batch_loop(const ops *o, size_t size, uint64_t rounds, result *r)
+{
+    void **bufs = malloc(1000 * sizeof *bufs);
+    uint64_t sum = 0;
+    double start = now_ns();
+    for (uint64_t k = 0; k < rounds; k++) sum += batch_round(o, bufs, size);
+    r->ns_per_op = (now_ns() - start) / (double)(rounds * 1000);
+    r->ops = rounds * 1000;
+    r->checksum = sum;
+    free(bufs);
+}
+
+/* random-slots: Netty's allocator benchmark pattern: 8192 slots; at a random slot release
+ * what is there and allocate a random size up to 64 KiB. Long-lived mixed sizes. */
+ALWAYS_INLINE void random_slots_loop(const ops *o, uint64_t steps, result *r)
+{
+    enum { SLOTS = 8192 };
+    void **slot = calloc(SLOTS, sizeof *slot);
+    uint64_t rng = 0x2545F4914F6CDD1Dull, sum = 0;
+    double start = now_ns();
+    for (uint64_t i = 0; i < steps; i++) {
+        uint64_t x = rng_next(&rng);
+        size_t at = x % SLOTS;
+        size_t size = 8 + (x >> 20) % (65536 - 8);
+        if (slot[at] != NULL) {
+            sum += o->read_u32(slot[at]);
+            o->release(slot[at]);
+        }
+        void *b = o->alloc(size);
+        o->write_u32(b, (uint32_t)i);
+        slot[at] = b;
+    }
+    r->ns_per_op = (now_ns() - start) / (double)steps;
+    for (size_t i = 0; i < SLOTS; i++)
+        if (slot[i] != NULL) o->release(slot[i]);
+    r->ops = steps;
+    r->checksum = sum;
+    free(slot);
+}
+
+/* xthread: a producer allocates and fills, a consumer reads and releases, through a
+ * bounded single-producer single-consumer ring: the event loop -> worker hand-off. */
+typedef struct ring {
+    _Atomic uint64_t head; /* written by the consumer */
+    char pad1[56];
+    _Atomic uint64_t tail; /* written by the producer */
+    char pad2[56];
+    void *slot[1024];
+    const ops *o;
+    uint64_t count;
+    uint64_t sum;
+} ring;
+
+ALWAYS_INLINE void consume(ring *q)
+{
+    const ops *o = q->o;
+    uint64_t head = 0, sum = 0;
+    while (head < q->count) {
+        uint64_t tail = atomic_load_explicit(&q->tail, memory_order_acquire);
+        while (head < tail) {
+            void *b = q->slot[head % 1024];
+            sum += o->read_u32(b);
+            o->release(b);
+            head++;
+        }
+        atomic_store_explicit(&q->head, head, memory_order_release);
+    }
+    q->sum = sum;
+}
+
+static void *consumer_bytepool(void *arg)
+{
+    consume(arg);
+    return NULL;
+}
+
+static void *consumer_malloc(void *arg)
+{
+    consume(arg);
+    return NULL;
+}
+
+ALWAYS_INLINE void xthread_loop(const ops *o, void *(*consumer)(void *), uint64_t count, result *r)
+{
+    ring *q = calloc(1, sizeof *q);
+    q->o = o;
+    q->count = count;
+    pthread_t thread;
+    double start = now_ns();
+    pthread_create(&thread, NULL, consumer, q);
+    uint64_t tail = 0;
+    while (tail < count) {
+        while (tail - atomic_load_explicit(&q->head, memory_order_acquire) >= 1024) {
+        }
+        void *b = o->alloc(256);
+        o->write_u32(b, (uint32_t)tail);
+        q->slot[tail % 1024] = b;
+        tail++;
+        if ((tail & 15) == 0 || tail == count) atomic_store_explicit(&q->tail, tail, memory_order_release);
+    }
+    pthread_join(thread, NULL);
+    r->ns_per_op = (now_ns() - start) / (double)count;
+    r->ops = count;
+    r->checksum = q->sum;
+    free(q);
+}
+
+/* mixed: 20 000 live buffers, each step replaces a random one; sizes 70% 64 B-1 KiB,
+ * 25% 1-64 KiB, 5% 64 KiB-1 MiB, log-uniform in each band: a server holding many
+ * connections' buffers. Also tracks live bytes against resident memory. */
+static size_t mixed_size(uint64_t *rng)
+{
+    uint64_t x = rng_next(rng);
+    unsigned band = (unsigned)(x % 100);
+    double lo = band < 70 ? 64 : band < 95 ? 1024 : 65536;
+    double hi = band < 70 ? 1024 : band < 95 ? 65536 : 1048576;
+    double u = (double)(rng_next(rng) >> 11) / 9007199254740992.0;
+    return (size_t)exp(log(lo) + u * (log(hi) - log(lo)));
+}
+
+ALWAYS_INLINE void mixed_loop(const ops *o, uint64_t steps, result *r)
+{
+    enum { LIVE = 20000 };
+    void **live = calloc(LIVE, sizeof *live);
+    size_t *sizes = calloc(LIVE, sizeof *sizes);
+    uint64_t rng = 0x9E3779B97F4A7C15ull, sum = 0;
+    size_t live_bytes = 0, baseline = resident_bytes();
+    double peak_live = 0, peak_rss = 0, elapsed = 0;
+    size_t used = 0;
+    used += (size_t)snprintf(r->samples + used, sizeof r->samples - used, "[");
+    for (int i = 0; i < LIVE; i++) {
+        sizes[i] = mixed_size(&rng);
+        live[i] = o->alloc(sizes[i]);
+        o->write_u32(live[i], (uint32_t)i);
+        live_bytes += sizes[i];
+    }
+    uint64_t sample_every = steps / 40 > 0 ? steps / 40 : 1;
+    double start = now_ns();
+    for (uint64_t s = 0; s < steps; s++) {
+        size_t at = rng_next(&rng) % LIVE;
+        sum += o->read_u32(live[at]);
+        o->release(live[at]);
+        live_bytes -= sizes[at];
+        sizes[at] = mixed_size(&rng);
+        live[at] = o->alloc(sizes[at]);
+        o->write_u32(live[at], (uint32_t)s);
+        live_bytes += sizes[at];
+        if (s % sample_every == 0) {
+            double pause = now_ns();
+            double rss = (double)(resident_bytes() - baseline);
+            if ((double)live_bytes > peak_live) peak_live = (double)live_bytes;
+            if (rss > peak_rss) peak_rss = rss;
+            if (used < sizeof r->samples - 64)
+                used += (size_t)snprintf(r->samples + used, sizeof r->samples - used, "%s[%zu,%.0f]",
+                                         s ? "," : "", live_bytes, rss);
+            start += now_ns() - pause; /* sampling is not part of the time */
+        }
+    }
+    elapsed = now_ns() - start;
+    for (int i = 0; i < LIVE; i++) o->release(live[i]);
+    r->rss_after = (double)resident_bytes() - (double)baseline;
+    snprintf(r->samples + used, sizeof r->samples - used, "]");
+    r->ns_per_op = elapsed / (double)steps;
+    r->ops = steps;
+    r->checksum = sum;
+    r->peak_live = peak_live;
+    r->peak_rss = peak_rss;
+    free(live);
+    free(sizes);
+}
+
+/* threads-T: T threads each running batch-256 on their own: does throughput scale? */
+typedef struct thread_job {
+    const ops *o;
+    uint64_t rounds;
+    uint64_t sum;
+} thread_job;
+
+static void *batch_thread_bytepool(void *arg)
+{
+    thread_job *job = arg;
+    void *bufs[1000];
+    for (uint64_t k = 0; k < job->rounds; k++) job->sum += batch_round(&bytepool_ops, bufs, 256);
+    return NULL;
+}
+
+static void *batch_thread_malloc(void *arg)
+{
+    thread_job *job = arg;
+    void *bufs[1000];
+    for (uint64_t k = 0; k < job->rounds; k++) job->sum += batch_round(&malloc_ops, bufs, 256);
+    return NULL;
+}
+
+static void threads_run(void *(*fn)(void *), unsigned nthreads, uint64_t rounds, result *r)
+{
+    pthread_t threads[64];
+    thread_job jobs[64];
+    double start = now_ns();
+    for (unsigned t = 0; t < nthreads; t++) {
+        jobs[t] = (thread_job){NULL, rounds, 0};
+        pthread_create(&threads[t], NULL, fn, &jobs[t]);
+    }
+    r->checksum = 0;
+    for (unsigned t = 0; t < nthreads; t++) {
+        pthread_join(threads[t], NULL);
+        r->checksum += jobs[t].sum;
+    }
+    r->ops = rounds * 1000 * nthreads;
+    r->ns_per_op = (now_ns() - start) / (double)r->ops; /* wall time per buffer, all threads */
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Cases and the child side
+ * ------------------------------------------------------------------------------------- */
+
+typedef struct bench_case {
+    char name[32];
+    char kind[16];  /* seed, batch, random-slots, xthread, mixed, threads */
+    uint64_t param; /* batch: size; threads: T */
+    uint64_t count; /* iterations, rounds or steps */
+} bench_case;
+
+static void run_case(const backend *be, const bench_case *c, result *r)
+{
+    memset(r, 0, sizeof *r);
+    if (be->bytepool) {
+        int err = 0;
+        bench_allocator = be->pooled ? bp_allocator_new(NULL, &err) : bp_allocator_new_unpooled(&err);
+        if (bench_allocator == NULL) {
+            fprintf(stderr, "bench: no allocator: %s\n", bp_strerror(err));
+            exit(1);
+        }
+    }
+    const ops *o = be->bytepool ? &bytepool_ops : &malloc_ops;
+    if (strcmp(c->kind, "seed") == 0) {
+        if (be->bytepool) seed_loop(&bytepool_ops, c->count, r);
+        else seed_loop(&malloc_ops, c->count, r);
+    } else if (strcmp(c->kind, "batch") == 0) {
+        if (be->bytepool) batch_loop(&bytepool_ops, c->param, c->count, r);
+        else batch_loop(&malloc_ops, c->param, c->count, r);
+    } else if (strcmp(c->kind, "random-slots") == 0) {
+        if (be->bytepool) random_slots_loop(&bytepool_ops, c->count, r);
+        else random_slots_loop(&malloc_ops, c->count, r);
+    } else if (strcmp(c->kind, "xthread") == 0) {
+        if (be->bytepool) xthread_loop(&bytepool_ops, consumer_bytepool, c->count, r);
+        else xthread_loop(&malloc_ops, consumer_malloc, c->count, r);
+    } else if (strcmp(c->kind, "mixed") == 0) {
+        if (be->bytepool) mixed_loop(&bytepool_ops, c->count, r);
+        else mixed_loop(&malloc_ops, c->count, r);
+    } else if (strcmp(c->kind, "threads") == 0) {
+        threads_run(be->bytepool ? batch_thread_bytepool : batch_thread_malloc, (unsigned)c->param,
+                    c->count, r);
+    }
+    (void)o;
+}
+
+static int child_main(const char *backend_name, const bench_case *c)
+{
+    const backend *be = NULL;
+    for (size_t i = 0; i < NBACKENDS; i++)
+        if (strcmp(backends[i].name, backend_name) == 0) be = &backends[i];
+    if (be == NULL) return 2;
+    result r;
+    run_case(be, c, &r);
+    printf("{\"ns_per_op\":%.3f,\"ops\":%llu,\"checksum\":%llu,\"peak_live\":%.0f,\"peak_rss\":%.0f,"
+           "\"rss_after\":%.0f,\"samples\":%s}\n",
+           r.ns_per_op, (unsigned long long)r.ops, (unsigned long long)r.checksum, r.peak_live,
+           r.peak_rss, r.rss_after, r.samples[0] ? r.samples : "[]");
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * The parent: runs children, collects, reports
+ * ------------------------------------------------------------------------------------- */
+
+#define MAX_CASES 32
+#define MAX_REPS 15
+
+typedef struct measurement {
+    double ns[MAX_REPS];
+    char raw[MAX_REPS][4400];
+    uint64_t checksum;
+    bool checksum_mismatch;
+    int n;
+} measurement;
+
+static measurement table[MAX_CASES][NBACKENDS];
+
+static bool run_child(const char *self, const backend *be, const bench_case *c, char *out, size_t out_len)
+{
+    int fds[2];
+    if (pipe(fds) != 0) return false;
+    pid_t pid = fork();
+    if (pid < 0) return false;
+    if (pid == 0) {
+        dup2(fds[1], STDOUT_FILENO);
+        close(fds[0]);
+        if (be->preload != NULL) setenv("LD_PRELOAD", be->preload, 1);
+        else unsetenv("LD_PRELOAD");
+        char param[32], count[32];
+        snprintf(param, sizeof param, "%llu", (unsigned long long)c->param);
+        snprintf(count, sizeof count, "%llu", (unsigned long long)c->count);
+        execl(self, self, "--child", be->name, c->kind, param, count, c->name, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    size_t used = 0;
+    ssize_t n;
+    while (used + 1 < out_len && (n = read(fds[0], out + used, out_len - 1 - used)) > 0) used += (size_t)n;
+    out[used] = '\0';
+    close(fds[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 && used > 0;
+}
+
+static double json_number(const char *json, const char *key)
+{
+    char pattern[64];
+    snprintf(pattern, sizeof pattern, "\"%s\":", key);
+    const char *at = strstr(json, pattern);
+    return at ? strtod(at + strlen(pattern), NULL) : NAN;
+}
+
+static int compare_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(const double *values, int n)
+{
+    double sorted[MAX_REPS];
+    memcpy(sorted, values, (size_t)n * sizeof *values);
+    qsort(sorted, (size_t)n, sizeof *sorted, compare_double);
+    return n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+}
+
+static int median_index(const double *values, int n)
+{
+    double m = median(values, n);
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (fabs(values[i] - m) < fabs(values[best] - m)) best = i;
+    return best;
+}
+
+static void command_output(const char *command, char *out, size_t len)
+{
+    out[0] = '\0';
+    FILE *p = popen(command, "r");
+    if (p == NULL) return;
+    if (fgets(out, (int)len, p) == NULL) out[0] = '\0';
+    pclose(p);
+    out[strcspn(out, "\n")] = '\0';
+    for (char *c = out; *c; c++)
+        if (*c == '"' || *c == '\\') *c = '\'';
+}
+
+static void write_json(const char *path, const bench_case *cases, int ncases, int reps, bool quick)
+{
+    FILE *f = fopen(path, "w");
+    if (f == NULL) {
+        fprintf(stderr, "bench: cannot write %s: %s\n", path, strerror(errno));
+        return;
+    }
+    char cpu[256], kernel[256], jemalloc[64], tcmalloc[64], mimalloc[64];
+    command_output("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'", cpu, sizeof cpu);
+    struct utsname u;
+    snprintf(kernel, sizeof kernel, "%s", uname(&u) == 0 ? u.release : "unknown");
+    command_output("dpkg-query -W -f '${Version}' libjemalloc2 2>/dev/null", jemalloc, sizeof jemalloc);
+    command_output("dpkg-query -W -f '${Version}' libgoogle-perftools4 2>/dev/null", tcmalloc, sizeof tcmalloc);
+    command_output("dpkg-query -W -f '${Version}' libmimalloc2.0 2>/dev/null", mimalloc, sizeof mimalloc);
+    fprintf(f, "{\n  \"machine\": {\"cpu\": \"%s\", \"cores\": %ld, \"kernel\": \"%s\", \"compiler\": \"%s\",\n",
+            cpu, sysconf(_SC_NPROCESSORS_ONLN), kernel, __VERSION__);
+    fprintf(f, "    \"bytepool\": \"%d.%d.%d\", \"jemalloc\": \"%s\", \"tcmalloc\": \"%s\", \"mimalloc\": \"%s\"},\n",
+            BP_VERSION_MAJOR, BP_VERSION_MINOR, BP_VERSION_PATCH, jemalloc, tcmalloc, mimalloc);
+    fprintf(f, "  \"quick\": %s, \"repetitions\": %d,\n  \"results\": [\n", quick ? "true" : "false", reps);
+    bool first = true;
+    for (int c = 0; c < ncases; c++) {
+        for (size_t b = 0; b < NBACKENDS; b++) {
+            measurement *m = &table[c][b];
+            if (m->n == 0) continue;
+            fprintf(f, "%s    {\"workload\": \"%s\", \"backend\": \"%s\", \"median_ns_per_op\": %.3f, \"runs\": [",
+                    first ? "" : ",\n", cases[c].name, backends[b].name, median(m->ns, m->n));
+            for (int i = 0; i < m->n; i++) fprintf(f, "%s%s", i ? ", " : "", m->raw[i]);
+            fprintf(f, "]}");
+            first = false;
+        }
+    }
+    fprintf(f, "\n  ]\n}\n");
+    fclose(f);
+}
+
+/* Plots with gnuplot, from data files written next to the JSON. */
+static void write_plots(const char *dir, const bench_case *cases, int ncases)
+{
+    if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "bench: gnuplot not found, no plots (apt-get install gnuplot-nox)\n");
+        return;
+    }
+    char path[512];
+    snprintf(path, sizeof path, "%s/bench-ns.dat", dir);
+    FILE *f = fopen(path, "w");
+    if (f == NULL) return;
+    fprintf(f, "workload");
+    for (size_t b = 0; b < NBACKENDS; b++) fprintf(f, " %s", backends[b].name);
+    fprintf(f, "\n");
+    for (int c = 0; c < ncases; c++) {
+        if (strcmp(cases[c].kind, "threads") == 0 || strcmp(cases[c].kind, "mixed") == 0) continue;
+        fprintf(f, "%s", cases[c].name);
+        for (size_t b = 0; b < NBACKENDS; b++)
+            fprintf(f, " %.3f", table[c][b].n ? median(table[c][b].ns, table[c][b].n) : NAN);
+        fprintf(f, "\n");
+    }
+    fclose(f);
+
+    snprintf(path, sizeof path, "%s/bench-threads.dat", dir);
+    f = fopen(path, "w");
+    if (f == NULL) return;
+    for (int c = 0; c < ncases; c++) {
+        if (strcmp(cases[c].kind, "threads") != 0) continue;
+        fprintf(f, "%llu", (unsigned long long)cases[c].param);
+        for (size_t b = 0; b < NBACKENDS; b++) /* million buffers per second */
+            fprintf(f, " %.3f", table[c][b].n ? 1e3 / median(table[c][b].ns, table[c][b].n) : NAN);
+        fprintf(f, "\n");
+    }
+    fclose(f);
+
+    snprintf(path, sizeof path, "%s/bench-mixed.dat", dir);
+    f = fopen(path, "w");
+    if (f == NULL) return;
+    for (int c = 0; c < ncases; c++) {
+        if (strcmp(cases[c].kind, "mixed") != 0) continue;
+        for (size_t b = 0; b < NBACKENDS; b++) {
+            measurement *m = &table[c][b];
+            if (m->n == 0) continue;
+            const char *s = strstr(m->raw[median_index(m->ns, m->n)], "\"samples\":[");
+            fprintf(f, "# %s\n", backends[b].name);
+            for (s = s ? s + 11 : NULL; s != NULL && (s = strchr(s, '[')) != NULL; s++) {
+                double live, rss;
+                if (sscanf(s, "[%lf,%lf]", &live, &rss) == 2) fprintf(f, "%.3f %.3f\n", live / 1048576, rss / 1048576);
+            }
+            fprintf(f, "\n\n");
+        }
+    }
+    fclose(f);
+
+    snprintf(path, sizeof path, "%s/bench.gp", dir);
+    f = fopen(path, "w");
+    if (f == NULL) return;
+    fprintf(f, "set terminal pngcairo size 1100,520 noenhanced font ',10'\nset datafile missing 'nan'\n"
+               "set key outside right\nset grid ytics\n");
+    fprintf(f, "set output '%s/bench-ns.png'\nset title 'ns per buffer (lower is better), median'\n"
+               "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.8 border -1\n"
+               "set xtics rotate by -30\nset logscale y\nset ylabel 'ns/op (log scale)'\n", dir);
+    fprintf(f, "plot for [i=2:%zu] '%s/bench-ns.dat' using i:xtic(1) title columnheader(i)\n", NBACKENDS + 1, dir);
+    fprintf(f, "unset logscale y\nset style data linespoints\nset xtics norotate 1\n"
+               "set output '%s/bench-threads.png'\nset title 'threads-T: batch-256 on T threads (higher is better)'\n"
+               "set xlabel 'threads'\nset ylabel 'million buffers / s'\n", dir);
+    fprintf(f, "plot for [i=2:%zu] '%s/bench-threads.dat' using 1:i title '%s'.word('", NBACKENDS + 1, dir, "");
+    for (size_t b = 0; b < NBACKENDS; b++) fprintf(f, "%s%s", b ? " " : "", backends[b].name);
+    fprintf(f, "', i-1)\n");
+    fprintf(f, "set output '%s/bench-mixed.png'\nset title 'mixed: resident memory against live bytes (lower is leaner)'\n"
+               "set xlabel 'live bytes (MiB)'\nset ylabel 'resident memory (MiB)'\nset style data points\nset xtics auto\n", dir);
+    fprintf(f, "plot x title 'resident = live' with lines dt 2 lc rgb 'gray'");
+    int index = 0;
+    for (size_t b = 0; b < NBACKENDS; b++) {
+        bool present = false;
+        for (int c = 0; c < ncases; c++)
+            if (strcmp(cases[c].kind, "mixed") == 0 && table[c][b].n) present = true;
+        if (present) fprintf(f, ", '%s/bench-mixed.dat' index %d using 1:2 title '%s' pt 7 ps 0.6", dir, index++, backends[b].name);
+    }
+    fprintf(f, "\n");
+    fclose(f);
+    char command[700];
+    snprintf(command, sizeof command, "gnuplot '%s/bench.gp'", dir);
+    if (system(command) != 0) fprintf(stderr, "bench: gnuplot failed\n");
+    else printf("plots: %s/bench-ns.png %s/bench-threads.png %s/bench-mixed.png\n", dir, dir, dir);
+}
+
+static int make_cases(bench_case *cases, bool quick, const char *only)
+{
+    uint64_t scale = quick ? 1 : 5;
+    int n = 0;
+#define ADD(nm, kd, pr, ct)                                                                \
+    do {                                                                                   \
+        if (only == NULL || strstr(nm, only) != NULL) {                                    \
+            snprintf(cases[n].name, sizeof cases[n].name, "%s", nm);                       \
+            snprintf(cases[n].kind, sizeof cases[n].kind, "%s", kd);                       \
+            cases[n].param = (pr);                                                         \
+            cases[n].count = (ct);                                                         \
+            n++;                                                                           \
+        }                                                                                  \
+    } while (0)
+    ADD("seed", "seed", 0, 2000000 * scale);
+    static const size_t sizes[] = {64, 256, 1024, 4096, 16384, 65536};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "batch-%zu", sizes[i]);
+        ADD(name, "batch", sizes[i], (sizes[i] >= 16384 ? 100 : 500) * scale);
+    }
+    ADD("random-slots", "random-slots", 0, 400000 * scale);
+    ADD("xthread", "xthread", 0, 400000 * scale);
+    ADD("mixed", "mixed", 0, 200000 * scale);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned max_threads = cores > 2 ? (unsigned)cores : 2;
+    for (unsigned t = 1; t <= max_threads && t <= 16; t++) {
+        char name[32];
+        snprintf(name, sizeof name, "threads-%u", t);
+        ADD(name, "threads", t, 200 * scale);
+    }
+#undef ADD
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 7 && strcmp(argv[1], "--child") == 0) {
+        bench_case c;
+        memset(&c, 0, sizeof c);
+        snprintf(c.kind, sizeof c.kind, "%s", argv[3]);
+        c.param = strtoull(argv[4], NULL, 10);
+        c.count = strtoull(argv[5], NULL, 10);
+        snprintf(c.name, sizeof c.name, "%s", argv[6]);
+        return child_main(argv[2], &c);
+    }
+    bool quick = false;
+    int reps = 0;
+    const char *only = NULL, *json = "bench/results/results.json", *plots = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0) quick = true;
+        else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
+        else if (strcmp(argv[i], "--json") == 0 && i + 1 < argc) json = argv[++i];
+        else if (strcmp(argv[i], "--plots") == 0 && i + 1 < argc) plots = argv[++i];
+        else {
+            fprintf(stderr, "usage: %s [--quick] [--reps N] [--only WORKLOAD] [--json FILE] [--plots DIR]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (reps <= 0) reps = quick ? 3 : 5;
+    if (reps > MAX_REPS) reps = MAX_REPS;
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0) return 1;
+    self[len] = '\0';
+
+    static bench_case cases[MAX_CASES];
+    int ncases = make_cases(cases, quick, only);
+    printf("bytepool-bench: %d workloads x %zu backends x %d repetitions%s\n", ncases, NBACKENDS, reps,
+           quick ? " (quick)" : "");
+    for (int c = 0; c < ncases; c++) {
+        double start = now_ns();
+        for (int rep = 0; rep < reps; rep++) {
+            for (size_t k = 0; k < NBACKENDS; k++) {
+                size_t b = (k + (size_t)rep) % NBACKENDS; /* rotate who goes first */
+                measurement *m = &table[c][b];
+                char out[4400];
+                if (!run_child(self, &backends[b], &cases[c], out, sizeof out)) {
+                    fprintf(stderr, "bench: %s on %s failed\n", cases[c].name, backends[b].name);
+                    continue;
+                }
+                out[strcspn(out, "\n")] = '\0';
+                uint64_t checksum = (uint64_t)json_number(out, "checksum");
+                if (m->n == 0 && b == 0) m->checksum = checksum;
+                if (table[c][0].n > 0 && checksum != table[c][0].checksum) m->checksum_mismatch = true;
+                m->ns[m->n] = json_number(out, "ns_per_op");
+                snprintf(m->raw[m->n], sizeof m->raw[m->n], "%s", out);
+                m->n++;
+            }
+        }
+        printf("  %-14s done in %5.1f s\n", cases[c].name, (now_ns() - start) / 1e9);
+        fflush(stdout);
+    }
+
+    printf("\nmedian ns per buffer (ratio = backend / bytepool; > 1 means bytepool is faster)\n");
+    printf("%-14s", "workload");
+    for (size_t b = 0; b < NBACKENDS; b++) printf(" %19s", backends[b].name);
+    printf("\n");
+    for (int c = 0; c < ncases; c++) {
+        printf("%-14s", cases[c].name);
+        double base = table[c][0].n ? median(table[c][0].ns, table[c][0].n) : NAN;
+        for (size_t b = 0; b < NBACKENDS; b++) {
+            measurement *m = &table[c][b];
+            if (m->n == 0) {
+                printf(" %19s", "-");
+                continue;
+            }
+            double v = median(m->ns, m->n);
+            char cell[32];
+            if (b == 0) snprintf(cell, sizeof cell, "%.1f", v);
+            else snprintf(cell, sizeof cell, "%.1f (%.2fx)", v, v / base);
+            printf(" %19s%s", cell, m->checksum_mismatch ? "!" : "");
+        }
+        printf("\n");
+    }
+    for (int c = 0; c < ncases; c++) {
+        if (strcmp(cases[c].kind, "mixed") != 0) continue;
+        printf("\nmixed: memory (MiB), median run\n%-19s %10s %10s %8s %12s\n", "backend", "peak live", "peak RSS",
+               "RSS/live", "RSS after");
+        for (size_t b = 0; b < NBACKENDS; b++) {
+            measurement *m = &table[c][b];
+            if (m->n == 0) continue;
+            const char *raw = m->raw[median_index(m->ns, m->n)];
+            double live = json_number(raw, "peak_live"), rss = json_number(raw, "peak_rss");
+            printf("%-19s %10.1f %10.1f %8.2f %12.1f\n", backends[b].name, live / 1048576, rss / 1048576,
+                   rss / live, json_number(raw, "rss_after") / 1048576);
+        }
+    }
+    bool mismatch = false;
+    for (int c = 0; c < ncases; c++)
+        for (size_t b = 0; b < NBACKENDS; b++) mismatch |= table[c][b].checksum_mismatch;
+    if (mismatch) printf("\n! checksum differs from bytepool's: that backend did not do the same work\n");
+
+    write_json(json, cases, ncases, reps, quick);
+    printf("\nraw figures: %s\n", json);
+    if (plots != NULL) write_plots(plots, cases, ncases);
+    return mismatch ? 1 : 0;
+}

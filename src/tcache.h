@@ -1,0 +1,116 @@
+/*
+ * A thread cache (Netty's PoolThreadCache): per thread and allocator, one bounded bin per
+ * cacheable size class (every small class, and normal classes up to max_cached_size) of
+ * regions this thread released recently. An allocation that finds its bin non-empty takes
+ * no lock, no atomic read-modify-write and no system call.
+ *
+ * Invariants
+ * - A region in a bin is, for its arena, still handed out; it belongs to no buffer.
+ * - bins[c].count <= bins[c].capacity; entries[0] is the oldest, entries[count-1] the newest
+ *   (bins are stacks: the warmest region is reused first).
+ * - cached_bytes / cached_entries equal the sums over the bins (kept for stats, which other
+ *   threads read; only the owning thread writes them).
+ * Only the owning thread touches a cache, except when the allocator is destroyed.
+ */
+#ifndef BP_TCACHE_H
+#define BP_TCACHE_H
+
+#include "arena.h"
+#include "common.h"
+#include "size_class.h"
+
+#include <stdatomic.h>
+
+typedef struct bp__tcache_entry {
+    uint8_t *memory;
+    struct bp__chunk *chunk;
+    uint64_t handle;
+} bp__tcache_entry;
+
+typedef struct bp__tcache_bin {
+    bp__tcache_entry *entries; /* allocated on first use */
+    uint32_t count;
+    uint32_t capacity;         /* 0: this class is not cached */
+    uint32_t hits_since_trim;
+} bp__tcache_bin;
+
+typedef struct bp__tcache {
+    const bp__size_classes *sc;
+    uint32_t trim_interval;
+    uint32_t allocations_until_trim;
+    unsigned ncacheable;       /* classes 0 .. ncacheable-1 may have a bin */
+    _Atomic uint64_t hits, misses, trims;
+    _Atomic size_t cached_bytes, cached_entries;
+    bp__tcache_bin bins[BP__MAX_CLASSES];
+} bp__tcache;
+
+void bp__tcache_init(bp__tcache *tc, const bp__size_classes *sc, const bp_config *cfg);
+
+/* Gives every cached region back to its arena and frees the bins. */
+void bp__tcache_flush(bp__tcache *tc);
+
+/* Netty's trim: each bin gives back the regions that were not asked for since the last
+ * trim (count - hits since then). Returns the number of regions given back. */
+size_t bp__tcache_trim(bp__tcache *tc);
+
+/* Frees the bins' arrays without returning regions (the arenas are going away). */
+void bp__tcache_discard(bp__tcache *tc);
+
+BP_NOINLINE void bp__tcache_scheduled_trim(bp__tcache *tc);
+BP_NOINLINE bool bp__tcache_put_slow(bp__tcache *tc, const bp__region *region);
+
+static inline void bp__tcache_count(_Atomic uint64_t *counter)
+{
+    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+static inline void bp__tcache_adjust(bp__tcache *tc, size_t bytes, bool add)
+{
+    size_t b = atomic_load_explicit(&tc->cached_bytes, memory_order_relaxed);
+    size_t n = atomic_load_explicit(&tc->cached_entries, memory_order_relaxed);
+    atomic_store_explicit(&tc->cached_bytes, add ? b + bytes : b - bytes, memory_order_relaxed);
+    atomic_store_explicit(&tc->cached_entries, add ? n + 1 : n - 1, memory_order_relaxed);
+}
+
+/* Takes a cached region of class `cls` (< sc->nclasses) into *out. False on a miss. */
+BP_INLINE bool bp__tcache_take(bp__tcache *tc, unsigned cls, bp__region *out)
+{
+    if (cls >= tc->ncacheable) return false;
+    if (BP_UNLIKELY(--tc->allocations_until_trim == 0)) bp__tcache_scheduled_trim(tc);
+    bp__tcache_bin *bin = &tc->bins[cls];
+    if (BP_UNLIKELY(bin->count == 0)) {
+        bp__tcache_count(&tc->misses);
+        return false;
+    }
+    bp__tcache_entry *e = &bin->entries[--bin->count];
+    bin->hits_since_trim++;
+    out->memory = e->memory;
+    out->chunk = e->chunk;
+    out->handle = e->handle;
+    out->length = tc->sc->class_size[cls];
+    out->class_index = cls;
+    out->kind = cls < tc->sc->nsmall ? BP__KIND_SMALL : BP__KIND_NORMAL;
+    bp__tcache_count(&tc->hits);
+    bp__tcache_adjust(tc, out->length, false);
+    return true;
+}
+
+/* Caches a region released by this thread. False when its class is not cached or the bin
+ * is full: the caller gives it to the arena. */
+BP_INLINE bool bp__tcache_put(bp__tcache *tc, const bp__region *region)
+{
+    unsigned cls = region->class_index;
+    if (cls >= tc->ncacheable) return false;
+    bp__tcache_bin *bin = &tc->bins[cls];
+    if (BP_UNLIKELY(bin->entries == NULL || bin->count == bin->capacity))
+        return bp__tcache_put_slow(tc, region);
+    bp__tcache_entry *e = &bin->entries[bin->count++];
+    e->memory = region->memory;
+    e->chunk = region->chunk;
+    e->handle = region->handle;
+    bp__tcache_adjust(tc, region->length, true);
+    return true;
+}
+
+#endif

@@ -1,0 +1,226 @@
+/* Thread caches: hits without the arena, bounds, trimming, flushing, switching off. */
+#include "test_util.h"
+
+#include "allocator.h"
+
+#include <pthread.h>
+
+static bp_allocator *allocator_with(unsigned small, unsigned normal, size_t max_cached, unsigned trim_interval)
+{
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.small_cache_size = small;
+    cfg.normal_cache_size = normal;
+    cfg.max_cached_size = max_cached;
+    cfg.cache_trim_interval = trim_interval;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    return a;
+}
+
+static bp_allocator *default_cached(void) { return allocator_with(256, 64, 32 * 1024, 8192); }
+
+static uint64_t arena_allocations(bp_allocator *a)
+{
+    bp_arena_stats s;
+    assert_int_equal(bp_arena_get_stats(a, 0, &s, sizeof s), 0);
+    return s.allocations_small + s.allocations_normal + s.allocations_huge;
+}
+
+static bp_allocator_stats stats(bp_allocator *a)
+{
+    bp_allocator_stats s;
+    assert_int_equal(bp_allocator_get_stats(a, &s, sizeof s), 0);
+    return s;
+}
+
+static void test_second_32k_allocation_hits_the_cache(void **state)
+{
+    (void)state;
+    bp_allocator *a = default_cached();
+    bp_buf *b = bp_alloc(a, 32 * 1024);
+    void *memory = bp_data(b, 0);
+    bp_release(b);
+    assert_int_equal(stats(a).cached_entries, 1);
+    assert_int_equal(stats(a).cached_bytes, 32 * 1024);
+    b = bp_alloc(a, 32 * 1024);
+    assert_ptr_equal(bp_data(b, 0), memory);
+    assert_int_equal(arena_allocations(a), 1); /* two allocations, one reached the arena */
+    bp_allocator_stats s = stats(a);
+    assert_int_equal(s.cache_hits, 1);
+    assert_int_equal(s.cached_entries, 0);
+    assert_int_equal(s.active_bytes, 32 * 1024);
+    bp_release(b);
+    bp_allocator_destroy(a);
+}
+
+static void test_above_max_cached_size_is_not_cached(void **state)
+{
+    (void)state;
+    bp_allocator *a = default_cached();
+    bp_buf *b = bp_alloc(a, 32 * 1024 + 1);
+    bp_release(b);
+    assert_int_equal(stats(a).cached_entries, 0);
+    b = bp_alloc(a, 32 * 1024 + 1);
+    bp_release(b);
+    assert_int_equal(arena_allocations(a), 2);
+    bp_arena_stats as;
+    bp_arena_get_stats(a, 0, &as, sizeof as);
+    assert_int_equal(as.deallocations_normal, 2);
+    bp_allocator_destroy(a);
+}
+
+static void test_caches_off_every_allocation_reaches_the_arena(void **state)
+{
+    (void)state;
+    bp_allocator *a = allocator_with(0, 0, 32 * 1024, 8192);
+    for (int i = 0; i < 100; i++) bp_release(bp_alloc(a, (size_t)(i % 2 ? 100 : 32 * 1024)));
+    assert_int_equal(arena_allocations(a), 100);
+    bp_allocator_stats s = stats(a);
+    assert_int_equal(s.cache_hits, 0);
+    assert_int_equal(s.cached_entries, 0);
+    bp_allocator_destroy(a);
+    /* max_cached_size 0 turns them off as well */
+    a = allocator_with(256, 64, 0, 8192);
+    for (int i = 0; i < 10; i++) bp_release(bp_alloc(a, 16));
+    assert_int_equal(arena_allocations(a), 10);
+    bp_allocator_destroy(a);
+}
+
+static void test_bins_are_bounded(void **state)
+{
+    (void)state;
+    bp_allocator *a = allocator_with(8, 2, 32 * 1024, 8192);
+    bp_buf *small[20], *normal[5];
+    for (int i = 0; i < 20; i++) small[i] = bp_alloc(a, 64);
+    for (int i = 0; i < 5; i++) normal[i] = bp_alloc(a, 32 * 1024);
+    for (int i = 0; i < 20; i++) bp_release(small[i]);
+    for (int i = 0; i < 5; i++) bp_release(normal[i]);
+    bp_allocator_stats s = stats(a);
+    assert_int_equal(s.cached_entries, 8 + 2);
+    assert_int_equal(s.cached_bytes, 8 * 64 + 2 * 32 * 1024);
+    bp_arena_stats as;
+    bp_arena_get_stats(a, 0, &as, sizeof as);
+    assert_int_equal(as.deallocations_small, 12);
+    assert_int_equal(as.deallocations_normal, 3);
+    bp_allocator_destroy(a);
+}
+
+static void test_trim_returns_unused_entries(void **state)
+{
+    (void)state;
+    bp_allocator *a = allocator_with(256, 64, 32 * 1024, 0 /* only on demand */);
+    bp_buf *bufs[10];
+    for (int i = 0; i < 10; i++) bufs[i] = bp_alloc(a, 128);
+    for (int i = 0; i < 10; i++) bp_release(bufs[i]);
+    assert_int_equal(stats(a).cached_entries, 10);
+    assert_int_equal(bp_thread_cache_trim(a), 10); /* none asked for since: all go */
+    assert_int_equal(stats(a).cached_entries, 0);
+
+    for (int i = 0; i < 10; i++) bufs[i] = bp_alloc(a, 128);
+    for (int i = 0; i < 10; i++) bp_release(bufs[i]);
+    assert_int_equal(bp_thread_cache_trim(a), 10);
+    /* Refill 10, use 4 of them, trim: the 6 not asked for go back. */
+    for (int i = 0; i < 10; i++) bufs[i] = bp_alloc(a, 128);
+    for (int i = 0; i < 10; i++) bp_release(bufs[i]);
+    for (int i = 0; i < 4; i++) bufs[i] = bp_alloc(a, 128);
+    for (int i = 0; i < 4; i++) bp_release(bufs[i]);
+    assert_int_equal(bp_thread_cache_trim(a), 6);
+    assert_int_equal(stats(a).cached_entries, 4);
+    assert_int_equal(stats(a).cache_trims, 3);
+    assert_int_equal(bp_thread_cache_flush(a), 4);
+    bp_arena_stats as;
+    bp_arena_get_stats(a, 0, &as, sizeof as);
+    assert_int_equal(as.active_bytes, 0);
+    bp_allocator_destroy(a);
+}
+
+static void test_trim_runs_on_schedule(void **state)
+{
+    (void)state;
+    bp_allocator *a = allocator_with(256, 64, 32 * 1024, 100);
+    bp_buf *bufs[50];
+    for (int i = 0; i < 50; i++) bufs[i] = bp_alloc(a, 1000);
+    for (int i = 0; i < 50; i++) bp_release(bufs[i]);
+    assert_int_equal(stats(a).cached_entries, 50);
+    /* 50 more allocations of another class reach the 100th: the 1000-byte bin was not used
+     * since the start, so all of it goes. */
+    for (int i = 0; i < 50; i++) bp_release(bp_alloc(a, 16));
+    bp_allocator_stats s = stats(a);
+    assert_int_equal(s.cache_trims, 1);
+    assert_int_equal(s.cached_entries, 1); /* the 16-byte region, released after the trim */
+    bp_allocator_destroy(a);
+}
+
+static void *cache_and_exit(void *arg)
+{
+    bp_allocator *a = arg;
+    bp_buf *bufs[64];
+    for (int i = 0; i < 64; i++) bufs[i] = bp_alloc(a, (size_t)(i + 1) * 100);
+    for (int i = 0; i < 64; i++) bp_release(bufs[i]);
+    bp_allocator_stats s;
+    bp_allocator_get_stats(a, &s, sizeof s);
+    return (void *)(uintptr_t)s.cached_entries;
+}
+
+static void test_thread_exit_flushes_its_cache(void **state)
+{
+    (void)state;
+    bp_allocator *a = default_cached();
+    pthread_t t;
+    void *cached_before_exit;
+    pthread_create(&t, NULL, cache_and_exit, a);
+    pthread_join(t, &cached_before_exit);
+    assert_int_equal((uintptr_t)cached_before_exit, 64);
+    bp_allocator_stats s = stats(a);
+    assert_int_equal(s.cached_entries, 0);
+    assert_int_equal(s.thread_caches, 0);
+    assert_int_equal(s.active_bytes, 0);
+    assert_int_equal(s.cache_misses, 64); /* folded in from the exited thread */
+    bp_arena_stats as;
+    bp_arena_get_stats(a, 0, &as, sizeof as);
+    assert_int_equal(as.active_bytes, 0);
+    assert_int_equal(as.threads, 0);
+    bp_allocator_destroy(a);
+}
+
+static void test_destroy_with_cached_regions(void **state)
+{
+    (void)state;
+    bp_allocator *a = default_cached();
+    for (int i = 0; i < 100; i++) bp_release(bp_alloc(a, (size_t)i * 300));
+    assert_true(stats(a).cached_entries > 0);
+    bp_allocator_destroy(a); /* no leak under ASan, no crash */
+}
+
+static void test_cache_api_errors_and_unpooled(void **state)
+{
+    (void)state;
+    misuse_capture_start();
+    assert_int_equal(bp_thread_cache_trim(NULL), BP_EINVAL);
+    assert_int_equal(bp_thread_cache_flush(NULL), BP_EINVAL);
+    misuse_capture_stop();
+    bp_allocator *u = bp_allocator_new_unpooled(NULL);
+    bp_release(bp_alloc(u, 100));
+    assert_int_equal(bp_thread_cache_trim(u), 0);
+    assert_int_equal(bp_thread_cache_flush(u), 0);
+    assert_int_equal(stats(u).thread_caches, 0);
+    bp_allocator_destroy(u);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_second_32k_allocation_hits_the_cache),
+        cmocka_unit_test(test_above_max_cached_size_is_not_cached),
+        cmocka_unit_test(test_caches_off_every_allocation_reaches_the_arena),
+        cmocka_unit_test(test_bins_are_bounded),
+        cmocka_unit_test(test_trim_returns_unused_entries),
+        cmocka_unit_test(test_trim_runs_on_schedule),
+        cmocka_unit_test(test_thread_exit_flushes_its_cache),
+        cmocka_unit_test(test_destroy_with_cached_regions),
+        cmocka_unit_test(test_cache_api_errors_and_unpooled),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
