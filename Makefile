@@ -2,10 +2,11 @@
 #   make demo   build the library and run the seed's PoolBufTest (bytepool-demo)
 #   make test   build and run every test: a checked build (gcc, -Werror, internal checks),
 #               ASan+UBSan (clang) and TSan (gcc); plus install and consumer checks
+#   make bench  the benchmark suite (make bench-quick: under a minute)
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE ?= cmake
 
-.PHONY: all demo test test-checked test-asan test-tsan install clean
+.PHONY: all demo test test-checked test-asan test-tsan bench bench-quick install clean
 
 all:
 	@scripts/deps.sh demo
@@ -34,6 +35,22 @@ test-tsan:
 	CC=gcc $(CMAKE) -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBP_WERROR=ON -DBP_SANITIZE=thread -DBP_BUILD_BENCH=OFF
 	$(CMAKE) --build build-tsan -j $(JOBS)
 	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:allocator_may_return_null=1 BP_TEST_SCALE=tsan ctest --output-on-failure -j $(JOBS)
+
+# Benchmarks: Release build, every backend in the same run; JSON in bench/results/,
+# plots of the full run in docs/.
+bench:
+	@scripts/deps.sh bench
+	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Release -DBP_BUILD_TESTS=OFF
+	$(CMAKE) --build build -j $(JOBS)
+	@mkdir -p bench/results
+	./build/bench/bytepool-bench --json bench/results/results.json --plots docs
+
+bench-quick:
+	@scripts/deps.sh bench
+	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Release -DBP_BUILD_TESTS=OFF
+	$(CMAKE) --build build -j $(JOBS)
+	@mkdir -p bench/results
+	./build/bench/bytepool-bench --quick --json bench/results/results-quick.json --plots bench/results
 
 install: all
 	$(CMAKE) --install build $(if $(PREFIX),--prefix $(PREFIX))

@@ -33,6 +33,13 @@ static int alloc_and_release(bp_allocator *alloc, const void **buf_seen, const v
     return 0;
 }
 
+/* Misuse reports, printed instead of aborting (bp_misuse_abort would abort). */
+static void print_misuse(int err, const char *func, const char *message, void *user_data)
+{
+    (void)user_data;
+    printf("misuse reported: %s: %s (%s)\n", func, message, bp_err_name(err));
+}
+
 int main(void)
 {
     bp_allocator *alloc = bp_allocator_default();
@@ -52,7 +59,9 @@ int main(void)
     printf("------ write after release ------\n");
     bp_buf *buf = bp_alloc(alloc, BP_DEFAULT_CAPACITY);
     bp_release(buf);
+    bp_set_misuse_handler(print_misuse, NULL);
     int rc = bp_write_i32(buf, 10);
+    bp_set_misuse_handler(NULL, NULL);
     printf("bp_write_i32 on a released buffer: %d %s: %s\n", rc, bp_err_name(rc), bp_strerror(rc));
 
     printf("------ allocator ------\n");
