@@ -126,6 +126,8 @@ typedef struct bp_config {
     unsigned normal_cache_size; /* thread cache entries per cached normal class; default 64 */
     size_t max_cached_size;     /* largest size class kept in thread caches; default 32 KiB */
     unsigned cache_trim_interval; /* allocations between cache trims; default 8192, 0 = never */
+    unsigned chunk_decay_ms;    /* an emptied chunk stays mapped this long for reuse before
+                                   it is unmapped; default 1000, 0 = unmap at once */
 } bp_config;
 
 /* Fills *cfg with the defaults above. */
@@ -178,6 +180,10 @@ BP_API int bp_thread_cache_trim(bp_allocator *a);
  * many went back; errors as bp_thread_cache_trim. Thread exit does this by itself. */
 BP_API int bp_thread_cache_flush(bp_allocator *a);
 
+/* Unmaps every empty chunk the allocator keeps for reuse (see chunk_decay_ms), now rather
+ * than when its time is up. Returns how many chunks were unmapped, BP_EINVAL for NULL. */
+BP_API int bp_allocator_purge(bp_allocator *a);
+
 /* ---------------------------------------------------------------------------------------
  * Statistics
  * ------------------------------------------------------------------------------------- */
@@ -196,13 +202,14 @@ typedef struct bp_arena_stats {
     size_t chunks_in_band[BP_CHUNK_BANDS]; /* chunks per usage band, qInit first */
     size_t huge_mapped_bytes; /* bytes of huge mappings alive */
     unsigned threads;         /* threads bound to this arena */
+    size_t retained_chunks;   /* empty chunks kept mapped for reuse (chunk_decay_ms) */
 } bp_arena_stats;
 
 /* Counters of a whole allocator: the arenas summed, plus settings. */
 typedef struct bp_allocator_stats {
     unsigned arenas;
     size_t page_size, chunk_size;
-    size_t mapped_bytes;      /* chunks x chunk_size + huge mappings */
+    size_t mapped_bytes;      /* (chunks + retained chunks) x chunk_size + huge mappings */
     size_t active_bytes;      /* bytes in regions of live buffers */
     size_t chunks;
     uint64_t active_buffers;  /* bp_buf objects currently handed out */
@@ -211,6 +218,7 @@ typedef struct bp_allocator_stats {
     size_t cached_entries;    /* regions sitting in thread caches */
     size_t cached_bytes;      /* their bytes (counted in no buffer, but out of the arenas) */
     uint64_t cache_hits, cache_misses, cache_trims;
+    size_t retained_chunks;   /* empty chunks kept mapped for reuse, counted in mapped_bytes */
 } bp_allocator_stats;
 
 /* Copies the allocator's counters into *out. `out_size` is sizeof(*out) as the caller

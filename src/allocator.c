@@ -82,7 +82,7 @@ BP_NOINLINE bp__thread_state *bp__thread_state_slow(bp_allocator *a)
         ts->allocator = a;
         if (a->pooled) {
             ts->arena = least_used_arena(a);
-            bp__tcache_init(&ts->tcache, &a->sc, &a->config);
+            bp__tcache_init(&ts->tcache, ts->arena, &a->sc, &a->config);
         }
         pthread_mutex_lock(&a->lock);
         ts->next = a->threads;
@@ -202,7 +202,7 @@ static bp_allocator *allocator_create(const bp_config *cfg, bool pooled, int *er
         if (a->arenas == NULL) goto fail_key;
         unsigned i = 0;
         for (; i < cfg->arenas; i++)
-            if (bp__arena_init(&a->arenas[i], &a->sc, i) != 0) break;
+            if (bp__arena_init(&a->arenas[i], &a->sc, i, cfg->chunk_decay_ms) != 0) break;
         if (i < cfg->arenas) {
             while (i > 0) bp__arena_destroy(&a->arenas[--i]);
             free(a->arenas);
@@ -323,6 +323,14 @@ int bp_thread_cache_trim(bp_allocator *a)
     return (int)bp__tcache_trim(&ts->tcache);
 }
 
+int bp_allocator_purge(bp_allocator *a)
+{
+    if (a == NULL) return bp__misuse(BP_EINVAL, __func__, "allocator is NULL");
+    size_t purged = 0;
+    for (unsigned i = 0; a->pooled && i < a->config.arenas; i++) purged += bp__arena_purge(&a->arenas[i], true);
+    return (int)purged;
+}
+
 int bp_thread_cache_flush(bp_allocator *a)
 {
     if (a == NULL) return bp__misuse(BP_EINVAL, __func__, "allocator is NULL");
@@ -370,7 +378,8 @@ int bp_allocator_get_stats(const bp_allocator *a, bp_allocator_stats *out, size_
         for (unsigned i = 0; i < a->config.arenas; i++) {
             bp_arena_stats s;
             bp__arena_get_stats(&mutable_a->arenas[i], &s);
-            full.mapped_bytes += s.chunks * a->config.chunk_size + s.huge_mapped_bytes;
+            full.mapped_bytes += (s.chunks + s.retained_chunks) * a->config.chunk_size + s.huge_mapped_bytes;
+            full.retained_chunks += s.retained_chunks;
             full.active_bytes += s.active_bytes;
             full.chunks += s.chunks;
             full.allocations += s.allocations_small + s.allocations_normal + s.allocations_huge;
@@ -420,8 +429,8 @@ int bp_allocator_print_stats(const bp_allocator *a, FILE *out)
     }
     fprintf(out, "pooled allocator: %u arenas, page %zu B, chunk %zu B\n", s.arenas, s.page_size,
             s.chunk_size);
-    fprintf(out, "  %llu buffers alive, %zu bytes in use, %zu bytes mapped in %zu chunks and huge mappings\n",
-            (unsigned long long)s.active_buffers, s.active_bytes, s.mapped_bytes, s.chunks);
+    fprintf(out, "  %llu buffers alive, %zu bytes in use, %zu bytes mapped (%zu chunks in use, %zu retained empty, huge mappings)\n",
+            (unsigned long long)s.active_buffers, s.active_bytes, s.mapped_bytes, s.chunks, s.retained_chunks);
     fprintf(out, "  %u thread caches: %zu regions (%zu bytes) cached; %llu hits, %llu misses, %llu trims\n",
             s.thread_caches, s.cached_entries, s.cached_bytes, (unsigned long long)s.cache_hits,
             (unsigned long long)s.cache_misses, (unsigned long long)s.cache_trims);

@@ -9,13 +9,22 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index)
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index, unsigned decay_ms)
 {
     memset(arena, 0, sizeof *arena);
     if (pthread_mutex_init(&arena->lock, NULL) != 0) return BP_ENOMEM;
     arena->sc = sc;
     arena->index = index;
+    arena->decay_ms = decay_ms;
     atomic_init(&arena->threads, 0);
     bp__chunk_lists_init(arena->lists, sc->chunk_size);
     return 0;
@@ -34,6 +43,7 @@ void bp__arena_destroy(bp__arena *arena)
         }
         arena->lists[b].head = NULL;
     }
+    bp__arena_purge(arena, true);
     for (bp__huge *h = arena->huge_head; h != NULL;) {
         bp__huge *next = h->next;
         bp__os_unmap(h->memory, h->length);
@@ -52,8 +62,15 @@ static long alloc_run(bp__arena *arena, uint32_t pages, bp__chunk **out)
         long offset = bp__chunk_list_alloc_run(&arena->lists[order[i]], pages, out);
         if (offset >= 0) return offset;
     }
-    bp__chunk *chunk = bp__chunk_new(arena, arena->sc);
-    if (chunk == NULL) return -1;
+    bp__chunk *chunk = arena->retained;
+    if (chunk != NULL) { /* an empty chunk kept for reuse: still one free run, still mapped */
+        arena->retained = chunk->next;
+        arena->nretained--;
+        chunk->next = NULL;
+    } else {
+        chunk = bp__chunk_new(arena, arena->sc);
+        if (chunk == NULL) return -1;
+    }
     arena->chunks++;
     long offset = bp__chunk_alloc_run(chunk, pages);
     BP_ASSERT(offset == 0);
@@ -62,15 +79,61 @@ static long alloc_run(bp__arena *arena, uint32_t pages, bp__chunk **out)
     return offset;
 }
 
-/* After a run was freed: move the chunk between bands, or hand it back to unmap. */
+/* Takes the retained chunks that must go now (all, or those past the decay time) out of
+ * the list; the caller unmaps them after letting go of the lock. */
+static bp__chunk *take_expired_locked(bp__arena *arena, bool all)
+{
+    if (arena->retained == NULL) return NULL;
+    uint64_t now = all ? 0 : now_ms();
+    bp__chunk **link = &arena->retained;
+    /* Newest first: once one has expired, every older one has too. */
+    while (*link != NULL && !all && now - (*link)->empty_since_ms < arena->decay_ms) link = &(*link)->next;
+    bp__chunk *expired = *link;
+    *link = NULL;
+    for (bp__chunk *c = expired; c != NULL; c = c->next) arena->nretained--;
+    return expired;
+}
+
+static size_t delete_chunks(bp__chunk *list)
+{
+    size_t n = 0;
+    while (list != NULL) {
+        bp__chunk *next = list->next;
+        bp__chunk_delete(list);
+        list = next;
+        n++;
+    }
+    return n;
+}
+
+size_t bp__arena_purge(bp__arena *arena, bool all)
+{
+    pthread_mutex_lock(&arena->lock);
+    bp__chunk *expired = take_expired_locked(arena, all);
+    pthread_mutex_unlock(&arena->lock);
+    return delete_chunks(expired);
+}
+
+/* After a run was freed: move the chunk between bands; an emptied chunk is retained for
+ * reuse (or, with no decay time, handed back to unmap). Returns chunks to unmap. */
 static bp__chunk *settle_after_free(bp__arena *arena, bp__chunk *chunk)
 {
     if (bp__chunk_list_after_free(&arena->lists[chunk->band], chunk)) return NULL;
     arena->chunks--;
-    return chunk;
+    if (arena->decay_ms == 0) {
+        chunk->next = NULL;
+        return chunk;
+    }
+    bp__chunk *expired = take_expired_locked(arena, false);
+    chunk->empty_since_ms = now_ms();
+    chunk->next = arena->retained;
+    arena->retained = chunk;
+    arena->nretained++;
+    return expired;
 }
 
-static int alloc_small(bp__arena *arena, unsigned cls, bp__region *out)
+/* One slot of a small class, under the lock. */
+static int take_slot(bp__arena *arena, unsigned cls, bp__cached_region *out)
 {
     const bp__size_classes *sc = arena->sc;
     bp__subpage_pool *pool = &arena->pools[cls];
@@ -83,8 +146,7 @@ static int alloc_small(bp__arena *arena, unsigned cls, bp__region *out)
                              (uint32_t)sc->class_size[cls], sc->run_slots[cls]);
         if (sp == NULL) {
             bp__chunk_free_run(chunk, (uint32_t)offset, sc->run_pages[cls]);
-            bp__chunk *dead = settle_after_free(arena, chunk);
-            bp__chunk_delete(dead);
+            delete_chunks(settle_after_free(arena, chunk));
             return BP_ENOMEM;
         }
         chunk->subpages[offset] = sp;
@@ -94,9 +156,31 @@ static int alloc_small(bp__arena *arena, unsigned cls, bp__region *out)
     bp__chunk *chunk = sp->chunk;
     out->chunk = chunk;
     out->memory = chunk->base + ((size_t)sp->run_offset << sc->page_shift) + (size_t)slot * sp->slot_size;
-    out->length = sp->slot_size;
     out->handle = bp__handle_make(sp->run_offset, sp->run_pages, true, slot);
     return 0;
+}
+
+static int alloc_small(bp__arena *arena, unsigned cls, bp__region *out)
+{
+    bp__cached_region slot;
+    int rc = take_slot(arena, cls, &slot);
+    if (rc != 0) return rc;
+    out->memory = slot.memory;
+    out->chunk = slot.chunk;
+    out->handle = slot.handle;
+    out->length = arena->sc->class_size[cls];
+    return 0;
+}
+
+unsigned bp__arena_alloc_small_batch(bp__arena *arena, unsigned cls, bp__cached_region *out, unsigned n)
+{
+    unsigned taken = 0;
+    pthread_mutex_lock(&arena->lock);
+    while (taken < n && take_slot(arena, cls, &out[taken]) == 0) taken++;
+    arena->allocations[BP__KIND_SMALL] += taken;
+    arena->active_bytes += taken * arena->sc->class_size[cls];
+    pthread_mutex_unlock(&arena->lock);
+    return taken;
 }
 
 static int alloc_normal(bp__arena *arena, unsigned cls, bp__region *out)
@@ -176,35 +260,64 @@ static void free_huge(bp__arena *arena, const bp__region *region)
     free(node);
 }
 
+/* Gives a slot or run back, under the lock; returns chunks to unmap (linked by next). */
+static bp__chunk *free_locked(bp__arena *arena, bp__chunk *chunk, uint64_t handle, unsigned kind,
+                              size_t length)
+{
+    uint32_t offset = bp__handle_offset(handle);
+    arena->deallocations[kind]++;
+    arena->active_bytes -= length;
+    if (bp__handle_is_subpage(handle)) {
+        bp__subpage *sp = chunk->subpages[offset];
+        if (!bp__subpage_free_slot(sp, &arena->pools[sp->class_index], bp__handle_slot(handle)))
+            return NULL;
+        chunk->subpages[offset] = NULL;
+        bp__chunk_free_run(chunk, offset, sp->run_pages);
+        bp__subpage_delete(sp);
+    } else {
+        bp__chunk_free_run(chunk, offset, bp__handle_pages(handle));
+    }
+    return settle_after_free(arena, chunk);
+}
+
+static void append_chunks(bp__chunk **list, bp__chunk *more)
+{
+    if (more == NULL) return;
+    bp__chunk *last = more;
+    while (last->next != NULL) last = last->next;
+    last->next = *list;
+    *list = more;
+}
+
 void bp__arena_free(bp__arena *arena, const bp__region *region)
 {
     if (region->kind == BP__KIND_HUGE) {
         free_huge(arena, region);
         return;
     }
-    bp__chunk *chunk = region->chunk;
-    uint64_t handle = region->handle;
-    uint32_t offset = bp__handle_offset(handle);
-    bp__chunk *dead = NULL;
     pthread_mutex_lock(&arena->lock);
-    arena->deallocations[region->kind]++;
-    arena->active_bytes -= region->length;
-    if (bp__handle_is_subpage(handle)) {
-        bp__subpage *sp = chunk->subpages[offset];
-        if (bp__subpage_free_slot(sp, &arena->pools[sp->class_index], bp__handle_slot(handle))) {
-            chunk->subpages[offset] = NULL;
-            bp__chunk_free_run(chunk, offset, sp->run_pages);
-            bp__subpage_delete(sp);
-            dead = settle_after_free(arena, chunk);
-        }
-    } else {
-        bp__chunk_free_run(chunk, offset, bp__handle_pages(handle));
-        dead = settle_after_free(arena, chunk);
-    }
+    bp__chunk *dead = free_locked(arena, region->chunk, region->handle, region->kind, region->length);
     pthread_mutex_unlock(&arena->lock);
-    /* The empty chunk is out of every list: unmap it without holding the lock. Subpages
+    /* Chunks to unmap are out of every list: unmap them without holding the lock. Subpages
      * of a chunk that emptied were all deleted when their last slot went. */
-    bp__chunk_delete(dead);
+    delete_chunks(dead);
+}
+
+void bp__regions_free_batch(const bp__size_classes *sc, unsigned cls, const bp__cached_region *regions,
+                            unsigned n)
+{
+    unsigned kind = cls < sc->nsmall ? BP__KIND_SMALL : BP__KIND_NORMAL;
+    size_t length = sc->class_size[cls];
+    bp__chunk *dead = NULL;
+    unsigned i = 0;
+    while (i < n) {
+        bp__arena *arena = regions[i].chunk->arena;
+        pthread_mutex_lock(&arena->lock);
+        for (; i < n && regions[i].chunk->arena == arena; i++)
+            append_chunks(&dead, free_locked(arena, regions[i].chunk, regions[i].handle, kind, length));
+        pthread_mutex_unlock(&arena->lock);
+    }
+    delete_chunks(dead);
 }
 
 void bp__arena_get_stats(bp__arena *arena, bp_arena_stats *out)
@@ -219,6 +332,7 @@ void bp__arena_get_stats(bp__arena *arena, bp_arena_stats *out)
     out->deallocations_huge = arena->deallocations[BP__KIND_HUGE];
     out->active_bytes = arena->active_bytes;
     out->chunks = arena->chunks;
+    out->retained_chunks = arena->nretained;
     out->huge_mapped_bytes = arena->huge_mapped_bytes;
     for (unsigned b = 0; b < BP__NBANDS; b++) out->chunks_in_band[b] = arena->lists[b].count;
     pthread_mutex_unlock(&arena->lock);

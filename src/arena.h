@@ -34,6 +34,14 @@ typedef struct bp__region {
     unsigned class_index; /* size class; sc->nclasses for huge and unpooled regions */
 } bp__region;
 
+/* A pooled small or normal region without its class (the caller knows it): what thread
+ * caches keep and what batches move. */
+typedef struct bp__cached_region {
+    uint8_t *memory;
+    struct bp__chunk *chunk;
+    uint64_t handle;
+} bp__cached_region;
+
 /* A huge mapping, listed so that destroying the arena can unmap what users leaked. */
 typedef struct bp__huge {
     struct bp__huge *prev, *next;
@@ -52,12 +60,15 @@ typedef struct bp__arena {
     uint64_t deallocations[BP__NKINDS];
     size_t active_bytes;
     size_t huge_mapped_bytes;
-    size_t chunks;
+    size_t chunks;        /* chunks in the lists */
+    bp__chunk *retained;  /* empty chunks kept for reuse, newest first (linked by next) */
+    size_t nretained;
+    unsigned decay_ms;
     atomic_uint threads;  /* threads bound to this arena (changed without the lock) */
     unsigned index;
 } __attribute__((aligned(BP_CACHE_LINE))) bp__arena;
 
-int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index);
+int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index, unsigned decay_ms);
 
 /* The arena a pooled region must go back to (NULL for a malloc'ed one). */
 static inline bp__arena *bp__region_arena(const bp__region *region)
@@ -76,6 +87,19 @@ int bp__arena_alloc(bp__arena *arena, size_t size, bp__region *out);
 
 /* Takes back a region that this arena handed out. */
 void bp__arena_free(bp__arena *arena, const bp__region *region);
+
+/* Hands out up to n regions of small class `cls` under one lock, lowest address first.
+ * Returns how many (0 only when memory cannot be mapped). */
+unsigned bp__arena_alloc_small_batch(bp__arena *arena, unsigned cls, bp__cached_region *out, unsigned n);
+
+/* Takes back n regions of class `cls`, each to its own arena, locking each arena once per
+ * run of regions that belong to it. */
+void bp__regions_free_batch(const bp__size_classes *sc, unsigned cls, const bp__cached_region *regions,
+                            unsigned n);
+
+/* Unmaps retained empty chunks: all of them, or only those empty for decay_ms or more.
+ * Returns how many were unmapped. */
+size_t bp__arena_purge(bp__arena *arena, bool all);
 
 /* Copies counters under the lock. */
 void bp__arena_get_stats(bp__arena *arena, bp_arena_stats *out);

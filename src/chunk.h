@@ -45,6 +45,7 @@ typedef struct bp__chunk {
     size_t free_bytes;
     struct bp__chunk *prev, *next; /* neighbours in its chunk list */
     unsigned band;               /* index of the chunk list holding it */
+    uint64_t empty_since_ms;     /* while retained: when it became empty */
     uint32_t *run_info;          /* per page, see above */
     struct bp__subpage **subpages; /* per page: the subpage whose run starts there */
     uint64_t *avail;             /* per page class: bitmap over pages of free run starts */

@@ -31,6 +31,7 @@ static const setting settings[] = {
     {"max_cached_size", "BYTEPOOL_MAX_CACHED_SIZE", offsetof(bp_config, max_cached_size), KIND_SIZE},
     {"cache_trim_interval", "BYTEPOOL_CACHE_TRIM_INTERVAL", offsetof(bp_config, cache_trim_interval),
      KIND_UNSIGNED},
+    {"chunk_decay_ms", "BYTEPOOL_CHUNK_DECAY_MS", offsetof(bp_config, chunk_decay_ms), KIND_UNSIGNED},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -61,6 +62,7 @@ void bp_config_init(bp_config *cfg)
     cfg->normal_cache_size = 64;
     cfg->max_cached_size = 32 * 1024;
     cfg->cache_trim_interval = 8192;
+    cfg->chunk_decay_ms = 1000;
 }
 
 /* Why setting `s` is invalid in `cfg` (NULL when it is fine). */
@@ -85,6 +87,8 @@ static const char *setting_problem(const bp_config *cfg, const setting *s)
         if (v > 65536) return "must not exceed 65536";
     } else if (s->offset == offsetof(bp_config, max_cached_size)) {
         if (v > cfg->chunk_size) return "must not exceed chunk_size";
+    } else if (s->offset == offsetof(bp_config, chunk_decay_ms)) {
+        if (v > 3600000) return "must not exceed 3600000 (one hour)";
     }
     return NULL;
 }

@@ -8,10 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-void bp__tcache_init(bp__tcache *tc, const bp__size_classes *sc, const bp_config *cfg)
+void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg)
 {
     memset(tc, 0, sizeof *tc);
     tc->sc = sc;
+    tc->arena = arena;
     tc->trim_interval = cfg->cache_trim_interval;
     tc->allocations_until_trim = cfg->cache_trim_interval ? cfg->cache_trim_interval : UINT32_MAX;
     for (unsigned c = 0; c < sc->nclasses; c++) {
@@ -21,30 +22,68 @@ void bp__tcache_init(bp__tcache *tc, const bp__size_classes *sc, const bp_config
         if (small && sc->class_size[c] > cfg->max_cached_size) capacity = 0;
         tc->bins[c].capacity = capacity;
         if (capacity > 0) tc->ncacheable = c + 1;
+        /* Half a bin per refill, but no more than about 64 KiB of memory taken ahead. */
+        if (small && capacity > 0) {
+            size_t by_bytes = (64 * 1024) / sc->class_size[c];
+            uint32_t refill = capacity / 2 < by_bytes ? capacity / 2 : (uint32_t)by_bytes;
+            tc->bins[c].refill = refill > 0 ? refill : 1;
+        }
     }
 }
 
-static void give_back(bp__tcache *tc, unsigned cls, const bp__tcache_entry *e)
+static void adjust_many(bp__tcache *tc, unsigned cls, uint32_t n, bool add)
 {
-    bp__region region = {
-        .memory = e->memory,
-        .length = tc->sc->class_size[cls],
-        .chunk = e->chunk,
-        .handle = e->handle,
-        .kind = cls < tc->sc->nsmall ? BP__KIND_SMALL : BP__KIND_NORMAL,
-        .class_index = cls,
-    };
-    bp__arena_free(e->chunk->arena, &region);
-    bp__tcache_adjust(tc, region.length, false);
+    size_t bytes = (size_t)n * tc->sc->class_size[cls];
+    size_t b = atomic_load_explicit(&tc->cached_bytes, memory_order_relaxed);
+    size_t e = atomic_load_explicit(&tc->cached_entries, memory_order_relaxed);
+    atomic_store_explicit(&tc->cached_bytes, add ? b + bytes : b - bytes, memory_order_relaxed);
+    atomic_store_explicit(&tc->cached_entries, add ? e + n : e - n, memory_order_relaxed);
+}
+
+/* Gives entries [0, n) of a bin back to their arenas and closes the gap. */
+static void give_back_oldest(bp__tcache *tc, unsigned cls, uint32_t n)
+{
+    bp__tcache_bin *bin = &tc->bins[cls];
+    if (n == 0) return;
+    bp__regions_free_batch(tc->sc, cls, bin->entries, n);
+    memmove(bin->entries, bin->entries + n, (bin->count - n) * sizeof *bin->entries);
+    bin->count -= n;
+    adjust_many(tc, cls, n, false);
+}
+
+static bool ensure_entries(bp__tcache_bin *bin)
+{
+    if (bin->entries == NULL) bin->entries = malloc(bin->capacity * sizeof *bin->entries);
+    return bin->entries != NULL;
 }
 
 bool bp__tcache_put_slow(bp__tcache *tc, const bp__region *region)
 {
-    bp__tcache_bin *bin = &tc->bins[region->class_index];
-    if (bin->capacity == 0 || bin->count == bin->capacity) return false;
-    bin->entries = malloc(bin->capacity * sizeof *bin->entries);
-    if (bin->entries == NULL) return false;
+    unsigned cls = region->class_index;
+    bp__tcache_bin *bin = &tc->bins[cls];
+    if (bin->capacity == 0 || !ensure_entries(bin)) return false;
+    if (bin->count == bin->capacity) give_back_oldest(tc, cls, (bin->count + 1) / 2);
     return bp__tcache_put(tc, region);
+}
+
+bool bp__tcache_refill(bp__tcache *tc, unsigned cls, bp__region *out)
+{
+    bp__tcache_bin *bin = &tc->bins[cls];
+    if (!ensure_entries(bin)) return false;
+    /* Taken in address order; the lowest goes out now, the next lowest ends on top. */
+    bp__cached_region batch[512];
+    uint32_t want = bin->refill < 512 ? bin->refill : 512;
+    unsigned got = bp__arena_alloc_small_batch(tc->arena, cls, batch, want);
+    if (got == 0) return false;
+    for (unsigned i = got - 1; i >= 1; i--) bin->entries[bin->count++] = batch[i];
+    adjust_many(tc, cls, got - 1, true);
+    out->memory = batch[0].memory;
+    out->chunk = batch[0].chunk;
+    out->handle = batch[0].handle;
+    out->length = tc->sc->class_size[cls];
+    out->class_index = cls;
+    out->kind = BP__KIND_SMALL;
+    return true;
 }
 
 size_t bp__tcache_trim(bp__tcache *tc)
@@ -54,11 +93,8 @@ size_t bp__tcache_trim(bp__tcache *tc)
         bp__tcache_bin *bin = &tc->bins[c];
         uint32_t unused = bin->count > bin->hits_since_trim ? bin->count - bin->hits_since_trim : 0;
         bin->hits_since_trim = 0;
-        if (unused == 0) continue;
         /* The oldest entries are the ones nobody asked for. */
-        for (uint32_t i = 0; i < unused; i++) give_back(tc, c, &bin->entries[i]);
-        memmove(bin->entries, bin->entries + unused, (bin->count - unused) * sizeof *bin->entries);
-        bin->count -= unused;
+        give_back_oldest(tc, c, unused);
         freed += unused;
     }
     bp__tcache_count(&tc->trims);
@@ -68,15 +104,17 @@ size_t bp__tcache_trim(bp__tcache *tc)
 void bp__tcache_scheduled_trim(bp__tcache *tc)
 {
     tc->allocations_until_trim = tc->trim_interval ? tc->trim_interval : UINT32_MAX;
-    if (tc->trim_interval) bp__tcache_trim(tc);
+    if (tc->trim_interval == 0) return;
+    bp__tcache_trim(tc);
+    /* A busy thread is a clock for its arena too: empty chunks past their time go. */
+    if (tc->arena != NULL) bp__arena_purge(tc->arena, false);
 }
 
 void bp__tcache_flush(bp__tcache *tc)
 {
     for (unsigned c = 0; c < tc->ncacheable; c++) {
         bp__tcache_bin *bin = &tc->bins[c];
-        for (uint32_t i = 0; i < bin->count; i++) give_back(tc, c, &bin->entries[i]);
-        bin->count = 0;
+        give_back_oldest(tc, c, bin->count);
         bin->hits_since_trim = 0;
     }
     bp__tcache_discard(tc);

@@ -8,6 +8,9 @@
  * - A region in a bin is, for its arena, still handed out; it belongs to no buffer.
  * - bins[c].count <= bins[c].capacity; entries[0] is the oldest, entries[count-1] the newest
  *   (bins are stacks: the warmest region is reused first).
+ * - As in jemalloc, a miss on a small class refills the bin with a batch taken from the
+ *   arena under one lock, and a full bin gives its older half back in one pass; normal
+ *   classes move one region at a time (a batch of them would hold too much memory).
  * - cached_bytes / cached_entries equal the sums over the bins (kept for stats, which other
  *   threads read; only the owning thread writes them).
  * Only the owning thread touches a cache, except when the allocator is destroyed.
@@ -21,21 +24,17 @@
 
 #include <stdatomic.h>
 
-typedef struct bp__tcache_entry {
-    uint8_t *memory;
-    struct bp__chunk *chunk;
-    uint64_t handle;
-} bp__tcache_entry;
-
 typedef struct bp__tcache_bin {
-    bp__tcache_entry *entries; /* allocated on first use */
+    bp__cached_region *entries; /* allocated on first use */
     uint32_t count;
     uint32_t capacity;         /* 0: this class is not cached */
     uint32_t hits_since_trim;
+    uint32_t refill;           /* small classes: regions taken from the arena per miss */
 } bp__tcache_bin;
 
 typedef struct bp__tcache {
     const bp__size_classes *sc;
+    bp__arena *arena;          /* the thread's arena */
     uint32_t trim_interval;
     uint32_t allocations_until_trim;
     unsigned ncacheable;       /* classes 0 .. ncacheable-1 may have a bin */
@@ -44,7 +43,7 @@ typedef struct bp__tcache {
     bp__tcache_bin bins[BP__MAX_CLASSES];
 } bp__tcache;
 
-void bp__tcache_init(bp__tcache *tc, const bp__size_classes *sc, const bp_config *cfg);
+void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg);
 
 /* Gives every cached region back to its arena and frees the bins. */
 void bp__tcache_flush(bp__tcache *tc);
@@ -58,6 +57,9 @@ void bp__tcache_discard(bp__tcache *tc);
 
 BP_NOINLINE void bp__tcache_scheduled_trim(bp__tcache *tc);
 BP_NOINLINE bool bp__tcache_put_slow(bp__tcache *tc, const bp__region *region);
+
+/* A miss on a small class: refills the bin from the arena and takes one region. */
+BP_NOINLINE bool bp__tcache_refill(bp__tcache *tc, unsigned cls, bp__region *out);
 
 static inline void bp__tcache_count(_Atomic uint64_t *counter)
 {
@@ -81,9 +83,9 @@ BP_INLINE bool bp__tcache_take(bp__tcache *tc, unsigned cls, bp__region *out)
     bp__tcache_bin *bin = &tc->bins[cls];
     if (BP_UNLIKELY(bin->count == 0)) {
         bp__tcache_count(&tc->misses);
-        return false;
+        return bin->refill > 0 && bp__tcache_refill(tc, cls, out);
     }
-    bp__tcache_entry *e = &bin->entries[--bin->count];
+    bp__cached_region *e = &bin->entries[--bin->count];
     bin->hits_since_trim++;
     out->memory = e->memory;
     out->chunk = e->chunk;
@@ -105,7 +107,7 @@ BP_INLINE bool bp__tcache_put(bp__tcache *tc, const bp__region *region)
     bp__tcache_bin *bin = &tc->bins[cls];
     if (BP_UNLIKELY(bin->entries == NULL || bin->count == bin->capacity))
         return bp__tcache_put_slow(tc, region);
-    bp__tcache_entry *e = &bin->entries[bin->count++];
+    bp__cached_region *e = &bin->entries[bin->count++];
     e->memory = region->memory;
     e->chunk = region->chunk;
     e->handle = region->handle;

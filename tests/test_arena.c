@@ -5,9 +5,10 @@
 #include "os.h"
 
 #include <stdlib.h>
+#include <time.h>
 
-/* One arena and no thread cache: every allocation and release reaches the arena, so the
- * tests see the arena's own behaviour. */
+/* One arena, no thread cache and no retained chunks: every allocation and release reaches
+ * the arena, and an emptied chunk is unmapped at once, so the tests see the arena itself. */
 static bp_allocator *one_arena_allocator(void)
 {
     bp_config cfg;
@@ -15,6 +16,7 @@ static bp_allocator *one_arena_allocator(void)
     cfg.arenas = 1;
     cfg.small_cache_size = 0;
     cfg.normal_cache_size = 0;
+    cfg.chunk_decay_ms = 0;
     int err = -100;
     bp_allocator *a = bp_allocator_new(&cfg, &err);
     assert_non_null(a);
@@ -161,6 +163,68 @@ static void test_allocation_prefers_well_used_chunks(void **state)
     bp_release(a3);
     bp_release(b2);
     bp_allocator_destroy(a);
+}
+
+static bp_allocator *retaining_allocator(unsigned decay_ms)
+{
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.chunk_decay_ms = decay_ms;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    return a;
+}
+
+static void fill_and_empty_chunks(bp_allocator *a, int nchunks)
+{
+    bp_buf *bufs[64];
+    for (int i = 0; i < 4 * nchunks; i++) bufs[i] = bp_alloc(a, 1024 * 1024);
+    for (int i = 0; i < 4 * nchunks; i++) bp_release(bufs[i]);
+}
+
+static void test_emptied_chunk_is_retained_reused_and_purged(void **state)
+{
+    (void)state;
+    size_t mapped_before = bp__os_mapped_bytes(), mappings_before = bp__os_mapping_count();
+    bp_allocator *a = retaining_allocator(60000);
+    fill_and_empty_chunks(a, 1);
+    bp_arena_stats s = arena_stats(a, 0);
+    assert_int_equal(s.chunks, 0);
+    assert_int_equal(s.retained_chunks, 1);
+    assert_int_equal(bp__os_mapping_count(), mappings_before + 1); /* still mapped */
+    bp_allocator_stats as;
+    bp_allocator_get_stats(a, &as, sizeof as);
+    assert_int_equal(as.retained_chunks, 1);
+    assert_int_equal(as.mapped_bytes, a->config.chunk_size);
+
+    /* The next chunk request takes it back: no new mapping. */
+    fill_and_empty_chunks(a, 1);
+    assert_int_equal(bp__os_mapping_count(), mappings_before + 1);
+    assert_int_equal(arena_stats(a, 0).retained_chunks, 1);
+
+    assert_int_equal(bp_allocator_purge(a), 1);
+    assert_int_equal(arena_stats(a, 0).retained_chunks, 0);
+    assert_int_equal(bp__os_mapped_bytes(), mapped_before);
+    assert_int_equal(bp_allocator_purge(a), 0);
+    bp_allocator_destroy(a);
+}
+
+static void test_retained_chunks_decay(void **state)
+{
+    (void)state;
+    size_t mappings_before = bp__os_mapping_count();
+    bp_allocator *a = retaining_allocator(50);
+    fill_and_empty_chunks(a, 2);  /* A and B retained */
+    assert_int_equal(arena_stats(a, 0).retained_chunks, 2);
+    struct timespec pause = {0, 150 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    /* Reuse takes the newest (B); when B empties again, A is past its time and goes. */
+    fill_and_empty_chunks(a, 1);
+    assert_int_equal(arena_stats(a, 0).retained_chunks, 1);
+    assert_int_equal(bp__os_mapping_count(), mappings_before + 1);
+    bp_allocator_destroy(a); /* unmaps the retained one */
+    assert_int_equal(bp__os_mapping_count(), mappings_before);
 }
 
 static void test_huge_buffers_are_mapped_and_unmapped_exactly(void **state)
@@ -358,6 +422,8 @@ int main(void)
         cmocka_unit_test(test_chunk_moves_between_bands_and_is_unmapped_when_empty),
         cmocka_unit_test(test_chunk_in_q_init_is_kept_when_empty),
         cmocka_unit_test(test_allocation_prefers_well_used_chunks),
+        cmocka_unit_test(test_emptied_chunk_is_retained_reused_and_purged),
+        cmocka_unit_test(test_retained_chunks_decay),
         cmocka_unit_test(test_huge_buffers_are_mapped_and_unmapped_exactly),
         cmocka_unit_test(test_out_of_memory_changes_nothing),
         cmocka_unit_test(test_random_model_default_geometry),

@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 static const char *const env_names[] = {"BYTEPOOL_PAGE_SIZE", "BYTEPOOL_CHUNK_SIZE", "BYTEPOOL_ARENAS",
-                                        "BYTEPOOL_RECYCLER_CAPACITY"};
+                                        "BYTEPOOL_RECYCLER_CAPACITY", "BYTEPOOL_SMALL_CACHE_SIZE",
+                                        "BYTEPOOL_NORMAL_CACHE_SIZE", "BYTEPOOL_MAX_CACHED_SIZE",
+                                        "BYTEPOOL_CACHE_TRIM_INTERVAL", "BYTEPOOL_CHUNK_DECAY_MS"};
 
 static int clear_env(void **state)
 {
@@ -27,6 +29,11 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.chunk_size, 4 << 20);
     assert_int_equal(cfg.arenas, 2 * bp__os_cpu_count());
     assert_int_equal(cfg.recycler_capacity, 4096);
+    assert_int_equal(cfg.small_cache_size, 256);
+    assert_int_equal(cfg.normal_cache_size, 64);
+    assert_int_equal(cfg.max_cached_size, 32768);
+    assert_int_equal(cfg.cache_trim_interval, 8192);
+    assert_int_equal(cfg.chunk_decay_ms, 1000);
     char why[128] = "";
     assert_int_equal(bp_config_validate(&cfg, why, sizeof why), 0);
 }
@@ -70,6 +77,15 @@ static void test_invalid_settings_are_named(void **state)
     bp_config_init(&cfg);
     cfg.recycler_capacity = (1u << 20) + 1;
     expect_invalid(&cfg, "recycler_capacity=1048577: must not exceed 1048576");
+    bp_config_init(&cfg);
+    cfg.chunk_decay_ms = 3600001;
+    expect_invalid(&cfg, "chunk_decay_ms=3600001: must not exceed 3600000 (one hour)");
+    bp_config_init(&cfg);
+    cfg.max_cached_size = cfg.chunk_size + 1;
+    expect_invalid(&cfg, "max_cached_size=4194305: must not exceed chunk_size");
+    cfg.max_cached_size = 0;
+    cfg.small_cache_size = 65537;
+    expect_invalid(&cfg, "small_cache_size=65537: must not exceed 65536");
     assert_int_equal(bp_config_validate(NULL, NULL, 0), BP_EINVAL);
 }
 
@@ -80,6 +96,11 @@ static void test_env_values_are_parsed(void **state)
     setenv("BYTEPOOL_CHUNK_SIZE", "1M", 1);
     setenv("BYTEPOOL_ARENAS", "3", 1);
     setenv("BYTEPOOL_RECYCLER_CAPACITY", "0", 1);
+    setenv("BYTEPOOL_SMALL_CACHE_SIZE", "17", 1);
+    setenv("BYTEPOOL_NORMAL_CACHE_SIZE", "3", 1);
+    setenv("BYTEPOOL_MAX_CACHED_SIZE", "64K", 1);
+    setenv("BYTEPOOL_CACHE_TRIM_INTERVAL", "100", 1);
+    setenv("BYTEPOOL_CHUNK_DECAY_MS", "0", 1);
     bp_config cfg;
     char why[160] = "";
     assert_int_equal(bp_config_from_env(&cfg, why, sizeof why), 0);
@@ -88,6 +109,11 @@ static void test_env_values_are_parsed(void **state)
     assert_int_equal(cfg.chunk_size, 1 << 20);
     assert_int_equal(cfg.arenas, 3);
     assert_int_equal(cfg.recycler_capacity, 0);
+    assert_int_equal(cfg.small_cache_size, 17);
+    assert_int_equal(cfg.normal_cache_size, 3);
+    assert_int_equal(cfg.max_cached_size, 65536);
+    assert_int_equal(cfg.cache_trim_interval, 100);
+    assert_int_equal(cfg.chunk_decay_ms, 0);
     setenv("BYTEPOOL_CHUNK_SIZE", "1g", 1);
     assert_int_equal(bp_config_from_env(&cfg, why, sizeof why), 0);
     assert_int_equal(cfg.chunk_size, 1 << 30);

@@ -107,24 +107,26 @@ static void test_bins_are_bounded(void **state)
     bp_allocator_destroy(a);
 }
 
+/* Normal classes move one region at a time, which keeps the counts easy to follow. */
 static void test_trim_returns_unused_entries(void **state)
 {
     (void)state;
+    const size_t size = 32 * 1024;
     bp_allocator *a = allocator_with(256, 64, 32 * 1024, 0 /* only on demand */);
     bp_buf *bufs[10];
-    for (int i = 0; i < 10; i++) bufs[i] = bp_alloc(a, 128);
+    for (int i = 0; i < 10; i++) bufs[i] = bp_alloc(a, size);
     for (int i = 0; i < 10; i++) bp_release(bufs[i]);
     assert_int_equal(stats(a).cached_entries, 10);
     assert_int_equal(bp_thread_cache_trim(a), 10); /* none asked for since: all go */
     assert_int_equal(stats(a).cached_entries, 0);
 
-    for (int i = 0; i < 10; i++) bufs[i] = bp_alloc(a, 128);
+    for (int i = 0; i < 10; i++) bufs[i] = bp_alloc(a, size);
     for (int i = 0; i < 10; i++) bp_release(bufs[i]);
     assert_int_equal(bp_thread_cache_trim(a), 10);
-    /* Refill 10, use 4 of them, trim: the 6 not asked for go back. */
-    for (int i = 0; i < 10; i++) bufs[i] = bp_alloc(a, 128);
+    /* Cache 10, use 4 of them, trim: the 6 not asked for go back. */
+    for (int i = 0; i < 10; i++) bufs[i] = bp_alloc(a, size);
     for (int i = 0; i < 10; i++) bp_release(bufs[i]);
-    for (int i = 0; i < 4; i++) bufs[i] = bp_alloc(a, 128);
+    for (int i = 0; i < 4; i++) bufs[i] = bp_alloc(a, size);
     for (int i = 0; i < 4; i++) bp_release(bufs[i]);
     assert_int_equal(bp_thread_cache_trim(a), 6);
     assert_int_equal(stats(a).cached_entries, 4);
@@ -139,17 +141,53 @@ static void test_trim_returns_unused_entries(void **state)
 static void test_trim_runs_on_schedule(void **state)
 {
     (void)state;
-    bp_allocator *a = allocator_with(256, 64, 32 * 1024, 100);
+    bp_allocator *a = allocator_with(0 /* small classes not cached */, 64, 32 * 1024, 100);
     bp_buf *bufs[50];
-    for (int i = 0; i < 50; i++) bufs[i] = bp_alloc(a, 1000);
+    for (int i = 0; i < 50; i++) bufs[i] = bp_alloc(a, 32 * 1024);
     for (int i = 0; i < 50; i++) bp_release(bufs[i]);
     assert_int_equal(stats(a).cached_entries, 50);
-    /* 50 more allocations of another class reach the 100th: the 1000-byte bin was not used
+    /* 50 more allocations of a cacheable size reach the 100th: the 32 KiB bin was not used
      * since the start, so all of it goes. */
-    for (int i = 0; i < 50; i++) bp_release(bp_alloc(a, 16));
+    for (int i = 0; i < 49; i++) bp_release(bp_alloc(a, 16));
+    assert_int_equal(stats(a).cache_trims, 0);
+    bp_release(bp_alloc(a, 16));
     bp_allocator_stats s = stats(a);
     assert_int_equal(s.cache_trims, 1);
-    assert_int_equal(s.cached_entries, 1); /* the 16-byte region, released after the trim */
+    assert_int_equal(s.cached_entries, 0);
+    bp_allocator_destroy(a);
+}
+
+static void test_small_miss_refills_a_batch(void **state)
+{
+    (void)state;
+    bp_allocator *a = default_cached();
+    /* 64 B: half a bin (128) per refill; the 64 KiB bound (1024) does not bite. */
+    bp_buf *bufs[129];
+    bufs[0] = bp_alloc(a, 64);
+    assert_int_equal(arena_allocations(a), 128);
+    assert_int_equal(stats(a).cached_entries, 127);
+    for (int i = 1; i < 128; i++) bufs[i] = bp_alloc(a, 64);
+    assert_int_equal(arena_allocations(a), 128); /* all hits */
+    for (int i = 1; i < 128; i++) /* handed out lowest address first */
+        assert_ptr_equal(bp_data(bufs[i], 0), (uint8_t *)bp_data(bufs[0], 0) + 64 * i);
+    bufs[128] = bp_alloc(a, 64);
+    assert_int_equal(arena_allocations(a), 256);
+    bp_allocator_stats s = stats(a);
+    assert_int_equal(s.cache_misses, 2);
+    assert_int_equal(s.cache_hits, 127);
+    assert_int_equal(s.active_bytes, 129 * 64);
+    for (int i = 0; i < 129; i++) bp_release(bufs[i]);
+    assert_int_equal(stats(a).cached_entries, 256); /* a full bin */
+
+    /* 16 KiB: the 64 KiB bound allows 4 per refill. */
+    bp_buf *big = bp_alloc(a, 16 * 1024);
+    assert_int_equal(arena_allocations(a), 256 + 4);
+    bp_release(big);
+    assert_int_equal(bp_thread_cache_flush(a), 256 + 4);
+    bp_arena_stats as;
+    bp_arena_get_stats(a, 0, &as, sizeof as);
+    assert_int_equal(as.active_bytes, 0);
+    assert_int_equal(as.active_small, 0);
     bp_allocator_destroy(a);
 }
 
@@ -157,7 +195,7 @@ static void *cache_and_exit(void *arg)
 {
     bp_allocator *a = arg;
     bp_buf *bufs[64];
-    for (int i = 0; i < 64; i++) bufs[i] = bp_alloc(a, (size_t)(i + 1) * 100);
+    for (int i = 0; i < 64; i++) bufs[i] = bp_alloc(a, 32 * 1024);
     for (int i = 0; i < 64; i++) bp_release(bufs[i]);
     bp_allocator_stats s;
     bp_allocator_get_stats(a, &s, sizeof s);
@@ -218,6 +256,7 @@ int main(void)
         cmocka_unit_test(test_bins_are_bounded),
         cmocka_unit_test(test_trim_returns_unused_entries),
         cmocka_unit_test(test_trim_runs_on_schedule),
+        cmocka_unit_test(test_small_miss_refills_a_batch),
         cmocka_unit_test(test_thread_exit_flushes_its_cache),
         cmocka_unit_test(test_destroy_with_cached_regions),
         cmocka_unit_test(test_cache_api_errors_and_unpooled),
