@@ -4,6 +4,8 @@
 #               ASan+UBSan (clang) and TSan (gcc); plus install and consumer checks
 #   make bench  the benchmark suite (make bench-quick: under a minute)
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+# Debian's python3 (its matplotlib draws the benchmark plots)
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 CMAKE ?= cmake
 
 .PHONY: all demo test test-checked test-asan test-tsan bench bench-quick install clean
@@ -43,14 +45,16 @@ bench:
 	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Release -DBP_BUILD_TESTS=OFF
 	$(CMAKE) --build build -j $(JOBS)
 	@mkdir -p bench/results
-	./build/bench/bytepool-bench --json bench/results/results.json --plots docs
+	./build/bench/bytepool-bench --json bench/results/results.json
+	$(PYTHON) bench/plot.py bench/results/results.json docs
 
 bench-quick:
 	@scripts/deps.sh bench
 	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Release -DBP_BUILD_TESTS=OFF
 	$(CMAKE) --build build -j $(JOBS)
 	@mkdir -p bench/results
-	./build/bench/bytepool-bench --quick --json bench/results/results-quick.json --plots bench/results
+	./build/bench/bytepool-bench --quick --json bench/results/results-quick.json
+	$(PYTHON) bench/plot.py bench/results/results-quick.json bench/results
 
 install: all
 	$(CMAKE) --install build $(if $(PREFIX),--prefix $(PREFIX))

@@ -24,7 +24,7 @@ bench)
   have_lib libjemalloc.so || need+=(libjemalloc-dev)
   have_lib libtcmalloc.so || need+=(libgoogle-perftools-dev)
   have_lib libmimalloc.so || need+=(libmimalloc-dev)
-  have_cmd gnuplot || need+=(gnuplot-nox)
+  { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; } || need+=(python3-matplotlib)
   ;;
 demo) ;;
 *) echo "usage: $0 demo|test|bench" >&2; exit 2 ;;

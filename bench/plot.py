@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Plots from bytepool-bench's JSON: ns/op per workload and backend, throughput against
+thread count, and resident memory against live bytes over the mixed run.
+
+usage: plot.py RESULTS_JSON OUT_DIR      (Debian: apt-get install python3-matplotlib)
+"""
+import json
+import re
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+COLORS = {
+    "bytepool": "#d62728",
+    "bytepool-unpooled": "#ff9896",
+    "glibc": "#7f7f7f",
+    "jemalloc": "#1f77b4",
+    "tcmalloc": "#2ca02c",
+    "mimalloc": "#9467bd",
+}
+
+
+def load(path):
+    with open(path) as f:
+        data = json.load(f)
+    backends = []
+    table = {}
+    for r in data["results"]:
+        if r["backend"] not in backends:
+            backends.append(r["backend"])
+        table.setdefault(r["workload"], {})[r["backend"]] = r
+    return data, backends, table
+
+
+def subtitle(data):
+    m = data["machine"]
+    return (f'{m["cpu"]}, {m["cores"]} cores, Linux {m["kernel"]}; median of '
+            f'{data["repetitions"]} runs{" (quick)" if data["quick"] else ""}')
+
+
+def plot_ns(data, backends, table, out):
+    workloads = [w for w in table if not w.startswith("threads-") and w != "mixed"]
+    fig, ax = plt.subplots(figsize=(12, 5))
+    width = 0.8 / len(backends)
+    for i, b in enumerate(backends):
+        xs = [k + (i - (len(backends) - 1) / 2) * width for k in range(len(workloads))]
+        ys = [table[w][b]["median_ns_per_op"] if b in table[w] else 0 for w in workloads]
+        ax.bar(xs, ys, width, label=b, color=COLORS.get(b))
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(workloads)))
+    ax.set_xticklabels(workloads, rotation=20)
+    ax.set_ylabel("ns per buffer (log scale, lower is better)")
+    ax.set_title("bytepool-bench: time per buffer\n" + subtitle(data), fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    fig.savefig(f"{out}/bench-ns.png", dpi=100)
+
+
+def plot_threads(data, backends, table, out):
+    rows = sorted((int(w.split("-")[1]), w) for w in table if w.startswith("threads-"))
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for b in backends:
+        pts = [(t, 1e3 / table[w][b]["median_ns_per_op"]) for t, w in rows if b in table[w]]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=b, color=COLORS.get(b))
+    ax.set_xticks([t for t, _ in rows])
+    ax.set_xlabel("threads (each running batch-256 on its own)")
+    ax.set_ylabel("million buffers / s, all threads (higher is better)")
+    ax.set_title("threads-T: throughput against thread count\n" + subtitle(data), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(f"{out}/bench-threads.png", dpi=100)
+
+
+def median_run(result):
+    runs = sorted(result["runs"], key=lambda r: r["ns_per_op"])
+    return runs[len(runs) // 2]
+
+
+def plot_mixed(data, backends, table, out):
+    if "mixed" not in table:
+        return
+    fig, ax = plt.subplots(figsize=(7, 5))
+    top = 0
+    for b in backends:
+        if b not in table["mixed"]:
+            continue
+        samples = median_run(table["mixed"][b])["samples"]
+        live = [s[0] / 2**20 for s in samples]
+        rss = [s[1] / 2**20 for s in samples]
+        top = max([top] + live + rss)
+        ax.scatter(live, rss, s=12, label=b, color=COLORS.get(b))
+    ax.plot([0, top], [0, top], linestyle="--", color="gray", linewidth=1, label="resident = live")
+    ax.set_xlabel("live bytes (MiB)")
+    ax.set_ylabel("resident memory (MiB, lower is leaner)")
+    ax.set_title("mixed: resident memory against live bytes\n" + subtitle(data), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(f"{out}/bench-mixed.png", dpi=100)
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    data, backends, table = load(sys.argv[1])
+    plot_ns(data, backends, table, sys.argv[2])
+    plot_threads(data, backends, table, sys.argv[2])
+    plot_mixed(data, backends, table, sys.argv[2])
+    print(f"plots: {sys.argv[2]}/bench-ns.png bench-threads.png bench-mixed.png")
+
+
+if __name__ == "__main__":
+    main()
