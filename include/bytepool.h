@@ -23,6 +23,8 @@
  *   <= max_capacity.
  * - Multi-byte integers are big-endian (network order) unless the function name ends in
  *   _le, as in Netty.
+ * - The typed accessors and index getters are inline functions (C99 `inline`, gcc or
+ *   clang); the library also exports them, so they link at -O0 and from other languages.
  * - Thread safety: an allocator may be used from any number of threads at once. A single
  *   bp_buf is not synchronised: one thread at a time may read or change its indices and
  *   contents. bp_retain / bp_release are atomic and may be called from any thread.
@@ -36,6 +38,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -238,6 +241,36 @@ BP_API int bp_arena_get_stats(const bp_allocator *a, unsigned index, bp_arena_st
 BP_API int bp_allocator_print_stats(const bp_allocator *a, FILE *out);
 
 /* ---------------------------------------------------------------------------------------
+ * Private: what the inline fast paths below read. Every bp_buf begins with this head;
+ * its layout may change in any release. Read and change buffers through the functions.
+ * ------------------------------------------------------------------------------------- */
+
+typedef struct bp__buf_head {
+    uint8_t *memory;          /* byte 0 of the buffer */
+    size_t reader_index;
+    size_t writer_index;
+    size_t capacity;
+    size_t max_capacity;
+    uint32_t refcnt;          /* 0 once released; read and written with atomic builtins */
+} bp__buf_head;
+
+#define BP__LIKELY(x) __builtin_expect(!!(x), 1)
+#define BP__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define BP__LIVE(h) (__atomic_load_n(&(h)->refcnt, __ATOMIC_RELAXED) != 0)
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#  define BP__ORDER_BE(bits, v) (v)
+#  define BP__ORDER_LE(bits, v) BP__BSWAP##bits(v)
+#else
+#  define BP__ORDER_BE(bits, v) BP__BSWAP##bits(v)
+#  define BP__ORDER_LE(bits, v) (v)
+#endif
+#define BP__BSWAP8(v) (v)
+#define BP__BSWAP16(v) __builtin_bswap16(v)
+#define BP__BSWAP32(v) __builtin_bswap32(v)
+#define BP__BSWAP64(v) __builtin_bswap64(v)
+
+/* ---------------------------------------------------------------------------------------
  * Buffers: allocation and reference counting
  * ------------------------------------------------------------------------------------- */
 
@@ -282,12 +315,21 @@ BP_API bp_allocator *bp_buf_allocator(const bp_buf *b);
  * when released (they read no buffer memory).
  * ------------------------------------------------------------------------------------- */
 
-BP_API size_t bp_capacity(const bp_buf *b);
-BP_API size_t bp_max_capacity(const bp_buf *b);
-BP_API size_t bp_reader_index(const bp_buf *b);
-BP_API size_t bp_writer_index(const bp_buf *b);
-BP_API size_t bp_readable_bytes(const bp_buf *b);  /* writer - reader */
-BP_API size_t bp_writable_bytes(const bp_buf *b);  /* capacity - writer */
+#define BP__HEAD(b) ((const bp__buf_head *)(const void *)(b))
+BP_API inline size_t bp_capacity(const bp_buf *b) { return b ? BP__HEAD(b)->capacity : 0; }
+BP_API inline size_t bp_max_capacity(const bp_buf *b) { return b ? BP__HEAD(b)->max_capacity : 0; }
+BP_API inline size_t bp_reader_index(const bp_buf *b) { return b ? BP__HEAD(b)->reader_index : 0; }
+BP_API inline size_t bp_writer_index(const bp_buf *b) { return b ? BP__HEAD(b)->writer_index : 0; }
+/* writer index - reader index */
+BP_API inline size_t bp_readable_bytes(const bp_buf *b)
+{
+    return b ? BP__HEAD(b)->writer_index - BP__HEAD(b)->reader_index : 0;
+}
+/* capacity - writer index */
+BP_API inline size_t bp_writable_bytes(const bp_buf *b)
+{
+    return b ? BP__HEAD(b)->capacity - BP__HEAD(b)->writer_index : 0;
+}
 
 /* Sets the reader index. Returns 0; BP_EINVAL (NULL), BP_EFREED, BP_ERANGE when
  * index > writer index. */
@@ -306,7 +348,11 @@ BP_API int bp_ensure_writable(bp_buf *b, size_t n);
 
 /* Pointer to the byte at `index` of the buffer's memory, for zero-copy I/O; valid until
  * the buffer grows or is released. NULL for NULL, a released buffer or index > capacity. */
-BP_API void *bp_data(bp_buf *b, size_t index);
+BP_API inline void *bp_data(bp_buf *b, size_t index)
+{
+    const bp__buf_head *h = BP__HEAD(b);
+    return h != NULL && BP__LIVE(h) && index <= h->capacity ? h->memory + index : NULL;
+}
 
 /* ---------------------------------------------------------------------------------------
  * Buffers: typed access
@@ -324,27 +370,85 @@ BP_API void *bp_data(bp_buf *b, size_t index);
  * when growth fails.
  * ------------------------------------------------------------------------------------- */
 
-#define BP__DECLARE_TYPED(name, type)                                                      \
-    BP_API int bp_get_##name(const bp_buf *b, size_t index, type *out);                    \
-    BP_API int bp_set_##name(bp_buf *b, size_t index, type value);                         \
-    BP_API int bp_read_##name(bp_buf *b, type *out);                                       \
-    BP_API int bp_write_##name(bp_buf *b, type value);
+BP_API int bp__get_fail(const bp_buf *b, size_t index, size_t width, int out_is_null, const char *func);
+BP_API int bp__set_fail(const bp_buf *b, size_t index, size_t width, const char *func);
+BP_API int bp__read_fail(const bp_buf *b, size_t width, int out_is_null, const char *func);
+BP_API int bp__write_prepare(bp_buf *b, size_t width, const char *func);
 
-BP__DECLARE_TYPED(u8, uint8_t)
-BP__DECLARE_TYPED(i8, int8_t)
-BP__DECLARE_TYPED(u16, uint16_t)
-BP__DECLARE_TYPED(i16, int16_t)
-BP__DECLARE_TYPED(u32, uint32_t)
-BP__DECLARE_TYPED(i32, int32_t)
-BP__DECLARE_TYPED(u64, uint64_t)
-BP__DECLARE_TYPED(i64, int64_t)
-BP__DECLARE_TYPED(u16_le, uint16_t)
-BP__DECLARE_TYPED(i16_le, int16_t)
-BP__DECLARE_TYPED(u32_le, uint32_t)
-BP__DECLARE_TYPED(i32_le, int32_t)
-BP__DECLARE_TYPED(u64_le, uint64_t)
-BP__DECLARE_TYPED(i64_le, int64_t)
-#undef BP__DECLARE_TYPED
+/* Defines get/set/read/write for one type. The fast path is inline; anything unusual (a
+ * NULL or released buffer, an index out of range, growth) goes to the library, which
+ * reports it. Values move through memcpy, so unaligned indices are fine. */
+#define BP__DEFINE_TYPED(name, type, utype, bits, order)                                   \
+    BP_API inline int bp_get_##name(const bp_buf *b, size_t index, type *out)              \
+    {                                                                                      \
+        const bp__buf_head *h = (const bp__buf_head *)(const void *)b;                    \
+        if (BP__LIKELY(h != NULL && out != NULL && BP__LIVE(h) && index <= h->capacity &&  \
+                       sizeof(type) <= h->capacity - index)) {                             \
+            utype raw;                                                                     \
+            memcpy(&raw, h->memory + index, sizeof raw);                                   \
+            raw = order(bits, raw);                                                        \
+            memcpy(out, &raw, sizeof raw);                                                 \
+            return 0;                                                                      \
+        }                                                                                  \
+        return bp__get_fail(b, index, sizeof(type), out == NULL, "bp_get_" #name);         \
+    }                                                                                      \
+    BP_API inline int bp_set_##name(bp_buf *b, size_t index, type value)                   \
+    {                                                                                      \
+        bp__buf_head *h = (bp__buf_head *)(void *)b;                                       \
+        if (BP__LIKELY(h != NULL && BP__LIVE(h) && index <= h->capacity &&                 \
+                       sizeof(type) <= h->capacity - index)) {                             \
+            utype raw;                                                                     \
+            memcpy(&raw, &value, sizeof raw);                                              \
+            raw = order(bits, raw);                                                        \
+            memcpy(h->memory + index, &raw, sizeof raw);                                   \
+            return 0;                                                                      \
+        }                                                                                  \
+        return bp__set_fail(b, index, sizeof(type), "bp_set_" #name);                      \
+    }                                                                                      \
+    BP_API inline int bp_read_##name(bp_buf *b, type *out)                                 \
+    {                                                                                      \
+        bp__buf_head *h = (bp__buf_head *)(void *)b;                                       \
+        if (BP__LIKELY(h != NULL && out != NULL && BP__LIVE(h) &&                          \
+                       sizeof(type) <= h->writer_index - h->reader_index)) {               \
+            utype raw;                                                                     \
+            memcpy(&raw, h->memory + h->reader_index, sizeof raw);                         \
+            raw = order(bits, raw);                                                        \
+            memcpy(out, &raw, sizeof raw);                                                 \
+            h->reader_index += sizeof(type);                                               \
+            return 0;                                                                      \
+        }                                                                                  \
+        return bp__read_fail(b, sizeof(type), out == NULL, "bp_read_" #name);              \
+    }                                                                                      \
+    BP_API inline int bp_write_##name(bp_buf *b, type value)                               \
+    {                                                                                      \
+        bp__buf_head *h = (bp__buf_head *)(void *)b;                                       \
+        if (BP__UNLIKELY(h == NULL || !BP__LIVE(h) ||                                      \
+                         h->capacity - h->writer_index < sizeof(type))) {                  \
+            int rc = bp__write_prepare(b, sizeof(type), "bp_write_" #name);                \
+            if (rc != 0) return rc;                                                        \
+        }                                                                                  \
+        utype raw;                                                                         \
+        memcpy(&raw, &value, sizeof raw);                                                  \
+        raw = order(bits, raw);                                                            \
+        memcpy(h->memory + h->writer_index, &raw, sizeof raw);                             \
+        h->writer_index += sizeof(type);                                                   \
+        return 0;                                                                          \
+    }
+
+BP__DEFINE_TYPED(u8, uint8_t, uint8_t, 8, BP__ORDER_BE)
+BP__DEFINE_TYPED(i8, int8_t, uint8_t, 8, BP__ORDER_BE)
+BP__DEFINE_TYPED(u16, uint16_t, uint16_t, 16, BP__ORDER_BE)
+BP__DEFINE_TYPED(i16, int16_t, uint16_t, 16, BP__ORDER_BE)
+BP__DEFINE_TYPED(u32, uint32_t, uint32_t, 32, BP__ORDER_BE)
+BP__DEFINE_TYPED(i32, int32_t, uint32_t, 32, BP__ORDER_BE)
+BP__DEFINE_TYPED(u64, uint64_t, uint64_t, 64, BP__ORDER_BE)
+BP__DEFINE_TYPED(i64, int64_t, uint64_t, 64, BP__ORDER_BE)
+BP__DEFINE_TYPED(u16_le, uint16_t, uint16_t, 16, BP__ORDER_LE)
+BP__DEFINE_TYPED(i16_le, int16_t, uint16_t, 16, BP__ORDER_LE)
+BP__DEFINE_TYPED(u32_le, uint32_t, uint32_t, 32, BP__ORDER_LE)
+BP__DEFINE_TYPED(i32_le, int32_t, uint32_t, 32, BP__ORDER_LE)
+BP__DEFINE_TYPED(u64_le, uint64_t, uint64_t, 64, BP__ORDER_LE)
+BP__DEFINE_TYPED(i64_le, int64_t, uint64_t, 64, BP__ORDER_LE)
 
 /* ---------------------------------------------------------------------------------------
  * Buffers: bulk bytes

@@ -271,7 +271,7 @@ void bp_allocator_destroy(bp_allocator *a)
         bp__buf_slab *next = slab->next;
         if (!a->pooled)
             for (size_t i = 0; i < BP__SLAB_BUFS; i++)
-                if (atomic_load_explicit(&slab->bufs[i].refcnt, memory_order_relaxed) != 0)
+                if (BP__REFCNT_LOAD(&slab->bufs[i], __ATOMIC_RELAXED) != 0)
                     free(slab->bufs[i].region.memory);
         free(slab);
         slab = next;

@@ -14,15 +14,14 @@
 #include "arena.h"
 #include "common.h"
 
-#include <stdatomic.h>
+/* The reference count is a plain uint32_t shared with the inline code in bytepool.h, so
+ * it is only ever touched through these. */
+#define BP__REFCNT_LOAD(b, order) __atomic_load_n(&(b)->head.refcnt, order)
+#define BP__REFCNT_STORE(b, v, order) __atomic_store_n(&(b)->head.refcnt, v, order)
 
 struct bp_buf {
-    uint8_t *memory;          /* first byte of the buffer (region.memory) */
-    size_t reader_index;
-    size_t writer_index;
-    size_t capacity;
-    size_t max_capacity;
-    _Atomic uint32_t refcnt;  /* 0: released */
+    bp__buf_head head;        /* indices, memory (== region.memory), refcnt (0: released);
+                                 first, so the header's inline paths can read it */
     bp__region region;        /* where memory came from, to give it back */
     bp_allocator *allocator;
     bp_buf *next_free;        /* recycler link while released */
