@@ -222,6 +222,10 @@ typedef struct bp_allocator_stats {
     size_t cached_bytes;      /* their bytes (counted in no buffer, but out of the arenas) */
     uint64_t cache_hits, cache_misses, cache_trims;
     size_t retained_chunks;   /* empty chunks kept mapped for reuse, counted in mapped_bytes */
+    unsigned threads;         /* threads currently using the allocator */
+    uint64_t remote_releases; /* buffers released on a thread other than their allocator's */
+    uint64_t remote_drained;  /* of those, taken back by the allocating thread (the rest were
+                                 freed by the releaser, or are on their way back) */
 } bp_allocator_stats;
 
 /* Copies the allocator's counters into *out. `out_size` is sizeof(*out) as the caller

@@ -40,55 +40,159 @@ static void spare_push_locked(bp_allocator *a, bp_buf *first, bp_buf *last, size
     a->nspare_bufs += n;
 }
 
-/* pthread key destructor: the thread is exiting. */
+/* Hands a list of released buffers (linked by next_free) back: regions into this
+ * thread's cache or to their arenas, objects into the recycler. */
+static size_t take_back(bp__thread_state *ts, bp_buf *list, bool cache_regions)
+{
+    bp_allocator *a = ts->allocator;
+    size_t n = 0;
+    while (list != NULL) {
+        bp_buf *b = list;
+        list = b->next_free;
+        if (!(cache_regions && bp__tcache_put(&ts->tcache, &b->region))) bp__region_free(a, &b->region);
+        b->head.memory = NULL;
+        b->region.memory = NULL;
+        bp__buf_object_put(ts, a, b);
+        n++;
+    }
+    return n;
+}
+
+void bp__remote_flush(bp__thread_state *ts)
+{
+    if (ts->batch_count == 0) return;
+    bp__thread_state *owner = ts->batch_owner;
+    bp_buf *first = ts->batch_first, *last = ts->batch_last;
+    unsigned n = ts->batch_count;
+    ts->batch_first = ts->batch_last = NULL;
+    ts->batch_count = 0;
+    bp_buf *head = atomic_load_explicit(&owner->remote_head, memory_order_relaxed);
+    do {
+        if (head == BP__REMOTE_CLOSED) { /* the owner exited: free them here */
+            take_back(ts, first, ts->arena != NULL);
+            return;
+        }
+        last->next_free = head;
+    } while (!atomic_compare_exchange_weak_explicit(&owner->remote_head, &head, first, memory_order_release,
+                                                    memory_order_relaxed));
+    bp__counter_add(&ts->remote_releases, n);
+}
+
+size_t bp__remote_drain(bp__thread_state *ts)
+{
+    if (atomic_load_explicit(&ts->remote_head, memory_order_relaxed) == NULL) return 0;
+    bp_buf *list = atomic_exchange_explicit(&ts->remote_head, NULL, memory_order_acquire);
+    size_t n = take_back(ts, list, true);
+    bp__counter_add(&ts->remote_drained, n);
+    return n;
+}
+
+int bp__region_alloc_miss(bp_allocator *a, bp__thread_state *ts, unsigned cls, size_t size, bp__region *out)
+{
+    bp__remote_flush(ts); /* a slow path: what we hold for others goes now */
+    if (cls < ts->tcache.ncacheable) {
+        bp__tcache_count(&ts->tcache.misses);
+        /* What consumers released for us comes back before the arena is asked. */
+        if (bp__remote_drain(ts) > 0 && bp__tcache_take(&ts->tcache, cls, out)) return 0;
+        if (bp__tcache_refill(&ts->tcache, cls, out)) return 0;
+    }
+    (void)a;
+    return bp__arena_alloc(ts->arena, size, out);
+}
+
+/* pthread key destructor: the thread is exiting. Everything it holds goes back; the state
+ * itself stays listed, unowned, for a later thread to take (other threads may still hold
+ * pointers to it as the owner of buffers they have not released yet). */
 static void thread_state_release(void *arg)
 {
     bp__thread_state *ts = arg;
     bp_allocator *a = ts->allocator;
+    bp__remote_flush(ts);
+    /* Close the remote stack: from now on releasers free for themselves. */
+    bp_buf *pending = atomic_exchange_explicit(&ts->remote_head, BP__REMOTE_CLOSED, memory_order_acquire);
+    bp__counter_add(&ts->remote_drained, take_back(ts, pending, false));
     if (ts->arena != NULL) bp__tcache_flush(&ts->tcache);
     pthread_mutex_lock(&a->lock);
-    if (ts->prev != NULL) ts->prev->next = ts->next;
-    else a->threads = ts->next;
-    if (ts->next != NULL) ts->next->prev = ts->prev;
     if (ts->free_bufs != NULL) {
         bp_buf *last = ts->free_bufs;
         while (last->next_free != NULL) last = last->next_free;
         spare_push_locked(a, ts->free_bufs, last, ts->nfree_bufs);
+        ts->free_bufs = NULL;
+        ts->nfree_bufs = 0;
     }
+    /* Fold the counters into the allocator's and start the state from zero. */
     a->buffers_allocated_exited += atomic_load_explicit(&ts->buffers_allocated, memory_order_relaxed);
     a->buffers_released_exited += atomic_load_explicit(&ts->buffers_released, memory_order_relaxed);
+    a->remote_releases_exited += atomic_load_explicit(&ts->remote_releases, memory_order_relaxed);
+    a->remote_drained_exited += atomic_load_explicit(&ts->remote_drained, memory_order_relaxed);
     a->cache_hits_exited += atomic_load_explicit(&ts->tcache.hits, memory_order_relaxed);
     a->cache_misses_exited += atomic_load_explicit(&ts->tcache.misses, memory_order_relaxed);
     a->cache_trims_exited += atomic_load_explicit(&ts->tcache.trims, memory_order_relaxed);
-    pthread_mutex_unlock(&a->lock);
+    atomic_store_explicit(&ts->buffers_allocated, 0, memory_order_relaxed);
+    atomic_store_explicit(&ts->buffers_released, 0, memory_order_relaxed);
+    atomic_store_explicit(&ts->remote_releases, 0, memory_order_relaxed);
+    atomic_store_explicit(&ts->remote_drained, 0, memory_order_relaxed);
+    atomic_store_explicit(&ts->tcache.hits, 0, memory_order_relaxed);
+    atomic_store_explicit(&ts->tcache.misses, 0, memory_order_relaxed);
+    atomic_store_explicit(&ts->tcache.trims, 0, memory_order_relaxed);
+    ts->in_use = false;
     if (ts->arena != NULL) atomic_fetch_sub_explicit(&ts->arena->threads, 1, memory_order_relaxed);
+    ts->arena = NULL;
+    pthread_mutex_unlock(&a->lock);
     if (bp__tls_last.state == ts) {
         bp__tls_last.state = NULL;
         bp__tls_last.allocator_id = 0;
     }
-    free(ts);
+}
+
+/* A state no thread owns, or a new one; owned by the caller on return. */
+static bp__thread_state *adopt_or_create(bp_allocator *a)
+{
+    pthread_mutex_lock(&a->lock);
+    bp__thread_state *ts = a->threads;
+    while (ts != NULL && ts->in_use) ts = ts->next;
+    if (ts != NULL) ts->in_use = true;
+    pthread_mutex_unlock(&a->lock);
+    if (ts != NULL) return ts;
+    ts = aligned_alloc(BP_CACHE_LINE, bp__align_up(sizeof *ts, BP_CACHE_LINE));
+    if (ts == NULL) return NULL;
+    memset(ts, 0, sizeof *ts);
+    ts->allocator = a;
+    atomic_init(&ts->remote_head, BP__REMOTE_CLOSED);
+    pthread_mutex_lock(&a->lock);
+    ts->in_use = true;
+    ts->next = a->threads;
+    if (a->threads != NULL) a->threads->prev = ts;
+    a->threads = ts;
+    pthread_mutex_unlock(&a->lock);
+    return ts;
+}
+
+static void disown(bp_allocator *a, bp__thread_state *ts)
+{
+    pthread_mutex_lock(&a->lock);
+    ts->in_use = false;
+    pthread_mutex_unlock(&a->lock);
 }
 
 BP_NOINLINE bp__thread_state *bp__thread_state_slow(bp_allocator *a)
 {
     bp__thread_state *ts = pthread_getspecific(a->thread_key);
     if (ts == NULL) {
-        ts = calloc(1, sizeof *ts);
+        ts = adopt_or_create(a);
         if (ts == NULL) return NULL;
         if (pthread_setspecific(a->thread_key, ts) != 0) {
-            free(ts);
+            disown(a, ts);
             return NULL;
         }
-        ts->allocator = a;
         if (a->pooled) {
+            /* The state's lock-protected fields are ours now; the arena binding is new. */
+            pthread_mutex_lock(&a->lock);
             ts->arena = least_used_arena(a);
+            pthread_mutex_unlock(&a->lock);
             bp__tcache_init(&ts->tcache, ts->arena, &a->sc, &a->config);
         }
-        pthread_mutex_lock(&a->lock);
-        ts->next = a->threads;
-        if (a->threads != NULL) a->threads->prev = ts;
-        a->threads = ts;
-        pthread_mutex_unlock(&a->lock);
+        atomic_store_explicit(&ts->remote_head, NULL, memory_order_release); /* open */
     }
     bp__tls_last.allocator_id = a->id;
     bp__tls_last.state = ts;
@@ -103,6 +207,14 @@ BP_NOINLINE bp__thread_state *bp__thread_state_slow(bp_allocator *a)
 BP_NOINLINE bp_buf *bp__buf_object_refill(bp__thread_state *ts)
 {
     bp_allocator *a = ts->allocator;
+    /* Objects released by other threads come home first. */
+    bp__remote_flush(ts);
+    if (bp__remote_drain(ts) > 0 && ts->free_bufs != NULL) {
+        bp_buf *b = ts->free_bufs;
+        ts->free_bufs = b->next_free;
+        ts->nfree_bufs--;
+        return b;
+    }
     pthread_mutex_lock(&a->lock);
     if (a->spare_bufs == NULL) {
         bp__buf_slab *slab = calloc(1, sizeof *slab);
@@ -258,7 +370,7 @@ void bp_allocator_destroy(bp_allocator *a)
             atomic_fetch_sub_explicit(&ts->arena->threads, 1, memory_order_relaxed);
             bp__tcache_discard(&ts->tcache); /* the arenas go below, regions and all */
         }
-        free(ts);
+        free(ts); /* buffers on its remote stack live in the slabs, freed below */
         ts = next;
     }
     if (bp__tls_last.allocator_id == a->id) {
@@ -336,7 +448,9 @@ int bp_thread_cache_flush(bp_allocator *a)
     if (a == NULL) return bp__misuse(BP_EINVAL, __func__, "allocator is NULL");
     bp__thread_state *ts = bp__thread_state_get(a);
     if (ts == NULL) return BP_ENOMEM;
+    bp__remote_flush(ts);
     if (ts->arena == NULL) return 0;
+    bp__remote_drain(ts);
     size_t before = atomic_load_explicit(&ts->tcache.cached_entries, memory_order_relaxed);
     bp__tcache_flush(&ts->tcache);
     return (int)before;
@@ -395,9 +509,15 @@ int bp_allocator_get_stats(const bp_allocator *a, bp_allocator_stats *out, size_
     full.cache_hits = a->cache_hits_exited;
     full.cache_misses = a->cache_misses_exited;
     full.cache_trims = a->cache_trims_exited;
+    full.remote_releases = a->remote_releases_exited;
+    full.remote_drained = a->remote_drained_exited;
     for (bp__thread_state *ts = a->threads; ts != NULL; ts = ts->next) {
         allocated += atomic_load_explicit(&ts->buffers_allocated, memory_order_relaxed);
         released += atomic_load_explicit(&ts->buffers_released, memory_order_relaxed);
+        full.remote_releases += atomic_load_explicit(&ts->remote_releases, memory_order_relaxed);
+        full.remote_drained += atomic_load_explicit(&ts->remote_drained, memory_order_relaxed);
+        if (!ts->in_use) continue;
+        full.threads++;
         if (ts->arena == NULL) continue;
         full.thread_caches++;
         full.cached_entries += atomic_load_explicit(&ts->tcache.cached_entries, memory_order_relaxed);

@@ -33,14 +33,29 @@ typedef struct bp__buf_slab {
  * read-modify-write. */
 typedef struct bp__thread_state {
     bp_allocator *allocator;
-    bp__arena *arena;            /* bound on first use; NULL for unpooled */
+    bp__arena *arena;            /* bound on first use; NULL for unpooled or while unused */
     bp_buf *free_bufs;           /* recycler stack */
     unsigned nfree_bufs;
+    bool in_use;                 /* a live thread owns it (guarded by allocator->lock) */
     _Atomic uint64_t buffers_allocated;
     _Atomic uint64_t buffers_released;
+    _Atomic uint64_t remote_releases; /* buffers this thread pushed to other owners */
+    _Atomic uint64_t remote_drained;  /* buffers other threads pushed to this one */
     struct bp__thread_state *prev, *next; /* in allocator->threads */
-    bp__tcache tcache;           /* pooled allocators only */
+    /* Released buffers of one other owner, collected to be pushed as one chain (snmalloc's
+     * batching): one CAS per batch instead of per buffer. */
+    struct bp__thread_state *batch_owner;
+    bp_buf *batch_first, *batch_last;
+    unsigned batch_count;
+    /* Buffers allocated here and released by other threads: a push-only stack (Treiber)
+     * that other threads CAS onto and this thread takes whole with one exchange.
+     * BP__REMOTE_CLOSED while no thread owns the state. On its own cache line: other
+     * threads write it. */
+    _Alignas(BP_CACHE_LINE) _Atomic(bp_buf *) remote_head;
+    _Alignas(BP_CACHE_LINE) bp__tcache tcache; /* pooled allocators only */
 } bp__thread_state;
+
+#define BP__REMOTE_CLOSED ((bp_buf *)(uintptr_t)1)
 
 struct bp_allocator {
     uint64_t id;                 /* unique for the life of the process */
@@ -58,6 +73,7 @@ struct bp_allocator {
     uint64_t buffers_allocated_exited; /* counters of threads that have exited */
     uint64_t buffers_released_exited;
     uint64_t cache_hits_exited, cache_misses_exited, cache_trims_exited;
+    uint64_t remote_releases_exited, remote_drained_exited;
     /* Unpooled allocators have no arenas; they count here. */
     _Atomic uint64_t unpooled_allocations, unpooled_deallocations;
     _Atomic size_t unpooled_active_bytes;
@@ -123,6 +139,10 @@ int bp__region_alloc(bp_allocator *a, bp__arena *arena, size_t size, bp__region 
 /* Gives a region back to its arena, or to free() when it was malloc'ed. */
 void bp__region_free(bp_allocator *a, const bp__region *region);
 
+/* A cache miss: takes back what other threads released, refills, or asks the arena. */
+int bp__region_alloc_miss(bp_allocator *a, bp__thread_state *ts, unsigned cls, size_t size,
+                          bp__region *out);
+
 /* A region through the thread's cache first, then the thread's arena (pooled), or
  * straight from malloc (unpooled). 0 or BP_ENOMEM. */
 BP_INLINE int bp__region_alloc_cached(bp_allocator *a, bp__thread_state *ts, size_t size,
@@ -131,10 +151,35 @@ BP_INLINE int bp__region_alloc_cached(bp_allocator *a, bp__thread_state *ts, siz
     if (BP_LIKELY(ts->arena != NULL)) {
         unsigned cls = bp__size_class_of(&a->sc, size);
         if (BP_LIKELY(bp__tcache_take(&ts->tcache, cls, out))) return 0;
-        return bp__arena_alloc(ts->arena, size, out);
+        return bp__region_alloc_miss(a, ts, cls, size, out);
     }
     return bp__region_alloc(a, NULL, size, out);
 }
+
+#ifndef BP__REMOTE_BATCH
+#define BP__REMOTE_BATCH 64 /* buffers per remote push; 1 = a CAS per buffer */
+#endif
+
+/* Pushes this thread's pending batch onto its owner's remote stack; if the owner has closed
+ * it (its thread exited), frees the batch here. */
+void bp__remote_flush(bp__thread_state *ts);
+
+/* Queues a buffer released on `ts` for its owner (another thread state). */
+BP_INLINE void bp__remote_release(bp__thread_state *ts, bp__thread_state *owner, bp_buf *b)
+{
+    if (BP_UNLIKELY(ts->batch_owner != owner)) {
+        if (ts->batch_count > 0) bp__remote_flush(ts);
+        ts->batch_owner = owner;
+    }
+    b->next_free = ts->batch_first;
+    if (ts->batch_count++ == 0) ts->batch_last = b;
+    ts->batch_first = b;
+    if (BP_UNLIKELY(ts->batch_count == BP__REMOTE_BATCH)) bp__remote_flush(ts);
+}
+
+/* Takes every buffer other threads pushed to this thread: regions into the cache (or back
+ * to their arenas), objects into the recycler. Returns how many. */
+size_t bp__remote_drain(bp__thread_state *ts);
 
 /* Gives a region back: into the thread's cache when it fits there, else to its arena. */
 BP_INLINE void bp__region_free_cached(bp_allocator *a, bp__thread_state *ts, const bp__region *region)

@@ -86,6 +86,7 @@ bp_buf *bp_alloc_ex(bp_allocator *a, size_t capacity, size_t max_capacity, int *
     b->head.capacity = capacity;
     b->head.max_capacity = max_capacity;
     b->allocator = a;
+    b->owner = ts;
     b->next_free = NULL;
     BP__REFCNT_STORE(b, 1, __ATOMIC_RELAXED);
     bp__counter_add(&ts->buffers_allocated, 1);
@@ -108,11 +109,15 @@ BP_INLINE void deallocate(bp_buf *b)
 {
     bp_allocator *a = b->allocator;
     bp__thread_state *ts = bp__thread_state_get(a);
+    if (BP_LIKELY(ts != NULL)) bp__counter_add(&ts->buffers_released, 1);
+    /* Released away from home: queued for the owner's remote stack, no lock. */
+    if (BP_UNLIKELY(b->owner != ts) && b->region.kind != BP__KIND_MALLOC && ts != NULL) {
+        bp__remote_release(ts, b->owner, b);
+        return;
+    }
     bp__region_free_cached(a, ts, &b->region);
     b->head.memory = NULL;
     b->region.memory = NULL;
-    if (BP_LIKELY(ts != NULL))
-        bp__counter_add(&ts->buffers_released, 1);
     bp__buf_object_put(ts, a, b);
 }
 

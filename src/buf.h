@@ -24,7 +24,8 @@ struct bp_buf {
                                  first, so the header's inline paths can read it */
     bp__region region;        /* where memory came from, to give it back */
     bp_allocator *allocator;
-    bp_buf *next_free;        /* recycler link while released */
+    struct bp__thread_state *owner; /* the thread state that allocated it (pooled) */
+    bp_buf *next_free;        /* recycler or remote-stack link while released */
 };
 
 /* Netty's calculateNewCapacity: the capacity to grow to so that at least `min_capacity`

@@ -68,8 +68,9 @@ bool bp__tcache_put_slow(bp__tcache *tc, const bp__region *region)
 
 bool bp__tcache_refill(bp__tcache *tc, unsigned cls, bp__region *out)
 {
+    if (cls >= tc->ncacheable) return false;
     bp__tcache_bin *bin = &tc->bins[cls];
-    if (!ensure_entries(bin)) return false;
+    if (bin->refill == 0 || !ensure_entries(bin)) return false;
     /* Taken in address order; the lowest goes out now, the next lowest ends on top. */
     bp__cached_region batch[512];
     uint32_t want = bin->refill < 512 ? bin->refill : 512;

@@ -58,7 +58,8 @@ void bp__tcache_discard(bp__tcache *tc);
 BP_NOINLINE void bp__tcache_scheduled_trim(bp__tcache *tc);
 BP_NOINLINE bool bp__tcache_put_slow(bp__tcache *tc, const bp__region *region);
 
-/* A miss on a small class: refills the bin from the arena and takes one region. */
+/* A miss on a small class: refills the bin from the arena and takes one region. False
+ * for classes that are not refilled in batches, or when the arena has no memory. */
 BP_NOINLINE bool bp__tcache_refill(bp__tcache *tc, unsigned cls, bp__region *out);
 
 static inline void bp__tcache_count(_Atomic uint64_t *counter)
@@ -75,16 +76,14 @@ static inline void bp__tcache_adjust(bp__tcache *tc, size_t bytes, bool add)
     atomic_store_explicit(&tc->cached_entries, add ? n + 1 : n - 1, memory_order_relaxed);
 }
 
-/* Takes a cached region of class `cls` (< sc->nclasses) into *out. False on a miss. */
+/* Takes a cached region of class `cls` (< sc->nclasses) into *out. False on a miss (the
+ * caller counts it, looks at remote releases, then refills or goes to the arena). */
 BP_INLINE bool bp__tcache_take(bp__tcache *tc, unsigned cls, bp__region *out)
 {
     if (cls >= tc->ncacheable) return false;
     if (BP_UNLIKELY(--tc->allocations_until_trim == 0)) bp__tcache_scheduled_trim(tc);
     bp__tcache_bin *bin = &tc->bins[cls];
-    if (BP_UNLIKELY(bin->count == 0)) {
-        bp__tcache_count(&tc->misses);
-        return bin->refill > 0 && bp__tcache_refill(tc, cls, out);
-    }
+    if (BP_UNLIKELY(bin->count == 0)) return false;
     bp__cached_region *e = &bin->entries[--bin->count];
     bin->hits_since_trim++;
     out->memory = e->memory;
