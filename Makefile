@@ -38,15 +38,15 @@ test-tsan:
 	$(CMAKE) --build build-tsan -j $(JOBS)
 	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:allocator_may_return_null=1 BP_TEST_SCALE=tsan ctest --output-on-failure -j $(JOBS)
 
-# Benchmarks: Release build, every backend in the same run; JSON in bench/results/,
-# plots of the full run in docs/.
+# Benchmarks: Release build, every backend in the same run. The full run writes its JSON
+# and plots to docs/; the quick one to bench/results/.
 bench:
 	@scripts/deps.sh bench
 	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Release -DBP_BUILD_TESTS=OFF
 	$(CMAKE) --build build -j $(JOBS)
 	@mkdir -p bench/results
-	./build/bench/bytepool-bench --json bench/results/results.json
-	$(PYTHON) bench/plot.py bench/results/results.json docs
+	./build/bench/bytepool-bench --json docs/bench-results.json
+	$(PYTHON) bench/plot.py docs/bench-results.json docs
 
 bench-quick:
 	@scripts/deps.sh bench

@@ -152,7 +152,7 @@ typedef struct result {
     uint64_t ops;
     uint64_t checksum;
     double peak_live, peak_rss, rss_after; /* mixed only */
-    char samples[4096];                    /* mixed only: [[live, rss], ...] */
+    char samples[6144];                    /* mixed only: [[live, rss], ...] */
 } result;
 
 /* ---------------------------------------------------------------------------------------
@@ -331,6 +331,9 @@ ALWAYS_INLINE void mixed_loop(const ops *o, uint64_t steps, result *r)
         o->fill(live[i], sizes[i], (uint8_t)sizes[i]);
         o->write_u32(live[i], (uint32_t)i);
         live_bytes += sizes[i];
+        if (i % 1000 == 999 && used < sizeof r->samples - 64) /* the ramp up, for the plot */
+            used += (size_t)snprintf(r->samples + used, sizeof r->samples - used, "%s[%zu,%zu]",
+                                     i == 999 ? "" : ",", live_bytes, resident_bytes() - baseline);
     }
     uint64_t sample_every = steps / 40 > 0 ? steps / 40 : 1;
     double start = now_ns();
@@ -350,8 +353,8 @@ ALWAYS_INLINE void mixed_loop(const ops *o, uint64_t steps, result *r)
             if ((double)live_bytes > peak_live) peak_live = (double)live_bytes;
             if (rss > peak_rss) peak_rss = rss;
             if (used < sizeof r->samples - 64)
-                used += (size_t)snprintf(r->samples + used, sizeof r->samples - used, "%s[%zu,%.0f]",
-                                         s ? "," : "", live_bytes, rss);
+                used += (size_t)snprintf(r->samples + used, sizeof r->samples - used, ",[%zu,%.0f]",
+                                         live_bytes, rss);
             start += now_ns() - pause; /* sampling is not part of the time */
         }
     }
@@ -478,7 +481,7 @@ static int child_main(const char *backend_name, const bench_case *c)
 
 typedef struct measurement {
     double ns[MAX_REPS];
-    char raw[MAX_REPS][4400];
+    char raw[MAX_REPS][6600];
     uint64_t checksum;
     bool checksum_mismatch;
     int n;
@@ -668,7 +671,7 @@ int main(int argc, char **argv)
             for (size_t k = 0; k < NBACKENDS; k++) {
                 size_t b = (k + (size_t)rep) % NBACKENDS; /* rotate who goes first */
                 measurement *m = &table[c][b];
-                char out[4400];
+                char out[6600];
                 if (!run_child(self, &backends[b], &cases[c], out, sizeof out)) {
                     fprintf(stderr, "bench: %s on %s failed\n", cases[c].name, backends[b].name);
                     continue;
