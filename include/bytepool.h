@@ -68,7 +68,9 @@ extern "C" {
     XX(ERANGE, -4, "index or length out of range")                                         \
     XX(ECAPACITY, -5, "capacity would exceed the buffer's max capacity")                   \
     XX(EOVERFLOW, -6, "size overflows or exceeds the largest supported size")              \
-    XX(EREFCNT, -7, "reference count would overflow or drop below zero")
+    XX(EREFCNT, -7, "reference count would overflow or drop below zero")                   \
+    XX(EOF, -8, "end of stream")                                                           \
+    XX(EIO, -9, "I/O error (errno tells which)")
 
 typedef enum bp_error {
     BP_OK = 0,
@@ -86,7 +88,7 @@ BP_API const char *bp_err_name(int err);
 
 /* Misuse handler: called (before the failing function returns its error) for every misuse
  * detected through the API: BP_EINVAL, BP_EFREED, BP_ERANGE, BP_ECAPACITY, BP_EOVERFLOW,
- * BP_EREFCNT. Not called for BP_ENOMEM, which is not misuse. `func` is the public function
+ * BP_EREFCNT. Not called for BP_ENOMEM, BP_EOF or BP_EIO, which are not misuse. `func` is the public function
  * that detected it, `message` a one-line description with the values involved. */
 typedef void (*bp_misuse_handler)(int err, const char *func, const char *message,
                                   void *user_data);
@@ -343,12 +345,67 @@ BP_API int bp_set_reader_index(bp_buf *b, size_t index);
  * index < reader index or index > capacity. */
 BP_API int bp_set_writer_index(bp_buf *b, size_t index);
 
+/* Sets both indices at once (Netty's setIndex). Returns 0; BP_EINVAL, BP_EFREED, BP_ERANGE
+ * unless reader <= writer <= capacity. */
+BP_API int bp_set_index(bp_buf *b, size_t reader, size_t writer);
+
+/* Advances the reader index by n. Returns 0; BP_EINVAL, BP_EFREED, BP_ERANGE when fewer
+ * than n bytes are readable. */
+BP_API int bp_skip_bytes(bp_buf *b, size_t n);
+
+/* Sets both indices to 0 (contents unchanged). Returns 0; BP_EINVAL, BP_EFREED. */
+BP_API int bp_clear(bp_buf *b);
+
+/* Marks (remembers) the reader or writer index; the reset calls go back to the mark (0 until
+ * marked). Reset fails with BP_ERANGE, changing nothing, when the mark is no longer valid
+ * (a reader mark past the writer index, a writer mark below the reader index). Returns 0;
+ * BP_EINVAL, BP_EFREED, BP_ERANGE. */
+BP_API int bp_mark_reader_index(bp_buf *b);
+BP_API int bp_reset_reader_index(bp_buf *b);
+BP_API int bp_mark_writer_index(bp_buf *b);
+BP_API int bp_reset_writer_index(bp_buf *b);
+
+/* max capacity - writer index (0 for NULL). */
+BP_API size_t bp_max_writable_bytes(const bp_buf *b);
+
 /* Makes sure `n` more bytes can be written, growing the buffer if needed: first into the
  * unused end of its pooled region without moving, otherwise to a new region, copying the
  * contents. Growth follows Netty's calculateNewCapacity: the next power of two >= 64 up to
  * 4 MiB, then in steps of 4 MiB, never past max capacity. Returns 0; BP_EINVAL, BP_EFREED,
  * BP_ECAPACITY when writer_index + n > max capacity, BP_ENOMEM. */
 BP_API int bp_ensure_writable(bp_buf *b, size_t n);
+
+/* Netty's ensureWritable(n, force), which does not fail for lack of room: returns
+ *   0  enough room already, nothing changed;
+ *   1  not enough room and nothing changed (would pass max capacity; with force, the
+ *      capacity was already at max);
+ *   2  grown, now enough room;
+ *   3  not enough room, but with force grown to max capacity.
+ * Errors: BP_EINVAL, BP_EFREED, BP_ENOMEM (nothing changed). */
+BP_API int bp_ensure_writable_ex(bp_buf *b, size_t n, int force);
+
+/* Sets the capacity, growing (as bp_ensure_writable, contents kept) or shrinking. A shrink
+ * below the writer index moves the writer index (and the reader index, if above) to the new
+ * capacity. Returns 0; BP_EINVAL, BP_EFREED, BP_ECAPACITY (above max capacity), BP_ENOMEM. */
+BP_API int bp_set_capacity(bp_buf *b, size_t capacity);
+
+/* Moves the readable bytes to index 0, dropping those already read; indices and marks
+ * shift down by the old reader index (marks stop at 0). Returns 0; BP_EINVAL, BP_EFREED. */
+BP_API int bp_discard_read_bytes(bp_buf *b);
+
+/* As bp_discard_read_bytes, but only when it pays: when everything was read (indices to 0,
+ * nothing moves) or the reader index is at least half the capacity. Returns 0; errors as
+ * bp_discard_read_bytes. */
+BP_API int bp_discard_some_read_bytes(bp_buf *b);
+
+/* Zero-copy production: makes sure n bytes can be written (as bp_ensure_writable) and
+ * returns a pointer to the writer index; write up to n bytes there, then bp_commit the
+ * number written. NULL on failure, with the reason in *err if err is not NULL. */
+BP_API void *bp_reserve(bp_buf *b, size_t n, int *err);
+
+/* Advances the writer index by n after writing through bp_reserve's pointer. Returns 0;
+ * BP_EINVAL, BP_EFREED, BP_ERANGE when n > writable bytes. */
+BP_API int bp_commit(bp_buf *b, size_t n);
 
 /* Pointer to the byte at `index` of the buffer's memory, for zero-copy I/O; valid until
  * the buffer grows or is released. NULL for NULL, a released buffer or index > capacity. */
@@ -366,7 +423,8 @@ BP_API inline void *bp_data(bp_buf *b, size_t index)
  * bp_read_T(b, &out)        reads at the reader index and advances it.
  * bp_write_T(b, value)      writes at the writer index (growing as bp_ensure_writable)
  *                           and advances it.
- * T is u8 i8 u16 i16 u32 i32 u64 i64; the _le variants are little-endian.
+ * T is u8 i8 u16 i16 u32 i32 u64 i64 f32 (float) f64 (double); the _le variants are
+ * little-endian. bool and 24-bit ("medium") functions follow.
  *
  * Returns 0; BP_EINVAL for a NULL buffer or out pointer; BP_EFREED for a released buffer;
  * BP_ERANGE when get/set would touch bytes past the capacity or a read finds fewer than
@@ -453,6 +511,37 @@ BP__DEFINE_TYPED(u32_le, uint32_t, uint32_t, 32, BP__ORDER_LE)
 BP__DEFINE_TYPED(i32_le, int32_t, uint32_t, 32, BP__ORDER_LE)
 BP__DEFINE_TYPED(u64_le, uint64_t, uint64_t, 64, BP__ORDER_LE)
 BP__DEFINE_TYPED(i64_le, int64_t, uint64_t, 64, BP__ORDER_LE)
+BP__DEFINE_TYPED(f32, float, uint32_t, 32, BP__ORDER_BE)
+BP__DEFINE_TYPED(f64, double, uint64_t, 64, BP__ORDER_BE)
+BP__DEFINE_TYPED(f32_le, float, uint32_t, 32, BP__ORDER_LE)
+BP__DEFINE_TYPED(f64_le, double, uint64_t, 64, BP__ORDER_LE)
+
+/* Booleans: one byte, 1 or 0 when written; any non-zero byte reads as true. Errors as the
+ * u8 functions. */
+BP_API int bp_get_bool(const bp_buf *b, size_t index, int *out);
+BP_API int bp_set_bool(bp_buf *b, size_t index, int value);
+BP_API int bp_read_bool(bp_buf *b, int *out);
+BP_API int bp_write_bool(bp_buf *b, int value);
+
+/* 24-bit integers (Netty's medium): three bytes; u24 reads 0 .. 2^24-1, i24 sign-extends;
+ * writes take the low 24 bits of the value. Errors as the other typed functions. */
+BP_API int bp_get_u24(const bp_buf *b, size_t index, uint32_t *out);
+BP_API int bp_get_i24(const bp_buf *b, size_t index, int32_t *out);
+BP_API int bp_set_u24(bp_buf *b, size_t index, uint32_t value);
+BP_API int bp_read_u24(bp_buf *b, uint32_t *out);
+BP_API int bp_read_i24(bp_buf *b, int32_t *out);
+BP_API int bp_write_u24(bp_buf *b, uint32_t value);
+BP_API int bp_get_u24_le(const bp_buf *b, size_t index, uint32_t *out);
+BP_API int bp_get_i24_le(const bp_buf *b, size_t index, int32_t *out);
+BP_API int bp_set_u24_le(bp_buf *b, size_t index, uint32_t value);
+BP_API int bp_read_u24_le(bp_buf *b, uint32_t *out);
+BP_API int bp_read_i24_le(bp_buf *b, int32_t *out);
+BP_API int bp_write_u24_le(bp_buf *b, uint32_t value);
+
+/* Zeros: n zero bytes at an absolute index (errors as bp_set_bytes) or appended at the
+ * writer index (errors as bp_write_bytes). */
+BP_API int bp_set_zero(bp_buf *b, size_t index, size_t n);
+BP_API int bp_write_zero(bp_buf *b, size_t n);
 
 /* ---------------------------------------------------------------------------------------
  * Buffers: bulk bytes
@@ -472,6 +561,84 @@ BP_API int bp_read_bytes(bp_buf *b, void *dst, size_t n);
 /* Appends n bytes from `src` at the writer index (growing as bp_ensure_writable) and
  * advances it. Returns 0; BP_EINVAL, BP_EFREED, BP_ECAPACITY, BP_ENOMEM. */
 BP_API int bp_write_bytes(bp_buf *b, const void *src, size_t n);
+
+/* Between buffers, as Netty moves indices:
+ *   bp_write_buf(dst, src, n)  appends n of src's readable bytes to dst; both advance
+ *                              (src's reader index, dst's writer index).
+ *   bp_read_buf(src, dst, n)   the same transfer, said from the reading side.
+ *   bp_get_buf(src, index, dst, dst_index, n) / bp_set_buf(dst, index, src, src_index, n)
+ *                              absolute copies; no index moves.
+ * src and dst may be the same buffer only for the absolute copies (overlap is handled).
+ * Returns 0; BP_EINVAL (NULL, or the same buffer for a relative transfer), BP_EFREED
+ * (either released), BP_ERANGE (src has fewer readable bytes, or a range outside a
+ * capacity), BP_ECAPACITY / BP_ENOMEM (dst cannot grow). Nothing changes on failure. */
+BP_API int bp_write_buf(bp_buf *dst, bp_buf *src, size_t n);
+BP_API int bp_read_buf(bp_buf *src, bp_buf *dst, size_t n);
+BP_API int bp_get_buf(const bp_buf *src, size_t index, bp_buf *dst, size_t dst_index, size_t n);
+BP_API int bp_set_buf(bp_buf *dst, size_t index, const bp_buf *src, size_t src_index, size_t n);
+
+/* ---------------------------------------------------------------------------------------
+ * Search, compare, describe
+ * ------------------------------------------------------------------------------------- */
+
+/* Netty's indexOf(fromIndex, toIndex, value): searches [from, to) forward when from <= to,
+ * or (to, from] backward - from - 1 down to to - when from > to. Bounds are clamped to the
+ * capacity. Returns 1 and stores the index in *index when found, 0 when not; BP_EINVAL,
+ * BP_EFREED. */
+BP_API int bp_index_of(const bp_buf *b, size_t from, size_t to, uint8_t value, size_t *index);
+
+/* Bytes from the reader index to the first `value` among the readable bytes. Returns 1
+ * and stores the count when found, 0 when not; BP_EINVAL, BP_EFREED. */
+BP_API int bp_bytes_before(const bp_buf *b, uint8_t value, size_t *count);
+
+/* Calls fn(byte, ctx) for each byte of [index, index + length), in order (or from the last
+ * one back, for bp_for_each_byte_desc), until fn returns 0. Returns 1 and stores the index
+ * where fn stopped, 0 when fn accepted every byte; BP_EINVAL, BP_EFREED, BP_ERANGE. */
+typedef int (*bp_byte_fn)(uint8_t byte, void *ctx);
+BP_API int bp_for_each_byte(const bp_buf *b, size_t index, size_t length, bp_byte_fn fn, void *ctx,
+                            size_t *stopped_at);
+BP_API int bp_for_each_byte_desc(const bp_buf *b, size_t index, size_t length, bp_byte_fn fn, void *ctx,
+                                 size_t *stopped_at);
+
+/* Whether the readable bytes of x and y are the same (1) or not (0); BP_EINVAL, BP_EFREED. */
+BP_API int bp_equals(const bp_buf *x, const bp_buf *y);
+
+/* Compares the readable bytes of x and y as unsigned bytes, then by length: *result < 0,
+ * 0 or > 0. Returns 0; BP_EINVAL, BP_EFREED. */
+BP_API int bp_compare(const bp_buf *x, const bp_buf *y, int *result);
+
+/* The readable bytes in lower-case hex ("0a0b"), written like snprintf: at most out_len - 1
+ * characters and a terminating NUL. Returns the length the whole dump needs (excluding the
+ * NUL); BP_EINVAL (NULL buffer, or NULL out with out_len > 0), BP_EFREED. */
+BP_API long bp_hex_dump(const bp_buf *b, char *out, size_t out_len);
+
+/* Netty's prettyHexDump of the readable bytes: a table of 16 bytes a row, offset, hex and
+ * ASCII columns, written to `out`. Returns 0; BP_EINVAL, BP_EFREED, BP_EIO (write failed). */
+BP_API int bp_pretty_hex_dump(const bp_buf *b, FILE *out);
+
+/* One line describing the buffer, like Netty's toString:
+ *   "PooledByteBuf(ridx: 0, widx: 4, cap: 256/2147483647)", "...(freed)".
+ * Written like snprintf; returns the length needed, BP_EINVAL for NULL out with out_len > 0. */
+BP_API long bp_describe(const bp_buf *b, char *out, size_t out_len);
+
+/* ---------------------------------------------------------------------------------------
+ * I/O on file descriptors (sockets, pipes, files)
+ * ------------------------------------------------------------------------------------- */
+
+/* Reads up to n bytes from fd into the writable space (growing the buffer first, as
+ * bp_ensure_writable, if fewer than n bytes are writable) and advances the writer index.
+ * Returns the bytes read (> 0); 0 when the fd is non-blocking and has nothing now (EAGAIN);
+ * BP_EOF at end of stream; BP_EIO with errno set on an error; BP_EINVAL (NULL, n == 0),
+ * BP_EFREED, BP_ECAPACITY, BP_ENOMEM. EINTR is retried. */
+BP_API long bp_read_fd(bp_buf *b, int fd, size_t n);
+
+/* Writes up to n readable bytes (all of them for n = SIZE_MAX) to fd and advances the
+ * reader index by what was written, which may be less (a partial write). Returns the bytes
+ * written; 0 when a non-blocking fd cannot take any now (EAGAIN) or nothing is readable;
+ * BP_EIO with errno set on an error (EPIPE when a socket peer is gone: sockets are written
+ * with MSG_NOSIGNAL; on a pipe, write(2) raises SIGPIPE unless the process ignores it);
+ * BP_EINVAL, BP_EFREED. EINTR is retried. */
+BP_API long bp_write_fd(bp_buf *b, int fd, size_t n);
 
 #ifdef __cplusplus
 }

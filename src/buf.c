@@ -13,37 +13,6 @@
  * Checks shared by every operation
  * ------------------------------------------------------------------------------------- */
 
-static inline uint32_t refcnt_of(const bp_buf *b)
-{
-    return BP__REFCNT_LOAD(b, __ATOMIC_ACQUIRE);
-}
-
-/* 0 when b is a live buffer; otherwise reports and returns the error. */
-static inline int check_live(const bp_buf *b, const char *func)
-{
-    if (BP_UNLIKELY(b == NULL)) return bp__misuse(BP_EINVAL, func, "buffer is NULL");
-    if (BP_UNLIKELY(refcnt_of(b) == 0))
-        return bp__misuse(BP_EFREED, func, "buffer %p already released (refCnt: 0)", (const void *)b);
-    return 0;
-}
-
-/* 0 when [index, index + n) lies inside the capacity. */
-static inline int check_index(const bp_buf *b, size_t index, size_t n, const char *func)
-{
-    if (BP_UNLIKELY(index > b->head.capacity || n > b->head.capacity - index))
-        return bp__misuse(BP_ERANGE, func, "index %zu + length %zu exceeds capacity %zu", index, n,
-                          b->head.capacity);
-    return 0;
-}
-
-static inline int check_readable(const bp_buf *b, size_t n, const char *func)
-{
-    if (BP_UNLIKELY(n > b->head.writer_index - b->head.reader_index))
-        return bp__misuse(BP_ERANGE, func, "reading %zu bytes with only %zu readable (readerIndex %zu, writerIndex %zu)",
-                          n, b->head.writer_index - b->head.reader_index, b->head.reader_index, b->head.writer_index);
-    return 0;
-}
-
 /* ---------------------------------------------------------------------------------------
  * Allocation and reference counting
  * ------------------------------------------------------------------------------------- */
@@ -85,6 +54,8 @@ bp_buf *bp_alloc_ex(bp_allocator *a, size_t capacity, size_t max_capacity, int *
     b->head.writer_index = 0;
     b->head.capacity = capacity;
     b->head.max_capacity = max_capacity;
+    b->marked_reader_index = 0;
+    b->marked_writer_index = 0;
     b->allocator = a;
     b->owner = ts;
     b->next_free = NULL;
@@ -171,7 +142,7 @@ int bp_release(bp_buf *b) { return bp_release_n(b, 1); }
 int bp_refcnt(const bp_buf *b)
 {
     if (b == NULL) return bp__misuse(BP_EINVAL, __func__, "buffer is NULL");
-    return (int)refcnt_of(b);
+    return (int)bp__refcnt(b);
 }
 
 bp_allocator *bp_buf_allocator(const bp_buf *b) { return b ? b->allocator : NULL; }
@@ -182,7 +153,7 @@ bp_allocator *bp_buf_allocator(const bp_buf *b) { return b ? b->allocator : NULL
 
 int bp_set_reader_index(bp_buf *b, size_t index)
 {
-    int rc = check_live(b, __func__);
+    int rc = bp__check_live(b, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
     if (BP_UNLIKELY(index > b->head.writer_index))
         return bp__misuse(BP_ERANGE, __func__, "readerIndex %zu exceeds writerIndex %zu", index,
@@ -193,7 +164,7 @@ int bp_set_reader_index(bp_buf *b, size_t index)
 
 int bp_set_writer_index(bp_buf *b, size_t index)
 {
-    int rc = check_live(b, __func__);
+    int rc = bp__check_live(b, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
     if (BP_UNLIKELY(index < b->head.reader_index || index > b->head.capacity))
         return bp__misuse(BP_ERANGE, __func__, "writerIndex %zu outside [readerIndex %zu, capacity %zu]",
@@ -216,21 +187,21 @@ size_t bp__calculate_new_capacity(size_t min_capacity, size_t max_capacity)
 }
 
 /* Moves the buffer to a region of at least new_capacity bytes, keeping its contents. */
-static int move_to_new_region(bp_buf *b, size_t new_capacity)
+static int move_to_new_region(bp_buf *b, size_t new_capacity, size_t keep)
 {
     bp__thread_state *ts = bp__thread_state_get(b->allocator);
     if (BP_UNLIKELY(ts == NULL)) return BP_ENOMEM;
     bp__region fresh;
     int rc = bp__region_alloc_cached(b->allocator, ts, new_capacity, &fresh);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    memcpy(fresh.memory, b->head.memory, b->head.capacity);
+    memcpy(fresh.memory, b->head.memory, keep);
     bp__region_free_cached(b->allocator, ts, &b->region);
     b->region = fresh;
     b->head.memory = fresh.memory;
     return 0;
 }
 
-static BP_NOINLINE int grow_for_write(bp_buf *b, size_t n, const char *func)
+BP_NOINLINE int bp__grow_for_write(bp_buf *b, size_t n, const char *func)
 {
     if (BP_UNLIKELY(n > b->head.max_capacity - b->head.writer_index))
         return bp__misuse(BP_ECAPACITY, func, "writerIndex %zu + minWritableBytes %zu exceeds maxCapacity %zu",
@@ -242,24 +213,18 @@ static BP_NOINLINE int grow_for_write(bp_buf *b, size_t n, const char *func)
                               ? b->head.writer_index + fast_writable
                               : bp__calculate_new_capacity(b->head.writer_index + n, b->head.max_capacity);
     if (new_capacity > b->region.length) {
-        int rc = move_to_new_region(b, new_capacity);
+        int rc = move_to_new_region(b, new_capacity, b->head.capacity);
         if (BP_UNLIKELY(rc != 0)) return rc;
     }
     b->head.capacity = new_capacity;
     return 0;
 }
 
-static inline int ensure_writable(bp_buf *b, size_t n, const char *func)
-{
-    if (BP_LIKELY(n <= b->head.capacity - b->head.writer_index)) return 0;
-    return grow_for_write(b, n, func);
-}
-
 int bp_ensure_writable(bp_buf *b, size_t n)
 {
-    int rc = check_live(b, __func__);
+    int rc = bp__check_live(b, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    return ensure_writable(b, n, __func__);
+    return bp__ensure_writable(b, n, __func__);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -270,38 +235,38 @@ int bp_ensure_writable(bp_buf *b, size_t n)
 
 int bp__get_fail(const bp_buf *b, size_t index, size_t width, int out_is_null, const char *func)
 {
-    int rc = check_live(b, func);
+    int rc = bp__check_live(b, func);
     if (rc != 0) return rc;
     if (out_is_null) return bp__misuse(BP_EINVAL, func, "out is NULL");
-    rc = check_index(b, index, width, func);
+    rc = bp__check_index(b, index, width, func);
     BP_ASSERT(rc != 0);
     return rc;
 }
 
 int bp__set_fail(const bp_buf *b, size_t index, size_t width, const char *func)
 {
-    int rc = check_live(b, func);
+    int rc = bp__check_live(b, func);
     if (rc != 0) return rc;
-    rc = check_index(b, index, width, func);
+    rc = bp__check_index(b, index, width, func);
     BP_ASSERT(rc != 0);
     return rc;
 }
 
 int bp__read_fail(const bp_buf *b, size_t width, int out_is_null, const char *func)
 {
-    int rc = check_live(b, func);
+    int rc = bp__check_live(b, func);
     if (rc != 0) return rc;
     if (out_is_null) return bp__misuse(BP_EINVAL, func, "out is NULL");
-    rc = check_readable(b, width, func);
+    rc = bp__check_readable(b, width, func);
     BP_ASSERT(rc != 0);
     return rc;
 }
 
 int bp__write_prepare(bp_buf *b, size_t width, const char *func)
 {
-    int rc = check_live(b, func);
+    int rc = bp__check_live(b, func);
     if (rc != 0) return rc;
-    return ensure_writable(b, width, func);
+    return bp__ensure_writable(b, width, func);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -310,10 +275,10 @@ int bp__write_prepare(bp_buf *b, size_t width, const char *func)
 
 int bp_get_bytes(const bp_buf *b, size_t index, void *dst, size_t n)
 {
-    int rc = check_live(b, __func__);
+    int rc = bp__check_live(b, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
     if (BP_UNLIKELY(dst == NULL && n > 0)) return bp__misuse(BP_EINVAL, __func__, "dst is NULL");
-    rc = check_index(b, index, n, __func__);
+    rc = bp__check_index(b, index, n, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
     if (n > 0) memcpy(dst, b->head.memory + index, n);
     return 0;
@@ -321,10 +286,10 @@ int bp_get_bytes(const bp_buf *b, size_t index, void *dst, size_t n)
 
 int bp_set_bytes(bp_buf *b, size_t index, const void *src, size_t n)
 {
-    int rc = check_live(b, __func__);
+    int rc = bp__check_live(b, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
     if (BP_UNLIKELY(src == NULL && n > 0)) return bp__misuse(BP_EINVAL, __func__, "src is NULL");
-    rc = check_index(b, index, n, __func__);
+    rc = bp__check_index(b, index, n, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
     if (n > 0) memmove(b->head.memory + index, src, n);
     return 0;
@@ -332,10 +297,10 @@ int bp_set_bytes(bp_buf *b, size_t index, const void *src, size_t n)
 
 int bp_read_bytes(bp_buf *b, void *dst, size_t n)
 {
-    int rc = check_live(b, __func__);
+    int rc = bp__check_live(b, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
     if (BP_UNLIKELY(dst == NULL && n > 0)) return bp__misuse(BP_EINVAL, __func__, "dst is NULL");
-    rc = check_readable(b, n, __func__);
+    rc = bp__check_readable(b, n, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
     if (n > 0) memcpy(dst, b->head.memory + b->head.reader_index, n);
     b->head.reader_index += n;
@@ -344,12 +309,373 @@ int bp_read_bytes(bp_buf *b, void *dst, size_t n)
 
 int bp_write_bytes(bp_buf *b, const void *src, size_t n)
 {
-    int rc = check_live(b, __func__);
+    int rc = bp__check_live(b, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
     if (BP_UNLIKELY(src == NULL && n > 0)) return bp__misuse(BP_EINVAL, __func__, "src is NULL");
-    rc = ensure_writable(b, n, __func__);
+    rc = bp__ensure_writable(b, n, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
     if (n > 0) memmove(b->head.memory + b->head.writer_index, src, n);
     b->head.writer_index += n;
     return 0;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * More indices
+ * ------------------------------------------------------------------------------------- */
+
+int bp_set_index(bp_buf *b, size_t reader, size_t writer)
+{
+    int rc = bp__check_live(b, __func__);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP_UNLIKELY(reader > writer || writer > b->head.capacity))
+        return bp__misuse(BP_ERANGE, __func__, "readerIndex %zu, writerIndex %zu (expected 0 <= readerIndex <= writerIndex <= capacity %zu)",
+                          reader, writer, b->head.capacity);
+    b->head.reader_index = reader;
+    b->head.writer_index = writer;
+    return 0;
+}
+
+int bp_skip_bytes(bp_buf *b, size_t n)
+{
+    int rc = bp__check_live(b, __func__);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    rc = bp__check_readable(b, n, __func__);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    b->head.reader_index += n;
+    return 0;
+}
+
+int bp_clear(bp_buf *b)
+{
+    int rc = bp__check_live(b, __func__);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    b->head.reader_index = b->head.writer_index = 0;
+    return 0;
+}
+
+int bp_mark_reader_index(bp_buf *b)
+{
+    int rc = bp__check_live(b, __func__);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    b->marked_reader_index = b->head.reader_index;
+    return 0;
+}
+
+int bp_reset_reader_index(bp_buf *b)
+{
+    int rc = bp__check_live(b, __func__);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP_UNLIKELY(b->marked_reader_index > b->head.writer_index))
+        return bp__misuse(BP_ERANGE, __func__, "markedReaderIndex %zu exceeds writerIndex %zu",
+                          b->marked_reader_index, b->head.writer_index);
+    b->head.reader_index = b->marked_reader_index;
+    return 0;
+}
+
+int bp_mark_writer_index(bp_buf *b)
+{
+    int rc = bp__check_live(b, __func__);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    b->marked_writer_index = b->head.writer_index;
+    return 0;
+}
+
+int bp_reset_writer_index(bp_buf *b)
+{
+    int rc = bp__check_live(b, __func__);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP_UNLIKELY(b->marked_writer_index < b->head.reader_index || b->marked_writer_index > b->head.capacity))
+        return bp__misuse(BP_ERANGE, __func__, "markedWriterIndex %zu outside [readerIndex %zu, capacity %zu]",
+                          b->marked_writer_index, b->head.reader_index, b->head.capacity);
+    b->head.writer_index = b->marked_writer_index;
+    return 0;
+}
+
+size_t bp_max_writable_bytes(const bp_buf *b) { return b ? b->head.max_capacity - b->head.writer_index : 0; }
+
+/* ---------------------------------------------------------------------------------------
+ * Capacity
+ * ------------------------------------------------------------------------------------- */
+
+int bp_ensure_writable_ex(bp_buf *b, size_t n, int force)
+{
+    int rc = bp__check_live(b, __func__);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (n <= b->head.capacity - b->head.writer_index) return 0;
+    if (n > b->head.max_capacity - b->head.writer_index) {
+        if (!force || b->head.capacity == b->head.max_capacity) return 1;
+        rc = bp_set_capacity(b, b->head.max_capacity);
+        return rc != 0 ? rc : 3;
+    }
+    rc = bp__grow_for_write(b, n, __func__);
+    return rc != 0 ? rc : 2;
+}
+
+int bp_set_capacity(bp_buf *b, size_t capacity)
+{
+    int rc = bp__check_live(b, __func__);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP_UNLIKELY(capacity > b->head.max_capacity))
+        return bp__misuse(BP_ECAPACITY, __func__, "newCapacity %zu exceeds maxCapacity %zu", capacity,
+                          b->head.max_capacity);
+    if (capacity > b->region.length) {
+        rc = move_to_new_region(b, capacity, b->head.capacity);
+        if (BP_UNLIKELY(rc != 0)) return rc;
+    } else if (capacity < b->head.capacity && b->region.kind != BP__KIND_HUGE &&
+               capacity <= b->region.length / 2) {
+        /* A big shrink gives the rest of the region back: move to a smaller one (as Netty's
+         * reallocation does). A small one keeps the region and just lowers the capacity. */
+        rc = move_to_new_region(b, capacity, capacity);
+        if (BP_UNLIKELY(rc != 0)) return rc;
+    }
+    b->head.capacity = capacity;
+    if (b->head.writer_index > capacity) {
+        b->head.writer_index = capacity;
+        if (b->head.reader_index > capacity) b->head.reader_index = capacity;
+    }
+    return 0;
+}
+
+static void shift_marks_down(bp_buf *b, size_t by)
+{
+    b->marked_reader_index = b->marked_reader_index > by ? b->marked_reader_index - by : 0;
+    b->marked_writer_index = b->marked_writer_index > by ? b->marked_writer_index - by : 0;
+}
+
+static void discard(bp_buf *b)
+{
+    size_t reader = b->head.reader_index, readable = b->head.writer_index - reader;
+    if (reader == 0) return;
+    if (readable > 0) memmove(b->head.memory, b->head.memory + reader, readable);
+    shift_marks_down(b, reader);
+    b->head.reader_index = 0;
+    b->head.writer_index = readable;
+}
+
+int bp_discard_read_bytes(bp_buf *b)
+{
+    int rc = bp__check_live(b, __func__);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    discard(b);
+    return 0;
+}
+
+int bp_discard_some_read_bytes(bp_buf *b)
+{
+    int rc = bp__check_live(b, __func__);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    size_t reader = b->head.reader_index;
+    if (reader == 0) return 0;
+    if (reader == b->head.writer_index || reader >= b->head.capacity / 2) discard(b);
+    return 0;
+}
+
+void *bp_reserve(bp_buf *b, size_t n, int *err)
+{
+    int rc = bp__check_live(b, __func__);
+    if (rc == 0) rc = bp__ensure_writable(b, n, __func__);
+    if (err != NULL) *err = rc;
+    return rc == 0 ? b->head.memory + b->head.writer_index : NULL;
+}
+
+int bp_commit(bp_buf *b, size_t n)
+{
+    int rc = bp__check_live(b, __func__);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP_UNLIKELY(n > b->head.capacity - b->head.writer_index))
+        return bp__misuse(BP_ERANGE, __func__, "committing %zu bytes with only %zu writable", n,
+                          b->head.capacity - b->head.writer_index);
+    b->head.writer_index += n;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * bool, 24-bit, zeros
+ * ------------------------------------------------------------------------------------- */
+
+int bp_get_bool(const bp_buf *b, size_t index, int *out)
+{
+    uint8_t v = 0;
+    if (BP_UNLIKELY(out == NULL)) return bp__get_fail(b, index, 1, 1, __func__);
+    int rc = bp_get_u8(b, index, &v);
+    if (rc == 0) *out = v != 0;
+    return rc;
+}
+
+int bp_set_bool(bp_buf *b, size_t index, int value) { return bp_set_u8(b, index, value ? 1 : 0); }
+
+int bp_read_bool(bp_buf *b, int *out)
+{
+    uint8_t v = 0;
+    if (BP_UNLIKELY(out == NULL)) return bp__read_fail(b, 1, 1, __func__);
+    int rc = bp_read_u8(b, &v);
+    if (rc == 0) *out = v != 0;
+    return rc;
+}
+
+int bp_write_bool(bp_buf *b, int value) { return bp_write_u8(b, value ? 1 : 0); }
+
+static uint32_t load_u24(const uint8_t *p, bool big_endian)
+{
+    return big_endian ? (uint32_t)p[0] << 16 | (uint32_t)p[1] << 8 | p[2]
+                      : (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
+}
+
+static void store_u24(uint8_t *p, uint32_t v, bool big_endian)
+{
+    p[big_endian ? 0 : 2] = (uint8_t)(v >> 16);
+    p[1] = (uint8_t)(v >> 8);
+    p[big_endian ? 2 : 0] = (uint8_t)v;
+}
+
+static int32_t sign_extend_24(uint32_t v) { return (int32_t)(v << 8) >> 8; }
+
+static int get_u24(const bp_buf *b, size_t index, uint32_t *out, bool big_endian, const char *func)
+{
+    int rc = bp__check_live(b, func);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP_UNLIKELY(out == NULL)) return bp__misuse(BP_EINVAL, func, "out is NULL");
+    rc = bp__check_index(b, index, 3, func);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    *out = load_u24(b->head.memory + index, big_endian);
+    return 0;
+}
+
+static int set_u24(bp_buf *b, size_t index, uint32_t v, bool big_endian, const char *func)
+{
+    int rc = bp__check_live(b, func);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    rc = bp__check_index(b, index, 3, func);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    store_u24(b->head.memory + index, v, big_endian);
+    return 0;
+}
+
+static int read_u24(bp_buf *b, uint32_t *out, bool big_endian, const char *func)
+{
+    int rc = bp__check_live(b, func);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP_UNLIKELY(out == NULL)) return bp__misuse(BP_EINVAL, func, "out is NULL");
+    rc = bp__check_readable(b, 3, func);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    *out = load_u24(b->head.memory + b->head.reader_index, big_endian);
+    b->head.reader_index += 3;
+    return 0;
+}
+
+static int write_u24(bp_buf *b, uint32_t v, bool big_endian, const char *func)
+{
+    int rc = bp__check_live(b, func);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    rc = bp__ensure_writable(b, 3, func);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    store_u24(b->head.memory + b->head.writer_index, v, big_endian);
+    b->head.writer_index += 3;
+    return 0;
+}
+
+int bp_get_u24(const bp_buf *b, size_t index, uint32_t *out) { return get_u24(b, index, out, true, __func__); }
+int bp_get_u24_le(const bp_buf *b, size_t index, uint32_t *out) { return get_u24(b, index, out, false, __func__); }
+int bp_set_u24(bp_buf *b, size_t index, uint32_t v) { return set_u24(b, index, v, true, __func__); }
+int bp_set_u24_le(bp_buf *b, size_t index, uint32_t v) { return set_u24(b, index, v, false, __func__); }
+int bp_read_u24(bp_buf *b, uint32_t *out) { return read_u24(b, out, true, __func__); }
+int bp_read_u24_le(bp_buf *b, uint32_t *out) { return read_u24(b, out, false, __func__); }
+int bp_write_u24(bp_buf *b, uint32_t v) { return write_u24(b, v, true, __func__); }
+int bp_write_u24_le(bp_buf *b, uint32_t v) { return write_u24(b, v, false, __func__); }
+
+int bp_get_i24(const bp_buf *b, size_t index, int32_t *out)
+{
+    uint32_t v = 0;
+    int rc = get_u24(b, index, out ? &v : NULL, true, __func__);
+    if (rc == 0) *out = sign_extend_24(v);
+    return rc;
+}
+
+int bp_get_i24_le(const bp_buf *b, size_t index, int32_t *out)
+{
+    uint32_t v = 0;
+    int rc = get_u24(b, index, out ? &v : NULL, false, __func__);
+    if (rc == 0) *out = sign_extend_24(v);
+    return rc;
+}
+
+int bp_read_i24(bp_buf *b, int32_t *out)
+{
+    uint32_t v = 0;
+    int rc = read_u24(b, out ? &v : NULL, true, __func__);
+    if (rc == 0) *out = sign_extend_24(v);
+    return rc;
+}
+
+int bp_read_i24_le(bp_buf *b, int32_t *out)
+{
+    uint32_t v = 0;
+    int rc = read_u24(b, out ? &v : NULL, false, __func__);
+    if (rc == 0) *out = sign_extend_24(v);
+    return rc;
+}
+
+int bp_set_zero(bp_buf *b, size_t index, size_t n)
+{
+    int rc = bp__check_live(b, __func__);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    rc = bp__check_index(b, index, n, __func__);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (n > 0) memset(b->head.memory + index, 0, n);
+    return 0;
+}
+
+int bp_write_zero(bp_buf *b, size_t n)
+{
+    int rc = bp__check_live(b, __func__);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    rc = bp__ensure_writable(b, n, __func__);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (n > 0) memset(b->head.memory + b->head.writer_index, 0, n);
+    b->head.writer_index += n;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Between buffers
+ * ------------------------------------------------------------------------------------- */
+
+static int transfer(bp_buf *dst, bp_buf *src, size_t n, const char *func)
+{
+    int rc = bp__check_live(dst, func);
+    if (rc == 0) rc = bp__check_live(src, func);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP_UNLIKELY(dst == src)) return bp__misuse(BP_EINVAL, func, "source and destination are the same buffer");
+    rc = bp__check_readable(src, n, func);
+    if (rc == 0) rc = bp__ensure_writable(dst, n, func);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (n > 0) memcpy(dst->head.memory + dst->head.writer_index, src->head.memory + src->head.reader_index, n);
+    dst->head.writer_index += n;
+    src->head.reader_index += n;
+    return 0;
+}
+
+int bp_write_buf(bp_buf *dst, bp_buf *src, size_t n) { return transfer(dst, src, n, __func__); }
+int bp_read_buf(bp_buf *src, bp_buf *dst, size_t n) { return transfer(dst, src, n, __func__); }
+
+static int copy_between(bp_buf *dst, size_t dst_index, const bp_buf *src, size_t src_index, size_t n,
+                        const char *func)
+{
+    int rc = bp__check_live(dst, func);
+    if (rc == 0) rc = bp__check_live(src, func);
+    if (rc == 0) rc = bp__check_index(src, src_index, n, func);
+    if (rc == 0) rc = bp__check_index(dst, dst_index, n, func);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (n > 0) memmove(dst->head.memory + dst_index, src->head.memory + src_index, n);
+    return 0;
+}
+
+int bp_get_buf(const bp_buf *src, size_t index, bp_buf *dst, size_t dst_index, size_t n)
+{
+    return copy_between(dst, dst_index, src, index, n, __func__);
+}
+
+int bp_set_buf(bp_buf *dst, size_t index, const bp_buf *src, size_t src_index, size_t n)
+{
+    return copy_between(dst, index, src, src_index, n, __func__);
 }

@@ -23,10 +23,54 @@ struct bp_buf {
     bp__buf_head head;        /* indices, memory (== region.memory), refcnt (0: released);
                                  first, so the header's inline paths can read it */
     bp__region region;        /* where memory came from, to give it back */
+    size_t marked_reader_index; /* bp_mark_reader_index; 0 until marked */
+    size_t marked_writer_index;
     bp_allocator *allocator;
     struct bp__thread_state *owner; /* the thread state that allocated it (pooled) */
     bp_buf *next_free;        /* recycler or remote-stack link while released */
 };
+
+/* ---- Checks shared by every operation: each reports the problem and returns its code. */
+
+BP_INLINE uint32_t bp__refcnt(const bp_buf *b)
+{
+    return BP__REFCNT_LOAD(b, __ATOMIC_ACQUIRE);
+}
+
+/* 0 when b is a live buffer; otherwise reports and returns the error. */
+BP_INLINE int bp__check_live(const bp_buf *b, const char *func)
+{
+    if (BP_UNLIKELY(b == NULL)) return bp__misuse(BP_EINVAL, func, "buffer is NULL");
+    if (BP_UNLIKELY(bp__refcnt(b) == 0))
+        return bp__misuse(BP_EFREED, func, "buffer %p already released (refCnt: 0)", (const void *)b);
+    return 0;
+}
+
+/* 0 when [index, index + n) lies inside the capacity. */
+BP_INLINE int bp__check_index(const bp_buf *b, size_t index, size_t n, const char *func)
+{
+    if (BP_UNLIKELY(index > b->head.capacity || n > b->head.capacity - index))
+        return bp__misuse(BP_ERANGE, func, "index %zu + length %zu exceeds capacity %zu", index, n,
+                          b->head.capacity);
+    return 0;
+}
+
+BP_INLINE int bp__check_readable(const bp_buf *b, size_t n, const char *func)
+{
+    if (BP_UNLIKELY(n > b->head.writer_index - b->head.reader_index))
+        return bp__misuse(BP_ERANGE, func, "reading %zu bytes with only %zu readable (readerIndex %zu, writerIndex %zu)",
+                          n, b->head.writer_index - b->head.reader_index, b->head.reader_index, b->head.writer_index);
+    return 0;
+}
+
+/* Grows b so that n more bytes fit after the writer index (slow half of ensure_writable). */
+int bp__grow_for_write(bp_buf *b, size_t n, const char *func);
+
+BP_INLINE int bp__ensure_writable(bp_buf *b, size_t n, const char *func)
+{
+    if (BP_LIKELY(n <= b->head.capacity - b->head.writer_index)) return 0;
+    return bp__grow_for_write(b, n, func);
+}
 
 /* Netty's calculateNewCapacity: the capacity to grow to so that at least `min_capacity`
  * bytes fit, capped at max_capacity (min_capacity <= max_capacity). */

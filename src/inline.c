@@ -25,6 +25,10 @@ BP__EXTERN_TYPED(u32_le, uint32_t)
 BP__EXTERN_TYPED(i32_le, int32_t)
 BP__EXTERN_TYPED(u64_le, uint64_t)
 BP__EXTERN_TYPED(i64_le, int64_t)
+BP__EXTERN_TYPED(f32, float)
+BP__EXTERN_TYPED(f64, double)
+BP__EXTERN_TYPED(f32_le, float)
+BP__EXTERN_TYPED(f64_le, double)
 
 extern inline size_t bp_capacity(const bp_buf *b);
 extern inline size_t bp_max_capacity(const bp_buf *b);

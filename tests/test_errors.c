@@ -10,8 +10,10 @@
 static void test_every_code_has_text_and_name(void **state)
 {
     (void)state;
-    static const int codes[] = {BP_EINVAL, BP_ENOMEM, BP_EFREED, BP_ERANGE, BP_ECAPACITY, BP_EOVERFLOW, BP_EREFCNT};
-    static const char *const names[] = {"BP_EINVAL", "BP_ENOMEM", "BP_EFREED", "BP_ERANGE", "BP_ECAPACITY", "BP_EOVERFLOW", "BP_EREFCNT"};
+    static const int codes[] = {BP_EINVAL, BP_ENOMEM, BP_EFREED, BP_ERANGE, BP_ECAPACITY, BP_EOVERFLOW, BP_EREFCNT,
+                                BP_EOF, BP_EIO};
+    static const char *const names[] = {"BP_EINVAL", "BP_ENOMEM", "BP_EFREED", "BP_ERANGE", "BP_ECAPACITY",
+                                        "BP_EOVERFLOW", "BP_EREFCNT", "BP_EOF", "BP_EIO"};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         assert_true(codes[i] < 0);
         assert_string_equal(bp_err_name(codes[i]), names[i]);
@@ -19,6 +21,7 @@ static void test_every_code_has_text_and_name(void **state)
         for (size_t j = 0; j < i; j++) assert_string_not_equal(bp_strerror(codes[i]), bp_strerror(codes[j]));
     }
     assert_string_equal(bp_strerror(BP_EFREED), "buffer already released (reference count is 0)");
+    assert_string_equal(bp_strerror(BP_EOF), "end of stream");
     assert_string_equal(bp_strerror(0), "success");
     assert_string_equal(bp_err_name(0), "BP_OK");
     assert_string_equal(bp_strerror(-999), "unknown error");
