@@ -257,12 +257,16 @@ typedef struct bp__buf_head {
     size_t writer_index;
     size_t capacity;
     size_t max_capacity;
-    uint32_t refcnt;          /* 0 once released; read and written with atomic builtins */
+    uint32_t refcnt;          /* 0 once released; bit 31 marks a derived buffer (a view),
+                                 whose every access goes through the library; read and
+                                 written with atomic builtins */
 } bp__buf_head;
 
 #define BP__LIKELY(x) __builtin_expect(!!(x), 1)
 #define BP__UNLIKELY(x) __builtin_expect(!!(x), 0)
-#define BP__LIVE(h) (__atomic_load_n(&(h)->refcnt, __ATOMIC_RELAXED) != 0)
+/* A live buffer that is not a view: the only kind the inline fast paths serve. */
+#define BP__LIVE(h) ((int32_t)__atomic_load_n(&(h)->refcnt, __ATOMIC_RELAXED) > 0)
+#define BP__IS_VIEW(h) ((int32_t)__atomic_load_n(&(h)->refcnt, __ATOMIC_RELAXED) < 0)
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
 #  define BP__ORDER_BE(bits, v) (v)
@@ -322,8 +326,17 @@ BP_API bp_allocator *bp_buf_allocator(const bp_buf *b);
  * ------------------------------------------------------------------------------------- */
 
 #define BP__HEAD(b) ((const bp__buf_head *)(const void *)(b))
-BP_API inline size_t bp_capacity(const bp_buf *b) { return b ? BP__HEAD(b)->capacity : 0; }
-BP_API inline size_t bp_max_capacity(const bp_buf *b) { return b ? BP__HEAD(b)->max_capacity : 0; }
+BP_API size_t bp__view_capacity(const bp_buf *b, int max);
+BP_API inline size_t bp_capacity(const bp_buf *b)
+{
+    if (b == NULL) return 0;
+    return BP__UNLIKELY(BP__IS_VIEW(BP__HEAD(b))) ? bp__view_capacity(b, 0) : BP__HEAD(b)->capacity;
+}
+BP_API inline size_t bp_max_capacity(const bp_buf *b)
+{
+    if (b == NULL) return 0;
+    return BP__UNLIKELY(BP__IS_VIEW(BP__HEAD(b))) ? bp__view_capacity(b, 1) : BP__HEAD(b)->max_capacity;
+}
 BP_API inline size_t bp_reader_index(const bp_buf *b) { return b ? BP__HEAD(b)->reader_index : 0; }
 BP_API inline size_t bp_writer_index(const bp_buf *b) { return b ? BP__HEAD(b)->writer_index : 0; }
 /* writer index - reader index */
@@ -334,7 +347,7 @@ BP_API inline size_t bp_readable_bytes(const bp_buf *b)
 /* capacity - writer index */
 BP_API inline size_t bp_writable_bytes(const bp_buf *b)
 {
-    return b ? BP__HEAD(b)->capacity - BP__HEAD(b)->writer_index : 0;
+    return b ? bp_capacity(b) - BP__HEAD(b)->writer_index : 0;
 }
 
 /* Sets the reader index. Returns 0; BP_EINVAL (NULL), BP_EFREED, BP_ERANGE when
@@ -386,7 +399,9 @@ BP_API int bp_ensure_writable_ex(bp_buf *b, size_t n, int force);
 
 /* Sets the capacity, growing (as bp_ensure_writable, contents kept) or shrinking. A shrink
  * below the writer index moves the writer index (and the reader index, if above) to the new
- * capacity. Returns 0; BP_EINVAL, BP_EFREED, BP_ECAPACITY (above max capacity), BP_ENOMEM. */
+ * capacity. On a duplicate it changes the original's capacity. Returns 0; BP_EINVAL (also
+ * for a slice, whose capacity is fixed), BP_EFREED, BP_ECAPACITY (above max capacity),
+ * BP_ENOMEM. */
 BP_API int bp_set_capacity(bp_buf *b, size_t capacity);
 
 /* Moves the readable bytes to index 0, dropping those already read; indices and marks
@@ -409,10 +424,11 @@ BP_API int bp_commit(bp_buf *b, size_t n);
 
 /* Pointer to the byte at `index` of the buffer's memory, for zero-copy I/O; valid until
  * the buffer grows or is released. NULL for NULL, a released buffer or index > capacity. */
+BP_API void *bp__data_slow(bp_buf *b, size_t index);
 BP_API inline void *bp_data(bp_buf *b, size_t index)
 {
     const bp__buf_head *h = BP__HEAD(b);
-    return h != NULL && BP__LIVE(h) && index <= h->capacity ? h->memory + index : NULL;
+    return h != NULL && BP__LIVE(h) && index <= h->capacity ? h->memory + index : bp__data_slow(b, index);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -432,68 +448,91 @@ BP_API inline void *bp_data(bp_buf *b, size_t index)
  * when growth fails.
  * ------------------------------------------------------------------------------------- */
 
-BP_API int bp__get_fail(const bp_buf *b, size_t index, size_t width, int out_is_null, const char *func);
-BP_API int bp__set_fail(const bp_buf *b, size_t index, size_t width, const char *func);
-BP_API int bp__read_fail(const bp_buf *b, size_t width, int out_is_null, const char *func);
-BP_API int bp__write_prepare(bp_buf *b, size_t width, const char *func);
+/* The slow halves: check everything (views, errors, growth), move the indices as the
+ * operation does, and return where the bytes are - or NULL with the reported error in *rc. */
+BP_API const uint8_t *bp__get_slow(const bp_buf *b, size_t index, size_t width, int out_is_null,
+                                   const char *func, int *rc);
+BP_API uint8_t *bp__set_slow(bp_buf *b, size_t index, size_t width, const char *func, int *rc);
+BP_API const uint8_t *bp__read_slow(bp_buf *b, size_t width, int out_is_null, const char *func, int *rc);
+BP_API uint8_t *bp__write_slow(bp_buf *b, size_t width, const char *func, int *rc);
 
-/* Defines get/set/read/write for one type. The fast path is inline; anything unusual (a
- * NULL or released buffer, an index out of range, growth) goes to the library, which
- * reports it. Values move through memcpy, so unaligned indices are fine. */
+/* Defines get/set/read/write for one type. The fast path is inline; anything else (a view,
+ * a NULL or released buffer, an index out of range, growth) goes to the library, which
+ * checks and reports, and hands back where to load or store. Values move through memcpy,
+ * so unaligned indices are fine. */
 #define BP__DEFINE_TYPED(name, type, utype, bits, order)                                   \
     BP_API inline int bp_get_##name(const bp_buf *b, size_t index, type *out)              \
     {                                                                                      \
         const bp__buf_head *h = (const bp__buf_head *)(const void *)b;                    \
+        const uint8_t *p;                                                                  \
         if (BP__LIKELY(h != NULL && out != NULL && BP__LIVE(h) && index <= h->capacity &&  \
                        sizeof(type) <= h->capacity - index)) {                             \
-            utype raw;                                                                     \
-            memcpy(&raw, h->memory + index, sizeof raw);                                   \
-            raw = order(bits, raw);                                                        \
-            memcpy(out, &raw, sizeof raw);                                                 \
-            return 0;                                                                      \
+            p = h->memory + index;                                                         \
+        } else {                                                                           \
+            int rc;                                                                        \
+            p = bp__get_slow(b, index, sizeof(type), out == NULL, "bp_get_" #name, &rc);   \
+            if (p == NULL) return rc;                                                      \
         }                                                                                  \
-        return bp__get_fail(b, index, sizeof(type), out == NULL, "bp_get_" #name);         \
+        utype raw;                                                                         \
+        memcpy(&raw, p, sizeof raw);                                                       \
+        raw = order(bits, raw);                                                            \
+        memcpy(out, &raw, sizeof raw);                                                     \
+        return 0;                                                                          \
     }                                                                                      \
     BP_API inline int bp_set_##name(bp_buf *b, size_t index, type value)                   \
     {                                                                                      \
         bp__buf_head *h = (bp__buf_head *)(void *)b;                                       \
+        uint8_t *p;                                                                        \
         if (BP__LIKELY(h != NULL && BP__LIVE(h) && index <= h->capacity &&                 \
                        sizeof(type) <= h->capacity - index)) {                             \
-            utype raw;                                                                     \
-            memcpy(&raw, &value, sizeof raw);                                              \
-            raw = order(bits, raw);                                                        \
-            memcpy(h->memory + index, &raw, sizeof raw);                                   \
-            return 0;                                                                      \
-        }                                                                                  \
-        return bp__set_fail(b, index, sizeof(type), "bp_set_" #name);                      \
-    }                                                                                      \
-    BP_API inline int bp_read_##name(bp_buf *b, type *out)                                 \
-    {                                                                                      \
-        bp__buf_head *h = (bp__buf_head *)(void *)b;                                       \
-        if (BP__LIKELY(h != NULL && out != NULL && BP__LIVE(h) &&                          \
-                       sizeof(type) <= h->writer_index - h->reader_index)) {               \
-            utype raw;                                                                     \
-            memcpy(&raw, h->memory + h->reader_index, sizeof raw);                         \
-            raw = order(bits, raw);                                                        \
-            memcpy(out, &raw, sizeof raw);                                                 \
-            h->reader_index += sizeof(type);                                               \
-            return 0;                                                                      \
-        }                                                                                  \
-        return bp__read_fail(b, sizeof(type), out == NULL, "bp_read_" #name);              \
-    }                                                                                      \
-    BP_API inline int bp_write_##name(bp_buf *b, type value)                               \
-    {                                                                                      \
-        bp__buf_head *h = (bp__buf_head *)(void *)b;                                       \
-        if (BP__UNLIKELY(h == NULL || !BP__LIVE(h) ||                                      \
-                         h->capacity - h->writer_index < sizeof(type))) {                  \
-            int rc = bp__write_prepare(b, sizeof(type), "bp_write_" #name);                \
-            if (rc != 0) return rc;                                                        \
+            p = h->memory + index;                                                         \
+        } else {                                                                           \
+            int rc;                                                                        \
+            p = bp__set_slow(b, index, sizeof(type), "bp_set_" #name, &rc);                \
+            if (p == NULL) return rc;                                                      \
         }                                                                                  \
         utype raw;                                                                         \
         memcpy(&raw, &value, sizeof raw);                                                  \
         raw = order(bits, raw);                                                            \
-        memcpy(h->memory + h->writer_index, &raw, sizeof raw);                             \
-        h->writer_index += sizeof(type);                                                   \
+        memcpy(p, &raw, sizeof raw);                                                       \
+        return 0;                                                                          \
+    }                                                                                      \
+    BP_API inline int bp_read_##name(bp_buf *b, type *out)                                 \
+    {                                                                                      \
+        bp__buf_head *h = (bp__buf_head *)(void *)b;                                       \
+        const uint8_t *p;                                                                  \
+        if (BP__LIKELY(h != NULL && out != NULL && BP__LIVE(h) &&                          \
+                       sizeof(type) <= h->writer_index - h->reader_index)) {               \
+            p = h->memory + h->reader_index;                                               \
+            h->reader_index += sizeof(type);                                               \
+        } else {                                                                           \
+            int rc;                                                                        \
+            p = bp__read_slow(b, sizeof(type), out == NULL, "bp_read_" #name, &rc);        \
+            if (p == NULL) return rc;                                                      \
+        }                                                                                  \
+        utype raw;                                                                         \
+        memcpy(&raw, p, sizeof raw);                                                       \
+        raw = order(bits, raw);                                                            \
+        memcpy(out, &raw, sizeof raw);                                                     \
+        return 0;                                                                          \
+    }                                                                                      \
+    BP_API inline int bp_write_##name(bp_buf *b, type value)                               \
+    {                                                                                      \
+        bp__buf_head *h = (bp__buf_head *)(void *)b;                                       \
+        uint8_t *p;                                                                        \
+        if (BP__LIKELY(h != NULL && BP__LIVE(h) &&                                         \
+                       sizeof(type) <= h->capacity - h->writer_index)) {                   \
+            p = h->memory + h->writer_index;                                               \
+            h->writer_index += sizeof(type);                                               \
+        } else {                                                                           \
+            int rc;                                                                        \
+            p = bp__write_slow(b, sizeof(type), "bp_write_" #name, &rc);                   \
+            if (p == NULL) return rc;                                                      \
+        }                                                                                  \
+        utype raw;                                                                         \
+        memcpy(&raw, &value, sizeof raw);                                                  \
+        raw = order(bits, raw);                                                            \
+        memcpy(p, &raw, sizeof raw);                                                       \
         return 0;                                                                          \
     }
 
@@ -561,6 +600,40 @@ BP_API int bp_read_bytes(bp_buf *b, void *dst, size_t n);
 /* Appends n bytes from `src` at the writer index (growing as bp_ensure_writable) and
  * advances it. Returns 0; BP_EINVAL, BP_EFREED, BP_ECAPACITY, BP_ENOMEM. */
 BP_API int bp_write_bytes(bp_buf *b, const void *src, size_t n);
+
+/* ---------------------------------------------------------------------------------------
+ * Derived buffers
+ *
+ * A slice shows [index, index + length) of a buffer's memory as a buffer of its own:
+ * capacity and max capacity `length`, reader index 0, writer index `length`. A duplicate
+ * shows all of it, starting with the same indices, and follows its capacity (a write that
+ * needs more room grows the original). Contents are shared both ways; indices and marks
+ * are the view's own. A view of a view is a view of the original.
+ *
+ * Plain views share the original's reference count (bp_retain / bp_release / bp_refcnt on
+ * them act on the original, as in Netty) and die with it: there is nothing to free. The
+ * retained variants take a reference of their own on the original and hold it until they
+ * are released themselves (reference count 1 when made). Views follow the original when it
+ * grows, moves or shrinks; using a view while another thread changes the original is a
+ * data race, as for any buffer.
+ *
+ * Each returns NULL on failure with the reason in *err (if not NULL): BP_EINVAL (NULL),
+ * BP_EFREED, BP_ERANGE (outside the capacity, or more than is readable for the read_
+ * variants), BP_EREFCNT (a retained view would pass INT32_MAX), BP_ENOMEM.
+ * ------------------------------------------------------------------------------------- */
+
+BP_API bp_buf *bp_slice(bp_buf *b, size_t index, size_t length, int *err);
+BP_API bp_buf *bp_retained_slice(bp_buf *b, size_t index, size_t length, int *err);
+BP_API bp_buf *bp_duplicate(bp_buf *b, int *err);
+BP_API bp_buf *bp_retained_duplicate(bp_buf *b, int *err);
+
+/* A slice of the next `length` readable bytes; the reader index moves past them. */
+BP_API bp_buf *bp_read_slice(bp_buf *b, size_t length, int *err);
+BP_API bp_buf *bp_read_retained_slice(bp_buf *b, size_t length, int *err);
+
+/* A new, independent buffer from the same allocator holding a copy of [index, index +
+ * length): capacity `length`, max capacity the original's, writer index `length`. */
+BP_API bp_buf *bp_copy(const bp_buf *b, size_t index, size_t length, int *err);
 
 /* Between buffers, as Netty moves indices:
  *   bp_write_buf(dst, src, n)  appends n of src's readable bytes to dst; both advance

@@ -56,6 +56,8 @@ bp_buf *bp_alloc_ex(bp_allocator *a, size_t capacity, size_t max_capacity, int *
     b->head.max_capacity = max_capacity;
     b->marked_reader_index = 0;
     b->marked_writer_index = 0;
+    b->root = NULL;
+    b->views = NULL;
     b->allocator = a;
     b->owner = ts;
     b->next_free = NULL;
@@ -76,10 +78,25 @@ bp_buf *bp_alloc(bp_allocator *a, size_t capacity)
 }
 
 /* The last reference is gone: memory back to its arena, the object to this thread. */
+/* Plain views die with their root: marked released, objects back to the recycler. */
+static BP_NOINLINE void release_views(bp__thread_state *ts, bp_buf *b)
+{
+    bp_buf *v = b->views;
+    b->views = NULL;
+    while (v != NULL) {
+        bp_buf *next = v->next_view;
+        BP__REFCNT_STORE(v, 0, __ATOMIC_RELAXED);
+        v->head.memory = NULL;
+        bp__buf_object_put(ts, b->allocator, v);
+        v = next;
+    }
+}
+
 BP_INLINE void deallocate(bp_buf *b)
 {
     bp_allocator *a = b->allocator;
     bp__thread_state *ts = bp__thread_state_get(a);
+    if (BP_UNLIKELY(b->views != NULL)) release_views(ts, b);
     if (BP_LIKELY(ts != NULL)) bp__counter_add(&ts->buffers_released, 1);
     /* Released away from home: queued for the owner's remote stack, no lock. */
     if (BP_UNLIKELY(b->owner != ts) && b->region.kind != BP__KIND_MALLOC && ts != NULL) {
@@ -92,11 +109,50 @@ BP_INLINE void deallocate(bp_buf *b)
     bp__buf_object_put(ts, a, b);
 }
 
+/* A view's count: plain views act on the root's, retained views on their own (the low 31
+ * bits, with the view bit kept). */
+static int view_retain(bp_buf *b, uint32_t n, uint32_t count, const char *func)
+{
+    if (!b->view_retained) return bp_retain_n(b->count_owner, n);
+    do {
+        uint32_t own = count & BP__REFCNT_MASK;
+        if (BP_UNLIKELY(own == 0))
+            return bp__misuse(BP_EFREED, func, "buffer %p already released (refCnt: 0)", (void *)b);
+        if (BP_UNLIKELY(n > (uint32_t)INT32_MAX - own))
+            return bp__misuse(BP_EREFCNT, func, "refCnt %u + increment %u overflows", own, n);
+    } while (!__atomic_compare_exchange_n(&b->head.refcnt, &count, count + n, true, __ATOMIC_RELAXED,
+                                          __ATOMIC_RELAXED));
+    return 0;
+}
+
+static int view_release(bp_buf *b, uint32_t n, uint32_t count, const char *func)
+{
+    if (!b->view_retained) return bp_release_n(b->count_owner, n);
+    uint32_t own;
+    do {
+        own = count & BP__REFCNT_MASK;
+        if (BP_UNLIKELY(n > own))
+            return bp__misuse(BP_EREFCNT, func, "decrement %u exceeds refCnt %u", n, own);
+    } while (!__atomic_compare_exchange_n(&b->head.refcnt, &count, own == n ? 0 : count - n, true,
+                                          __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+    if (own != n) return 0;
+    /* The last reference to a retained view: its plain views die, its object goes back, and
+     * so does its hold on the root. */
+    bp_buf *root = b->root;
+    bp__thread_state *ts = bp__thread_state_get(b->allocator);
+    if (b->views != NULL) release_views(ts, b);
+    b->head.memory = NULL;
+    bp__buf_object_put(ts, b->allocator, b);
+    bp_release_n(root, 1);
+    return 1;
+}
+
 int bp_retain_n(bp_buf *b, uint32_t n)
 {
     if (BP_UNLIKELY(b == NULL)) return bp__misuse(BP_EINVAL, __func__, "buffer is NULL");
     if (BP_UNLIKELY(n == 0)) return bp__misuse(BP_EINVAL, __func__, "increment is 0");
     uint32_t count = BP__REFCNT_LOAD(b, __ATOMIC_RELAXED);
+    if (BP_UNLIKELY(count & BP__REFCNT_VIEW)) return view_retain(b, n, count, __func__);
     do {
         if (BP_UNLIKELY(count == 0))
             return bp__misuse(BP_EFREED, __func__, "buffer %p already released (refCnt: 0, increment: %u)",
@@ -117,11 +173,12 @@ int bp_release_n(bp_buf *b, uint32_t n)
     uint32_t count = BP__REFCNT_LOAD(b, __ATOMIC_ACQUIRE);
     /* Sole owner: nobody else holds a reference that could change the count, so a plain
      * store will do (DPDK's trick; it saves a locked instruction per buffer). */
-    if (BP_LIKELY(count == n)) {
+    if (BP_LIKELY(count == n && !(count & BP__REFCNT_VIEW))) {
         BP__REFCNT_STORE(b, 0, __ATOMIC_RELAXED);
         deallocate(b);
         return 1;
     }
+    if (BP_UNLIKELY(count & BP__REFCNT_VIEW)) return view_release(b, n, count, __func__);
     do {
         if (BP_UNLIKELY(count == 0))
             return bp__misuse(BP_EFREED, __func__, "buffer %p already released (refCnt: 0, decrement: %u)",
@@ -142,7 +199,10 @@ int bp_release(bp_buf *b) { return bp_release_n(b, 1); }
 int bp_refcnt(const bp_buf *b)
 {
     if (b == NULL) return bp__misuse(BP_EINVAL, __func__, "buffer is NULL");
-    return (int)bp__refcnt(b);
+    uint32_t count = bp__refcnt(b);
+    if (count & BP__REFCNT_VIEW)
+        return b->view_retained ? (int)(count & BP__REFCNT_MASK) : bp_refcnt(b->count_owner);
+    return (int)count;
 }
 
 bp_allocator *bp_buf_allocator(const bp_buf *b) { return b ? b->allocator : NULL; }
@@ -201,23 +261,32 @@ static int move_to_new_region(bp_buf *b, size_t new_capacity, size_t keep)
     return 0;
 }
 
+/* Grows a root so that n bytes fit after `writer`: into the slack of its region without
+ * moving if that is enough, else to calculateNewCapacity in a new region. */
+static int grow_root(bp_buf *root, size_t writer, size_t n)
+{
+    size_t region_limit = root->region.length < root->head.max_capacity ? root->region.length : root->head.max_capacity;
+    size_t fast_writable = region_limit - writer;
+    size_t new_capacity = fast_writable >= n ? writer + fast_writable
+                                             : bp__calculate_new_capacity(writer + n, root->head.max_capacity);
+    if (new_capacity > root->region.length) {
+        int rc = move_to_new_region(root, new_capacity, root->head.capacity);
+        if (BP_UNLIKELY(rc != 0)) return rc;
+    }
+    root->head.capacity = new_capacity;
+    return 0;
+}
+
 BP_NOINLINE int bp__grow_for_write(bp_buf *b, size_t n, const char *func)
 {
     if (BP_UNLIKELY(n > b->head.max_capacity - b->head.writer_index))
         return bp__misuse(BP_ECAPACITY, func, "writerIndex %zu + minWritableBytes %zu exceeds maxCapacity %zu",
                           b->head.writer_index, n, b->head.max_capacity);
-    /* Slack inside the region first: growing there moves nothing. */
-    size_t region_limit = b->region.length < b->head.max_capacity ? b->region.length : b->head.max_capacity;
-    size_t fast_writable = region_limit - b->head.writer_index;
-    size_t new_capacity = fast_writable >= n
-                              ? b->head.writer_index + fast_writable
-                              : bp__calculate_new_capacity(b->head.writer_index + n, b->head.max_capacity);
-    if (new_capacity > b->region.length) {
-        int rc = move_to_new_region(b, new_capacity, b->head.capacity);
-        if (BP_UNLIKELY(rc != 0)) return rc;
-    }
-    b->head.capacity = new_capacity;
-    return 0;
+    if (b->root == NULL) return grow_root(b, b->head.writer_index, n);
+    /* Only duplicates of the whole root get here (a slice's max capacity is its length):
+     * the root grows, and the view follows. */
+    int rc = grow_root(b->root, b->head.writer_index, n);
+    return rc != 0 ? rc : bp__view_refresh(b, func);
 }
 
 int bp_ensure_writable(bp_buf *b, size_t n)
@@ -233,40 +302,40 @@ int bp_ensure_writable(bp_buf *b, size_t n)
  * then the range.
  * ------------------------------------------------------------------------------------- */
 
-int bp__get_fail(const bp_buf *b, size_t index, size_t width, int out_is_null, const char *func)
+const uint8_t *bp__get_slow(const bp_buf *b, size_t index, size_t width, int out_is_null, const char *func, int *rc)
 {
-    int rc = bp__check_live(b, func);
-    if (rc != 0) return rc;
-    if (out_is_null) return bp__misuse(BP_EINVAL, func, "out is NULL");
-    rc = bp__check_index(b, index, width, func);
-    BP_ASSERT(rc != 0);
-    return rc;
+    *rc = bp__check_live(b, func);
+    if (*rc == 0 && out_is_null) *rc = bp__misuse(BP_EINVAL, func, "out is NULL");
+    if (*rc == 0) *rc = bp__check_index(b, index, width, func);
+    return *rc == 0 ? b->head.memory + index : NULL;
 }
 
-int bp__set_fail(const bp_buf *b, size_t index, size_t width, const char *func)
+uint8_t *bp__set_slow(bp_buf *b, size_t index, size_t width, const char *func, int *rc)
 {
-    int rc = bp__check_live(b, func);
-    if (rc != 0) return rc;
-    rc = bp__check_index(b, index, width, func);
-    BP_ASSERT(rc != 0);
-    return rc;
+    *rc = bp__check_live(b, func);
+    if (*rc == 0) *rc = bp__check_index(b, index, width, func);
+    return *rc == 0 ? b->head.memory + index : NULL;
 }
 
-int bp__read_fail(const bp_buf *b, size_t width, int out_is_null, const char *func)
+const uint8_t *bp__read_slow(bp_buf *b, size_t width, int out_is_null, const char *func, int *rc)
 {
-    int rc = bp__check_live(b, func);
-    if (rc != 0) return rc;
-    if (out_is_null) return bp__misuse(BP_EINVAL, func, "out is NULL");
-    rc = bp__check_readable(b, width, func);
-    BP_ASSERT(rc != 0);
-    return rc;
+    *rc = bp__check_live(b, func);
+    if (*rc == 0 && out_is_null) *rc = bp__misuse(BP_EINVAL, func, "out is NULL");
+    if (*rc == 0) *rc = bp__check_readable(b, width, func);
+    if (*rc != 0) return NULL;
+    const uint8_t *p = b->head.memory + b->head.reader_index;
+    b->head.reader_index += width;
+    return p;
 }
 
-int bp__write_prepare(bp_buf *b, size_t width, const char *func)
+uint8_t *bp__write_slow(bp_buf *b, size_t width, const char *func, int *rc)
 {
-    int rc = bp__check_live(b, func);
-    if (rc != 0) return rc;
-    return bp__ensure_writable(b, width, func);
+    *rc = bp__check_live(b, func);
+    if (*rc == 0) *rc = bp__ensure_writable(b, width, func);
+    if (*rc != 0) return NULL;
+    uint8_t *p = b->head.memory + b->head.writer_index;
+    b->head.writer_index += width;
+    return p;
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -418,6 +487,14 @@ int bp_set_capacity(bp_buf *b, size_t capacity)
     if (BP_UNLIKELY(capacity > b->head.max_capacity))
         return bp__misuse(BP_ECAPACITY, __func__, "newCapacity %zu exceeds maxCapacity %zu", capacity,
                           b->head.max_capacity);
+    if (b->root != NULL) {
+        /* A duplicate changes its root's capacity; a slice's is fixed. */
+        if (b->view_length != SIZE_MAX)
+            return capacity == b->head.capacity ? 0
+                                                : bp__misuse(BP_EINVAL, __func__, "the capacity of a slice cannot change");
+        rc = bp_set_capacity(b->root, capacity);
+        return rc != 0 ? rc : bp__view_refresh(b, __func__);
+    }
     if (capacity > b->region.length) {
         rc = move_to_new_region(b, capacity, b->head.capacity);
         if (BP_UNLIKELY(rc != 0)) return rc;
@@ -496,8 +573,12 @@ int bp_commit(bp_buf *b, size_t n)
 int bp_get_bool(const bp_buf *b, size_t index, int *out)
 {
     uint8_t v = 0;
-    if (BP_UNLIKELY(out == NULL)) return bp__get_fail(b, index, 1, 1, __func__);
-    int rc = bp_get_u8(b, index, &v);
+    int rc;
+    if (BP_UNLIKELY(out == NULL)) {
+        bp__get_slow(b, index, 1, 1, __func__, &rc); /* reports the first problem */
+        return rc;
+    }
+    rc = bp_get_u8(b, index, &v);
     if (rc == 0) *out = v != 0;
     return rc;
 }
@@ -507,8 +588,12 @@ int bp_set_bool(bp_buf *b, size_t index, int value) { return bp_set_u8(b, index,
 int bp_read_bool(bp_buf *b, int *out)
 {
     uint8_t v = 0;
-    if (BP_UNLIKELY(out == NULL)) return bp__read_fail(b, 1, 1, __func__);
-    int rc = bp_read_u8(b, &v);
+    int rc;
+    if (BP_UNLIKELY(out == NULL)) {
+        bp__read_slow(b, 1, 1, __func__, &rc); /* reports the first problem */
+        return rc;
+    }
+    rc = bp_read_u8(b, &v);
     if (rc == 0) *out = v != 0;
     return rc;
 }
@@ -678,4 +763,147 @@ int bp_get_buf(const bp_buf *src, size_t index, bp_buf *dst, size_t dst_index, s
 int bp_set_buf(bp_buf *dst, size_t index, const bp_buf *src, size_t src_index, size_t n)
 {
     return copy_between(dst, index, src, src_index, n, __func__);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Derived buffers
+ * ------------------------------------------------------------------------------------- */
+
+/* Brings a view's head up to date with its root; false if the root is gone. */
+static bool view_resolve(bp_buf *v)
+{
+    bp_buf *root = v->root;
+    if (bp__refcnt(root) == 0) return false;
+    size_t root_capacity = root->head.capacity;
+    v->head.memory = root->head.memory + v->view_offset;
+    if (v->view_length == SIZE_MAX) {
+        v->head.capacity = root_capacity;
+        v->head.max_capacity = root->head.max_capacity;
+    } else {
+        size_t room = root_capacity > v->view_offset ? root_capacity - v->view_offset : 0;
+        v->head.capacity = v->view_length < room ? v->view_length : room;
+        v->head.max_capacity = v->head.capacity;
+    }
+    if (v->head.writer_index > v->head.capacity) v->head.writer_index = v->head.capacity;
+    if (v->head.reader_index > v->head.writer_index) v->head.reader_index = v->head.writer_index;
+    return true;
+}
+
+int bp__view_refresh(bp_buf *b, const char *func)
+{
+    if (BP_LIKELY(view_resolve(b))) return 0;
+    return bp__misuse(BP_EFREED, func, "buffer %p: the buffer it derives from was released", (void *)b);
+}
+
+size_t bp__view_capacity(const bp_buf *b, int max)
+{
+    bp_buf *v = (bp_buf *)b; /* the head is a cache of the root */
+    if ((bp__refcnt(v) & BP__REFCNT_VIEW) && v->root != NULL) view_resolve(v);
+    return max ? v->head.max_capacity : v->head.capacity;
+}
+
+void *bp__data_slow(bp_buf *b, size_t index)
+{
+    if (b == NULL) return NULL;
+    uint32_t count = bp__refcnt(b);
+    if (!(count & BP__REFCNT_VIEW) || (count & BP__REFCNT_MASK) == 0 || !view_resolve(b)) return NULL;
+    return index <= b->head.capacity ? b->head.memory + index : NULL;
+}
+
+/* A view of [index, index + length) of b (length SIZE_MAX: a duplicate of all of b). */
+static bp_buf *make_view(bp_buf *b, size_t index, size_t length, bool retained, bool advance_reader,
+                         const char *func, int *err)
+{
+    int rc = bp__check_live(b, func);
+    bool duplicate = length == SIZE_MAX;
+    if (rc == 0 && !duplicate)
+        rc = advance_reader ? bp__check_readable(b, length, func) : bp__check_index(b, index, length, func);
+    bp_buf *root = rc == 0 ? (b->root != NULL ? b->root : b) : NULL;
+    if (rc == 0 && retained) rc = bp_retain_n(root, 1);
+    bp__thread_state *ts = rc == 0 ? bp__thread_state_get(b->allocator) : NULL;
+    bp_buf *v = ts != NULL ? bp__buf_object_get(ts) : NULL;
+    if (rc == 0 && v == NULL) {
+        rc = BP_ENOMEM;
+        if (retained) bp_release_n(root, 1);
+    }
+    if (err != NULL) *err = rc;
+    if (rc != 0) return NULL;
+
+    size_t base = b->root != NULL ? b->view_offset : 0;
+    v->root = root;
+    v->allocator = b->allocator;
+    v->owner = NULL;
+    v->views = NULL;
+    v->count_owner = NULL;
+    v->next_free = NULL;
+    v->view_retained = retained;
+    memset(&v->region, 0, sizeof v->region);
+    v->region.kind = BP__KIND_MALLOC; /* no region: never given back */
+    if (duplicate) {
+        v->view_offset = base;
+        v->view_length = b->root != NULL ? b->view_length : SIZE_MAX; /* a duplicate of a slice is that slice */
+        v->head.reader_index = b->head.reader_index;
+        v->head.writer_index = b->head.writer_index;
+    } else {
+        if (advance_reader) {
+            index = b->head.reader_index;
+            b->head.reader_index += length;
+        }
+        v->view_offset = base + index;
+        v->view_length = length;
+        v->head.reader_index = 0;
+        v->head.writer_index = length;
+    }
+    v->marked_reader_index = v->head.reader_index;
+    v->marked_writer_index = v->head.writer_index;
+    BP__REFCNT_STORE(v, BP__REFCNT_VIEW | 1u, __ATOMIC_RELAXED);
+    view_resolve(v);
+    if (!retained) { /* plain views share a count and die with its owner */
+        bp_buf *owner = b->root != NULL && b->view_retained ? b : (b->root != NULL ? b->count_owner : b);
+        v->count_owner = owner;
+        v->next_view = owner->views;
+        owner->views = v;
+    }
+    return v;
+}
+
+bp_buf *bp_slice(bp_buf *b, size_t index, size_t length, int *err)
+{
+    return make_view(b, index, length, false, false, __func__, err);
+}
+
+bp_buf *bp_retained_slice(bp_buf *b, size_t index, size_t length, int *err)
+{
+    return make_view(b, index, length, true, false, __func__, err);
+}
+
+bp_buf *bp_duplicate(bp_buf *b, int *err) { return make_view(b, 0, SIZE_MAX, false, false, __func__, err); }
+
+bp_buf *bp_retained_duplicate(bp_buf *b, int *err) { return make_view(b, 0, SIZE_MAX, true, false, __func__, err); }
+
+bp_buf *bp_read_slice(bp_buf *b, size_t length, int *err)
+{
+    return make_view(b, 0, length, false, true, __func__, err);
+}
+
+bp_buf *bp_read_retained_slice(bp_buf *b, size_t length, int *err)
+{
+    return make_view(b, 0, length, true, true, __func__, err);
+}
+
+bp_buf *bp_copy(const bp_buf *b, size_t index, size_t length, int *err)
+{
+    int rc = bp__check_live(b, __func__);
+    if (rc == 0) rc = bp__check_index(b, index, length, __func__);
+    bp_buf *copy = NULL;
+    if (rc == 0) {
+        size_t max = b->head.max_capacity > length ? b->head.max_capacity : length;
+        copy = bp_alloc_ex(b->allocator, length, max, &rc);
+    }
+    if (copy != NULL) {
+        if (length > 0) memcpy(copy->head.memory, b->head.memory + index, length);
+        copy->head.writer_index = length;
+    }
+    if (err != NULL) *err = rc;
+    return copy;
 }

@@ -7,6 +7,12 @@
  * - While alive (refcnt > 0): capacity <= region.length and memory == region.memory.
  * - refcnt == 0 means released: the object sits in a recycler (next_free links it) and no
  *   API call touches memory through it.
+ * - A view (slice or duplicate) has BP__REFCNT_VIEW set in refcnt and `root` set: its head
+ *   caches root memory + view_offset and its capacity, refreshed by every slow-path access
+ *   (bp__check_live), so it follows the root when that grows, moves or shrinks. A plain view
+ *   keeps refcnt VIEW|1, shares its count_owner's count, is listed in count_owner->views and
+ *   dies with it (refcnt 0); a retained view counts its own references and holds one on the
+ *   root. Views have no region.
  */
 #ifndef BP_BUF_H
 #define BP_BUF_H
@@ -16,6 +22,8 @@
 
 /* The reference count is a plain uint32_t shared with the inline code in bytepool.h, so
  * it is only ever touched through these. */
+#define BP__REFCNT_VIEW 0x80000000u
+#define BP__REFCNT_MASK 0x7fffffffu
 #define BP__REFCNT_LOAD(b, order) __atomic_load_n(&(b)->head.refcnt, order)
 #define BP__REFCNT_STORE(b, v, order) __atomic_store_n(&(b)->head.refcnt, v, order)
 
@@ -25,6 +33,14 @@ struct bp_buf {
     bp__region region;        /* where memory came from, to give it back */
     size_t marked_reader_index; /* bp_mark_reader_index; 0 until marked */
     size_t marked_writer_index;
+    bp_buf *root;             /* views: the buffer they show; NULL for a root */
+    size_t view_offset;       /* views: where they start in the root */
+    size_t view_length;       /* slices: their length; SIZE_MAX for duplicates */
+    bool view_retained;
+    bp_buf *count_owner;      /* plain views: whose reference count they share and with whom
+                                 they die (the root, or the retained view they came from) */
+    bp_buf *views;            /* plain views sharing this buffer's count (next_view links) */
+    bp_buf *next_view;
     bp_allocator *allocator;
     struct bp__thread_state *owner; /* the thread state that allocated it (pooled) */
     bp_buf *next_free;        /* recycler or remote-stack link while released */
@@ -38,11 +54,19 @@ BP_INLINE uint32_t bp__refcnt(const bp_buf *b)
 }
 
 /* 0 when b is a live buffer; otherwise reports and returns the error. */
+/* Re-reads a view's memory and capacity from its root; reports and returns BP_EFREED if the
+ * root is gone. */
+int bp__view_refresh(bp_buf *b, const char *func);
+
+/* 0 when b is a live buffer (a view is refreshed on the way); otherwise reports and returns
+ * the error. */
 BP_INLINE int bp__check_live(const bp_buf *b, const char *func)
 {
     if (BP_UNLIKELY(b == NULL)) return bp__misuse(BP_EINVAL, func, "buffer is NULL");
-    if (BP_UNLIKELY(bp__refcnt(b) == 0))
+    uint32_t count = bp__refcnt(b);
+    if (BP_UNLIKELY(count == 0))
         return bp__misuse(BP_EFREED, func, "buffer %p already released (refCnt: 0)", (const void *)b);
+    if (BP_UNLIKELY(count & BP__REFCNT_VIEW)) return bp__view_refresh((bp_buf *)b, func);
     return 0;
 }
 

@@ -151,8 +151,12 @@ long bp_describe(const bp_buf *b, char *out, size_t out_len)
 {
     if (BP_UNLIKELY(out == NULL && out_len > 0)) return bp__misuse(BP_EINVAL, __func__, "out is NULL");
     if (b == NULL) return snprintf(out, out_len, "NULL");
-    const char *kind = b->region.kind == BP__KIND_MALLOC ? "UnpooledByteBuf" : "PooledByteBuf";
-    if (bp__refcnt(b) == 0) return snprintf(out, out_len, "%s(freed)", kind);
+    uint32_t count = bp__refcnt(b);
+    const char *kind = b->root != NULL ? (b->view_length == SIZE_MAX ? "DuplicatedByteBuf" : "SlicedByteBuf")
+                       : b->region.kind == BP__KIND_MALLOC ? "UnpooledByteBuf"
+                                                           : "PooledByteBuf";
+    if (count == 0) return snprintf(out, out_len, "%s(freed)", kind);
+    if (count & BP__REFCNT_VIEW) bp__view_capacity(b, 0); /* refresh */
     return snprintf(out, out_len, "%s(ridx: %zu, widx: %zu, cap: %zu/%zu)", kind, b->head.reader_index,
                     b->head.writer_index, b->head.capacity, b->head.max_capacity);
 }
