@@ -428,7 +428,14 @@ static void run_case(const backend *be, const bench_case *c, result *r)
     memset(r, 0, sizeof *r);
     if (be->bytepool) {
         int err = 0;
-        bench_allocator = be->pooled ? bp_allocator_new(NULL, &err) : bp_allocator_new_unpooled(&err);
+        /* BYTEPOOL_* variables apply (e.g. BYTEPOOL_LEAK_DETECTION=paranoid). */
+        bp_config cfg;
+        char why[200];
+        if (bp_config_from_env(&cfg, why, sizeof why) != 0) {
+            fprintf(stderr, "bench: %s\n", why);
+            exit(1);
+        }
+        bench_allocator = be->pooled ? bp_allocator_new(&cfg, &err) : bp_allocator_new_unpooled(&err);
         if (bench_allocator == NULL) {
             fprintf(stderr, "bench: no allocator: %s\n", bp_strerror(err));
             exit(1);

@@ -133,14 +133,24 @@ typedef struct bp_config {
     unsigned cache_trim_interval; /* allocations between cache trims; default 8192, 0 = never */
     unsigned chunk_decay_ms;    /* an emptied chunk stays mapped this long for reuse before
                                    it is unmapped; default 1000, 0 = unmap at once */
+    unsigned leak_detection;    /* a bp_leak_level; default BP_LEAK_DISABLED */
+    unsigned leak_sampling_interval; /* simple/advanced: track 1 buffer in this many; default 128 */
 } bp_config;
+
+/* Leak detection levels (Netty's ResourceLeakDetector.Level). */
+typedef enum bp_leak_level {
+    BP_LEAK_DISABLED = 0, /* nothing tracked; the allocation path pays one predictable branch */
+    BP_LEAK_SIMPLE = 1,   /* 1 buffer in leak_sampling_interval, with its allocation stack */
+    BP_LEAK_ADVANCED = 2, /* the same sample, plus the last 4 accesses (retain, release, touch) */
+    BP_LEAK_PARANOID = 3  /* every buffer, as advanced */
+} bp_leak_level;
 
 /* Fills *cfg with the defaults above. */
 BP_API void bp_config_init(bp_config *cfg);
 
-/* Fills *cfg with the defaults, then applies the environment variables
- * BYTEPOOL_PAGE_SIZE, BYTEPOOL_CHUNK_SIZE, BYTEPOOL_ARENAS and BYTEPOOL_RECYCLER_CAPACITY
- * (decimal, or with a K/M/G suffix for sizes). On a malformed or invalid value returns
+/* Fills *cfg with the defaults, then applies the BYTEPOOL_* environment variables (one per
+ * field, listed in the README; decimal, with a K/M/G suffix for sizes; the leak level as
+ * disabled, simple, advanced or paranoid). On a malformed or invalid value returns
  * BP_EINVAL, writes "BYTEPOOL_X=value: reason" into errbuf (if errbuf_len > 0) and leaves
  * *cfg with the defaults. */
 BP_API int bp_config_from_env(bp_config *cfg, char *errbuf, size_t errbuf_len);
@@ -188,6 +198,30 @@ BP_API int bp_thread_cache_flush(bp_allocator *a);
 /* Unmaps every empty chunk the allocator keeps for reuse (see chunk_decay_ms), now rather
  * than when its time is up. Returns how many chunks were unmapped, BP_EINVAL for NULL. */
 BP_API int bp_allocator_purge(bp_allocator *a);
+
+/* ---------------------------------------------------------------------------------------
+ * Leak detection
+ *
+ * A tracked buffer still alive when its allocator is destroyed, when the process exits
+ * (for the default allocator), or when bp_leak_report is called, is a leak. The report
+ * names each leak once, grouped by allocation stack: how many buffers and bytes, the stack
+ * with function names (and file:line when bytepool was built with libdw and the code has
+ * debug information), and at the advanced levels the buffer's last accesses.
+ * ------------------------------------------------------------------------------------- */
+
+/* Where reports go: the whole report as one NUL-terminated text. NULL restores the
+ * default, which writes to stderr. Process-wide; returns the previous sink. */
+typedef void (*bp_leak_sink)(const char *report, void *user_data);
+BP_API bp_leak_sink bp_set_leak_sink(bp_leak_sink sink, void *user_data);
+
+/* Reports the allocator's leaks not reported before. Returns how many buffers were
+ * reported (0 when none, or when leak detection is off); BP_EINVAL for NULL. */
+BP_API long bp_leak_report(bp_allocator *a);
+
+/* Records a hint on a tracked buffer at the advanced and paranoid levels (Netty's touch):
+ * shown with the buffer's stack if it leaks. A no-op for untracked buffers. `hint` must
+ * stay valid (a string literal, say). Returns 0; BP_EINVAL (NULL buffer), BP_EFREED. */
+BP_API int bp_touch(bp_buf *b, const char *hint);
 
 /* ---------------------------------------------------------------------------------------
  * Statistics

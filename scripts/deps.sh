@@ -18,6 +18,7 @@ test)
   have_cmd pkg-config || need+=(pkg-config)
   have_pc cmocka || need+=(libcmocka-dev)
   have_cmd clang || need+=(clang)
+  have_pc libdw || need+=(libdw-dev) # leak stacks with file:line (optional for users, tested here)
   ;;
 bench)
   have_cmd pkg-config || need+=(pkg-config)

@@ -307,6 +307,7 @@ static bp_allocator *allocator_create(const bp_config *cfg, bool pooled, int *er
     a->pooled = pooled;
     a->config = *cfg;
     if (pthread_mutex_init(&a->lock, NULL) != 0) goto fail_free;
+    bp__leak_init(&a->leak, cfg->leak_detection, cfg->leak_sampling_interval);
     if (pthread_key_create(&a->thread_key, thread_state_release) != 0) goto fail_mutex;
     if (pooled) {
         bp__size_classes_init(&a->sc, cfg->page_size, cfg->chunk_size);
@@ -327,6 +328,7 @@ static bp_allocator *allocator_create(const bp_config *cfg, bool pooled, int *er
 fail_key:
     pthread_key_delete(a->thread_key);
 fail_mutex:
+    bp__leak_destroy(&a->leak);
     pthread_mutex_destroy(&a->lock);
 fail_free:
     free(a);
@@ -362,6 +364,8 @@ bp_allocator *bp_allocator_new_unpooled(int *err)
 void bp_allocator_destroy(bp_allocator *a)
 {
     if (a == NULL || a->is_default) return;
+    bp__leak_report(&a->leak); /* what is still tracked now is a leak */
+    bp__leak_destroy(&a->leak);
     /* Deleting the key first means no exit destructor will run for this allocator. */
     pthread_key_delete(a->thread_key);
     for (bp__thread_state *ts = a->threads; ts != NULL;) {
@@ -399,6 +403,8 @@ void bp_allocator_destroy(bp_allocator *a)
 static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 static bp_allocator *default_allocator;
 
+static void report_default_leaks(void) { bp__leak_report(&default_allocator->leak); }
+
 static void default_allocator_create(void)
 {
     const char *abort_on_misuse = getenv("BYTEPOOL_ABORT_ON_MISUSE");
@@ -411,7 +417,9 @@ static void default_allocator_create(void)
         return;
     }
     default_allocator = allocator_create(&cfg, true, NULL);
-    if (default_allocator != NULL) default_allocator->is_default = true;
+    if (default_allocator == NULL) return;
+    default_allocator->is_default = true;
+    if (cfg.leak_detection != BP_LEAK_DISABLED) atexit(report_default_leaks);
 }
 
 bp_allocator *bp_allocator_default(void)
@@ -433,6 +441,12 @@ int bp_thread_cache_trim(bp_allocator *a)
     if (ts == NULL) return BP_ENOMEM;
     if (ts->arena == NULL) return 0;
     return (int)bp__tcache_trim(&ts->tcache);
+}
+
+long bp_leak_report(bp_allocator *a)
+{
+    if (a == NULL) return bp__misuse(BP_EINVAL, __func__, "allocator is NULL");
+    return bp__leak_report(&a->leak);
 }
 
 int bp_allocator_purge(bp_allocator *a)

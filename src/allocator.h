@@ -15,6 +15,7 @@
 #include "buf.h"
 #include "common.h"
 #include "size_class.h"
+#include "leak.h"
 #include "tcache.h"
 
 #include <pthread.h>
@@ -37,6 +38,7 @@ typedef struct bp__thread_state {
     bp_buf *free_bufs;           /* recycler stack */
     unsigned nfree_bufs;
     bool in_use;                 /* a live thread owns it (guarded by allocator->lock) */
+    unsigned leak_countdown;     /* allocations until the next one is tracked */
     _Atomic uint64_t buffers_allocated;
     _Atomic uint64_t buffers_released;
     _Atomic uint64_t remote_releases; /* buffers this thread pushed to other owners */
@@ -74,6 +76,7 @@ struct bp_allocator {
     uint64_t buffers_released_exited;
     uint64_t cache_hits_exited, cache_misses_exited, cache_trims_exited;
     uint64_t remote_releases_exited, remote_drained_exited;
+    bp__leak_tracker leak;
     /* Unpooled allocators have no arenas; they count here. */
     _Atomic uint64_t unpooled_allocations, unpooled_deallocations;
     _Atomic size_t unpooled_active_bytes;

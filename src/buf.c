@@ -58,6 +58,11 @@ bp_buf *bp_alloc_ex(bp_allocator *a, size_t capacity, size_t max_capacity, int *
     b->marked_writer_index = 0;
     b->root = NULL;
     b->views = NULL;
+    b->leak = NULL;
+    if (BP_UNLIKELY(a->leak.level != BP_LEAK_DISABLED) && --ts->leak_countdown >= a->leak.interval) {
+        ts->leak_countdown = a->leak.interval - 1; /* wrapped below 0: this one is tracked */
+        b->leak = bp__leak_track(&a->leak, capacity);
+    }
     b->allocator = a;
     b->owner = ts;
     b->next_free = NULL;
@@ -95,6 +100,10 @@ static BP_NOINLINE void release_views(bp__thread_state *ts, bp_buf *b)
 BP_INLINE void deallocate(bp_buf *b)
 {
     bp_allocator *a = b->allocator;
+    if (BP_UNLIKELY(b->leak != NULL)) {
+        bp__leak_untrack(&a->leak, b->leak);
+        b->leak = NULL;
+    }
     bp__thread_state *ts = bp__thread_state_get(a);
     if (BP_UNLIKELY(b->views != NULL)) release_views(ts, b);
     if (BP_LIKELY(ts != NULL)) bp__counter_add(&ts->buffers_released, 1);
@@ -153,6 +162,7 @@ int bp_retain_n(bp_buf *b, uint32_t n)
     if (BP_UNLIKELY(n == 0)) return bp__misuse(BP_EINVAL, __func__, "increment is 0");
     uint32_t count = BP__REFCNT_LOAD(b, __ATOMIC_RELAXED);
     if (BP_UNLIKELY(count & BP__REFCNT_VIEW)) return view_retain(b, n, count, __func__);
+    if (BP_UNLIKELY(b->leak != NULL) && count != 0) bp__leak_note(&b->allocator->leak, b->leak, "retain", NULL);
     do {
         if (BP_UNLIKELY(count == 0))
             return bp__misuse(BP_EFREED, __func__, "buffer %p already released (refCnt: 0, increment: %u)",
@@ -179,6 +189,7 @@ int bp_release_n(bp_buf *b, uint32_t n)
         return 1;
     }
     if (BP_UNLIKELY(count & BP__REFCNT_VIEW)) return view_release(b, n, count, __func__);
+    if (BP_UNLIKELY(b->leak != NULL) && count > n) bp__leak_note(&b->allocator->leak, b->leak, "release", NULL);
     do {
         if (BP_UNLIKELY(count == 0))
             return bp__misuse(BP_EFREED, __func__, "buffer %p already released (refCnt: 0, decrement: %u)",
@@ -906,4 +917,13 @@ bp_buf *bp_copy(const bp_buf *b, size_t index, size_t length, int *err)
     }
     if (err != NULL) *err = rc;
     return copy;
+}
+
+int bp_touch(bp_buf *b, const char *hint)
+{
+    int rc = bp__check_live(b, __func__);
+    if (BP_UNLIKELY(rc != 0)) return rc;
+    bp_buf *root = b->root != NULL ? b->root : b;
+    if (root->leak != NULL) bp__leak_note(&root->allocator->leak, root->leak, "touch", hint);
+    return 0;
 }

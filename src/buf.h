@@ -41,6 +41,7 @@ struct bp_buf {
                                  they die (the root, or the retained view they came from) */
     bp_buf *views;            /* plain views sharing this buffer's count (next_view links) */
     bp_buf *next_view;
+    struct bp__leak_record *leak; /* roots sampled by leak detection; NULL otherwise */
     bp_allocator *allocator;
     struct bp__thread_state *owner; /* the thread state that allocated it (pooled) */
     bp_buf *next_free;        /* recycler or remote-stack link while released */

@@ -10,8 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
-enum setting_kind { KIND_SIZE, KIND_UNSIGNED };
+enum setting_kind { KIND_SIZE, KIND_UNSIGNED, KIND_LEAK_LEVEL };
+
+static const char *const leak_level_names[] = {"disabled", "simple", "advanced", "paranoid"};
 
 typedef struct setting {
     const char *field;
@@ -32,6 +35,9 @@ static const setting settings[] = {
     {"cache_trim_interval", "BYTEPOOL_CACHE_TRIM_INTERVAL", offsetof(bp_config, cache_trim_interval),
      KIND_UNSIGNED},
     {"chunk_decay_ms", "BYTEPOOL_CHUNK_DECAY_MS", offsetof(bp_config, chunk_decay_ms), KIND_UNSIGNED},
+    {"leak_detection", "BYTEPOOL_LEAK_DETECTION", offsetof(bp_config, leak_detection), KIND_LEAK_LEVEL},
+    {"leak_sampling_interval", "BYTEPOOL_LEAK_SAMPLING_INTERVAL", offsetof(bp_config, leak_sampling_interval),
+     KIND_UNSIGNED},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -63,6 +69,10 @@ void bp_config_init(bp_config *cfg)
     cfg->max_cached_size = 32 * 1024;
     cfg->cache_trim_interval = 8192;
     cfg->chunk_decay_ms = 1000;
+    /* Off by default, unlike Netty: simple tracking costs ~10 ns per allocation on the seed
+     * loop (a backtrace for 1 buffer in 128), two thirds of the whole hot path. */
+    cfg->leak_detection = BP_LEAK_DISABLED;
+    cfg->leak_sampling_interval = 128;
 }
 
 /* Why setting `s` is invalid in `cfg` (NULL when it is fine). */
@@ -89,6 +99,10 @@ static const char *setting_problem(const bp_config *cfg, const setting *s)
         if (v > cfg->chunk_size) return "must not exceed chunk_size";
     } else if (s->offset == offsetof(bp_config, chunk_decay_ms)) {
         if (v > 3600000) return "must not exceed 3600000 (one hour)";
+    } else if (s->offset == offsetof(bp_config, leak_detection)) {
+        if (v > BP_LEAK_PARANOID) return "must be 0 (disabled), 1 (simple), 2 (advanced) or 3 (paranoid)";
+    } else if (s->offset == offsetof(bp_config, leak_sampling_interval)) {
+        if (v < 1 || v > (1u << 30)) return "must be between 1 and 1073741824";
     }
     return NULL;
 }
@@ -114,6 +128,14 @@ int bp_config_validate(const bp_config *cfg, char *errbuf, size_t errbuf_len)
  * not even spaces. Returns a reason on failure. */
 static const char *parse_value(const char *text, enum setting_kind kind, size_t *out)
 {
+    if (kind == KIND_LEAK_LEVEL) {
+        for (size_t i = 0; i < sizeof leak_level_names / sizeof leak_level_names[0]; i++)
+            if (strcasecmp(text, leak_level_names[i]) == 0) {
+                *out = i;
+                return NULL;
+            }
+        return "not a level (disabled, simple, advanced or paranoid)";
+    }
     if (!isdigit((unsigned char)text[0])) return "not a number";
     errno = 0;
     char *end;

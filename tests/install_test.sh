@@ -36,13 +36,15 @@ libdir=$(pkg-config --variable=libdir bytepool)
 "$cc" "$tmp/consumer.c" -o "$tmp/shared" $(pkg-config --cflags --libs bytepool) -Wl,-rpath,"$libdir"
 "$tmp/shared"
 # pkg-config, static
-"$cc" "$tmp/consumer.c" -o "$tmp/static" -DBP_STATIC_DEFINE $(pkg-config --cflags bytepool) "$libdir/libbytepool.a" -pthread
+"$cc" "$tmp/consumer.c" -o "$tmp/static" -DBP_STATIC_DEFINE $(pkg-config --cflags bytepool) "$libdir/libbytepool.a" $(pkg-config --static --libs-only-l --libs-only-other bytepool | sed "s/-lbytepool//")
 "$tmp/static"
-# only the API is exported from the shared library
-if nm -D --defined-only "$libdir/libbytepool.so" | awk '{print $3}' | grep -v '^bp_' | grep -qv '^_'; then
-  echo "shared library exports non-API symbols:"; nm -D --defined-only "$libdir/libbytepool.so" | grep -v ' bp_'; exit 1
+# only the API is exported from the shared library (nm's output is kept whole: `grep -q`
+# in a pipe would end nm early, and pipefail would call that a failure)
+exported=$(nm -D --defined-only "$libdir/libbytepool.so" | awk '{print $3}')
+if printf '%s\n' "$exported" | grep -v '^bp_' | grep -v '^_' | grep . >/dev/null; then
+  echo "shared library exports non-API symbols:"; printf '%s\n' "$exported" | grep -v '^bp_'; exit 1
 fi
-nm -D --defined-only "$libdir/libbytepool.so" | grep -q ' bp_alloc$'
+printf '%s\n' "$exported" | grep -x 'bp_alloc' >/dev/null
 
 # CMake package
 mkdir -p "$tmp/cmake-consumer"

@@ -11,7 +11,8 @@
 static const char *const env_names[] = {"BYTEPOOL_PAGE_SIZE", "BYTEPOOL_CHUNK_SIZE", "BYTEPOOL_ARENAS",
                                         "BYTEPOOL_RECYCLER_CAPACITY", "BYTEPOOL_SMALL_CACHE_SIZE",
                                         "BYTEPOOL_NORMAL_CACHE_SIZE", "BYTEPOOL_MAX_CACHED_SIZE",
-                                        "BYTEPOOL_CACHE_TRIM_INTERVAL", "BYTEPOOL_CHUNK_DECAY_MS"};
+                                        "BYTEPOOL_CACHE_TRIM_INTERVAL", "BYTEPOOL_CHUNK_DECAY_MS",
+                                        "BYTEPOOL_LEAK_DETECTION", "BYTEPOOL_LEAK_SAMPLING_INTERVAL"};
 
 static int clear_env(void **state)
 {
@@ -34,6 +35,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.max_cached_size, 32768);
     assert_int_equal(cfg.cache_trim_interval, 8192);
     assert_int_equal(cfg.chunk_decay_ms, 1000);
+    assert_int_equal(cfg.leak_detection, BP_LEAK_DISABLED);
+    assert_int_equal(cfg.leak_sampling_interval, 128);
     char why[128] = "";
     assert_int_equal(bp_config_validate(&cfg, why, sizeof why), 0);
 }

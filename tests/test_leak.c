@@ -1,0 +1,252 @@
+/* Leak detection: reports with the right stacks, deduplicated, once; nothing for a clean
+ * run; access records and hints; sampling; the default allocator at exit. */
+#include "test_util.h"
+
+#include "leak.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char report[16384];
+static int reports;
+
+static void capture(const char *text, void *user_data)
+{
+    (void)user_data;
+    reports++;
+    snprintf(report, sizeof report, "%s", text);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    report[0] = '\0';
+    reports = 0;
+    bp_set_leak_sink(capture, NULL);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    bp_set_leak_sink(NULL, NULL);
+    return 0;
+}
+
+static bp_allocator *allocator_at(unsigned level, unsigned interval)
+{
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.leak_detection = level;
+    cfg.leak_sampling_interval = interval;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    return a;
+}
+
+/* The barrier after each call keeps it from being a tail call, which would take the
+ * helper's frame off the stack. The line of the first call is checked in the report. */
+#define NO_TAIL_CALL() __asm__ volatile("" ::: "memory")
+
+static __attribute__((noinline)) bp_buf *leaky_function(bp_allocator *a)
+{
+    bp_buf *b = bp_alloc(a, 256); /* LEAK_LINE_A */
+    NO_TAIL_CALL();
+    return b;
+}
+
+static __attribute__((noinline)) bp_buf *another_leak(bp_allocator *a)
+{
+    bp_buf *b = bp_alloc(a, 1000);
+    NO_TAIL_CALL();
+    return b;
+}
+
+static void expect_in_report(const char *needle)
+{
+    if (strstr(report, needle) == NULL) fail_msg("report lacks \"%s\":\n%s", needle, report);
+}
+
+static void expect_line(const char *file_line)
+{
+    if (!bp__leak_has_line_info()) return; /* built without libdw: names only */
+    if (strstr(report, file_line) == NULL) fail_msg("report lacks %s:\n%s", file_line, report);
+}
+
+static void test_leaks_are_reported_once_with_their_stacks(void **state)
+{
+    (void)state;
+    bp_allocator *a = allocator_at(BP_LEAK_PARANOID, 128);
+    for (int i = 0; i < 3; i++) assert_non_null(leaky_function(a));
+    assert_non_null(another_leak(a));
+    bp_release(leaky_function(a)); /* released: not a leak */
+    assert_int_equal(bp_leak_report(a), 4);
+    assert_int_equal(reports, 1);
+    expect_in_report("bytepool LEAK: 4 buffers were never released (paranoid leak detection)");
+    expect_in_report("3 buffers (768 bytes) allocated at:\n    #0 leaky_function");
+    expect_in_report("1 buffer (1000 bytes) allocated at:\n    #0 another_leak");
+    expect_line("test_leak.c:55)"); /* LEAK_LINE_A */
+    expect_in_report("test_leaks_are_reported_once_with_their_stacks");
+    assert_null(strstr(report, "bp_alloc")); /* bytepool's own frames are left out */
+    /* Named once: nothing new to say, and destroy says nothing either. */
+    assert_int_equal(bp_leak_report(a), 0);
+    bp_allocator_destroy(a);
+    assert_int_equal(reports, 1);
+}
+
+static void test_clean_program_reports_nothing(void **state)
+{
+    (void)state;
+    bp_allocator *a = allocator_at(BP_LEAK_PARANOID, 128);
+    for (int i = 0; i < 1000; i++) {
+        bp_buf *b = bp_alloc(a, (size_t)i * 10);
+        bp_buf *s = bp_retained_slice(b, 0, 0, NULL);
+        bp_retain(b);
+        bp_release(b);
+        bp_release(s);
+        bp_release(b);
+    }
+    assert_int_equal(bp_leak_report(a), 0);
+    bp_allocator_destroy(a);
+    assert_int_equal(reports, 0);
+    assert_string_equal(report, "");
+}
+
+static __attribute__((noinline)) void decode(bp_buf *b)
+{
+    bp_touch(b, "decoded a frame");
+    NO_TAIL_CALL();
+}
+
+static void test_advanced_records_accesses_and_hints(void **state)
+{
+    (void)state;
+    bp_allocator *a = allocator_at(BP_LEAK_ADVANCED, 1);
+    bp_buf *b = bp_alloc(a, 64);
+    bp_retain(b);
+    decode(b);
+    bp_release(b); /* still one reference left: leaked */
+    bp_allocator_destroy(a);
+    assert_int_equal(reports, 1);
+    expect_in_report("1 buffer (64 bytes) allocated at:");
+    expect_in_report("access 1 of 3: retain");
+    expect_in_report("access 2 of 3: touch, hint: decoded a frame\n    #0 decode");
+    expect_in_report("access 3 of 3: release");
+}
+
+static void test_only_the_last_four_accesses_are_kept(void **state)
+{
+    (void)state;
+    bp_allocator *a = allocator_at(BP_LEAK_PARANOID, 1);
+    bp_buf *b = bp_alloc(a, 16);
+    for (int i = 0; i < 10; i++) bp_touch(b, "again");
+    assert_int_equal(bp_leak_report(a), 1);
+    assert_null(strstr(report, "access 6 of 10"));
+    expect_in_report("access 7 of 10: touch");
+    expect_in_report("access 10 of 10: touch");
+    bp_release(b);
+    bp_allocator_destroy(a);
+}
+
+static void test_sampling_and_disabled(void **state)
+{
+    (void)state;
+    bp_allocator *a = allocator_at(BP_LEAK_SIMPLE, 4);
+    for (int i = 0; i < 100; i++) assert_non_null(bp_alloc(a, 32));
+    assert_int_equal(bp_leak_report(a), 25); /* 1 in 4 tracked */
+    expect_in_report("simple leak detection tracks 1 buffer in 4");
+    assert_null(strstr(report, "access")); /* simple keeps no access records */
+    bp_allocator_destroy(a);
+    reports = 0;
+    a = allocator_at(BP_LEAK_DISABLED, 1);
+    for (int i = 0; i < 100; i++) assert_non_null(bp_alloc(a, 32));
+    assert_int_equal(bp_leak_report(a), 0);
+    bp_allocator_destroy(a);
+    assert_int_equal(reports, 0);
+}
+
+static void test_touch_errors(void **state)
+{
+    (void)state;
+    bp_allocator *a = allocator_at(BP_LEAK_DISABLED, 1);
+    bp_buf *b = bp_alloc(a, 8);
+    assert_int_equal(bp_touch(b, "untracked: nothing to do"), 0);
+    bp_release(b);
+    misuse_capture_start();
+    assert_int_equal(bp_touch(b, "x"), BP_EFREED);
+    assert_int_equal(bp_touch(NULL, "x"), BP_EINVAL);
+    assert_int_equal(bp_leak_report(NULL), BP_EINVAL);
+    misuse_capture_stop();
+    bp_allocator_destroy(a);
+}
+
+static void test_leak_settings(void **state)
+{
+    (void)state;
+    setenv("BYTEPOOL_LEAK_DETECTION", "Paranoid", 1);
+    setenv("BYTEPOOL_LEAK_SAMPLING_INTERVAL", "64", 1);
+    bp_config cfg;
+    char why[160] = "";
+    assert_int_equal(bp_config_from_env(&cfg, why, sizeof why), 0);
+    assert_int_equal(cfg.leak_detection, BP_LEAK_PARANOID);
+    assert_int_equal(cfg.leak_sampling_interval, 64);
+    setenv("BYTEPOOL_LEAK_DETECTION", "sometimes", 1);
+    assert_int_equal(bp_config_from_env(&cfg, why, sizeof why), BP_EINVAL);
+    assert_string_equal(why, "BYTEPOOL_LEAK_DETECTION=sometimes: not a level (disabled, simple, advanced or paranoid)");
+    unsetenv("BYTEPOOL_LEAK_DETECTION");
+    setenv("BYTEPOOL_LEAK_SAMPLING_INTERVAL", "0", 1);
+    assert_int_equal(bp_config_from_env(&cfg, why, sizeof why), BP_EINVAL);
+    assert_string_equal(why, "BYTEPOOL_LEAK_SAMPLING_INTERVAL=0: must be between 1 and 1073741824");
+    unsetenv("BYTEPOOL_LEAK_SAMPLING_INTERVAL");
+    bp_config_init(&cfg);
+    assert_int_equal(cfg.leak_detection, BP_LEAK_DISABLED);
+    assert_int_equal(cfg.leak_sampling_interval, 128);
+    cfg.leak_detection = 4;
+    assert_int_equal(bp_config_validate(&cfg, why, sizeof why), BP_EINVAL);
+    assert_string_equal(why, "leak_detection=4: must be 0 (disabled), 1 (simple), 2 (advanced) or 3 (paranoid)");
+}
+
+static void test_default_allocator_reports_at_exit(void **state)
+{
+    (void)state;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], STDERR_FILENO);
+        close(fds[0]);
+        bp_set_leak_sink(NULL, NULL); /* the default: stderr */
+        setenv("BYTEPOOL_LEAK_DETECTION", "paranoid", 1);
+        bp_buf *b = leaky_function(bp_allocator_default());
+        exit(b != NULL ? 0 : 1); /* exit(), not _exit(): atexit handlers run */
+    }
+    close(fds[1]);
+    char err[8192];
+    ssize_t n, used = 0;
+    while ((n = read(fds[0], err + used, sizeof err - 1 - (size_t)used)) > 0) used += n;
+    err[used] = '\0';
+    close(fds[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_non_null(strstr(err, "bytepool LEAK: 1 buffer was never released"));
+    assert_non_null(strstr(err, "#0 leaky_function"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_leaks_are_reported_once_with_their_stacks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clean_program_reports_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_advanced_records_accesses_and_hints, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_only_the_last_four_accesses_are_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sampling_and_disabled, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_touch_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_leak_settings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_default_allocator_reports_at_exit, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
