@@ -276,9 +276,51 @@ BP_API int bp_allocator_get_stats(const bp_allocator *a, bp_allocator_stats *out
 BP_API int bp_arena_get_stats(const bp_allocator *a, unsigned index, bp_arena_stats *out,
                               size_t out_size);
 
-/* Writes a human-readable summary (settings, then one line per arena) to `out`.
- * Returns 0, or BP_EINVAL for NULL arguments. */
+/* One chunk of an arena (Netty's PoolChunkMetric). */
+typedef struct bp_chunk_stats {
+    unsigned band;            /* 0 .. BP_CHUNK_BANDS-1: qInit, q000, q025, q050, q075, q100 */
+    int usage;                /* percent, Netty's rounding (99 while any byte is free) */
+    size_t chunk_size;
+    size_t free_bytes;
+    size_t longest_free_run;  /* bytes in the longest run of free pages */
+} bp_chunk_stats;
+
+/* One small size class of an arena (Netty's PoolSubpageMetric, summed per class). */
+typedef struct bp_class_stats {
+    size_t size;              /* the class's slot size */
+    size_t run_bytes;         /* bytes of one subpage run */
+    size_t slots_per_run;
+    size_t subpages;          /* subpages with a free slot (in the class's pool) */
+    size_t slots_free;        /* free slots in them */
+} bp_class_stats;
+
+/* One live thread's cache (Netty's PoolThreadCache metrics). */
+typedef struct bp_thread_cache_stats {
+    unsigned arena;           /* the arena the thread is bound to */
+    size_t entries, bytes;    /* regions cached and their bytes */
+    uint64_t hits, misses, trims;
+} bp_thread_cache_stats;
+
+/* Arrays of snapshots. Each fills out[0 .. max-1] - element i at (char *)out + i * elem_size,
+ * elem_size being sizeof the element as the caller was compiled (each gets that many
+ * bytes), so callers keep working when the structs grow - and returns how many there are
+ * in all (which may be more than max; call with max 0 to ask). BP_EINVAL for a NULL
+ * allocator, NULL out with max > 0, or elem_size 0; BP_ERANGE for an arena past the last. */
+BP_API long bp_arena_chunk_stats(const bp_allocator *a, unsigned arena, bp_chunk_stats *out, size_t max,
+                                 size_t elem_size);
+BP_API long bp_arena_class_stats(const bp_allocator *a, unsigned arena, bp_class_stats *out, size_t max,
+                                 size_t elem_size);
+BP_API long bp_allocator_thread_cache_stats(const bp_allocator *a, bp_thread_cache_stats *out, size_t max,
+                                            size_t elem_size);
+
+/* Writes everything above as readable text (like Netty's dumpStats): settings and totals,
+ * then per arena its counters, chunk lists with their chunks, and small classes in use,
+ * then the thread caches. Returns 0; BP_EINVAL for NULL arguments; BP_EIO when writing
+ * fails. */
 BP_API int bp_allocator_print_stats(const bp_allocator *a, FILE *out);
+
+/* The same as one JSON object (like jemalloc's malloc_stats_print with "J"). */
+BP_API int bp_allocator_print_stats_json(const bp_allocator *a, FILE *out);
 
 /* ---------------------------------------------------------------------------------------
  * Private: what the inline fast paths below read. Every bp_buf begins with this head;

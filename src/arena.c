@@ -360,3 +360,49 @@ bool bp__arena_check(bp__arena *arena)
     pthread_mutex_unlock(&arena->lock);
     return ok;
 }
+
+static void put_element(void *out, size_t i, size_t elem_size, const void *full, size_t full_size)
+{
+    memcpy((char *)out + i * elem_size, full, elem_size < full_size ? elem_size : full_size);
+}
+
+size_t bp__arena_chunk_stats(bp__arena *arena, bp_chunk_stats *out, size_t max, size_t elem_size)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&arena->lock);
+    for (unsigned band = 0; band < BP__NBANDS; band++) {
+        for (bp__chunk *c = arena->lists[band].head; c != NULL; c = c->next, n++) {
+            if (n >= max) continue;
+            bp_chunk_stats s = {
+                .band = band,
+                .usage = bp__chunk_usage(c),
+                .chunk_size = arena->sc->chunk_size,
+                .free_bytes = c->free_bytes,
+                .longest_free_run = (size_t)bp__chunk_longest_free_run(c) << arena->sc->page_shift,
+            };
+            put_element(out, n, elem_size, &s, sizeof s);
+        }
+    }
+    pthread_mutex_unlock(&arena->lock);
+    return n;
+}
+
+size_t bp__arena_class_stats(bp__arena *arena, bp_class_stats *out, size_t max, size_t elem_size)
+{
+    const bp__size_classes *sc = arena->sc;
+    pthread_mutex_lock(&arena->lock);
+    for (unsigned cls = 0; cls < sc->nsmall && cls < max; cls++) {
+        bp_class_stats s = {
+            .size = sc->class_size[cls],
+            .run_bytes = (size_t)sc->run_pages[cls] << sc->page_shift,
+            .slots_per_run = sc->run_slots[cls],
+        };
+        for (bp__subpage *sp = arena->pools[cls].head; sp != NULL; sp = sp->next) {
+            s.subpages++;
+            s.slots_free += sp->nfree;
+        }
+        put_element(out, cls, elem_size, &s, sizeof s);
+    }
+    pthread_mutex_unlock(&arena->lock);
+    return sc->nsmall;
+}

@@ -104,6 +104,11 @@ size_t bp__arena_purge(bp__arena *arena, bool all);
 /* Copies counters under the lock. */
 void bp__arena_get_stats(bp__arena *arena, bp_arena_stats *out);
 
+/* Snapshots under the lock: chunks (band by band) and small classes, written as the public
+ * array functions describe; return how many there are in all. */
+size_t bp__arena_chunk_stats(bp__arena *arena, bp_chunk_stats *out, size_t max, size_t elem_size);
+size_t bp__arena_class_stats(bp__arena *arena, bp_class_stats *out, size_t max, size_t elem_size);
+
 /* Debug: checks every chunk of the arena (bp__chunk_check) and list membership. */
 bool bp__arena_check(bp__arena *arena);
 

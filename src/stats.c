@@ -1,0 +1,243 @@
+/*
+ * Snapshots of the pool for people: arrays of per-chunk, per-class and per-thread-cache
+ * figures, and the whole picture as text (Netty's dumpStats) or JSON (jemalloc's "J").
+ * Everything here only reads, under the locks that guard what it reads.
+ */
+#include "allocator.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+long bp_arena_chunk_stats(const bp_allocator *a, unsigned arena, bp_chunk_stats *out, size_t max, size_t elem_size)
+{
+    if (a == NULL || (out == NULL && max > 0) || elem_size == 0)
+        return bp__misuse(BP_EINVAL, __func__, "NULL allocator, NULL out with max %zu, or elem_size 0", max);
+    if (!a->pooled || arena >= a->config.arenas)
+        return bp__misuse(BP_ERANGE, __func__, "arena %u does not exist", arena);
+    return (long)bp__arena_chunk_stats(&a->arenas[arena], out, max, elem_size);
+}
+
+long bp_arena_class_stats(const bp_allocator *a, unsigned arena, bp_class_stats *out, size_t max, size_t elem_size)
+{
+    if (a == NULL || (out == NULL && max > 0) || elem_size == 0)
+        return bp__misuse(BP_EINVAL, __func__, "NULL allocator, NULL out with max %zu, or elem_size 0", max);
+    if (!a->pooled || arena >= a->config.arenas)
+        return bp__misuse(BP_ERANGE, __func__, "arena %u does not exist", arena);
+    return (long)bp__arena_class_stats(&a->arenas[arena], out, max, elem_size);
+}
+
+long bp_allocator_thread_cache_stats(const bp_allocator *a, bp_thread_cache_stats *out, size_t max, size_t elem_size)
+{
+    if (a == NULL || (out == NULL && max > 0) || elem_size == 0)
+        return bp__misuse(BP_EINVAL, __func__, "NULL allocator, NULL out with max %zu, or elem_size 0", max);
+    bp_allocator *mutable_a = (bp_allocator *)a; /* the lock is not part of the value */
+    size_t n = 0;
+    pthread_mutex_lock(&mutable_a->lock);
+    for (const bp__thread_state *ts = a->threads; ts != NULL; ts = ts->next) {
+        if (!ts->in_use || ts->arena == NULL) continue;
+        if (n < max) {
+            bp_thread_cache_stats s = {
+                .arena = ts->arena->index,
+                .entries = atomic_load_explicit(&ts->tcache.cached_entries, memory_order_relaxed),
+                .bytes = atomic_load_explicit(&ts->tcache.cached_bytes, memory_order_relaxed),
+                .hits = atomic_load_explicit(&ts->tcache.hits, memory_order_relaxed),
+                .misses = atomic_load_explicit(&ts->tcache.misses, memory_order_relaxed),
+                .trims = atomic_load_explicit(&ts->tcache.trims, memory_order_relaxed),
+            };
+            memcpy((char *)out + n * elem_size, &s, elem_size < sizeof s ? elem_size : sizeof s);
+        }
+        n++;
+    }
+    pthread_mutex_unlock(&mutable_a->lock);
+    return (long)n;
+}
+
+/* ---- gathering everything once, for both dumps ---- */
+
+typedef struct arena_picture {
+    bp_arena_stats stats;
+    bp_chunk_stats *chunks;
+    size_t nchunks;
+    bp_class_stats classes[BP__MAX_CLASSES];
+    size_t nclasses;
+} arena_picture;
+
+typedef struct picture {
+    bp_allocator_stats totals;
+    arena_picture *arenas;
+    unsigned narenas;
+    bp_thread_cache_stats *caches;
+    size_t ncaches;
+} picture;
+
+static void picture_free(picture *p)
+{
+    for (unsigned i = 0; i < p->narenas; i++) free(p->arenas[i].chunks);
+    free(p->arenas);
+    free(p->caches);
+}
+
+static int picture_take(const bp_allocator *a, picture *p)
+{
+    memset(p, 0, sizeof *p);
+    bp_allocator_get_stats(a, &p->totals, sizeof p->totals);
+    if (a->pooled) {
+        p->narenas = a->config.arenas;
+        p->arenas = calloc(p->narenas, sizeof *p->arenas);
+        if (p->arenas == NULL) return BP_ENOMEM;
+        for (unsigned i = 0; i < p->narenas; i++) {
+            arena_picture *ap = &p->arenas[i];
+            bp_arena_get_stats(a, i, &ap->stats, sizeof ap->stats);
+            /* Chunks can come and go between asking and taking: ask with room to spare. */
+            size_t room = ap->stats.chunks + 8;
+            ap->chunks = calloc(room, sizeof *ap->chunks);
+            if (ap->chunks == NULL) return BP_ENOMEM;
+            size_t n = bp__arena_chunk_stats(&a->arenas[i], ap->chunks, room, sizeof *ap->chunks);
+            ap->nchunks = n < room ? n : room;
+            ap->nclasses = bp__arena_class_stats(&a->arenas[i], ap->classes, BP__MAX_CLASSES, sizeof ap->classes[0]);
+        }
+    }
+    size_t room = p->totals.threads + 8;
+    p->caches = calloc(room, sizeof *p->caches);
+    if (p->caches == NULL) return BP_ENOMEM;
+    long n = bp_allocator_thread_cache_stats(a, p->caches, room, sizeof *p->caches);
+    p->ncaches = n < 0 ? 0 : (size_t)n < room ? (size_t)n : room;
+    return 0;
+}
+
+static const char *const band_names[BP_CHUNK_BANDS] = {"qInit", "q000", "q025", "q050", "q075", "q100"};
+
+static bool arena_is_idle(const arena_picture *ap)
+{
+    const bp_arena_stats *s = &ap->stats;
+    return s->allocations_small + s->allocations_normal + s->allocations_huge == 0 && s->threads == 0 &&
+           s->retained_chunks == 0;
+}
+
+int bp_allocator_print_stats(const bp_allocator *a, FILE *out)
+{
+    if (a == NULL || out == NULL) return bp__misuse(BP_EINVAL, __func__, "NULL argument");
+    picture p;
+    int rc = picture_take(a, &p);
+    if (rc != 0) {
+        picture_free(&p);
+        return rc;
+    }
+    const bp_allocator_stats *s = &p.totals;
+    if (!a->pooled) {
+        fprintf(out, "unpooled allocator: %llu buffers alive, %zu bytes in use, %llu allocations, "
+                     "%llu deallocations\n",
+                (unsigned long long)s->active_buffers, s->active_bytes, (unsigned long long)s->allocations,
+                (unsigned long long)s->deallocations);
+    } else {
+        fprintf(out, "pooled allocator: %u arenas, page %zu B, chunk %zu B\n", s->arenas, s->page_size, s->chunk_size);
+        fprintf(out, "  %llu buffers alive, %zu bytes in use, %zu bytes mapped (%zu chunks in use, %zu retained empty, huge mappings)\n",
+                (unsigned long long)s->active_buffers, s->active_bytes, s->mapped_bytes, s->chunks, s->retained_chunks);
+        fprintf(out, "  %u threads, %u thread caches: %zu regions (%zu bytes) cached; %llu hits, %llu misses, %llu trims\n",
+                s->threads, s->thread_caches, s->cached_entries, s->cached_bytes, (unsigned long long)s->cache_hits,
+                (unsigned long long)s->cache_misses, (unsigned long long)s->cache_trims);
+        fprintf(out, "  %llu buffers released on another thread, %llu of them taken back by their owner\n",
+                (unsigned long long)s->remote_releases, (unsigned long long)s->remote_drained);
+        for (unsigned i = 0; i < p.narenas; i++) {
+            const arena_picture *ap = &p.arenas[i];
+            if (arena_is_idle(ap)) continue;
+            const bp_arena_stats *as = &ap->stats;
+            fprintf(out, "  arena %u: %u threads; active small %llu normal %llu huge %llu (%zu B); "
+                         "allocations %llu/%llu/%llu; chunks %zu (+%zu retained) [",
+                    i, as->threads, (unsigned long long)as->active_small, (unsigned long long)as->active_normal,
+                    (unsigned long long)as->active_huge, as->active_bytes, (unsigned long long)as->allocations_small,
+                    (unsigned long long)as->allocations_normal, (unsigned long long)as->allocations_huge, as->chunks,
+                    as->retained_chunks);
+            for (unsigned b = 0; b < BP_CHUNK_BANDS; b++)
+                fprintf(out, "%s%s %zu", b ? ", " : "", band_names[b], as->chunks_in_band[b]);
+            fprintf(out, "]\n");
+            for (size_t c = 0; c < ap->nchunks; c++)
+                fprintf(out, "    chunk in %s: usage %d%%, %zu bytes free, longest free run %zu bytes\n",
+                        band_names[ap->chunks[c].band], ap->chunks[c].usage, ap->chunks[c].free_bytes,
+                        ap->chunks[c].longest_free_run);
+            for (size_t k = 0; k < ap->nclasses; k++) {
+                const bp_class_stats *cs = &ap->classes[k];
+                if (cs->subpages == 0) continue;
+                fprintf(out, "    small class %zu B: %zu subpage%s with free slots (runs of %zu B, %zu slots), %zu slots free\n",
+                        cs->size, cs->subpages, cs->subpages == 1 ? "" : "s", cs->run_bytes, cs->slots_per_run,
+                        cs->slots_free);
+            }
+        }
+        for (size_t t = 0; t < p.ncaches; t++) {
+            const bp_thread_cache_stats *tc = &p.caches[t];
+            fprintf(out, "  thread cache %zu (arena %u): %zu regions, %zu bytes; %llu hits, %llu misses, %llu trims\n", t,
+                    tc->arena, tc->entries, tc->bytes, (unsigned long long)tc->hits, (unsigned long long)tc->misses,
+                    (unsigned long long)tc->trims);
+        }
+    }
+    picture_free(&p);
+    return fflush(out) != 0 || ferror(out) ? BP_EIO : 0;
+}
+
+int bp_allocator_print_stats_json(const bp_allocator *a, FILE *out)
+{
+    if (a == NULL || out == NULL) return bp__misuse(BP_EINVAL, __func__, "NULL argument");
+    picture p;
+    int rc = picture_take(a, &p);
+    if (rc != 0) {
+        picture_free(&p);
+        return rc;
+    }
+    const bp_allocator_stats *s = &p.totals;
+    fprintf(out,
+            "{\"allocator\": {\"pooled\": %s, \"arenas\": %u, \"page_size\": %zu, \"chunk_size\": %zu, "
+            "\"mapped_bytes\": %zu, \"active_bytes\": %zu, \"active_buffers\": %llu, \"chunks\": %zu, "
+            "\"retained_chunks\": %zu, \"allocations\": %llu, \"deallocations\": %llu, \"threads\": %u, "
+            "\"thread_caches\": %u, \"cached_entries\": %zu, \"cached_bytes\": %zu, \"cache_hits\": %llu, "
+            "\"cache_misses\": %llu, \"cache_trims\": %llu, \"remote_releases\": %llu, \"remote_drained\": %llu},\n",
+            a->pooled ? "true" : "false", s->arenas, s->page_size, s->chunk_size, s->mapped_bytes, s->active_bytes,
+            (unsigned long long)s->active_buffers, s->chunks, s->retained_chunks, (unsigned long long)s->allocations,
+            (unsigned long long)s->deallocations, s->threads, s->thread_caches, s->cached_entries, s->cached_bytes,
+            (unsigned long long)s->cache_hits, (unsigned long long)s->cache_misses, (unsigned long long)s->cache_trims,
+            (unsigned long long)s->remote_releases, (unsigned long long)s->remote_drained);
+    fprintf(out, " \"arenas\": [");
+    for (unsigned i = 0; i < p.narenas; i++) {
+        const arena_picture *ap = &p.arenas[i];
+        const bp_arena_stats *as = &ap->stats;
+        fprintf(out,
+                "%s\n  {\"index\": %u, \"threads\": %u, \"allocations\": {\"small\": %llu, \"normal\": %llu, \"huge\": %llu}, "
+                "\"deallocations\": {\"small\": %llu, \"normal\": %llu, \"huge\": %llu}, "
+                "\"active\": {\"small\": %llu, \"normal\": %llu, \"huge\": %llu}, \"active_bytes\": %zu, "
+                "\"huge_mapped_bytes\": %zu, \"chunks\": %zu, \"retained_chunks\": %zu,\n   \"chunk_lists\": [",
+                i ? "," : "", i, as->threads, (unsigned long long)as->allocations_small,
+                (unsigned long long)as->allocations_normal, (unsigned long long)as->allocations_huge,
+                (unsigned long long)as->deallocations_small, (unsigned long long)as->deallocations_normal,
+                (unsigned long long)as->deallocations_huge, (unsigned long long)as->active_small,
+                (unsigned long long)as->active_normal, (unsigned long long)as->active_huge, as->active_bytes,
+                as->huge_mapped_bytes, as->chunks, as->retained_chunks);
+        for (unsigned b = 0; b < BP_CHUNK_BANDS; b++) {
+            fprintf(out, "%s{\"band\": \"%s\", \"chunks\": [", b ? ", " : "", band_names[b]);
+            bool first = true;
+            for (size_t c = 0; c < ap->nchunks; c++) {
+                if (ap->chunks[c].band != b) continue;
+                fprintf(out, "%s{\"usage\": %d, \"free_bytes\": %zu, \"longest_free_run\": %zu}", first ? "" : ", ",
+                        ap->chunks[c].usage, ap->chunks[c].free_bytes, ap->chunks[c].longest_free_run);
+                first = false;
+            }
+            fprintf(out, "]}");
+        }
+        fprintf(out, "],\n   \"small_classes\": [");
+        for (size_t k = 0; k < ap->nclasses; k++) {
+            const bp_class_stats *cs = &ap->classes[k];
+            fprintf(out, "%s{\"size\": %zu, \"run_bytes\": %zu, \"slots_per_run\": %zu, \"subpages\": %zu, \"slots_free\": %zu}",
+                    k ? ", " : "", cs->size, cs->run_bytes, cs->slots_per_run, cs->subpages, cs->slots_free);
+        }
+        fprintf(out, "]}");
+    }
+    fprintf(out, "],\n \"thread_caches\": [");
+    for (size_t t = 0; t < p.ncaches; t++) {
+        const bp_thread_cache_stats *tc = &p.caches[t];
+        fprintf(out, "%s{\"arena\": %u, \"entries\": %zu, \"bytes\": %zu, \"hits\": %llu, \"misses\": %llu, \"trims\": %llu}",
+                t ? ", " : "", tc->arena, tc->entries, tc->bytes, (unsigned long long)tc->hits,
+                (unsigned long long)tc->misses, (unsigned long long)tc->trims);
+    }
+    fprintf(out, "]}\n");
+    picture_free(&p);
+    return fflush(out) != 0 || ferror(out) ? BP_EIO : 0;
+}
