@@ -1,14 +1,14 @@
 # Thin wrapper over CMake. The two commands the README promises:
 #   make demo   build the library and run the seed's PoolBufTest (bytepool-demo)
 #   make test   build and run every test: a checked build (gcc, -Werror, internal checks),
-#               ASan+UBSan (clang) and TSan (gcc); plus install and consumer checks
+#               ASan+UBSan (clang), TSan (gcc) and Valgrind; plus install and consumer checks
 #   make bench  the benchmark suite (make bench-quick: under a minute)
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 # Debian's python3 (its matplotlib draws the benchmark plots)
 PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 CMAKE ?= cmake
 
-.PHONY: all demo test test-checked test-asan test-tsan bench bench-quick install clean
+.PHONY: all demo test test-checked test-asan test-tsan test-valgrind bench bench-quick install clean
 
 all:
 	@scripts/deps.sh demo
@@ -20,8 +20,8 @@ demo: all
 
 test:
 	@scripts/deps.sh test
-	$(MAKE) test-checked test-asan test-tsan
-	@echo "make test: all builds passed (checked, asan+ubsan, tsan)"
+	$(MAKE) test-checked test-asan test-tsan test-valgrind
+	@echo "make test: all builds passed (checked, asan+ubsan, tsan, valgrind)"
 
 test-checked:
 	CC=gcc $(CMAKE) -S . -B build-checked -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBP_WERROR=ON -DBP_DEBUG_CHECKS=ON
@@ -56,8 +56,13 @@ bench-quick:
 	./build/bench/bytepool-bench --quick --json bench/results/results-quick.json
 	$(PYTHON) bench/plot.py bench/results/results-quick.json bench/results
 
+test-valgrind:
+	CC=gcc $(CMAKE) -S . -B build-valgrind -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBP_WERROR=ON -DBP_VALGRIND=ON -DBP_BUILD_BENCH=OFF -DBP_BUILD_EXAMPLES=OFF
+	$(CMAKE) --build build-valgrind -j $(JOBS)
+	cd build-valgrind && ctest --output-on-failure -j $(JOBS) -R valgrind_
+
 install: all
 	$(CMAKE) --install build $(if $(PREFIX),--prefix $(PREFIX))
 
 clean:
-	rm -rf build build-checked build-asan build-tsan
+	rm -rf build build-checked build-asan build-tsan build-valgrind

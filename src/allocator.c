@@ -52,7 +52,8 @@ static size_t take_back(bp__thread_state *ts, bp_buf *list, bool cache_regions)
         if (!(cache_regions && bp__tcache_put(&ts->tcache, &b->region))) bp__region_free(a, &b->region);
         b->head.memory = NULL;
         b->region.memory = NULL;
-        bp__buf_object_put(ts, a, b);
+        if (BP_UNLIKELY(a->config.leak_detection == BP_LEAK_PARANOID)) bp__buf_object_quarantine(a, b);
+        else bp__buf_object_put(ts, a, b);
         n++;
     }
     return n;
@@ -298,6 +299,62 @@ void bp__region_free(bp_allocator *a, const bp__region *region)
  * Lifetime
  * ------------------------------------------------------------------------------------- */
 
+/* Allocators with leak detection, reported at process exit if still alive then. */
+static pthread_mutex_t tracked_lock = PTHREAD_MUTEX_INITIALIZER;
+static bp_allocator *tracked_allocators;
+static pthread_once_t exit_report_once = PTHREAD_ONCE_INIT;
+
+static void report_leaks_at_exit(void)
+{
+    pthread_mutex_lock(&tracked_lock);
+    for (bp_allocator *a = tracked_allocators; a != NULL; a = a->next_tracked) bp__leak_report(&a->leak);
+    pthread_mutex_unlock(&tracked_lock);
+}
+
+static void register_exit_report(void) { atexit(report_leaks_at_exit); }
+
+static void track_allocator(bp_allocator *a)
+{
+    pthread_once(&exit_report_once, register_exit_report);
+    pthread_mutex_lock(&tracked_lock);
+    a->next_tracked = tracked_allocators;
+    tracked_allocators = a;
+    pthread_mutex_unlock(&tracked_lock);
+}
+
+static void untrack_allocator(bp_allocator *a)
+{
+    pthread_mutex_lock(&tracked_lock);
+    for (bp_allocator **link = &tracked_allocators; *link != NULL; link = &(*link)->next_tracked) {
+        if (*link == a) {
+            *link = a->next_tracked;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&tracked_lock);
+}
+
+void bp__buf_object_quarantine(bp_allocator *a, bp_buf *b)
+{
+    pthread_mutex_lock(&a->lock);
+    if (a->quarantine == NULL) a->quarantine = calloc(BP__QUARANTINE, sizeof *a->quarantine);
+    if (a->quarantine == NULL) { /* no room to hold it back: reuse it */
+        b->next_free = NULL;
+        spare_push_locked(a, b, b, 1);
+        pthread_mutex_unlock(&a->lock);
+        return;
+    }
+    if (a->quarantine_count == BP__QUARANTINE) {
+        bp_buf *oldest = a->quarantine[a->quarantine_head];
+        a->quarantine_head = (a->quarantine_head + 1) % BP__QUARANTINE;
+        a->quarantine_count--;
+        oldest->next_free = NULL;
+        spare_push_locked(a, oldest, oldest, 1);
+    }
+    a->quarantine[(a->quarantine_head + a->quarantine_count++) % BP__QUARANTINE] = b;
+    pthread_mutex_unlock(&a->lock);
+}
+
 static bp_allocator *allocator_create(const bp_config *cfg, bool pooled, int *err)
 {
     int rc = BP_ENOMEM;
@@ -322,6 +379,7 @@ static bp_allocator *allocator_create(const bp_config *cfg, bool pooled, int *er
             goto fail_key;
         }
     }
+    if (cfg->leak_detection != BP_LEAK_DISABLED) track_allocator(a);
     if (err != NULL) *err = 0;
     return a;
 
@@ -364,8 +422,10 @@ bp_allocator *bp_allocator_new_unpooled(int *err)
 void bp_allocator_destroy(bp_allocator *a)
 {
     if (a == NULL || a->is_default) return;
+    if (a->config.leak_detection != BP_LEAK_DISABLED) untrack_allocator(a);
     bp__leak_report(&a->leak); /* what is still tracked now is a leak */
     bp__leak_destroy(&a->leak);
+    free(a->quarantine);
     /* Deleting the key first means no exit destructor will run for this allocator. */
     pthread_key_delete(a->thread_key);
     for (bp__thread_state *ts = a->threads; ts != NULL;) {
@@ -403,7 +463,6 @@ void bp_allocator_destroy(bp_allocator *a)
 static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 static bp_allocator *default_allocator;
 
-static void report_default_leaks(void) { bp__leak_report(&default_allocator->leak); }
 
 static void default_allocator_create(void)
 {
@@ -419,7 +478,6 @@ static void default_allocator_create(void)
     default_allocator = allocator_create(&cfg, true, NULL);
     if (default_allocator == NULL) return;
     default_allocator->is_default = true;
-    if (cfg.leak_detection != BP_LEAK_DISABLED) atexit(report_default_leaks);
 }
 
 bp_allocator *bp_allocator_default(void)

@@ -23,6 +23,7 @@
 
 #define BP__SLAB_BUFS 64     /* bp_buf objects per metadata slab */
 #define BP__SPARE_BATCH 64   /* objects moved at once between a thread and the spare list */
+#define BP__QUARANTINE 4096  /* paranoid: released objects held back before reuse */
 
 typedef struct bp__buf_slab {
     struct bp__buf_slab *next;
@@ -77,6 +78,11 @@ struct bp_allocator {
     uint64_t cache_hits_exited, cache_misses_exited, cache_trims_exited;
     uint64_t remote_releases_exited, remote_drained_exited;
     bp__leak_tracker leak;
+    struct bp_allocator *next_tracked; /* in the list of allocators reported at exit */
+    /* Paranoid leak detection holds released bp_buf objects back from reuse (FIFO, under
+     * `lock`), so a stale pointer keeps failing with BP_EFREED for a while. */
+    bp_buf **quarantine;
+    size_t quarantine_head, quarantine_count;
     /* Unpooled allocators have no arenas; they count here. */
     _Atomic uint64_t unpooled_allocations, unpooled_deallocations;
     _Atomic size_t unpooled_active_bytes;
@@ -122,6 +128,10 @@ BP_INLINE bp_buf *bp__buf_object_get(bp__thread_state *ts)
     }
     return bp__buf_object_refill(ts);
 }
+
+/* Paranoid leak detection: holds a released object back; the oldest held one goes to the
+ * spare list. */
+void bp__buf_object_quarantine(bp_allocator *a, bp_buf *b);
 
 /* Gives a released bp_buf object back to the thread's recycler (ts may be NULL). */
 BP_INLINE void bp__buf_object_put(bp__thread_state *ts, bp_allocator *a, bp_buf *b)

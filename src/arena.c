@@ -46,6 +46,7 @@ void bp__arena_destroy(bp__arena *arena)
     bp__arena_purge(arena, true);
     for (bp__huge *h = arena->huge_head; h != NULL;) {
         bp__huge *next = h->next;
+        BP_UNPOISON(h->memory, h->length);
         bp__os_unmap(h->memory, h->length);
         free(h);
         h = next;
@@ -256,6 +257,7 @@ static void free_huge(bp__arena *arena, const bp__region *region)
     arena->active_bytes -= node->length;
     arena->deallocations[BP__KIND_HUGE]++;
     pthread_mutex_unlock(&arena->lock);
+    BP_UNPOISON(node->memory, node->length); /* the next mapping there starts clean */
     bp__os_unmap(node->memory, node->length);
     free(node);
 }

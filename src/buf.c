@@ -49,6 +49,7 @@ bp_buf *bp_alloc_ex(bp_allocator *a, size_t capacity, size_t max_capacity, int *
         bp__buf_object_put(ts, a, b);
         goto fail;
     }
+    if (b->region.kind != BP__KIND_MALLOC) BP_UNPOISON(b->region.memory, b->region.length);
     b->head.memory = b->region.memory;
     b->head.reader_index = 0;
     b->head.writer_index = 0;
@@ -100,12 +101,16 @@ static BP_NOINLINE void release_views(bp__thread_state *ts, bp_buf *b)
 BP_INLINE void deallocate(bp_buf *b)
 {
     bp_allocator *a = b->allocator;
+    bool hold_back = false;
     if (BP_UNLIKELY(b->leak != NULL)) {
         bp__leak_untrack(&a->leak, b->leak);
         b->leak = NULL;
+        hold_back = a->leak.level == BP_LEAK_PARANOID;
     }
     bp__thread_state *ts = bp__thread_state_get(a);
     if (BP_UNLIKELY(b->views != NULL)) release_views(ts, b);
+    /* From here the memory belongs to the pool: a raw pointer kept past release is caught. */
+    if (b->region.kind != BP__KIND_MALLOC) BP_POISON(b->region.memory, b->region.length);
     if (BP_LIKELY(ts != NULL)) bp__counter_add(&ts->buffers_released, 1);
     /* Released away from home: queued for the owner's remote stack, no lock. */
     if (BP_UNLIKELY(b->owner != ts) && b->region.kind != BP__KIND_MALLOC && ts != NULL) {
@@ -115,7 +120,8 @@ BP_INLINE void deallocate(bp_buf *b)
     bp__region_free_cached(a, ts, &b->region);
     b->head.memory = NULL;
     b->region.memory = NULL;
-    bp__buf_object_put(ts, a, b);
+    if (BP_UNLIKELY(hold_back)) bp__buf_object_quarantine(a, b);
+    else bp__buf_object_put(ts, a, b);
 }
 
 /* A view's count: plain views act on the root's, retained views on their own (the low 31
@@ -265,7 +271,9 @@ static int move_to_new_region(bp_buf *b, size_t new_capacity, size_t keep)
     bp__region fresh;
     int rc = bp__region_alloc_cached(b->allocator, ts, new_capacity, &fresh);
     if (BP_UNLIKELY(rc != 0)) return rc;
+    if (fresh.kind != BP__KIND_MALLOC) BP_UNPOISON(fresh.memory, fresh.length);
     memcpy(fresh.memory, b->head.memory, keep);
+    if (b->region.kind != BP__KIND_MALLOC) BP_POISON(b->region.memory, b->region.length);
     bp__region_free_cached(b->allocator, ts, &b->region);
     b->region = fresh;
     b->head.memory = fresh.memory;

@@ -98,6 +98,7 @@ bp__chunk *bp__chunk_new(struct bp__arena *arena, const bp__size_classes *sc)
         free(c);
         return NULL;
     }
+    BP_POISON(c->base, sc->chunk_size); /* nothing in it is handed out yet */
     c->arena = arena;
     c->sc = sc;
     c->avail_words = avail_words;
@@ -114,6 +115,7 @@ bp__chunk *bp__chunk_new(struct bp__arena *arena, const bp__size_classes *sc)
 void bp__chunk_delete(bp__chunk *chunk)
 {
     if (chunk == NULL) return;
+    BP_UNPOISON(chunk->base, chunk->sc->chunk_size); /* the next mapping there starts clean */
     bp__os_unmap(chunk->base, chunk->sc->chunk_size);
     free(chunk);
 }

@@ -300,6 +300,8 @@ static int stop_at_comma(uint8_t byte, void *ctx)
 static void test_search(void **state)
 {
     bp_buf *b = buf_with(*state, "a,b,c;d");
+    /* Searches may reach past the writer index (up to the capacity): give those bytes a value. */
+    assert_int_equal(bp_set_zero(b, 7, bp_capacity(b) - 7), 0);
     size_t at = 99;
     assert_int_equal(bp_index_of(b, 0, 7, ',', &at), 1);
     assert_int_equal(at, 1);
