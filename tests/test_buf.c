@@ -6,18 +6,12 @@
 
 #include <stdlib.h>
 
-static int setup_pooled(void **state)
+static int setup_pooled_two_arenas(void **state)
 {
     bp_config cfg;
     bp_config_init(&cfg);
     cfg.arenas = 2;
     *state = bp_allocator_new(&cfg, NULL);
-    return *state == NULL;
-}
-
-static int setup_unpooled(void **state)
-{
-    *state = bp_allocator_new_unpooled(NULL);
     return *state == NULL;
 }
 
@@ -485,29 +479,29 @@ static void test_stats_follow_buffers(void **state)
     assert_int_equal(partial.page_size, (size_t)0xAAAAAAAAAAAAAAAAull);
 }
 
-#define BOTH(test)                                                                         \
-    cmocka_unit_test_setup_teardown(test, setup_pooled, teardown),                         \
+#define BUF_TEST(test)                                                                     \
+    cmocka_unit_test_setup_teardown(test, setup_pooled_two_arenas, teardown),              \
         cmocka_unit_test_setup_teardown(test, setup_unpooled, teardown)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        BOTH(test_seed_pool_buf_test),
-        BOTH(test_typed_round_trips_big_endian),
-        BOTH(test_typed_round_trips_little_endian),
-        BOTH(test_absolute_get_set_leave_indices),
-        BOTH(test_indices_and_bulk),
+        BUF_TEST(test_seed_pool_buf_test),
+        BUF_TEST(test_typed_round_trips_big_endian),
+        BUF_TEST(test_typed_round_trips_little_endian),
+        BUF_TEST(test_absolute_get_set_leave_indices),
+        BUF_TEST(test_indices_and_bulk),
         cmocka_unit_test(test_calculate_new_capacity),
-        BOTH(test_growth_on_write),
-        BOTH(test_fast_writable_growth_keeps_memory),
-        BOTH(test_growth_stops_at_max_capacity),
-        BOTH(test_reference_counting),
-        BOTH(test_released_buffer_refuses_everything),
-        BOTH(test_out_of_range_changes_nothing),
-        BOTH(test_null_arguments),
-        BOTH(test_alloc_errors),
-        BOTH(test_retain_overflow),
-        BOTH(test_stats_follow_buffers),
+        BUF_TEST(test_growth_on_write),
+        BUF_TEST(test_fast_writable_growth_keeps_memory),
+        BUF_TEST(test_growth_stops_at_max_capacity),
+        BUF_TEST(test_reference_counting),
+        BUF_TEST(test_released_buffer_refuses_everything),
+        BUF_TEST(test_out_of_range_changes_nothing),
+        BUF_TEST(test_null_arguments),
+        BUF_TEST(test_alloc_errors),
+        BUF_TEST(test_retain_overflow),
+        BUF_TEST(test_stats_follow_buffers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,18 +11,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static int setup_pooled(void **state)
-{
-    *state = bp_allocator_new(NULL, NULL);
-    return *state == NULL;
-}
-
-static int setup_unpooled(void **state)
-{
-    *state = bp_allocator_new_unpooled(NULL);
-    return *state == NULL;
-}
-
 static int teardown(void **state)
 {
     misuse_capture_stop();
@@ -509,27 +497,23 @@ static void test_released_buffer_refuses_the_wider_api(void **state)
     bp_release(other);
 }
 
-#define BOTH(test)                                                                         \
-    cmocka_unit_test_setup_teardown(test, setup_pooled, teardown),                         \
-        cmocka_unit_test_setup_teardown(test, setup_unpooled, teardown)
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        BOTH(test_indices_marks_skip_clear),
-        BOTH(test_float_double_bool_medium),
-        BOTH(test_zeros),
-        BOTH(test_between_buffers),
-        BOTH(test_reserve_commit),
-        BOTH(test_ensure_writable_ex_codes),
-        BOTH(test_set_capacity_grows_and_shrinks),
-        BOTH(test_discard_read_bytes_shifts_marks),
-        BOTH(test_search),
-        BOTH(test_equals_and_compare),
-        BOTH(test_dumps_and_describe),
-        BOTH(test_fd_io_pipe_blocking),
-        BOTH(test_fd_io_nonblocking_socket_partial_writes),
-        BOTH(test_released_buffer_refuses_the_wider_api),
+        BOTH(test_indices_marks_skip_clear, teardown),
+        BOTH(test_float_double_bool_medium, teardown),
+        BOTH(test_zeros, teardown),
+        BOTH(test_between_buffers, teardown),
+        BOTH(test_reserve_commit, teardown),
+        BOTH(test_ensure_writable_ex_codes, teardown),
+        BOTH(test_set_capacity_grows_and_shrinks, teardown),
+        BOTH(test_discard_read_bytes_shifts_marks, teardown),
+        BOTH(test_search, teardown),
+        BOTH(test_equals_and_compare, teardown),
+        BOTH(test_dumps_and_describe, teardown),
+        BOTH(test_fd_io_pipe_blocking, teardown),
+        BOTH(test_fd_io_nonblocking_socket_partial_writes, teardown),
+        BOTH(test_released_buffer_refuses_the_wider_api, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -171,34 +171,13 @@ static void default_with_good_env(void)
     _exit(s.arenas == 3 && bp_allocator_default() == a ? 0 : 1);
 }
 
-static int run_child(void (*fn)(void), char *err_out, size_t err_len)
-{
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fds[1], STDERR_FILENO);
-        close(fds[0]);
-        fn();
-        _exit(9);
-    }
-    close(fds[1]);
-    ssize_t n = read(fds[0], err_out, err_len - 1);
-    err_out[n > 0 ? n : 0] = '\0';
-    close(fds[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 static void test_default_allocator_follows_env(void **state)
 {
     (void)state;
     char err[256];
-    assert_int_equal(run_child(default_with_bad_env, err, sizeof err), 0);
+    assert_int_equal(exit_code(run_child(default_with_bad_env, err, sizeof err)), 0);
     assert_string_equal(err, "bytepool: default allocator not created: BYTEPOOL_CHUNK_SIZE=lots: not a number\n");
-    assert_int_equal(run_child(default_with_good_env, err, sizeof err), 0);
+    assert_int_equal(exit_code(run_child(default_with_good_env, err, sizeof err)), 0);
     assert_string_equal(err, "");
 }
 

@@ -50,31 +50,6 @@ static void test_handler_is_replaceable_and_reports_values(void **state)
     bp_allocator_destroy(a);
 }
 
-/* Runs fn in a child with stderr captured; returns the child's wait status. */
-static int run_child(void (*fn)(void), char *err_out, size_t err_len)
-{
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dup2(fds[1], STDERR_FILENO);
-        close(fds[0]);
-        fn();
-        _exit(0);
-    }
-    close(fds[1]);
-    size_t used = 0;
-    ssize_t n;
-    while (used + 1 < err_len && (n = read(fds[0], err_out + used, err_len - 1 - used)) > 0) used += (size_t)n;
-    err_out[used] = '\0';
-    close(fds[0]);
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    return status;
-}
-
 static void double_release_with_abort_handler(void)
 {
     bp_set_misuse_handler(bp_misuse_abort, NULL);

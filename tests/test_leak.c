@@ -208,30 +208,19 @@ static void test_leak_settings(void **state)
     assert_string_equal(why, "leak_detection=4: must be 0 (disabled), 1 (simple), 2 (advanced) or 3 (paranoid)");
 }
 
+static void leak_from_default_allocator_then_exit(void)
+{
+    bp_set_leak_sink(NULL, NULL); /* the default: stderr */
+    setenv("BYTEPOOL_LEAK_DETECTION", "paranoid", 1);
+    bp_buf *b = leaky_function(bp_allocator_default());
+    exit(b != NULL ? 0 : 1); /* exit(), not _exit(): atexit handlers run */
+}
+
 static void test_default_allocator_reports_at_exit(void **state)
 {
     (void)state;
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fds[1], STDERR_FILENO);
-        close(fds[0]);
-        bp_set_leak_sink(NULL, NULL); /* the default: stderr */
-        setenv("BYTEPOOL_LEAK_DETECTION", "paranoid", 1);
-        bp_buf *b = leaky_function(bp_allocator_default());
-        exit(b != NULL ? 0 : 1); /* exit(), not _exit(): atexit handlers run */
-    }
-    close(fds[1]);
     char err[8192];
-    ssize_t n, used = 0;
-    while ((n = read(fds[0], err + used, sizeof err - 1 - (size_t)used)) > 0) used += n;
-    err[used] = '\0';
-    close(fds[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(exit_code(run_child(leak_from_default_allocator_then_exit, err, sizeof err)), 0);
     assert_non_null(strstr(err, "bytepool LEAK: 1 buffer was never released"));
     assert_non_null(strstr(err, "#0 leaky_function"));
 }

@@ -10,32 +10,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#if defined(BP_ASAN)
-/* Runs fn in a child with stderr captured; returns the wait status. */
-static int run_child(void (*fn)(void), char *err, size_t len)
-{
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fds[1], STDERR_FILENO);
-        close(fds[0]);
-        fn();
-        _exit(0);
-    }
-    close(fds[1]);
-    size_t used = 0;
-    ssize_t n;
-    while (used + 1 < len && (n = read(fds[0], err + used, len - 1 - used)) > 0) used += (size_t)n;
-    err[used] = '\0';
-    close(fds[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    return status;
-}
-#endif
-
 static volatile uint8_t sink;
 
 static void write_after_release(void)

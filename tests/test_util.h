@@ -10,7 +10,10 @@
 
 #include <bytepool.h>
 
+#include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* Records the last misuse report instead of aborting. */
 typedef struct misuse_record {
@@ -48,5 +51,51 @@ static inline uint64_t test_rand(uint64_t *state)
     x ^= x << 17;
     return *state = x;
 }
+
+/* Runs fn in a forked child with its stderr captured into err (NUL-terminated); the child
+ * exits 0 if fn returns. Returns the child's wait status. */
+static inline int run_child(void (*fn)(void), char *err, size_t len)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], STDERR_FILENO);
+        close(fds[0]);
+        fn();
+        _exit(0);
+    }
+    close(fds[1]);
+    size_t used = 0;
+    ssize_t n;
+    while (used + 1 < len && (n = read(fds[0], err + used, len - 1 - used)) > 0) used += (size_t)n;
+    err[used] = '\0';
+    close(fds[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return status;
+}
+
+/* The exit code of a child that exited, -1 if it did not. */
+static inline int exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : -1; }
+
+/* Setups for suites that run every test against both allocators (state: the allocator). */
+static inline int setup_pooled(void **state)
+{
+    *state = bp_allocator_new(NULL, NULL);
+    return *state == NULL;
+}
+
+static inline int setup_unpooled(void **state)
+{
+    *state = bp_allocator_new_unpooled(NULL);
+    return *state == NULL;
+}
+
+#define BOTH(test, teardown)                                                               \
+    cmocka_unit_test_setup_teardown(test, setup_pooled, teardown),                         \
+        cmocka_unit_test_setup_teardown(test, setup_unpooled, teardown)
 
 #endif

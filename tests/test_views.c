@@ -4,18 +4,6 @@
 
 #include "allocator.h"
 
-static int setup_pooled(void **state)
-{
-    *state = bp_allocator_new(NULL, NULL);
-    return *state == NULL;
-}
-
-static int setup_unpooled(void **state)
-{
-    *state = bp_allocator_new_unpooled(NULL);
-    return *state == NULL;
-}
-
 static int teardown(void **state)
 {
     misuse_capture_stop();
@@ -272,23 +260,19 @@ static void test_views_are_recycled(void **state)
     assert_true(slabs <= 1100 / BP__SLAB_BUFS + 2); /* objects were reused, not piled up */
 }
 
-#define BOTH(test)                                                                         \
-    cmocka_unit_test_setup_teardown(test, setup_pooled, teardown),                         \
-        cmocka_unit_test_setup_teardown(test, setup_unpooled, teardown)
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        BOTH(test_slice_shares_contents_not_indices),
-        BOTH(test_plain_slice_shares_the_reference_count),
-        BOTH(test_retained_slice_holds_the_root),
-        BOTH(test_chains_of_retained_slices),
-        BOTH(test_plain_slice_of_a_retained_slice_shares_its_count),
-        BOTH(test_duplicate_follows_and_grows_the_root),
-        BOTH(test_slice_follows_a_moving_and_shrinking_root),
-        BOTH(test_read_slice_and_copy),
-        BOTH(test_view_errors),
-        BOTH(test_views_are_recycled),
+        BOTH(test_slice_shares_contents_not_indices, teardown),
+        BOTH(test_plain_slice_shares_the_reference_count, teardown),
+        BOTH(test_retained_slice_holds_the_root, teardown),
+        BOTH(test_chains_of_retained_slices, teardown),
+        BOTH(test_plain_slice_of_a_retained_slice_shares_its_count, teardown),
+        BOTH(test_duplicate_follows_and_grows_the_root, teardown),
+        BOTH(test_slice_follows_a_moving_and_shrinking_root, teardown),
+        BOTH(test_read_slice_and_copy, teardown),
+        BOTH(test_view_errors, teardown),
+        BOTH(test_views_are_recycled, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
