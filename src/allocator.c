@@ -126,14 +126,17 @@ static void thread_state_release(void *arg)
     a->buffers_released_exited += atomic_load_explicit(&ts->buffers_released, memory_order_relaxed);
     a->remote_releases_exited += atomic_load_explicit(&ts->remote_releases, memory_order_relaxed);
     a->remote_drained_exited += atomic_load_explicit(&ts->remote_drained, memory_order_relaxed);
-    a->cache_hits_exited += atomic_load_explicit(&ts->tcache.hits, memory_order_relaxed);
+    size_t no_entries, no_bytes;
+    uint64_t hits;
+    bp__tcache_totals(&ts->tcache, &no_entries, &no_bytes, &hits); /* flushed: only hits remain */
+    a->cache_hits_exited += hits;
     a->cache_misses_exited += atomic_load_explicit(&ts->tcache.misses, memory_order_relaxed);
     a->cache_trims_exited += atomic_load_explicit(&ts->tcache.trims, memory_order_relaxed);
     atomic_store_explicit(&ts->buffers_allocated, 0, memory_order_relaxed);
     atomic_store_explicit(&ts->buffers_released, 0, memory_order_relaxed);
     atomic_store_explicit(&ts->remote_releases, 0, memory_order_relaxed);
     atomic_store_explicit(&ts->remote_drained, 0, memory_order_relaxed);
-    atomic_store_explicit(&ts->tcache.hits, 0, memory_order_relaxed);
+    atomic_store_explicit(&ts->tcache.hits_before_trims, 0, memory_order_relaxed);
     atomic_store_explicit(&ts->tcache.misses, 0, memory_order_relaxed);
     atomic_store_explicit(&ts->tcache.trims, 0, memory_order_relaxed);
     ts->in_use = false;
@@ -188,10 +191,10 @@ BP_NOINLINE bp__thread_state *bp__thread_state_slow(bp_allocator *a)
         }
         if (a->pooled) {
             /* The state's lock-protected fields are ours now; the arena binding is new. */
-            pthread_mutex_lock(&a->lock);
+            pthread_mutex_lock(&a->lock); /* stats read the cache under it */
             ts->arena = least_used_arena(a);
-            pthread_mutex_unlock(&a->lock);
             bp__tcache_init(&ts->tcache, ts->arena, &a->sc, &a->config);
+            pthread_mutex_unlock(&a->lock);
         }
         atomic_store_explicit(&ts->remote_head, NULL, memory_order_release); /* open */
     }
@@ -523,7 +526,9 @@ int bp_thread_cache_flush(bp_allocator *a)
     bp__remote_flush(ts);
     if (ts->arena == NULL) return 0;
     bp__remote_drain(ts);
-    size_t before = atomic_load_explicit(&ts->tcache.cached_entries, memory_order_relaxed);
+    size_t before, bytes;
+    uint64_t hits;
+    bp__tcache_totals(&ts->tcache, &before, &bytes, &hits);
     bp__tcache_flush(&ts->tcache);
     return (int)before;
 }
@@ -592,9 +597,12 @@ int bp_allocator_get_stats(const bp_allocator *a, bp_allocator_stats *out, size_
         full.threads++;
         if (ts->arena == NULL) continue;
         full.thread_caches++;
-        full.cached_entries += atomic_load_explicit(&ts->tcache.cached_entries, memory_order_relaxed);
-        full.cached_bytes += atomic_load_explicit(&ts->tcache.cached_bytes, memory_order_relaxed);
-        full.cache_hits += atomic_load_explicit(&ts->tcache.hits, memory_order_relaxed);
+        size_t entries, bytes;
+        uint64_t hits;
+        bp__tcache_totals(&ts->tcache, &entries, &bytes, &hits);
+        full.cached_entries += entries;
+        full.cached_bytes += bytes;
+        full.cache_hits += hits;
         full.cache_misses += atomic_load_explicit(&ts->tcache.misses, memory_order_relaxed);
         full.cache_trims += atomic_load_explicit(&ts->tcache.trims, memory_order_relaxed);
     }

@@ -39,12 +39,10 @@ long bp_allocator_thread_cache_stats(const bp_allocator *a, bp_thread_cache_stat
         if (n < max) {
             bp_thread_cache_stats s = {
                 .arena = ts->arena->index,
-                .entries = atomic_load_explicit(&ts->tcache.cached_entries, memory_order_relaxed),
-                .bytes = atomic_load_explicit(&ts->tcache.cached_bytes, memory_order_relaxed),
-                .hits = atomic_load_explicit(&ts->tcache.hits, memory_order_relaxed),
                 .misses = atomic_load_explicit(&ts->tcache.misses, memory_order_relaxed),
                 .trims = atomic_load_explicit(&ts->tcache.trims, memory_order_relaxed),
             };
+            bp__tcache_totals(&ts->tcache, &s.entries, &s.bytes, &s.hits);
             memcpy((char *)out + n * elem_size, &s, elem_size < sizeof s ? elem_size : sizeof s);
         }
         n++;

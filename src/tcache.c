@@ -31,13 +31,17 @@ void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *s
     }
 }
 
-static void adjust_many(bp__tcache *tc, unsigned cls, uint32_t n, bool add)
+void bp__tcache_totals(const bp__tcache *tc, size_t *entries, size_t *bytes, uint64_t *hits)
 {
-    size_t bytes = (size_t)n * tc->sc->class_size[cls];
-    size_t b = atomic_load_explicit(&tc->cached_bytes, memory_order_relaxed);
-    size_t e = atomic_load_explicit(&tc->cached_entries, memory_order_relaxed);
-    atomic_store_explicit(&tc->cached_bytes, add ? b + bytes : b - bytes, memory_order_relaxed);
-    atomic_store_explicit(&tc->cached_entries, add ? e + n : e - n, memory_order_relaxed);
+    *entries = 0;
+    *bytes = 0;
+    *hits = atomic_load_explicit((_Atomic uint64_t *)&tc->hits_before_trims, memory_order_relaxed);
+    for (unsigned c = 0; c < tc->ncacheable; c++) {
+        uint32_t count = bp__bin_get(&tc->bins[c].count);
+        *entries += count;
+        *bytes += (size_t)count * tc->sc->class_size[c];
+        *hits += bp__bin_get(&tc->bins[c].hits_since_trim);
+    }
 }
 
 /* Gives entries [0, n) of a bin back to their arenas and closes the gap. */
@@ -45,10 +49,10 @@ static void give_back_oldest(bp__tcache *tc, unsigned cls, uint32_t n)
 {
     bp__tcache_bin *bin = &tc->bins[cls];
     if (n == 0) return;
+    uint32_t count = bp__bin_get(&bin->count);
     bp__regions_free_batch(tc->sc, cls, bin->entries, n);
-    memmove(bin->entries, bin->entries + n, (bin->count - n) * sizeof *bin->entries);
-    bin->count -= n;
-    adjust_many(tc, cls, n, false);
+    memmove(bin->entries, bin->entries + n, (count - n) * sizeof *bin->entries);
+    bp__bin_set(&bin->count, count - n);
 }
 
 static bool ensure_entries(bp__tcache_bin *bin)
@@ -62,7 +66,8 @@ bool bp__tcache_put_slow(bp__tcache *tc, const bp__region *region)
     unsigned cls = region->class_index;
     bp__tcache_bin *bin = &tc->bins[cls];
     if (bin->capacity == 0 || !ensure_entries(bin)) return false;
-    if (bin->count == bin->capacity) give_back_oldest(tc, cls, (bin->count + 1) / 2);
+    uint32_t count = bp__bin_get(&bin->count);
+    if (count == bin->capacity) give_back_oldest(tc, cls, (count + 1) / 2);
     return bp__tcache_put(tc, region);
 }
 
@@ -76,8 +81,9 @@ bool bp__tcache_refill(bp__tcache *tc, unsigned cls, bp__region *out)
     uint32_t want = bin->refill < 512 ? bin->refill : 512;
     unsigned got = bp__arena_alloc_small_batch(tc->arena, cls, batch, want);
     if (got == 0) return false;
-    for (unsigned i = got - 1; i >= 1; i--) bin->entries[bin->count++] = batch[i];
-    adjust_many(tc, cls, got - 1, true);
+    uint32_t count = bp__bin_get(&bin->count);
+    for (unsigned i = got - 1; i >= 1; i--) bin->entries[count++] = batch[i];
+    bp__bin_set(&bin->count, count);
     out->memory = batch[0].memory;
     out->chunk = batch[0].chunk;
     out->handle = batch[0].handle;
@@ -92,8 +98,10 @@ size_t bp__tcache_trim(bp__tcache *tc)
     size_t freed = 0;
     for (unsigned c = 0; c < tc->ncacheable; c++) {
         bp__tcache_bin *bin = &tc->bins[c];
-        uint32_t unused = bin->count > bin->hits_since_trim ? bin->count - bin->hits_since_trim : 0;
-        bin->hits_since_trim = 0;
+        uint32_t count = bp__bin_get(&bin->count), hits = bp__bin_get(&bin->hits_since_trim);
+        uint32_t unused = count > hits ? count - hits : 0;
+        bp__tcache_count_n(&tc->hits_before_trims, hits);
+        bp__bin_set(&bin->hits_since_trim, 0);
         /* The oldest entries are the ones nobody asked for. */
         give_back_oldest(tc, c, unused);
         freed += unused;
@@ -115,8 +123,9 @@ void bp__tcache_flush(bp__tcache *tc)
 {
     for (unsigned c = 0; c < tc->ncacheable; c++) {
         bp__tcache_bin *bin = &tc->bins[c];
-        give_back_oldest(tc, c, bin->count);
-        bin->hits_since_trim = 0;
+        give_back_oldest(tc, c, bp__bin_get(&bin->count));
+        bp__tcache_count_n(&tc->hits_before_trims, bp__bin_get(&bin->hits_since_trim));
+        bp__bin_set(&bin->hits_since_trim, 0);
     }
     bp__tcache_discard(tc);
 }
@@ -126,6 +135,6 @@ void bp__tcache_discard(bp__tcache *tc)
     for (unsigned c = 0; c < tc->ncacheable; c++) {
         free(tc->bins[c].entries);
         tc->bins[c].entries = NULL;
-        tc->bins[c].count = 0;
+        bp__bin_set(&tc->bins[c].count, 0);
     }
 }

@@ -11,8 +11,9 @@
  * - As in jemalloc, a miss on a small class refills the bin with a batch taken from the
  *   arena under one lock, and a full bin gives its older half back in one pass; normal
  *   classes move one region at a time (a batch of them would hold too much memory).
- * - cached_bytes / cached_entries equal the sums over the bins (kept for stats, which other
- *   threads read; only the owning thread writes them).
+ * - Only the owning thread writes a bin's count and hits_since_trim; they are relaxed
+ *   atomics so that stats can sum them from another thread (bp__tcache_totals) instead of
+ *   the hot path keeping running totals.
  * Only the owning thread touches a cache, except when the allocator is destroyed.
  */
 #ifndef BP_TCACHE_H
@@ -26,9 +27,9 @@
 
 typedef struct bp__tcache_bin {
     bp__cached_region *entries; /* allocated on first use */
-    uint32_t count;
+    _Atomic uint32_t count;
     uint32_t capacity;         /* 0: this class is not cached */
-    uint32_t hits_since_trim;
+    _Atomic uint32_t hits_since_trim;
     uint32_t refill;           /* small classes: regions taken from the arena per miss */
 } bp__tcache_bin;
 
@@ -38,8 +39,9 @@ typedef struct bp__tcache {
     uint32_t trim_interval;
     uint32_t allocations_until_trim;
     unsigned ncacheable;       /* classes 0 .. ncacheable-1 may have a bin */
-    _Atomic uint64_t hits, misses, trims;
-    _Atomic size_t cached_bytes, cached_entries;
+    _Atomic uint64_t hits_before_trims; /* hits counted into bins' hits_since_trim, then
+                                            carried here at each trim */
+    _Atomic uint64_t misses, trims;
     bp__tcache_bin bins[BP__MAX_CLASSES];
 } bp__tcache;
 
@@ -62,19 +64,27 @@ BP_NOINLINE bool bp__tcache_put_slow(bp__tcache *tc, const bp__region *region);
  * for classes that are not refilled in batches, or when the arena has no memory. */
 BP_NOINLINE bool bp__tcache_refill(bp__tcache *tc, unsigned cls, bp__region *out);
 
-static inline void bp__tcache_count(_Atomic uint64_t *counter)
+static inline void bp__tcache_count_n(_Atomic uint64_t *counter, uint64_t n)
 {
-    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + 1,
+    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + n,
                           memory_order_relaxed);
 }
 
-static inline void bp__tcache_adjust(bp__tcache *tc, size_t bytes, bool add)
+static inline void bp__tcache_count(_Atomic uint64_t *counter) { bp__tcache_count_n(counter, 1); }
+
+/* A single-writer field: a relaxed load and store (plain moves), no read-modify-write. */
+static inline uint32_t bp__bin_get(const _Atomic uint32_t *field)
 {
-    size_t b = atomic_load_explicit(&tc->cached_bytes, memory_order_relaxed);
-    size_t n = atomic_load_explicit(&tc->cached_entries, memory_order_relaxed);
-    atomic_store_explicit(&tc->cached_bytes, add ? b + bytes : b - bytes, memory_order_relaxed);
-    atomic_store_explicit(&tc->cached_entries, add ? n + 1 : n - 1, memory_order_relaxed);
+    return atomic_load_explicit((_Atomic uint32_t *)field, memory_order_relaxed);
 }
+
+static inline void bp__bin_set(_Atomic uint32_t *field, uint32_t value)
+{
+    atomic_store_explicit(field, value, memory_order_relaxed);
+}
+
+/* What a cache holds and has served, summed from its bins (any thread may call it). */
+void bp__tcache_totals(const bp__tcache *tc, size_t *entries, size_t *bytes, uint64_t *hits);
 
 /* Takes a cached region of class `cls` (< sc->nclasses) into *out. False on a miss (the
  * caller counts it, looks at remote releases, then refills or goes to the arena). */
@@ -83,17 +93,17 @@ BP_INLINE bool bp__tcache_take(bp__tcache *tc, unsigned cls, bp__region *out)
     if (cls >= tc->ncacheable) return false;
     if (BP_UNLIKELY(--tc->allocations_until_trim == 0)) bp__tcache_scheduled_trim(tc);
     bp__tcache_bin *bin = &tc->bins[cls];
-    if (BP_UNLIKELY(bin->count == 0)) return false;
-    bp__cached_region *e = &bin->entries[--bin->count];
-    bin->hits_since_trim++;
+    uint32_t count = bp__bin_get(&bin->count);
+    if (BP_UNLIKELY(count == 0)) return false;
+    bp__cached_region *e = &bin->entries[--count];
+    bp__bin_set(&bin->count, count);
+    bp__bin_set(&bin->hits_since_trim, bp__bin_get(&bin->hits_since_trim) + 1);
     out->memory = e->memory;
     out->chunk = e->chunk;
     out->handle = e->handle;
     out->length = tc->sc->class_size[cls];
     out->class_index = cls;
     out->kind = cls < tc->sc->nsmall ? BP__KIND_SMALL : BP__KIND_NORMAL;
-    bp__tcache_count(&tc->hits);
-    bp__tcache_adjust(tc, out->length, false);
     return true;
 }
 
@@ -104,13 +114,13 @@ BP_INLINE bool bp__tcache_put(bp__tcache *tc, const bp__region *region)
     unsigned cls = region->class_index;
     if (cls >= tc->ncacheable) return false;
     bp__tcache_bin *bin = &tc->bins[cls];
-    if (BP_UNLIKELY(bin->entries == NULL || bin->count == bin->capacity))
-        return bp__tcache_put_slow(tc, region);
-    bp__cached_region *e = &bin->entries[bin->count++];
+    uint32_t count = bp__bin_get(&bin->count);
+    if (BP_UNLIKELY(bin->entries == NULL || count == bin->capacity)) return bp__tcache_put_slow(tc, region);
+    bp__cached_region *e = &bin->entries[count];
+    bp__bin_set(&bin->count, count + 1);
     e->memory = region->memory;
     e->chunk = region->chunk;
     e->handle = region->handle;
-    bp__tcache_adjust(tc, region->length, true);
     return true;
 }
 
