@@ -14,7 +14,8 @@
  * - Functions that can fail return an int: 0 (or a documented non-negative value) on
  *   success, a negative BP_E* code on failure. bp_strerror() names the code.
  * - A call that fails changes nothing: indices, contents, capacity and reference count
- *   are exactly as they were before the call.
+ *   are exactly as they were before the call. (One exception, said where it applies:
+ *   bp_read_fd keeps the room it made before a read that then brings nothing.)
  * - Misuse (a NULL argument, a buffer used after its last release, an index out of range,
  *   growth past max capacity, an overflowing size) is never undefined behaviour: it is
  *   reported through the error code and, in addition, through the process-wide misuse
@@ -778,7 +779,9 @@ BP_API long bp_describe(const bp_buf *b, char *out, size_t out_len);
  * bp_ensure_writable, if fewer than n bytes are writable) and advances the writer index.
  * Returns the bytes read (> 0); 0 when the fd is non-blocking and has nothing now (EAGAIN);
  * BP_EOF at end of stream; BP_EIO with errno set on an error; BP_EINVAL (NULL, n == 0),
- * BP_EFREED, BP_ECAPACITY, BP_ENOMEM. EINTR is retried. */
+ * BP_EFREED, BP_ECAPACITY, BP_ENOMEM. EINTR is retried. Room made before the read stays
+ * even when the read brings nothing (EAGAIN, end of stream, an error), as in Netty; the
+ * indices and contents do not change then. */
 BP_API long bp_read_fd(bp_buf *b, int fd, size_t n);
 
 /* Writes up to n readable bytes (all of them for n = SIZE_MAX) to fd and advances the
