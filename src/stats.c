@@ -130,7 +130,7 @@ int bp_allocator_print_stats(const bp_allocator *a, FILE *out)
                 (unsigned long long)s->deallocations);
     } else {
         fprintf(out, "pooled allocator: %u arenas, page %zu B, chunk %zu B\n", s->arenas, s->page_size, s->chunk_size);
-        fprintf(out, "  %llu buffers alive, %zu bytes in use, %zu bytes mapped (%zu chunks in use, %zu retained empty, huge mappings)\n",
+        fprintf(out, "  %llu buffers alive, %zu bytes in use, %zu bytes mapped (chunks in use: %zu, retained empty: %zu, plus huge mappings)\n",
                 (unsigned long long)s->active_buffers, s->active_bytes, s->mapped_bytes, s->chunks, s->retained_chunks);
         fprintf(out, "  %u threads, %u thread caches: %zu regions (%zu bytes) cached; %llu hits, %llu misses, %llu trims\n",
                 s->threads, s->thread_caches, s->cached_entries, s->cached_bytes, (unsigned long long)s->cache_hits,
@@ -141,7 +141,7 @@ int bp_allocator_print_stats(const bp_allocator *a, FILE *out)
             const arena_picture *ap = &p.arenas[i];
             if (arena_is_idle(ap)) continue;
             const bp_arena_stats *as = &ap->stats;
-            fprintf(out, "  arena %u: %u threads; active small %llu normal %llu huge %llu (%zu B); "
+            fprintf(out, "  arena %u: %u threads; out to buffers and caches: small %llu normal %llu huge %llu (%zu B); "
                          "allocations %llu/%llu/%llu; chunks %zu (+%zu retained) [",
                     i, as->threads, (unsigned long long)as->active_small, (unsigned long long)as->active_normal,
                     (unsigned long long)as->active_huge, as->active_bytes, (unsigned long long)as->allocations_small,
