@@ -8,7 +8,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 CMAKE ?= cmake
 
-.PHONY: all demo test test-checked test-asan test-tsan test-valgrind bench bench-quick install clean
+.PHONY: all demo test test-checked test-asan test-tsan test-valgrind fuzz bench bench-quick install clean
 
 all:
 	@scripts/deps.sh demo
@@ -61,8 +61,17 @@ test-valgrind:
 	$(CMAKE) --build build-valgrind -j $(JOBS)
 	cd build-valgrind && ctest --output-on-failure -j $(JOBS) -R valgrind_
 
+# libFuzzer over the API with ASan+UBSan (clang); FUZZ_SECONDS to taste.
+FUZZ_SECONDS ?= 120
+fuzz:
+	@scripts/deps.sh test
+	CC=clang $(CMAKE) -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBP_SANITIZE=address -DBP_FUZZ=ON -DBP_BUILD_BENCH=OFF -DBP_BUILD_EXAMPLES=OFF
+	$(CMAKE) --build build-fuzz -j $(JOBS) --target fuzz_api_libfuzzer
+	@mkdir -p build-fuzz/corpus
+	cd build-fuzz && ASAN_OPTIONS=allocator_may_return_null=1 ./tests/fuzz_api_libfuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=4096 corpus
+
 install: all
 	$(CMAKE) --install build $(if $(PREFIX),--prefix $(PREFIX))
 
 clean:
-	rm -rf build build-checked build-asan build-tsan build-valgrind
+	rm -rf build build-checked build-asan build-tsan build-valgrind build-fuzz

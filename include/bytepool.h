@@ -404,6 +404,10 @@ BP_API bp_allocator *bp_buf_allocator(const bp_buf *b);
 
 #define BP__HEAD(b) ((const bp__buf_head *)(const void *)(b))
 BP_API size_t bp__view_capacity(const bp_buf *b, int max);
+/* Brings a view's cached head up to date with the buffer it shows (which may have grown,
+ * moved or shrunk since); the getters below call it for views only. */
+BP_API void bp__view_sync(const bp_buf *b);
+#define BP__SYNCED(b) (BP__UNLIKELY(BP__IS_VIEW(BP__HEAD(b))) ? bp__view_sync(b) : (void)0, BP__HEAD(b))
 BP_API inline size_t bp_capacity(const bp_buf *b)
 {
     if (b == NULL) return 0;
@@ -414,17 +418,21 @@ BP_API inline size_t bp_max_capacity(const bp_buf *b)
     if (b == NULL) return 0;
     return BP__UNLIKELY(BP__IS_VIEW(BP__HEAD(b))) ? bp__view_capacity(b, 1) : BP__HEAD(b)->max_capacity;
 }
-BP_API inline size_t bp_reader_index(const bp_buf *b) { return b ? BP__HEAD(b)->reader_index : 0; }
-BP_API inline size_t bp_writer_index(const bp_buf *b) { return b ? BP__HEAD(b)->writer_index : 0; }
+BP_API inline size_t bp_reader_index(const bp_buf *b) { return b ? BP__SYNCED(b)->reader_index : 0; }
+BP_API inline size_t bp_writer_index(const bp_buf *b) { return b ? BP__SYNCED(b)->writer_index : 0; }
 /* writer index - reader index */
 BP_API inline size_t bp_readable_bytes(const bp_buf *b)
 {
-    return b ? BP__HEAD(b)->writer_index - BP__HEAD(b)->reader_index : 0;
+    if (b == NULL) return 0;
+    const bp__buf_head *h = BP__SYNCED(b);
+    return h->writer_index - h->reader_index;
 }
 /* capacity - writer index */
 BP_API inline size_t bp_writable_bytes(const bp_buf *b)
 {
-    return b ? bp_capacity(b) - BP__HEAD(b)->writer_index : 0;
+    if (b == NULL) return 0;
+    const bp__buf_head *h = BP__SYNCED(b);
+    return h->capacity - h->writer_index;
 }
 
 /* Sets the reader index. Returns 0; BP_EINVAL (NULL), BP_EFREED, BP_ERANGE when

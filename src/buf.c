@@ -814,11 +814,17 @@ int bp__view_refresh(bp_buf *b, const char *func)
     return bp__misuse(BP_EFREED, func, "buffer %p: the buffer it derives from was released", (void *)b);
 }
 
-size_t bp__view_capacity(const bp_buf *b, int max)
+void bp__view_sync(const bp_buf *b)
 {
     bp_buf *v = (bp_buf *)b; /* the head is a cache of the root */
-    if ((bp__refcnt(v) & BP__REFCNT_VIEW) && v->root != NULL) view_resolve(v);
-    return max ? v->head.max_capacity : v->head.capacity;
+    uint32_t count = bp__refcnt(v);
+    if ((count & BP__REFCNT_VIEW) && (count & BP__REFCNT_MASK) != 0 && v->root != NULL) view_resolve(v);
+}
+
+size_t bp__view_capacity(const bp_buf *b, int max)
+{
+    bp__view_sync(b);
+    return max ? b->head.max_capacity : b->head.capacity;
 }
 
 void *bp__data_slow(bp_buf *b, size_t index)

@@ -188,8 +188,11 @@ static void test_slice_follows_a_moving_and_shrinking_root(void **state)
     expect_text(s, 0, "efgh");
     assert_ptr_equal(bp_data(s, 0), (uint8_t *)bp_data(root, 0) + 4);
     assert_int_equal(bp_set_capacity(root, 6), 0);      /* cuts the slice to "ef" */
-    assert_int_equal(bp_capacity(s), 2);
+    /* The index getters alone already see it (found by fuzzing: they used to read the
+     * slice's stale writer index until some other call refreshed it). */
     assert_int_equal(bp_writer_index(s), 2);
+    assert_int_equal(bp_readable_bytes(s), 2);
+    assert_int_equal(bp_capacity(s), 2);
     expect_text(s, 0, "ef");
     bp_release(root);
 }

@@ -1,0 +1,349 @@
+/*
+ * Fuzzing the public API: the input is a program of operations on a few buffer handles -
+ * allocations of every size category, typed and bulk reads and writes, index moves,
+ * growth, slices, retains and releases, including misuse (a release too many, indices out
+ * of range, operations on a released buffer right after its release). A shadow copy of
+ * every root buffer's bytes checks contents; every step checks the index invariant and that
+ * a failing call changed nothing.
+ *
+ * Built two ways: with -DBP_LIBFUZZER as a libFuzzer target (make fuzz), and as a plain
+ * program that replays a fixed set of pseudo-random inputs (a ctest entry in every build,
+ * so ASan, TSan and Valgrind see it too).
+ */
+#include <bytepool.h>
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SLOTS 8
+#define SHADOW_MAX (1u << 20) /* contents are checked for buffers up to this size */
+
+typedef struct slot {
+    bp_buf *b;
+    bp_buf *root;       /* for views: the slot's root buffer; NULL for roots */
+    uint8_t *shadow;    /* roots: expected bytes of [0, capacity); NULL = not checked */
+    size_t shadow_cap;
+    int views;          /* views made of this root: its contents are no longer checked */
+} slot;
+
+static bp_allocator *allocator;
+static slot slots[SLOTS];
+
+#define CHECK(cond)                                                                        \
+    do {                                                                                   \
+        if (!(cond)) {                                                                     \
+            fprintf(stderr, "fuzz_api: check failed: %s (line %d)\n", #cond, __LINE__);   \
+            abort();                                                                       \
+        }                                                                                  \
+    } while (0)
+
+typedef struct input {
+    const uint8_t *data;
+    size_t size, at;
+} input;
+
+static uint64_t take(input *in, unsigned bytes)
+{
+    uint64_t v = 0;
+    for (unsigned i = 0; i < bytes; i++) v = v << 8 | (in->at < in->size ? in->data[in->at++] : 0);
+    return v;
+}
+
+static size_t pick_size(input *in)
+{
+    switch (take(in, 1) % 8) {
+    case 0: return 0;
+    case 1: return take(in, 1);                   /* tiny */
+    case 2: return take(in, 2) % 4096;            /* small */
+    case 3: return take(in, 2) % 30000;           /* up to the largest small class */
+    case 4: return 32768 + take(in, 3) % 200000;  /* normal */
+    case 5: return ((size_t)4 << 20) + take(in, 2); /* huge */
+    case 6: return (size_t)-1 - take(in, 1);      /* absurd: refused */
+    default: return take(in, 1) * 16;
+    }
+}
+
+static void check_invariant(bp_buf *b)
+{
+    size_t r = bp_reader_index(b), w = bp_writer_index(b), c = bp_capacity(b), m = bp_max_capacity(b);
+    if (!(r <= w && w <= c && c <= m)) {
+        char line[160];
+        bp_describe(b, line, sizeof line);
+        fprintf(stderr, "fuzz_api: %s (r %zu w %zu c %zu m %zu)\n", line, r, w, c, m);
+    }
+    CHECK(r <= w && w <= c && c <= m);
+}
+
+static void forget(slot *s)
+{
+    free(s->shadow);
+    memset(s, 0, sizeof *s);
+}
+
+/* A root released: its views died with it (plain ones) or hold it (retained ones). */
+static void drop_views_of(bp_buf *root)
+{
+    for (int i = 0; i < SLOTS; i++)
+        if (slots[i].b != NULL && slots[i].root == root) forget(&slots[i]);
+}
+
+static void op_alloc(input *in, slot *s)
+{
+    if (s->b != NULL) return;
+    size_t cap = pick_size(in);
+    size_t max = take(in, 1) % 2 ? cap + take(in, 2) : BP_DEFAULT_MAX_CAPACITY;
+    int err = 0;
+    bp_buf *b = bp_alloc_ex(allocator, cap, max, &err);
+    if (b == NULL) {
+        CHECK(err < 0);
+        return;
+    }
+    CHECK(bp_capacity(b) == cap && bp_refcnt(b) == 1);
+    s->b = b;
+    if (cap <= SHADOW_MAX) {
+        s->shadow = calloc(1, cap ? cap : 1);
+        s->shadow_cap = cap;
+        if (cap) memset(bp_data(b, 0), 0, cap); /* a known start */
+    }
+}
+
+static bool checked(const slot *s) { return s->shadow != NULL && s->views == 0 && s->root == NULL; }
+
+/* Keeps the shadow as large as the capacity after growth. */
+static void follow_growth(slot *s)
+{
+    if (!checked(s)) return;
+    size_t cap = bp_capacity(s->b);
+    if (cap == s->shadow_cap) return;
+    if (cap > SHADOW_MAX) {
+        free(s->shadow);
+        s->shadow = NULL;
+        return;
+    }
+    uint8_t *grown = realloc(s->shadow, cap ? cap : 1);
+    CHECK(grown != NULL);
+    if (cap > s->shadow_cap) {
+        /* Bytes past the old capacity are unspecified: make them known. */
+        memset(grown + s->shadow_cap, 0, cap - s->shadow_cap);
+        memset((uint8_t *)bp_data(s->b, 0) + s->shadow_cap, 0, cap - s->shadow_cap);
+    }
+    s->shadow = grown;
+    s->shadow_cap = cap;
+}
+
+static void op_write(input *in, slot *s)
+{
+    if (s->b == NULL) return;
+    uint8_t bytes[64];
+    size_t n = take(in, 1) % (sizeof bytes + 1);
+    for (size_t i = 0; i < n; i++) bytes[i] = (uint8_t)take(in, 1);
+    /* Growth first, on its own, so the shadow follows it before any byte lands. */
+    if (bp_ensure_writable(s->b, n) == 0) follow_growth(s);
+    size_t w = bp_writer_index(s->b), before_cap = bp_capacity(s->b);
+    int rc;
+    if (n == 4 && take(in, 1) % 2) {
+        uint32_t v;
+        memcpy(&v, bytes, 4);
+        rc = bp_write_u32_le(s->b, v);
+    } else {
+        rc = bp_write_bytes(s->b, bytes, n);
+    }
+    if (rc != 0) {
+        CHECK(bp_writer_index(s->b) == w && bp_capacity(s->b) == before_cap);
+        return;
+    }
+    CHECK(bp_writer_index(s->b) == w + n && bp_capacity(s->b) == before_cap);
+    if (checked(s)) memcpy(s->shadow + w, bytes, n);
+}
+
+static void op_read(input *in, slot *s)
+{
+    if (s->b == NULL) return;
+    size_t r = bp_reader_index(s->b), n = take(in, 1) % 40;
+    uint8_t got[40];
+    int rc = bp_read_bytes(s->b, got, n);
+    if (rc != 0) {
+        CHECK(rc == BP_ERANGE && bp_reader_index(s->b) == r);
+        CHECK(n > bp_readable_bytes(s->b));
+        return;
+    }
+    if (checked(s)) CHECK(memcmp(got, s->shadow + r, n) == 0);
+}
+
+static void op_get_set(input *in, slot *s)
+{
+    if (s->b == NULL) return;
+    size_t index = take(in, 1) % 2 ? take(in, 3) : take(in, 1);
+    uint64_t v = take(in, 8);
+    if (take(in, 1) % 2) {
+        int rc = bp_set_u64(s->b, index, v);
+        if (rc == 0 && checked(s))
+            for (int i = 0; i < 8; i++) s->shadow[index + (size_t)i] = (uint8_t)(v >> (56 - 8 * i));
+        CHECK(rc == 0 || rc == BP_ERANGE);
+    } else {
+        uint64_t got = 0xDEADBEEF;
+        int rc = bp_get_u64(s->b, index, &got);
+        CHECK(rc == 0 || (rc == BP_ERANGE && got == 0xDEADBEEF));
+        if (rc == 0 && checked(s)) {
+            uint64_t want = 0;
+            for (int i = 0; i < 8; i++) want = want << 8 | s->shadow[index + (size_t)i];
+            CHECK(got == want);
+        }
+    }
+}
+
+static void op_indices(input *in, slot *s)
+{
+    if (s->b == NULL) return;
+    size_t r = bp_reader_index(s->b), w = bp_writer_index(s->b);
+    size_t nr = take(in, 2) % 300, nw = take(in, 2) % 300;
+    int rc = bp_set_index(s->b, nr, nw);
+    if (rc != 0) CHECK(bp_reader_index(s->b) == r && bp_writer_index(s->b) == w);
+    else CHECK(bp_reader_index(s->b) == nr && bp_writer_index(s->b) == nw);
+}
+
+static void op_capacity(input *in, slot *s)
+{
+    if (s->b == NULL) return;
+    switch (take(in, 1) % 3) {
+    case 0: {
+        int rc = bp_ensure_writable(s->b, take(in, 3) % 300000);
+        CHECK(rc == 0 || rc == BP_ECAPACITY || rc == BP_ENOMEM);
+        break;
+    }
+    case 1: {
+        int rc = bp_set_capacity(s->b, take(in, 2) % 70000);
+        CHECK(rc == 0 || rc == BP_ECAPACITY || rc == BP_EINVAL || rc == BP_ENOMEM);
+        break;
+    }
+    default:
+        CHECK(bp_discard_read_bytes(s->b) == 0);
+        if (checked(s)) { /* the readable bytes moved to 0: the shadow is no longer exact */
+            free(s->shadow);
+            s->shadow = NULL;
+        }
+        return;
+    }
+    follow_growth(s);
+}
+
+static void op_view(input *in, slot *s)
+{
+    if (s->b == NULL) return;
+    slot *v = NULL;
+    for (int i = 0; i < SLOTS; i++)
+        if (slots[i].b == NULL) v = &slots[i];
+    if (v == NULL) return;
+    bp_buf *root = s->root != NULL ? s->root : s->b;
+    size_t index = take(in, 1), len = take(in, 1);
+    int err = 0;
+    bool retained = take(in, 1) % 2;
+    bp_buf *view = take(in, 1) % 3 == 0 ? (retained ? bp_retained_duplicate(s->b, &err) : bp_duplicate(s->b, &err))
+                   : retained ? bp_retained_slice(s->b, index, len, &err)
+                              : bp_slice(s->b, index, len, &err);
+    if (view == NULL) {
+        CHECK(err == BP_ERANGE || err == BP_EREFCNT);
+        return;
+    }
+    for (int i = 0; i < SLOTS; i++)
+        if (slots[i].b == root) slots[i].views++;
+    /* Plain views share the root's count: only retained views are kept in a slot of their
+     * own (a plain one dies with the root and is never released by itself). */
+    if (retained) {
+        v->b = view;
+        v->root = root;
+    }
+    check_invariant(view);
+}
+
+static void op_release(input *in, slot *s)
+{
+    if (s->b == NULL) return;
+    if (take(in, 1) % 4 == 0) { /* share it for a moment */
+        CHECK(bp_retain(s->b) == 0);
+        CHECK(bp_release(s->b) == 0);
+    }
+    bp_buf *b = s->b;
+    bool is_root = s->root == NULL;
+    int rc = bp_release(b);
+    if (rc == 0) { /* retained views still hold it, but this slot's reference is gone */
+        forget(s);
+        return;
+    }
+    CHECK(rc == 1);
+    /* Right after the release (before any allocation could hand the object out again),
+     * every use is refused. */
+    uint32_t v;
+    CHECK(bp_read_u32(b, &v) == BP_EFREED);
+    CHECK(bp_release(b) == BP_EFREED);
+    if (is_root) drop_views_of(b);
+    forget(s);
+}
+
+static void run(const uint8_t *data, size_t size)
+{
+    input in = {data, size, 0};
+    allocator = take(&in, 1) % 4 == 0 ? bp_allocator_new_unpooled(NULL) : bp_allocator_new(NULL, NULL);
+    CHECK(allocator != NULL);
+    memset(slots, 0, sizeof slots);
+    while (in.at < in.size) {
+        slot *s = &slots[take(&in, 1) % SLOTS];
+        switch (take(&in, 1) % 9) {
+        case 0: case 1: op_alloc(&in, s); break;
+        case 2: op_write(&in, s); break;
+        case 3: op_read(&in, s); break;
+        case 4: op_get_set(&in, s); break;
+        case 5: op_indices(&in, s); break;
+        case 6: op_capacity(&in, s); break;
+        case 7: op_view(&in, s); break;
+        default: op_release(&in, s); break;
+        }
+        if (s->b != NULL) check_invariant(s->b);
+    }
+    /* Release what is left: retained views first, then roots. */
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < SLOTS; i++)
+            if (slots[i].b != NULL && (slots[i].root != NULL) == (pass == 0)) {
+                while (bp_refcnt(slots[i].b) > 0 && bp_release(slots[i].b) == 0) {
+                }
+                if (slots[i].root == NULL) drop_views_of(slots[i].b);
+                forget(&slots[i]);
+            }
+    bp_allocator_stats st;
+    bp_allocator_get_stats(allocator, &st, sizeof st);
+    CHECK(st.active_buffers == 0);
+    CHECK(st.active_bytes == 0);
+    bp_allocator_destroy(allocator);
+}
+
+#ifdef BP_LIBFUZZER
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    run(data, size);
+    return 0;
+}
+#else
+int main(int argc, char **argv)
+{
+    int inputs = argc > 1 ? atoi(argv[1]) : 2000;
+    const char *scale = getenv("BP_TEST_SCALE");
+    if (scale != NULL && strcmp(scale, "tsan") == 0) inputs /= 5;
+    uint64_t x = 0x243F6A8885A308D3ull;
+    uint8_t data[4096];
+    for (int i = 0; i < inputs; i++) {
+        size_t size = 64 + (size_t)(i * 13) % (sizeof data - 64);
+        for (size_t k = 0; k < size; k++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            data[k] = (uint8_t)x;
+        }
+        run(data, size);
+    }
+    printf("fuzz_api: %d inputs replayed\n", inputs);
+    printf("%d passed, 0 failed\n", inputs);
+    return 0;
+}
+#endif
