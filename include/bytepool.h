@@ -395,6 +395,12 @@ BP_API int bp_refcnt(const bp_buf *b);
 /* The allocator the buffer came from, or NULL (for NULL). */
 BP_API bp_allocator *bp_buf_allocator(const bp_buf *b);
 
+/* Private: a view's head caches the buffer it shows, which may have grown, moved or shrunk
+ * since; the getters below bring it up to date first (views only). */
+BP_API void bp__view_sync(const bp_buf *b);
+#define BP__HEAD(b) ((const bp__buf_head *)(const void *)(b))
+#define BP__SYNCED(b) (BP__UNLIKELY(BP__IS_VIEW(BP__HEAD(b))) ? bp__view_sync(b) : (void)0, BP__HEAD(b))
+
 /* ---------------------------------------------------------------------------------------
  * Buffers: indices and capacity
  *
@@ -402,22 +408,8 @@ BP_API bp_allocator *bp_buf_allocator(const bp_buf *b);
  * when released (they read no buffer memory).
  * ------------------------------------------------------------------------------------- */
 
-#define BP__HEAD(b) ((const bp__buf_head *)(const void *)(b))
-BP_API size_t bp__view_capacity(const bp_buf *b, int max);
-/* Brings a view's cached head up to date with the buffer it shows (which may have grown,
- * moved or shrunk since); the getters below call it for views only. */
-BP_API void bp__view_sync(const bp_buf *b);
-#define BP__SYNCED(b) (BP__UNLIKELY(BP__IS_VIEW(BP__HEAD(b))) ? bp__view_sync(b) : (void)0, BP__HEAD(b))
-BP_API inline size_t bp_capacity(const bp_buf *b)
-{
-    if (b == NULL) return 0;
-    return BP__UNLIKELY(BP__IS_VIEW(BP__HEAD(b))) ? bp__view_capacity(b, 0) : BP__HEAD(b)->capacity;
-}
-BP_API inline size_t bp_max_capacity(const bp_buf *b)
-{
-    if (b == NULL) return 0;
-    return BP__UNLIKELY(BP__IS_VIEW(BP__HEAD(b))) ? bp__view_capacity(b, 1) : BP__HEAD(b)->max_capacity;
-}
+BP_API inline size_t bp_capacity(const bp_buf *b) { return b ? BP__SYNCED(b)->capacity : 0; }
+BP_API inline size_t bp_max_capacity(const bp_buf *b) { return b ? BP__SYNCED(b)->max_capacity : 0; }
 BP_API inline size_t bp_reader_index(const bp_buf *b) { return b ? BP__SYNCED(b)->reader_index : 0; }
 BP_API inline size_t bp_writer_index(const bp_buf *b) { return b ? BP__SYNCED(b)->writer_index : 0; }
 /* writer index - reader index */

@@ -821,11 +821,6 @@ void bp__view_sync(const bp_buf *b)
     if ((count & BP__REFCNT_VIEW) && (count & BP__REFCNT_MASK) != 0 && v->root != NULL) view_resolve(v);
 }
 
-size_t bp__view_capacity(const bp_buf *b, int max)
-{
-    bp__view_sync(b);
-    return max ? b->head.max_capacity : b->head.capacity;
-}
 
 void *bp__data_slow(bp_buf *b, size_t index)
 {

@@ -156,7 +156,7 @@ long bp_describe(const bp_buf *b, char *out, size_t out_len)
                        : b->region.kind == BP__KIND_MALLOC ? "UnpooledByteBuf"
                                                            : "PooledByteBuf";
     if (count == 0) return snprintf(out, out_len, "%s(freed)", kind);
-    if (count & BP__REFCNT_VIEW) bp__view_capacity(b, 0); /* refresh */
+    if (count & BP__REFCNT_VIEW) bp__view_sync(b);
     return snprintf(out, out_len, "%s(ridx: %zu, widx: %zu, cap: %zu/%zu)", kind, b->head.reader_index,
                     b->head.writer_index, b->head.capacity, b->head.max_capacity);
 }
