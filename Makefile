@@ -21,7 +21,7 @@ demo: all
 test:
 	@scripts/deps.sh test
 	$(MAKE) test-checked test-asan test-tsan test-valgrind
-	@echo "make test: all builds passed (checked, asan+ubsan, tsan, valgrind)"
+	@scripts/test-summary.sh build-checked build-asan build-tsan build-valgrind
 
 test-checked:
 	CC=gcc $(CMAKE) -S . -B build-checked -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBP_WERROR=ON -DBP_DEBUG_CHECKS=ON
