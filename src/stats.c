@@ -113,15 +113,9 @@ static bool arena_is_idle(const arena_picture *ap)
            s->retained_chunks == 0;
 }
 
-int bp_allocator_print_stats(const bp_allocator *a, FILE *out)
+static void write_text(const bp_allocator *a, const picture *pp, FILE *out)
 {
-    if (a == NULL || out == NULL) return bp__misuse(BP_EINVAL, __func__, "NULL argument");
-    picture p;
-    int rc = picture_take(a, &p);
-    if (rc != 0) {
-        picture_free(&p);
-        return rc;
-    }
+    const picture p = *pp;
     const bp_allocator_stats *s = &p.totals;
     if (!a->pooled) {
         fprintf(out, "unpooled allocator: %llu buffers alive, %zu bytes in use, %llu allocations, "
@@ -169,19 +163,11 @@ int bp_allocator_print_stats(const bp_allocator *a, FILE *out)
                     (unsigned long long)tc->trims);
         }
     }
-    picture_free(&p);
-    return fflush(out) != 0 || ferror(out) ? BP_EIO : 0;
 }
 
-int bp_allocator_print_stats_json(const bp_allocator *a, FILE *out)
+static void write_json(const bp_allocator *a, const picture *pp, FILE *out)
 {
-    if (a == NULL || out == NULL) return bp__misuse(BP_EINVAL, __func__, "NULL argument");
-    picture p;
-    int rc = picture_take(a, &p);
-    if (rc != 0) {
-        picture_free(&p);
-        return rc;
-    }
+    const picture p = *pp;
     const bp_allocator_stats *s = &p.totals;
     fprintf(out,
             "{\"allocator\": {\"pooled\": %s, \"arenas\": %u, \"page_size\": %zu, \"chunk_size\": %zu, "
@@ -236,6 +222,27 @@ int bp_allocator_print_stats_json(const bp_allocator *a, FILE *out)
                 (unsigned long long)tc->misses, (unsigned long long)tc->trims);
     }
     fprintf(out, "]}\n");
+}
+
+/* Both dumps: check, take one picture of everything, write it, check the stream. */
+static int print_with(const bp_allocator *a, FILE *out, const char *func,
+                      void (*write)(const bp_allocator *, const picture *, FILE *))
+{
+    if (a == NULL || out == NULL) return bp__misuse(BP_EINVAL, func, "NULL argument");
+    picture p;
+    int rc = picture_take(a, &p);
+    if (rc == 0) write(a, &p, out);
     picture_free(&p);
+    if (rc != 0) return rc;
     return fflush(out) != 0 || ferror(out) ? BP_EIO : 0;
+}
+
+int bp_allocator_print_stats(const bp_allocator *a, FILE *out)
+{
+    return print_with(a, out, __func__, write_text);
+}
+
+int bp_allocator_print_stats_json(const bp_allocator *a, FILE *out)
+{
+    return print_with(a, out, __func__, write_json);
 }
