@@ -94,6 +94,15 @@ static inline int setup_unpooled(void **state)
     return *state == NULL;
 }
 
+/* A buffer of `capacity` bytes holding `text` (writer index at its end). */
+static inline bp_buf *buf_with_text(bp_allocator *a, size_t capacity, const char *text)
+{
+    bp_buf *b = bp_alloc(a, capacity);
+    assert_non_null(b);
+    assert_int_equal(bp_write_bytes(b, text, strlen(text)), 0);
+    return b;
+}
+
 #define BOTH(test, teardown)                                                               \
     cmocka_unit_test_setup_teardown(test, setup_pooled, teardown),                         \
         cmocka_unit_test_setup_teardown(test, setup_unpooled, teardown)

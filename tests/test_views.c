@@ -14,12 +14,8 @@ static int teardown(void **state)
     return 0;
 }
 
-static bp_buf *buf_with(bp_allocator *a, const char *text)
-{
-    bp_buf *b = bp_alloc(a, 32);
-    assert_int_equal(bp_write_bytes(b, text, strlen(text)), 0);
-    return b;
-}
+/* Buffers of 32 bytes in this suite (some expectations depend on it). */
+static bp_buf *buf_with(bp_allocator *a, const char *text) { return buf_with_text(a, 32, text); }
 
 static void expect_text(bp_buf *b, size_t index, const char *text)
 {
