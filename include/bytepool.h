@@ -40,6 +40,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -334,16 +335,17 @@ typedef struct bp__buf_head {
     size_t writer_index;
     size_t capacity;
     size_t max_capacity;
-    uint32_t refcnt;          /* 0 once released; bit 31 marks a derived buffer (a view),
-                                 whose every access goes through the library; read and
-                                 written with atomic builtins */
+    uint32_t refcnt;          /* 0 once released; bit 31 marks a buffer whose every access
+                                 goes through the library (a view or a composite); read
+                                 and written with atomic builtins */
 } bp__buf_head;
 
 #define BP__LIKELY(x) __builtin_expect(!!(x), 1)
 #define BP__UNLIKELY(x) __builtin_expect(!!(x), 0)
-/* A live buffer that is not a view: the only kind the inline fast paths serve. */
+/* A live buffer that is neither a view nor a composite: the only kind the inline fast
+ * paths serve. */
 #define BP__LIVE(h) ((int32_t)__atomic_load_n(&(h)->refcnt, __ATOMIC_RELAXED) > 0)
-#define BP__IS_VIEW(h) ((int32_t)__atomic_load_n(&(h)->refcnt, __ATOMIC_RELAXED) < 0)
+#define BP__IS_INDIRECT(h) ((int32_t)__atomic_load_n(&(h)->refcnt, __ATOMIC_RELAXED) < 0)
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
 #  define BP__ORDER_BE(bits, v) (v)
@@ -399,7 +401,7 @@ BP_API bp_allocator *bp_buf_allocator(const bp_buf *b);
  * since; the getters below bring it up to date first (views only). */
 BP_API void bp__view_sync(const bp_buf *b);
 #define BP__HEAD(b) ((const bp__buf_head *)(const void *)(b))
-#define BP__SYNCED(b) (BP__UNLIKELY(BP__IS_VIEW(BP__HEAD(b))) ? bp__view_sync(b) : (void)0, BP__HEAD(b))
+#define BP__SYNCED(b) (BP__UNLIKELY(BP__IS_INDIRECT(BP__HEAD(b))) ? bp__view_sync(b) : (void)0, BP__HEAD(b))
 
 /* ---------------------------------------------------------------------------------------
  * Buffers: indices and capacity
@@ -482,17 +484,24 @@ BP_API int bp_ensure_writable_ex(bp_buf *b, size_t n, int force);
 BP_API int bp_set_capacity(bp_buf *b, size_t capacity);
 
 /* Moves the readable bytes to index 0, dropping those already read; indices and marks
- * shift down by the old reader index (marks stop at 0). Returns 0; BP_EINVAL, BP_EFREED. */
+ * shift down by the old reader index (marks stop at 0). On a composite nothing moves: the
+ * components (or the part of one) before the reader index are released and the capacity
+ * shrinks by the reader index, as in Netty. Returns 0; BP_EINVAL, BP_EFREED. */
 BP_API int bp_discard_read_bytes(bp_buf *b);
 
 /* As bp_discard_read_bytes, but only when it pays: when everything was read (indices to 0,
- * nothing moves) or the reader index is at least half the capacity. Returns 0; errors as
- * bp_discard_read_bytes. */
+ * nothing moves) or the reader index is at least half the capacity. On a composite: only
+ * the components read to their end are released (Netty's discardReadComponents). Returns
+ * 0; errors as bp_discard_read_bytes. */
 BP_API int bp_discard_some_read_bytes(bp_buf *b);
 
 /* Zero-copy production: makes sure n bytes can be written (as bp_ensure_writable) and
  * returns a pointer to the writer index; write up to n bytes there, then bp_commit the
- * number written. NULL on failure, with the reason in *err if err is not NULL. */
+ * number written. NULL on failure, with the reason in *err if err is not NULL. On a
+ * composite the n bytes are always one block: when the writable space after the writer
+ * index is split between components, that space (unwritten, so no data) is replaced by one
+ * new component of at least n bytes. On a view of a composite whose writable bytes are not
+ * one block: BP_EINVAL. */
 BP_API void *bp_reserve(bp_buf *b, size_t n, int *err);
 
 /* Advances the writer index by n after writing through bp_reserve's pointer. Returns 0;
@@ -500,7 +509,8 @@ BP_API void *bp_reserve(bp_buf *b, size_t n, int *err);
 BP_API int bp_commit(bp_buf *b, size_t n);
 
 /* Pointer to the byte at `index` of the buffer's memory, for zero-copy I/O; valid until
- * the buffer grows or is released. NULL for NULL, a released buffer or index > capacity. */
+ * the buffer grows or is released. NULL for NULL, a released buffer, index > capacity, and
+ * for a composite or a view of one, whose bytes are not one block (use bp_iovec). */
 BP_API void *bp__data_slow(bp_buf *b, size_t index);
 BP_API inline void *bp_data(bp_buf *b, size_t index)
 {
@@ -525,33 +535,32 @@ BP_API inline void *bp_data(bp_buf *b, size_t index)
  * when growth fails.
  * ------------------------------------------------------------------------------------- */
 
-/* The slow halves: check everything (views, errors, growth), move the indices as the
- * operation does, and return where the bytes are - or NULL with the reported error in *rc. */
-BP_API const uint8_t *bp__get_slow(const bp_buf *b, size_t index, size_t width, int out_is_null,
-                                   const char *func, int *rc);
-BP_API uint8_t *bp__set_slow(bp_buf *b, size_t index, size_t width, const char *func, int *rc);
-BP_API const uint8_t *bp__read_slow(bp_buf *b, size_t width, int out_is_null, const char *func, int *rc);
-BP_API uint8_t *bp__write_slow(bp_buf *b, size_t width, const char *func, int *rc);
+/* The slow halves: check everything (views, composites, errors, growth), move the indices
+ * as the operation does, and copy the value's bytes (already in buffer byte order) out of
+ * or into the buffer. `raw` NULL for get/read means the caller's out pointer was NULL.
+ * Return 0 or the reported error. */
+BP_API int bp__get_slow(const bp_buf *b, size_t index, void *raw, size_t width, const char *func);
+BP_API int bp__set_slow(bp_buf *b, size_t index, const void *raw, size_t width, const char *func);
+BP_API int bp__read_slow(bp_buf *b, void *raw, size_t width, const char *func);
+BP_API int bp__write_slow(bp_buf *b, const void *raw, size_t width, const char *func);
 
 /* Defines get/set/read/write for one type. The fast path is inline; anything else (a view,
- * a NULL or released buffer, an index out of range, growth) goes to the library, which
- * checks and reports, and hands back where to load or store. Values move through memcpy,
- * so unaligned indices are fine. */
+ * a composite, a NULL or released buffer, an index out of range, growth) goes to the
+ * library, which checks and reports, and moves the bytes. Values move through memcpy, so
+ * unaligned indices are fine. */
 #define BP__DEFINE_TYPED(name, type, utype, bits, order)                                   \
     BP_API inline int bp_get_##name(const bp_buf *b, size_t index, type *out)              \
     {                                                                                      \
         const bp__buf_head *h = (const bp__buf_head *)(const void *)b;                    \
-        const uint8_t *p;                                                                  \
+        utype raw;                                                                         \
         if (BP__LIKELY(h != NULL && out != NULL && BP__LIVE(h) && index <= h->capacity &&  \
                        sizeof(type) <= h->capacity - index)) {                             \
-            p = h->memory + index;                                                         \
+            memcpy(&raw, h->memory + index, sizeof raw);                                   \
         } else {                                                                           \
-            int rc;                                                                        \
-            p = bp__get_slow(b, index, sizeof(type), out == NULL, "bp_get_" #name, &rc);   \
-            if (p == NULL) return rc;                                                      \
+            int rc = bp__get_slow(b, index, out != NULL ? &raw : NULL, sizeof raw,         \
+                                  "bp_get_" #name);                                        \
+            if (rc != 0) return rc;                                                        \
         }                                                                                  \
-        utype raw;                                                                         \
-        memcpy(&raw, p, sizeof raw);                                                       \
         raw = order(bits, raw);                                                            \
         memcpy(out, &raw, sizeof raw);                                                     \
         return 0;                                                                          \
@@ -559,36 +568,29 @@ BP_API uint8_t *bp__write_slow(bp_buf *b, size_t width, const char *func, int *r
     BP_API inline int bp_set_##name(bp_buf *b, size_t index, type value)                   \
     {                                                                                      \
         bp__buf_head *h = (bp__buf_head *)(void *)b;                                       \
-        uint8_t *p;                                                                        \
-        if (BP__LIKELY(h != NULL && BP__LIVE(h) && index <= h->capacity &&                 \
-                       sizeof(type) <= h->capacity - index)) {                             \
-            p = h->memory + index;                                                         \
-        } else {                                                                           \
-            int rc;                                                                        \
-            p = bp__set_slow(b, index, sizeof(type), "bp_set_" #name, &rc);                \
-            if (p == NULL) return rc;                                                      \
-        }                                                                                  \
         utype raw;                                                                         \
         memcpy(&raw, &value, sizeof raw);                                                  \
         raw = order(bits, raw);                                                            \
-        memcpy(p, &raw, sizeof raw);                                                       \
-        return 0;                                                                          \
+        if (BP__LIKELY(h != NULL && BP__LIVE(h) && index <= h->capacity &&                 \
+                       sizeof(type) <= h->capacity - index)) {                             \
+            memcpy(h->memory + index, &raw, sizeof raw);                                   \
+            return 0;                                                                      \
+        }                                                                                  \
+        return bp__set_slow(b, index, &raw, sizeof raw, "bp_set_" #name);                  \
     }                                                                                      \
     BP_API inline int bp_read_##name(bp_buf *b, type *out)                                 \
     {                                                                                      \
         bp__buf_head *h = (bp__buf_head *)(void *)b;                                       \
-        const uint8_t *p;                                                                  \
+        utype raw;                                                                         \
         if (BP__LIKELY(h != NULL && out != NULL && BP__LIVE(h) &&                          \
                        sizeof(type) <= h->writer_index - h->reader_index)) {               \
-            p = h->memory + h->reader_index;                                               \
+            memcpy(&raw, h->memory + h->reader_index, sizeof raw);                         \
             h->reader_index += sizeof(type);                                               \
         } else {                                                                           \
-            int rc;                                                                        \
-            p = bp__read_slow(b, sizeof(type), out == NULL, "bp_read_" #name, &rc);        \
-            if (p == NULL) return rc;                                                      \
+            int rc = bp__read_slow(b, out != NULL ? &raw : NULL, sizeof raw,               \
+                                   "bp_read_" #name);                                      \
+            if (rc != 0) return rc;                                                        \
         }                                                                                  \
-        utype raw;                                                                         \
-        memcpy(&raw, p, sizeof raw);                                                       \
         raw = order(bits, raw);                                                            \
         memcpy(out, &raw, sizeof raw);                                                     \
         return 0;                                                                          \
@@ -596,21 +598,16 @@ BP_API uint8_t *bp__write_slow(bp_buf *b, size_t width, const char *func, int *r
     BP_API inline int bp_write_##name(bp_buf *b, type value)                               \
     {                                                                                      \
         bp__buf_head *h = (bp__buf_head *)(void *)b;                                       \
-        uint8_t *p;                                                                        \
-        if (BP__LIKELY(h != NULL && BP__LIVE(h) &&                                         \
-                       sizeof(type) <= h->capacity - h->writer_index)) {                   \
-            p = h->memory + h->writer_index;                                               \
-            h->writer_index += sizeof(type);                                               \
-        } else {                                                                           \
-            int rc;                                                                        \
-            p = bp__write_slow(b, sizeof(type), "bp_write_" #name, &rc);                   \
-            if (p == NULL) return rc;                                                      \
-        }                                                                                  \
         utype raw;                                                                         \
         memcpy(&raw, &value, sizeof raw);                                                  \
         raw = order(bits, raw);                                                            \
-        memcpy(p, &raw, sizeof raw);                                                       \
-        return 0;                                                                          \
+        if (BP__LIKELY(h != NULL && BP__LIVE(h) &&                                         \
+                       sizeof(type) <= h->capacity - h->writer_index)) {                   \
+            memcpy(h->memory + h->writer_index, &raw, sizeof raw);                         \
+            h->writer_index += sizeof(type);                                               \
+            return 0;                                                                      \
+        }                                                                                  \
+        return bp__write_slow(b, &raw, sizeof raw, "bp_write_" #name);                     \
     }
 
 BP__DEFINE_TYPED(u8, uint8_t, uint8_t, 8, BP__ORDER_BE)
@@ -712,6 +709,69 @@ BP_API bp_buf *bp_read_retained_slice(bp_buf *b, size_t length, int *err);
  * length): capacity `length`, max capacity the original's, writer index `length`. */
 BP_API bp_buf *bp_copy(const bp_buf *b, size_t index, size_t length, int *err);
 
+/* ---------------------------------------------------------------------------------------
+ * Composite buffers
+ *
+ * A composite is a buffer made of other buffers ("components") without copying them: its
+ * bytes are the components' bytes one after another, and every operation in this header
+ * works on it (typed and bulk access across component boundaries, views, search, fd I/O
+ * with readv / writev), except bp_data, which returns NULL. Its capacity is the sum of its
+ * components' lengths; writing past it adds a component allocated from the composite's
+ * allocator (as Netty's CompositeByteBuf does).
+ *
+ * A composite holds one reference on each component and releases them all when its own
+ * count reaches 0. It keeps at most `max_components`: adding one more consolidates them
+ * all into a single new buffer (one copy), as Netty does. A component must not be changed
+ * or released through the caller's pointer once added (its bytes are the composite's);
+ * if it is, the composite's next operation fails with BP_EFREED or BP_ERANGE instead of
+ * touching freed memory.
+ * ------------------------------------------------------------------------------------- */
+
+#define BP_DEFAULT_MAX_COMPONENTS 16
+
+/* A new, empty composite (capacity 0, max capacity BP_DEFAULT_MAX_CAPACITY, reference
+ * count 1) that keeps at most max_components components (>= 1). NULL on failure with the
+ * reason in *err (if not NULL): BP_EINVAL (NULL allocator, max_components 0), BP_ENOMEM. */
+BP_API bp_buf *bp_composite(bp_allocator *a, size_t max_components, int *err);
+
+/* Appends the readable bytes of `component` ([reader index, writer index)) as the
+ * composite's last component, taking over the caller's reference to it: the composite
+ * releases it when done. With advance_writer != 0 the composite's writer index moves past
+ * the new bytes (Netty's addComponent(true, buf)); otherwise they sit above the writer
+ * index as writable space. The capacity grows by the component's readable bytes. When this
+ * makes more than max_components, all of them are consolidated into one new buffer.
+ * Components may be any buffer: plain, a view, or another composite (nesting).
+ * Returns 0; on failure nothing changes and the reference stays the caller's:
+ * BP_EINVAL (NULL, not a composite, the composite itself or a buffer that contains it),
+ * BP_EFREED (either released), BP_ECAPACITY (past the composite's max capacity),
+ * BP_ENOMEM. */
+BP_API int bp_composite_add(bp_buf *composite, bp_buf *component, int advance_writer);
+
+/* Merges every component into one new buffer (one copy), releasing the old ones; indices
+ * and contents are unchanged. Returns 0 (also when there are 0 or 1 components: nothing to
+ * do); BP_EINVAL (NULL or not a composite), BP_EFREED, BP_ENOMEM (nothing changed). */
+BP_API int bp_composite_consolidate(bp_buf *composite);
+
+/* The number of components (>= 0); BP_EINVAL (NULL or not a composite), BP_EFREED. */
+BP_API long bp_composite_components(const bp_buf *composite);
+
+/* ---------------------------------------------------------------------------------------
+ * Scatter / gather
+ * ------------------------------------------------------------------------------------- */
+
+/* Describes [index, index + length) of b as memory blocks, for writev / sendmsg (Netty's
+ * nioBuffers): fills up to iovcnt entries of iov, in order, and returns how many blocks the
+ * range takes - more than iovcnt means iov was too small and only the first iovcnt were
+ * filled (iov may be NULL with iovcnt 0 to ask). A plain buffer or a view of one takes 1
+ * block (0 for an empty range); a composite one per component the range touches. The
+ * pointers are valid until the buffer grows, shrinks or is released. Indices unchanged.
+ * Errors: BP_EINVAL (NULL buffer, NULL iov with iovcnt > 0, iovcnt < 0), BP_EFREED,
+ * BP_ERANGE (outside the capacity). */
+BP_API int bp_iovec(const bp_buf *b, size_t index, size_t length, struct iovec *iov, int iovcnt);
+
+/* bp_iovec of the readable bytes. */
+BP_API int bp_readable_iovec(const bp_buf *b, struct iovec *iov, int iovcnt);
+
 /* Between buffers, as Netty moves indices:
  *   bp_write_buf(dst, src, n)  appends n of src's readable bytes to dst; both advance
  *                              (src's reader index, dst's writer index).
@@ -767,7 +827,8 @@ BP_API long bp_hex_dump(const bp_buf *b, char *out, size_t out_len);
 BP_API int bp_pretty_hex_dump(const bp_buf *b, FILE *out);
 
 /* One line describing the buffer, like Netty's toString:
- *   "PooledByteBuf(ridx: 0, widx: 4, cap: 256/2147483647)", "...(freed)".
+ *   "PooledByteBuf(ridx: 0, widx: 4, cap: 256/2147483647)", "...(freed)", and for a
+ *   composite "CompositeByteBuf(ridx: 0, widx: 9, cap: 9/2147483647, components: 2)".
  * Written like snprintf; returns the length needed, BP_EINVAL for NULL out with out_len > 0. */
 BP_API long bp_describe(const bp_buf *b, char *out, size_t out_len);
 
@@ -777,6 +838,7 @@ BP_API long bp_describe(const bp_buf *b, char *out, size_t out_len);
 
 /* Reads up to n bytes from fd into the writable space (growing the buffer first, as
  * bp_ensure_writable, if fewer than n bytes are writable) and advances the writer index.
+ * A composite is filled with one readv(2) across its components.
  * Returns the bytes read (> 0); 0 when the fd is non-blocking and has nothing now (EAGAIN);
  * BP_EOF at end of stream; BP_EIO with errno set on an error; BP_EINVAL (NULL, n == 0),
  * BP_EFREED, BP_ECAPACITY, BP_ENOMEM. EINTR is retried. Room made before the read stays
@@ -785,7 +847,9 @@ BP_API long bp_describe(const bp_buf *b, char *out, size_t out_len);
 BP_API long bp_read_fd(bp_buf *b, int fd, size_t n);
 
 /* Writes up to n readable bytes (all of them for n = SIZE_MAX) to fd and advances the
- * reader index by what was written, which may be less (a partial write). Returns the bytes
+ * reader index by what was written, which may be less (a partial write). A composite is
+ * written with one gathering sendmsg(2) / writev(2) of its components (up to 64 blocks a
+ * call; the rest waits for the next call, as a partial write). Returns the bytes
  * written; 0 when a non-blocking fd cannot take any now (EAGAIN) or nothing is readable;
  * BP_EIO with errno set on an error (EPIPE when a socket peer is gone: sockets are written
  * with MSG_NOSIGNAL; on a pipe, write(2) raises SIGPIPE unless the process ignores it);

@@ -22,7 +22,8 @@
 #include <stdatomic.h>
 
 /* Where a region came from. Unpooled (malloc'ed) regions are not counted by arenas. */
-enum { BP__KIND_SMALL, BP__KIND_NORMAL, BP__KIND_HUGE, BP__NKINDS, BP__KIND_MALLOC = BP__NKINDS };
+/* BP__KIND_NONE: no region at all (views and composites, which show other buffers' memory). */
+enum { BP__KIND_SMALL, BP__KIND_NORMAL, BP__KIND_HUGE, BP__NKINDS, BP__KIND_MALLOC = BP__NKINDS, BP__KIND_NONE };
 
 /* Memory handed out for one buffer. */
 typedef struct bp__region {

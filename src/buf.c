@@ -124,11 +124,15 @@ BP_INLINE void deallocate(bp_buf *b)
     else bp__buf_object_put(ts, a, b);
 }
 
-/* A view's count: plain views act on the root's, retained views on their own (the low 31
- * bits, with the view bit kept). */
-static int view_retain(bp_buf *b, uint32_t n, uint32_t count, const char *func)
+/* Whether an indirect buffer counts its own references (retained views and composites) or
+ * shares its count_owner's (plain views). */
+static bool owns_count(const bp_buf *b) { return b->root == NULL || b->view_retained; }
+
+/* An indirect buffer's count: plain views act on their owner's, retained views and
+ * composites on their own (the low 31 bits, with the indirect bit kept). */
+static int indirect_retain(bp_buf *b, uint32_t n, uint32_t count, const char *func)
 {
-    if (!b->view_retained) return bp_retain_n(b->count_owner, n);
+    if (!owns_count(b)) return bp_retain_n(b->count_owner, n);
     do {
         uint32_t own = count & BP__REFCNT_MASK;
         if (BP_UNLIKELY(own == 0))
@@ -140,9 +144,9 @@ static int view_retain(bp_buf *b, uint32_t n, uint32_t count, const char *func)
     return 0;
 }
 
-static int view_release(bp_buf *b, uint32_t n, uint32_t count, const char *func)
+static int indirect_release(bp_buf *b, uint32_t n, uint32_t count, const char *func)
 {
-    if (!b->view_retained) return bp_release_n(b->count_owner, n);
+    if (!owns_count(b)) return bp_release_n(b->count_owner, n);
     uint32_t own;
     do {
         own = count & BP__REFCNT_MASK;
@@ -151,14 +155,16 @@ static int view_release(bp_buf *b, uint32_t n, uint32_t count, const char *func)
     } while (!__atomic_compare_exchange_n(&b->head.refcnt, &count, own == n ? 0 : count - n, true,
                                           __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
     if (own != n) return 0;
-    /* The last reference to a retained view: its plain views die, its object goes back, and
-     * so does its hold on the root. */
+    /* The last reference to a retained view or a composite: its plain views die, a
+     * composite's components are released, its object goes back, and so does a view's hold
+     * on the root. */
     bp_buf *root = b->root;
     bp__thread_state *ts = bp__thread_state_get(b->allocator);
     if (b->views != NULL) release_views(ts, b);
+    if (b->composite != NULL) bp__composite_destroy(b);
     b->head.memory = NULL;
     bp__buf_object_put(ts, b->allocator, b);
-    bp_release_n(root, 1);
+    if (root != NULL) bp_release_n(root, 1);
     return 1;
 }
 
@@ -167,7 +173,7 @@ int bp_retain_n(bp_buf *b, uint32_t n)
     if (BP_UNLIKELY(b == NULL)) return bp__misuse(BP_EINVAL, __func__, "buffer is NULL");
     if (BP_UNLIKELY(n == 0)) return bp__misuse(BP_EINVAL, __func__, "increment is 0");
     uint32_t count = BP__REFCNT_LOAD(b, __ATOMIC_RELAXED);
-    if (BP_UNLIKELY(count & BP__REFCNT_VIEW)) return view_retain(b, n, count, __func__);
+    if (BP_UNLIKELY(count & BP__REFCNT_INDIRECT)) return indirect_retain(b, n, count, __func__);
     if (BP_UNLIKELY(b->leak != NULL) && count != 0) bp__leak_note(&b->allocator->leak, b->leak, "retain", NULL);
     do {
         if (BP_UNLIKELY(count == 0))
@@ -189,12 +195,12 @@ int bp_release_n(bp_buf *b, uint32_t n)
     uint32_t count = BP__REFCNT_LOAD(b, __ATOMIC_ACQUIRE);
     /* Sole owner: nobody else holds a reference that could change the count, so a plain
      * store will do (DPDK's trick; it saves a locked instruction per buffer). */
-    if (BP_LIKELY(count == n && !(count & BP__REFCNT_VIEW))) {
+    if (BP_LIKELY(count == n && !(count & BP__REFCNT_INDIRECT))) {
         BP__REFCNT_STORE(b, 0, __ATOMIC_RELAXED);
         deallocate(b);
         return 1;
     }
-    if (BP_UNLIKELY(count & BP__REFCNT_VIEW)) return view_release(b, n, count, __func__);
+    if (BP_UNLIKELY(count & BP__REFCNT_INDIRECT)) return indirect_release(b, n, count, __func__);
     if (BP_UNLIKELY(b->leak != NULL) && count > n) bp__leak_note(&b->allocator->leak, b->leak, "release", NULL);
     do {
         if (BP_UNLIKELY(count == 0))
@@ -217,8 +223,8 @@ int bp_refcnt(const bp_buf *b)
 {
     if (b == NULL) return bp__misuse(BP_EINVAL, __func__, "buffer is NULL");
     uint32_t count = bp__refcnt(b);
-    if (count & BP__REFCNT_VIEW)
-        return b->view_retained ? (int)(count & BP__REFCNT_MASK) : bp_refcnt(b->count_owner);
+    if (count & BP__REFCNT_INDIRECT)
+        return owns_count(b) ? (int)(count & BP__REFCNT_MASK) : bp_refcnt(b->count_owner);
     return (int)count;
 }
 
@@ -284,6 +290,7 @@ static int move_to_new_region(bp_buf *b, size_t new_capacity, size_t keep)
  * moving if that is enough, else to calculateNewCapacity in a new region. */
 static int grow_root(bp_buf *root, size_t writer, size_t n)
 {
+    if (root->composite != NULL) return bp__composite_grow(root, writer, n);
     size_t region_limit = root->region.length < root->head.max_capacity ? root->region.length : root->head.max_capacity;
     size_t fast_writable = region_limit - writer;
     size_t new_capacity = fast_writable >= n ? writer + fast_writable
@@ -321,40 +328,42 @@ int bp_ensure_writable(bp_buf *b, size_t n)
  * then the range.
  * ------------------------------------------------------------------------------------- */
 
-const uint8_t *bp__get_slow(const bp_buf *b, size_t index, size_t width, int out_is_null, const char *func, int *rc)
+int bp__get_slow(const bp_buf *b, size_t index, void *raw, size_t width, const char *func)
 {
-    *rc = bp__check_live(b, func);
-    if (*rc == 0 && out_is_null) *rc = bp__misuse(BP_EINVAL, func, "out is NULL");
-    if (*rc == 0) *rc = bp__check_index(b, index, width, func);
-    return *rc == 0 ? b->head.memory + index : NULL;
+    int rc = bp__check_live(b, func);
+    if (rc == 0 && raw == NULL) rc = bp__misuse(BP_EINVAL, func, "out is NULL");
+    if (rc == 0) rc = bp__check_index(b, index, width, func);
+    if (rc == 0) bp__bytes_out(b, index, raw, width);
+    return rc;
 }
 
-uint8_t *bp__set_slow(bp_buf *b, size_t index, size_t width, const char *func, int *rc)
+int bp__set_slow(bp_buf *b, size_t index, const void *raw, size_t width, const char *func)
 {
-    *rc = bp__check_live(b, func);
-    if (*rc == 0) *rc = bp__check_index(b, index, width, func);
-    return *rc == 0 ? b->head.memory + index : NULL;
+    int rc = bp__check_live(b, func);
+    if (rc == 0) rc = bp__check_index(b, index, width, func);
+    if (rc == 0) bp__bytes_in(b, index, raw, width);
+    return rc;
 }
 
-const uint8_t *bp__read_slow(bp_buf *b, size_t width, int out_is_null, const char *func, int *rc)
+int bp__read_slow(bp_buf *b, void *raw, size_t width, const char *func)
 {
-    *rc = bp__check_live(b, func);
-    if (*rc == 0 && out_is_null) *rc = bp__misuse(BP_EINVAL, func, "out is NULL");
-    if (*rc == 0) *rc = bp__check_readable(b, width, func);
-    if (*rc != 0) return NULL;
-    const uint8_t *p = b->head.memory + b->head.reader_index;
+    int rc = bp__check_live(b, func);
+    if (rc == 0 && raw == NULL) rc = bp__misuse(BP_EINVAL, func, "out is NULL");
+    if (rc == 0) rc = bp__check_readable(b, width, func);
+    if (rc != 0) return rc;
+    bp__bytes_out(b, b->head.reader_index, raw, width);
     b->head.reader_index += width;
-    return p;
+    return 0;
 }
 
-uint8_t *bp__write_slow(bp_buf *b, size_t width, const char *func, int *rc)
+int bp__write_slow(bp_buf *b, const void *raw, size_t width, const char *func)
 {
-    *rc = bp__check_live(b, func);
-    if (*rc == 0) *rc = bp__ensure_writable(b, width, func);
-    if (*rc != 0) return NULL;
-    uint8_t *p = b->head.memory + b->head.writer_index;
+    int rc = bp__check_live(b, func);
+    if (rc == 0) rc = bp__ensure_writable(b, width, func);
+    if (rc != 0) return rc;
+    bp__bytes_in(b, b->head.writer_index, raw, width);
     b->head.writer_index += width;
-    return p;
+    return 0;
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -368,7 +377,7 @@ int bp_get_bytes(const bp_buf *b, size_t index, void *dst, size_t n)
     if (BP_UNLIKELY(dst == NULL && n > 0)) return bp__misuse(BP_EINVAL, __func__, "dst is NULL");
     rc = bp__check_index(b, index, n, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    if (n > 0) memcpy(dst, b->head.memory + index, n);
+    bp__bytes_out(b, index, dst, n);
     return 0;
 }
 
@@ -379,7 +388,7 @@ int bp_set_bytes(bp_buf *b, size_t index, const void *src, size_t n)
     if (BP_UNLIKELY(src == NULL && n > 0)) return bp__misuse(BP_EINVAL, __func__, "src is NULL");
     rc = bp__check_index(b, index, n, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    if (n > 0) memmove(b->head.memory + index, src, n);
+    bp__bytes_in(b, index, src, n);
     return 0;
 }
 
@@ -390,7 +399,7 @@ int bp_read_bytes(bp_buf *b, void *dst, size_t n)
     if (BP_UNLIKELY(dst == NULL && n > 0)) return bp__misuse(BP_EINVAL, __func__, "dst is NULL");
     rc = bp__check_readable(b, n, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    if (n > 0) memcpy(dst, b->head.memory + b->head.reader_index, n);
+    bp__bytes_out(b, b->head.reader_index, dst, n);
     b->head.reader_index += n;
     return 0;
 }
@@ -402,7 +411,7 @@ int bp_write_bytes(bp_buf *b, const void *src, size_t n)
     if (BP_UNLIKELY(src == NULL && n > 0)) return bp__misuse(BP_EINVAL, __func__, "src is NULL");
     rc = bp__ensure_writable(b, n, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    if (n > 0) memmove(b->head.memory + b->head.writer_index, src, n);
+    bp__bytes_in(b, b->head.writer_index, src, n);
     b->head.writer_index += n;
     return 0;
 }
@@ -514,6 +523,7 @@ int bp_set_capacity(bp_buf *b, size_t capacity)
         rc = bp_set_capacity(b->root, capacity);
         return rc != 0 ? rc : bp__view_refresh(b, __func__);
     }
+    if (b->composite != NULL) return bp__composite_set_capacity(b, capacity);
     if (capacity > b->region.length) {
         rc = move_to_new_region(b, capacity, b->head.capacity);
         if (BP_UNLIKELY(rc != 0)) return rc;
@@ -542,7 +552,11 @@ static void discard(bp_buf *b)
 {
     size_t reader = b->head.reader_index, readable = b->head.writer_index - reader;
     if (reader == 0) return;
-    if (readable > 0) memmove(b->head.memory, b->head.memory + reader, readable);
+    if (b->composite != NULL) {
+        bp__composite_discard(b, false);
+        return;
+    }
+    bp__bytes_copy(b, 0, b, reader, readable);
     shift_marks_down(b, reader);
     b->head.reader_index = 0;
     b->head.writer_index = readable;
@@ -562,16 +576,19 @@ int bp_discard_some_read_bytes(bp_buf *b)
     if (BP_UNLIKELY(rc != 0)) return rc;
     size_t reader = b->head.reader_index;
     if (reader == 0) return 0;
-    if (reader == b->head.writer_index || reader >= b->head.capacity / 2) discard(b);
+    if (b->composite != NULL) bp__composite_discard(b, true);
+    else if (reader == b->head.writer_index || reader >= b->head.capacity / 2) discard(b);
     return 0;
 }
 
 void *bp_reserve(bp_buf *b, size_t n, int *err)
 {
     int rc = bp__check_live(b, __func__);
+    uint8_t *p = NULL;
     if (rc == 0) rc = bp__ensure_writable(b, n, __func__);
+    if (rc == 0) p = bp__contiguous(b) ? b->head.memory + b->head.writer_index : bp__scattered_reserve(b, n, __func__, &rc);
     if (err != NULL) *err = rc;
-    return rc == 0 ? b->head.memory + b->head.writer_index : NULL;
+    return p;
 }
 
 int bp_commit(bp_buf *b, size_t n)
@@ -592,12 +609,8 @@ int bp_commit(bp_buf *b, size_t n)
 int bp_get_bool(const bp_buf *b, size_t index, int *out)
 {
     uint8_t v = 0;
-    int rc;
-    if (BP_UNLIKELY(out == NULL)) {
-        bp__get_slow(b, index, 1, 1, __func__, &rc); /* reports the first problem */
-        return rc;
-    }
-    rc = bp_get_u8(b, index, &v);
+    if (BP_UNLIKELY(out == NULL)) return bp__get_slow(b, index, NULL, 1, __func__); /* reports the first problem */
+    int rc = bp_get_u8(b, index, &v);
     if (rc == 0) *out = v != 0;
     return rc;
 }
@@ -607,12 +620,8 @@ int bp_set_bool(bp_buf *b, size_t index, int value) { return bp_set_u8(b, index,
 int bp_read_bool(bp_buf *b, int *out)
 {
     uint8_t v = 0;
-    int rc;
-    if (BP_UNLIKELY(out == NULL)) {
-        bp__read_slow(b, 1, 1, __func__, &rc); /* reports the first problem */
-        return rc;
-    }
-    rc = bp_read_u8(b, &v);
+    if (BP_UNLIKELY(out == NULL)) return bp__read_slow(b, NULL, 1, __func__); /* reports the first problem */
+    int rc = bp_read_u8(b, &v);
     if (rc == 0) *out = v != 0;
     return rc;
 }
@@ -641,7 +650,9 @@ static int get_u24(const bp_buf *b, size_t index, uint32_t *out, bool big_endian
     if (BP_UNLIKELY(out == NULL)) return bp__misuse(BP_EINVAL, func, "out is NULL");
     rc = bp__check_index(b, index, 3, func);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    *out = load_u24(b->head.memory + index, big_endian);
+    uint8_t bytes[3];
+    bp__bytes_out(b, index, bytes, 3);
+    *out = load_u24(bytes, big_endian);
     return 0;
 }
 
@@ -651,7 +662,9 @@ static int set_u24(bp_buf *b, size_t index, uint32_t v, bool big_endian, const c
     if (BP_UNLIKELY(rc != 0)) return rc;
     rc = bp__check_index(b, index, 3, func);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    store_u24(b->head.memory + index, v, big_endian);
+    uint8_t bytes[3];
+    store_u24(bytes, v, big_endian);
+    bp__bytes_in(b, index, bytes, 3);
     return 0;
 }
 
@@ -662,7 +675,9 @@ static int read_u24(bp_buf *b, uint32_t *out, bool big_endian, const char *func)
     if (BP_UNLIKELY(out == NULL)) return bp__misuse(BP_EINVAL, func, "out is NULL");
     rc = bp__check_readable(b, 3, func);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    *out = load_u24(b->head.memory + b->head.reader_index, big_endian);
+    uint8_t bytes[3];
+    bp__bytes_out(b, b->head.reader_index, bytes, 3);
+    *out = load_u24(bytes, big_endian);
     b->head.reader_index += 3;
     return 0;
 }
@@ -673,7 +688,9 @@ static int write_u24(bp_buf *b, uint32_t v, bool big_endian, const char *func)
     if (BP_UNLIKELY(rc != 0)) return rc;
     rc = bp__ensure_writable(b, 3, func);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    store_u24(b->head.memory + b->head.writer_index, v, big_endian);
+    uint8_t bytes[3];
+    store_u24(bytes, v, big_endian);
+    bp__bytes_in(b, b->head.writer_index, bytes, 3);
     b->head.writer_index += 3;
     return 0;
 }
@@ -725,7 +742,7 @@ int bp_set_zero(bp_buf *b, size_t index, size_t n)
     if (BP_UNLIKELY(rc != 0)) return rc;
     rc = bp__check_index(b, index, n, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    if (n > 0) memset(b->head.memory + index, 0, n);
+    bp__bytes_fill(b, index, 0, n);
     return 0;
 }
 
@@ -735,7 +752,7 @@ int bp_write_zero(bp_buf *b, size_t n)
     if (BP_UNLIKELY(rc != 0)) return rc;
     rc = bp__ensure_writable(b, n, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    if (n > 0) memset(b->head.memory + b->head.writer_index, 0, n);
+    bp__bytes_fill(b, b->head.writer_index, 0, n);
     b->head.writer_index += n;
     return 0;
 }
@@ -753,7 +770,7 @@ static int transfer(bp_buf *dst, bp_buf *src, size_t n, const char *func)
     rc = bp__check_readable(src, n, func);
     if (rc == 0) rc = bp__ensure_writable(dst, n, func);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    if (n > 0) memcpy(dst->head.memory + dst->head.writer_index, src->head.memory + src->head.reader_index, n);
+    bp__bytes_copy(dst, dst->head.writer_index, src, src->head.reader_index, n);
     dst->head.writer_index += n;
     src->head.reader_index += n;
     return 0;
@@ -770,7 +787,7 @@ static int copy_between(bp_buf *dst, size_t dst_index, const bp_buf *src, size_t
     if (rc == 0) rc = bp__check_index(src, src_index, n, func);
     if (rc == 0) rc = bp__check_index(dst, dst_index, n, func);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    if (n > 0) memmove(dst->head.memory + dst_index, src->head.memory + src_index, n);
+    bp__bytes_copy(dst, dst_index, src, src_index, n);
     return 0;
 }
 
@@ -794,7 +811,7 @@ static bool view_resolve(bp_buf *v)
     bp_buf *root = v->root;
     if (bp__refcnt(root) == 0) return false;
     size_t root_capacity = root->head.capacity;
-    v->head.memory = root->head.memory + v->view_offset;
+    v->head.memory = root->composite == NULL ? root->head.memory + v->view_offset : NULL;
     if (v->view_length == SIZE_MAX) {
         v->head.capacity = root_capacity;
         v->head.max_capacity = root->head.max_capacity;
@@ -818,7 +835,7 @@ void bp__view_sync(const bp_buf *b)
 {
     bp_buf *v = (bp_buf *)b; /* the head is a cache of the root */
     uint32_t count = bp__refcnt(v);
-    if ((count & BP__REFCNT_VIEW) && (count & BP__REFCNT_MASK) != 0 && v->root != NULL) view_resolve(v);
+    if ((count & BP__REFCNT_INDIRECT) && (count & BP__REFCNT_MASK) != 0 && v->root != NULL) view_resolve(v);
 }
 
 
@@ -826,8 +843,9 @@ void *bp__data_slow(bp_buf *b, size_t index)
 {
     if (b == NULL) return NULL;
     uint32_t count = bp__refcnt(b);
-    if (!(count & BP__REFCNT_VIEW) || (count & BP__REFCNT_MASK) == 0 || !view_resolve(b)) return NULL;
-    return index <= b->head.capacity ? b->head.memory + index : NULL;
+    if (!(count & BP__REFCNT_INDIRECT) || (count & BP__REFCNT_MASK) == 0 || b->root == NULL || !view_resolve(b))
+        return NULL; /* NULL, released, a composite, or a view whose root is gone */
+    return index <= b->head.capacity && b->head.memory != NULL ? b->head.memory + index : NULL;
 }
 
 /* A view of [index, index + length) of b (length SIZE_MAX: a duplicate of all of b). */
@@ -858,7 +876,7 @@ static bp_buf *make_view(bp_buf *b, size_t index, size_t length, bool retained, 
     v->next_free = NULL;
     v->view_retained = retained;
     memset(&v->region, 0, sizeof v->region);
-    v->region.kind = BP__KIND_MALLOC; /* no region: never given back */
+    v->region.kind = BP__KIND_NONE;
     if (duplicate) {
         v->view_offset = base;
         v->view_length = b->root != NULL ? b->view_length : SIZE_MAX; /* a duplicate of a slice is that slice */
@@ -876,7 +894,7 @@ static bp_buf *make_view(bp_buf *b, size_t index, size_t length, bool retained, 
     }
     v->marked_reader_index = v->head.reader_index;
     v->marked_writer_index = v->head.writer_index;
-    BP__REFCNT_STORE(v, BP__REFCNT_VIEW | 1u, __ATOMIC_RELAXED);
+    BP__REFCNT_STORE(v, BP__REFCNT_INDIRECT | 1u, __ATOMIC_RELAXED);
     view_resolve(v);
     if (!retained) { /* plain views share a count and die with its owner */
         bp_buf *owner = b->root != NULL && b->view_retained ? b : (b->root != NULL ? b->count_owner : b);
@@ -921,7 +939,7 @@ bp_buf *bp_copy(const bp_buf *b, size_t index, size_t length, int *err)
         copy = bp_alloc_ex(b->allocator, length, max, &rc);
     }
     if (copy != NULL) {
-        if (length > 0) memcpy(copy->head.memory, b->head.memory + index, length);
+        bp__bytes_out(b, index, copy->head.memory, length);
         copy->head.writer_index = length;
     }
     if (err != NULL) *err = rc;

@@ -7,12 +7,16 @@
  * - While alive (refcnt > 0): capacity <= region.length and memory == region.memory.
  * - refcnt == 0 means released: the object sits in a recycler (next_free links it) and no
  *   API call touches memory through it.
- * - A view (slice or duplicate) has BP__REFCNT_VIEW set in refcnt and `root` set: its head
+ * - A view (slice or duplicate) has BP__REFCNT_INDIRECT set in refcnt and `root` set: its head
  *   caches root memory + view_offset and its capacity, refreshed by every slow-path access
  *   (bp__check_live), so it follows the root when that grows, moves or shrinks. A plain view
  *   keeps refcnt VIEW|1, shares its count_owner's count, is listed in count_owner->views and
  *   dies with it (refcnt 0); a retained view counts its own references and holds one on the
  *   root. Views have no region.
+ * - A composite has BP__REFCNT_INDIRECT set, `composite` set and `root` NULL: it counts its
+ *   own references, owns one reference on each component, and has no memory of its own
+ *   (head.memory NULL); a view of a composite has none either. Every byte of those two kinds
+ *   moves through bp__walk. Objects in a recycler always have `composite` NULL.
  */
 #ifndef BP_BUF_H
 #define BP_BUF_H
@@ -21,8 +25,9 @@
 #include "common.h"
 
 /* The reference count is a plain uint32_t shared with the inline code in bytepool.h, so
- * it is only ever touched through these. */
-#define BP__REFCNT_VIEW 0x80000000u
+ * it is only ever touched through these. The top bit marks the buffers whose every access
+ * goes through the library (views and composites: "indirect"). */
+#define BP__REFCNT_INDIRECT 0x80000000u
 #define BP__REFCNT_MASK 0x7fffffffu
 #define BP__REFCNT_LOAD(b, order) __atomic_load_n(&(b)->head.refcnt, order)
 #define BP__REFCNT_STORE(b, v, order) __atomic_store_n(&(b)->head.refcnt, v, order)
@@ -45,6 +50,7 @@ struct bp_buf {
     bp_allocator *allocator;
     struct bp__thread_state *owner; /* the thread state that allocated it (pooled) */
     bp_buf *next_free;        /* recycler or remote-stack link while released */
+    struct bp__composite *composite; /* composites: their components; NULL otherwise */
 };
 
 /* ---- Checks shared by every operation: each reports the problem and returns its code. */
@@ -54,10 +60,13 @@ BP_INLINE uint32_t bp__refcnt(const bp_buf *b)
     return BP__REFCNT_LOAD(b, __ATOMIC_ACQUIRE);
 }
 
-/* 0 when b is a live buffer; otherwise reports and returns the error. */
 /* Re-reads a view's memory and capacity from its root; reports and returns BP_EFREED if the
  * root is gone. */
 int bp__view_refresh(bp_buf *b, const char *func);
+
+/* A live indirect buffer: refreshes a view, and checks that every component a composite (or
+ * the composite under a view) reaches is still there. 0 or the reported error. */
+int bp__indirect_check(bp_buf *b, const char *func);
 
 /* 0 when b is a live buffer (a view is refreshed on the way); otherwise reports and returns
  * the error. */
@@ -67,7 +76,7 @@ BP_INLINE int bp__check_live(const bp_buf *b, const char *func)
     uint32_t count = bp__refcnt(b);
     if (BP_UNLIKELY(count == 0))
         return bp__misuse(BP_EFREED, func, "buffer %p already released (refCnt: 0)", (const void *)b);
-    if (BP_UNLIKELY(count & BP__REFCNT_VIEW)) return bp__view_refresh((bp_buf *)b, func);
+    if (BP_UNLIKELY(count & BP__REFCNT_INDIRECT)) return bp__indirect_check((bp_buf *)b, func);
     return 0;
 }
 
@@ -87,6 +96,87 @@ BP_INLINE int bp__check_readable(const bp_buf *b, size_t n, const char *func)
                           n, b->head.writer_index - b->head.reader_index, b->head.reader_index, b->head.writer_index);
     return 0;
 }
+
+/* ---- Moving bytes. All of these take a range the caller has checked; the inline halves
+ * serve buffers with contiguous memory (plain buffers and views of them), the rest walk. */
+
+/* Whether b's bytes are one block at head.memory (not a composite or a view of one). */
+BP_INLINE bool bp__contiguous(const bp_buf *b)
+{
+    return b->composite == NULL && (b->root == NULL || b->root->composite == NULL);
+}
+
+/* Called with each contiguous segment of a range in turn: p, its length, and the index in
+ * the walked buffer of p[0]. A non-zero return stops the walk and is returned by it. */
+typedef int (*bp__segment_fn)(uint8_t *p, size_t n, size_t index, void *ctx);
+
+/* Visits the segments of [index, index + n) of b, first to last (or last to first). */
+int bp__walk(const bp_buf *b, size_t index, size_t n, bool descending, bp__segment_fn fn, void *ctx);
+
+void bp__scattered_out(const bp_buf *b, size_t index, void *dst, size_t n);
+void bp__scattered_in(bp_buf *b, size_t index, const void *src, size_t n);
+void bp__scattered_fill(bp_buf *b, size_t index, uint8_t byte, size_t n);
+
+/* [index, index + n) of b to dst. */
+BP_INLINE void bp__bytes_out(const bp_buf *b, size_t index, void *dst, size_t n)
+{
+    if (BP_LIKELY(bp__contiguous(b))) {
+        if (n > 0) memcpy(dst, b->head.memory + index, n);
+    } else {
+        bp__scattered_out(b, index, dst, n);
+    }
+}
+
+/* src to [index, index + n) of b; src may lie inside b's own memory. */
+BP_INLINE void bp__bytes_in(bp_buf *b, size_t index, const void *src, size_t n)
+{
+    if (BP_LIKELY(bp__contiguous(b))) {
+        if (n > 0) memmove(b->head.memory + index, src, n);
+    } else {
+        bp__scattered_in(b, index, src, n);
+    }
+}
+
+BP_INLINE void bp__bytes_fill(bp_buf *b, size_t index, uint8_t byte, size_t n)
+{
+    if (BP_LIKELY(bp__contiguous(b))) {
+        if (n > 0) memset(b->head.memory + index, byte, n);
+    } else {
+        bp__scattered_fill(b, index, byte, n);
+    }
+}
+
+/* n bytes from src at src_index to dst at dst_index; handles overlap when both are
+ * contiguous, and when dst == src with dst_index < src_index. */
+void bp__bytes_copy(bp_buf *dst, size_t dst_index, const bp_buf *src, size_t src_index, size_t n);
+
+/* ---- Composites (composite.c) */
+
+/* Releases every component and frees the component table (the last reference is gone). */
+void bp__composite_destroy(bp_buf *c);
+
+/* Grows a composite so that n bytes fit after `writer` (writer + n <= max capacity): a new
+ * component at the end. */
+int bp__composite_grow(bp_buf *c, size_t writer, size_t n);
+
+/* Sets a composite's capacity: a new component to grow, components cut or dropped at the
+ * end to shrink. */
+int bp__composite_set_capacity(bp_buf *c, size_t capacity);
+
+/* discardReadBytes of a composite: drops the components (and the part of one) before the
+ * reader index; nothing moves, the capacity shrinks. `whole_only`: only components read to
+ * their end (discardSomeReadBytes). */
+void bp__composite_discard(bp_buf *c, bool whole_only);
+
+/* bp_reserve of a composite or a view of one (n writable bytes there already): where n
+ * bytes at the writer index can be written in one piece. A composite is rearranged when
+ * they are not (its writable tail replaced by one fresh component); a view fails. */
+uint8_t *bp__scattered_reserve(bp_buf *b, size_t n, const char *func, int *rc);
+
+/* The blocks of [index, index + length) of b into iov (up to iovcnt); returns how many. */
+int bp__iovec(const bp_buf *b, size_t index, size_t length, struct iovec *iov, int iovcnt);
+
+size_t bp__composite_count(const bp_buf *c);
 
 /* Grows b so that n more bytes fit after the writer index (slow half of ensure_writable). */
 int bp__grow_for_write(bp_buf *b, size_t n, const char *func);

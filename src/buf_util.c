@@ -9,35 +9,55 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 /* ---------------------------------------------------------------------------------------
  * Search and compare
  * ------------------------------------------------------------------------------------- */
 
+typedef struct search_ctx {
+    uint8_t value;
+    size_t found;
+} search_ctx;
+
+static int find_forward(uint8_t *p, size_t n, size_t index, void *ctx)
+{
+    search_ctx *c = ctx;
+    const uint8_t *hit = memchr(p, c->value, n);
+    if (hit == NULL) return 0;
+    c->found = index + (size_t)(hit - p);
+    return 1;
+}
+
+static int find_backward(uint8_t *p, size_t n, size_t index, void *ctx)
+{
+    search_ctx *c = ctx;
+    for (size_t i = n; i > 0; i--) {
+        if (p[i - 1] == c->value) {
+            c->found = index + i - 1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int bp_index_of(const bp_buf *b, size_t from, size_t to, uint8_t value, size_t *index)
 {
     int rc = bp__check_live(b, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
     if (BP_UNLIKELY(index == NULL)) return bp__misuse(BP_EINVAL, __func__, "index is NULL");
-    const uint8_t *m = b->head.memory;
     size_t capacity = b->head.capacity;
+    search_ctx c = {value, 0};
     if (from <= to) {
         if (to > capacity) to = capacity;
-        if (from >= to) return 0;
-        const uint8_t *hit = memchr(m + from, value, to - from);
-        if (hit == NULL) return 0;
-        *index = (size_t)(hit - m);
-        return 1;
+        if (from >= to || !bp__walk(b, from, to - from, false, find_forward, &c)) return 0;
+    } else {
+        if (from > capacity) from = capacity; /* backward: from - 1 down to `to` */
+        if (from <= to || !bp__walk(b, to, from - to, true, find_backward, &c)) return 0;
     }
-    if (from > capacity) from = capacity; /* backward: from - 1 down to `to` */
-    for (size_t i = from; i > to; i--) {
-        if (m[i - 1] == value) {
-            *index = i - 1;
-            return 1;
-        }
-    }
-    return 0;
+    *index = c.found;
+    return 1;
 }
 
 int bp_bytes_before(const bp_buf *b, uint8_t value, size_t *count)
@@ -51,6 +71,26 @@ int bp_bytes_before(const bp_buf *b, uint8_t value, size_t *count)
     return rc;
 }
 
+typedef struct each_ctx {
+    bp_byte_fn fn;
+    void *ctx;
+    bool descending;
+    size_t stopped_at;
+} each_ctx;
+
+static int each_byte(uint8_t *p, size_t n, size_t index, void *ctx)
+{
+    each_ctx *c = ctx;
+    for (size_t k = 0; k < n; k++) {
+        size_t i = c->descending ? n - 1 - k : k;
+        if (!c->fn(p[i], c->ctx)) {
+            c->stopped_at = index + i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int for_each(const bp_buf *b, size_t index, size_t length, bp_byte_fn fn, void *ctx, size_t *stopped_at,
                     bool descending, const char *func)
 {
@@ -59,14 +99,10 @@ static int for_each(const bp_buf *b, size_t index, size_t length, bp_byte_fn fn,
     if (BP_UNLIKELY(fn == NULL)) return bp__misuse(BP_EINVAL, func, "callback is NULL");
     rc = bp__check_index(b, index, length, func);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    for (size_t k = 0; k < length; k++) {
-        size_t i = descending ? index + length - 1 - k : index + k;
-        if (!fn(b->head.memory[i], ctx)) {
-            if (stopped_at != NULL) *stopped_at = i;
-            return 1;
-        }
-    }
-    return 0;
+    each_ctx c = {fn, ctx, descending, 0};
+    if (!bp__walk(b, index, length, descending, each_byte, &c)) return 0;
+    if (stopped_at != NULL) *stopped_at = c.stopped_at;
+    return 1;
 }
 
 int bp_for_each_byte(const bp_buf *b, size_t index, size_t length, bp_byte_fn fn, void *ctx, size_t *stopped_at)
@@ -80,6 +116,29 @@ int bp_for_each_byte_desc(const bp_buf *b, size_t index, size_t length, bp_byte_
     return for_each(b, index, length, fn, ctx, stopped_at, true, __func__);
 }
 
+/* Compares x's segments with the bytes of y they line up with, a chunk at a time. */
+typedef struct compare_ctx {
+    const bp_buf *y;
+    size_t y_minus_x; /* y's reader index - x's, modulo 2^N */
+    int result;
+} compare_ctx;
+
+static int compare_segment(uint8_t *p, size_t n, size_t index, void *ctx)
+{
+    compare_ctx *c = ctx;
+    uint8_t chunk[256];
+    for (size_t done = 0; done < n; done += sizeof chunk) {
+        size_t len = n - done < sizeof chunk ? n - done : sizeof chunk;
+        bp__bytes_out(c->y, index + done + c->y_minus_x, chunk, len);
+        int r = memcmp(p + done, chunk, len);
+        if (r != 0) {
+            c->result = r < 0 ? -1 : 1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int bp_compare(const bp_buf *x, const bp_buf *y, int *result)
 {
     int rc = bp__check_live(x, __func__);
@@ -88,8 +147,9 @@ int bp_compare(const bp_buf *x, const bp_buf *y, int *result)
     if (BP_UNLIKELY(result == NULL)) return bp__misuse(BP_EINVAL, __func__, "result is NULL");
     size_t nx = x->head.writer_index - x->head.reader_index, ny = y->head.writer_index - y->head.reader_index;
     size_t common = nx < ny ? nx : ny;
-    int c = common ? memcmp(x->head.memory + x->head.reader_index, y->head.memory + y->head.reader_index, common) : 0;
-    *result = c != 0 ? (c < 0 ? -1 : 1) : (nx < ny ? -1 : nx > ny ? 1 : 0);
+    compare_ctx c = {y, y->head.reader_index - x->head.reader_index, 0};
+    bp__walk(x, x->head.reader_index, common, false, compare_segment, &c);
+    *result = c.result != 0 ? c.result : (nx < ny ? -1 : nx > ny ? 1 : 0);
     return 0;
 }
 
@@ -111,13 +171,18 @@ long bp_hex_dump(const bp_buf *b, char *out, size_t out_len)
     if (BP_UNLIKELY(out == NULL && out_len > 0)) return bp__misuse(BP_EINVAL, __func__, "out is NULL");
     static const char digits[] = "0123456789abcdef";
     size_t n = b->head.writer_index - b->head.reader_index;
-    const uint8_t *p = b->head.memory + b->head.reader_index;
-    size_t written = 0;
-    for (size_t i = 0; i < n && written + 2 < out_len; i++) {
-        out[written++] = digits[p[i] >> 4];
-        out[written++] = digits[p[i] & 15];
+    size_t fits = out_len > 0 ? (out_len - 1) / 2 : 0; /* whole bytes that fit before the NUL */
+    if (fits > n) fits = n;
+    uint8_t chunk[256];
+    for (size_t done = 0; done < fits; done += sizeof chunk) {
+        size_t len = fits - done < sizeof chunk ? fits - done : sizeof chunk;
+        bp__bytes_out(b, b->head.reader_index + done, chunk, len);
+        for (size_t i = 0; i < len; i++) {
+            out[2 * (done + i)] = digits[chunk[i] >> 4];
+            out[2 * (done + i) + 1] = digits[chunk[i] & 15];
+        }
     }
-    if (out_len > 0) out[written] = '\0';
+    if (out_len > 0) out[2 * fits] = '\0';
     return (long)(2 * n);
 }
 
@@ -127,20 +192,21 @@ int bp_pretty_hex_dump(const bp_buf *b, FILE *out)
     if (BP_UNLIKELY(rc != 0)) return rc;
     if (BP_UNLIKELY(out == NULL)) return bp__misuse(BP_EINVAL, __func__, "out is NULL");
     size_t n = b->head.writer_index - b->head.reader_index;
-    const uint8_t *p = b->head.memory + b->head.reader_index;
     fputs("         +-------------------------------------------------+\n"
           "         |  0  1  2  3  4  5  6  7  8  9  a  b  c  d  e  f |\n"
           "+--------+-------------------------------------------------+----------------+\n",
           out);
     for (size_t row = 0; row < n; row += 16) {
+        uint8_t p[16];
+        size_t len = n - row < 16 ? n - row : 16;
+        bp__bytes_out(b, b->head.reader_index + row, p, len);
         fprintf(out, "|%08zx|", row);
-        for (size_t i = row; i < row + 16; i++) {
-            if (i < n) fprintf(out, " %02x", p[i]);
+        for (size_t i = 0; i < 16; i++) {
+            if (i < len) fprintf(out, " %02x", p[i]);
             else fputs("   ", out);
         }
         fputs(" |", out);
-        for (size_t i = row; i < row + 16; i++)
-            fputc(i < n ? (p[i] >= 0x20 && p[i] < 0x7f ? p[i] : '.') : ' ', out);
+        for (size_t i = 0; i < 16; i++) fputc(i < len ? (p[i] >= 0x20 && p[i] < 0x7f ? p[i] : '.') : ' ', out);
         fputs("|\n", out);
     }
     fputs("+--------+-------------------------------------------------+----------------+\n", out);
@@ -152,11 +218,16 @@ long bp_describe(const bp_buf *b, char *out, size_t out_len)
     if (BP_UNLIKELY(out == NULL && out_len > 0)) return bp__misuse(BP_EINVAL, __func__, "out is NULL");
     if (b == NULL) return snprintf(out, out_len, "NULL");
     uint32_t count = bp__refcnt(b);
-    const char *kind = b->root != NULL ? (b->view_length == SIZE_MAX ? "DuplicatedByteBuf" : "SlicedByteBuf")
+    const char *kind = b->root != NULL             ? (b->view_length == SIZE_MAX ? "DuplicatedByteBuf" : "SlicedByteBuf")
+                       : b->region.kind == BP__KIND_NONE ? "CompositeByteBuf" /* also once released */
                        : b->region.kind == BP__KIND_MALLOC ? "UnpooledByteBuf"
                                                            : "PooledByteBuf";
     if (count == 0) return snprintf(out, out_len, "%s(freed)", kind);
-    if (count & BP__REFCNT_VIEW) bp__view_sync(b);
+    if (count & BP__REFCNT_INDIRECT) bp__view_sync(b);
+    if (b->composite != NULL)
+        return snprintf(out, out_len, "%s(ridx: %zu, widx: %zu, cap: %zu/%zu, components: %zu)", kind,
+                        b->head.reader_index, b->head.writer_index, b->head.capacity, b->head.max_capacity,
+                        bp__composite_count(b));
     return snprintf(out, out_len, "%s(ridx: %zu, widx: %zu, cap: %zu/%zu)", kind, b->head.reader_index,
                     b->head.writer_index, b->head.capacity, b->head.max_capacity);
 }
@@ -164,6 +235,9 @@ long bp_describe(const bp_buf *b, char *out, size_t out_len)
 /* ---------------------------------------------------------------------------------------
  * File descriptors
  * ------------------------------------------------------------------------------------- */
+
+/* The most blocks one readv / sendmsg call takes; more wait for the next call. */
+#define FD_IOV_MAX 64
 
 long bp_read_fd(bp_buf *b, int fd, size_t n)
 {
@@ -173,9 +247,17 @@ long bp_read_fd(bp_buf *b, int fd, size_t n)
     rc = bp__ensure_writable(b, n, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
     ssize_t got;
-    do {
-        got = read(fd, b->head.memory + b->head.writer_index, n);
-    } while (got < 0 && errno == EINTR);
+    if (bp__contiguous(b)) {
+        do {
+            got = read(fd, b->head.memory + b->head.writer_index, n);
+        } while (got < 0 && errno == EINTR);
+    } else {
+        struct iovec iov[FD_IOV_MAX];
+        int blocks = bp__iovec(b, b->head.writer_index, n, iov, FD_IOV_MAX);
+        do {
+            got = readv(fd, iov, blocks < FD_IOV_MAX ? blocks : FD_IOV_MAX);
+        } while (got < 0 && errno == EINTR);
+    }
     if (got < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : BP_EIO;
     if (got == 0) return BP_EOF;
     b->head.writer_index += (size_t)got;
@@ -189,13 +271,18 @@ long bp_write_fd(bp_buf *b, int fd, size_t n)
     size_t readable = b->head.writer_index - b->head.reader_index;
     if (n > readable) n = readable;
     if (n == 0) return 0;
-    const uint8_t *p = b->head.memory + b->head.reader_index;
+    struct iovec iov[FD_IOV_MAX];
+    int blocks = 1;
+    if (bp__contiguous(b)) iov[0] = (struct iovec){b->head.memory + b->head.reader_index, n};
+    else blocks = bp__iovec(b, b->head.reader_index, n, iov, FD_IOV_MAX);
+    if (blocks > FD_IOV_MAX) blocks = FD_IOV_MAX;
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)blocks};
     ssize_t put;
-    /* send() with MSG_NOSIGNAL: a peer that went away is an error, not a SIGPIPE that ends
-     * the process. Not a socket: plain write(). */
+    /* sendmsg() with MSG_NOSIGNAL: a peer that went away is an error, not a SIGPIPE that
+     * ends the process. Not a socket: plain writev(). */
     do {
-        put = send(fd, p, n, MSG_NOSIGNAL);
-        if (put < 0 && errno == ENOTSOCK) put = write(fd, p, n);
+        put = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        if (put < 0 && errno == ENOTSOCK) put = writev(fd, iov, blocks);
     } while (put < 0 && errno == EINTR);
     if (put < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : BP_EIO;
     b->head.reader_index += (size_t)put;

@@ -1,7 +1,8 @@
 /*
  * Fuzzing the public API: the input is a program of operations on a few buffer handles -
- * allocations of every size category, typed and bulk reads and writes, index moves,
- * growth, slices, retains and releases, including misuse (a release too many, indices out
+ * allocations of every size category, composites built of parts (added, grown,
+ * consolidated, gathered), typed and bulk reads and writes, index moves, growth, slices,
+ * retains and releases, including misuse (a release too many, indices out
  * of range, operations on a released buffer right after its release). A shadow copy of
  * every root buffer's bytes checks contents; every step checks the index invariant and that
  * a failing call changed nothing.
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #define SLOTS 8
 #define SHADOW_MAX (1u << 20) /* contents are checked for buffers up to this size */
@@ -27,10 +29,12 @@ typedef struct slot {
     uint8_t *shadow;    /* roots: expected bytes of [0, capacity); NULL = not checked */
     size_t shadow_cap;
     int views;          /* views made of this root: its contents are no longer checked */
+    bool composite;
 } slot;
 
 static bp_allocator *allocator;
 static slot slots[SLOTS];
+static unsigned long parts_added, gathers_checked; /* reported by the replay */
 
 #define CHECK(cond)                                                                        \
     do {                                                                                   \
@@ -106,11 +110,80 @@ static void op_alloc(input *in, slot *s)
     if (cap <= SHADOW_MAX) {
         s->shadow = calloc(1, cap ? cap : 1);
         s->shadow_cap = cap;
-        if (cap) memset(bp_data(b, 0), 0, cap); /* a known start */
+        CHECK(bp_set_zero(b, 0, cap) == 0); /* a known start */
     }
 }
 
 static bool checked(const slot *s) { return s->shadow != NULL && s->views == 0 && s->root == NULL; }
+
+/* A part for a composite: up to 199 bytes of input, some of them already read. */
+static bp_buf *make_part(input *in)
+{
+    size_t n = take(in, 1) % 200, skip = n ? take(in, 1) % (n + 1) / 4 : 0;
+    bp_buf *part = bp_alloc(allocator, n);
+    CHECK(part != NULL);
+    for (size_t i = 0; i < n; i++) CHECK(bp_write_u8(part, (uint8_t)take(in, 1)) == 0);
+    CHECK(bp_skip_bytes(part, skip) == 0);
+    return part;
+}
+
+/* Adds a part to a composite slot (or makes a slot a new composite); the shadow grows by
+ * the part's readable bytes, which the composite shows from its old capacity on. */
+static void op_compose(input *in, slot *s)
+{
+    if (s->b == NULL) {
+        int err = 0;
+        s->b = bp_composite(allocator, 1 + take(in, 1) % 6, &err);
+        CHECK(s->b != NULL && err == 0);
+        s->composite = true;
+        s->shadow = calloc(1, 1);
+        s->shadow_cap = 0;
+        return;
+    }
+    if (!s->composite) return;
+    if (take(in, 1) % 5 == 0) {
+        long before = bp_composite_components(s->b);
+        CHECK(bp_composite_consolidate(s->b) == 0);
+        CHECK(bp_composite_components(s->b) == (before > 1 ? 1 : before));
+        return;
+    }
+    bp_buf *part = make_part(in);
+    size_t len = bp_readable_bytes(part), cap = bp_capacity(s->b), w = bp_writer_index(s->b);
+    uint8_t bytes[200];
+    CHECK(bp_get_bytes(part, bp_reader_index(part), bytes, len) == 0);
+    bool advance = take(in, 1) % 2;
+    int rc = bp_composite_add(s->b, part, advance);
+    if (rc != 0) { /* nothing changed, and the part is still ours */
+        CHECK(bp_capacity(s->b) == cap && bp_writer_index(s->b) == w);
+        CHECK(bp_release(part) == 1);
+        return;
+    }
+    CHECK(bp_capacity(s->b) == cap + len && bp_writer_index(s->b) == (advance ? w + len : w));
+    parts_added++;
+    if (checked(s)) {
+        uint8_t *grown = realloc(s->shadow, cap + len + 1);
+        CHECK(grown != NULL);
+        memcpy(grown + cap, bytes, len);
+        s->shadow = grown;
+        s->shadow_cap = cap + len;
+    }
+}
+
+/* The readable bytes as iovec blocks, concatenated, are the readable bytes. */
+static void check_gather(slot *s)
+{
+    struct iovec iov[64];
+    int blocks = bp_readable_iovec(s->b, iov, 64);
+    CHECK(blocks >= 0);
+    if (blocks > 64 || !checked(s)) return;
+    size_t at = bp_reader_index(s->b);
+    for (int i = 0; i < blocks; i++) {
+        CHECK(iov[i].iov_len > 0 && memcmp(iov[i].iov_base, s->shadow + at, iov[i].iov_len) == 0);
+        at += iov[i].iov_len;
+    }
+    CHECK(at == bp_writer_index(s->b));
+    gathers_checked++;
+}
 
 /* Keeps the shadow as large as the capacity after growth. */
 static void follow_growth(slot *s)
@@ -128,7 +201,7 @@ static void follow_growth(slot *s)
     if (cap > s->shadow_cap) {
         /* Bytes past the old capacity are unspecified: make them known. */
         memset(grown + s->shadow_cap, 0, cap - s->shadow_cap);
-        memset((uint8_t *)bp_data(s->b, 0) + s->shadow_cap, 0, cap - s->shadow_cap);
+        CHECK(bp_set_zero(s->b, s->shadow_cap, cap - s->shadow_cap) == 0);
     }
     s->shadow = grown;
     s->shadow_cap = cap;
@@ -291,8 +364,10 @@ static void run(const uint8_t *data, size_t size)
     memset(slots, 0, sizeof slots);
     while (in.at < in.size) {
         slot *s = &slots[take(&in, 1) % SLOTS];
-        switch (take(&in, 1) % 9) {
+        switch (take(&in, 1) % 11) {
         case 0: case 1: op_alloc(&in, s); break;
+        case 9: op_compose(&in, s); break;
+        case 10: if (s->b != NULL) check_gather(s); break;
         case 2: op_write(&in, s); break;
         case 3: op_read(&in, s); break;
         case 4: op_get_set(&in, s); break;
@@ -342,7 +417,8 @@ int main(int argc, char **argv)
         }
         run(data, size);
     }
-    printf("fuzz_api: %d inputs replayed\n", inputs);
+    printf("fuzz_api: %d inputs replayed (%lu composite parts added, %lu gathers checked)\n", inputs, parts_added,
+           gathers_checked);
     printf("%d passed, 0 failed\n", inputs);
     return 0;
 }

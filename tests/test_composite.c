@@ -1,0 +1,723 @@
+/* Composite buffers: components added without copying, typed and bulk access across their
+ * boundaries, growth, consolidation, nesting, views, discard, gathering (iovec, readv /
+ * writev) and every misuse, against the pooled and the unpooled allocator. */
+#include "test_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+
+static int teardown(void **state)
+{
+    misuse_capture_stop();
+    bp_allocator_stats s;
+    bp_allocator_get_stats(*state, &s, sizeof s);
+    assert_int_equal(s.active_buffers, 0); /* every component went back with its composite */
+    assert_int_equal(s.active_bytes, 0);
+    bp_allocator_destroy(*state);
+    return 0;
+}
+
+static bp_buf *composite_of(bp_allocator *a, size_t max_components, const char *const *parts)
+{
+    int err = 1;
+    bp_buf *c = bp_composite(a, max_components, &err);
+    assert_non_null(c);
+    assert_int_equal(err, 0);
+    for (; *parts != NULL; parts++) assert_int_equal(bp_composite_add(c, buf_with_text(a, 16, *parts), 1), 0);
+    return c;
+}
+
+static void expect_n(bp_buf *b, size_t index, const char *bytes, size_t n)
+{
+    char got[256] = {0};
+    assert_true(n < sizeof got);
+    assert_int_equal(bp_get_bytes(b, index, got, n), 0);
+    assert_memory_equal(got, bytes, n);
+}
+
+static void expect_bytes(bp_buf *b, size_t index, const char *text) { expect_n(b, index, text, strlen(text)); }
+
+static void test_new_composite_is_empty(void **state)
+{
+    int err = 1;
+    bp_buf *c = bp_composite(*state, BP_DEFAULT_MAX_COMPONENTS, &err);
+    assert_non_null(c);
+    assert_int_equal(err, 0);
+    assert_int_equal(bp_capacity(c), 0);
+    assert_int_equal(bp_max_capacity(c), BP_DEFAULT_MAX_CAPACITY);
+    assert_int_equal(bp_readable_bytes(c), 0);
+    assert_int_equal(bp_refcnt(c), 1);
+    assert_int_equal(bp_composite_components(c), 0);
+    assert_null(bp_data(c, 0)); /* no memory of its own */
+    char line[128];
+    bp_describe(c, line, sizeof line);
+    assert_string_equal(line, "CompositeByteBuf(ridx: 0, widx: 0, cap: 0/2147483647, components: 0)");
+    assert_int_equal(bp_release(c), 1);
+    bp_describe(c, line, sizeof line);
+    assert_string_equal(line, "CompositeByteBuf(freed)");
+}
+
+static void test_add_takes_readable_bytes_without_copying(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *c = bp_composite(a, BP_DEFAULT_MAX_COMPONENTS, NULL);
+    bp_buf *first = buf_with_text(a, 16, "xxHello, ");
+    assert_int_equal(bp_skip_bytes(first, 2), 0); /* only the readable bytes count */
+    bp_buf *second = buf_with_text(a, 16, "world");
+    bp_retain(second); /* keep a handle to look at the shared memory */
+    assert_int_equal(bp_composite_add(c, first, 1), 0);
+    assert_int_equal(bp_composite_add(c, second, 1), 0);
+    assert_int_equal(bp_composite_components(c), 2);
+    assert_int_equal(bp_capacity(c), 12);
+    assert_int_equal(bp_writer_index(c), 12);
+    assert_int_equal(bp_readable_bytes(c), 12);
+    expect_bytes(c, 0, "Hello, world");
+    /* Zero-copy: a write through the composite lands in the component's memory. */
+    assert_int_equal(bp_set_u8(c, 7, 'W'), 0);
+    assert_int_equal(((uint8_t *)bp_data(second, 0))[0], 'W');
+    assert_int_equal(bp_refcnt(second), 2);
+    assert_int_equal(bp_release(c), 1);
+    assert_int_equal(bp_refcnt(second), 1); /* the composite gave its reference back */
+    bp_release(second);
+}
+
+static void test_add_without_advancing_gives_writable_space(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *c = composite_of(a, 16, (const char *const[]){"abc", NULL});
+    bp_buf *room = bp_alloc(a, 8);
+    assert_int_equal(bp_write_zero(room, 8), 0);
+    assert_int_equal(bp_composite_add(c, room, 0), 0);
+    assert_int_equal(bp_capacity(c), 11);
+    assert_int_equal(bp_writer_index(c), 3);
+    assert_int_equal(bp_writable_bytes(c), 8);
+    assert_int_equal(bp_write_bytes(c, "defgh", 5), 0); /* fills the second component */
+    assert_int_equal(bp_composite_components(c), 2);
+    expect_bytes(c, 0, "abcdefgh");
+    bp_release(c);
+}
+
+/* Every typed width, both byte orders, straddling a component boundary. */
+static void test_typed_access_across_boundaries(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *c = bp_composite(a, 16, NULL);
+    /* Eight components of 3 bytes: boundaries at 3, 6, 9, ... */
+    for (int i = 0; i < 8; i++) {
+        bp_buf *part = bp_alloc(a, 3);
+        assert_int_equal(bp_write_zero(part, 3), 0);
+        assert_int_equal(bp_composite_add(c, part, 0), 0);
+    }
+    assert_int_equal(bp_capacity(c), 24);
+    assert_int_equal(bp_set_u32(c, 1, 0x01020304u), 0); /* spans components 0 and 1 */
+    uint8_t raw[8];
+    assert_int_equal(bp_get_bytes(c, 1, raw, 4), 0);
+    assert_memory_equal(raw, ((uint8_t[]){1, 2, 3, 4}), 4);
+    assert_int_equal(bp_set_u64_le(c, 5, 0x1122334455667788u), 0); /* spans 1, 2 and 3 */
+    assert_int_equal(bp_get_bytes(c, 5, raw, 8), 0);
+    assert_memory_equal(raw, ((uint8_t[]){0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11}), 8);
+    uint64_t u64;
+    assert_int_equal(bp_get_u64(c, 5, &u64), 0);
+    assert_true(u64 == 0x8877665544332211u);
+    uint32_t u32;
+    assert_int_equal(bp_get_u32_le(c, 1, &u32), 0);
+    assert_int_equal(u32, 0x04030201u);
+    assert_int_equal(bp_set_u24(c, 14, 0xabcdefu), 0); /* 14,15 | 16 */
+    assert_int_equal(bp_get_u24_le(c, 14, &u32), 0);
+    assert_int_equal(u32, 0xefcdabu);
+    int32_t i24;
+    assert_int_equal(bp_get_i24(c, 14, &i24), 0);
+    assert_int_equal(i24, (int32_t)0xffabcdef);
+    assert_int_equal(bp_set_f64(c, 16, -2.5), 0);
+    double d;
+    assert_int_equal(bp_get_f64(c, 16, &d), 0);
+    assert_true(d == -2.5);
+
+    /* Relative: write a sequence straddling every boundary, read it back. */
+    assert_int_equal(bp_set_index(c, 0, 0), 0);
+    assert_int_equal(bp_write_u16(c, 0xa1a2), 0);
+    assert_int_equal(bp_write_i32_le(c, -5), 0);
+    assert_int_equal(bp_write_f32(c, 1.5f), 0);
+    assert_int_equal(bp_write_u64(c, 0x0102030405060708u), 0);
+    assert_int_equal(bp_write_u24_le(c, 0x123456), 0);
+    assert_int_equal(bp_write_bool(c, 1), 0);
+    assert_int_equal(bp_writer_index(c), 22);
+    uint16_t u16;
+    int32_t i32;
+    float f;
+    int flag;
+    assert_int_equal(bp_read_u16(c, &u16), 0);
+    assert_int_equal(u16, 0xa1a2);
+    assert_int_equal(bp_read_i32_le(c, &i32), 0);
+    assert_int_equal(i32, -5);
+    assert_int_equal(bp_read_f32(c, &f), 0);
+    assert_true(f == 1.5f);
+    assert_int_equal(bp_read_u64(c, &u64), 0);
+    assert_true(u64 == 0x0102030405060708u);
+    assert_int_equal(bp_read_u24_le(c, &u32), 0);
+    assert_int_equal(u32, 0x123456);
+    assert_int_equal(bp_read_bool(c, &flag), 0);
+    assert_int_equal(flag, 1);
+    assert_int_equal(bp_get_bytes(c, 0, raw, 2), 0);
+    assert_memory_equal(raw, ((uint8_t[]){0xa1, 0xa2}), 2);
+    misuse_capture_start();
+    assert_int_equal(bp_read_u8(c, &raw[0]), BP_ERANGE); /* nothing left to read */
+    assert_int_equal(bp_get_u32(c, 21, &u32), BP_ERANGE);
+    misuse_capture_stop();
+    bp_release(c);
+}
+
+static void test_writing_past_capacity_adds_a_component(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *c = composite_of(a, 16, (const char *const[]){"0123456789", NULL});
+    assert_int_equal(bp_write_u32(c, 7), 0); /* 14 bytes: calculateNewCapacity -> 64 */
+    assert_int_equal(bp_composite_components(c), 2);
+    assert_int_equal(bp_capacity(c), 64);
+    assert_int_equal(bp_writer_index(c), 14);
+    assert_int_equal(bp_write_zero(c, 50), 0); /* exactly fits */
+    assert_int_equal(bp_composite_components(c), 2);
+    assert_int_equal(bp_ensure_writable(c, 1), 0);
+    assert_int_equal(bp_capacity(c), 128);
+    assert_int_equal(bp_composite_components(c), 3);
+    expect_n(c, 0, "0123456789\0\0\0\7", 14);
+    /* Explicit capacity: up adds a component, down cuts the last ones. */
+    assert_int_equal(bp_set_capacity(c, 200), 0);
+    assert_int_equal(bp_composite_components(c), 4);
+    assert_int_equal(bp_set_capacity(c, 12), 0);
+    assert_int_equal(bp_capacity(c), 12);
+    assert_int_equal(bp_composite_components(c), 2);
+    assert_int_equal(bp_writer_index(c), 12);
+    expect_n(c, 0, "0123456789\0\0", 12);
+    assert_int_equal(bp_set_capacity(c, 4), 0);
+    assert_int_equal(bp_composite_components(c), 1);
+    assert_int_equal(bp_reader_index(c), 0);
+    assert_int_equal(bp_writer_index(c), 4);
+    misuse_capture_start();
+    assert_int_equal(bp_set_capacity(c, BP_DEFAULT_MAX_CAPACITY + (size_t)1), BP_ECAPACITY);
+    misuse_capture_stop();
+    bp_release(c);
+}
+
+static void test_consolidates_past_max_components(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *c = composite_of(a, 3, (const char *const[]){"ab", "cd", "ef", NULL});
+    assert_int_equal(bp_composite_components(c), 3);
+    assert_int_equal(bp_skip_bytes(c, 1), 0);
+    assert_int_equal(bp_composite_add(c, buf_with_text(a, 16, "gh"), 1), 0); /* the 4th */
+    assert_int_equal(bp_composite_components(c), 1);
+    assert_int_equal(bp_capacity(c), 8);
+    assert_int_equal(bp_reader_index(c), 1);
+    assert_int_equal(bp_writer_index(c), 8);
+    expect_bytes(c, 0, "abcdefgh");
+    assert_null(bp_data(c, 0)); /* still a composite: no bp_data */
+    /* Explicit consolidation of several into one. */
+    assert_int_equal(bp_composite_add(c, buf_with_text(a, 16, "ij"), 1), 0);
+    assert_int_equal(bp_composite_components(c), 2);
+    assert_int_equal(bp_composite_consolidate(c), 0);
+    assert_int_equal(bp_composite_components(c), 1);
+    expect_bytes(c, 0, "abcdefghij");
+    assert_int_equal(bp_composite_consolidate(c), 0); /* one: nothing to do */
+    bp_release(c);
+
+    /* Growth past the maximum consolidates too. */
+    c = composite_of(a, 1, (const char *const[]){"xy", NULL});
+    assert_int_equal(bp_write_bytes(c, "z", 1), 0);
+    assert_int_equal(bp_composite_components(c), 1);
+    expect_bytes(c, 0, "xyz");
+    bp_release(c);
+}
+
+static void test_nested_composites(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *inner = composite_of(a, 16, (const char *const[]){"in", "ner", NULL});
+    bp_buf *outer = composite_of(a, 16, (const char *const[]){"<", NULL});
+    assert_int_equal(bp_composite_add(outer, inner, 1), 0);
+    assert_int_equal(bp_composite_add(outer, buf_with_text(a, 16, ">"), 1), 0);
+    assert_int_equal(bp_composite_components(outer), 3);
+    expect_bytes(outer, 0, "<inner>");
+    uint32_t v;
+    assert_int_equal(bp_get_u32(outer, 2, &v), 0); /* "nner": across inner's components */
+    assert_int_equal(v, (uint32_t)'n' << 24 | (uint32_t)'n' << 16 | (uint32_t)'e' << 8 | 'r');
+    assert_int_equal(bp_get_u32(outer, 3, &v), 0); /* "ner>": out of inner into outer's next */
+    assert_int_equal(v, (uint32_t)'n' << 24 | (uint32_t)'e' << 16 | (uint32_t)'r' << 8 | '>');
+    assert_int_equal(bp_set_u16(outer, 0, 0x5b49), 0); /* "[I" writes into two levels */
+    expect_bytes(outer, 0, "[Inner>");
+    expect_bytes(inner, 0, "Inner");
+    struct iovec iov[8];
+    assert_int_equal(bp_readable_iovec(outer, iov, 8), 4); /* "<" "in" "ner" ">" */
+    assert_int_equal(iov[1].iov_len, 2);
+    assert_memory_equal(iov[2].iov_base, "ner", 3);
+
+    /* A composite cannot hold itself, directly or through what it holds. */
+    misuse_capture_start();
+    assert_int_equal(bp_composite_add(outer, outer, 1), BP_EINVAL);
+    bp_buf *dup = bp_duplicate(outer, NULL);
+    assert_int_equal(bp_composite_add(outer, dup, 1), BP_EINVAL);
+    bp_retain(outer);
+    assert_int_equal(bp_composite_add(inner, outer, 1), BP_EINVAL); /* inner is inside outer */
+    assert_int_equal(last_misuse.err, BP_EINVAL);
+    misuse_capture_stop();
+    assert_int_equal(bp_release(outer), 0);
+    assert_int_equal(bp_composite_components(outer), 3); /* nothing changed */
+    expect_bytes(outer, 0, "[Inner>");
+    assert_int_equal(bp_release(outer), 1); /* releases inner, which releases its parts */
+}
+
+static void test_views_of_composites(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *c = composite_of(a, 16, (const char *const[]){"abc", "def", "ghi", NULL});
+    bp_buf *s = bp_slice(c, 2, 5, NULL); /* "cdefg" across three components */
+    assert_non_null(s);
+    expect_bytes(s, 0, "cdefg");
+    assert_null(bp_data(s, 0));
+    assert_int_equal(bp_set_u8(s, 1, 'D'), 0);
+    expect_bytes(c, 0, "abcDefghi");
+    size_t at = 0;
+    assert_int_equal(bp_index_of(s, 0, 5, 'f', &at), 1);
+    assert_int_equal(at, 3);
+    assert_int_equal(bp_refcnt(s), 1); /* shares the composite's count */
+    bp_buf *r = bp_retained_slice(c, 4, 4, NULL); /* "efgh" */
+    assert_int_equal(bp_refcnt(c), 2);
+    bp_buf *d = bp_duplicate(c, NULL);
+    assert_int_equal(bp_write_bytes(d, "jk", 2), 0); /* a duplicate grows the composite */
+    assert_int_equal(bp_composite_components(c), 4);
+    assert_int_equal(bp_capacity(c), 64);
+    expect_bytes(c, 9, "jk");
+    assert_int_equal(bp_release(c), 0); /* the retained slice still holds it */
+    expect_bytes(r, 0, "efgh");
+    expect_bytes(s, 0, "cDefg"); /* plain views live as long as the composite */
+    assert_int_equal(bp_refcnt(s), 1);
+    assert_int_equal(bp_release(r), 1); /* the last hold: composite, its views and components go */
+}
+
+static void test_discard_read_bytes_drops_components(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *c = composite_of(a, 16, (const char *const[]){"abc", "def", "ghi", NULL});
+    assert_int_equal(bp_skip_bytes(c, 4), 0);
+    assert_int_equal(bp_mark_reader_index(c), 0); /* 4 */
+    assert_int_equal(bp_skip_bytes(c, 1), 0);     /* reader 5: "abc" and "d" read */
+    assert_int_equal(bp_discard_some_read_bytes(c), 0); /* only whole components */
+    assert_int_equal(bp_composite_components(c), 2);
+    assert_int_equal(bp_capacity(c), 6);
+    assert_int_equal(bp_reader_index(c), 2);
+    assert_int_equal(bp_writer_index(c), 6);
+    expect_bytes(c, 0, "defghi");
+    assert_int_equal(bp_discard_read_bytes(c), 0); /* the read part of "def" too */
+    assert_int_equal(bp_composite_components(c), 2);
+    assert_int_equal(bp_capacity(c), 4);
+    assert_int_equal(bp_reader_index(c), 0);
+    assert_int_equal(bp_writer_index(c), 4);
+    expect_bytes(c, 0, "fghi");
+    assert_int_equal(bp_reset_reader_index(c), 0); /* the mark 4 shifted by 3 then 2: 0 */
+    assert_int_equal(bp_reader_index(c), 0);
+    assert_int_equal(bp_skip_bytes(c, 4), 0);
+    assert_int_equal(bp_discard_read_bytes(c), 0); /* everything read: no components left */
+    assert_int_equal(bp_composite_components(c), 0);
+    assert_int_equal(bp_capacity(c), 0);
+    assert_int_equal(bp_write_bytes(c, "again", 5), 0);
+    expect_bytes(c, 0, "again");
+    bp_release(c);
+
+    /* A duplicate of a composite discards by moving bytes, like any buffer. */
+    c = composite_of(a, 16, (const char *const[]){"abc", "def", NULL});
+    bp_buf *d = bp_duplicate(c, NULL);
+    assert_int_equal(bp_skip_bytes(d, 2), 0);
+    assert_int_equal(bp_discard_read_bytes(d), 0);
+    expect_bytes(c, 0, "cdef");
+    assert_int_equal(bp_writer_index(d), 4);
+    bp_release(c);
+}
+
+static void test_search_compare_and_dump(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *c = composite_of(a, 16, (const char *const[]){"a,b", ",c,", "d", NULL});
+    size_t at = 0;
+    assert_int_equal(bp_index_of(c, 2, 7, ',', &at), 1);
+    assert_int_equal(at, 3);
+    assert_int_equal(bp_index_of(c, 7, 0, ',', &at), 1); /* backward from 6 */
+    assert_int_equal(at, 5);
+    assert_int_equal(bp_index_of(c, 5, 0, ',', &at), 1);
+    assert_int_equal(at, 3);
+    assert_int_equal(bp_index_of(c, 100, 6, ',', &at), 0); /* clamped: (6, 7] has none */
+    assert_int_equal(bp_index_of(c, 4, 5, ',', &at), 0);
+    size_t before = 0;
+    assert_int_equal(bp_skip_bytes(c, 2), 0);
+    assert_int_equal(bp_bytes_before(c, 'c', &before), 1);
+    assert_int_equal(before, 2);
+    assert_int_equal(bp_set_reader_index(c, 0), 0);
+
+    bp_buf *flat = buf_with_text(a, 16, "a,b,c,d");
+    assert_int_equal(bp_equals(c, flat), 1);
+    int order = 9;
+    assert_int_equal(bp_compare(c, flat, &order), 0);
+    assert_int_equal(order, 0);
+    assert_int_equal(bp_set_u8(flat, 6, 'e'), 0);
+    assert_int_equal(bp_compare(c, flat, &order), 0);
+    assert_int_equal(order, -1);
+    assert_int_equal(bp_compare(flat, c, &order), 0);
+    assert_int_equal(order, 1);
+    bp_release(flat);
+
+    char hex[32];
+    assert_int_equal(bp_hex_dump(c, hex, sizeof hex), 14);
+    assert_string_equal(hex, "612c622c632c64");
+    assert_int_equal(bp_hex_dump(c, hex, 6), 14); /* truncated to whole bytes */
+    assert_string_equal(hex, "612c");
+
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    assert_int_equal(bp_pretty_hex_dump(c, out), 0);
+    fclose(out);
+    assert_non_null(strstr(text, "|00000000| 61 2c 62 2c 63 2c 64    "));
+    assert_non_null(strstr(text, " |a,b,c,d         |\n"));
+    free(text);
+    bp_release(c);
+}
+
+static int stop_at_comma(uint8_t byte, void *ctx)
+{
+    char **cursor = ctx;
+    *(*cursor)++ = (char)byte;
+    return byte != ',';
+}
+
+static void test_for_each_across_components(void **state)
+{
+    bp_buf *c = composite_of(*state, 16, (const char *const[]){"ab", "c,", "de", NULL});
+    char seen[8] = {0}, *cursor = seen;
+    size_t stopped = 0;
+    assert_int_equal(bp_for_each_byte(c, 0, 6, stop_at_comma, &cursor, &stopped), 1);
+    assert_int_equal(stopped, 3);
+    assert_string_equal(seen, "abc,");
+    memset(seen, 0, sizeof seen);
+    cursor = seen;
+    assert_int_equal(bp_for_each_byte_desc(c, 0, 6, stop_at_comma, &cursor, &stopped), 1);
+    assert_int_equal(stopped, 3);
+    assert_string_equal(seen, "ed,");
+    memset(seen, 0, sizeof seen);
+    cursor = seen;
+    assert_int_equal(bp_for_each_byte_desc(c, 4, 2, stop_at_comma, &cursor, &stopped), 0);
+    assert_string_equal(seen, "ed");
+    misuse_capture_start();
+    assert_int_equal(bp_for_each_byte(c, 0, 6, NULL, NULL, &stopped), BP_EINVAL);
+    assert_int_equal(bp_for_each_byte(c, 1, 6, stop_at_comma, &cursor, &stopped), BP_ERANGE);
+    misuse_capture_stop();
+    bp_release(c);
+}
+
+static void test_iovec_describes_the_blocks(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *c = composite_of(a, 16, (const char *const[]){"abc", "de", "fgh", NULL});
+    struct iovec iov[4];
+    assert_int_equal(bp_readable_iovec(c, iov, 4), 3);
+    assert_int_equal(iov[0].iov_len, 3);
+    assert_memory_equal(iov[0].iov_base, "abc", 3);
+    assert_int_equal(iov[1].iov_len, 2);
+    assert_memory_equal(iov[2].iov_base, "fgh", 3);
+    assert_int_equal(bp_iovec(c, 2, 2, iov, 4), 2); /* "c" | "d" */
+    assert_int_equal(iov[0].iov_len, 1);
+    assert_memory_equal(iov[0].iov_base, "c", 1);
+    assert_int_equal(iov[1].iov_len, 1);
+    assert_memory_equal(iov[1].iov_base, "d", 1);
+    assert_int_equal(bp_iovec(c, 0, 8, NULL, 0), 3); /* asking how many */
+    struct iovec one[1] = {{NULL, 0}};
+    assert_int_equal(bp_iovec(c, 0, 8, one, 1), 3); /* too small: the first is filled */
+    assert_int_equal(one[0].iov_len, 3);
+    assert_int_equal(bp_iovec(c, 8, 0, iov, 4), 0);
+
+    bp_buf *plain = buf_with_text(a, 16, "plain");
+    assert_int_equal(bp_readable_iovec(plain, iov, 4), 1);
+    assert_ptr_equal(iov[0].iov_base, bp_data(plain, 0));
+    assert_int_equal(iov[0].iov_len, 5);
+
+    misuse_capture_start();
+    assert_int_equal(bp_iovec(c, 0, 9, iov, 4), BP_ERANGE);
+    assert_int_equal(bp_iovec(c, 0, 8, NULL, 1), BP_EINVAL);
+    assert_int_equal(bp_iovec(c, 0, 8, iov, -1), BP_EINVAL);
+    assert_int_equal(bp_readable_iovec(NULL, iov, 4), BP_EINVAL);
+    assert_string_equal(last_misuse.func, "bp_readable_iovec");
+    misuse_capture_stop();
+    bp_release(plain);
+    bp_release(c);
+}
+
+static void set_nonblocking(int fd) { assert_int_equal(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0); }
+
+static void test_writev_and_readv_over_a_socketpair(void **state)
+{
+    bp_allocator *a = *state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    bp_buf *c = composite_of(a, 16, (const char *const[]){"GET ", "/index", " HTTP/1.1\r\n", NULL});
+    assert_int_equal(bp_write_fd(c, sv[0], SIZE_MAX), 21); /* one gathering write */
+    assert_int_equal(bp_readable_bytes(c), 0);
+    bp_release(c);
+
+    /* The reading side: a composite with room split over three components. */
+    bp_buf *in = bp_composite(a, 16, NULL);
+    for (int i = 0; i < 3; i++) {
+        bp_buf *part = bp_alloc(a, 7);
+        assert_int_equal(bp_write_zero(part, 7), 0);
+        assert_int_equal(bp_composite_add(in, part, 0), 0);
+    }
+    assert_int_equal(bp_read_fd(in, sv[1], 21), 21); /* one readv across all three */
+    assert_int_equal(bp_composite_components(in), 3);
+    expect_bytes(in, 0, "GET /index HTTP/1.1\r\n");
+    set_nonblocking(sv[1]);
+    assert_int_equal(bp_read_fd(in, sv[1], 4), 0); /* EAGAIN: grown, nothing read */
+    assert_int_equal(bp_writer_index(in), 21);
+    close(sv[0]);
+    assert_int_equal(bp_read_fd(in, sv[1], 4), BP_EOF);
+    close(sv[1]);
+    bp_release(in);
+}
+
+static void test_partial_gathering_write(void **state)
+{
+    bp_allocator *a = *state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    int small = 4096;
+    assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+    set_nonblocking(sv[0]);
+    bp_buf *c = bp_composite(a, 64, NULL);
+    for (int i = 0; i < 40; i++) {
+        bp_buf *part = bp_alloc(a, 8192);
+        for (int k = 0; k < 8192; k++) bp_write_u8(part, (uint8_t)(i * 31 + k));
+        assert_int_equal(bp_composite_add(c, part, 1), 0);
+    }
+    size_t total = 40 * 8192, sent = 0, received = 0;
+    uint8_t chunk[65536];
+    bool ok = true;
+    while (received < total) {
+        long put = bp_write_fd(c, sv[0], SIZE_MAX);
+        assert_true(put >= 0);
+        sent += (size_t)put;
+        assert_int_equal(bp_reader_index(c), sent); /* advanced by exactly what went */
+        ssize_t got = recv(sv[1], chunk, sizeof chunk, MSG_DONTWAIT);
+        if (got < 0) {
+            assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
+            continue;
+        }
+        for (ssize_t k = 0; k < got; k++) {
+            size_t pos = received + (size_t)k;
+            ok = ok && chunk[k] == (uint8_t)((pos / 8192) * 31 + pos % 8192);
+        }
+        received += (size_t)got;
+    }
+    assert_true(ok);
+    assert_int_equal(sent, total);
+    close(sv[0]);
+    close(sv[1]);
+    bp_release(c);
+}
+
+static void test_reserve_gives_one_block(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *c = composite_of(a, 16, (const char *const[]){"head", NULL});
+    int err = 1;
+    uint8_t *p = bp_reserve(c, 10, &err); /* grows: a fresh component */
+    assert_non_null(p);
+    assert_int_equal(err, 0);
+    memcpy(p, "0123456789", 10);
+    assert_int_equal(bp_commit(c, 10), 0);
+    expect_bytes(c, 0, "head0123456789");
+    /* Writable space split over two components: the tail becomes one block. */
+    bp_buf *c2 = bp_composite(a, 16, NULL);
+    for (int i = 0; i < 2; i++) {
+        bp_buf *part = bp_alloc(a, 6);
+        assert_int_equal(bp_write_zero(part, 6), 0);
+        assert_int_equal(bp_composite_add(c2, part, 0), 0);
+    }
+    assert_int_equal(bp_write_bytes(c2, "ab", 2), 0);
+    p = bp_reserve(c2, 8, &err);
+    assert_non_null(p);
+    struct iovec iov[4];
+    assert_int_equal(bp_iovec(c2, 2, 8, iov, 4), 1);
+    assert_ptr_equal(iov[0].iov_base, p);
+    assert_int_equal(bp_capacity(c2), 12); /* never smaller than it was */
+    memcpy(p, "cdefghij", 8);
+    assert_int_equal(bp_commit(c2, 8), 0);
+    expect_bytes(c2, 0, "abcdefghij");
+    assert_non_null(bp_reserve(c2, 0, &err));
+    assert_int_equal(err, 0);
+    /* A view of a composite cannot rearrange it. */
+    bp_buf *d = bp_duplicate(c, NULL);
+    assert_int_equal(bp_set_index(d, 0, 2), 0);
+    misuse_capture_start();
+    assert_null(bp_reserve(d, 6, &err)); /* bytes 2..7 span "head" and the next component */
+    assert_int_equal(err, BP_EINVAL);
+    misuse_capture_stop();
+    assert_int_equal(bp_writer_index(d), 2);
+    assert_non_null(bp_reserve(d, 2, &err)); /* 2..3: one block */
+    bp_release(c2);
+    bp_release(c);
+}
+
+static void test_copy_and_transfers(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *c = composite_of(a, 16, (const char *const[]){"abc", "def", NULL});
+    bp_buf *copy = bp_copy(c, 1, 4, NULL);
+    assert_non_null(copy);
+    expect_bytes(copy, 0, "bcde");
+    assert_non_null(bp_data(copy, 0)); /* a copy is a plain buffer */
+    bp_buf *other = composite_of(a, 16, (const char *const[]){"12", "34", NULL});
+    assert_int_equal(bp_write_buf(other, c, 5), 0); /* scattered to scattered */
+    expect_bytes(other, 0, "1234abcde");
+    assert_int_equal(bp_reader_index(c), 5);
+    assert_int_equal(bp_set_buf(c, 0, other, 2, 4), 0);
+    expect_bytes(c, 0, "34abef");
+    assert_int_equal(bp_set_buf(c, 1, c, 0, 5), 0); /* overlapping, moving up */
+    expect_bytes(c, 0, "334abe");
+    assert_int_equal(bp_set_buf(c, 0, c, 1, 5), 0); /* overlapping, moving down */
+    expect_bytes(c, 0, "34abee");
+    assert_int_equal(bp_get_buf(c, 0, copy, 0, 4), 0);
+    expect_bytes(copy, 0, "34ab");
+    bp_release(copy);
+    bp_release(other);
+    bp_release(c);
+}
+
+/* Overlapping moves longer than the bounce buffer, both ways, against memmove. */
+static void test_overlapping_moves_within_a_composite(void **state)
+{
+    bp_allocator *a = *state;
+    enum { PART = 1500, PARTS = 4, TOTAL = PART * PARTS };
+    static uint8_t shadow[TOTAL], got[TOTAL];
+    bp_buf *c = bp_composite(a, 16, NULL);
+    for (int i = 0; i < PARTS; i++) {
+        bp_buf *part = bp_alloc(a, PART);
+        for (int k = 0; k < PART; k++) {
+            shadow[i * PART + k] = (uint8_t)(i * PART + k) ^ (uint8_t)(k >> 8);
+            bp_write_u8(part, shadow[i * PART + k]);
+        }
+        assert_int_equal(bp_composite_add(c, part, 1), 0);
+    }
+    bp_buf *d = bp_duplicate(c, NULL); /* a second index space onto the same bytes */
+    assert_int_equal(bp_set_buf(c, 700, d, 100, 4000), 0);
+    memmove(shadow + 700, shadow + 100, 4000);
+    assert_int_equal(bp_get_bytes(c, 0, got, TOTAL), 0);
+    assert_memory_equal(got, shadow, TOTAL);
+    assert_int_equal(bp_set_buf(d, 50, c, 2900, 3000), 0);
+    memmove(shadow + 50, shadow + 2900, 3000);
+    assert_int_equal(bp_get_bytes(c, 0, got, TOTAL), 0);
+    assert_memory_equal(got, shadow, TOTAL);
+    bp_release(c);
+}
+
+static void test_misuse_changes_nothing(void **state)
+{
+    bp_allocator *a = *state;
+    misuse_capture_start();
+    int err = 0;
+    assert_null(bp_composite(NULL, 16, &err));
+    assert_int_equal(err, BP_EINVAL);
+    assert_null(bp_composite(a, 0, &err));
+    assert_int_equal(err, BP_EINVAL);
+    assert_int_equal(bp_composite_add(NULL, NULL, 1), BP_EINVAL);
+    assert_int_equal(bp_composite_components(NULL), BP_EINVAL);
+    assert_int_equal(bp_composite_consolidate(NULL), BP_EINVAL);
+
+    bp_buf *plain = buf_with_text(a, 16, "x");
+    bp_buf *part = buf_with_text(a, 16, "y");
+    assert_int_equal(bp_composite_add(plain, part, 1), BP_EINVAL); /* not a composite */
+    assert_int_equal(bp_composite_components(plain), BP_EINVAL);
+    assert_int_equal(bp_composite_consolidate(plain), BP_EINVAL);
+    assert_int_equal(bp_refcnt(part), 1); /* still the caller's */
+
+    bp_buf *c = composite_of(a, 16, (const char *const[]){"abc", NULL});
+    assert_int_equal(bp_composite_add(c, NULL, 1), BP_EINVAL);
+    bp_release(plain);
+    assert_int_equal(bp_composite_add(c, plain, 1), BP_EFREED);
+    assert_int_equal(bp_composite_components(c), 1);
+    assert_int_equal(bp_capacity(c), 3);
+    assert_int_equal(bp_set_writer_index(c, 4), BP_ERANGE);
+    assert_int_equal(bp_set_bytes(c, 2, "zz", 2), BP_ERANGE);
+    expect_bytes(c, 0, "abc");
+    assert_int_equal(bp_writer_index(c), 3);
+
+    /* Past max capacity. */
+    bp_buf *big = bp_composite(a, 16, NULL);
+    bp_buf *huge_part = bp_alloc(a, 64);
+    assert_int_equal(bp_set_writer_index(huge_part, 64), 0);
+    assert_int_equal(bp_composite_add(big, huge_part, 1), 0);
+    assert_int_equal(bp_write_zero(big, BP_DEFAULT_MAX_CAPACITY), BP_ECAPACITY);
+    assert_int_equal(bp_capacity(big), 64);
+    bp_release(big);
+
+    /* A component released behind the composite's back is caught, not read. */
+    bp_retain(part);
+    assert_int_equal(bp_composite_add(c, part, 1), 0);
+    assert_int_equal(bp_release_n(part, 2), 1); /* the caller took the composite's reference too */
+    uint8_t v = 0;
+    last_misuse.err = 0;
+    assert_int_equal(bp_get_u8(c, 0, &v), BP_EFREED);
+    assert_non_null(strstr(last_misuse.message, "released behind its back"));
+    assert_int_equal(bp_write_u8(c, 1), BP_EFREED);
+    assert_int_equal(bp_writer_index(c), 4);
+    /* The composite still goes: its other component is released, the gone one reported. */
+    last_misuse.count = 0;
+    assert_int_equal(bp_release(c), 1);
+    assert_int_equal(last_misuse.count, 1);
+    assert_int_equal(last_misuse.err, BP_EFREED);
+    misuse_capture_stop();
+}
+
+static void test_released_composite_refuses_everything(void **state)
+{
+    bp_buf *c = composite_of(*state, 16, (const char *const[]){"abc", NULL});
+    assert_int_equal(bp_retain(c), 0);
+    assert_int_equal(bp_refcnt(c), 2);
+    assert_int_equal(bp_release(c), 0);
+    assert_int_equal(bp_release(c), 1);
+    misuse_capture_start();
+    uint8_t v;
+    assert_int_equal(bp_get_u8(c, 0, &v), BP_EFREED);
+    assert_int_equal(bp_write_u8(c, 0), BP_EFREED);
+    assert_int_equal(bp_release(c), BP_EFREED);
+    assert_int_equal(bp_retain(c), BP_EFREED);
+    assert_int_equal(bp_composite_add(c, NULL, 1), BP_EFREED);
+    assert_int_equal(bp_composite_components(c), BP_EFREED);
+    assert_int_equal(bp_readable_iovec(c, NULL, 0), BP_EFREED);
+    assert_null(bp_slice(c, 0, 1, NULL));
+    misuse_capture_stop();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        BOTH(test_new_composite_is_empty, teardown),
+        BOTH(test_add_takes_readable_bytes_without_copying, teardown),
+        BOTH(test_add_without_advancing_gives_writable_space, teardown),
+        BOTH(test_typed_access_across_boundaries, teardown),
+        BOTH(test_writing_past_capacity_adds_a_component, teardown),
+        BOTH(test_consolidates_past_max_components, teardown),
+        BOTH(test_nested_composites, teardown),
+        BOTH(test_views_of_composites, teardown),
+        BOTH(test_discard_read_bytes_drops_components, teardown),
+        BOTH(test_search_compare_and_dump, teardown),
+        BOTH(test_for_each_across_components, teardown),
+        BOTH(test_iovec_describes_the_blocks, teardown),
+        BOTH(test_writev_and_readv_over_a_socketpair, teardown),
+        BOTH(test_partial_gathering_write, teardown),
+        BOTH(test_reserve_gives_one_block, teardown),
+        BOTH(test_copy_and_transfers, teardown),
+        BOTH(test_overlapping_moves_within_a_composite, teardown),
+        BOTH(test_misuse_changes_nothing, teardown),
+        BOTH(test_released_composite_refuses_everything, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
