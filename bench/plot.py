@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Plots from bytepool-bench's JSON: ns/op per workload and backend, throughput against
-thread count, and resident memory against live bytes over the mixed run.
+thread count, and resident memory against live bytes over the mixed run; and the README's
+results table (OUT_DIR/bench-table.md).
 
 usage: plot.py RESULTS_JSON OUT_DIR      (Debian: apt-get install python3-matplotlib)
 """
@@ -106,6 +107,31 @@ def plot_mixed(data, backends, table, out):
     fig.savefig(f"{out}/bench-mixed.png", dpi=100)
 
 
+def cell(ns):
+    return f"{ns:.0f}" if ns >= 1000 else f"{ns:.1f}"
+
+
+def ratio(x):
+    return f"{x:.2f}" if x < 10 else f"{x:.1f}"
+
+
+def write_table(backends, table, path):
+    """The README's table: medians, and in brackets each backend's time over bytepool's."""
+    names = {"bytepool-unpooled": "unpooled"}
+    lines = ["| workload | " + " | ".join(names.get(b, b) for b in backends) + " |",
+             "|---" * (len(backends) + 1) + "|"]
+    for w, row in table.items():
+        base = row["bytepool"]["median_ns_per_op"]
+        cells = [cell(base)]
+        for b in backends[1:]:
+            ns = row[b]["median_ns_per_op"] if b in row else None
+            cells.append("-" if ns is None else f"{cell(ns)} ({ratio(ns / base)})")
+        label = "mixed (per step)" if w == "mixed" else w
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -113,7 +139,8 @@ def main():
     plot_ns(data, backends, table, sys.argv[2])
     plot_threads(data, backends, table, sys.argv[2])
     plot_mixed(data, backends, table, sys.argv[2])
-    print(f"plots: {sys.argv[2]}/bench-ns.png bench-threads.png bench-mixed.png")
+    write_table(backends, table, f"{sys.argv[2]}/bench-table.md")
+    print(f"plots: {sys.argv[2]}/bench-ns.png bench-threads.png bench-mixed.png; table: {sys.argv[2]}/bench-table.md")
 
 
 if __name__ == "__main__":

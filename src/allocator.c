@@ -49,12 +49,17 @@ static size_t take_back(bp__thread_state *ts, bp_buf *list, bool cache_regions)
     while (list != NULL) {
         bp_buf *b = list;
         list = b->next_free;
-        if (!(cache_regions && bp__tcache_put(&ts->tcache, &b->region))) bp__region_free(a, &b->region);
+        n++;
+        bool paranoid = a->config.leak_detection == BP_LEAK_PARANOID;
+        if (cache_regions && !paranoid) {
+            b->owner = ts; /* it may come from an exited owner's stack */
+            if (bp__tcache_put(&ts->tcache, b->region.class_index, b)) continue;
+        }
+        bp__region_free(a, &b->region);
         b->head.memory = NULL;
         b->region.memory = NULL;
-        if (BP_UNLIKELY(a->config.leak_detection == BP_LEAK_PARANOID)) bp__buf_object_quarantine(a, b);
+        if (BP_UNLIKELY(paranoid)) bp__buf_object_quarantine(a, b);
         else bp__buf_object_put(ts, a, b);
-        n++;
     }
     return n;
 }
@@ -88,17 +93,55 @@ size_t bp__remote_drain(bp__thread_state *ts)
     return n;
 }
 
-int bp__region_alloc_miss(bp_allocator *a, bp__thread_state *ts, unsigned cls, size_t size, bp__region *out)
+bp_buf *bp__buf_alloc_miss(bp_allocator *a, bp__thread_state *ts, size_t size, int *rc)
 {
-    bp__remote_flush(ts); /* a slow path: what we hold for others goes now */
-    if (cls < ts->tcache.ncacheable) {
-        bp__tcache_count(&ts->tcache.misses);
-        /* What consumers released for us comes back before the arena is asked. */
-        if (bp__remote_drain(ts) > 0 && bp__tcache_take(&ts->tcache, cls, out)) return 0;
-        if (bp__tcache_refill(&ts->tcache, cls, out)) return 0;
+    bp_buf *b;
+    if (ts->arena != NULL) {
+        bp__remote_flush(ts); /* a slow path: what we hold for others goes now */
+        unsigned cls = bp__size_class_of(&a->sc, size);
+        if (cls < ts->tcache.ncacheable) {
+            bp__tcache_count(&ts->tcache.misses);
+            /* What consumers released for us comes back before the arena is asked. */
+            if (bp__remote_drain(ts) > 0 && (b = bp__tcache_take(&ts->tcache, cls)) != NULL) return b;
+            if ((b = bp__tcache_refill(&ts->tcache, cls)) != NULL) return b;
+        }
     }
-    (void)a;
-    return bp__arena_alloc(ts->arena, size, out);
+    b = bp__buf_object_get(ts);
+    *rc = b != NULL ? bp__region_alloc(a, ts->arena, size, &b->region) : BP_ENOMEM;
+    if (*rc != 0) {
+        if (b != NULL) bp__buf_object_put(ts, a, b);
+        return NULL;
+    }
+    bp__buf_object_prepare(b, a, ts);
+    return b;
+}
+
+int bp__region_take(bp_allocator *a, bp__thread_state *ts, size_t size, bp__region *out)
+{
+    int rc = 0;
+    bp_buf *b = bp__buf_with_region(a, ts, size, &rc);
+    if (b == NULL) return rc;
+    *out = b->region;
+    b->head.memory = NULL;
+    b->region.memory = NULL;
+    bp__buf_object_put(ts, a, b);
+    return 0;
+}
+
+void bp__region_give(bp_allocator *a, bp__thread_state *ts, const bp__region *region)
+{
+    if (ts != NULL && region->kind != BP__KIND_MALLOC && region->class_index < ts->tcache.ncacheable) {
+        bp_buf *b = bp__buf_object_get(ts);
+        if (b != NULL) {
+            b->region = *region;
+            bp__buf_object_prepare(b, a, ts);
+            if (bp__tcache_put(&ts->tcache, region->class_index, b)) return;
+            b->head.memory = NULL;
+            b->region.memory = NULL;
+            bp__buf_object_put(ts, a, b);
+        }
+    }
+    bp__region_free(a, region);
 }
 
 /* pthread key destructor: the thread is exiting. Everything it holds goes back; the state

@@ -152,22 +152,38 @@ int bp__region_alloc(bp_allocator *a, bp__arena *arena, size_t size, bp__region 
 /* Gives a region back to its arena, or to free() when it was malloc'ed. */
 void bp__region_free(bp_allocator *a, const bp__region *region);
 
-/* A cache miss: takes back what other threads released, refills, or asks the arena. */
-int bp__region_alloc_miss(bp_allocator *a, bp__thread_state *ts, unsigned cls, size_t size,
-                          bp__region *out);
+/* Makes a released object (with its region set) meet the thread cache's invariants: what a
+ * root fresh from bp_alloc_ex has, besides its indices and count. */
+BP_INLINE void bp__buf_object_prepare(bp_buf *b, bp_allocator *a, bp__thread_state *ts)
+{
+    b->head.memory = b->region.memory;
+    b->root = NULL;
+    b->views = NULL;
+    b->leak = NULL;
+    b->composite = NULL;
+    b->allocator = a;
+    b->owner = ts;
+}
 
-/* A region through the thread's cache first, then the thread's arena (pooled), or
- * straight from malloc (unpooled). 0 or BP_ENOMEM. */
-BP_INLINE int bp__region_alloc_cached(bp_allocator *a, bp__thread_state *ts, size_t size,
-                                      bp__region *out)
+/* A cache miss, an uncached size or an unpooled allocator: a released object with a fresh
+ * region of at least `size` bytes attached (prepared), or NULL with *rc = BP_ENOMEM. */
+bp_buf *bp__buf_alloc_miss(bp_allocator *a, bp__thread_state *ts, size_t size, int *rc);
+
+/* A released object with a region of at least `size` bytes attached: from the thread cache
+ * (one pop) when it has one, otherwise from bp__buf_alloc_miss. */
+BP_INLINE bp_buf *bp__buf_with_region(bp_allocator *a, bp__thread_state *ts, size_t size, int *rc)
 {
     if (BP_LIKELY(ts->arena != NULL)) {
-        unsigned cls = bp__size_class_of(&a->sc, size);
-        if (BP_LIKELY(bp__tcache_take(&ts->tcache, cls, out))) return 0;
-        return bp__region_alloc_miss(a, ts, cls, size, out);
+        bp_buf *b = bp__tcache_take(&ts->tcache, bp__size_class_of(&a->sc, size));
+        if (BP_LIKELY(b != NULL)) return b;
     }
-    return bp__region_alloc(a, NULL, size, out);
+    return bp__buf_alloc_miss(a, ts, size, rc);
 }
+
+/* For growth, which needs memory without another object: a region through the cache first
+ * (0 or BP_ENOMEM), and an old region back into it. */
+int bp__region_take(bp_allocator *a, bp__thread_state *ts, size_t size, bp__region *out);
+void bp__region_give(bp_allocator *a, bp__thread_state *ts, const bp__region *region);
 
 #ifndef BP__REMOTE_BATCH
 #define BP__REMOTE_BATCH 64 /* buffers per remote push; 1 = a CAS per buffer */
@@ -193,13 +209,5 @@ BP_INLINE void bp__remote_release(bp__thread_state *ts, bp__thread_state *owner,
 /* Takes every buffer other threads pushed to this thread: regions into the cache (or back
  * to their arenas), objects into the recycler. Returns how many. */
 size_t bp__remote_drain(bp__thread_state *ts);
-
-/* Gives a region back: into the thread's cache when it fits there, else to its arena. */
-BP_INLINE void bp__region_free_cached(bp_allocator *a, bp__thread_state *ts, const bp__region *region)
-{
-    if (BP_LIKELY(ts != NULL && region->kind != BP__KIND_MALLOC && bp__tcache_put(&ts->tcache, region)))
-        return;
-    bp__region_free(a, region);
-}
 
 #endif

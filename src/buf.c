@@ -17,20 +17,36 @@
  * Allocation and reference counting
  * ------------------------------------------------------------------------------------- */
 
-bp_buf *bp_alloc_ex(bp_allocator *a, size_t capacity, size_t max_capacity, int *err)
+/* A root from a released object that meets the thread cache's invariants: only its
+ * indices and count are left to set. */
+BP_INLINE void init_root(bp_buf *b, size_t capacity, size_t max_capacity)
 {
-    int rc;
+    if (b->region.kind != BP__KIND_MALLOC) BP_UNPOISON(b->region.memory, b->region.length);
+    b->head.reader_index = 0;
+    b->head.writer_index = 0;
+    b->head.capacity = capacity;
+    b->head.max_capacity = max_capacity;
+    b->marked_reader_index = 0;
+    b->marked_writer_index = 0;
+}
+
+/* Everything bp_alloc_ex does: the checks, leak tracking, cache misses and trims,
+ * unpooled memory. Named bp__ so that leak reports leave its frame out with the other
+ * library frames. */
+static BP_NOINLINE bp_buf *bp__alloc_slow(bp_allocator *a, size_t capacity, size_t max_capacity, int *err)
+{
+    int rc = BP_ENOMEM;
     if (BP_UNLIKELY(a == NULL)) {
-        rc = bp__misuse(BP_EINVAL, __func__, "allocator is NULL");
+        rc = bp__misuse(BP_EINVAL, "bp_alloc_ex", "allocator is NULL");
         goto fail;
     }
     if (BP_UNLIKELY(capacity > BP_CAPACITY_LIMIT || max_capacity > BP_CAPACITY_LIMIT)) {
-        rc = bp__misuse(BP_EOVERFLOW, __func__, "capacity %zu / max capacity %zu above the limit %zu",
+        rc = bp__misuse(BP_EOVERFLOW, "bp_alloc_ex", "capacity %zu / max capacity %zu above the limit %zu",
                         capacity, max_capacity, BP_CAPACITY_LIMIT);
         goto fail;
     }
     if (BP_UNLIKELY(capacity > max_capacity)) {
-        rc = bp__misuse(BP_EINVAL, __func__, "initialCapacity %zu exceeds maxCapacity %zu", capacity,
+        rc = bp__misuse(BP_EINVAL, "bp_alloc_ex", "initialCapacity %zu exceeds maxCapacity %zu", capacity,
                         max_capacity);
         goto fail;
     }
@@ -39,34 +55,15 @@ bp_buf *bp_alloc_ex(bp_allocator *a, size_t capacity, size_t max_capacity, int *
         rc = BP_ENOMEM;
         goto fail;
     }
-    bp_buf *b = bp__buf_object_get(ts);
-    if (BP_UNLIKELY(b == NULL)) {
-        rc = BP_ENOMEM;
-        goto fail;
-    }
-    rc = bp__region_alloc_cached(a, ts, capacity, &b->region);
-    if (BP_UNLIKELY(rc != 0)) {
-        bp__buf_object_put(ts, a, b);
-        goto fail;
-    }
-    if (b->region.kind != BP__KIND_MALLOC) BP_UNPOISON(b->region.memory, b->region.length);
-    b->head.memory = b->region.memory;
-    b->head.reader_index = 0;
-    b->head.writer_index = 0;
-    b->head.capacity = capacity;
-    b->head.max_capacity = max_capacity;
-    b->marked_reader_index = 0;
-    b->marked_writer_index = 0;
-    b->root = NULL;
-    b->views = NULL;
-    b->leak = NULL;
+    /* A released object with its region attached and everything but the indices and the
+     * count already as a new root needs them (the thread cache's invariants). */
+    bp_buf *b = bp__buf_with_region(a, ts, capacity, &rc);
+    if (BP_UNLIKELY(b == NULL)) goto fail;
+    init_root(b, capacity, max_capacity);
     if (BP_UNLIKELY(a->leak.level != BP_LEAK_DISABLED) && --ts->leak_countdown >= a->leak.interval) {
         ts->leak_countdown = a->leak.interval - 1; /* wrapped below 0: this one is tracked */
         b->leak = bp__leak_track(&a->leak, capacity);
     }
-    b->allocator = a;
-    b->owner = ts;
-    b->next_free = NULL;
     BP__REFCNT_STORE(b, 1, __ATOMIC_RELAXED);
     bp__counter_add(&ts->buffers_allocated, 1);
     if (err != NULL) *err = 0;
@@ -77,10 +74,35 @@ fail:
     return NULL;
 }
 
+/* The common case, with nothing else in the way (no call, so no registers saved for the
+ * rare cases): this thread's state is the cached one, no leak detection, and the thread
+ * cache has the size class with no trim due - one pop, seven stores. */
+BP_INLINE bp_buf *alloc_fast(bp_allocator *a, size_t capacity, size_t max_capacity, int *err)
+{
+    if (BP_LIKELY(a != NULL && capacity <= max_capacity && max_capacity <= BP_CAPACITY_LIMIT &&
+                  bp__tls_last.allocator_id == a->id && a->leak.level == BP_LEAK_DISABLED)) {
+        bp__thread_state *ts = bp__tls_last.state;
+        bp_buf *b = ts->arena != NULL ? bp__tcache_pop(&ts->tcache, bp__size_class_of(&a->sc, capacity)) : NULL;
+        if (BP_LIKELY(b != NULL)) {
+            init_root(b, capacity, max_capacity);
+            BP__REFCNT_STORE(b, 1, __ATOMIC_RELAXED);
+            bp__counter_add(&ts->buffers_allocated, 1);
+            if (err != NULL) *err = 0;
+            return b;
+        }
+    }
+    return bp__alloc_slow(a, capacity, max_capacity, err);
+}
+
+bp_buf *bp_alloc_ex(bp_allocator *a, size_t capacity, size_t max_capacity, int *err)
+{
+    return alloc_fast(a, capacity, max_capacity, err);
+}
+
 bp_buf *bp_alloc(bp_allocator *a, size_t capacity)
 {
     size_t max_capacity = capacity > BP_DEFAULT_MAX_CAPACITY ? capacity : BP_DEFAULT_MAX_CAPACITY;
-    return bp_alloc_ex(a, capacity, max_capacity, NULL);
+    return alloc_fast(a, capacity, max_capacity, NULL);
 }
 
 /* The last reference is gone: memory back to its arena, the object to this thread. */
@@ -117,7 +139,11 @@ BP_INLINE void deallocate(bp_buf *b)
         bp__remote_release(ts, b->owner, b);
         return;
     }
-    bp__region_free_cached(a, ts, &b->region);
+    /* Home: object and region into the thread cache together (one push). */
+    if (BP_LIKELY(!hold_back && ts != NULL && b->region.kind != BP__KIND_MALLOC) &&
+        BP_LIKELY(bp__tcache_put(&ts->tcache, b->region.class_index, b)))
+        return;
+    bp__region_free(a, &b->region);
     b->head.memory = NULL;
     b->region.memory = NULL;
     if (BP_UNLIKELY(hold_back)) bp__buf_object_quarantine(a, b);
@@ -188,10 +214,31 @@ int bp_retain_n(bp_buf *b, uint32_t n)
 
 int bp_retain(bp_buf *b) { return bp_retain_n(b, 1); }
 
-int bp_release_n(bp_buf *b, uint32_t n)
+/* The common case: the last reference to a plain root, released on the thread that
+ * allocated it (its owner is this thread's cached state), not sampled by leak detection,
+ * with no views, and room in the thread cache's bin for its class - object and region go
+ * there with one push. False, changing nothing, for anything else. */
+BP_INLINE bool release_fast(bp_buf *b, uint32_t n)
 {
-    if (BP_UNLIKELY(b == NULL)) return bp__misuse(BP_EINVAL, __func__, "buffer is NULL");
-    if (BP_UNLIKELY(n == 0)) return bp__misuse(BP_EINVAL, __func__, "decrement is 0");
+    if (BP_UNLIKELY(b == NULL)) return false;
+    uint32_t count = BP__REFCNT_LOAD(b, __ATOMIC_ACQUIRE);
+    bp__thread_state *ts = bp__tls_last.state;
+    if (BP_UNLIKELY(count != n || (int32_t)count <= 0 || b->owner != ts || ts == NULL)) return false;
+    if (BP_UNLIKELY(b->leak != NULL || b->views != NULL)) return false;
+    if (BP_UNLIKELY(!bp__tcache_push(&ts->tcache, b->region.class_index, b))) return false;
+    /* Sole owner: a plain store will do (see release_slow). */
+    BP__REFCNT_STORE(b, 0, __ATOMIC_RELAXED);
+    BP_POISON(b->region.memory, b->region.length);
+    bp__counter_add(&ts->buffers_released, 1);
+    return true;
+}
+
+/* Everything else bp_release_n does: shared counts, views, leak records, releases away from
+ * home, misuse. */
+static BP_NOINLINE int release_slow(bp_buf *b, uint32_t n)
+{
+    if (BP_UNLIKELY(b == NULL)) return bp__misuse(BP_EINVAL, "bp_release_n", "buffer is NULL");
+    if (BP_UNLIKELY(n == 0)) return bp__misuse(BP_EINVAL, "bp_release_n", "decrement is 0");
     uint32_t count = BP__REFCNT_LOAD(b, __ATOMIC_ACQUIRE);
     /* Sole owner: nobody else holds a reference that could change the count, so a plain
      * store will do (DPDK's trick; it saves a locked instruction per buffer). */
@@ -200,14 +247,14 @@ int bp_release_n(bp_buf *b, uint32_t n)
         deallocate(b);
         return 1;
     }
-    if (BP_UNLIKELY(count & BP__REFCNT_INDIRECT)) return indirect_release(b, n, count, __func__);
+    if (BP_UNLIKELY(count & BP__REFCNT_INDIRECT)) return indirect_release(b, n, count, "bp_release_n");
     if (BP_UNLIKELY(b->leak != NULL) && count > n) bp__leak_note(&b->allocator->leak, b->leak, "release", NULL);
     do {
         if (BP_UNLIKELY(count == 0))
-            return bp__misuse(BP_EFREED, __func__, "buffer %p already released (refCnt: 0, decrement: %u)",
+            return bp__misuse(BP_EFREED, "bp_release_n", "buffer %p already released (refCnt: 0, decrement: %u)",
                               (void *)b, n);
         if (BP_UNLIKELY(n > count))
-            return bp__misuse(BP_EREFCNT, __func__, "decrement %u exceeds refCnt %u", n, count);
+            return bp__misuse(BP_EREFCNT, "bp_release_n", "decrement %u exceeds refCnt %u", n, count);
     } while (!__atomic_compare_exchange_n(&b->head.refcnt, &count, count - n, true, __ATOMIC_ACQ_REL,
                                           __ATOMIC_ACQUIRE));
     if (count == n) {
@@ -217,7 +264,17 @@ int bp_release_n(bp_buf *b, uint32_t n)
     return 0;
 }
 
-int bp_release(bp_buf *b) { return bp_release_n(b, 1); }
+int bp_release_n(bp_buf *b, uint32_t n)
+{
+    if (BP_LIKELY(release_fast(b, n))) return 1;
+    return release_slow(b, n);
+}
+
+int bp_release(bp_buf *b)
+{
+    if (BP_LIKELY(release_fast(b, 1))) return 1;
+    return release_slow(b, 1);
+}
 
 int bp_refcnt(const bp_buf *b)
 {
@@ -275,12 +332,12 @@ static int move_to_new_region(bp_buf *b, size_t new_capacity, size_t keep)
     bp__thread_state *ts = bp__thread_state_get(b->allocator);
     if (BP_UNLIKELY(ts == NULL)) return BP_ENOMEM;
     bp__region fresh;
-    int rc = bp__region_alloc_cached(b->allocator, ts, new_capacity, &fresh);
+    int rc = bp__region_take(b->allocator, ts, new_capacity, &fresh);
     if (BP_UNLIKELY(rc != 0)) return rc;
     if (fresh.kind != BP__KIND_MALLOC) BP_UNPOISON(fresh.memory, fresh.length);
     memcpy(fresh.memory, b->head.memory, keep);
     if (b->region.kind != BP__KIND_MALLOC) BP_POISON(b->region.memory, b->region.length);
-    bp__region_free_cached(b->allocator, ts, &b->region);
+    bp__region_give(b->allocator, ts, &b->region);
     b->region = fresh;
     b->head.memory = fresh.memory;
     return 0;

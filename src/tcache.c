@@ -3,6 +3,7 @@
  */
 #include "tcache.h"
 
+#include "allocator.h"
 #include "chunk.h"
 
 #include <stdlib.h>
@@ -44,13 +45,34 @@ void bp__tcache_totals(const bp__tcache *tc, size_t *entries, size_t *bytes, uin
     }
 }
 
-/* Gives entries [0, n) of a bin back to their arenas and closes the gap. */
+/* The thread state this cache is part of: its recycler takes the objects whose regions go
+ * back to the arena. */
+static bp__thread_state *owner_of(bp__tcache *tc)
+{
+    return (bp__thread_state *)(void *)((char *)tc - offsetof(bp__thread_state, tcache));
+}
+
+/* Gives entries [0, n) of a bin back - regions to their arenas, objects to the recycler -
+ * and closes the gap. */
 static void give_back_oldest(bp__tcache *tc, unsigned cls, uint32_t n)
 {
     bp__tcache_bin *bin = &tc->bins[cls];
     if (n == 0) return;
+    bp__thread_state *ts = owner_of(tc);
     uint32_t count = bp__bin_get(&bin->count);
-    bp__regions_free_batch(tc->sc, cls, bin->entries, n);
+    bp__cached_region regions[64];
+    for (uint32_t done = 0; done < n;) {
+        uint32_t k = n - done < 64 ? n - done : 64;
+        for (uint32_t i = 0; i < k; i++) {
+            bp_buf *b = bin->entries[done + i];
+            regions[i] = (bp__cached_region){b->region.memory, b->region.chunk, b->region.handle};
+            b->head.memory = NULL;
+            b->region.memory = NULL;
+            bp__buf_object_put(ts, ts->allocator, b);
+        }
+        bp__regions_free_batch(tc->sc, cls, regions, k);
+        done += k;
+    }
     memmove(bin->entries, bin->entries + n, (count - n) * sizeof *bin->entries);
     bp__bin_set(&bin->count, count - n);
 }
@@ -61,36 +83,43 @@ static bool ensure_entries(bp__tcache_bin *bin)
     return bin->entries != NULL;
 }
 
-bool bp__tcache_put_slow(bp__tcache *tc, const bp__region *region)
+bool bp__tcache_put_slow(bp__tcache *tc, unsigned cls, bp_buf *b)
 {
-    unsigned cls = region->class_index;
     bp__tcache_bin *bin = &tc->bins[cls];
     if (bin->capacity == 0 || !ensure_entries(bin)) return false;
     uint32_t count = bp__bin_get(&bin->count);
     if (count == bin->capacity) give_back_oldest(tc, cls, (count + 1) / 2);
-    return bp__tcache_put(tc, region);
+    return bp__tcache_put(tc, cls, b);
 }
 
-bool bp__tcache_refill(bp__tcache *tc, unsigned cls, bp__region *out)
+bp_buf *bp__tcache_refill(bp__tcache *tc, unsigned cls)
 {
-    if (cls >= tc->ncacheable) return false;
+    if (cls >= tc->ncacheable) return NULL;
     bp__tcache_bin *bin = &tc->bins[cls];
-    if (bin->refill == 0 || !ensure_entries(bin)) return false;
+    if (bin->refill == 0 || !ensure_entries(bin)) return NULL;
+    bp__thread_state *ts = owner_of(tc);
+    bp_allocator *a = ts->allocator;
+    /* Objects first: getting them may drain remote releases into this very bin. */
+    bp_buf *objects[512];
+    uint32_t want = bin->refill < 512 ? bin->refill : 512, have = 0;
+    while (have < want && (objects[have] = bp__buf_object_get(ts)) != NULL) have++;
+    uint32_t room = bin->capacity - bp__bin_get(&bin->count) + 1; /* one goes out now */
+    uint32_t take = have < room ? have : room;
     /* Taken in address order; the lowest goes out now, the next lowest ends on top. */
     bp__cached_region batch[512];
-    uint32_t want = bin->refill < 512 ? bin->refill : 512;
-    unsigned got = bp__arena_alloc_small_batch(tc->arena, cls, batch, want);
-    if (got == 0) return false;
+    unsigned got = take > 0 ? bp__arena_alloc_small_batch(tc->arena, cls, batch, take) : 0;
+    for (unsigned i = 0; i < got; i++) {
+        bp_buf *b = objects[i];
+        b->region = (bp__region){batch[i].memory, tc->sc->class_size[cls], batch[i].chunk, batch[i].handle,
+                                 BP__KIND_SMALL, cls};
+        bp__buf_object_prepare(b, a, ts);
+    }
+    for (uint32_t i = got; i < have; i++) bp__buf_object_put(ts, a, objects[i]);
+    if (got == 0) return NULL;
     uint32_t count = bp__bin_get(&bin->count);
-    for (unsigned i = got - 1; i >= 1; i--) bin->entries[count++] = batch[i];
+    for (unsigned i = got - 1; i >= 1; i--) bin->entries[count++] = objects[i];
     bp__bin_set(&bin->count, count);
-    out->memory = batch[0].memory;
-    out->chunk = batch[0].chunk;
-    out->handle = batch[0].handle;
-    out->length = tc->sc->class_size[cls];
-    out->class_index = cls;
-    out->kind = BP__KIND_SMALL;
-    return true;
+    return objects[0];
 }
 
 size_t bp__tcache_trim(bp__tcache *tc)

@@ -4,8 +4,15 @@
  * regions this thread released recently. An allocation that finds its bin non-empty takes
  * no lock, no atomic read-modify-write and no system call.
  *
+ * The cache and the bp_buf recycler are one: a bin holds released bp_buf objects with their
+ * regions still attached, so a hit is one pop that yields both (no region copied in or out,
+ * no second stack), and a release of a buffer allocated here is one push.
+ *
  * Invariants
- * - A region in a bin is, for its arena, still handed out; it belongs to no buffer.
+ * - A region in a bin is, for its arena, still handed out; it belongs to no live buffer.
+ * - An object in a bin: refcnt 0, region of the bin's class, head.memory == region.memory,
+ *   allocator and owner this cache's, root, views, leak and composite NULL (what
+ *   bp_alloc_ex would otherwise have to store on every allocation).
  * - bins[c].count <= bins[c].capacity; entries[0] is the oldest, entries[count-1] the newest
  *   (bins are stacks: the warmest region is reused first).
  * - As in jemalloc, a miss on a small class refills the bin with a batch taken from the
@@ -26,7 +33,7 @@
 #include <stdatomic.h>
 
 typedef struct bp__tcache_bin {
-    bp__cached_region *entries; /* allocated on first use */
+    bp_buf **entries;          /* released objects with their regions; allocated on first use */
     _Atomic uint32_t count;
     uint32_t capacity;         /* 0: this class is not cached */
     _Atomic uint32_t hits_since_trim;
@@ -58,11 +65,12 @@ size_t bp__tcache_trim(bp__tcache *tc);
 void bp__tcache_discard(bp__tcache *tc);
 
 BP_NOINLINE void bp__tcache_scheduled_trim(bp__tcache *tc);
-BP_NOINLINE bool bp__tcache_put_slow(bp__tcache *tc, const bp__region *region);
+BP_NOINLINE bool bp__tcache_put_slow(bp__tcache *tc, unsigned cls, bp_buf *b);
 
-/* A miss on a small class: refills the bin from the arena and takes one region. False
- * for classes that are not refilled in batches, or when the arena has no memory. */
-BP_NOINLINE bool bp__tcache_refill(bp__tcache *tc, unsigned cls, bp__region *out);
+/* A miss on a small class: refills the bin from the arena (a batch of regions, each given an
+ * object from the recycler) and returns one. NULL for classes that are not refilled in
+ * batches, or when the arena has no memory or there are no objects. */
+BP_NOINLINE bp_buf *bp__tcache_refill(bp__tcache *tc, unsigned cls);
 
 static inline void bp__tcache_count_n(_Atomic uint64_t *counter, uint64_t n)
 {
@@ -86,41 +94,59 @@ static inline void bp__bin_set(_Atomic uint32_t *field, uint32_t value)
 /* What a cache holds and has served, summed from its bins (any thread may call it). */
 void bp__tcache_totals(const bp__tcache *tc, size_t *entries, size_t *bytes, uint64_t *hits);
 
-/* Takes a cached region of class `cls` (< sc->nclasses) into *out. False on a miss (the
- * caller counts it, looks at remote releases, then refills or goes to the arena). */
-BP_INLINE bool bp__tcache_take(bp__tcache *tc, unsigned cls, bp__region *out)
+/* Takes a released object with a cached region of class `cls` (< sc->nclasses). NULL on
+ * a miss (the caller counts it, looks at remote releases, then refills or goes to the
+ * arena). */
+BP_INLINE bp_buf *bp__tcache_take(bp__tcache *tc, unsigned cls)
 {
-    if (cls >= tc->ncacheable) return false;
+    if (cls >= tc->ncacheable) return NULL;
     if (BP_UNLIKELY(--tc->allocations_until_trim == 0)) bp__tcache_scheduled_trim(tc);
     bp__tcache_bin *bin = &tc->bins[cls];
     uint32_t count = bp__bin_get(&bin->count);
-    if (BP_UNLIKELY(count == 0)) return false;
-    bp__cached_region *e = &bin->entries[--count];
-    bp__bin_set(&bin->count, count);
+    if (BP_UNLIKELY(count == 0)) return NULL;
+    bp__bin_set(&bin->count, count - 1);
     bp__bin_set(&bin->hits_since_trim, bp__bin_get(&bin->hits_since_trim) + 1);
-    out->memory = e->memory;
-    out->chunk = e->chunk;
-    out->handle = e->handle;
-    out->length = tc->sc->class_size[cls];
-    out->class_index = cls;
-    out->kind = cls < tc->sc->nsmall ? BP__KIND_SMALL : BP__KIND_NORMAL;
-    return true;
+    return bin->entries[count - 1];
 }
 
-/* Caches a region released by this thread. False when its class is not cached or the bin
- * is full: the caller gives it to the arena. */
-BP_INLINE bool bp__tcache_put(bp__tcache *tc, const bp__region *region)
+/* Caches a released object whose region has class `cls` (the bin invariants already hold
+ * for it). False when the class is not cached: the caller gives the region to the arena. */
+BP_INLINE bool bp__tcache_put(bp__tcache *tc, unsigned cls, bp_buf *b)
 {
-    unsigned cls = region->class_index;
     if (cls >= tc->ncacheable) return false;
     bp__tcache_bin *bin = &tc->bins[cls];
     uint32_t count = bp__bin_get(&bin->count);
-    if (BP_UNLIKELY(bin->entries == NULL || count == bin->capacity)) return bp__tcache_put_slow(tc, region);
-    bp__cached_region *e = &bin->entries[count];
+    if (BP_UNLIKELY(bin->entries == NULL || count == bin->capacity)) return bp__tcache_put_slow(tc, cls, b);
+    bin->entries[count] = b;
     bp__bin_set(&bin->count, count + 1);
-    e->memory = region->memory;
-    e->chunk = region->chunk;
-    e->handle = region->handle;
+    return true;
+}
+
+/* For the allocation fast path: a pop with no call in it. NULL, changing nothing, when it
+ * cannot serve without a slow step (class not cached, bin empty, a trim due): the caller
+ * then goes through bp__tcache_take. */
+BP_INLINE bp_buf *bp__tcache_pop(bp__tcache *tc, unsigned cls)
+{
+    if (BP_UNLIKELY(cls >= tc->ncacheable || tc->allocations_until_trim <= 1)) return NULL;
+    bp__tcache_bin *bin = &tc->bins[cls];
+    uint32_t count = bp__bin_get(&bin->count);
+    if (BP_UNLIKELY(count == 0)) return NULL;
+    tc->allocations_until_trim--;
+    bp__bin_set(&bin->count, count - 1);
+    bp__bin_set(&bin->hits_since_trim, bp__bin_get(&bin->hits_since_trim) + 1);
+    return bin->entries[count - 1];
+}
+
+/* For the release fast path: a push with no call in it. False, changing nothing, when the
+ * bin is not there yet or full: the caller then goes through bp__tcache_put. */
+BP_INLINE bool bp__tcache_push(bp__tcache *tc, unsigned cls, bp_buf *b)
+{
+    if (BP_UNLIKELY(cls >= tc->ncacheable)) return false;
+    bp__tcache_bin *bin = &tc->bins[cls];
+    uint32_t count = bp__bin_get(&bin->count);
+    if (BP_UNLIKELY(bin->entries == NULL || count == bin->capacity)) return false;
+    bin->entries[count] = b;
+    bp__bin_set(&bin->count, count + 1);
     return true;
 }
 

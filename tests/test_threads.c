@@ -126,6 +126,16 @@ static void *churn(void *arg)
     return NULL;
 }
 
+/* bp_buf objects ever made (slabs x objects per slab). */
+static size_t objects_made(bp_allocator *a)
+{
+    size_t made = 0;
+    pthread_mutex_lock(&a->lock);
+    for (bp__buf_slab *slab = a->slabs; slab != NULL; slab = slab->next) made += BP__SLAB_BUFS;
+    pthread_mutex_unlock(&a->lock);
+    return made;
+}
+
 static void test_cross_thread_release_and_thread_turnover(void **state)
 {
     (void)state;
@@ -138,6 +148,7 @@ static void test_cross_thread_release_and_thread_turnover(void **state)
     shared->a = a;
     shared->iterations = 4000 / scale_divisor();
     enum { THREADS = 4, ROUNDS = 3 };
+    size_t made_in_first_round = 0;
     for (int round = 0; round < ROUNDS; round++) { /* threads torn down and started again */
         pthread_t threads[THREADS];
         churn_args args[THREADS];
@@ -147,6 +158,7 @@ static void test_cross_thread_release_and_thread_turnover(void **state)
             pthread_create(&threads[t], NULL, churn, &args[t]);
         }
         for (int t = 0; t < THREADS; t++) pthread_join(threads[t], NULL);
+        if (round == 0) made_in_first_round = objects_made(a);
         for (unsigned i = 0; i < cfg.arenas; i++) {
             bp_arena_stats s;
             bp_arena_get_stats(a, i, &s, sizeof s);
@@ -170,12 +182,13 @@ static void test_cross_thread_release_and_thread_turnover(void **state)
     assert_int_equal(s.active_bytes, 0);
     assert_int_equal(s.allocations, s.deallocations);
     /* Objects of exited threads went back to the allocator and are reused: the number of
-     * bp_buf objects ever made is bounded by the peak, not by the traffic. */
-    size_t made = 0;
-    for (bp__buf_slab *slab = a->slabs; slab != NULL; slab = slab->next) made += BP__SLAB_BUFS;
-    size_t traffic = (size_t)ROUNDS * THREADS * (size_t)shared->iterations;
-    assert_true(made < traffic / 4);
+     * bp_buf objects ever made is bounded by the peak (live buffers plus the regions the
+     * thread caches hold, each with its object), not by the traffic - the rounds after the
+     * first, with new threads and as much traffic again each, make (almost) none. Measured:
+     * 11008 after round 1, 11200 after round 6 (9664 throughout at TSan's scale). */
+    size_t made = objects_made(a);
     assert_true(made >= SLOTS);
+    assert_true(made <= made_in_first_round + made_in_first_round / 8);
     free(shared);
     bp_allocator_destroy(a);
 }
@@ -285,6 +298,11 @@ typedef struct steady_figures {
 
 static steady_figures figures;
 
+/* Rounds before the figures are taken. Cached regions keep their bp_buf objects (the thread
+ * cache is the recycler), so the producer's object count settles after the caches have
+ * filled: round 8 here; 20 leaves room. */
+#define WARMUP_ROUNDS 20
+
 static void *steady_state_body(void *arg)
 {
     handoff *h = arg;
@@ -293,7 +311,7 @@ static void *steady_state_body(void *arg)
     pthread_barrier_init(&h->emptied, NULL, 2);
     pthread_create(&c, NULL, consumer, h);
     for (int r = 0; r < h->rounds; r++) {
-        if (r == 5) {
+        if (r == WARMUP_ROUNDS) {
             figures.mapped_after_warmup = mapped_bytes(h->a);
             figures.slabs_after_warmup = slab_count(h->a);
         }
@@ -322,7 +340,7 @@ static void test_producer_consumer_reaches_a_steady_state(void **state)
     cfg.arenas = 2;
     handoff *h = calloc(1, sizeof *h);
     h->a = bp_allocator_new(&cfg, NULL);
-    h->rounds = 100 / scale_divisor() + 10;
+    h->rounds = 100 / scale_divisor() + WARMUP_ROUNDS + 10;
     pthread_t p;
     pthread_create(&p, NULL, steady_state_body, h);
     pthread_join(p, NULL);
