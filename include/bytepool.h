@@ -137,7 +137,14 @@ typedef struct bp_config {
                                    it is unmapped; default 1000, 0 = unmap at once */
     unsigned leak_detection;    /* a bp_leak_level; default BP_LEAK_DISABLED */
     unsigned leak_sampling_interval; /* simple/advanced: track 1 buffer in this many; default 128 */
+    unsigned dirty_decay_ms;    /* free pages inside chunks that stay free this long (up to
+                                   twice as long) go back to the OS (madvise DONTNEED) and
+                                   stay mapped; default 1000, 0 = at every check (every
+                                   cache_trim_interval allocations), BP_DECAY_NEVER = never */
 } bp_config;
+
+/* dirty_decay_ms: keep free pages resident for good. */
+#define BP_DECAY_NEVER 4294967295u
 
 /* Leak detection levels (Netty's ResourceLeakDetector.Level). */
 typedef enum bp_leak_level {
@@ -197,8 +204,9 @@ BP_API int bp_thread_cache_trim(bp_allocator *a);
  * many went back; errors as bp_thread_cache_trim. Thread exit does this by itself. */
 BP_API int bp_thread_cache_flush(bp_allocator *a);
 
-/* Unmaps every empty chunk the allocator keeps for reuse (see chunk_decay_ms), now rather
- * than when its time is up. Returns how many chunks were unmapped, BP_EINVAL for NULL. */
+/* Unmaps every empty chunk the allocator keeps for reuse (see chunk_decay_ms) and gives
+ * every free page still resident back to the OS (see dirty_decay_ms), now rather than when
+ * their time is up. Returns how many chunks were unmapped, BP_EINVAL for NULL. */
 BP_API int bp_allocator_purge(bp_allocator *a);
 
 /* ---------------------------------------------------------------------------------------
@@ -244,6 +252,8 @@ typedef struct bp_arena_stats {
     size_t huge_mapped_bytes; /* bytes of huge mappings alive */
     unsigned threads;         /* threads bound to this arena */
     size_t retained_chunks;   /* empty chunks kept mapped for reuse (chunk_decay_ms) */
+    size_t dirty_bytes;       /* free pages in chunks, touched and not purged since */
+    uint64_t purged_bytes;    /* bytes given back to the OS by purging, ever */
 } bp_arena_stats;
 
 /* Counters of a whole allocator: the arenas summed, plus settings. */
@@ -264,6 +274,8 @@ typedef struct bp_allocator_stats {
     uint64_t remote_releases; /* buffers released on a thread other than their allocator's */
     uint64_t remote_drained;  /* of those, taken back by the allocating thread (the rest were
                                  freed by the releaser, or are on their way back) */
+    size_t dirty_bytes;       /* free pages in chunks still resident (dirty_decay_ms) */
+    uint64_t purged_bytes;    /* bytes given back to the OS by purging free pages, ever */
 } bp_allocator_stats;
 
 /* Copies the allocator's counters into *out. `out_size` is sizeof(*out) as the caller

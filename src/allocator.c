@@ -418,7 +418,7 @@ static bp_allocator *allocator_create(const bp_config *cfg, bool pooled, int *er
         if (a->arenas == NULL) goto fail_key;
         unsigned i = 0;
         for (; i < cfg->arenas; i++)
-            if (bp__arena_init(&a->arenas[i], &a->sc, i, cfg->chunk_decay_ms) != 0) break;
+            if (bp__arena_init(&a->arenas[i], &a->sc, i, cfg->chunk_decay_ms, cfg->dirty_decay_ms) != 0) break;
         if (i < cfg->arenas) {
             while (i > 0) bp__arena_destroy(&a->arenas[--i]);
             free(a->arenas);
@@ -614,6 +614,8 @@ int bp_allocator_get_stats(const bp_allocator *a, bp_allocator_stats *out, size_
             bp__arena_get_stats(&mutable_a->arenas[i], &s);
             full.mapped_bytes += (s.chunks + s.retained_chunks) * a->config.chunk_size + s.huge_mapped_bytes;
             full.retained_chunks += s.retained_chunks;
+            full.dirty_bytes += s.dirty_bytes;
+            full.purged_bytes += s.purged_bytes;
             full.active_bytes += s.active_bytes;
             full.chunks += s.chunks;
             full.allocations += s.allocations_small + s.allocations_normal + s.allocations_huge;

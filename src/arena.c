@@ -18,13 +18,16 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index, unsigned decay_ms)
+int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index, unsigned decay_ms,
+                   unsigned dirty_decay_ms)
 {
     memset(arena, 0, sizeof *arena);
     if (pthread_mutex_init(&arena->lock, NULL) != 0) return BP_ENOMEM;
     arena->sc = sc;
     arena->index = index;
     arena->decay_ms = decay_ms;
+    arena->dirty_decay_ms = dirty_decay_ms;
+    arena->last_dirty_pass_ms = now_ms();
     atomic_init(&arena->threads, 0);
     bp__chunk_lists_init(arena->lists, sc->chunk_size);
     return 0;
@@ -107,10 +110,23 @@ static size_t delete_chunks(bp__chunk *list)
     return n;
 }
 
+/* A purge pass over the free pages of every chunk in use. Under the lock: a page must not
+ * be handed out while it is being purged. */
+static void purge_dirty_locked(bp__arena *arena, bool all, uint64_t now)
+{
+    for (unsigned b = 0; b < BP__NBANDS; b++)
+        for (bp__chunk *c = arena->lists[b].head; c != NULL; c = c->next)
+            if (c->dirty_pages > 0) arena->purged_bytes += bp__chunk_purge(c, all);
+    arena->last_dirty_pass_ms = now;
+}
+
 size_t bp__arena_purge(bp__arena *arena, bool all)
 {
+    uint64_t now = now_ms();
     pthread_mutex_lock(&arena->lock);
     bp__chunk *expired = take_expired_locked(arena, all);
+    bool pass_due = arena->dirty_decay_ms != BP_DECAY_NEVER && now - arena->last_dirty_pass_ms >= arena->dirty_decay_ms;
+    if (all || pass_due) purge_dirty_locked(arena, all, now);
     pthread_mutex_unlock(&arena->lock);
     return delete_chunks(expired);
 }
@@ -336,6 +352,10 @@ void bp__arena_get_stats(bp__arena *arena, bp_arena_stats *out)
     out->chunks = arena->chunks;
     out->retained_chunks = arena->nretained;
     out->huge_mapped_bytes = arena->huge_mapped_bytes;
+    out->purged_bytes = arena->purged_bytes;
+    for (unsigned b = 0; b < BP__NBANDS; b++)
+        for (bp__chunk *c = arena->lists[b].head; c != NULL; c = c->next)
+            out->dirty_bytes += c->dirty_pages << arena->sc->page_shift;
     for (unsigned b = 0; b < BP__NBANDS; b++) out->chunks_in_band[b] = arena->lists[b].count;
     pthread_mutex_unlock(&arena->lock);
     out->active_small = out->allocations_small - out->deallocations_small;

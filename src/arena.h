@@ -64,12 +64,16 @@ typedef struct bp__arena {
     size_t chunks;        /* chunks in the lists */
     bp__chunk *retained;  /* empty chunks kept for reuse, newest first (linked by next) */
     size_t nretained;
-    unsigned decay_ms;
+    unsigned decay_ms;    /* chunk_decay_ms */
+    unsigned dirty_decay_ms;
+    uint64_t last_dirty_pass_ms; /* the last purge pass over the chunks' free pages */
+    uint64_t purged_bytes;
     atomic_uint threads;  /* threads bound to this arena (changed without the lock) */
     unsigned index;
 } __attribute__((aligned(BP_CACHE_LINE))) bp__arena;
 
-int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index, unsigned decay_ms);
+int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index, unsigned decay_ms,
+                   unsigned dirty_decay_ms);
 
 /* The arena a pooled region must go back to (NULL for a malloc'ed one). */
 static inline bp__arena *bp__region_arena(const bp__region *region)
@@ -99,7 +103,9 @@ void bp__regions_free_batch(const bp__size_classes *sc, unsigned cls, const bp__
                             unsigned n);
 
 /* Unmaps retained empty chunks: all of them, or only those empty for decay_ms or more.
- * Returns how many were unmapped. */
+ * Then, with `all` or when dirty_decay_ms has passed since the last pass, purges the free
+ * pages of the chunks in use: all of them, or those free since the last pass. Returns how
+ * many chunks were unmapped. */
 size_t bp__arena_purge(bp__arena *arena, bool all);
 
 /* Copies counters under the lock. */

@@ -89,7 +89,7 @@ bp__chunk *bp__chunk_new(struct bp__arena *arena, const bp__size_classes *sc)
     size_t nclasses = sc->npage_classes;
 
     /* One block for the struct and its arrays; 8-byte arrays first keeps them aligned. */
-    size_t bytes = sizeof(bp__chunk) + nclasses * (avail_words + summary_words) * sizeof(uint64_t) +
+    size_t bytes = sizeof(bp__chunk) + (nclasses * (avail_words + summary_words) + 2 * avail_words) * sizeof(uint64_t) +
                    pages * sizeof(struct bp__subpage *) + pages * sizeof(uint32_t);
     bp__chunk *c = calloc(1, bytes);
     if (c == NULL) return NULL;
@@ -105,7 +105,9 @@ bp__chunk *bp__chunk_new(struct bp__arena *arena, const bp__size_classes *sc)
     c->summary_words = summary_words;
     c->avail = (uint64_t *)(c + 1);
     c->avail_summary = c->avail + nclasses * avail_words;
-    c->subpages = (struct bp__subpage **)(c->avail_summary + nclasses * summary_words);
+    c->dirty = c->avail_summary + nclasses * summary_words;
+    c->young = c->dirty + avail_words; /* a fresh mapping: nothing resident, nothing dirty */
+    c->subpages = (struct bp__subpage **)(c->young + avail_words);
     c->run_info = (uint32_t *)(c->subpages + pages);
     c->free_bytes = sc->chunk_size;
     bucket_insert(c, 0, pages);
@@ -118,6 +120,58 @@ void bp__chunk_delete(bp__chunk *chunk)
     BP_UNPOISON(chunk->base, chunk->sc->chunk_size); /* the next mapping there starts clean */
     bp__os_unmap(chunk->base, chunk->sc->chunk_size);
     free(chunk);
+}
+
+/* Sets (or clears) bits [from, from + n) of a page bitmap; returns how many changed. */
+static size_t set_page_bits(uint64_t *bits, uint32_t from, uint32_t n, bool value)
+{
+    size_t changed = 0;
+    while (n > 0) {
+        uint32_t w = from / 64, bit = from % 64, len = 64 - bit < n ? 64 - bit : n;
+        uint64_t mask = (len == 64 ? ~(uint64_t)0 : (((uint64_t)1 << len) - 1)) << bit;
+        changed += (size_t)__builtin_popcountll(value ? mask & ~bits[w] : mask & bits[w]);
+        bits[w] = value ? bits[w] | mask : bits[w] & ~mask;
+        from += len;
+        n -= len;
+    }
+    return changed;
+}
+
+/* Pages of word w to purge now: dirty, and (unless all) not freed since the last pass. */
+static inline uint64_t ripe_pages(const bp__chunk *c, unsigned w, bool all)
+{
+    return c->dirty[w] & (all ? ~(uint64_t)0 : ~c->young[w]);
+}
+
+size_t bp__chunk_purge(bp__chunk *c, bool all)
+{
+    size_t purged = 0;
+    const unsigned shift = c->sc->page_shift;
+    const uint32_t limit = c->avail_words * 64;
+    uint32_t page = 0;
+    while (page < limit) {
+        unsigned w = page / 64;
+        uint64_t ripe = ripe_pages(c, w, all) & (~(uint64_t)0 << (page % 64));
+        if (ripe == 0) {
+            page = (w + 1) * 64;
+            continue;
+        }
+        uint32_t start = w * 64 + (uint32_t)__builtin_ctzll(ripe), end = start;
+        while (end < limit) { /* the first page past start that is not ripe */
+            uint64_t unripe = ~ripe_pages(c, end / 64, all) & (~(uint64_t)0 << (end % 64));
+            if (unripe != 0) {
+                end = end / 64 * 64 + (uint32_t)__builtin_ctzll(unripe);
+                break;
+            }
+            end = (end / 64 + 1) * 64;
+        }
+        bp__os_purge(c->base + ((size_t)start << shift), (size_t)(end - start) << shift);
+        purged += (size_t)(end - start) << shift;
+        c->dirty_pages -= set_page_bits(c->dirty, start, end - start, false);
+        page = end;
+    }
+    memset(c->young, 0, c->avail_words * sizeof *c->young);
+    return purged;
 }
 
 long bp__chunk_alloc_run(bp__chunk *c, uint32_t pages)
@@ -134,6 +188,8 @@ long bp__chunk_alloc_run(bp__chunk *c, uint32_t pages)
     if (run_pages > pages) bucket_insert(c, offset + pages, run_pages - pages);
     mark_run(c, offset, pages, false);
     c->free_bytes -= (size_t)pages << c->sc->page_shift;
+    c->dirty_pages -= set_page_bits(c->dirty, offset, pages, false);
+    set_page_bits(c->young, offset, pages, false);
     return offset;
 }
 
@@ -141,6 +197,8 @@ void bp__chunk_free_run(bp__chunk *c, uint32_t offset, uint32_t pages)
 {
     BP_ASSERT(!run_info_free(c->run_info[offset]) && run_info_pages(c->run_info[offset]) == pages);
     c->free_bytes += (size_t)pages << c->sc->page_shift;
+    c->dirty_pages += set_page_bits(c->dirty, offset, pages, true); /* it was used: resident */
+    set_page_bits(c->young, offset, pages, true);
     if (offset > 0 && run_info_free(c->run_info[offset - 1])) {
         uint32_t left_pages = run_info_pages(c->run_info[offset - 1]);
         offset -= left_pages;
@@ -199,6 +257,8 @@ bool bp__chunk_check(const bp__chunk *c)
         if (c->run_info[page + pages - 1] != info) return false;
         bool free = run_info_free(info);
         if (free && previous_free) return false; /* two free runs touching */
+        for (uint32_t k = page; k < page + pages && !free; k++) /* used pages are never dirty */
+            if (((c->dirty[k / 64] | c->young[k / 64]) >> (k % 64)) & 1u) return false;
         unsigned cls = bp__page_class_floor(sc, pages);
         bool in_bucket = (bucket_words(c, cls)[page / 64] >> (page % 64)) & 1u;
         if (free != in_bucket) return false;
@@ -224,5 +284,10 @@ bool bp__chunk_check(const bp__chunk *c)
         bool nonempty_bit = (c->nonempty[cls / 64] >> (cls % 64)) & 1u;
         if (nonempty_bit != any) return false;
     }
-    return c->free_bytes == sc->chunk_size - (used_pages << sc->page_shift);
+    size_t dirty = 0;
+    for (unsigned w = 0; w < c->avail_words; w++) {
+        if (c->young[w] & ~c->dirty[w]) return false; /* young pages are dirty */
+        dirty += (size_t)__builtin_popcountll(c->dirty[w]);
+    }
+    return dirty == c->dirty_pages && c->free_bytes == sc->chunk_size - (used_pages << sc->page_shift);
 }

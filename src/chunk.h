@@ -11,6 +11,9 @@
  *   A request for n pages searches from the smallest page class >= n upwards (best fit)
  *   and takes the lowest offset in that bucket (lowest address first).
  * - free_bytes == chunk_size - pages in used runs * page_size.
+ * - Dirty pages (free, and touched since they were last purged, so likely resident) are
+ *   marked in `dirty`; those freed since the last purge pass also in `young`. Both bits are
+ *   clear for every page of a used run. dirty_pages counts the dirty bits.
  *
  * Metadata (this struct and its arrays) is allocated with malloc, never inside the mapping
  * handed to users. Not thread-safe: the owning arena's lock guards it.
@@ -51,6 +54,9 @@ typedef struct bp__chunk {
     uint64_t *avail;             /* per page class: bitmap over pages of free run starts */
     uint64_t *avail_summary;     /* per page class: bit w set <=> avail word w != 0 */
     uint64_t nonempty[2];        /* bit k set <=> page class k's bucket has a run */
+    uint64_t *dirty;             /* per page: free and maybe resident (avail_words words) */
+    uint64_t *young;             /* per page: freed since the last purge pass */
+    size_t dirty_pages;
     unsigned avail_words, summary_words;
 } bp__chunk;
 
@@ -68,6 +74,11 @@ long bp__chunk_alloc_run(bp__chunk *chunk, uint32_t pages);
 
 /* Returns the run [offset, offset + pages) and coalesces it with free neighbours. */
 void bp__chunk_free_run(bp__chunk *chunk, uint32_t offset, uint32_t pages);
+
+/* Gives the OS back the dirty pages that stayed free for a whole pass (all of them with
+ * `all`), in as few calls as there are ranges; then every remaining dirty page counts as
+ * old for the next pass. Returns the bytes purged. */
+size_t bp__chunk_purge(bp__chunk *chunk, bool all);
 
 /* Netty's usage: 100 when nothing is free, 0 when all is free, otherwise
  * 100 - free percentage, and 99 rather than 100 while any byte is free. */

@@ -35,6 +35,7 @@ static const setting settings[] = {
     {"cache_trim_interval", "BYTEPOOL_CACHE_TRIM_INTERVAL", offsetof(bp_config, cache_trim_interval),
      KIND_UNSIGNED},
     {"chunk_decay_ms", "BYTEPOOL_CHUNK_DECAY_MS", offsetof(bp_config, chunk_decay_ms), KIND_UNSIGNED},
+    {"dirty_decay_ms", "BYTEPOOL_DIRTY_DECAY_MS", offsetof(bp_config, dirty_decay_ms), KIND_UNSIGNED},
     {"leak_detection", "BYTEPOOL_LEAK_DETECTION", offsetof(bp_config, leak_detection), KIND_LEAK_LEVEL},
     {"leak_sampling_interval", "BYTEPOOL_LEAK_SAMPLING_INTERVAL", offsetof(bp_config, leak_sampling_interval),
      KIND_UNSIGNED},
@@ -69,6 +70,7 @@ void bp_config_init(bp_config *cfg)
     cfg->max_cached_size = 32 * 1024;
     cfg->cache_trim_interval = 8192;
     cfg->chunk_decay_ms = 1000;
+    cfg->dirty_decay_ms = 1000;
     /* Off by default, unlike Netty: simple tracking costs ~10 ns per allocation on the seed
      * loop (a backtrace for 1 buffer in 128), two thirds of the whole hot path. */
     cfg->leak_detection = BP_LEAK_DISABLED;
@@ -99,6 +101,8 @@ static const char *setting_problem(const bp_config *cfg, const setting *s)
         if (v > cfg->chunk_size) return "must not exceed chunk_size";
     } else if (s->offset == offsetof(bp_config, chunk_decay_ms)) {
         if (v > 3600000) return "must not exceed 3600000 (one hour)";
+    } else if (s->offset == offsetof(bp_config, dirty_decay_ms)) {
+        if (v > 3600000 && v != BP_DECAY_NEVER) return "must not exceed 3600000 (one hour), or be 4294967295 (never)";
     } else if (s->offset == offsetof(bp_config, leak_detection)) {
         if (v > BP_LEAK_PARANOID) return "must be 0 (disabled), 1 (simple), 2 (advanced) or 3 (paranoid)";
     } else if (s->offset == offsetof(bp_config, leak_sampling_interval)) {

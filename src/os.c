@@ -63,6 +63,8 @@ void bp__os_unmap(void *p, size_t size)
     atomic_fetch_sub_explicit(&mapping_count, 1, memory_order_relaxed);
 }
 
+bool bp__os_purge(void *p, size_t size) { return madvise(p, size, MADV_DONTNEED) == 0; }
+
 size_t bp__os_mapped_bytes(void) { return atomic_load(&mapped_bytes); }
 
 size_t bp__os_mapping_count(void) { return atomic_load(&mapping_count); }

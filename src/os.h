@@ -7,6 +7,7 @@
 #ifndef BP_OS_H
 #define BP_OS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,6 +23,11 @@ void *bp__os_map(size_t size);
 
 /* Unmaps what bp__os_map returned, with the same size. */
 void bp__os_unmap(void *p, size_t size);
+
+/* Gives the pages of [p, p + size) (page aligned) back to the OS while keeping them mapped:
+ * the next touch finds zeroed pages (MADV_DONTNEED). Returns false if the OS refused, which
+ * costs nothing but the memory. */
+bool bp__os_purge(void *p, size_t size);
 
 /* Bytes and mappings currently alive, across every allocator of the process. */
 size_t bp__os_mapped_bytes(void);

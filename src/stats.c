@@ -126,6 +126,8 @@ static void write_text(const bp_allocator *a, const picture *pp, FILE *out)
         fprintf(out, "pooled allocator: %u arenas, page %zu B, chunk %zu B\n", s->arenas, s->page_size, s->chunk_size);
         fprintf(out, "  %llu buffers alive, %zu bytes in use, %zu bytes mapped (chunks in use: %zu, retained empty: %zu, plus huge mappings)\n",
                 (unsigned long long)s->active_buffers, s->active_bytes, s->mapped_bytes, s->chunks, s->retained_chunks);
+        fprintf(out, "  %zu bytes free in chunks and still resident, %llu bytes given back to the OS by purging\n",
+                s->dirty_bytes, (unsigned long long)s->purged_bytes);
         fprintf(out, "  %u threads, %u thread caches: %zu regions (%zu bytes) cached; %llu hits, %llu misses, %llu trims\n",
                 s->threads, s->thread_caches, s->cached_entries, s->cached_bytes, (unsigned long long)s->cache_hits,
                 (unsigned long long)s->cache_misses, (unsigned long long)s->cache_trims);
@@ -174,12 +176,14 @@ static void write_json(const bp_allocator *a, const picture *pp, FILE *out)
             "\"mapped_bytes\": %zu, \"active_bytes\": %zu, \"active_buffers\": %llu, \"chunks\": %zu, "
             "\"retained_chunks\": %zu, \"allocations\": %llu, \"deallocations\": %llu, \"threads\": %u, "
             "\"thread_caches\": %u, \"cached_entries\": %zu, \"cached_bytes\": %zu, \"cache_hits\": %llu, "
-            "\"cache_misses\": %llu, \"cache_trims\": %llu, \"remote_releases\": %llu, \"remote_drained\": %llu},\n",
+            "\"cache_misses\": %llu, \"cache_trims\": %llu, \"remote_releases\": %llu, \"remote_drained\": %llu, "
+            "\"dirty_bytes\": %zu, \"purged_bytes\": %llu},\n",
             a->pooled ? "true" : "false", s->arenas, s->page_size, s->chunk_size, s->mapped_bytes, s->active_bytes,
             (unsigned long long)s->active_buffers, s->chunks, s->retained_chunks, (unsigned long long)s->allocations,
             (unsigned long long)s->deallocations, s->threads, s->thread_caches, s->cached_entries, s->cached_bytes,
             (unsigned long long)s->cache_hits, (unsigned long long)s->cache_misses, (unsigned long long)s->cache_trims,
-            (unsigned long long)s->remote_releases, (unsigned long long)s->remote_drained);
+            (unsigned long long)s->remote_releases, (unsigned long long)s->remote_drained, s->dirty_bytes,
+            (unsigned long long)s->purged_bytes);
     fprintf(out, " \"arenas\": [");
     for (unsigned i = 0; i < p.narenas; i++) {
         const arena_picture *ap = &p.arenas[i];
@@ -188,13 +192,15 @@ static void write_json(const bp_allocator *a, const picture *pp, FILE *out)
                 "%s\n  {\"index\": %u, \"threads\": %u, \"allocations\": {\"small\": %llu, \"normal\": %llu, \"huge\": %llu}, "
                 "\"deallocations\": {\"small\": %llu, \"normal\": %llu, \"huge\": %llu}, "
                 "\"active\": {\"small\": %llu, \"normal\": %llu, \"huge\": %llu}, \"active_bytes\": %zu, "
-                "\"huge_mapped_bytes\": %zu, \"chunks\": %zu, \"retained_chunks\": %zu,\n   \"chunk_lists\": [",
+                "\"huge_mapped_bytes\": %zu, \"chunks\": %zu, \"retained_chunks\": %zu, \"dirty_bytes\": %zu, "
+                "\"purged_bytes\": %llu,\n   \"chunk_lists\": [",
                 i ? "," : "", i, as->threads, (unsigned long long)as->allocations_small,
                 (unsigned long long)as->allocations_normal, (unsigned long long)as->allocations_huge,
                 (unsigned long long)as->deallocations_small, (unsigned long long)as->deallocations_normal,
                 (unsigned long long)as->deallocations_huge, (unsigned long long)as->active_small,
                 (unsigned long long)as->active_normal, (unsigned long long)as->active_huge, as->active_bytes,
-                as->huge_mapped_bytes, as->chunks, as->retained_chunks);
+                as->huge_mapped_bytes, as->chunks, as->retained_chunks, as->dirty_bytes,
+                (unsigned long long)as->purged_bytes);
         for (unsigned b = 0; b < BP_CHUNK_BANDS; b++) {
             fprintf(out, "%s{\"band\": \"%s\", \"chunks\": [", b ? ", " : "", band_names[b]);
             bool first = true;

@@ -165,6 +165,84 @@ static void test_allocation_prefers_well_used_chunks(void **state)
     bp_allocator_destroy(a);
 }
 
+static void sleep_ms(long ms)
+{
+    struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
+}
+
+static bp_allocator *uncached_allocator(unsigned dirty_decay_ms)
+{
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.small_cache_size = 0; /* releases reach the arena at once */
+    cfg.normal_cache_size = 0;
+    cfg.dirty_decay_ms = dirty_decay_ms;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    return a;
+}
+
+/* Free pages inside a chunk in use go back to the OS once they stayed free for a whole
+ * decay interval (a pass to age them, the next to purge them); never with BP_DECAY_NEVER;
+ * at once with bp_allocator_purge. */
+static void test_free_pages_are_purged_after_the_decay(void **state)
+{
+    (void)state;
+    bp_allocator *a = uncached_allocator(40);
+    bp_buf *keep = bp_alloc(a, 64 * 1024); /* the chunk stays in use */
+    bp_buf *b = bp_alloc(a, 64 * 1024);
+    assert_int_equal(bp_set_zero(b, 0, 64 * 1024), 0); /* touched: resident */
+    assert_int_equal(bp_release(b), 1);
+    bp_arena_stats s = arena_stats(a, 0);
+    assert_int_equal(s.dirty_bytes, 64 * 1024);
+    assert_int_equal(s.purged_bytes, 0);
+    sleep_ms(50);
+    bp__arena_purge(&a->arenas[0], false); /* a pass: the pages are young, they age */
+    s = arena_stats(a, 0);
+    assert_int_equal(s.dirty_bytes, 64 * 1024);
+    assert_int_equal(s.purged_bytes, 0);
+    bp__arena_purge(&a->arenas[0], false); /* no pass: the interval has not passed */
+    assert_int_equal(arena_stats(a, 0).purged_bytes, 0);
+    sleep_ms(50);
+    bp__arena_purge(&a->arenas[0], false); /* still free a pass later: purged */
+    s = arena_stats(a, 0);
+    assert_int_equal(s.dirty_bytes, 0);
+    assert_int_equal(s.purged_bytes, 64 * 1024);
+    bp_allocator_stats as;
+    bp_allocator_get_stats(a, &as, sizeof as);
+    assert_int_equal(as.dirty_bytes, 0);
+    assert_int_equal(as.purged_bytes, 64 * 1024);
+    /* The purged pages serve the next buffer like any others. */
+    b = bp_alloc(a, 64 * 1024);
+    assert_int_equal(bp_set_u32(b, 65532, 0xfeedface), 0);
+    uint32_t v = 0;
+    assert_int_equal(bp_get_u32(b, 65532, &v), 0);
+    assert_int_equal(v, 0xfeedface);
+    assert_int_equal(arena_stats(a, 0).dirty_bytes, 0);
+    bp_release(b);
+    bp_release(keep);
+    bp_allocator_destroy(a);
+
+    a = uncached_allocator(BP_DECAY_NEVER);
+    keep = bp_alloc(a, 64 * 1024);
+    b = bp_alloc(a, 64 * 1024);
+    assert_int_equal(bp_set_zero(b, 0, 64 * 1024), 0);
+    bp_release(b);
+    for (int i = 0; i < 2; i++) {
+        sleep_ms(5);
+        bp__arena_purge(&a->arenas[0], false);
+    }
+    assert_int_equal(arena_stats(a, 0).dirty_bytes, 64 * 1024); /* kept resident */
+    assert_int_equal(bp_allocator_purge(a), 0);                   /* no empty chunk to unmap */
+    s = arena_stats(a, 0);
+    assert_int_equal(s.dirty_bytes, 0); /* but the free pages went back */
+    assert_int_equal(s.purged_bytes, 64 * 1024);
+    bp_release(keep);
+    bp_allocator_destroy(a);
+}
+
 static bp_allocator *retaining_allocator(unsigned decay_ms)
 {
     bp_config cfg;
@@ -423,6 +501,7 @@ int main(void)
         cmocka_unit_test(test_chunk_in_q_init_is_kept_when_empty),
         cmocka_unit_test(test_allocation_prefers_well_used_chunks),
         cmocka_unit_test(test_emptied_chunk_is_retained_reused_and_purged),
+        cmocka_unit_test(test_free_pages_are_purged_after_the_decay),
         cmocka_unit_test(test_retained_chunks_decay),
         cmocka_unit_test(test_huge_buffers_are_mapped_and_unmapped_exactly),
         cmocka_unit_test(test_out_of_memory_changes_nothing),

@@ -2,9 +2,12 @@
 #include "test_util.h"
 
 #include "chunk.h"
+#include "common.h"
 #include "os.h"
 
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 static bp__size_classes sc;
 
@@ -34,6 +37,60 @@ static void test_issue_example_runs(void **state)
     assert_int_equal(c->free_bytes, sc.chunk_size);
     assert_int_equal(bp__chunk_longest_free_run(c), 512);
     assert_int_equal(bp__chunk_alloc_run(c, 20), 0);
+    bp__chunk_delete(c);
+}
+
+/* Pages of [p, p + pages pages) that are resident now (mincore). */
+static size_t resident_pages(const uint8_t *p, size_t pages)
+{
+    size_t os_page = (size_t)sysconf(_SC_PAGESIZE), n = pages * sc.page_size / os_page, resident = 0;
+    unsigned char *vec = calloc(n, 1);
+    assert_int_equal(mincore((void *)(uintptr_t)p, n * os_page, vec), 0);
+    for (size_t i = 0; i < n; i++) resident += vec[i] & 1;
+    free(vec);
+    return resident * os_page / sc.page_size;
+}
+
+/* Freed runs are dirty until a purge pass finds them still free a pass later (or any pass,
+ * with `all`); purging gives the pages back to the OS and keeps them mapped. */
+static void test_free_pages_are_purged_after_a_pass(void **state)
+{
+    (void)state;
+    bp__chunk *c = bp__chunk_new(NULL, &sc);
+    assert_non_null(c);
+    assert_int_equal(c->dirty_pages, 0); /* a fresh mapping holds nothing */
+    assert_int_equal(bp__chunk_alloc_run(c, 8), 0);
+    assert_int_equal(bp__chunk_alloc_run(c, 4), 8);
+    assert_int_equal(bp__chunk_alloc_run(c, 2), 12);
+    BP_UNPOISON(c->base, 16 * sc.page_size); /* handed out, as the arena would */
+    memset(c->base, 0xab, 14 * sc.page_size); /* touched: resident */
+    assert_int_equal(resident_pages(c->base, 14), 14);
+    bp__chunk_free_run(c, 0, 8);
+    bp__chunk_free_run(c, 12, 2);
+    assert_int_equal(c->dirty_pages, 10);
+    assert_true(bp__chunk_check(c));
+    assert_int_equal(bp__chunk_purge(c, false), 0); /* freed since the last pass: too young */
+    assert_int_equal(c->dirty_pages, 10);
+    assert_int_equal(resident_pages(c->base, 14), 14);
+    bp__chunk_free_run(c, 8, 4); /* coalesces with both: one free run of 0..(end), young */
+    assert_int_equal(c->dirty_pages, 14);
+    assert_int_equal(bp__chunk_purge(c, false), 10 * sc.page_size); /* the two old ranges */
+    assert_int_equal(c->dirty_pages, 4);
+    assert_int_equal(resident_pages(c->base, 8), 0);
+    assert_int_equal(resident_pages(c->base + 8 * sc.page_size, 4), 4);
+    assert_int_equal(resident_pages(c->base + 12 * sc.page_size, 2), 0);
+    assert_true(bp__chunk_check(c));
+    /* Reallocating a dirty page makes it clean (in use); a purged page reads as zero. */
+    assert_int_equal(bp__chunk_alloc_run(c, 16), 0);
+    assert_int_equal(c->dirty_pages, 0);
+    assert_int_equal(c->base[0], 0);
+    assert_int_equal(c->base[8 * sc.page_size], 0xab); /* never purged */
+    assert_true(bp__chunk_check(c));
+    bp__chunk_free_run(c, 0, 16);
+    assert_int_equal(bp__chunk_purge(c, true), 16 * sc.page_size); /* all: young too */
+    assert_int_equal(c->dirty_pages, 0);
+    assert_int_equal(bp__chunk_purge(c, true), 0);
+    assert_true(bp__chunk_check(c));
     bp__chunk_delete(c);
 }
 
@@ -193,6 +250,7 @@ static void test_handle_round_trip(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_free_pages_are_purged_after_a_pass),
         cmocka_unit_test(test_issue_example_runs),
         cmocka_unit_test(test_hole_is_reused_lowest_first_and_best_fit),
         cmocka_unit_test(test_full_chunk_refuses),

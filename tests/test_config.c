@@ -11,7 +11,7 @@
 static const char *const env_names[] = {"BYTEPOOL_PAGE_SIZE", "BYTEPOOL_CHUNK_SIZE", "BYTEPOOL_ARENAS",
                                         "BYTEPOOL_RECYCLER_CAPACITY", "BYTEPOOL_SMALL_CACHE_SIZE",
                                         "BYTEPOOL_NORMAL_CACHE_SIZE", "BYTEPOOL_MAX_CACHED_SIZE",
-                                        "BYTEPOOL_CACHE_TRIM_INTERVAL", "BYTEPOOL_CHUNK_DECAY_MS",
+                                        "BYTEPOOL_CACHE_TRIM_INTERVAL", "BYTEPOOL_CHUNK_DECAY_MS", "BYTEPOOL_DIRTY_DECAY_MS",
                                         "BYTEPOOL_LEAK_DETECTION", "BYTEPOOL_LEAK_SAMPLING_INTERVAL"};
 
 static int clear_env(void **state)
@@ -35,6 +35,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.max_cached_size, 32768);
     assert_int_equal(cfg.cache_trim_interval, 8192);
     assert_int_equal(cfg.chunk_decay_ms, 1000);
+    assert_int_equal(cfg.dirty_decay_ms, 1000);
     assert_int_equal(cfg.leak_detection, BP_LEAK_DISABLED);
     assert_int_equal(cfg.leak_sampling_interval, 128);
     char why[128] = "";
@@ -84,6 +85,11 @@ static void test_invalid_settings_are_named(void **state)
     cfg.chunk_decay_ms = 3600001;
     expect_invalid(&cfg, "chunk_decay_ms=3600001: must not exceed 3600000 (one hour)");
     bp_config_init(&cfg);
+    cfg.dirty_decay_ms = 3600001;
+    expect_invalid(&cfg, "dirty_decay_ms=3600001: must not exceed 3600000 (one hour), or be 4294967295 (never)");
+    cfg.dirty_decay_ms = BP_DECAY_NEVER;
+    assert_int_equal(bp_config_validate(&cfg, NULL, 0), 0);
+    bp_config_init(&cfg);
     cfg.max_cached_size = cfg.chunk_size + 1;
     expect_invalid(&cfg, "max_cached_size=4194305: must not exceed chunk_size");
     cfg.max_cached_size = 0;
@@ -104,6 +110,7 @@ static void test_env_values_are_parsed(void **state)
     setenv("BYTEPOOL_MAX_CACHED_SIZE", "64K", 1);
     setenv("BYTEPOOL_CACHE_TRIM_INTERVAL", "100", 1);
     setenv("BYTEPOOL_CHUNK_DECAY_MS", "0", 1);
+    setenv("BYTEPOOL_DIRTY_DECAY_MS", "250", 1);
     bp_config cfg;
     char why[160] = "";
     assert_int_equal(bp_config_from_env(&cfg, why, sizeof why), 0);
@@ -117,6 +124,7 @@ static void test_env_values_are_parsed(void **state)
     assert_int_equal(cfg.max_cached_size, 65536);
     assert_int_equal(cfg.cache_trim_interval, 100);
     assert_int_equal(cfg.chunk_decay_ms, 0);
+    assert_int_equal(cfg.dirty_decay_ms, 250);
     setenv("BYTEPOOL_CHUNK_SIZE", "1g", 1);
     assert_int_equal(bp_config_from_env(&cfg, why, sizeof why), 0);
     assert_int_equal(cfg.chunk_size, 1 << 30);
