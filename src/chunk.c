@@ -122,6 +122,16 @@ void bp__chunk_delete(bp__chunk *chunk)
     free(chunk);
 }
 
+/* Bits set in x. Not __builtin_popcountll: without -mpopcnt (baseline x86-64) that is a
+ * call into libgcc on every run allocation. */
+static inline unsigned count_bits(uint64_t x)
+{
+    x -= (x >> 1) & 0x5555555555555555ull;
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
+    return (unsigned)((x * 0x0101010101010101ull) >> 56);
+}
+
 /* Sets (or clears) bits [from, from + n) of a page bitmap; returns how many changed. */
 static size_t set_page_bits(uint64_t *bits, uint32_t from, uint32_t n, bool value)
 {
@@ -129,7 +139,7 @@ static size_t set_page_bits(uint64_t *bits, uint32_t from, uint32_t n, bool valu
     while (n > 0) {
         uint32_t w = from / 64, bit = from % 64, len = 64 - bit < n ? 64 - bit : n;
         uint64_t mask = (len == 64 ? ~(uint64_t)0 : (((uint64_t)1 << len) - 1)) << bit;
-        changed += (size_t)__builtin_popcountll(value ? mask & ~bits[w] : mask & bits[w]);
+        changed += count_bits(value ? mask & ~bits[w] : mask & bits[w]);
         bits[w] = value ? bits[w] | mask : bits[w] & ~mask;
         from += len;
         n -= len;
@@ -287,7 +297,7 @@ bool bp__chunk_check(const bp__chunk *c)
     size_t dirty = 0;
     for (unsigned w = 0; w < c->avail_words; w++) {
         if (c->young[w] & ~c->dirty[w]) return false; /* young pages are dirty */
-        dirty += (size_t)__builtin_popcountll(c->dirty[w]);
+        dirty += count_bits(c->dirty[w]);
     }
     return dirty == c->dirty_pages && c->free_bytes == sc->chunk_size - (used_pages << sc->page_shift);
 }

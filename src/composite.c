@@ -232,22 +232,16 @@ bp_buf *bp_composite(bp_allocator *a, size_t max_components, int *err)
     if (rc != 0) return NULL;
 
     c->max_components = max_components;
-    memset(&b->head, 0, sizeof b->head);
+    memset(&b->head, 0, sizeof b->head); /* memory NULL: no bytes of its own */
     b->head.max_capacity = BP_DEFAULT_MAX_CAPACITY;
     memset(&b->region, 0, sizeof b->region);
     b->region.kind = BP__KIND_NONE;
+    bp__buf_object_prepare(b, a, NULL); /* no owner: it never goes into a thread cache */
     b->marked_reader_index = b->marked_writer_index = 0;
-    b->root = NULL;
-    b->view_offset = 0;
-    b->view_length = 0;
+    b->view_offset = b->view_length = 0;
     b->view_retained = false;
     b->count_owner = NULL;
-    b->views = NULL;
     b->next_view = NULL;
-    b->leak = NULL;
-    b->allocator = a;
-    b->owner = NULL;
-    b->next_free = NULL;
     b->composite = c;
     BP__REFCNT_STORE(b, BP__REFCNT_INDIRECT | 1u, __ATOMIC_RELAXED);
     return b;

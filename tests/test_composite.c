@@ -373,11 +373,7 @@ static void test_search_compare_and_dump(void **state)
     assert_int_equal(bp_hex_dump(c, hex, 6), 14); /* truncated to whole bytes */
     assert_string_equal(hex, "612c");
 
-    char *text = NULL;
-    size_t len = 0;
-    FILE *out = open_memstream(&text, &len);
-    assert_int_equal(bp_pretty_hex_dump(c, out), 0);
-    fclose(out);
+    char *text = pretty_dump_text(c);
     assert_non_null(strstr(text, "|00000000| 61 2c 62 2c 63 2c 64    "));
     assert_non_null(strstr(text, " |a,b,c,d         |\n"));
     free(text);

@@ -103,6 +103,18 @@ static inline bp_buf *buf_with_text(bp_allocator *a, size_t capacity, const char
     return b;
 }
 
+/* bp_pretty_hex_dump of b as a string (the caller frees it). */
+static inline char *pretty_dump_text(const bp_buf *b)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_non_null(f);
+    assert_int_equal(bp_pretty_hex_dump(b, f), 0);
+    fclose(f);
+    return text;
+}
+
 #define BOTH(test, teardown)                                                               \
     cmocka_unit_test_setup_teardown(test, setup_pooled, teardown),                         \
         cmocka_unit_test_setup_teardown(test, setup_unpooled, teardown)
