@@ -264,7 +264,9 @@ BP_NOINLINE bp_buf *bp__buf_object_refill(bp__thread_state *ts)
     }
     pthread_mutex_lock(&a->lock);
     if (a->spare_bufs == NULL) {
-        bp__buf_slab *slab = calloc(1, sizeof *slab);
+        /* Aligned: each bp_buf starts a cache line (see struct bp_buf). */
+        bp__buf_slab *slab = aligned_alloc(_Alignof(bp__buf_slab), sizeof *slab);
+        if (slab != NULL) memset(slab, 0, sizeof *slab);
         if (slab == NULL) {
             pthread_mutex_unlock(&a->lock);
             return NULL;

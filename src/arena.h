@@ -29,11 +29,11 @@ enum { BP__KIND_SMALL, BP__KIND_NORMAL, BP__KIND_HUGE, BP__NKINDS, BP__KIND_MALL
 typedef struct bp__region {
     uint8_t *memory;
     size_t length;       /* usable bytes (the class size, or the whole huge mapping) */
-    struct bp__chunk *chunk; /* NULL for a huge mapping */
-    uint64_t handle;     /* chunk: run/slot handle; huge: its bp__huge node */
     unsigned kind;       /* BP__KIND_* */
     unsigned class_index; /* size class; sc->nclasses for huge and unpooled regions */
-} bp__region;
+    struct bp__chunk *chunk; /* NULL for a huge mapping */
+    uint64_t handle;     /* chunk: run/slot handle; huge: its bp__huge node */
+} bp__region;            /* kind and class before chunk and handle: see struct bp_buf */
 
 /* A pooled small or normal region without its class (the caller knows it): what thread
  * caches keep and what batches move. */

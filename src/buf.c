@@ -152,7 +152,7 @@ BP_INLINE void deallocate(bp_buf *b)
 
 /* Whether an indirect buffer counts its own references (retained views and composites) or
  * shares its count_owner's (plain views). */
-static bool owns_count(const bp_buf *b) { return b->root == NULL || b->view_retained; }
+static bool owns_count(const bp_buf *b) { return b->root == NULL || b->count_owner == NULL; }
 
 /* An indirect buffer's count: plain views act on their owner's, retained views and
  * composites on their own (the low 31 bits, with the indirect bit kept). */
@@ -931,7 +931,6 @@ static bp_buf *make_view(bp_buf *b, size_t index, size_t length, bool retained, 
     v->views = NULL;
     v->count_owner = NULL;
     v->next_free = NULL;
-    v->view_retained = retained;
     memset(&v->region, 0, sizeof v->region);
     v->region.kind = BP__KIND_NONE;
     if (duplicate) {
@@ -954,7 +953,7 @@ static bp_buf *make_view(bp_buf *b, size_t index, size_t length, bool retained, 
     BP__REFCNT_STORE(v, BP__REFCNT_INDIRECT | 1u, __ATOMIC_RELAXED);
     view_resolve(v);
     if (!retained) { /* plain views share a count and die with its owner */
-        bp_buf *owner = b->root != NULL && b->view_retained ? b : (b->root != NULL ? b->count_owner : b);
+        bp_buf *owner = owns_count(b) ? b : b->count_owner;
         v->count_owner = owner;
         v->next_view = owner->views;
         owner->views = v;

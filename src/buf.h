@@ -32,25 +32,31 @@
 #define BP__REFCNT_LOAD(b, order) __atomic_load_n(&(b)->head.refcnt, order)
 #define BP__REFCNT_STORE(b, v, order) __atomic_store_n(&(b)->head.refcnt, v, order)
 
+/* Three cache lines, in the order the hot paths touch them: an allocation from the thread
+ * cache writes line 0 only; a release reads line 0 (the count) and line 1; the remote
+ * take-back reads next_free and line 1. Objects are aligned to the line. */
 struct bp_buf {
-    bp__buf_head head;        /* indices, memory (== region.memory), refcnt (0: released);
-                                 first, so the header's inline paths can read it */
-    bp__region region;        /* where memory came from, to give it back */
+    /* line 0 */
+    _Alignas(BP_CACHE_LINE) bp__buf_head head; /* indices, memory (== region.memory), refcnt
+                                 (0: released); first, so the header's inline paths can read it */
     size_t marked_reader_index; /* bp_mark_reader_index; 0 until marked */
     size_t marked_writer_index;
+    /* line 1 */
+    bp__region region;        /* where memory came from, to give it back */
+    struct bp__thread_state *owner; /* the thread state that allocated it (pooled) */
+    struct bp__leak_record *leak; /* roots sampled by leak detection; NULL otherwise */
+    bp_buf *views;            /* plain views sharing this buffer's count (next_view links) */
+    /* line 2 */
+    bp_buf *next_free;        /* recycler or remote-stack link while released */
+    bp_allocator *allocator;
+    struct bp__composite *composite; /* composites: their components; NULL otherwise */
     bp_buf *root;             /* views: the buffer they show; NULL for a root */
     size_t view_offset;       /* views: where they start in the root */
     size_t view_length;       /* slices: their length; SIZE_MAX for duplicates */
-    bool view_retained;
     bp_buf *count_owner;      /* plain views: whose reference count they share and with whom
-                                 they die (the root, or the retained view they came from) */
-    bp_buf *views;            /* plain views sharing this buffer's count (next_view links) */
+                                 they die (the root, or the retained view they came from);
+                                 NULL for retained views, which count their own */
     bp_buf *next_view;
-    struct bp__leak_record *leak; /* roots sampled by leak detection; NULL otherwise */
-    bp_allocator *allocator;
-    struct bp__thread_state *owner; /* the thread state that allocated it (pooled) */
-    bp_buf *next_free;        /* recycler or remote-stack link while released */
-    struct bp__composite *composite; /* composites: their components; NULL otherwise */
 };
 
 /* ---- Checks shared by every operation: each reports the problem and returns its code. */

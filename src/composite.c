@@ -239,7 +239,6 @@ bp_buf *bp_composite(bp_allocator *a, size_t max_components, int *err)
     bp__buf_object_prepare(b, a, NULL); /* no owner: it never goes into a thread cache */
     b->marked_reader_index = b->marked_writer_index = 0;
     b->view_offset = b->view_length = 0;
-    b->view_retained = false;
     b->count_owner = NULL;
     b->next_view = NULL;
     b->composite = c;

@@ -110,8 +110,9 @@ bp_buf *bp__tcache_refill(bp__tcache *tc, unsigned cls)
     unsigned got = take > 0 ? bp__arena_alloc_small_batch(tc->arena, cls, batch, take) : 0;
     for (unsigned i = 0; i < got; i++) {
         bp_buf *b = objects[i];
-        b->region = (bp__region){batch[i].memory, tc->sc->class_size[cls], batch[i].chunk, batch[i].handle,
-                                 BP__KIND_SMALL, cls};
+        b->region = (bp__region){.memory = batch[i].memory, .length = tc->sc->class_size[cls],
+                                 .kind = BP__KIND_SMALL, .class_index = cls, .chunk = batch[i].chunk,
+                                 .handle = batch[i].handle};
         bp__buf_object_prepare(b, a, ts);
     }
     for (uint32_t i = got; i < have; i++) bp__buf_object_put(ts, a, objects[i]);
