@@ -7,12 +7,17 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 # Debian's python3 (its matplotlib draws the benchmark plots)
 PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 CMAKE ?= cmake
+# The release build in build/ (demo, bench): every option that changes the code spelled out,
+# so a CMake cache left with other values (debug checks, sanitizers) cannot leak into what
+# the benchmarks measure.
+RELEASE_OPTIONS = -DCMAKE_BUILD_TYPE=Release -DBP_BUILD_TESTS=OFF -DBP_DEBUG_CHECKS=OFF -DBP_WERROR=OFF \
+                  -DBP_SANITIZE= -DBP_VALGRIND=OFF -DBP_FUZZ=OFF
 
 .PHONY: all demo test test-checked test-asan test-tsan test-valgrind fuzz bench bench-quick install clean
 
 all:
 	@scripts/deps.sh demo
-	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Release -DBP_BUILD_TESTS=OFF
+	$(CMAKE) -S . -B build $(RELEASE_OPTIONS)
 	$(CMAKE) --build build -j $(JOBS)
 
 demo: all
@@ -42,7 +47,7 @@ test-tsan:
 # and plots to docs/; the quick one to bench/results/.
 bench:
 	@scripts/deps.sh bench
-	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Release -DBP_BUILD_TESTS=OFF
+	$(CMAKE) -S . -B build $(RELEASE_OPTIONS)
 	$(CMAKE) --build build -j $(JOBS)
 	@mkdir -p bench/results
 	./build/bench/bytepool-bench --json docs/bench-results.json
@@ -50,7 +55,7 @@ bench:
 
 bench-quick:
 	@scripts/deps.sh bench
-	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Release -DBP_BUILD_TESTS=OFF
+	$(CMAKE) -S . -B build $(RELEASE_OPTIONS)
 	$(CMAKE) --build build -j $(JOBS)
 	@mkdir -p bench/results
 	./build/bench/bytepool-bench --quick --json bench/results/results-quick.json

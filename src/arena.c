@@ -62,8 +62,9 @@ void bp__arena_destroy(bp__arena *arena)
 static long alloc_run(bp__arena *arena, uint32_t pages, bp__chunk **out)
 {
     static const unsigned order[] = {BP__Q050, BP__Q025, BP__Q000, BP__Q_INIT, BP__Q075};
+    unsigned page_class = bp__page_class_ceil(arena->sc, pages); /* once, for every chunk tried */
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
-        long offset = bp__chunk_list_alloc_run(&arena->lists[order[i]], pages, out);
+        long offset = bp__chunk_list_alloc_run(&arena->lists[order[i]], pages, page_class, out);
         if (offset >= 0) return offset;
     }
     bp__chunk *chunk = arena->retained;
@@ -76,7 +77,7 @@ static long alloc_run(bp__arena *arena, uint32_t pages, bp__chunk **out)
         if (chunk == NULL) return -1;
     }
     arena->chunks++;
-    long offset = bp__chunk_alloc_run(chunk, pages);
+    long offset = bp__chunk_alloc_run_in(chunk, pages, page_class);
     BP_ASSERT(offset == 0);
     bp__chunk_list_add(&arena->lists[BP__Q_INIT], chunk);
     *out = chunk;

@@ -187,9 +187,14 @@ size_t bp__chunk_purge(bp__chunk *c, bool all)
 long bp__chunk_alloc_run(bp__chunk *c, uint32_t pages)
 {
     BP_ASSERT(pages >= 1 && pages <= c->sc->chunk_pages);
-    BP_ASSERT(c->sc->page_class_pages[bp__page_class_ceil(c->sc, pages)] == pages);
+    return bp__chunk_alloc_run_in(c, pages, bp__page_class_ceil(c->sc, pages));
+}
+
+long bp__chunk_alloc_run_in(bp__chunk *c, uint32_t pages, unsigned page_class)
+{
+    BP_ASSERT(page_class == bp__page_class_ceil(c->sc, pages) && c->sc->page_class_pages[page_class] == pages);
     if (((size_t)pages << c->sc->page_shift) > c->free_bytes) return -1;
-    int cls = first_nonempty_from(c, bp__page_class_ceil(c->sc, pages));
+    int cls = first_nonempty_from(c, page_class);
     if (cls < 0) return -1;
     uint32_t offset = bucket_lowest(c, (unsigned)cls);
     uint32_t run_pages = run_info_pages(c->run_info[offset]);

@@ -72,6 +72,10 @@ void bp__chunk_delete(bp__chunk *chunk);
  * run's first page, or -1 if no free run is long enough. */
 long bp__chunk_alloc_run(bp__chunk *chunk, uint32_t pages);
 
+/* The same, with bp__page_class_ceil(pages) computed by the caller once for every chunk it
+ * tries. */
+long bp__chunk_alloc_run_in(bp__chunk *chunk, uint32_t pages, unsigned page_class);
+
 /* Returns the run [offset, offset + pages) and coalesces it with free neighbours. */
 void bp__chunk_free_run(bp__chunk *chunk, uint32_t offset, uint32_t pages);
 

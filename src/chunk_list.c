@@ -60,12 +60,12 @@ void bp__chunk_list_add(bp__chunk_list *list, bp__chunk *chunk)
     link_chunk(list, chunk);
 }
 
-long bp__chunk_list_alloc_run(bp__chunk_list *list, uint32_t pages, bp__chunk **out)
+long bp__chunk_list_alloc_run(bp__chunk_list *list, uint32_t pages, unsigned page_class, bp__chunk **out)
 {
     size_t bytes = (size_t)pages << (list->head ? list->head->sc->page_shift : 0);
     if (list->head == NULL || bytes > list->max_alloc) return -1;
     for (bp__chunk *c = list->head; c != NULL; c = c->next) {
-        long offset = bp__chunk_alloc_run(c, pages);
+        long offset = bp__chunk_alloc_run_in(c, pages, page_class);
         if (offset < 0) continue;
         if (bp__chunk_usage(c) >= list->max_usage && list->up != NULL) {
             bp__chunk_list_remove(list, c);

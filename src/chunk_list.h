@@ -46,7 +46,7 @@ void bp__chunk_list_remove(bp__chunk_list *list, bp__chunk *chunk);
 /* Tries each chunk of the list for a run of `pages` pages; on success returns the offset,
  * stores the chunk in *out and moves the chunk up if it crossed the band's max usage.
  * Returns -1 when no chunk in the list has room. */
-long bp__chunk_list_alloc_run(bp__chunk_list *list, uint32_t pages, bp__chunk **out);
+long bp__chunk_list_alloc_run(bp__chunk_list *list, uint32_t pages, unsigned page_class, bp__chunk **out);
 
 /* To be called after a run of `chunk` (a member of `list`) was freed: moves the chunk
  * down as its usage demands. Returns false when the chunk emptied below q000: it has then
