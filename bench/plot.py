@@ -42,6 +42,14 @@ def subtitle(data):
             f'{data["repetitions"]} runs{" (quick)" if data["quick"] else ""}')
 
 
+def finish(fig, ax, data, title, path, title_size=9, legend_columns=1):
+    """What every plot ends with: its title over the machine line, the legend, the file."""
+    ax.set_title(title + "\n" + subtitle(data), fontsize=title_size)
+    ax.legend(fontsize=8, ncol=legend_columns)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 def plot_ns(data, backends, table, out):
     workloads = [w for w in table if not w.startswith("threads-") and w != "mixed"]
     fig, ax = plt.subplots(figsize=(12, 5))
@@ -54,11 +62,8 @@ def plot_ns(data, backends, table, out):
     ax.set_xticks(range(len(workloads)))
     ax.set_xticklabels(workloads, rotation=20)
     ax.set_ylabel("ns per buffer (log scale, lower is better)")
-    ax.set_title("bytepool-bench: time per buffer\n" + subtitle(data), fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=3)
-    fig.tight_layout()
-    fig.savefig(f"{out}/bench-ns.png", dpi=100)
+    finish(fig, ax, data, "bytepool-bench: time per buffer", f"{out}/bench-ns.png", title_size=10, legend_columns=3)
 
 
 def plot_threads(data, backends, table, out):
@@ -72,11 +77,8 @@ def plot_threads(data, backends, table, out):
     ax.set_xticks([t for t, _ in rows])
     ax.set_xlabel("threads (each running batch-256 on its own)")
     ax.set_ylabel("million buffers / s, all threads (higher is better)")
-    ax.set_title("threads-T: throughput against thread count\n" + subtitle(data), fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(f"{out}/bench-threads.png", dpi=100)
+    finish(fig, ax, data, "threads-T: throughput against thread count", f"{out}/bench-threads.png")
 
 
 def median_run(result):
@@ -100,11 +102,8 @@ def plot_mixed(data, backends, table, out):
     ax.plot([0, top], [0, top], linestyle="--", color="gray", linewidth=1, label="resident = live")
     ax.set_xlabel("live bytes (MiB)")
     ax.set_ylabel("resident memory (MiB, lower is leaner)")
-    ax.set_title("mixed: resident memory against live bytes\n" + subtitle(data), fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(f"{out}/bench-mixed.png", dpi=100)
+    finish(fig, ax, data, "mixed: resident memory against live bytes", f"{out}/bench-mixed.png")
 
 
 def cell(ns):

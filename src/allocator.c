@@ -56,10 +56,7 @@ static size_t take_back(bp__thread_state *ts, bp_buf *list, bool cache_regions)
             if (bp__tcache_put(&ts->tcache, b->region.class_index, b)) continue;
         }
         bp__region_free(a, &b->region);
-        b->head.memory = NULL;
-        b->region.memory = NULL;
-        if (BP_UNLIKELY(paranoid)) bp__buf_object_quarantine(a, b);
-        else bp__buf_object_put(ts, a, b);
+        bp__buf_object_retire(ts, a, b, paranoid);
     }
     return n;
 }
@@ -122,9 +119,7 @@ int bp__region_take(bp_allocator *a, bp__thread_state *ts, size_t size, bp__regi
     bp_buf *b = bp__buf_with_region(a, ts, size, &rc);
     if (b == NULL) return rc;
     *out = b->region;
-    b->head.memory = NULL;
-    b->region.memory = NULL;
-    bp__buf_object_put(ts, a, b);
+    bp__buf_object_retire(ts, a, b, false);
     return 0;
 }
 
@@ -136,9 +131,7 @@ void bp__region_give(bp_allocator *a, bp__thread_state *ts, const bp__region *re
             b->region = *region;
             bp__buf_object_prepare(b, a, ts);
             if (bp__tcache_put(&ts->tcache, region->class_index, b)) return;
-            b->head.memory = NULL;
-            b->region.memory = NULL;
-            bp__buf_object_put(ts, a, b);
+            bp__buf_object_retire(ts, a, b, false);
         }
     }
     bp__region_free(a, region);

@@ -145,6 +145,16 @@ BP_INLINE void bp__buf_object_put(bp__thread_state *ts, bp_allocator *a, bp_buf 
     bp__buf_object_overflow(a, ts, b);
 }
 
+/* A released object whose region went elsewhere: no memory reachable through it any more,
+ * and back to the recycler - or, with hold_back (paranoid leak detection), to quarantine. */
+BP_INLINE void bp__buf_object_retire(bp__thread_state *ts, bp_allocator *a, bp_buf *b, bool hold_back)
+{
+    b->head.memory = NULL;
+    b->region.memory = NULL;
+    if (BP_UNLIKELY(hold_back)) bp__buf_object_quarantine(a, b);
+    else bp__buf_object_put(ts, a, b);
+}
+
 /* Region of at least `size` bytes from the allocator: pooled from `arena`, or malloc'ed
  * when unpooled (arena NULL). 0 or BP_ENOMEM. */
 int bp__region_alloc(bp_allocator *a, bp__arena *arena, size_t size, bp__region *out);

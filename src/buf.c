@@ -18,8 +18,8 @@
  * ------------------------------------------------------------------------------------- */
 
 /* A root from a released object that meets the thread cache's invariants: only its
- * indices and count are left to set. */
-BP_INLINE void init_root(bp_buf *b, size_t capacity, size_t max_capacity)
+ * indices and count are left to set; the allocation is counted for ts. */
+BP_INLINE void init_root(bp_buf *b, bp__thread_state *ts, size_t capacity, size_t max_capacity)
 {
     if (b->region.kind != BP__KIND_MALLOC) BP_UNPOISON(b->region.memory, b->region.length);
     b->head.reader_index = 0;
@@ -28,6 +28,8 @@ BP_INLINE void init_root(bp_buf *b, size_t capacity, size_t max_capacity)
     b->head.max_capacity = max_capacity;
     b->marked_reader_index = 0;
     b->marked_writer_index = 0;
+    BP__REFCNT_STORE(b, 1, __ATOMIC_RELAXED);
+    bp__counter_add(&ts->buffers_allocated, 1);
 }
 
 /* Everything bp_alloc_ex does: the checks, leak tracking, cache misses and trims,
@@ -59,13 +61,11 @@ static BP_NOINLINE bp_buf *bp__alloc_slow(bp_allocator *a, size_t capacity, size
      * count already as a new root needs them (the thread cache's invariants). */
     bp_buf *b = bp__buf_with_region(a, ts, capacity, &rc);
     if (BP_UNLIKELY(b == NULL)) goto fail;
-    init_root(b, capacity, max_capacity);
+    init_root(b, ts, capacity, max_capacity);
     if (BP_UNLIKELY(a->leak.level != BP_LEAK_DISABLED) && --ts->leak_countdown >= a->leak.interval) {
         ts->leak_countdown = a->leak.interval - 1; /* wrapped below 0: this one is tracked */
         b->leak = bp__leak_track(&a->leak, capacity);
     }
-    BP__REFCNT_STORE(b, 1, __ATOMIC_RELAXED);
-    bp__counter_add(&ts->buffers_allocated, 1);
     if (err != NULL) *err = 0;
     return b;
 
@@ -84,9 +84,7 @@ BP_INLINE bp_buf *alloc_fast(bp_allocator *a, size_t capacity, size_t max_capaci
         bp__thread_state *ts = bp__tls_last.state;
         bp_buf *b = ts->arena != NULL ? bp__tcache_pop(&ts->tcache, bp__size_class_of(&a->sc, capacity)) : NULL;
         if (BP_LIKELY(b != NULL)) {
-            init_root(b, capacity, max_capacity);
-            BP__REFCNT_STORE(b, 1, __ATOMIC_RELAXED);
-            bp__counter_add(&ts->buffers_allocated, 1);
+            init_root(b, ts, capacity, max_capacity);
             if (err != NULL) *err = 0;
             return b;
         }
@@ -144,10 +142,7 @@ BP_INLINE void deallocate(bp_buf *b)
         BP_LIKELY(bp__tcache_put(&ts->tcache, b->region.class_index, b)))
         return;
     bp__region_free(a, &b->region);
-    b->head.memory = NULL;
-    b->region.memory = NULL;
-    if (BP_UNLIKELY(hold_back)) bp__buf_object_quarantine(a, b);
-    else bp__buf_object_put(ts, a, b);
+    bp__buf_object_retire(ts, a, b, hold_back);
 }
 
 /* Whether an indirect buffer counts its own references (retained views and composites) or

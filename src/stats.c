@@ -5,32 +5,39 @@
  */
 #include "allocator.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-long bp_arena_chunk_stats(const bp_allocator *a, unsigned arena, bp_chunk_stats *out, size_t max, size_t elem_size)
+/* The arguments every array snapshot takes (arena: which one, or UINT_MAX for none): 0, or
+ * the reported error. */
+static int check_snapshot_args(const bp_allocator *a, unsigned arena, const void *out, size_t max, size_t elem_size,
+                               const char *func)
 {
     if (a == NULL || (out == NULL && max > 0) || elem_size == 0)
-        return bp__misuse(BP_EINVAL, __func__, "NULL allocator, NULL out with max %zu, or elem_size 0", max);
-    if (!a->pooled || arena >= a->config.arenas)
-        return bp__misuse(BP_ERANGE, __func__, "arena %u does not exist", arena);
-    return (long)bp__arena_chunk_stats(&a->arenas[arena], out, max, elem_size);
+        return bp__misuse(BP_EINVAL, func, "NULL allocator, NULL out with max %zu, or elem_size 0", max);
+    if (arena != UINT_MAX && (!a->pooled || arena >= a->config.arenas))
+        return bp__misuse(BP_ERANGE, func, "arena %u does not exist", arena);
+    return 0;
+}
+
+long bp_arena_chunk_stats(const bp_allocator *a, unsigned arena, bp_chunk_stats *out, size_t max, size_t elem_size)
+{
+    int rc = check_snapshot_args(a, arena, out, max, elem_size, __func__);
+    return rc != 0 ? rc : (long)bp__arena_chunk_stats(&a->arenas[arena], out, max, elem_size);
 }
 
 long bp_arena_class_stats(const bp_allocator *a, unsigned arena, bp_class_stats *out, size_t max, size_t elem_size)
 {
-    if (a == NULL || (out == NULL && max > 0) || elem_size == 0)
-        return bp__misuse(BP_EINVAL, __func__, "NULL allocator, NULL out with max %zu, or elem_size 0", max);
-    if (!a->pooled || arena >= a->config.arenas)
-        return bp__misuse(BP_ERANGE, __func__, "arena %u does not exist", arena);
-    return (long)bp__arena_class_stats(&a->arenas[arena], out, max, elem_size);
+    int rc = check_snapshot_args(a, arena, out, max, elem_size, __func__);
+    return rc != 0 ? rc : (long)bp__arena_class_stats(&a->arenas[arena], out, max, elem_size);
 }
 
 long bp_allocator_thread_cache_stats(const bp_allocator *a, bp_thread_cache_stats *out, size_t max, size_t elem_size)
 {
-    if (a == NULL || (out == NULL && max > 0) || elem_size == 0)
-        return bp__misuse(BP_EINVAL, __func__, "NULL allocator, NULL out with max %zu, or elem_size 0", max);
+    int rc = check_snapshot_args(a, UINT_MAX, out, max, elem_size, __func__);
+    if (rc != 0) return rc;
     bp_allocator *mutable_a = (bp_allocator *)a; /* the lock is not part of the value */
     size_t n = 0;
     pthread_mutex_lock(&mutable_a->lock);

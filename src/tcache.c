@@ -66,9 +66,7 @@ static void give_back_oldest(bp__tcache *tc, unsigned cls, uint32_t n)
         for (uint32_t i = 0; i < k; i++) {
             bp_buf *b = bin->entries[done + i];
             regions[i] = (bp__cached_region){b->region.memory, b->region.chunk, b->region.handle};
-            b->head.memory = NULL;
-            b->region.memory = NULL;
-            bp__buf_object_put(ts, ts->allocator, b);
+            bp__buf_object_retire(ts, ts->allocator, b, false);
         }
         bp__regions_free_batch(tc->sc, cls, regions, k);
         done += k;
@@ -89,7 +87,7 @@ bool bp__tcache_put_slow(bp__tcache *tc, unsigned cls, bp_buf *b)
     if (bin->capacity == 0 || !ensure_entries(bin)) return false;
     uint32_t count = bp__bin_get(&bin->count);
     if (count == bin->capacity) give_back_oldest(tc, cls, (count + 1) / 2);
-    return bp__tcache_put(tc, cls, b);
+    return bp__tcache_push(tc, cls, b);
 }
 
 bp_buf *bp__tcache_refill(bp__tcache *tc, unsigned cls)

@@ -94,14 +94,9 @@ static inline void bp__bin_set(_Atomic uint32_t *field, uint32_t value)
 /* What a cache holds and has served, summed from its bins (any thread may call it). */
 void bp__tcache_totals(const bp__tcache *tc, size_t *entries, size_t *bytes, uint64_t *hits);
 
-/* Takes a released object with a cached region of class `cls` (< sc->nclasses). NULL on
- * a miss (the caller counts it, looks at remote releases, then refills or goes to the
- * arena). */
-BP_INLINE bp_buf *bp__tcache_take(bp__tcache *tc, unsigned cls)
+/* The newest object of a bin, counted as a hit; NULL when the bin is empty. */
+BP_INLINE bp_buf *bp__bin_pop(bp__tcache_bin *bin)
 {
-    if (cls >= tc->ncacheable) return NULL;
-    if (BP_UNLIKELY(--tc->allocations_until_trim == 0)) bp__tcache_scheduled_trim(tc);
-    bp__tcache_bin *bin = &tc->bins[cls];
     uint32_t count = bp__bin_get(&bin->count);
     if (BP_UNLIKELY(count == 0)) return NULL;
     bp__bin_set(&bin->count, count - 1);
@@ -109,17 +104,14 @@ BP_INLINE bp_buf *bp__tcache_take(bp__tcache *tc, unsigned cls)
     return bin->entries[count - 1];
 }
 
-/* Caches a released object whose region has class `cls` (the bin invariants already hold
- * for it). False when the class is not cached: the caller gives the region to the arena. */
-BP_INLINE bool bp__tcache_put(bp__tcache *tc, unsigned cls, bp_buf *b)
+/* Takes a released object with a cached region of class `cls` (< sc->nclasses), running
+ * the scheduled trim when it is due. NULL on a miss (the caller counts it, looks at remote
+ * releases, then refills or goes to the arena). */
+BP_INLINE bp_buf *bp__tcache_take(bp__tcache *tc, unsigned cls)
 {
-    if (cls >= tc->ncacheable) return false;
-    bp__tcache_bin *bin = &tc->bins[cls];
-    uint32_t count = bp__bin_get(&bin->count);
-    if (BP_UNLIKELY(bin->entries == NULL || count == bin->capacity)) return bp__tcache_put_slow(tc, cls, b);
-    bin->entries[count] = b;
-    bp__bin_set(&bin->count, count + 1);
-    return true;
+    if (cls >= tc->ncacheable) return NULL;
+    if (BP_UNLIKELY(--tc->allocations_until_trim == 0)) bp__tcache_scheduled_trim(tc);
+    return bp__bin_pop(&tc->bins[cls]);
 }
 
 /* For the allocation fast path: a pop with no call in it. NULL, changing nothing, when it
@@ -128,17 +120,14 @@ BP_INLINE bool bp__tcache_put(bp__tcache *tc, unsigned cls, bp_buf *b)
 BP_INLINE bp_buf *bp__tcache_pop(bp__tcache *tc, unsigned cls)
 {
     if (BP_UNLIKELY(cls >= tc->ncacheable || tc->allocations_until_trim <= 1)) return NULL;
-    bp__tcache_bin *bin = &tc->bins[cls];
-    uint32_t count = bp__bin_get(&bin->count);
-    if (BP_UNLIKELY(count == 0)) return NULL;
-    tc->allocations_until_trim--;
-    bp__bin_set(&bin->count, count - 1);
-    bp__bin_set(&bin->hits_since_trim, bp__bin_get(&bin->hits_since_trim) + 1);
-    return bin->entries[count - 1];
+    bp_buf *b = bp__bin_pop(&tc->bins[cls]);
+    if (BP_LIKELY(b != NULL)) tc->allocations_until_trim--;
+    return b;
 }
 
 /* For the release fast path: a push with no call in it. False, changing nothing, when the
- * bin is not there yet or full: the caller then goes through bp__tcache_put. */
+ * class is not cached or its bin is not there yet or full: the caller then goes through
+ * bp__tcache_put. */
 BP_INLINE bool bp__tcache_push(bp__tcache *tc, unsigned cls, bp_buf *b)
 {
     if (BP_UNLIKELY(cls >= tc->ncacheable)) return false;
@@ -148,6 +137,15 @@ BP_INLINE bool bp__tcache_push(bp__tcache *tc, unsigned cls, bp_buf *b)
     bin->entries[count] = b;
     bp__bin_set(&bin->count, count + 1);
     return true;
+}
+
+/* Caches a released object whose region has class `cls` (the bin invariants already hold
+ * for it), making room in a full bin. False when the class is not cached: the caller gives
+ * the region to the arena. */
+BP_INLINE bool bp__tcache_put(bp__tcache *tc, unsigned cls, bp_buf *b)
+{
+    if (BP_LIKELY(bp__tcache_push(tc, cls, b))) return true;
+    return cls < tc->ncacheable && bp__tcache_put_slow(tc, cls, b);
 }
 
 #endif
