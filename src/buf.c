@@ -80,10 +80,11 @@ fail:
 BP_INLINE bp_buf *alloc_fast(bp_allocator *a, size_t capacity, size_t max_capacity, int *err)
 {
     if (BP_LIKELY(a != NULL && capacity <= max_capacity && max_capacity <= BP_CAPACITY_LIMIT &&
-                  bp__tls_last.allocator_id == a->id && a->leak.level == BP_LEAK_DISABLED)) {
+                  bp__tls_last.allocator_id == a->id)) {
+        /* fast_classes is 0 for unpooled allocators and with leak detection on. */
         bp__thread_state *ts = bp__tls_last.state;
-        bp_buf *b = ts->arena != NULL ? bp__tcache_pop(&ts->tcache, bp__size_class_of(&a->sc, capacity)) : NULL;
-        if (BP_LIKELY(b != NULL)) {
+        bp_buf *b;
+        if (BP_LIKELY(bp__tcache_pop(&ts->tcache, bp__size_class_of_any(&a->sc, capacity), &b))) {
             init_root(b, ts, capacity, max_capacity);
             if (err != NULL) *err = 0;
             return b;
@@ -218,7 +219,8 @@ BP_INLINE bool release_fast(bp_buf *b, uint32_t n)
     if (BP_UNLIKELY(b == NULL)) return false;
     uint32_t count = BP__REFCNT_LOAD(b, __ATOMIC_ACQUIRE);
     bp__thread_state *ts = bp__tls_last.state;
-    if (BP_UNLIKELY(count != n || (int32_t)count <= 0 || b->owner != ts || ts == NULL)) return false;
+    /* A live root's owner is never NULL, so owner == ts also says ts != NULL. */
+    if (BP_UNLIKELY(count != n || (int32_t)count <= 0 || b->owner != ts)) return false;
     if (BP_UNLIKELY(b->leak != NULL || b->views != NULL)) return false;
     if (BP_UNLIKELY(!bp__tcache_push(&ts->tcache, b->region.class_index, b))) return false;
     /* Sole owner: a plain store will do (see release_slow). */

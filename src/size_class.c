@@ -18,15 +18,6 @@ size_t bp__size_class_size_compute(unsigned index)
     return ((size_t)64 << group) + (size_t)(step + 1) * ((size_t)16 << group);
 }
 
-unsigned bp__size_class_compute(size_t size)
-{
-    if (size <= 64) return size == 0 ? 0 : (unsigned)((size - 1) >> BP__LOG2_QUANTUM);
-    unsigned lg = bp__log2(size - 1);       /* size - 1 lies in [2^lg, 2^(lg+1)) */
-    unsigned group = lg - 6;
-    unsigned step = (unsigned)((size - 1) >> (lg - 2)) - 4; /* which quarter of the group */
-    return 4 + 4 * group + step;
-}
-
 static size_t lcm_pages(size_t slot, size_t page)
 {
     size_t run = page;
@@ -65,7 +56,7 @@ void bp__size_classes_init(bp__size_classes *sc, size_t page_size, size_t chunk_
     sc->nclasses = n;
 
     for (size_t i = 0; i < sizeof sc->lookup; i++)
-        sc->lookup[i] = (uint8_t)bp__size_class_compute((i + 1) << BP__LOG2_QUANTUM);
+        sc->lookup[i] = (uint8_t)bp__size_class_compute(i << BP__LOG2_QUANTUM);
 }
 
 /* A whole number of pages always lands on a page class: below 4 pages the classes step by

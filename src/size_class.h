@@ -14,6 +14,8 @@
 #ifndef BP_SIZE_CLASS_H
 #define BP_SIZE_CLASS_H
 
+#include "common.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,7 +36,8 @@ typedef struct bp__size_classes {
     uint32_t run_slots[BP__MAX_CLASSES];   /* small: slots in a run; normal: 1 */
     int16_t page_class_of[BP__MAX_CLASSES]; /* page class index, or -1 if not page-sized */
     uint32_t page_class_pages[BP__MAX_CLASSES]; /* pages of each page class */
-    uint8_t lookup[BP__LOOKUP_LIMIT >> BP__LOG2_QUANTUM]; /* (size-1) >> 4 -> class */
+    uint8_t lookup[(BP__LOOKUP_LIMIT >> BP__LOG2_QUANTUM) + 1]; /* (size+15) >> 4 -> class;
+                                                                     [0] for size 0 */
 } bp__size_classes;
 
 /* Builds the table for a page and chunk size (powers of two, chunk >= 8 pages, as
@@ -42,8 +45,25 @@ typedef struct bp__size_classes {
 void bp__size_classes_init(bp__size_classes *sc, size_t page_size, size_t chunk_size);
 
 /* The smallest class >= size, computed without the table; valid for any size below
- * 2^62 and independent of the chunk size (it may exceed nclasses). */
-unsigned bp__size_class_compute(size_t size);
+ * 2^62 and independent of the chunk size (it may exceed nclasses). Inline: the allocation
+ * fast path computes normal classes with it (a few instructions, no call). */
+static inline unsigned bp__size_class_compute(size_t size)
+{
+    if (size <= 64) return size == 0 ? 0 : (unsigned)((size - 1) >> BP__LOG2_QUANTUM);
+    unsigned lg = bp__log2(size - 1);       /* size - 1 lies in [2^lg, 2^(lg+1)) */
+    unsigned group = lg - 6;
+    unsigned step = (unsigned)((size - 1) >> (lg - 2)) - 4; /* which quarter of the group */
+    return 4 + 4 * group + step;
+}
+
+/* The smallest class >= size for any size below 2^62: >= nclasses when it is huge (the
+ * chunk size is not looked at). For the allocation fast path, which compares the result
+ * with the cached classes anyway. */
+static inline unsigned bp__size_class_of_any(const bp__size_classes *sc, size_t size)
+{
+    if (size <= BP__LOOKUP_LIMIT) return sc->lookup[(size + 15) >> BP__LOG2_QUANTUM];
+    return bp__size_class_compute(size);
+}
 
 /* The size of class `index`, computed (not looked up). */
 size_t bp__size_class_size_compute(unsigned index);
@@ -51,7 +71,7 @@ size_t bp__size_class_size_compute(unsigned index);
 /* The smallest class >= size, or sc->nclasses when size is huge. O(1). */
 static inline unsigned bp__size_class_of(const bp__size_classes *sc, size_t size)
 {
-    if (size <= BP__LOOKUP_LIMIT) return size == 0 ? 0 : sc->lookup[(size - 1) >> BP__LOG2_QUANTUM];
+    if (size <= BP__LOOKUP_LIMIT) return sc->lookup[(size + 15) >> BP__LOG2_QUANTUM];
     if (size > sc->chunk_size) return sc->nclasses;
     return bp__size_class_compute(size);
 }

@@ -13,14 +13,17 @@
  * - An object in a bin: refcnt 0, region of the bin's class, head.memory == region.memory,
  *   allocator and owner this cache's, root, views, leak and composite NULL (what
  *   bp_alloc_ex would otherwise have to store on every allocation).
- * - bins[c].count <= bins[c].capacity; entries[0] is the oldest, entries[count-1] the newest
- *   (bins are stacks: the warmest region is reused first).
+ * - count <= capacity; entries[0] is the oldest, entries[count-1] the newest (bins are
+ *   stacks: the warmest region is reused first). limit is capacity once entries exist and 0
+ *   before, so that one compare refuses a push into a full bin and into one not set up yet.
  * - As in jemalloc, a miss on a small class refills the bin with a batch taken from the
  *   arena under one lock, and a full bin gives its older half back in one pass; normal
  *   classes move one region at a time (a batch of them would hold too much memory).
- * - Only the owning thread writes a bin's count and hits_since_trim; they are relaxed
- *   atomics so that stats can sum them from another thread (bp__tcache_totals) instead of
- *   the hot path keeping running totals.
+ * - Only the owning thread writes a bin's state (count and hits since the last trim, in one
+ *   word so that a pop updates both with one store); it is a relaxed atomic so that stats
+ *   can sum it from another thread (bp__tcache_totals) instead of the hot path keeping
+ *   running totals. Hits cannot wrap: every pop also counts down to the next scheduled
+ *   trim, which folds them into hits_before_trims at least every 2^32 - 1 allocations.
  * Only the owning thread touches a cache, except when the allocator is destroyed.
  */
 #ifndef BP_TCACHE_H
@@ -33,20 +36,25 @@
 #include <stdatomic.h>
 
 typedef struct bp__tcache_bin {
+    _Atomic uint64_t state;    /* count | hits since the last trim << 32 */
     bp_buf **entries;          /* released objects with their regions; allocated on first use */
-    _Atomic uint32_t count;
+    uint32_t limit;            /* capacity once entries exist, 0 before */
     uint32_t capacity;         /* 0: this class is not cached */
-    _Atomic uint32_t hits_since_trim;
     uint32_t refill;           /* small classes: regions taken from the arena per miss */
 } bp__tcache_bin;
 
+#define BP__BIN_HIT ((uint64_t)1 << 32)
+
 typedef struct bp__tcache {
+    /* What the allocation fast path reads, first. */
+    uint32_t allocations_until_trim;
+    unsigned fast_classes;     /* classes the fast path may pop: ncacheable, or 0 when every
+                                  allocation must take the slow path (leak detection) */
+    unsigned ncacheable;       /* classes 0 .. ncacheable-1 may have a bin */
+    uint32_t trim_interval;
     const bp__size_classes *sc;
     bp__arena *arena;          /* the thread's arena */
-    uint32_t trim_interval;
-    uint32_t allocations_until_trim;
-    unsigned ncacheable;       /* classes 0 .. ncacheable-1 may have a bin */
-    _Atomic uint64_t hits_before_trims; /* hits counted into bins' hits_since_trim, then
+    _Atomic uint64_t hits_before_trims; /* hits counted in the bins' states, then
                                             carried here at each trim */
     _Atomic uint64_t misses, trims;
     bp__tcache_bin bins[BP__MAX_CLASSES];
@@ -80,15 +88,21 @@ static inline void bp__tcache_count_n(_Atomic uint64_t *counter, uint64_t n)
 
 static inline void bp__tcache_count(_Atomic uint64_t *counter) { bp__tcache_count_n(counter, 1); }
 
-/* A single-writer field: a relaxed load and store (plain moves), no read-modify-write. */
-static inline uint32_t bp__bin_get(const _Atomic uint32_t *field)
+/* A bin's state is single-writer: relaxed loads and stores (plain moves), no
+ * read-modify-write. */
+static inline uint64_t bp__bin_state(const bp__tcache_bin *bin)
 {
-    return atomic_load_explicit((_Atomic uint32_t *)field, memory_order_relaxed);
+    return atomic_load_explicit((_Atomic uint64_t *)&bin->state, memory_order_relaxed);
 }
 
-static inline void bp__bin_set(_Atomic uint32_t *field, uint32_t value)
+static inline uint32_t bp__bin_count(const bp__tcache_bin *bin) { return (uint32_t)bp__bin_state(bin); }
+
+static inline uint32_t bp__bin_hits(const bp__tcache_bin *bin) { return (uint32_t)(bp__bin_state(bin) >> 32); }
+
+/* A new count, the hits kept. */
+static inline void bp__bin_set_count(bp__tcache_bin *bin, uint32_t count)
 {
-    atomic_store_explicit(field, value, memory_order_relaxed);
+    atomic_store_explicit(&bin->state, (bp__bin_state(bin) & ~(BP__BIN_HIT - 1)) | count, memory_order_relaxed);
 }
 
 /* What a cache holds and has served, summed from its bins (any thread may call it). */
@@ -97,10 +111,10 @@ void bp__tcache_totals(const bp__tcache *tc, size_t *entries, size_t *bytes, uin
 /* The newest object of a bin, counted as a hit; NULL when the bin is empty. */
 BP_INLINE bp_buf *bp__bin_pop(bp__tcache_bin *bin)
 {
-    uint32_t count = bp__bin_get(&bin->count);
+    uint64_t state = bp__bin_state(bin);
+    uint32_t count = (uint32_t)state;
     if (BP_UNLIKELY(count == 0)) return NULL;
-    bp__bin_set(&bin->count, count - 1);
-    bp__bin_set(&bin->hits_since_trim, bp__bin_get(&bin->hits_since_trim) + 1);
+    atomic_store_explicit(&bin->state, state + BP__BIN_HIT - 1, memory_order_relaxed); /* count-1, hits+1 */
     return bin->entries[count - 1];
 }
 
@@ -114,15 +128,22 @@ BP_INLINE bp_buf *bp__tcache_take(bp__tcache *tc, unsigned cls)
     return bp__bin_pop(&tc->bins[cls]);
 }
 
-/* For the allocation fast path: a pop with no call in it. NULL, changing nothing, when it
- * cannot serve without a slow step (class not cached, bin empty, a trim due): the caller
- * then goes through bp__tcache_take. */
-BP_INLINE bp_buf *bp__tcache_pop(bp__tcache *tc, unsigned cls)
+/* For the allocation fast path: a pop with no call in it, into *out. False, changing
+ * nothing, when it cannot serve without a slow step (class not cached or not for the fast
+ * path, bin empty, a trim due): the caller then goes through bp__tcache_take. (A flag and
+ * an out-parameter rather than NULL: the caller then tests the bin's count, not the
+ * object pointer loaded after it.) */
+BP_INLINE bool bp__tcache_pop(bp__tcache *tc, unsigned cls, bp_buf **out)
 {
-    if (BP_UNLIKELY(cls >= tc->ncacheable || tc->allocations_until_trim <= 1)) return NULL;
-    bp_buf *b = bp__bin_pop(&tc->bins[cls]);
-    if (BP_LIKELY(b != NULL)) tc->allocations_until_trim--;
-    return b;
+    if (BP_UNLIKELY(cls >= tc->fast_classes || tc->allocations_until_trim <= 1)) return false;
+    bp__tcache_bin *bin = &tc->bins[cls];
+    uint64_t state = bp__bin_state(bin);
+    uint32_t count = (uint32_t)state;
+    if (BP_UNLIKELY(count == 0)) return false;
+    atomic_store_explicit(&bin->state, state + BP__BIN_HIT - 1, memory_order_relaxed); /* count-1, hits+1 */
+    tc->allocations_until_trim--;
+    *out = bin->entries[count - 1];
+    return true;
 }
 
 /* For the release fast path: a push with no call in it. False, changing nothing, when the
@@ -132,10 +153,11 @@ BP_INLINE bool bp__tcache_push(bp__tcache *tc, unsigned cls, bp_buf *b)
 {
     if (BP_UNLIKELY(cls >= tc->ncacheable)) return false;
     bp__tcache_bin *bin = &tc->bins[cls];
-    uint32_t count = bp__bin_get(&bin->count);
-    if (BP_UNLIKELY(bin->entries == NULL || count == bin->capacity)) return false;
+    uint64_t state = bp__bin_state(bin);
+    uint32_t count = (uint32_t)state;
+    if (BP_UNLIKELY(count == bin->limit)) return false; /* full, or no entries yet */
     bin->entries[count] = b;
-    bp__bin_set(&bin->count, count + 1);
+    atomic_store_explicit(&bin->state, state + 1, memory_order_relaxed);
     return true;
 }
 
