@@ -150,8 +150,9 @@ static bp__chunk *settle_after_free(bp__arena *arena, bp__chunk *chunk)
     return expired;
 }
 
-/* One slot of a small class, under the lock. */
-static int take_slot(bp__arena *arena, unsigned cls, bp__cached_region *out)
+/* Up to n (1..64) slots of a small class from one subpage, under the lock: the pool's
+ * first subpage, or a new one. Returns how many (0: out of memory). */
+static unsigned take_slots(bp__arena *arena, unsigned cls, bp__cached_region *out, unsigned n)
 {
     const bp__size_classes *sc = arena->sc;
     bp__subpage_pool *pool = &arena->pools[cls];
@@ -159,30 +160,34 @@ static int take_slot(bp__arena *arena, unsigned cls, bp__cached_region *out)
     if (sp == NULL) {
         bp__chunk *chunk;
         long offset = alloc_run(arena, sc->run_pages[cls], &chunk);
-        if (offset < 0) return BP_ENOMEM;
+        if (offset < 0) return 0;
         sp = bp__subpage_new(chunk, (uint32_t)offset, sc->run_pages[cls], cls,
                              (uint32_t)sc->class_size[cls], sc->run_slots[cls]);
         if (sp == NULL) {
             bp__chunk_free_run(chunk, (uint32_t)offset, sc->run_pages[cls]);
             delete_chunks(settle_after_free(arena, chunk));
-            return BP_ENOMEM;
+            return 0;
         }
         chunk->subpages[offset] = sp;
         bp__subpage_pool_push(pool, sp);
     }
-    uint32_t slot = bp__subpage_alloc_slot(sp, pool);
+    uint32_t slots[64];
+    unsigned got = bp__subpage_alloc_slots(sp, pool, slots, n);
     bp__chunk *chunk = sp->chunk;
-    out->chunk = chunk;
-    out->memory = chunk->base + ((size_t)sp->run_offset << sc->page_shift) + (size_t)slot * sp->slot_size;
-    out->handle = bp__handle_make(sp->run_offset, sp->run_pages, true, slot);
-    return 0;
+    uint8_t *run = chunk->base + ((size_t)sp->run_offset << sc->page_shift);
+    uint64_t run_handle = bp__handle_make(sp->run_offset, sp->run_pages, true, 0);
+    for (unsigned i = 0; i < got; i++) {
+        out[i].chunk = chunk;
+        out[i].memory = run + (size_t)slots[i] * sp->slot_size;
+        out[i].handle = run_handle | slots[i];
+    }
+    return got;
 }
 
 static int alloc_small(bp__arena *arena, unsigned cls, bp__region *out)
 {
     bp__cached_region slot;
-    int rc = take_slot(arena, cls, &slot);
-    if (rc != 0) return rc;
+    if (take_slots(arena, cls, &slot, 1) == 0) return BP_ENOMEM;
     out->memory = slot.memory;
     out->chunk = slot.chunk;
     out->handle = slot.handle;
@@ -194,7 +199,11 @@ unsigned bp__arena_alloc_small_batch(bp__arena *arena, unsigned cls, bp__cached_
 {
     unsigned taken = 0;
     pthread_mutex_lock(&arena->lock);
-    while (taken < n && take_slot(arena, cls, &out[taken]) == 0) taken++;
+    while (taken < n) {
+        unsigned got = take_slots(arena, cls, out + taken, n - taken < 64 ? n - taken : 64);
+        if (got == 0) break;
+        taken += got;
+    }
     arena->allocations[BP__KIND_SMALL] += taken;
     arena->active_bytes += taken * arena->sc->class_size[cls];
     pthread_mutex_unlock(&arena->lock);

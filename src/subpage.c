@@ -52,14 +52,32 @@ void bp__subpage_pool_remove(bp__subpage_pool *pool, bp__subpage *sp)
 
 uint32_t bp__subpage_alloc_slot(bp__subpage *sp, bp__subpage_pool *pool)
 {
-    BP_ASSERT(sp->nfree > 0);
+    uint32_t slot;
+    bp__subpage_alloc_slots(sp, pool, &slot, 1);
+    return slot;
+}
+
+unsigned bp__subpage_alloc_slots(bp__subpage *sp, bp__subpage_pool *pool, uint32_t *slots, unsigned n)
+{
+    BP_ASSERT(sp->nfree > 0 && n > 0);
+    unsigned want = n < sp->nfree ? n : sp->nfree, got = 0;
     uint32_t w = sp->search_from;
-    while (sp->used[w] == ~(uint64_t)0) w++;
-    uint32_t bit = (uint32_t)__builtin_ctzll(~sp->used[w]);
-    sp->used[w] |= (uint64_t)1 << bit;
+    for (;;) {
+        /* The free bits of one word are taken in one go, lowest first; bits past the last
+         * slot are never free (see bp__subpage_new), so a free bit is a real slot. */
+        uint64_t free_bits = ~sp->used[w];
+        while (free_bits != 0 && got < want) {
+            slots[got++] = w * 64 + (uint32_t)__builtin_ctzll(free_bits);
+            free_bits &= free_bits - 1;
+        }
+        sp->used[w] = ~free_bits;
+        if (got == want) break;
+        w++;
+    }
     sp->search_from = w;
-    if (--sp->nfree == 0) bp__subpage_pool_remove(pool, sp);
-    return w * 64 + bit;
+    sp->nfree -= want;
+    if (sp->nfree == 0) bp__subpage_pool_remove(pool, sp);
+    return want;
 }
 
 bool bp__subpage_free_slot(bp__subpage *sp, bp__subpage_pool *pool, uint32_t slot)

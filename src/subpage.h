@@ -45,6 +45,11 @@ void bp__subpage_delete(bp__subpage *sp);
 /* Takes the lowest free slot; the subpage must have one. Leaves the pool when full. */
 uint32_t bp__subpage_alloc_slot(bp__subpage *sp, bp__subpage_pool *pool);
 
+/* Takes the lowest min(n, nfree) free slots (n > 0; the subpage must have one), a bitmap
+ * word at a time, into slots[] in address order; returns how many. Leaves the pool when
+ * full. */
+unsigned bp__subpage_alloc_slots(bp__subpage *sp, bp__subpage_pool *pool, uint32_t *slots, unsigned n);
+
 /* Frees a slot. Returns true when the subpage is now empty and should give its run back:
  * it is then already out of the pool. An empty subpage that is the pool's only member is
  * kept (returns false), so a class in steady use does not map and unmap runs. */
