@@ -40,51 +40,86 @@ static void spare_push_locked(bp_allocator *a, bp_buf *first, bp_buf *last, size
     a->nspare_bufs += n;
 }
 
-/* Hands a list of released buffers (linked by next_free) back: regions into this
- * thread's cache or to their arenas, objects into the recycler. */
-static size_t take_back(bp__thread_state *ts, bp_buf *list, bool cache_regions)
+/* Hands one released buffer back: region into this thread's cache or to its arena, object
+ * into the recycler. */
+static void take_back_one(bp__thread_state *ts, bp_buf *b, bool cache_regions)
 {
     bp_allocator *a = ts->allocator;
+    bool paranoid = a->config.leak_detection == BP_LEAK_PARANOID;
+    if (cache_regions && !paranoid) {
+        /* Only written when it changes (an exited owner's buffers): the line was read last
+         * on the releasing core, and a store would have to take it back exclusively. */
+        if (b->owner != ts) b->owner = ts;
+        if (bp__tcache_put(&ts->tcache, b->region.class_index, b)) return;
+    }
+    bp__region_free(a, &b->region);
+    bp__buf_object_retire(ts, a, b, paranoid);
+}
+
+/* Hands a stack of remote batches back (see take_back_one) and frees the batches. Returns
+ * the number of buffers. */
+static size_t take_back(bp__thread_state *ts, bp__remote_batch *list, bool cache_regions)
+{
+    enum { AHEAD = 4 }; /* objects prefetched ahead: their lines were written on another core */
     size_t n = 0;
     while (list != NULL) {
-        bp_buf *b = list;
-        list = b->next_free;
-        n++;
-        bool paranoid = a->config.leak_detection == BP_LEAK_PARANOID;
-        if (cache_regions && !paranoid) {
-            b->owner = ts; /* it may come from an exited owner's stack */
-            if (bp__tcache_put(&ts->tcache, b->region.class_index, b)) continue;
+        bp__remote_batch *batch = list;
+        list = batch->next;
+        for (unsigned i = 0; i < batch->count; i++) {
+            if (i + AHEAD < batch->count) __builtin_prefetch(&batch->bufs[i + AHEAD]->region);
+            take_back_one(ts, batch->bufs[i], cache_regions);
         }
-        bp__region_free(a, &b->region);
-        bp__buf_object_retire(ts, a, b, paranoid);
+        n += batch->count;
+        free(batch);
     }
     return n;
 }
 
 void bp__remote_flush(bp__thread_state *ts)
 {
-    if (ts->batch_count == 0) return;
+    bp__remote_batch *batch = ts->batch;
+    if (batch == NULL || batch->count == 0) return;
     bp__thread_state *owner = ts->batch_owner;
-    bp_buf *first = ts->batch_first, *last = ts->batch_last;
-    unsigned n = ts->batch_count;
-    ts->batch_first = ts->batch_last = NULL;
-    ts->batch_count = 0;
-    bp_buf *head = atomic_load_explicit(&owner->remote_head, memory_order_relaxed);
+    unsigned n = batch->count;
+    ts->batch = NULL;
+    bp__remote_batch *head = atomic_load_explicit(&owner->remote_head, memory_order_relaxed);
     do {
         if (head == BP__REMOTE_CLOSED) { /* the owner exited: free them here */
-            take_back(ts, first, ts->arena != NULL);
+            batch->next = NULL;
+            take_back(ts, batch, ts->arena != NULL);
             return;
         }
-        last->next_free = head;
-    } while (!atomic_compare_exchange_weak_explicit(&owner->remote_head, &head, first, memory_order_release,
+        batch->next = head;
+    } while (!atomic_compare_exchange_weak_explicit(&owner->remote_head, &head, batch, memory_order_release,
                                                     memory_order_relaxed));
     bp__counter_add(&ts->remote_releases, n);
+}
+
+static atomic_bool remote_batch_failure; /* test hook, see allocator.h */
+
+void bp__remote_inject_batch_failure(bool fail) { atomic_store(&remote_batch_failure, fail); }
+
+BP_NOINLINE void bp__remote_release_slow(bp__thread_state *ts, bp_buf *b)
+{
+    bool fail = atomic_load_explicit(&remote_batch_failure, memory_order_relaxed);
+    bp__remote_batch *batch = fail ? NULL : malloc(sizeof *batch);
+    if (BP_UNLIKELY(batch == NULL)) {
+        /* A release cannot fail: without a batch the region goes back from here, as it
+         * does when the owner has exited. */
+        take_back_one(ts, b, ts->arena != NULL);
+        return;
+    }
+    batch->next = NULL;
+    batch->count = 1;
+    batch->bufs[0] = b;
+    ts->batch = batch;
+    if (BP__REMOTE_BATCH == 1) bp__remote_flush(ts);
 }
 
 size_t bp__remote_drain(bp__thread_state *ts)
 {
     if (atomic_load_explicit(&ts->remote_head, memory_order_relaxed) == NULL) return 0;
-    bp_buf *list = atomic_exchange_explicit(&ts->remote_head, NULL, memory_order_acquire);
+    bp__remote_batch *list = atomic_exchange_explicit(&ts->remote_head, NULL, memory_order_acquire);
     size_t n = take_back(ts, list, true);
     bp__counter_add(&ts->remote_drained, n);
     return n;
@@ -145,8 +180,10 @@ static void thread_state_release(void *arg)
     bp__thread_state *ts = arg;
     bp_allocator *a = ts->allocator;
     bp__remote_flush(ts);
+    free(ts->batch); /* an empty one kept for the next remote release */
+    ts->batch = NULL;
     /* Close the remote stack: from now on releasers free for themselves. */
-    bp_buf *pending = atomic_exchange_explicit(&ts->remote_head, BP__REMOTE_CLOSED, memory_order_acquire);
+    bp__remote_batch *pending = atomic_exchange_explicit(&ts->remote_head, BP__REMOTE_CLOSED, memory_order_acquire);
     bp__counter_add(&ts->remote_drained, take_back(ts, pending, false));
     if (ts->arena != NULL) bp__tcache_flush(&ts->tcache);
     pthread_mutex_lock(&a->lock);
@@ -475,7 +512,16 @@ void bp_allocator_destroy(bp_allocator *a)
             atomic_fetch_sub_explicit(&ts->arena->threads, 1, memory_order_relaxed);
             bp__tcache_discard(&ts->tcache); /* the arenas go below, regions and all */
         }
-        free(ts); /* buffers on its remote stack live in the slabs, freed below */
+        /* Buffers on its remote stack live in the slabs, freed below; the batches that
+         * list them go now. */
+        bp__remote_batch *pending = atomic_load_explicit(&ts->remote_head, memory_order_acquire);
+        while (pending != NULL && pending != BP__REMOTE_CLOSED) {
+            bp__remote_batch *after = pending->next;
+            free(pending);
+            pending = after;
+        }
+        free(ts->batch);
+        free(ts);
         ts = next;
     }
     if (bp__tls_last.allocator_id == a->id) {

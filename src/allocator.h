@@ -45,20 +45,19 @@ typedef struct bp__thread_state {
     _Atomic uint64_t remote_releases; /* buffers this thread pushed to other owners */
     _Atomic uint64_t remote_drained;  /* buffers other threads pushed to this one */
     struct bp__thread_state *prev, *next; /* in allocator->threads */
-    /* Released buffers of one other owner, collected to be pushed as one chain (snmalloc's
+    /* Released buffers of one other owner, collected to be pushed as one batch (snmalloc's
      * batching): one CAS per batch instead of per buffer. */
     struct bp__thread_state *batch_owner;
-    bp_buf *batch_first, *batch_last;
-    unsigned batch_count;
-    /* Buffers allocated here and released by other threads: a push-only stack (Treiber)
-     * that other threads CAS onto and this thread takes whole with one exchange.
+    struct bp__remote_batch *batch; /* NULL until the next remote release needs one */
+    /* Batches of buffers allocated here and released by other threads: a push-only stack
+     * (Treiber) that other threads CAS onto and this thread takes whole with one exchange.
      * BP__REMOTE_CLOSED while no thread owns the state. On its own cache line: other
      * threads write it. */
-    _Alignas(BP_CACHE_LINE) _Atomic(bp_buf *) remote_head;
+    _Alignas(BP_CACHE_LINE) _Atomic(struct bp__remote_batch *) remote_head;
     _Alignas(BP_CACHE_LINE) bp__tcache tcache; /* pooled allocators only */
 } bp__thread_state;
 
-#define BP__REMOTE_CLOSED ((bp_buf *)(uintptr_t)1)
+#define BP__REMOTE_CLOSED ((struct bp__remote_batch *)(uintptr_t)1)
 
 struct bp_allocator {
     uint64_t id;                 /* unique for the life of the process */
@@ -199,21 +198,42 @@ void bp__region_give(bp_allocator *a, bp__thread_state *ts, const bp__region *re
 #define BP__REMOTE_BATCH 64 /* buffers per remote push; 1 = a CAS per buffer */
 #endif
 
+/* Buffers released on one thread for another owner, as an array: the owner's take-back
+ * reads the pointers in sequence (and can prefetch the objects) instead of chasing a list
+ * linked through objects that another core wrote last. malloc'ed by the releasing thread,
+ * freed by the owner. */
+typedef struct bp__remote_batch {
+    struct bp__remote_batch *next; /* in the owner's remote stack */
+    unsigned count;
+    bp_buf *bufs[BP__REMOTE_BATCH];
+} bp__remote_batch;
+
 /* Pushes this thread's pending batch onto its owner's remote stack; if the owner has closed
  * it (its thread exited), frees the batch here. */
 void bp__remote_flush(bp__thread_state *ts);
+
+/* A remote release with no batch to add to: makes one, or when that fails frees the buffer
+ * here as if its owner had exited. */
+void bp__remote_release_slow(bp__thread_state *ts, bp_buf *b);
+
+/* Test hook: while `fail` is set, making a remote batch fails as malloc would when out of
+ * memory. */
+void bp__remote_inject_batch_failure(bool fail);
 
 /* Queues a buffer released on `ts` for its owner (another thread state). */
 BP_INLINE void bp__remote_release(bp__thread_state *ts, bp__thread_state *owner, bp_buf *b)
 {
     if (BP_UNLIKELY(ts->batch_owner != owner)) {
-        if (ts->batch_count > 0) bp__remote_flush(ts);
+        if (ts->batch != NULL && ts->batch->count > 0) bp__remote_flush(ts);
         ts->batch_owner = owner;
     }
-    b->next_free = ts->batch_first;
-    if (ts->batch_count++ == 0) ts->batch_last = b;
-    ts->batch_first = b;
-    if (BP_UNLIKELY(ts->batch_count == BP__REMOTE_BATCH)) bp__remote_flush(ts);
+    bp__remote_batch *batch = ts->batch;
+    if (BP_UNLIKELY(batch == NULL)) {
+        bp__remote_release_slow(ts, b);
+        return;
+    }
+    batch->bufs[batch->count++] = b;
+    if (BP_UNLIKELY(batch->count == BP__REMOTE_BATCH)) bp__remote_flush(ts);
 }
 
 /* Takes every buffer other threads pushed to this thread: regions into the cache (or back

@@ -425,6 +425,63 @@ static void test_remote_releases_waiting_at_destroy(void **state)
     free(h);
 }
 
+/* Releases every handed-off buffer on a thread of its own; counts the releases that
+ * reported the last reference gone. */
+static void *release_all(void *arg)
+{
+    handoff *h = arg;
+    long done = 0;
+    for (int i = 0; i < HANDOFF; i++) {
+        uint32_t v = 0;
+        if (bp_read_u32(h->bufs[i], &v) == 0 && v == (uint32_t)i * 7u && bp_release(h->bufs[i]) == 1) done++;
+    }
+    return (void *)done;
+}
+
+static void test_remote_release_without_memory_for_a_batch(void **state)
+{
+    (void)state;
+    handoff *h = calloc(1, sizeof *h);
+    h->a = bp_allocator_new(NULL, NULL);
+    for (int i = 0; i < HANDOFF; i++) {
+        h->bufs[i] = bp_alloc(h->a, (size_t)(16 + i * 300));
+        assert_int_equal(bp_write_u32(h->bufs[i], (uint32_t)i * 7u), 0);
+    }
+    /* The owner (this thread) is alive, but the releasing thread cannot make a batch to
+     * queue the buffers in: each one goes back from there, as if the owner had exited. */
+    bp__remote_inject_batch_failure(true);
+    pthread_t t;
+    void *released;
+    pthread_create(&t, NULL, release_all, h);
+    pthread_join(t, &released);
+    bp__remote_inject_batch_failure(false);
+    assert_int_equal((long)released, HANDOFF);
+    bp_allocator_stats s;
+    bp_allocator_get_stats(h->a, &s, sizeof s);
+    assert_int_equal(s.remote_releases, 0); /* nothing was queued for the owner */
+    assert_int_equal(s.remote_drained, 0);
+    assert_int_equal(s.active_buffers, 0);
+    /* The releaser's cache went back at its exit; what is left in the owner's is what its
+     * refills took ahead. */
+    assert_true(bp_thread_cache_flush(h->a) >= 0);
+    bp_allocator_get_stats(h->a, &s, sizeof s);
+    assert_int_equal(s.cached_entries, 0);
+    assert_int_equal(s.active_bytes, 0);
+    /* With memory for batches again, the same hand-off queues every buffer for the owner. */
+    for (int i = 0; i < HANDOFF; i++) {
+        h->bufs[i] = bp_alloc(h->a, 100);
+        assert_int_equal(bp_write_u32(h->bufs[i], (uint32_t)i * 7u), 0);
+    }
+    pthread_create(&t, NULL, release_all, h);
+    pthread_join(t, &released);
+    assert_int_equal((long)released, HANDOFF);
+    bp_allocator_get_stats(h->a, &s, sizeof s);
+    assert_int_equal(s.remote_releases, HANDOFF);
+    assert_int_equal(s.active_buffers, 0);
+    bp_allocator_destroy(h->a);
+    free(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -435,6 +492,7 @@ int main(void)
         cmocka_unit_test(test_producer_consumer_reaches_a_steady_state),
         cmocka_unit_test(test_release_after_the_owner_exited),
         cmocka_unit_test(test_remote_releases_waiting_at_destroy),
+        cmocka_unit_test(test_remote_release_without_memory_for_a_batch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
