@@ -56,6 +56,9 @@ static inline unsigned bp__size_class_compute(size_t size)
     return 4 + 4 * group + step;
 }
 
+/* The size of class `index`, computed (not looked up). */
+size_t bp__size_class_size_compute(unsigned index);
+
 /* The smallest class >= size for any size below 2^62: >= nclasses when it is huge (the
  * chunk size is not looked at). For the allocation fast path, which compares the result
  * with the cached classes anyway. */
@@ -65,15 +68,10 @@ static inline unsigned bp__size_class_of_any(const bp__size_classes *sc, size_t 
     return bp__size_class_compute(size);
 }
 
-/* The size of class `index`, computed (not looked up). */
-size_t bp__size_class_size_compute(unsigned index);
-
 /* The smallest class >= size, or sc->nclasses when size is huge. O(1). */
 static inline unsigned bp__size_class_of(const bp__size_classes *sc, size_t size)
 {
-    if (size <= BP__LOOKUP_LIMIT) return sc->lookup[(size + 15) >> BP__LOG2_QUANTUM];
-    if (size > sc->chunk_size) return sc->nclasses;
-    return bp__size_class_compute(size);
+    return size > sc->chunk_size ? sc->nclasses : bp__size_class_of_any(sc, size);
 }
 
 static inline int bp__size_class_is_small(const bp__size_classes *sc, unsigned index)

@@ -108,14 +108,24 @@ static inline void bp__bin_set_count(bp__tcache_bin *bin, uint32_t count)
 /* What a cache holds and has served, summed from its bins (any thread may call it). */
 void bp__tcache_totals(const bp__tcache *tc, size_t *entries, size_t *bytes, uint64_t *hits);
 
-/* The newest object of a bin, counted as a hit; NULL when the bin is empty. */
-BP_INLINE bp_buf *bp__bin_pop(bp__tcache_bin *bin)
+/* The newest object of a bin into *out, counted as a hit; false, changing nothing, when the
+ * bin is empty. (A flag and an out-parameter rather than NULL: a caller then tests the
+ * bin's count, not the object pointer loaded after it.) */
+BP_INLINE bool bp__bin_pop_into(bp__tcache_bin *bin, bp_buf **out)
 {
     uint64_t state = bp__bin_state(bin);
     uint32_t count = (uint32_t)state;
-    if (BP_UNLIKELY(count == 0)) return NULL;
+    if (BP_UNLIKELY(count == 0)) return false;
     atomic_store_explicit(&bin->state, state + BP__BIN_HIT - 1, memory_order_relaxed); /* count-1, hits+1 */
-    return bin->entries[count - 1];
+    *out = bin->entries[count - 1];
+    return true;
+}
+
+/* The newest object of a bin, counted as a hit; NULL when the bin is empty. */
+BP_INLINE bp_buf *bp__bin_pop(bp__tcache_bin *bin)
+{
+    bp_buf *b;
+    return bp__bin_pop_into(bin, &b) ? b : NULL;
 }
 
 /* Takes a released object with a cached region of class `cls` (< sc->nclasses), running
@@ -130,19 +140,12 @@ BP_INLINE bp_buf *bp__tcache_take(bp__tcache *tc, unsigned cls)
 
 /* For the allocation fast path: a pop with no call in it, into *out. False, changing
  * nothing, when it cannot serve without a slow step (class not cached or not for the fast
- * path, bin empty, a trim due): the caller then goes through bp__tcache_take. (A flag and
- * an out-parameter rather than NULL: the caller then tests the bin's count, not the
- * object pointer loaded after it.) */
+ * path, bin empty, a trim due): the caller then goes through bp__tcache_take. */
 BP_INLINE bool bp__tcache_pop(bp__tcache *tc, unsigned cls, bp_buf **out)
 {
     if (BP_UNLIKELY(cls >= tc->fast_classes || tc->allocations_until_trim <= 1)) return false;
-    bp__tcache_bin *bin = &tc->bins[cls];
-    uint64_t state = bp__bin_state(bin);
-    uint32_t count = (uint32_t)state;
-    if (BP_UNLIKELY(count == 0)) return false;
-    atomic_store_explicit(&bin->state, state + BP__BIN_HIT - 1, memory_order_relaxed); /* count-1, hits+1 */
+    if (BP_UNLIKELY(!bp__bin_pop_into(&tc->bins[cls], out))) return false;
     tc->allocations_until_trim--;
-    *out = bin->entries[count - 1];
     return true;
 }
 
