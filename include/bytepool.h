@@ -141,6 +141,12 @@ typedef struct bp_config {
                                    twice as long) go back to the OS (madvise DONTNEED) and
                                    stay mapped; default 1000, 0 = at every check (every
                                    cache_trim_interval allocations), BP_DECAY_NEVER = never */
+    unsigned arena_cache_size;  /* released buffers each arena keeps per thread-cached class,
+                                   given back by its threads' full bins and taken by their
+                                   misses in batches (tcmalloc's transfer cache); default
+                                   1024, 0 = off */
+    size_t arena_cache_max_bytes; /* ... but no more than this many bytes per class; default
+                                     4 MiB */
 } bp_config;
 
 /* dirty_decay_ms: keep free pages resident for good. */
@@ -204,9 +210,11 @@ BP_API int bp_thread_cache_trim(bp_allocator *a);
  * many went back; errors as bp_thread_cache_trim. Thread exit does this by itself. */
 BP_API int bp_thread_cache_flush(bp_allocator *a);
 
-/* Unmaps every empty chunk the allocator keeps for reuse (see chunk_decay_ms) and gives
- * every free page still resident back to the OS (see dirty_decay_ms), now rather than when
- * their time is up. Returns how many chunks were unmapped, BP_EINVAL for NULL. */
+/* Frees every region the arenas' caches hold (see arena_cache_size), unmaps every empty
+ * chunk the allocator keeps for reuse (see chunk_decay_ms) and gives every free page still
+ * resident back to the OS (see dirty_decay_ms), now rather than when their time is up.
+ * Thread caches are left alone (see bp_thread_cache_flush). Returns how many chunks were
+ * unmapped, BP_EINVAL for NULL. */
 BP_API int bp_allocator_purge(bp_allocator *a);
 
 /* ---------------------------------------------------------------------------------------
@@ -241,7 +249,7 @@ BP_API int bp_touch(bp_buf *b, const char *hint);
 #define BP_CHUNK_BANDS 6
 
 /* Counters of one arena. Byte counts are of regions handed out (rounded to size class);
- * a region in a thread cache still counts as handed out for its arena. */
+ * a region in a thread cache or in the arena's cache still counts as handed out. */
 typedef struct bp_arena_stats {
     uint64_t allocations_small, allocations_normal, allocations_huge;
     uint64_t deallocations_small, deallocations_normal, deallocations_huge;
@@ -254,6 +262,8 @@ typedef struct bp_arena_stats {
     size_t retained_chunks;   /* empty chunks kept mapped for reuse (chunk_decay_ms) */
     size_t dirty_bytes;       /* free pages in chunks, touched and not purged since */
     uint64_t purged_bytes;    /* bytes given back to the OS by purging, ever */
+    size_t cached_entries;    /* released buffers in the arena's cache (arena_cache_size) */
+    size_t cached_bytes;      /* their regions' bytes (still counted in active_bytes) */
 } bp_arena_stats;
 
 /* Counters of a whole allocator: the arenas summed, plus settings. */
@@ -276,6 +286,8 @@ typedef struct bp_allocator_stats {
                                  freed by the releaser, or are on their way back) */
     size_t dirty_bytes;       /* free pages in chunks still resident (dirty_decay_ms) */
     uint64_t purged_bytes;    /* bytes given back to the OS by purging free pages, ever */
+    size_t arena_cached_entries; /* released buffers in the arenas' caches (arena_cache_size) */
+    size_t arena_cached_bytes;   /* their bytes (counted in no buffer, but out of the chunks) */
 } bp_allocator_stats;
 
 /* Copies the allocator's counters into *out. `out_size` is sizeof(*out) as the caller

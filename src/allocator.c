@@ -185,7 +185,14 @@ static void thread_state_release(void *arg)
     /* Close the remote stack: from now on releasers free for themselves. */
     bp__remote_batch *pending = atomic_exchange_explicit(&ts->remote_head, BP__REMOTE_CLOSED, memory_order_acquire);
     bp__counter_add(&ts->remote_drained, take_back(ts, pending, false));
-    if (ts->arena != NULL) bp__tcache_flush(&ts->tcache);
+    if (ts->arena != NULL) {
+        bp__tcache_flush(&ts->tcache);
+        /* The binding goes now (the state stays this thread's until in_use is cleared).
+         * The last thread of an arena frees its cache: nobody is left to take from it. A
+         * thread binding meanwhile just starts with an emptier one. */
+        if (atomic_fetch_sub_explicit(&ts->arena->threads, 1, memory_order_acq_rel) == 1)
+            bp__arena_cache_trim(ts->arena, ts, true);
+    }
     pthread_mutex_lock(&a->lock);
     if (ts->free_bufs != NULL) {
         bp_buf *last = ts->free_bufs;
@@ -213,7 +220,6 @@ static void thread_state_release(void *arg)
     atomic_store_explicit(&ts->tcache.misses, 0, memory_order_relaxed);
     atomic_store_explicit(&ts->tcache.trims, 0, memory_order_relaxed);
     ts->in_use = false;
-    if (ts->arena != NULL) atomic_fetch_sub_explicit(&ts->arena->threads, 1, memory_order_relaxed);
     ts->arena = NULL;
     pthread_mutex_unlock(&a->lock);
     if (bp__tls_last.state == ts) {
@@ -449,8 +455,10 @@ static bp_allocator *allocator_create(const bp_config *cfg, bool pooled, int *er
         a->arenas = aligned_alloc(BP_CACHE_LINE, cfg->arenas * sizeof(bp__arena));
         if (a->arenas == NULL) goto fail_key;
         unsigned i = 0;
-        for (; i < cfg->arenas; i++)
+        for (; i < cfg->arenas; i++) {
             if (bp__arena_init(&a->arenas[i], &a->sc, i, cfg->chunk_decay_ms, cfg->dirty_decay_ms) != 0) break;
+            bp__arena_cache_init(&a->arenas[i], &a->sc, cfg);
+        }
         if (i < cfg->arenas) {
             while (i > 0) bp__arena_destroy(&a->arenas[--i]);
             free(a->arenas);
@@ -598,7 +606,10 @@ int bp_allocator_purge(bp_allocator *a)
 {
     if (a == NULL) return bp__misuse(BP_EINVAL, __func__, "allocator is NULL");
     size_t purged = 0;
-    for (unsigned i = 0; a->pooled && i < a->config.arenas; i++) purged += bp__arena_purge(&a->arenas[i], true);
+    for (unsigned i = 0; a->pooled && i < a->config.arenas; i++) {
+        bp__arena_cache_trim(&a->arenas[i], NULL, true); /* first: it may empty chunks */
+        purged += bp__arena_purge(&a->arenas[i], true);
+    }
     return (int)purged;
 }
 
@@ -661,6 +672,8 @@ int bp_allocator_get_stats(const bp_allocator *a, bp_allocator_stats *out, size_
             full.chunks += s.chunks;
             full.allocations += s.allocations_small + s.allocations_normal + s.allocations_huge;
             full.deallocations += s.deallocations_small + s.deallocations_normal + s.deallocations_huge;
+            full.arena_cached_entries += s.cached_entries;
+            full.arena_cached_bytes += s.cached_bytes;
         }
     } else {
         full.allocations = atomic_load(&mutable_a->unpooled_allocations);
@@ -696,7 +709,8 @@ int bp_allocator_get_stats(const bp_allocator *a, bp_allocator_stats *out, size_
     full.active_buffers = allocated - released;
     /* Cache counters are read without stopping their threads: never let the difference
      * go below zero while a region moves between a cache and a buffer. */
-    full.active_bytes = full.active_bytes > full.cached_bytes ? full.active_bytes - full.cached_bytes : 0;
+    size_t held = full.cached_bytes + full.arena_cached_bytes;
+    full.active_bytes = full.active_bytes > held ? full.active_bytes - held : 0;
     copy_out(out, out_size, &full, sizeof full);
     return 0;
 }

@@ -55,6 +55,8 @@ void bp__arena_destroy(bp__arena *arena)
         h = next;
     }
     arena->huge_head = NULL;
+    /* Objects in the cache live in the allocator's slabs; only the arrays are the arena's. */
+    for (unsigned c = 0; c < BP__MAX_CLASSES; c++) free(arena->cache[c].entries);
     pthread_mutex_destroy(&arena->lock);
 }
 
@@ -363,6 +365,8 @@ void bp__arena_get_stats(bp__arena *arena, bp_arena_stats *out)
     out->retained_chunks = arena->nretained;
     out->huge_mapped_bytes = arena->huge_mapped_bytes;
     out->purged_bytes = arena->purged_bytes;
+    out->cached_entries = arena->cache_entries;
+    out->cached_bytes = arena->cache_bytes;
     for (unsigned b = 0; b < BP__NBANDS; b++)
         for (bp__chunk *c = arena->lists[b].head; c != NULL; c = c->next)
             out->dirty_bytes += c->dirty_pages << arena->sc->page_shift;

@@ -43,6 +43,18 @@ typedef struct bp__cached_region {
     uint64_t handle;
 } bp__cached_region;
 
+/* The arena's cache of one class: released buffers (bp_buf objects with their regions still
+ * attached, as thread caches keep them) that the arena's threads gave back when a bin
+ * overflowed, for any of them to take back in a batch (tcmalloc's transfer cache). A region
+ * here is still handed out for its chunk; moving it between a thread cache and this cache
+ * copies pointers and touches neither the objects nor the chunk. Guarded by the arena lock. */
+typedef struct bp__arena_cache_bin {
+    struct bp_buf **entries; /* entries[0] the oldest; allocated on first use */
+    uint32_t count;
+    uint32_t capacity;       /* 0: the class is not kept */
+    uint32_t low_water;      /* the fewest entries since the last trim: that many were idle */
+} bp__arena_cache_bin;
+
 /* A huge mapping, listed so that destroying the arena can unmap what users leaked. */
 typedef struct bp__huge {
     struct bp__huge *prev, *next;
@@ -70,6 +82,8 @@ typedef struct bp__arena {
     uint64_t purged_bytes;
     atomic_uint threads;  /* threads bound to this arena (changed without the lock) */
     unsigned index;
+    size_t cache_entries, cache_bytes; /* summed over `cache` */
+    bp__arena_cache_bin cache[BP__MAX_CLASSES];
 } __attribute__((aligned(BP_CACHE_LINE))) bp__arena;
 
 int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index, unsigned decay_ms,

@@ -39,6 +39,9 @@ static const setting settings[] = {
     {"leak_detection", "BYTEPOOL_LEAK_DETECTION", offsetof(bp_config, leak_detection), KIND_LEAK_LEVEL},
     {"leak_sampling_interval", "BYTEPOOL_LEAK_SAMPLING_INTERVAL", offsetof(bp_config, leak_sampling_interval),
      KIND_UNSIGNED},
+    {"arena_cache_size", "BYTEPOOL_ARENA_CACHE_SIZE", offsetof(bp_config, arena_cache_size), KIND_UNSIGNED},
+    {"arena_cache_max_bytes", "BYTEPOOL_ARENA_CACHE_MAX_BYTES", offsetof(bp_config, arena_cache_max_bytes),
+     KIND_SIZE},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -75,6 +78,10 @@ void bp_config_init(bp_config *cfg)
      * loop (a backtrace for 1 buffer in 128), two thirds of the whole hot path. */
     cfg->leak_detection = BP_LEAK_DISABLED;
     cfg->leak_sampling_interval = 128;
+    /* Enough for a burst of about a thousand buffers per class and arena to move between
+     * thread caches and the arena without touching a chunk (the thread bins hold 256). */
+    cfg->arena_cache_size = 1024;
+    cfg->arena_cache_max_bytes = (size_t)4 << 20;
 }
 
 /* Why setting `s` is invalid in `cfg` (NULL when it is fine). */
@@ -95,7 +102,8 @@ static const char *setting_problem(const bp_config *cfg, const setting *s)
     } else if (s->offset == offsetof(bp_config, recycler_capacity)) {
         if (v > (1u << 20)) return "must not exceed 1048576";
     } else if (s->offset == offsetof(bp_config, small_cache_size) ||
-               s->offset == offsetof(bp_config, normal_cache_size)) {
+               s->offset == offsetof(bp_config, normal_cache_size) ||
+               s->offset == offsetof(bp_config, arena_cache_size)) {
         if (v > 65536) return "must not exceed 65536";
     } else if (s->offset == offsetof(bp_config, max_cached_size)) {
         if (v > cfg->chunk_size) return "must not exceed chunk_size";
@@ -107,6 +115,8 @@ static const char *setting_problem(const bp_config *cfg, const setting *s)
         if (v > BP_LEAK_PARANOID) return "must be 0 (disabled), 1 (simple), 2 (advanced) or 3 (paranoid)";
     } else if (s->offset == offsetof(bp_config, leak_sampling_interval)) {
         if (v < 1 || v > (1u << 30)) return "must be between 1 and 1073741824";
+    } else if (s->offset == offsetof(bp_config, arena_cache_max_bytes)) {
+        if (v > ((size_t)1 << 30)) return "must not exceed 1 GiB";
     }
     return NULL;
 }

@@ -9,6 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+uint32_t bp__tcache_class_capacity(const bp__size_classes *sc, const bp_config *cfg, unsigned cls)
+{
+    if (sc->class_size[cls] > cfg->max_cached_size) return 0;
+    return cls < sc->nsmall ? cfg->small_cache_size : cfg->normal_cache_size;
+}
+
 void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg)
 {
     memset(tc, 0, sizeof *tc);
@@ -19,8 +25,7 @@ void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *s
     for (unsigned c = 0; c < sc->nclasses; c++) {
         bool small = c < sc->nsmall;
         if (!small && sc->class_size[c] > cfg->max_cached_size) break;
-        uint32_t capacity = small ? cfg->small_cache_size : cfg->normal_cache_size;
-        if (small && sc->class_size[c] > cfg->max_cached_size) capacity = 0;
+        uint32_t capacity = bp__tcache_class_capacity(sc, cfg, c);
         tc->bins[c].capacity = capacity;
         if (capacity > 0) tc->ncacheable = c + 1;
         /* Half a bin per refill, but no more than about 64 KiB of memory taken ahead. */
@@ -32,6 +37,16 @@ void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *s
     }
     /* A tracked allocation needs a leak record: every allocation takes the slow path. */
     tc->fast_classes = cfg->leak_detection == BP_LEAK_DISABLED ? tc->ncacheable : 0;
+}
+
+void bp__arena_cache_init(bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg)
+{
+    for (unsigned c = 0; c < sc->nclasses; c++) {
+        /* Only thread bins feed it: a class they do not keep is not kept here either. */
+        if (bp__tcache_class_capacity(sc, cfg, c) == 0) continue;
+        size_t by_bytes = cfg->arena_cache_max_bytes / sc->class_size[c];
+        arena->cache[c].capacity = cfg->arena_cache_size < by_bytes ? cfg->arena_cache_size : (uint32_t)by_bytes;
+    }
 }
 
 void bp__tcache_totals(const bp__tcache *tc, size_t *entries, size_t *bytes, uint64_t *hits)
@@ -55,25 +70,119 @@ static bp__thread_state *owner_of(bp__tcache *tc)
     return (bp__thread_state *)(void *)((char *)tc - offsetof(bp__thread_state, tcache));
 }
 
-/* Gives entries [0, n) of a bin back - regions to their arenas, objects to the recycler -
- * and closes the gap. */
-static void give_back_oldest(bp__tcache *tc, unsigned cls, uint32_t n)
+/* Gives released objects of class `cls` back for good: regions to their arenas (a batch
+ * per lock), objects to ts's recycler (ts may be NULL: then to the spare list). */
+static void free_released(bp__thread_state *ts, const bp__size_classes *sc, unsigned cls, bp_buf *const *bufs,
+                          uint32_t n)
 {
-    bp__tcache_bin *bin = &tc->bins[cls];
-    if (n == 0) return;
-    bp__thread_state *ts = owner_of(tc);
-    uint32_t count = bp__bin_count(bin);
     bp__cached_region regions[64];
     for (uint32_t done = 0; done < n;) {
         uint32_t k = n - done < 64 ? n - done : 64;
         for (uint32_t i = 0; i < k; i++) {
-            bp_buf *b = bin->entries[done + i];
+            bp_buf *b = bufs[done + i];
             regions[i] = (bp__cached_region){b->region.memory, b->region.chunk, b->region.handle};
-            bp__buf_object_retire(ts, ts->allocator, b, false);
+            bp__buf_object_retire(ts, b->allocator, b, false);
         }
-        bp__regions_free_batch(tc->sc, cls, regions, k);
+        bp__regions_free_batch(sc, cls, regions, k);
         done += k;
     }
+}
+
+/* Moves as many of bufs[0, n) as there is room for onto the top of the arena's cache of
+ * `cls` (they must be its regions, with the thread-cache invariants). Returns how many. */
+static uint32_t arena_cache_give(bp__arena *arena, unsigned cls, bp_buf *const *bufs, uint32_t n)
+{
+    bp__arena_cache_bin *ac = &arena->cache[cls];
+    if (ac->capacity == 0 || n == 0) return 0; /* capacity never changes: no lock needed */
+    pthread_mutex_lock(&arena->lock);
+    if (ac->entries == NULL) ac->entries = malloc(ac->capacity * sizeof *ac->entries);
+    uint32_t room = ac->entries != NULL ? ac->capacity - ac->count : 0;
+    uint32_t k = n < room ? n : room;
+    if (k > 0) memcpy(ac->entries + ac->count, bufs, k * sizeof *bufs);
+    ac->count += k;
+    arena->cache_entries += k;
+    arena->cache_bytes += (size_t)k * arena->sc->class_size[cls];
+    pthread_mutex_unlock(&arena->lock);
+    return k;
+}
+
+/* Moves up to n of the newest entries of the arena's cache of `cls` into out, oldest of
+ * them first, and makes them ts's (owner). Returns how many. */
+static uint32_t arena_cache_take(bp__arena *arena, unsigned cls, bp__thread_state *ts, bp_buf **out, uint32_t n)
+{
+    bp__arena_cache_bin *ac = &arena->cache[cls];
+    if (ac->capacity == 0) return 0;
+    pthread_mutex_lock(&arena->lock);
+    uint32_t k = n < ac->count ? n : ac->count;
+    if (k == 0) { /* entries may not even exist yet */
+        pthread_mutex_unlock(&arena->lock);
+        return 0;
+    }
+    ac->count -= k;
+    memcpy(out, ac->entries + ac->count, k * sizeof *out);
+    if (ac->count < ac->low_water) ac->low_water = ac->count;
+    arena->cache_entries -= k;
+    arena->cache_bytes -= (size_t)k * arena->sc->class_size[cls];
+    pthread_mutex_unlock(&arena->lock);
+    /* Only written when it changes: usually the thread that gave them back takes them. */
+    for (uint32_t i = 0; i < k; i++)
+        if (out[i]->owner != ts) out[i]->owner = ts;
+    return k;
+}
+
+size_t bp__arena_cache_trim(bp__arena *arena, bp__thread_state *ts, bool all)
+{
+    size_t freed = 0;
+    for (unsigned c = 0; c < arena->sc->nclasses; c++) {
+        bp__arena_cache_bin *ac = &arena->cache[c];
+        if (ac->capacity == 0) continue;
+        uint32_t idle;
+        do { /* the oldest idle entries, 64 at a time, freed outside the lock */
+            bp_buf *batch[64];
+            pthread_mutex_lock(&arena->lock);
+            if (ac->entries == NULL) { /* never given to: nothing to free or mark */
+                pthread_mutex_unlock(&arena->lock);
+                break;
+            }
+            idle = all ? ac->count : ac->low_water < ac->count ? ac->low_water : ac->count;
+            uint32_t k = idle < 64 ? idle : 64;
+            memcpy(batch, ac->entries, k * sizeof *batch);
+            memmove(ac->entries, ac->entries + k, (ac->count - k) * sizeof *ac->entries);
+            ac->count -= k;
+            idle -= k;
+            /* What stays is counted from now on: idle at the next trim unless taken. */
+            ac->low_water = idle == 0 ? ac->count : ac->low_water - k;
+            arena->cache_entries -= k;
+            arena->cache_bytes -= (size_t)k * arena->sc->class_size[c];
+            pthread_mutex_unlock(&arena->lock);
+            free_released(ts, arena->sc, c, batch, k);
+            freed += k;
+        } while (idle > 0);
+    }
+    return freed;
+}
+
+/* Gives entries [0, n) of a bin back and closes the gap: with `to_arena_cache` those of this
+ * thread's arena go to its cache as far as there is room; the rest are freed. */
+static void give_back_oldest(bp__tcache *tc, unsigned cls, uint32_t n, bool to_arena_cache)
+{
+    bp__tcache_bin *bin = &tc->bins[cls];
+    if (n == 0) return;
+    uint32_t count = bp__bin_count(bin), kept = 0;
+    if (to_arena_cache && tc->arena->cache[cls].capacity > 0) {
+        /* A bin can hold another arena's regions (an exited owner's buffers, a thread
+         * state bound again elsewhere): those are put last, to be freed. */
+        bp_buf **e = bin->entries;
+        uint32_t own = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            if (e[i]->region.chunk->arena != tc->arena) continue;
+            bp_buf *t = e[own];
+            e[own++] = e[i];
+            e[i] = t;
+        }
+        kept = arena_cache_give(tc->arena, cls, e, own);
+    }
+    free_released(owner_of(tc), tc->sc, cls, bin->entries + kept, n - kept);
     memmove(bin->entries, bin->entries + n, (count - n) * sizeof *bin->entries);
     bp__bin_set_count(bin, count - n);
 }
@@ -100,7 +209,7 @@ bool bp__tcache_put_slow(bp__tcache *tc, unsigned cls, bp_buf *b)
     bp__tcache_bin *bin = &tc->bins[cls];
     if (bin->capacity == 0 || !ensure_entries(bin)) return false;
     uint32_t count = bp__bin_count(bin);
-    if (count == bin->capacity) give_back_oldest(tc, cls, (count + 1) / 2);
+    if (count == bin->capacity) give_back_oldest(tc, cls, (count + 1) / 2, true);
     return bp__tcache_push(tc, cls, b);
 }
 
@@ -108,18 +217,33 @@ bp_buf *bp__tcache_refill(bp__tcache *tc, unsigned cls)
 {
     if (cls >= tc->ncacheable) return NULL;
     bp__tcache_bin *bin = &tc->bins[cls];
-    if (bin->refill == 0 || !ensure_entries(bin)) return NULL;
+    if (bin->capacity == 0 || !ensure_entries(bin)) return NULL;
     bp__thread_state *ts = owner_of(tc);
     bp_allocator *a = ts->allocator;
-    /* Objects first: getting them may drain remote releases into this very bin. */
-    bp_buf *objects[512];
-    uint32_t want = bin->refill < 512 ? bin->refill : 512, have = 0;
-    while (have < want && (objects[have] = bp__buf_object_get(ts)) != NULL) have++;
     uint32_t room = bin->capacity - bp__bin_count(bin) + 1; /* one goes out now */
+    bp_buf *objects[512];
+    /* Ready buffers from the arena's cache first: pointers copied, no object or chunk
+     * touched. Normal classes too: these regions are held already. */
+    uint32_t want = bin->refill > 0 ? bin->refill : (bin->capacity + 1) / 2;
+    if (want > room) want = room;
+    if (want > 512) want = 512;
+    uint32_t got = arena_cache_take(tc->arena, cls, ts, objects, want);
+    if (got > 0) {
+        uint32_t count = bp__bin_count(bin);
+        for (uint32_t i = 0; i + 1 < got; i++) bin->entries[count++] = objects[i];
+        bp__bin_set_count(bin, count);
+        return objects[got - 1]; /* the newest */
+    }
+    if (bin->refill == 0) return NULL; /* normal classes: one region from the arena */
+    /* Objects first: getting them may drain remote releases into this very bin. */
+    want = bin->refill < 512 ? bin->refill : 512;
+    uint32_t have = 0;
+    while (have < want && (objects[have] = bp__buf_object_get(ts)) != NULL) have++;
+    room = bin->capacity - bp__bin_count(bin) + 1;
     uint32_t take = have < room ? have : room;
     /* Taken in address order; the lowest goes out now, the next lowest ends on top. */
     bp__cached_region batch[512];
-    unsigned got = take > 0 ? bp__arena_alloc_small_batch(tc->arena, cls, batch, take) : 0;
+    got = take > 0 ? bp__arena_alloc_small_batch(tc->arena, cls, batch, take) : 0;
     for (unsigned i = 0; i < got; i++) {
         bp_buf *b = objects[i];
         b->region = (bp__region){.memory = batch[i].memory, .length = tc->sc->class_size[cls],
@@ -142,8 +266,9 @@ size_t bp__tcache_trim(bp__tcache *tc)
         bp__tcache_bin *bin = &tc->bins[c];
         uint32_t count = bp__bin_count(bin), hits = carry_hits(tc, bin);
         uint32_t unused = count > hits ? count - hits : 0;
-        /* The oldest entries are the ones nobody asked for. */
-        give_back_oldest(tc, c, unused);
+        /* The oldest entries are the ones nobody asked for: cold, so past the arena's
+         * cache too. */
+        give_back_oldest(tc, c, unused, false);
         freed += unused;
     }
     bp__tcache_count(&tc->trims);
@@ -159,15 +284,19 @@ void bp__tcache_scheduled_trim(bp__tcache *tc)
         return;
     }
     bp__tcache_trim(tc);
-    /* A busy thread is a clock for its arena too: empty chunks past their time go. */
-    if (tc->arena != NULL) bp__arena_purge(tc->arena, false);
+    /* A busy thread is a clock for its arena too: what its cache did not need since the
+     * last trim goes, then empty chunks past their time. */
+    if (tc->arena != NULL) {
+        bp__arena_cache_trim(tc->arena, owner_of(tc), false);
+        bp__arena_purge(tc->arena, false);
+    }
 }
 
 void bp__tcache_flush(bp__tcache *tc)
 {
     for (unsigned c = 0; c < tc->ncacheable; c++) {
         bp__tcache_bin *bin = &tc->bins[c];
-        give_back_oldest(tc, c, bp__bin_count(bin));
+        give_back_oldest(tc, c, bp__bin_count(bin), false);
         carry_hits(tc, bin);
     }
     bp__tcache_discard(tc);

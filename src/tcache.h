@@ -16,9 +16,12 @@
  * - count <= capacity; entries[0] is the oldest, entries[count-1] the newest (bins are
  *   stacks: the warmest region is reused first). limit is capacity once entries exist and 0
  *   before, so that one compare refuses a push into a full bin and into one not set up yet.
- * - As in jemalloc, a miss on a small class refills the bin with a batch taken from the
- *   arena under one lock, and a full bin gives its older half back in one pass; normal
- *   classes move one region at a time (a batch of them would hold too much memory).
+ * - A full bin gives its older half back in one pass, to the arena's cache of ready buffers
+ *   (bp__arena_cache_bin) as far as it has room, the rest to the chunks. A miss takes a
+ *   batch (half a bin, for small classes at most ~64 KiB) from the arena's cache; if it is
+ *   empty, a small class takes a batch of fresh regions from the arena under one lock (as
+ *   jemalloc does), a normal class one region (a batch of fresh ones would hold too much
+ *   memory). A trim and a flush free straight to the chunks: those regions are cold.
  * - Only the owning thread writes a bin's state (count and hits since the last trim, in one
  *   word so that a pop updates both with one store); it is a relaxed atomic so that stats
  *   can sum it from another thread (bp__tcache_totals) instead of the hot path keeping
@@ -61,6 +64,19 @@ typedef struct bp__tcache {
 } bp__tcache;
 
 void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg);
+
+/* Entries a thread bin of class `cls` holds under `cfg` (0: the class is not cached). */
+uint32_t bp__tcache_class_capacity(const bp__size_classes *sc, const bp_config *cfg, unsigned cls);
+
+/* Sizes the arena's cache (see bp__arena_cache_bin): arena_cache_size entries per class
+ * that thread caches keep, at most arena_cache_max_bytes of them. */
+void bp__arena_cache_init(bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg);
+
+/* Frees (regions to chunks, objects to ts's recycler; ts may be NULL) the entries of the
+ * arena's cache that stayed idle since the last trim - every class's low-water mark, the
+ * oldest first - or, with `all`, every entry. Returns how many. */
+struct bp__thread_state;
+size_t bp__arena_cache_trim(bp__arena *arena, struct bp__thread_state *ts, bool all);
 
 /* Gives every cached region back to its arena and frees the bins. */
 void bp__tcache_flush(bp__tcache *tc);

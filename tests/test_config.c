@@ -12,7 +12,8 @@ static const char *const env_names[] = {"BYTEPOOL_PAGE_SIZE", "BYTEPOOL_CHUNK_SI
                                         "BYTEPOOL_RECYCLER_CAPACITY", "BYTEPOOL_SMALL_CACHE_SIZE",
                                         "BYTEPOOL_NORMAL_CACHE_SIZE", "BYTEPOOL_MAX_CACHED_SIZE",
                                         "BYTEPOOL_CACHE_TRIM_INTERVAL", "BYTEPOOL_CHUNK_DECAY_MS", "BYTEPOOL_DIRTY_DECAY_MS",
-                                        "BYTEPOOL_LEAK_DETECTION", "BYTEPOOL_LEAK_SAMPLING_INTERVAL"};
+                                        "BYTEPOOL_LEAK_DETECTION", "BYTEPOOL_LEAK_SAMPLING_INTERVAL",
+                                        "BYTEPOOL_ARENA_CACHE_SIZE", "BYTEPOOL_ARENA_CACHE_MAX_BYTES"};
 
 static int clear_env(void **state)
 {
@@ -38,6 +39,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.dirty_decay_ms, 1000);
     assert_int_equal(cfg.leak_detection, BP_LEAK_DISABLED);
     assert_int_equal(cfg.leak_sampling_interval, 128);
+    assert_int_equal(cfg.arena_cache_size, 1024);
+    assert_int_equal(cfg.arena_cache_max_bytes, 4 << 20);
     char why[128] = "";
     assert_int_equal(bp_config_validate(&cfg, why, sizeof why), 0);
 }
@@ -95,6 +98,12 @@ static void test_invalid_settings_are_named(void **state)
     cfg.max_cached_size = 0;
     cfg.small_cache_size = 65537;
     expect_invalid(&cfg, "small_cache_size=65537: must not exceed 65536");
+    bp_config_init(&cfg);
+    cfg.arena_cache_size = 65537;
+    expect_invalid(&cfg, "arena_cache_size=65537: must not exceed 65536");
+    bp_config_init(&cfg);
+    cfg.arena_cache_max_bytes = ((size_t)1 << 30) + 1;
+    expect_invalid(&cfg, "arena_cache_max_bytes=1073741825: must not exceed 1 GiB");
     assert_int_equal(bp_config_validate(NULL, NULL, 0), BP_EINVAL);
 }
 
@@ -111,6 +120,8 @@ static void test_env_values_are_parsed(void **state)
     setenv("BYTEPOOL_CACHE_TRIM_INTERVAL", "100", 1);
     setenv("BYTEPOOL_CHUNK_DECAY_MS", "0", 1);
     setenv("BYTEPOOL_DIRTY_DECAY_MS", "250", 1);
+    setenv("BYTEPOOL_ARENA_CACHE_SIZE", "0", 1);
+    setenv("BYTEPOOL_ARENA_CACHE_MAX_BYTES", "2M", 1);
     bp_config cfg;
     char why[160] = "";
     assert_int_equal(bp_config_from_env(&cfg, why, sizeof why), 0);
@@ -125,6 +136,8 @@ static void test_env_values_are_parsed(void **state)
     assert_int_equal(cfg.cache_trim_interval, 100);
     assert_int_equal(cfg.chunk_decay_ms, 0);
     assert_int_equal(cfg.dirty_decay_ms, 250);
+    assert_int_equal(cfg.arena_cache_size, 0);
+    assert_int_equal(cfg.arena_cache_max_bytes, 2 << 20);
     setenv("BYTEPOOL_CHUNK_SIZE", "1g", 1);
     assert_int_equal(bp_config_from_env(&cfg, why, sizeof why), 0);
     assert_int_equal(cfg.chunk_size, 1 << 30);

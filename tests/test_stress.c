@@ -107,6 +107,7 @@ static void test_stress(void **state)
         bp_allocator_get_stats(alloc, &s, sizeof s);
         assert_int_equal(s.threads, 0);
         assert_int_equal(s.cached_entries, 0); /* exited threads flushed their caches */
+        assert_int_equal(s.arena_cached_entries, 0); /* and the last of each arena its cache */
     }
     for (int i = 0; i < TRANSFERS; i++) {
         bp_buf *b = atomic_exchange(&transfer[i], NULL);

@@ -5,7 +5,8 @@
 
 #include <pthread.h>
 
-static bp_allocator *allocator_with(unsigned small, unsigned normal, size_t max_cached, unsigned trim_interval)
+static bp_allocator *allocator_caching(unsigned small, unsigned normal, size_t max_cached, unsigned trim_interval,
+                                       unsigned arena_cache, size_t arena_cache_bytes)
 {
     bp_config cfg;
     bp_config_init(&cfg);
@@ -14,9 +15,17 @@ static bp_allocator *allocator_with(unsigned small, unsigned normal, size_t max_
     cfg.normal_cache_size = normal;
     cfg.max_cached_size = max_cached;
     cfg.cache_trim_interval = trim_interval;
+    cfg.arena_cache_size = arena_cache;
+    cfg.arena_cache_max_bytes = arena_cache_bytes;
     bp_allocator *a = bp_allocator_new(&cfg, NULL);
     assert_non_null(a);
     return a;
+}
+
+/* The arena's cache at its defaults. */
+static bp_allocator *allocator_with(unsigned small, unsigned normal, size_t max_cached, unsigned trim_interval)
+{
+    return allocator_caching(small, normal, max_cached, trim_interval, 1024, (size_t)4 << 20);
 }
 
 static bp_allocator *default_cached(void) { return allocator_with(256, 64, 32 * 1024, 8192); }
@@ -88,10 +97,20 @@ static void test_caches_off_every_allocation_reaches_the_arena(void **state)
     bp_allocator_destroy(a);
 }
 
-static void test_bins_are_bounded(void **state)
+static bp_arena_stats arena_stats(bp_allocator *a)
 {
-    (void)state;
-    bp_allocator *a = allocator_with(8, 2, 32 * 1024, 8192);
+    bp_arena_stats s;
+    assert_int_equal(bp_arena_get_stats(a, 0, &s, sizeof s), 0);
+    return s;
+}
+
+/* 20 small and 5 normal buffers released into bins of 8 and 2: each bin ends full, and what
+ * did not fit went to the arena's cache (arena_cache, at most arena_cache_bytes per class)
+ * or, past that, to the chunks. */
+static void check_bins_are_bounded(unsigned arena_cache, size_t arena_cache_bytes, size_t arena_small,
+                                   size_t arena_normal)
+{
+    bp_allocator *a = allocator_caching(8, 2, 32 * 1024, 8192, arena_cache, arena_cache_bytes);
     bp_buf *small[20], *normal[5];
     for (int i = 0; i < 20; i++) small[i] = bp_alloc(a, 64);
     for (int i = 0; i < 5; i++) normal[i] = bp_alloc(a, 32 * 1024);
@@ -100,10 +119,164 @@ static void test_bins_are_bounded(void **state)
     bp_allocator_stats s = stats(a);
     assert_int_equal(s.cached_entries, 8 + 2);
     assert_int_equal(s.cached_bytes, 8 * 64 + 2 * 32 * 1024);
-    bp_arena_stats as;
-    bp_arena_get_stats(a, 0, &as, sizeof as);
-    assert_int_equal(as.deallocations_small, 12);
-    assert_int_equal(as.deallocations_normal, 3);
+    assert_int_equal(s.arena_cached_entries, arena_small + arena_normal);
+    assert_int_equal(s.arena_cached_bytes, arena_small * 64 + arena_normal * 32 * 1024);
+    assert_int_equal(s.active_bytes, 0);
+    bp_arena_stats as = arena_stats(a);
+    assert_int_equal(as.cached_entries, arena_small + arena_normal);
+    assert_int_equal(as.deallocations_small, 12 - arena_small);
+    assert_int_equal(as.deallocations_normal, 3 - arena_normal);
+    assert_true(bp__arena_check(&a->arenas[0]));
+    bp_allocator_destroy(a);
+}
+
+static void test_bins_are_bounded(void **state)
+{
+    (void)state;
+    check_bins_are_bounded(0, (size_t)4 << 20, 0, 0);  /* no arena cache: all to the chunks */
+    check_bins_are_bounded(1024, (size_t)4 << 20, 12, 3);
+    check_bins_are_bounded(4, (size_t)4 << 20, 4, 3);   /* 4 entries per class */
+    check_bins_are_bounded(1024, 64 * 1024, 12, 2);     /* 64 KiB: two of 32 KiB */
+}
+
+/* Bursts bigger than a bin: what overflows waits in the arena's cache and comes back on the
+ * next burst's misses, a batch at a time, without touching a chunk. */
+static void test_bursts_move_through_the_arena_cache(void **state)
+{
+    (void)state;
+    bp_allocator *a = allocator_with(8, 2, 32 * 1024, 8192);
+    enum { BURST = 40 };
+    bp_buf *bufs[BURST];
+    void *first_memory[BURST];
+    for (int i = 0; i < BURST; i++) first_memory[i] = bp_data(bufs[i] = bp_alloc(a, 64), 0);
+    for (int i = 0; i < BURST; i++) bp_release(bufs[i]);
+    uint64_t after_first = arena_allocations(a);
+    assert_int_equal(stats(a).arena_cached_entries, BURST - 8);
+    for (int round = 0; round < 50; round++) {
+        for (int i = 0; i < BURST; i++) bufs[i] = bp_alloc(a, 64);
+        assert_int_equal(stats(a).arena_cached_entries, 0);
+        for (int i = 0; i < BURST; i++) { /* the same regions: every one was there before */
+            int found = 0;
+            for (int j = 0; j < BURST; j++) found += bp_data(bufs[i], 0) == first_memory[j];
+            assert_int_equal(found, 1);
+            bp_release(bufs[i]);
+        }
+        assert_int_equal(stats(a).arena_cached_entries, BURST - 8);
+    }
+    assert_int_equal(arena_allocations(a), after_first);
+    bp_arena_stats as = arena_stats(a);
+    assert_int_equal(as.deallocations_small, 0);
+    /* Whatever the first burst's refills took ahead of need is in the bin or the cache. */
+    assert_int_equal(as.active_small, stats(a).cached_entries + stats(a).arena_cached_entries);
+
+    /* Normal classes take from it in batches too (half a bin). */
+    bp_buf *big[6];
+    for (int i = 0; i < 6; i++) big[i] = bp_alloc(a, 32 * 1024);
+    for (int i = 0; i < 6; i++) bp_release(big[i]);
+    assert_int_equal(stats(a).arena_cached_entries, BURST - 8 + 4);
+    uint64_t before = arena_allocations(a);
+    for (int i = 0; i < 6; i++) big[i] = bp_alloc(a, 32 * 1024);
+    assert_int_equal(arena_allocations(a), before);
+    for (int i = 0; i < 6; i++) bp_release(big[i]);
+    bp_allocator_destroy(a);
+}
+
+/* A thread whose arena another thread shares takes the buffers that one gave back, and they
+ * become its own: releasing them there is not a remote release. */
+typedef struct burst_job {
+    bp_allocator *a;
+    int n;
+} burst_job;
+
+static void *allocate_and_release_burst(void *arg)
+{
+    burst_job *job = arg;
+    bp_buf *bufs[64];
+    for (int i = 0; i < job->n; i++) bufs[i] = bp_alloc(job->a, 64);
+    for (int i = 0; i < job->n; i++) bp_release(bufs[i]);
+    return NULL;
+}
+
+static void test_threads_of_an_arena_share_its_cache(void **state)
+{
+    (void)state;
+    bp_allocator *a = allocator_with(8, 2, 32 * 1024, 8192);
+    bp_buf *mine = bp_alloc(a, 100); /* binds this thread to the one arena */
+    burst_job job = {a, 40};
+    pthread_t t;
+    pthread_create(&t, NULL, allocate_and_release_burst, &job);
+    pthread_join(t, NULL);
+    /* Its bin went to the chunks at exit; its overflow stayed for this thread. */
+    assert_int_equal(stats(a).arena_cached_entries, 32);
+    uint64_t before = arena_allocations(a);
+    bp_buf *bufs[32];
+    for (int i = 0; i < 32; i++) bufs[i] = bp_alloc(a, 64);
+    assert_int_equal(arena_allocations(a), before);
+    assert_int_equal(stats(a).arena_cached_entries, 0);
+    for (int i = 0; i < 32; i++) bp_release(bufs[i]);
+    bp_release(mine);
+    bp_allocator_stats s = stats(a);
+    assert_int_equal(s.remote_releases, 0);
+    assert_int_equal(s.active_buffers, 0);
+    assert_int_equal(s.active_bytes, 0);
+    bp_allocator_destroy(a);
+}
+
+static void test_last_thread_of_an_arena_empties_its_cache(void **state)
+{
+    (void)state;
+    bp_allocator *a = allocator_with(8, 2, 32 * 1024, 8192);
+    burst_job job = {a, 40};
+    pthread_t t;
+    pthread_create(&t, NULL, allocate_and_release_burst, &job);
+    pthread_join(t, NULL);
+    bp_allocator_stats s = stats(a);
+    assert_int_equal(s.arena_cached_entries, 0);
+    assert_int_equal(s.cached_entries, 0);
+    bp_arena_stats as = arena_stats(a);
+    assert_int_equal(as.threads, 0);
+    assert_int_equal(as.cached_entries, 0);
+    assert_int_equal(as.active_bytes, 0);
+    assert_int_equal(as.active_small, 0);
+    bp_allocator_destroy(a);
+}
+
+static void test_idle_arena_cache_is_trimmed_and_purged(void **state)
+{
+    (void)state;
+    /* Small classes are not thread-cached: 16 B allocations only count down to trims. */
+    bp_allocator *a = allocator_caching(8, 2, 32 * 1024, 100, 1024, (size_t)4 << 20);
+    bp_buf *bufs[40];
+    for (int i = 0; i < 6; i++) bufs[i] = bp_alloc(a, 32 * 1024);
+    for (int i = 0; i < 6; i++) bp_release(bufs[i]);
+    assert_int_equal(stats(a).arena_cached_entries, 4);
+    uint64_t trims = stats(a).cache_trims;
+    /* The first trim after they arrived marks them; the second frees what nobody took. */
+    while (stats(a).cache_trims == trims) bp_release(bp_alloc(a, 16));
+    assert_int_equal(stats(a).arena_cached_entries, 4);
+    while (stats(a).cache_trims == trims + 1) bp_release(bp_alloc(a, 16));
+    assert_int_equal(stats(a).arena_cached_entries, 0);
+    assert_int_equal(arena_stats(a).deallocations_normal, 6); /* and the bin's two: cold too */
+
+    /* Taken between two trims: used, so not idle. */
+    for (int i = 0; i < 6; i++) bufs[i] = bp_alloc(a, 32 * 1024);
+    for (int i = 0; i < 6; i++) bp_release(bufs[i]);
+    trims = stats(a).cache_trims;
+    while (stats(a).cache_trims == trims) bp_release(bp_alloc(a, 16));
+    /* That trim emptied the (unused) bin and marked the cache's 4. Three taken from the
+     * cache (its low-water mark drops to 1), three released: the bin keeps two, one goes
+     * back on top of the cache. */
+    for (int i = 0; i < 3; i++) bufs[i] = bp_alloc(a, 32 * 1024);
+    for (int i = 0; i < 3; i++) bp_release(bufs[i]);
+    assert_int_equal(stats(a).arena_cached_entries, 2);
+    while (stats(a).cache_trims == trims + 1) bp_release(bp_alloc(a, 16));
+    assert_int_equal(stats(a).arena_cached_entries, 1); /* the one used stays... */
+
+    /* ... until purged. */
+    assert_true(bp_allocator_purge(a) >= 0);
+    bp_allocator_stats s = stats(a);
+    assert_int_equal(s.arena_cached_entries, 0);
+    assert_int_equal(s.arena_cached_bytes, 0);
     bp_allocator_destroy(a);
 }
 
@@ -254,6 +427,10 @@ int main(void)
         cmocka_unit_test(test_above_max_cached_size_is_not_cached),
         cmocka_unit_test(test_caches_off_every_allocation_reaches_the_arena),
         cmocka_unit_test(test_bins_are_bounded),
+        cmocka_unit_test(test_bursts_move_through_the_arena_cache),
+        cmocka_unit_test(test_threads_of_an_arena_share_its_cache),
+        cmocka_unit_test(test_last_thread_of_an_arena_empties_its_cache),
+        cmocka_unit_test(test_idle_arena_cache_is_trimmed_and_purged),
         cmocka_unit_test(test_trim_returns_unused_entries),
         cmocka_unit_test(test_trim_runs_on_schedule),
         cmocka_unit_test(test_small_miss_refills_a_batch),

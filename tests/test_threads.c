@@ -170,6 +170,7 @@ static void test_cross_thread_release_and_thread_turnover(void **state)
     bp_allocator_get_stats(a, &s, sizeof s);
     assert_int_equal(s.thread_caches, 0);   /* every worker exited: caches flushed */
     assert_int_equal(s.cached_entries, 0);
+    assert_int_equal(s.arena_cached_entries, 0); /* the last thread of each arena emptied its cache */
     for (int i = 0; i < SLOTS; i++) {
         bp_buf *b = atomic_exchange(&shared->slot[i], NULL);
         if (b != NULL) check_and_release(b);
