@@ -362,6 +362,8 @@ typedef struct bp__buf_head {
     uint32_t refcnt;          /* 0 once released; bit 31 marks a buffer whose every access
                                  goes through the library (a view or a composite); read
                                  and written with atomic builtins */
+    uint32_t release_tag;     /* the library's: whose thread cache, and which bin of it, a
+                                 release may go to with no further check */
 } bp__buf_head;
 
 #define BP__LIKELY(x) __builtin_expect(!!(x), 1)

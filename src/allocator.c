@@ -11,7 +11,11 @@
 
 static atomic_uint_fast64_t next_allocator_id = 1;
 
-_Thread_local bp__tls_cache bp__tls_last;
+/* What bp__tls_last points at when no state is cached: no tag base, no cacheable class,
+ * so the release fast path fails its checks without testing for NULL. Never written. */
+bp__thread_state bp__no_thread_state;
+
+_Thread_local bp__tls_cache bp__tls_last = {0, &bp__no_thread_state};
 
 /* ---------------------------------------------------------------------------------------
  * Thread states
@@ -46,12 +50,9 @@ static void take_back_one(bp__thread_state *ts, bp_buf *b, bool cache_regions)
 {
     bp_allocator *a = ts->allocator;
     bool paranoid = a->config.leak_detection == BP_LEAK_PARANOID;
-    if (cache_regions && !paranoid) {
-        /* Only written when it changes (an exited owner's buffers): the line was read last
-         * on the releasing core, and a store would have to take it back exclusively. */
-        if (b->owner != ts) b->owner = ts;
-        if (bp__tcache_put(&ts->tcache, b->region.class_index, b)) return;
-    }
+    /* Owner and tag only written when they change (an exited owner's buffers): the line
+     * was read last on the releasing core, and a store would take it back exclusively. */
+    if (cache_regions && !paranoid && bp__buf_cache_at_home(ts, b)) return;
     bp__region_free(a, &b->region);
     bp__buf_object_retire(ts, a, b, paranoid);
 }
@@ -160,12 +161,12 @@ int bp__region_take(bp_allocator *a, bp__thread_state *ts, size_t size, bp__regi
 
 void bp__region_give(bp_allocator *a, bp__thread_state *ts, const bp__region *region)
 {
-    if (ts != NULL && region->kind != BP__KIND_MALLOC && region->class_index < ts->tcache.ncacheable) {
+    if (ts != NULL && bp__region_is_home(region, ts) && region->class_index < ts->tcache.ncacheable) {
         bp_buf *b = bp__buf_object_get(ts);
         if (b != NULL) {
             b->region = *region;
             bp__buf_object_prepare(b, a, ts);
-            if (bp__tcache_put(&ts->tcache, region->class_index, b)) return;
+            if (bp__buf_cache_at_home(ts, b)) return;
             bp__buf_object_retire(ts, a, b, false);
         }
     }
@@ -223,7 +224,7 @@ static void thread_state_release(void *arg)
     ts->arena = NULL;
     pthread_mutex_unlock(&a->lock);
     if (bp__tls_last.state == ts) {
-        bp__tls_last.state = NULL;
+        bp__tls_last.state = &bp__no_thread_state;
         bp__tls_last.allocator_id = 0;
     }
 }
@@ -534,7 +535,7 @@ void bp_allocator_destroy(bp_allocator *a)
     }
     if (bp__tls_last.allocator_id == a->id) {
         bp__tls_last.allocator_id = 0;
-        bp__tls_last.state = NULL;
+        bp__tls_last.state = &bp__no_thread_state;
     }
     /* Unpooled buffers still alive own malloc'ed memory reachable only through their
      * bp_buf objects: free it before the slabs go. */

@@ -102,6 +102,7 @@ typedef struct bp__tls_cache {
     bp__thread_state *state;
 } bp__tls_cache;
 extern _Thread_local bp__tls_cache bp__tls_last __attribute__((tls_model("initial-exec")));
+extern bp__thread_state bp__no_thread_state; /* bp__tls_last.state when none is cached */
 
 /* Finds or creates this thread's state for `a`; NULL when out of memory. */
 bp__thread_state *bp__thread_state_slow(bp_allocator *a);
@@ -163,6 +164,32 @@ void bp__region_free(bp_allocator *a, const bp__region *region);
 
 /* Makes a released object (with its region set) meet the thread cache's invariants: what a
  * root fresh from bp_alloc_ex has, besides its indices and count. */
+/* Whether a region belongs to ts's arena: only those go into ts's cache (a bin gives its
+ * overflow to its arena's cache without looking at the objects). */
+BP_INLINE bool bp__region_is_home(const bp__region *region, const bp__thread_state *ts)
+{
+    return region->chunk != NULL && region->chunk->arena == ts->arena;
+}
+
+/* The release tag for a plain root owned by ts (which may be NULL) with its current region:
+ * ts's base + class when its release may go straight into ts's cache. */
+BP_INLINE uint32_t bp__buf_release_tag(const bp_buf *b, const bp__thread_state *ts)
+{
+    if (ts == NULL || !bp__region_is_home(&b->region, ts)) return BP__TAG_NONE;
+    return bp__release_tag(&ts->tcache, b->region.class_index);
+}
+
+/* The class in a release tag (its low byte), read as a byte of its own: a load straight
+ * into the bin index, not a word load and a zero-extension. */
+BP_INLINE unsigned bp__release_tag_class(const bp_buf *b)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return ((const unsigned char *)&b->head.release_tag)[sizeof b->head.release_tag - 1];
+#else
+    return ((const unsigned char *)&b->head.release_tag)[0];
+#endif
+}
+
 BP_INLINE void bp__buf_object_prepare(bp_buf *b, bp_allocator *a, bp__thread_state *ts)
 {
     b->head.memory = b->region.memory;
@@ -172,6 +199,23 @@ BP_INLINE void bp__buf_object_prepare(bp_buf *b, bp_allocator *a, bp__thread_sta
     b->composite = NULL;
     b->allocator = a;
     b->owner = ts;
+    b->head.release_tag = bp__buf_release_tag(b, ts);
+}
+
+/* A released object (bin invariants otherwise met) into ts's cache as ts's own: owner and
+ * release tag rewritten, each only if it changes (a tag that matches says the owner does
+ * too). False, changing nothing, for another arena's region or when its bin refuses. */
+BP_INLINE bool bp__buf_cache_at_home(bp__thread_state *ts, bp_buf *b)
+{
+    if (!bp__region_is_home(&b->region, ts)) return false;
+    unsigned cls = b->region.class_index;
+    if (cls >= ts->tcache.ncacheable) return false;
+    uint32_t tag = bp__release_tag(&ts->tcache, cls);
+    if (b->head.release_tag != tag || b->owner != ts) {
+        b->owner = ts;
+        b->head.release_tag = tag;
+    }
+    return bp__tcache_put(&ts->tcache, cls, b);
 }
 
 /* A cache miss, an uncached size or an unpooled allocator: a released object with a fresh

@@ -15,9 +15,17 @@ uint32_t bp__tcache_class_capacity(const bp__size_classes *sc, const bp_config *
     return cls < sc->nsmall ? cfg->small_cache_size : cfg->normal_cache_size;
 }
 
+static atomic_uint_fast32_t next_tag_id = 1; /* 0 and 2^24 - 1 are never a cache's */
+
 void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg)
 {
     memset(tc, 0, sizeof *tc);
+    uint32_t id = (uint32_t)atomic_fetch_add_explicit(&next_tag_id, 1, memory_order_relaxed);
+    if (id >= 0xffffff) { /* spent: every release of this cache's buffers takes the slow path */
+        atomic_store_explicit(&next_tag_id, 0xffffff, memory_order_relaxed);
+        id = 0xffffff;
+    }
+    tc->tag_base = id << 8;
     tc->sc = sc;
     tc->arena = arena;
     tc->trim_interval = cfg->cache_trim_interval;
@@ -124,9 +132,16 @@ static uint32_t arena_cache_take(bp__arena *arena, unsigned cls, bp__thread_stat
     arena->cache_entries -= k;
     arena->cache_bytes -= (size_t)k * arena->sc->class_size[cls];
     pthread_mutex_unlock(&arena->lock);
-    /* Only written when it changes: usually the thread that gave them back takes them. */
-    for (uint32_t i = 0; i < k; i++)
-        if (out[i]->owner != ts) out[i]->owner = ts;
+    /* Owner and tag only written when they change: usually the thread that gave them back
+     * takes them (a matching tag says the owner matches too). */
+    for (uint32_t i = 0; i < k; i++) {
+        bp_buf *b = out[i];
+        uint32_t tag = bp__release_tag(&ts->tcache, cls);
+        if (b->head.release_tag != tag || tag == BP__TAG_NONE) {
+            b->owner = ts;
+            b->head.release_tag = tag;
+        }
+    }
     return k;
 }
 
@@ -162,26 +177,16 @@ size_t bp__arena_cache_trim(bp__arena *arena, bp__thread_state *ts, bool all)
     return freed;
 }
 
-/* Gives entries [0, n) of a bin back and closes the gap: with `to_arena_cache` those of this
- * thread's arena go to its cache as far as there is room; the rest are freed. */
+/* Gives entries [0, n) of a bin back and closes the gap: with `to_arena_cache` to the
+ * arena's cache as far as it has room (a bin holds only its arena's regions), the rest to
+ * the chunks. */
 static void give_back_oldest(bp__tcache *tc, unsigned cls, uint32_t n, bool to_arena_cache)
 {
     bp__tcache_bin *bin = &tc->bins[cls];
     if (n == 0) return;
     uint32_t count = bp__bin_count(bin), kept = 0;
-    if (to_arena_cache && tc->arena->cache[cls].capacity > 0) {
-        /* A bin can hold another arena's regions (an exited owner's buffers, a thread
-         * state bound again elsewhere): those are put last, to be freed. */
-        bp_buf **e = bin->entries;
-        uint32_t own = 0;
-        for (uint32_t i = 0; i < n; i++) {
-            if (e[i]->region.chunk->arena != tc->arena) continue;
-            bp_buf *t = e[own];
-            e[own++] = e[i];
-            e[i] = t;
-        }
-        kept = arena_cache_give(tc->arena, cls, e, own);
-    }
+    for (uint32_t i = 0; BP_DEBUG && i < n; i++) BP_ASSERT(bin->entries[i]->region.chunk->arena == tc->arena);
+    if (to_arena_cache) kept = arena_cache_give(tc->arena, cls, bin->entries, n);
     free_released(owner_of(tc), tc->sc, cls, bin->entries + kept, n - kept);
     memmove(bin->entries, bin->entries + n, (count - n) * sizeof *bin->entries);
     bp__bin_set_count(bin, count - n);

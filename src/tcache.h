@@ -10,9 +10,11 @@
  *
  * Invariants
  * - A region in a bin is, for its arena, still handed out; it belongs to no live buffer.
- * - An object in a bin: refcnt 0, region of the bin's class, head.memory == region.memory,
- *   allocator and owner this cache's, root, views, leak and composite NULL (what
- *   bp_alloc_ex would otherwise have to store on every allocation).
+ * - An object in a bin: refcnt 0, region of the bin's class and of this thread's arena,
+ *   head.memory == region.memory, allocator and owner this cache's, release tag
+ *   bp__release_tag(cache, class), root, views, leak and composite NULL (what bp_alloc_ex
+ *   would otherwise have to store on every allocation). Slow paths put objects in through
+ *   bp__buf_cache_at_home, which checks the arena and rewrites owner and tag.
  * - count <= capacity; entries[0] is the oldest, entries[count-1] the newest (bins are
  *   stacks: the warmest region is reused first). limit is capacity once entries exist and 0
  *   before, so that one compare refuses a push into a full bin and into one not set up yet.
@@ -48,8 +50,19 @@ typedef struct bp__tcache_bin {
 
 #define BP__BIN_HIT ((uint64_t)1 << 32)
 
+/* Release tags (bp__buf_head.release_tag) let a release find its bin from the buffer's
+ * first cache line alone. A cache has a tag base, unique in the process for the life of one
+ * thread's binding (id << 8); an object it may take back with no further check - a plain
+ * root of this cache's thread and arena, no leak record, no views - carries base + class.
+ * Anything else carries BP__TAG_NONE, and so does everything once ids run out (2^24 - 2
+ * bindings): base + class minus another cache's base is never below 256, and ncacheable is
+ * at most BP__MAX_CLASSES. */
+#define BP__TAG_NONE UINT32_MAX
+#define BP__TAG_SPENT (UINT32_MAX & ~0xffu) /* the base of caches made after ids ran out */
+
 typedef struct bp__tcache {
-    /* What the allocation fast path reads, first. */
+    /* What the allocation and release fast paths read, first. */
+    uint32_t tag_base;
     uint32_t allocations_until_trim;
     unsigned fast_classes;     /* classes the fast path may pop: ncacheable, or 0 when every
                                   allocation must take the slow path (leak detection) */
@@ -64,6 +77,13 @@ typedef struct bp__tcache {
 } bp__tcache;
 
 void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg);
+
+/* The release tag of an object of class `cls` that this cache may take back unchecked. */
+static inline uint32_t bp__release_tag(const bp__tcache *tc, unsigned cls)
+{
+    if (tc->tag_base == BP__TAG_SPENT) return BP__TAG_NONE;
+    return tc->tag_base + (cls < 0xff ? cls : 0xff);
+}
 
 /* Entries a thread bin of class `cls` holds under `cfg` (0: the class is not cached). */
 uint32_t bp__tcache_class_capacity(const bp__size_classes *sc, const bp_config *cfg, unsigned cls);

@@ -483,6 +483,133 @@ static void test_remote_release_without_memory_for_a_batch(void **state)
     free(h);
 }
 
+/* ---- a buffer whose region is not of its owner's arena never goes into its cache (a bin
+ * hands its overflow to its arena's cache unchecked) ---- */
+
+typedef struct away_job {
+    bp_allocator *a;
+    bp_buf *b;
+    bp__arena *arena;           /* the thread's arena */
+    bp__thread_state *state;    /* the thread's state */
+    pthread_barrier_t *bound, *go;
+} away_job;
+
+static void run_on_thread(void *(*fn)(void *), void *arg)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, fn, arg);
+    pthread_join(t, NULL);
+}
+
+static void *bind_here(away_job *job)
+{
+    bp_buf *probe = bp_alloc(job->a, 32);
+    job->arena = bp__region_arena(&probe->region);
+    job->state = bp__thread_state_get(job->a);
+    bp_release(probe);
+    return NULL;
+}
+
+static void *grow_elsewhere(void *arg)
+{
+    away_job *job = arg;
+    bind_here(job);
+    uint8_t bytes[10000] = {0};
+    assert_int_equal(bp_write_bytes(job->b, bytes, sizeof bytes), 0); /* moves it, from this arena */
+    return NULL;
+}
+
+static void test_buffer_grown_on_another_arena_goes_back_there(void **state)
+{
+    (void)state;
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 2;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    bp_buf *b = bp_alloc(a, 64);
+    bp__arena *home = bp__region_arena(&b->region);
+    away_job job = {.a = a, .b = b};
+    run_on_thread(grow_elsewhere, &job);
+    assert_ptr_not_equal(job.arena, home);
+    assert_ptr_equal(bp__region_arena(&b->region), job.arena);
+    assert_int_equal(bp_capacity(b) >= 10000, 1);
+    bp_allocator_stats s;
+    bp_allocator_get_stats(a, &s, sizeof s);
+    size_t cached_before = s.cached_entries;
+    bp_release(b); /* on its owner's thread, but not into its owner's cache */
+    bp_allocator_get_stats(a, &s, sizeof s);
+    assert_int_equal(s.cached_entries, cached_before);
+    bp_arena_stats away;
+    bp_arena_get_stats(a, job.arena->index, &away, sizeof away);
+    assert_int_equal(away.active_bytes, 0); /* given back to the arena it came from */
+    assert_int_equal(away.active_normal, 0);
+    assert_true(bp__arena_check(&a->arenas[0]) && bp__arena_check(&a->arenas[1]));
+    bp_allocator_destroy(a);
+}
+
+static void *hold_an_arena(void *arg)
+{
+    away_job *job = arg;
+    bind_here(job);
+    pthread_barrier_wait(job->bound);
+    pthread_barrier_wait(job->go);
+    return NULL;
+}
+
+static void *alloc_and_leave(void *arg)
+{
+    away_job *job = arg;
+    bind_here(job);
+    job->b = bp_alloc(job->a, 64);
+    return NULL;
+}
+
+static void *release_from_readopted_state(void *arg)
+{
+    away_job *job = arg;
+    bind_here(job);
+    bp_allocator_stats before, after;
+    bp_allocator_get_stats(job->a, &before, sizeof before);
+    bp_release(job->b);
+    bp_allocator_get_stats(job->a, &after, sizeof after);
+    assert_int_equal(after.cached_entries, before.cached_entries);
+    assert_int_equal(after.remote_releases, before.remote_releases); /* its owner's state is this thread's */
+    return NULL;
+}
+
+static void test_readopted_state_keeps_other_arenas_regions_out(void **state)
+{
+    (void)state;
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 2;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    pthread_barrier_t bound, go;
+    pthread_barrier_init(&bound, NULL, 2);
+    pthread_barrier_init(&go, NULL, 2);
+    /* A holds arena 0 while B's state binds arena 1 and allocates; then both exit. */
+    away_job holder = {.a = a, .bound = &bound, .go = &go}, first = {.a = a};
+    pthread_t t;
+    pthread_create(&t, NULL, hold_an_arena, &holder);
+    pthread_barrier_wait(&bound);
+    run_on_thread(alloc_and_leave, &first);
+    pthread_barrier_wait(&go);
+    pthread_join(t, NULL);
+    assert_ptr_not_equal(first.arena, holder.arena);
+    /* B's state is taken by the next thread, which binds arena 0 (both are free now). */
+    away_job second = {.a = a, .b = first.b};
+    run_on_thread(release_from_readopted_state, &second);
+    assert_ptr_equal(second.state, first.state);
+    assert_ptr_not_equal(second.arena, first.arena);
+    bp_arena_stats s;
+    bp_arena_get_stats(a, first.arena->index, &s, sizeof s);
+    assert_int_equal(s.active_bytes, 0);
+    assert_true(bp__arena_check(&a->arenas[0]) && bp__arena_check(&a->arenas[1]));
+    bp_allocator_destroy(a);
+    pthread_barrier_destroy(&bound);
+    pthread_barrier_destroy(&go);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -494,6 +621,8 @@ int main(void)
         cmocka_unit_test(test_release_after_the_owner_exited),
         cmocka_unit_test(test_remote_releases_waiting_at_destroy),
         cmocka_unit_test(test_remote_release_without_memory_for_a_batch),
+        cmocka_unit_test(test_buffer_grown_on_another_arena_goes_back_there),
+        cmocka_unit_test(test_readopted_state_keeps_other_arenas_regions_out),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
