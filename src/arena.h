@@ -53,6 +53,9 @@ typedef struct bp__arena_cache_bin {
     uint32_t count;
     uint32_t capacity;       /* 0: the class is not kept */
     uint32_t low_water;      /* the fewest entries since the last trim: that many were idle */
+    uint32_t giver;          /* the tag base of the thread cache that gave every entry here,
+                                BP__TAG_NONE once two have: that thread takes them back
+                                without touching them (their owner and tags are its own) */
 } bp__arena_cache_bin;
 
 /* A huge mapping, listed so that destroying the arena can unmap what users leaked. */

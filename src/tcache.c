@@ -96,10 +96,11 @@ static void free_released(bp__thread_state *ts, const bp__size_classes *sc, unsi
     }
 }
 
-/* Moves as many of bufs[0, n) as there is room for onto the top of the arena's cache of
- * `cls` (they must be its regions, with the thread-cache invariants). Returns how many. */
-static uint32_t arena_cache_give(bp__arena *arena, unsigned cls, bp_buf *const *bufs, uint32_t n)
+/* Moves as many of bufs[0, n) as there is room for from cache tc's bin onto the top of its
+ * arena's cache of `cls`. Returns how many. */
+static uint32_t arena_cache_give(bp__tcache *tc, unsigned cls, bp_buf *const *bufs, uint32_t n)
 {
+    bp__arena *arena = tc->arena;
     bp__arena_cache_bin *ac = &arena->cache[cls];
     if (ac->capacity == 0 || n == 0) return 0; /* capacity never changes: no lock needed */
     pthread_mutex_lock(&arena->lock);
@@ -107,6 +108,8 @@ static uint32_t arena_cache_give(bp__arena *arena, unsigned cls, bp_buf *const *
     uint32_t room = ac->entries != NULL ? ac->capacity - ac->count : 0;
     uint32_t k = n < room ? n : room;
     if (k > 0) memcpy(ac->entries + ac->count, bufs, k * sizeof *bufs);
+    if (ac->count == 0) ac->giver = tc->tag_base;
+    else if (ac->giver != tc->tag_base) ac->giver = BP__TAG_NONE;
     ac->count += k;
     arena->cache_entries += k;
     arena->cache_bytes += (size_t)k * arena->sc->class_size[cls];
@@ -115,9 +118,10 @@ static uint32_t arena_cache_give(bp__arena *arena, unsigned cls, bp_buf *const *
 }
 
 /* Moves up to n of the newest entries of the arena's cache of `cls` into out, oldest of
- * them first, and makes them ts's (owner). Returns how many. */
-static uint32_t arena_cache_take(bp__arena *arena, unsigned cls, bp__thread_state *ts, bp_buf **out, uint32_t n)
+ * them first, and makes them ts's (owner and tag). Returns how many. */
+static uint32_t arena_cache_take(bp__thread_state *ts, unsigned cls, bp_buf **out, uint32_t n)
 {
+    bp__arena *arena = ts->tcache.arena;
     bp__arena_cache_bin *ac = &arena->cache[cls];
     if (ac->capacity == 0) return 0;
     pthread_mutex_lock(&arena->lock);
@@ -129,14 +133,16 @@ static uint32_t arena_cache_take(bp__arena *arena, unsigned cls, bp__thread_stat
     ac->count -= k;
     memcpy(out, ac->entries + ac->count, k * sizeof *out);
     if (ac->count < ac->low_water) ac->low_water = ac->count;
+    bool own = ac->giver == ts->tcache.tag_base && ac->giver != BP__TAG_SPENT;
     arena->cache_entries -= k;
     arena->cache_bytes -= (size_t)k * arena->sc->class_size[cls];
     pthread_mutex_unlock(&arena->lock);
-    /* Owner and tag only written when they change: usually the thread that gave them back
-     * takes them (a matching tag says the owner matches too). */
+    if (own) return k; /* its own, given back since its binding began: nothing to rewrite */
+    /* Owner and tag only written when they change (a matching tag says the owner matches
+     * too): the objects' lines stay shared if nothing changes. */
+    uint32_t tag = bp__release_tag(&ts->tcache, cls);
     for (uint32_t i = 0; i < k; i++) {
         bp_buf *b = out[i];
-        uint32_t tag = bp__release_tag(&ts->tcache, cls);
         if (b->head.release_tag != tag || tag == BP__TAG_NONE) {
             b->owner = ts;
             b->head.release_tag = tag;
@@ -186,7 +192,7 @@ static void give_back_oldest(bp__tcache *tc, unsigned cls, uint32_t n, bool to_a
     if (n == 0) return;
     uint32_t count = bp__bin_count(bin), kept = 0;
     for (uint32_t i = 0; BP_DEBUG && i < n; i++) BP_ASSERT(bin->entries[i]->region.chunk->arena == tc->arena);
-    if (to_arena_cache) kept = arena_cache_give(tc->arena, cls, bin->entries, n);
+    if (to_arena_cache) kept = arena_cache_give(tc, cls, bin->entries, n);
     free_released(owner_of(tc), tc->sc, cls, bin->entries + kept, n - kept);
     memmove(bin->entries, bin->entries + n, (count - n) * sizeof *bin->entries);
     bp__bin_set_count(bin, count - n);
@@ -225,26 +231,23 @@ bp_buf *bp__tcache_refill(bp__tcache *tc, unsigned cls)
     if (bin->capacity == 0 || !ensure_entries(bin)) return NULL;
     bp__thread_state *ts = owner_of(tc);
     bp_allocator *a = ts->allocator;
-    uint32_t room = bin->capacity - bp__bin_count(bin) + 1; /* one goes out now */
-    bp_buf *objects[512];
-    /* Ready buffers from the arena's cache first: pointers copied, no object or chunk
-     * touched. Normal classes too: these regions are held already. */
+    /* Ready buffers from the arena's cache first, straight into the bin: pointers copied,
+     * no chunk touched. Normal classes too: these regions are held already. */
+    uint32_t count = bp__bin_count(bin);
     uint32_t want = bin->refill > 0 ? bin->refill : (bin->capacity + 1) / 2;
-    if (want > room) want = room;
-    if (want > 512) want = 512;
-    uint32_t got = arena_cache_take(tc->arena, cls, ts, objects, want);
+    if (want > bin->capacity - count) want = bin->capacity - count;
+    uint32_t got = arena_cache_take(ts, cls, bin->entries + count, want);
     if (got > 0) {
-        uint32_t count = bp__bin_count(bin);
-        for (uint32_t i = 0; i + 1 < got; i++) bin->entries[count++] = objects[i];
-        bp__bin_set_count(bin, count);
-        return objects[got - 1]; /* the newest */
+        bp__bin_set_count(bin, count + got - 1);
+        return bin->entries[count + got - 1]; /* the newest goes out now */
     }
     if (bin->refill == 0) return NULL; /* normal classes: one region from the arena */
     /* Objects first: getting them may drain remote releases into this very bin. */
+    bp_buf *objects[512];
     want = bin->refill < 512 ? bin->refill : 512;
     uint32_t have = 0;
     while (have < want && (objects[have] = bp__buf_object_get(ts)) != NULL) have++;
-    room = bin->capacity - bp__bin_count(bin) + 1;
+    uint32_t room = bin->capacity - bp__bin_count(bin) + 1; /* one goes out now */
     uint32_t take = have < room ? have : room;
     /* Taken in address order; the lowest goes out now, the next lowest ends on top. */
     bp__cached_region batch[512];
@@ -258,7 +261,7 @@ bp_buf *bp__tcache_refill(bp__tcache *tc, unsigned cls)
     }
     for (uint32_t i = got; i < have; i++) bp__buf_object_put(ts, a, objects[i]);
     if (got == 0) return NULL;
-    uint32_t count = bp__bin_count(bin);
+    count = bp__bin_count(bin);
     for (unsigned i = got - 1; i >= 1; i--) bin->entries[count++] = objects[i];
     bp__bin_set_count(bin, count);
     return objects[0];
