@@ -145,8 +145,8 @@ typedef struct bp_config {
                                    given back by its threads' full bins and taken by their
                                    misses in batches (tcmalloc's transfer cache); default
                                    1024, 0 = off */
-    size_t arena_cache_max_bytes; /* ... but no more than this many bytes per class; default
-                                     4 MiB */
+    size_t arena_cache_max_bytes; /* ... and their bytes, all classes of one arena together;
+                                     default 16 MiB */
 } bp_config;
 
 /* dirty_decay_ms: keep free pages resident for good. */

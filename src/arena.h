@@ -86,6 +86,7 @@ typedef struct bp__arena {
     atomic_uint threads;  /* threads bound to this arena (changed without the lock) */
     unsigned index;
     size_t cache_entries, cache_bytes; /* summed over `cache` */
+    size_t cache_max_bytes;              /* arena_cache_max_bytes: cache_bytes stays below */
     bp__arena_cache_bin cache[BP__MAX_CLASSES];
 } __attribute__((aligned(BP_CACHE_LINE))) bp__arena;
 

@@ -78,10 +78,11 @@ void bp_config_init(bp_config *cfg)
      * loop (a backtrace for 1 buffer in 128), two thirds of the whole hot path. */
     cfg->leak_detection = BP_LEAK_DISABLED;
     cfg->leak_sampling_interval = 128;
-    /* Enough for a burst of about a thousand buffers per class and arena to move between
-     * thread caches and the arena without touching a chunk (the thread bins hold 256). */
+    /* Enough for a burst of about a thousand buffers per class (16 KiB ones included) to
+     * move between thread caches and the arena without touching a chunk; the thread bins
+     * hold 256 small and 64 normal ones. */
     cfg->arena_cache_size = 1024;
-    cfg->arena_cache_max_bytes = (size_t)4 << 20;
+    cfg->arena_cache_max_bytes = (size_t)16 << 20;
 }
 
 /* Why setting `s` is invalid in `cfg` (NULL when it is fine). */

@@ -49,6 +49,7 @@ void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *s
 
 void bp__arena_cache_init(bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg)
 {
+    arena->cache_max_bytes = cfg->arena_cache_max_bytes;
     for (unsigned c = 0; c < sc->nclasses; c++) {
         /* Only thread bins feed it: a class they do not keep is not kept here either. */
         if (bp__tcache_class_capacity(sc, cfg, c) == 0) continue;
@@ -106,6 +107,8 @@ static uint32_t arena_cache_give(bp__tcache *tc, unsigned cls, bp_buf *const *bu
     pthread_mutex_lock(&arena->lock);
     if (ac->entries == NULL) ac->entries = malloc(ac->capacity * sizeof *ac->entries);
     uint32_t room = ac->entries != NULL ? ac->capacity - ac->count : 0;
+    size_t budget = (arena->cache_max_bytes - arena->cache_bytes) / arena->sc->class_size[cls];
+    if (budget < room) room = (uint32_t)budget;
     uint32_t k = n < room ? n : room;
     if (k > 0) memcpy(ac->entries + ac->count, bufs, k * sizeof *bufs);
     if (ac->count == 0) ac->giver = tc->tag_base;
