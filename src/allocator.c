@@ -203,8 +203,8 @@ static void thread_state_release(void *arg)
         ts->nfree_bufs = 0;
     }
     /* Fold the counters into the allocator's and start the state from zero. */
-    a->buffers_allocated_exited += atomic_load_explicit(&ts->buffers_allocated, memory_order_relaxed);
-    a->buffers_released_exited += atomic_load_explicit(&ts->buffers_released, memory_order_relaxed);
+    /* Allocated here minus released here: the ledger, the bins being empty now. */
+    a->buffers_active_exited += atomic_load_explicit(&ts->tcache.ledger, memory_order_relaxed);
     a->remote_releases_exited += atomic_load_explicit(&ts->remote_releases, memory_order_relaxed);
     a->remote_drained_exited += atomic_load_explicit(&ts->remote_drained, memory_order_relaxed);
     size_t no_entries, no_bytes;
@@ -213,8 +213,7 @@ static void thread_state_release(void *arg)
     a->cache_hits_exited += hits;
     a->cache_misses_exited += atomic_load_explicit(&ts->tcache.misses, memory_order_relaxed);
     a->cache_trims_exited += atomic_load_explicit(&ts->tcache.trims, memory_order_relaxed);
-    atomic_store_explicit(&ts->buffers_allocated, 0, memory_order_relaxed);
-    atomic_store_explicit(&ts->buffers_released, 0, memory_order_relaxed);
+    atomic_store_explicit(&ts->tcache.ledger, 0, memory_order_relaxed);
     atomic_store_explicit(&ts->remote_releases, 0, memory_order_relaxed);
     atomic_store_explicit(&ts->remote_drained, 0, memory_order_relaxed);
     atomic_store_explicit(&ts->tcache.hits_before_trims, 0, memory_order_relaxed);
@@ -682,15 +681,14 @@ int bp_allocator_get_stats(const bp_allocator *a, bp_allocator_stats *out, size_
         full.active_bytes = atomic_load(&mutable_a->unpooled_active_bytes);
     }
     pthread_mutex_lock(&mutable_a->lock);
-    uint64_t allocated = a->buffers_allocated_exited, released = a->buffers_released_exited;
+    uint64_t active = a->buffers_active_exited;
     full.cache_hits = a->cache_hits_exited;
     full.cache_misses = a->cache_misses_exited;
     full.cache_trims = a->cache_trims_exited;
     full.remote_releases = a->remote_releases_exited;
     full.remote_drained = a->remote_drained_exited;
     for (bp__thread_state *ts = a->threads; ts != NULL; ts = ts->next) {
-        allocated += atomic_load_explicit(&ts->buffers_allocated, memory_order_relaxed);
-        released += atomic_load_explicit(&ts->buffers_released, memory_order_relaxed);
+        active += atomic_load_explicit(&ts->tcache.ledger, memory_order_relaxed);
         full.remote_releases += atomic_load_explicit(&ts->remote_releases, memory_order_relaxed);
         full.remote_drained += atomic_load_explicit(&ts->remote_drained, memory_order_relaxed);
         if (!ts->in_use) continue;
@@ -707,7 +705,10 @@ int bp_allocator_get_stats(const bp_allocator *a, bp_allocator_stats *out, size_
         full.cache_trims += atomic_load_explicit(&ts->tcache.trims, memory_order_relaxed);
     }
     pthread_mutex_unlock(&mutable_a->lock);
-    full.active_buffers = allocated - released;
+    /* Each ledger counts its bins' entries too (see bp__tcache.ledger). Read while threads
+     * run: a moment's disagreement must not wrap below zero. */
+    int64_t outstanding = (int64_t)(active - full.cached_entries);
+    full.active_buffers = outstanding > 0 ? (uint64_t)outstanding : 0;
     /* Cache counters are read without stopping their threads: never let the difference
      * go below zero while a region moves between a cache and a buffer. */
     size_t held = full.cached_bytes + full.arena_cached_bytes;

@@ -40,8 +40,6 @@ typedef struct bp__thread_state {
     unsigned nfree_bufs;
     bool in_use;                 /* a live thread owns it (guarded by allocator->lock) */
     unsigned leak_countdown;     /* allocations until the next one is tracked */
-    _Atomic uint64_t buffers_allocated;
-    _Atomic uint64_t buffers_released;
     _Atomic uint64_t remote_releases; /* buffers this thread pushed to other owners */
     _Atomic uint64_t remote_drained;  /* buffers other threads pushed to this one */
     struct bp__thread_state *prev, *next; /* in allocator->threads */
@@ -72,8 +70,7 @@ struct bp_allocator {
     bp_buf *spare_bufs;          /* objects handed back by full or exiting recyclers */
     size_t nspare_bufs;
     bp__buf_slab *slabs;
-    uint64_t buffers_allocated_exited; /* counters of threads that have exited */
-    uint64_t buffers_released_exited;
+    uint64_t buffers_active_exited; /* counters of threads that have exited (their ledgers) */
     uint64_t cache_hits_exited, cache_misses_exited, cache_trims_exited;
     uint64_t remote_releases_exited, remote_drained_exited;
     bp__leak_tracker leak;

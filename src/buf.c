@@ -19,7 +19,7 @@
 
 /* A root from a released object that meets the thread cache's invariants: only its
  * indices and count are left to set; the allocation is counted for ts. */
-BP_INLINE void init_root(bp_buf *b, bp__thread_state *ts, size_t capacity, size_t max_capacity)
+BP_INLINE void init_root(bp_buf *b, size_t capacity, size_t max_capacity)
 {
     if (b->region.kind != BP__KIND_MALLOC) BP_UNPOISON(b->region.memory, b->region.length);
     b->head.reader_index = 0;
@@ -29,7 +29,6 @@ BP_INLINE void init_root(bp_buf *b, bp__thread_state *ts, size_t capacity, size_
     b->marked_reader_index = 0;
     b->marked_writer_index = 0;
     BP__REFCNT_STORE(b, 1, __ATOMIC_RELAXED);
-    bp__counter_add(&ts->buffers_allocated, 1);
 }
 
 /* Everything bp_alloc_ex does: the checks, leak tracking, cache misses and trims,
@@ -61,7 +60,8 @@ static BP_NOINLINE bp_buf *bp__alloc_slow(bp_allocator *a, size_t capacity, size
      * count already as a new root needs them (the thread cache's invariants). */
     bp_buf *b = bp__buf_with_region(a, ts, capacity, &rc);
     if (BP_UNLIKELY(b == NULL)) goto fail;
-    init_root(b, ts, capacity, max_capacity);
+    init_root(b, capacity, max_capacity);
+    bp__tcache_ledger(&ts->tcache, 1);
     if (BP_UNLIKELY(a->leak.level != BP_LEAK_DISABLED) && --ts->leak_countdown >= a->leak.interval) {
         ts->leak_countdown = a->leak.interval - 1; /* wrapped below 0: this one is tracked */
         b->leak = bp__leak_track(&a->leak, capacity);
@@ -86,7 +86,7 @@ BP_INLINE bp_buf *alloc_fast(bp_allocator *a, size_t capacity, size_t max_capaci
         bp__thread_state *ts = bp__tls_last.state;
         bp_buf *b;
         if (BP_LIKELY(bp__tcache_pop(&ts->tcache, bp__size_class_of_any(&a->sc, capacity), &b))) {
-            init_root(b, ts, capacity, max_capacity);
+            init_root(b, capacity, max_capacity); /* counted by the pop (see bp__tcache.ledger) */
             if (err != NULL) *err = 0;
             return b;
         }
@@ -133,7 +133,7 @@ BP_INLINE void deallocate(bp_buf *b)
     if (BP_UNLIKELY(b->views != NULL)) release_views(ts, b);
     /* From here the memory belongs to the pool: a raw pointer kept past release is caught. */
     if (b->region.kind != BP__KIND_MALLOC) BP_POISON(b->region.memory, b->region.length);
-    if (BP_LIKELY(ts != NULL)) bp__counter_add(&ts->buffers_released, 1);
+    if (BP_LIKELY(ts != NULL)) bp__tcache_ledger(&ts->tcache, -1);
     /* Released away from home: queued for the owner's remote stack, no lock. */
     if (BP_UNLIKELY(b->owner != ts) && b->region.kind != BP__KIND_MALLOC && ts != NULL) {
         bp__remote_release(ts, b->owner, b);
@@ -228,8 +228,7 @@ BP_INLINE bool release_fast(bp_buf *b, uint32_t n)
     /* Sole owner: a plain store will do (see release_slow). */
     BP__REFCNT_STORE(b, 0, __ATOMIC_RELAXED);
     BP_POISON(b->region.memory, b->region.length);
-    bp__counter_add(&ts->buffers_released, 1);
-    return true;
+    return true; /* counted by the push (see bp__tcache.ledger) */
 }
 
 /* Everything else bp_release_n does: shared counts, views, leak records, releases away from

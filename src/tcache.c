@@ -199,6 +199,7 @@ static void give_back_oldest(bp__tcache *tc, unsigned cls, uint32_t n, bool to_a
     free_released(owner_of(tc), tc->sc, cls, bin->entries + kept, n - kept);
     memmove(bin->entries, bin->entries + n, (count - n) * sizeof *bin->entries);
     bp__bin_set_count(bin, count - n);
+    bp__tcache_ledger(tc, -(int64_t)n);
 }
 
 static bool ensure_entries(bp__tcache_bin *bin)
@@ -242,6 +243,7 @@ bp_buf *bp__tcache_refill(bp__tcache *tc, unsigned cls)
     uint32_t got = arena_cache_take(ts, cls, bin->entries + count, want);
     if (got > 0) {
         bp__bin_set_count(bin, count + got - 1);
+        bp__tcache_ledger(tc, got - 1);
         return bin->entries[count + got - 1]; /* the newest goes out now */
     }
     if (bin->refill == 0) return NULL; /* normal classes: one region from the arena */
@@ -267,6 +269,7 @@ bp_buf *bp__tcache_refill(bp__tcache *tc, unsigned cls)
     count = bp__bin_count(bin);
     for (unsigned i = got - 1; i >= 1; i--) bin->entries[count++] = objects[i];
     bp__bin_set_count(bin, count);
+    bp__tcache_ledger(tc, got - 1);
     return objects[0];
 }
 

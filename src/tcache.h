@@ -73,8 +73,21 @@ typedef struct bp__tcache {
     _Atomic uint64_t hits_before_trims; /* hits counted in the bins' states, then
                                             carried here at each trim */
     _Atomic uint64_t misses, trims;
+    /* Buffers allocated on this thread minus buffers released on it, plus the entries in
+     * the bins (modulo 2^64). A fast allocation (one pop) or release (one push) changes
+     * both terms and leaves it alone, so only slow paths write it (bp__tcache_ledger):
+     * the fast paths keep no counter, and stats take the difference. */
+    _Atomic uint64_t ledger;
     bp__tcache_bin bins[BP__MAX_CLASSES];
 } bp__tcache;
+
+/* Slow paths: a buffer allocated (+1) or released (-1) here, or entries put into (+n) or
+ * taken out of (-n) the bins other than by the fast paths. */
+static inline void bp__tcache_ledger(bp__tcache *tc, int64_t delta)
+{
+    atomic_store_explicit(&tc->ledger, atomic_load_explicit(&tc->ledger, memory_order_relaxed) + (uint64_t)delta,
+                          memory_order_relaxed);
+}
 
 void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg);
 
@@ -171,7 +184,9 @@ BP_INLINE bp_buf *bp__tcache_take(bp__tcache *tc, unsigned cls)
 {
     if (cls >= tc->ncacheable) return NULL;
     if (BP_UNLIKELY(--tc->allocations_until_trim == 0)) bp__tcache_scheduled_trim(tc);
-    return bp__bin_pop(&tc->bins[cls]);
+    bp_buf *b = bp__bin_pop(&tc->bins[cls]);
+    if (b != NULL) bp__tcache_ledger(tc, -1);
+    return b;
 }
 
 /* For the allocation fast path: a pop with no call in it, into *out. False, changing
@@ -205,8 +220,9 @@ BP_INLINE bool bp__tcache_push(bp__tcache *tc, unsigned cls, bp_buf *b)
  * the region to the arena. */
 BP_INLINE bool bp__tcache_put(bp__tcache *tc, unsigned cls, bp_buf *b)
 {
-    if (BP_LIKELY(bp__tcache_push(tc, cls, b))) return true;
-    return cls < tc->ncacheable && bp__tcache_put_slow(tc, cls, b);
+    bool put = bp__tcache_push(tc, cls, b) || (cls < tc->ncacheable && bp__tcache_put_slow(tc, cls, b));
+    if (put) bp__tcache_ledger(tc, 1);
+    return put;
 }
 
 #endif

@@ -281,6 +281,52 @@ static void test_idle_arena_cache_is_trimmed_and_purged(void **state)
     bp_allocator_destroy(a);
 }
 
+/* active_buffers is taken from per-thread ledgers that only slow paths write (a fast pop or
+ * push moves a buffer between the bins and the user, and the ledger counts both): exact
+ * through hits, misses, refills, overflows, growth, trims, flushes and remote releases. */
+static void *release_all_given(void *arg)
+{
+    bp_buf **bufs = arg;
+    for (int i = 0; i < 5; i++) assert_int_equal(bp_release(bufs[i]), 1);
+    return NULL;
+}
+
+static void test_active_buffers_through_every_path(void **state)
+{
+    (void)state;
+    bp_allocator *a = allocator_with(8, 2, 32 * 1024, 16 /* trims on the way */);
+    bp_buf *bufs[40];
+    for (int i = 0; i < 40; i++) {
+        bufs[i] = bp_alloc(a, i % 4 == 0 ? 20000 : 64); /* normal and small, hits and misses */
+        assert_int_equal(stats(a).active_buffers, (uint64_t)i + 1);
+    }
+    uint8_t bytes[3000] = {0};
+    for (int i = 1; i < 6; i++) assert_int_equal(bp_write_bytes(bufs[i], bytes, sizeof bytes), 0); /* grown */
+    assert_int_equal(stats(a).active_buffers, 40);
+    assert_int_equal(bp_retain(bufs[6]), 0);
+    assert_int_equal(bp_release(bufs[6]), 0); /* still held */
+    assert_int_equal(stats(a).active_buffers, 40);
+    for (int i = 6; i < 26; i++) assert_int_equal(bp_release(bufs[i]), 1); /* into full bins and over */
+    assert_int_equal(stats(a).active_buffers, 20);
+    assert_true(bp_thread_cache_trim(a) >= 0);
+    assert_int_equal(stats(a).active_buffers, 20);
+    assert_true(bp_thread_cache_flush(a) >= 0);
+    assert_int_equal(stats(a).active_buffers, 20);
+    for (int i = 26; i < 31; i++) { /* a fast push and a fast pop each */
+        assert_int_equal(bp_release(bufs[i]), 1);
+        bufs[i] = bp_alloc(a, 64);
+    }
+    assert_int_equal(stats(a).active_buffers, 20);
+    pthread_t t;
+    pthread_create(&t, NULL, release_all_given, bufs + 26); /* released on another thread */
+    pthread_join(t, NULL);
+    assert_int_equal(stats(a).active_buffers, 15);
+    for (int i = 0; i < 6; i++) assert_int_equal(bp_release(bufs[i]), 1);
+    for (int i = 31; i < 40; i++) assert_int_equal(bp_release(bufs[i]), 1);
+    assert_int_equal(stats(a).active_buffers, 0);
+    bp_allocator_destroy(a);
+}
+
 /* Normal classes move one region at a time, which keeps the counts easy to follow. */
 static void test_trim_returns_unused_entries(void **state)
 {
@@ -432,6 +478,7 @@ int main(void)
         cmocka_unit_test(test_threads_of_an_arena_share_its_cache),
         cmocka_unit_test(test_last_thread_of_an_arena_empties_its_cache),
         cmocka_unit_test(test_idle_arena_cache_is_trimmed_and_purged),
+        cmocka_unit_test(test_active_buffers_through_every_path),
         cmocka_unit_test(test_trim_returns_unused_entries),
         cmocka_unit_test(test_trim_runs_on_schedule),
         cmocka_unit_test(test_small_miss_refills_a_batch),
