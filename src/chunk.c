@@ -135,6 +135,13 @@ static inline unsigned count_bits(uint64_t x)
 /* Sets (or clears) bits [from, from + n) of a page bitmap; returns how many changed. */
 static size_t set_page_bits(uint64_t *bits, uint32_t from, uint32_t n, bool value)
 {
+    if (from % 64 + n <= 64) { /* one word: every run of up to a quarter chunk mostly */
+        uint32_t w = from / 64;
+        uint64_t mask = (n == 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << (from % 64);
+        uint64_t flips = value ? mask & ~bits[w] : mask & bits[w];
+        bits[w] ^= flips;
+        return flips == 0 ? 0 : count_bits(flips);
+    }
     size_t changed = 0;
     while (n > 0) {
         uint32_t w = from / 64, bit = from % 64, len = 64 - bit < n ? 64 - bit : n;

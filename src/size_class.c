@@ -58,18 +58,3 @@ void bp__size_classes_init(bp__size_classes *sc, size_t page_size, size_t chunk_
     for (size_t i = 0; i < sizeof sc->lookup; i++)
         sc->lookup[i] = (uint8_t)bp__size_class_compute(i << BP__LOG2_QUANTUM);
 }
-
-/* A whole number of pages always lands on a page class: below 4 pages the classes step by
- * at most half a page, from 4 pages on every class is a page multiple. */
-unsigned bp__page_class_ceil(const bp__size_classes *sc, uint32_t pages)
-{
-    unsigned cls = bp__size_class_compute((size_t)pages << sc->page_shift);
-    BP_ASSERT(cls < sc->nclasses && sc->page_class_of[cls] >= 0);
-    return (unsigned)sc->page_class_of[cls];
-}
-
-unsigned bp__page_class_floor(const bp__size_classes *sc, uint32_t pages)
-{
-    unsigned ceil = bp__page_class_ceil(sc, pages);
-    return sc->page_class_pages[ceil] > pages ? ceil - 1 : ceil;
-}

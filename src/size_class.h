@@ -79,10 +79,22 @@ static inline int bp__size_class_is_small(const bp__size_classes *sc, unsigned i
     return index < sc->nsmall;
 }
 
-/* Page class of the smallest page class holding at least `pages` pages (1 .. chunk_pages). */
-unsigned bp__page_class_ceil(const bp__size_classes *sc, uint32_t pages);
+/* Page class of the smallest page class holding at least `pages` pages (1 .. chunk_pages).
+ * A whole number of pages always lands on a page class: below 4 pages the classes step by
+ * at most half a page, from 4 pages on every class is a page multiple. Inline: every run
+ * split and merge asks, several times. */
+static inline unsigned bp__page_class_ceil(const bp__size_classes *sc, uint32_t pages)
+{
+    unsigned cls = bp__size_class_compute((size_t)pages << sc->page_shift);
+    BP_ASSERT(cls < sc->nclasses && sc->page_class_of[cls] >= 0);
+    return (unsigned)sc->page_class_of[cls];
+}
 
 /* Page class of the largest page class holding at most `pages` pages (1 .. chunk_pages). */
-unsigned bp__page_class_floor(const bp__size_classes *sc, uint32_t pages);
+static inline unsigned bp__page_class_floor(const bp__size_classes *sc, uint32_t pages)
+{
+    unsigned ceil = bp__page_class_ceil(sc, pages);
+    return sc->page_class_pages[ceil] > pages ? ceil - 1 : ceil;
+}
 
 #endif
