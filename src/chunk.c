@@ -132,16 +132,10 @@ static inline unsigned count_bits(uint64_t x)
     return (unsigned)((x * 0x0101010101010101ull) >> 56);
 }
 
-/* Sets (or clears) bits [from, from + n) of a page bitmap; returns how many changed. */
-static size_t set_page_bits(uint64_t *bits, uint32_t from, uint32_t n, bool value)
+/* Sets (or clears) bits [from, from + n) of a page bitmap across words; returns how many
+ * changed. */
+static BP_NOINLINE size_t set_page_bits_long(uint64_t *bits, uint32_t from, uint32_t n, bool value)
 {
-    if (from % 64 + n <= 64) { /* one word: every run of up to a quarter chunk mostly */
-        uint32_t w = from / 64;
-        uint64_t mask = (n == 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << (from % 64);
-        uint64_t flips = value ? mask & ~bits[w] : mask & bits[w];
-        bits[w] ^= flips;
-        return flips == 0 ? 0 : count_bits(flips);
-    }
     size_t changed = 0;
     while (n > 0) {
         uint32_t w = from / 64, bit = from % 64, len = 64 - bit < n ? 64 - bit : n;
@@ -152,6 +146,18 @@ static size_t set_page_bits(uint64_t *bits, uint32_t from, uint32_t n, bool valu
         n -= len;
     }
     return changed;
+}
+
+/* The same, inline for a range inside one word (every run of up to 64 pages that does not
+ * straddle a word: most of them), without the loop's prologue. */
+static inline size_t set_page_bits(uint64_t *bits, uint32_t from, uint32_t n, bool value)
+{
+    if (BP_UNLIKELY(from % 64 + n > 64)) return set_page_bits_long(bits, from, n, value);
+    uint64_t mask = (n == 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << (from % 64);
+    uint64_t *word = &bits[from / 64];
+    uint64_t flips = value ? mask & ~*word : mask & *word;
+    *word ^= flips;
+    return flips == 0 ? 0 : count_bits(flips);
 }
 
 /* Pages of word w to purge now: dirty, and (unless all) not freed since the last pass. */
@@ -239,7 +245,10 @@ void bp__chunk_free_run(bp__chunk *c, uint32_t offset, uint32_t pages)
 int bp__chunk_usage(const bp__chunk *c)
 {
     if (c->free_bytes == 0) return 100;
-    int free_percent = (int)(c->free_bytes * 100 / c->sc->chunk_size);
+    /* chunk_size = chunk_pages << page_shift, chunk_pages a power of two: shifts, not a
+     * 64-bit division on every allocation and free of a run. */
+    unsigned chunk_shift = c->sc->page_shift + (unsigned)__builtin_ctz(c->sc->chunk_pages);
+    int free_percent = (int)((c->free_bytes * 100) >> chunk_shift);
     if (free_percent == 0) return 99;
     return 100 - free_percent;
 }
