@@ -50,8 +50,8 @@ static void take_back_one(bp__thread_state *ts, bp_buf *b, bool cache_regions)
 {
     bp_allocator *a = ts->allocator;
     bool paranoid = a->config.leak_detection == BP_LEAK_PARANOID;
-    /* Owner and tag only written when they change (an exited owner's buffers): the line
-     * was read last on the releasing core, and a store would take it back exclusively. */
+    /* Usually only the tag is read (see bp__buf_cache_at_home); owner and tag are written
+     * for an exited owner's buffers. */
     if (cache_regions && !paranoid && bp__buf_cache_at_home(ts, b)) return;
     bp__region_free(a, &b->region);
     bp__buf_object_retire(ts, a, b, paranoid);
@@ -61,13 +61,16 @@ static void take_back_one(bp__thread_state *ts, bp_buf *b, bool cache_regions)
  * the number of buffers. */
 static size_t take_back(bp__thread_state *ts, bp__remote_batch *list, bool cache_regions)
 {
-    enum { AHEAD = 4 }; /* objects prefetched ahead: their lines were written on another core */
+    /* Objects prefetched ahead, first line only (the tag there is all a take-back reads),
+     * for writing: the line was written on another core last, and the next allocation of
+     * the object writes it here. */
+    enum { AHEAD = 4 };
     size_t n = 0;
     while (list != NULL) {
         bp__remote_batch *batch = list;
         list = batch->next;
         for (unsigned i = 0; i < batch->count; i++) {
-            if (i + AHEAD < batch->count) __builtin_prefetch(&batch->bufs[i + AHEAD]->region);
+            if (i + AHEAD < batch->count) __builtin_prefetch(&batch->bufs[i + AHEAD]->head, 1);
             take_back_one(ts, batch->bufs[i], cache_regions);
         }
         n += batch->count;
