@@ -159,8 +159,6 @@ int bp__region_alloc(bp_allocator *a, bp__arena *arena, size_t size, bp__region 
 /* Gives a region back to its arena, or to free() when it was malloc'ed. */
 void bp__region_free(bp_allocator *a, const bp__region *region);
 
-/* Makes a released object (with its region set) meet the thread cache's invariants: what a
- * root fresh from bp_alloc_ex has, besides its indices and count. */
 /* Whether a region belongs to ts's arena: only those go into ts's cache (a bin gives its
  * overflow to its arena's cache without looking at the objects). */
 BP_INLINE bool bp__region_is_home(const bp__region *region, const bp__thread_state *ts)
@@ -187,6 +185,8 @@ BP_INLINE unsigned bp__release_tag_class(const bp_buf *b)
 #endif
 }
 
+/* Makes a released object (with its region set) meet the thread cache's invariants: what a
+ * root fresh from bp_alloc_ex has, besides its indices and count. */
 BP_INLINE void bp__buf_object_prepare(bp_buf *b, bp_allocator *a, bp__thread_state *ts)
 {
     b->head.memory = b->region.memory;
@@ -200,8 +200,9 @@ BP_INLINE void bp__buf_object_prepare(bp_buf *b, bp_allocator *a, bp__thread_sta
 }
 
 /* A released object (bin invariants otherwise met) into ts's cache as ts's own: owner and
- * release tag rewritten, each only if it changes (a tag that matches says the owner does
- * too). False, changing nothing, for another arena's region or when its bin refuses. */
+ * release tag rewritten unless the tag is already this cache's (which says the owner, the
+ * arena and the class are). False, changing nothing, for another arena's region, a class
+ * not cached, or a bin that refuses. */
 BP_INLINE bool bp__buf_cache_at_home(bp__thread_state *ts, bp_buf *b)
 {
     /* A tag of this cache says all of it - owner, arena, class - from the first line (a

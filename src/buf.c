@@ -18,7 +18,7 @@
  * ------------------------------------------------------------------------------------- */
 
 /* A root from a released object that meets the thread cache's invariants: only its
- * indices and count are left to set; the allocation is counted for ts. */
+ * indices and count are left to set. (Counting it is the caller's: see bp__tcache.ledger.) */
 BP_INLINE void init_root(bp_buf *b, size_t capacity, size_t max_capacity)
 {
     if (b->region.kind != BP__KIND_MALLOC) BP_UNPOISON(b->region.memory, b->region.length);
