@@ -77,32 +77,38 @@ fail:
 
 /* The common case, with nothing else in the way (no call, so no registers saved for the
  * rare cases): this thread's state is the cached one, no leak detection, and the thread
- * cache has the size class with no trim due - one pop, seven stores. */
-BP_INLINE bp_buf *alloc_fast(bp_allocator *a, size_t capacity, size_t max_capacity, int *err)
+ * cache has the size class with no trim due - one pop, seven stores. False, changing
+ * nothing, otherwise. */
+BP_INLINE bool alloc_from_cache(bp_allocator *a, size_t capacity, size_t max_capacity, bp_buf **out)
 {
-    if (BP_LIKELY(a != NULL && capacity <= max_capacity && max_capacity <= BP_CAPACITY_LIMIT &&
-                  bp__tls_last.allocator_id == a->id)) {
-        /* fast_classes is 0 for unpooled allocators and with leak detection on. */
-        bp__thread_state *ts = bp__tls_last.state;
-        bp_buf *b;
-        if (BP_LIKELY(bp__tcache_pop(&ts->tcache, bp__size_class_of_any(&a->sc, capacity), &b))) {
-            init_root(b, capacity, max_capacity); /* counted by the pop (see bp__tcache.ledger) */
-            if (err != NULL) *err = 0;
-            return b;
-        }
-    }
-    return bp__alloc_slow(a, capacity, max_capacity, err);
+    if (BP_UNLIKELY(bp__tls_last.allocator_id != a->id)) return false;
+    /* fast_classes is 0 for unpooled allocators and with leak detection on. */
+    bp__thread_state *ts = bp__tls_last.state;
+    if (BP_UNLIKELY(!bp__tcache_pop(&ts->tcache, bp__size_class_of_any(&a->sc, capacity), out))) return false;
+    init_root(*out, capacity, max_capacity); /* counted by the pop (see bp__tcache.ledger) */
+    return true;
 }
 
 bp_buf *bp_alloc_ex(bp_allocator *a, size_t capacity, size_t max_capacity, int *err)
 {
-    return alloc_fast(a, capacity, max_capacity, err);
+    bp_buf *b;
+    if (BP_LIKELY(a != NULL && capacity <= max_capacity && max_capacity <= BP_CAPACITY_LIMIT) &&
+        BP_LIKELY(alloc_from_cache(a, capacity, max_capacity, &b))) {
+        if (err != NULL) *err = 0;
+        return b;
+    }
+    return bp__alloc_slow(a, capacity, max_capacity, err);
 }
 
 bp_buf *bp_alloc(bp_allocator *a, size_t capacity)
 {
-    size_t max_capacity = capacity > BP_DEFAULT_MAX_CAPACITY ? capacity : BP_DEFAULT_MAX_CAPACITY;
-    return alloc_fast(a, capacity, max_capacity, NULL);
+    /* A class a thread cache serves is at most the chunk size (1 GiB at most), far below
+     * the default max capacity and the capacity limit, and any larger capacity (up to
+     * SIZE_MAX) maps to a class past every cache: the fast path needs neither the limit
+     * check nor the max computed. */
+    bp_buf *b;
+    if (BP_LIKELY(a != NULL) && BP_LIKELY(alloc_from_cache(a, capacity, BP_DEFAULT_MAX_CAPACITY, &b))) return b;
+    return bp__alloc_slow(a, capacity, capacity > BP_DEFAULT_MAX_CAPACITY ? capacity : BP_DEFAULT_MAX_CAPACITY, NULL);
 }
 
 /* The last reference is gone: memory back to its arena, the object to this thread. */
