@@ -204,9 +204,7 @@ static void test_threads_of_an_arena_share_its_cache(void **state)
     bp_allocator *a = allocator_with(8, 2, 32 * 1024, 8192);
     bp_buf *mine = bp_alloc(a, 100); /* binds this thread to the one arena */
     burst_job job = {a, 40};
-    pthread_t t;
-    pthread_create(&t, NULL, allocate_and_release_burst, &job);
-    pthread_join(t, NULL);
+    run_on_thread(allocate_and_release_burst, &job);
     /* Its bin went to the chunks at exit; its overflow stayed for this thread. */
     assert_int_equal(stats(a).arena_cached_entries, 32);
     uint64_t before = arena_allocations(a);
@@ -228,9 +226,7 @@ static void test_last_thread_of_an_arena_empties_its_cache(void **state)
     (void)state;
     bp_allocator *a = allocator_with(8, 2, 32 * 1024, 8192);
     burst_job job = {a, 40};
-    pthread_t t;
-    pthread_create(&t, NULL, allocate_and_release_burst, &job);
-    pthread_join(t, NULL);
+    run_on_thread(allocate_and_release_burst, &job);
     bp_allocator_stats s = stats(a);
     assert_int_equal(s.arena_cached_entries, 0);
     assert_int_equal(s.cached_entries, 0);
@@ -245,7 +241,7 @@ static void test_last_thread_of_an_arena_empties_its_cache(void **state)
 static void test_idle_arena_cache_is_trimmed_and_purged(void **state)
 {
     (void)state;
-    /* Small classes are not thread-cached: 16 B allocations only count down to trims. */
+    /* 16 B allocations, a class of their own, only count down to the trims. */
     bp_allocator *a = allocator_caching(8, 2, 32 * 1024, 100, 1024, (size_t)16 << 20);
     bp_buf *bufs[40];
     for (int i = 0; i < 6; i++) bufs[i] = bp_alloc(a, 32 * 1024);
@@ -317,9 +313,7 @@ static void test_active_buffers_through_every_path(void **state)
         bufs[i] = bp_alloc(a, 64);
     }
     assert_int_equal(stats(a).active_buffers, 20);
-    pthread_t t;
-    pthread_create(&t, NULL, release_all_given, bufs + 26); /* released on another thread */
-    pthread_join(t, NULL);
+    run_on_thread(release_all_given, bufs + 26); /* released on another thread */
     assert_int_equal(stats(a).active_buffers, 15);
     for (int i = 0; i < 6; i++) assert_int_equal(bp_release(bufs[i]), 1);
     for (int i = 31; i < 40; i++) assert_int_equal(bp_release(bufs[i]), 1);

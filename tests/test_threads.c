@@ -494,13 +494,6 @@ typedef struct away_job {
     pthread_barrier_t *bound, *go;
 } away_job;
 
-static void run_on_thread(void *(*fn)(void *), void *arg)
-{
-    pthread_t t;
-    pthread_create(&t, NULL, fn, arg);
-    pthread_join(t, NULL);
-}
-
 static void *bind_here(away_job *job)
 {
     bp_buf *probe = bp_alloc(job->a, 32);

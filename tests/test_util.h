@@ -12,6 +12,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -118,5 +119,13 @@ static inline char *pretty_dump_text(const bp_buf *b)
 #define BOTH(test, teardown)                                                               \
     cmocka_unit_test_setup_teardown(test, setup_pooled, teardown),                         \
         cmocka_unit_test_setup_teardown(test, setup_unpooled, teardown)
+
+/* Runs fn(arg) on a thread of its own and waits for it to exit (thread exit paths run). */
+static inline void run_on_thread(void *(*fn)(void *), void *arg)
+{
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, fn, arg), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+}
 
 #endif
