@@ -29,7 +29,7 @@ int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index,
     arena->dirty_decay_ms = dirty_decay_ms;
     arena->last_dirty_pass_ms = now_ms();
     atomic_init(&arena->threads, 0);
-    bp__chunk_lists_init(arena->lists, sc->chunk_size);
+    bp__chunk_lists_init(arena->lists);
     return 0;
 }
 
@@ -389,7 +389,7 @@ bool bp__arena_check(bp__arena *arena)
             ok = c->band == b && c->arena == arena && bp__chunk_check(c);
             count++;
         }
-        ok = ok && count == arena->lists[b].count;
+        ok = ok && count == arena->lists[b].count && bp__chunk_list_check(&arena->lists[b]);
         chunks += count;
     }
     ok = ok && chunks == arena->chunks;

@@ -91,8 +91,10 @@ bp__chunk *bp__chunk_new(struct bp__arena *arena, const bp__size_classes *sc)
     /* One block for the struct and its arrays; 8-byte arrays first keeps them aligned. */
     size_t bytes = sizeof(bp__chunk) + (nclasses * (avail_words + summary_words) + 2 * avail_words) * sizeof(uint64_t) +
                    pages * sizeof(struct bp__subpage *) + pages * sizeof(uint32_t);
-    bp__chunk *c = calloc(1, bytes);
+    bytes = (bytes + BP_CACHE_LINE - 1) & ~(size_t)(BP_CACHE_LINE - 1);
+    bp__chunk *c = aligned_alloc(BP_CACHE_LINE, bytes); /* see the struct's first line */
     if (c == NULL) return NULL;
+    memset(c, 0, bytes);
     c->base = bp__os_map(sc->chunk_size);
     if (c->base == NULL) {
         free(c);

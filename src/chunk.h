@@ -42,23 +42,40 @@ static inline bool bp__handle_is_subpage(uint64_t h) { return (h >> 16) & 1u; }
 static inline uint32_t bp__handle_slot(uint64_t h) { return (uint32_t)(h & 0xffffu); }
 
 typedef struct bp__chunk {
-    struct bp__arena *arena;     /* owner; its lock guards everything below */
-    const bp__size_classes *sc;
-    uint8_t *base;               /* the mapping, sc->chunk_size bytes */
+    /* First cache line: what a chunk list's scan for a run reads of every chunk it passes
+     * (a busy arena has dozens, mostly not in cache), so that a chunk that cannot serve
+     * costs one line. The block is allocated cache-line aligned. */
+    struct bp__chunk *next;      /* neighbours in its chunk list */
     size_t free_bytes;
-    struct bp__chunk *prev, *next; /* neighbours in its chunk list */
+    uint64_t nonempty[2];        /* bit k set <=> page class k's bucket has a run */
+    const bp__size_classes *sc;
+    struct bp__arena *arena;     /* owner; its lock guards everything below */
+    struct bp__chunk *prev;
+    uint8_t *base;               /* the mapping, sc->chunk_size bytes */
+    /* The rest. */
+    struct bp__chunk *class_prev, *class_next; /* in its band's list of chunks with the same
+                                                  largest free run class (chunk_list.h) */
+    int filed_class;             /* that class, or -1: in no such list */
     unsigned band;               /* index of the chunk list holding it */
     uint64_t empty_since_ms;     /* while retained: when it became empty */
     uint32_t *run_info;          /* per page, see above */
     struct bp__subpage **subpages; /* per page: the subpage whose run starts there */
     uint64_t *avail;             /* per page class: bitmap over pages of free run starts */
     uint64_t *avail_summary;     /* per page class: bit w set <=> avail word w != 0 */
-    uint64_t nonempty[2];        /* bit k set <=> page class k's bucket has a run */
     uint64_t *dirty;             /* per page: free and maybe resident (avail_words words) */
     uint64_t *young;             /* per page: freed since the last purge pass */
     size_t dirty_pages;
     unsigned avail_words, summary_words;
 } bp__chunk;
+
+/* The page class of the chunk's largest free run (the highest non-empty bucket), or -1
+ * when every page is used. */
+static inline int bp__chunk_largest_free_class(const bp__chunk *c)
+{
+    if (c->nonempty[1] != 0) return 127 - __builtin_clzll(c->nonempty[1]);
+    if (c->nonempty[0] != 0) return 63 - __builtin_clzll(c->nonempty[0]);
+    return -1;
+}
 
 /* Maps a new chunk, all of it one free run. NULL when memory cannot be had. */
 bp__chunk *bp__chunk_new(struct bp__arena *arena, const bp__size_classes *sc);

@@ -6,6 +6,7 @@
 #include "common.h"
 
 #include <limits.h>
+#include <string.h>
 
 static const char *const band_names[BP__NBANDS] = {"qInit", "q000", "q025", "q050", "q075", "q100"};
 
@@ -14,27 +15,71 @@ const char *bp__chunk_band_name(unsigned band)
     return band < BP__NBANDS ? band_names[band] : "?";
 }
 
-void bp__chunk_lists_init(bp__chunk_list lists[BP__NBANDS], size_t chunk_size)
+void bp__chunk_lists_init(bp__chunk_list lists[BP__NBANDS])
 {
     static const int min_usage[BP__NBANDS] = {INT_MIN, 1, 25, 50, 75, 100};
     static const int max_usage[BP__NBANDS] = {25, 50, 75, 100, 100, INT_MAX};
     for (unsigned b = 0; b < BP__NBANDS; b++) {
         bp__chunk_list *l = &lists[b];
         l->head = NULL;
+        memset(l->by_class, 0, sizeof l->by_class);
+        l->filed[0] = l->filed[1] = 0;
         l->count = 0;
         l->band = b;
         l->min_usage = min_usage[b];
         l->max_usage = max_usage[b];
         l->up = b + 1 < BP__NBANDS ? &lists[b + 1] : NULL;
         l->down = b == BP__Q_INIT ? l : (b == BP__Q000 ? NULL : &lists[b - 1]);
-        /* A chunk in this band is at least min_usage % used, so at most the rest is free. */
-        int min_used = min_usage[b] < 0 ? 0 : min_usage[b];
-        l->max_alloc = min_used >= 100 ? 0 : chunk_size * (size_t)(100 - min_used) / 100;
     }
+}
+
+/* Files the chunk under its largest free run's class (not at all when it is full). */
+static void file_chunk(bp__chunk_list *list, bp__chunk *chunk)
+{
+    int k = bp__chunk_largest_free_class(chunk);
+    chunk->filed_class = k;
+    if (k < 0) return;
+    chunk->class_prev = NULL;
+    chunk->class_next = list->by_class[k];
+    if (chunk->class_next != NULL) chunk->class_next->class_prev = chunk;
+    list->by_class[k] = chunk;
+    list->filed[k / 64] |= (uint64_t)1 << (k % 64);
+}
+
+static void unfile_chunk(bp__chunk_list *list, bp__chunk *chunk)
+{
+    int k = chunk->filed_class;
+    if (k < 0) return;
+    if (chunk->class_prev != NULL) chunk->class_prev->class_next = chunk->class_next;
+    else list->by_class[k] = chunk->class_next;
+    if (chunk->class_next != NULL) chunk->class_next->class_prev = chunk->class_prev;
+    if (list->by_class[k] == NULL) list->filed[k / 64] &= ~((uint64_t)1 << (k % 64));
+    chunk->class_prev = chunk->class_next = NULL;
+    chunk->filed_class = -1;
+}
+
+/* After its runs changed: filed again if its largest free run's class moved. */
+static void refile_chunk(bp__chunk_list *list, bp__chunk *chunk)
+{
+    if (bp__chunk_largest_free_class(chunk) == chunk->filed_class) return;
+    unfile_chunk(list, chunk);
+    file_chunk(list, chunk);
+}
+
+/* The lowest class >= k with a chunk filed, or -1. */
+static int first_filed_from(const bp__chunk_list *list, unsigned k)
+{
+    for (unsigned w = k / 64; w < 2; w++) {
+        uint64_t bits = list->filed[w];
+        if (w == k / 64) bits &= ~(uint64_t)0 << (k % 64);
+        if (bits != 0) return (int)(w * 64 + (unsigned)__builtin_ctzll(bits));
+    }
+    return -1;
 }
 
 static void link_chunk(bp__chunk_list *list, bp__chunk *chunk)
 {
+    file_chunk(list, chunk);
     chunk->band = list->band;
     chunk->prev = NULL;
     chunk->next = list->head;
@@ -46,6 +91,7 @@ static void link_chunk(bp__chunk_list *list, bp__chunk *chunk)
 void bp__chunk_list_remove(bp__chunk_list *list, bp__chunk *chunk)
 {
     BP_ASSERT(chunk->band == list->band);
+    unfile_chunk(list, chunk);
     if (chunk->prev != NULL) chunk->prev->next = chunk->next;
     else list->head = chunk->next;
     if (chunk->next != NULL) chunk->next->prev = chunk->prev;
@@ -62,29 +108,49 @@ void bp__chunk_list_add(bp__chunk_list *list, bp__chunk *chunk)
 
 long bp__chunk_list_alloc_run(bp__chunk_list *list, uint32_t pages, unsigned page_class, bp__chunk **out)
 {
-    size_t bytes = (size_t)pages << (list->head ? list->head->sc->page_shift : 0);
-    if (list->head == NULL || bytes > list->max_alloc) return -1;
-    for (bp__chunk *c = list->head; c != NULL; c = c->next) {
-        long offset = bp__chunk_alloc_run_in(c, pages, page_class);
-        if (offset < 0) continue;
-        if (bp__chunk_usage(c) >= list->max_usage && list->up != NULL) {
-            bp__chunk_list_remove(list, c);
-            bp__chunk_list_add(list->up, c);
-        }
-        *out = c;
-        return offset;
+    int k = first_filed_from(list, page_class);
+    if (k < 0) return -1;
+    /* Any chunk filed at k >= page_class has a free run of at least `pages` pages. */
+    bp__chunk *c = list->by_class[k];
+    long offset = bp__chunk_alloc_run_in(c, pages, page_class);
+    BP_ASSERT(offset >= 0);
+    if (bp__chunk_usage(c) >= list->max_usage && list->up != NULL) {
+        bp__chunk_list_remove(list, c);
+        bp__chunk_list_add(list->up, c);
+    } else {
+        refile_chunk(list, c);
     }
-    return -1;
+    *out = c;
+    return offset;
 }
 
 bool bp__chunk_list_after_free(bp__chunk_list *list, bp__chunk *chunk)
 {
     int usage = bp__chunk_usage(chunk);
-    if (usage >= list->min_usage) return true;
+    if (usage >= list->min_usage) {
+        refile_chunk(list, chunk);
+        return true;
+    }
     bp__chunk_list_remove(list, chunk);
     bp__chunk_list *target = list->down;
     while (target != NULL && usage < target->min_usage) target = target->down;
     if (target == NULL) return false; /* below q000: empty, to be unmapped */
     link_chunk(target, chunk);
     return true;
+}
+
+bool bp__chunk_list_check(const bp__chunk_list *list)
+{
+    size_t filed_members = 0, filed = 0;
+    for (const bp__chunk *c = list->head; c != NULL; c = c->next) {
+        if (c->filed_class != bp__chunk_largest_free_class(c)) return false;
+        filed_members += c->filed_class >= 0;
+    }
+    for (unsigned k = 0; k < BP__MAX_PAGE_CLASSES; k++) {
+        bool bit = (list->filed[k / 64] >> (k % 64)) & 1u;
+        if (bit != (list->by_class[k] != NULL)) return false;
+        for (const bp__chunk *c = list->by_class[k]; c != NULL; c = c->class_next, filed++)
+            if (c->filed_class != (int)k || c->band != list->band) return false;
+    }
+    return filed == filed_members;
 }

@@ -11,6 +11,13 @@
  *   q100   [100, -]      -                                     -> q075
  *
  * A move continues as far as the usage demands. Guarded by the arena's lock.
+ *
+ * Besides the list of all its chunks, a band files each chunk under the page class of its
+ * largest free run (jemalloc keeps its extents by size the same way): a request for a run
+ * of class p takes the first chunk filed at the lowest class >= p - one bitmap scan, no
+ * walk over chunks that cannot serve it (with hundreds of fragmented chunks that walk was
+ * most of a normal allocation). Every change to a chunk's runs goes through this file, which
+ * files the chunk again.
  */
 #ifndef BP_CHUNK_LIST_H
 #define BP_CHUNK_LIST_H
@@ -22,18 +29,21 @@
 
 enum { BP__Q_INIT, BP__Q000, BP__Q025, BP__Q050, BP__Q075, BP__Q100, BP__NBANDS };
 
+#define BP__MAX_PAGE_CLASSES 128 /* bp__chunk.nonempty has this many bits */
+
 typedef struct bp__chunk_list {
     bp__chunk *head;
+    bp__chunk *by_class[BP__MAX_PAGE_CLASSES]; /* chunks by largest free run class */
+    uint64_t filed[2];          /* bit k set <=> by_class[k] != NULL */
     struct bp__chunk_list *up, *down; /* down is NULL for q000 (empty chunks are unmapped)
                                          and the list itself for qInit */
     int min_usage, max_usage;
-    size_t max_alloc;  /* the largest run any chunk in this band can still have free */
     size_t count;
     unsigned band;
 } bp__chunk_list;
 
 /* Sets up the six bands of one arena, linked as in the table. */
-void bp__chunk_lists_init(bp__chunk_list lists[BP__NBANDS], size_t chunk_size);
+void bp__chunk_lists_init(bp__chunk_list lists[BP__NBANDS]);
 
 /* Band names for stats: "qInit", "q000", ... */
 const char *bp__chunk_band_name(unsigned band);
@@ -48,9 +58,13 @@ void bp__chunk_list_remove(bp__chunk_list *list, bp__chunk *chunk);
  * Returns -1 when no chunk in the list has room. */
 long bp__chunk_list_alloc_run(bp__chunk_list *list, uint32_t pages, unsigned page_class, bp__chunk **out);
 
-/* To be called after a run of `chunk` (a member of `list`) was freed: moves the chunk
- * down as its usage demands. Returns false when the chunk emptied below q000: it has then
- * been taken out of every list and the caller must delete it. */
+/* To be called after a run of `chunk` (a member of `list`) was freed: files it again and
+ * moves it down as its usage demands. Returns false when the chunk emptied below q000: it
+ * has then been taken out of every list and the caller must delete it. */
 bool bp__chunk_list_after_free(bp__chunk_list *list, bp__chunk *chunk);
+
+/* Debug: every chunk of the list filed under its largest free run's class, every filed
+ * chunk a member, the bitmap matching the class lists. */
+bool bp__chunk_list_check(const bp__chunk_list *list);
 
 #endif

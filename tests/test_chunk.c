@@ -2,6 +2,7 @@
 #include "test_util.h"
 
 #include "chunk.h"
+#include "chunk_list.h"
 #include "common.h"
 #include "os.h"
 
@@ -247,6 +248,55 @@ static void test_handle_round_trip(void **state)
     assert_false(bp__handle_is_subpage(h));
 }
 
+/* A band hands out runs from the chunk whose largest free run is the smallest that fits
+ * (best fit across chunks, as within one), found through its per-class filing without
+ * walking the chunks; refiled after every change. */
+static void test_band_takes_the_best_fitting_chunk(void **state)
+{
+    (void)state;
+    bp__chunk_list lists[BP__NBANDS];
+    bp__chunk_lists_init(lists);
+    bp__chunk_list *q050 = &lists[BP__Q050];
+    bp__chunk *tight = bp__chunk_new(NULL, &sc), *roomy = bp__chunk_new(NULL, &sc);
+    assert_non_null(tight);
+    assert_non_null(roomy);
+    assert_int_equal(bp__chunk_alloc_run(tight, 448), 0); /* run lengths are page classes */
+    assert_int_equal(bp__chunk_alloc_run(tight, 48), 448); /* 16 pages left */
+    assert_int_equal(bp__chunk_alloc_run(roomy, 256), 0); /* 256 pages left */
+    bp__chunk_list_add(q050, tight);
+    bp__chunk_list_add(q050, roomy); /* first in the list */
+    assert_ptr_equal(q050->head, roomy);
+    assert_true(bp__chunk_list_check(q050));
+    unsigned eight = bp__page_class_ceil(&sc, 8), thirty_two = bp__page_class_ceil(&sc, 32);
+    bp__chunk *from = NULL;
+    assert_int_equal(bp__chunk_list_alloc_run(q050, 8, eight, &from), 496);
+    assert_ptr_equal(from, tight); /* not the list's first chunk: its 256 pages stay whole */
+    assert_true(bp__chunk_list_check(q050));
+    assert_int_equal(bp__chunk_list_alloc_run(q050, 32, thirty_two, &from), 256);
+    assert_ptr_equal(from, roomy); /* tight has 8 pages left */
+    assert_int_equal(bp__chunk_list_alloc_run(q050, 8, eight, &from), 504);
+    assert_ptr_equal(from, tight);
+    assert_int_equal(bp__chunk_largest_free_class(tight), -1); /* full: filed nowhere */
+    assert_int_equal(tight->band, BP__Q100);                   /* and moved up */
+    for (unsigned b = 0; b < BP__NBANDS; b++) assert_true(bp__chunk_list_check(&lists[b]));
+    bp__chunk_free_run(tight, 496, 8);
+    assert_true(bp__chunk_list_after_free(&lists[BP__Q100], tight)); /* down to q075, filed */
+    assert_int_equal(tight->band, BP__Q075);
+    for (unsigned b = 0; b < BP__NBANDS; b++) assert_true(bp__chunk_list_check(&lists[b]));
+    assert_int_equal(bp__chunk_list_alloc_run(&lists[BP__Q075], 8, eight, &from), 496);
+    assert_ptr_equal(from, tight);
+    assert_int_equal(bp__chunk_list_alloc_run(&lists[BP__Q075], 8, eight, &from), -1); /* none left */
+    bp__chunk_list_remove(&lists[tight->band], tight);
+    bp__chunk_list_remove(&lists[roomy->band], roomy);
+    for (unsigned b = 0; b < BP__NBANDS; b++) {
+        assert_true(bp__chunk_list_check(&lists[b]));
+        assert_null(lists[b].head);
+        assert_int_equal(lists[b].filed[0] | lists[b].filed[1], 0);
+    }
+    bp__chunk_delete(tight);
+    bp__chunk_delete(roomy);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -258,6 +308,7 @@ int main(void)
         cmocka_unit_test(test_random_runs_large_chunk),
         cmocka_unit_test(test_chunk_map_failure),
         cmocka_unit_test(test_handle_round_trip),
+        cmocka_unit_test(test_band_takes_the_best_fitting_chunk),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
