@@ -70,17 +70,6 @@ static uint32_t bucket_lowest(const bp__chunk *c, unsigned cls)
     return 0;
 }
 
-/* The first non-empty bucket at or above `cls`, or -1. */
-static int first_nonempty_from(const bp__chunk *c, unsigned cls)
-{
-    for (unsigned w = cls / 64; w < 2; w++) {
-        uint64_t bits = c->nonempty[w];
-        if (w == cls / 64) bits &= ~(uint64_t)0 << (cls % 64);
-        if (bits != 0) return (int)(w * 64 + (unsigned)__builtin_ctzll(bits));
-    }
-    return -1;
-}
-
 bp__chunk *bp__chunk_new(struct bp__arena *arena, const bp__size_classes *sc)
 {
     unsigned pages = sc->chunk_pages;
@@ -209,7 +198,7 @@ long bp__chunk_alloc_run_in(bp__chunk *c, uint32_t pages, unsigned page_class)
 {
     BP_ASSERT(page_class == bp__page_class_ceil(c->sc, pages) && c->sc->page_class_pages[page_class] == pages);
     if (((size_t)pages << c->sc->page_shift) > c->free_bytes) return -1;
-    int cls = first_nonempty_from(c, page_class);
+    int cls = bp__bits128_first_from(c->nonempty, page_class);
     if (cls < 0) return -1;
     uint32_t offset = bucket_lowest(c, (unsigned)cls);
     uint32_t run_pages = run_info_pages(c->run_info[offset]);

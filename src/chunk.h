@@ -68,6 +68,18 @@ typedef struct bp__chunk {
     unsigned avail_words, summary_words;
 } bp__chunk;
 
+/* The lowest set bit at or above k (< 128) of a 128-bit map, or -1: "the first non-empty
+ * page class from k up", for a chunk's buckets and a band's filing alike. */
+static inline int bp__bits128_first_from(const uint64_t bits[2], unsigned k)
+{
+    for (unsigned w = k / 64; w < 2; w++) {
+        uint64_t word = bits[w];
+        if (w == k / 64) word &= ~(uint64_t)0 << (k % 64);
+        if (word != 0) return (int)(w * 64 + (unsigned)__builtin_ctzll(word));
+    }
+    return -1;
+}
+
 /* The page class of the chunk's largest free run (the highest non-empty bucket), or -1
  * when every page is used. */
 static inline int bp__chunk_largest_free_class(const bp__chunk *c)

@@ -66,17 +66,6 @@ static void refile_chunk(bp__chunk_list *list, bp__chunk *chunk)
     file_chunk(list, chunk);
 }
 
-/* The lowest class >= k with a chunk filed, or -1. */
-static int first_filed_from(const bp__chunk_list *list, unsigned k)
-{
-    for (unsigned w = k / 64; w < 2; w++) {
-        uint64_t bits = list->filed[w];
-        if (w == k / 64) bits &= ~(uint64_t)0 << (k % 64);
-        if (bits != 0) return (int)(w * 64 + (unsigned)__builtin_ctzll(bits));
-    }
-    return -1;
-}
-
 static void link_chunk(bp__chunk_list *list, bp__chunk *chunk)
 {
     file_chunk(list, chunk);
@@ -108,7 +97,7 @@ void bp__chunk_list_add(bp__chunk_list *list, bp__chunk *chunk)
 
 long bp__chunk_list_alloc_run(bp__chunk_list *list, uint32_t pages, unsigned page_class, bp__chunk **out)
 {
-    int k = first_filed_from(list, page_class);
+    int k = bp__bits128_first_from(list->filed, page_class); /* lowest class with a chunk filed */
     if (k < 0) return -1;
     /* Any chunk filed at k >= page_class has a free run of at least `pages` pages. */
     bp__chunk *c = list->by_class[k];
