@@ -50,13 +50,6 @@ void bp__subpage_pool_remove(bp__subpage_pool *pool, bp__subpage *sp)
     sp->in_pool = false;
 }
 
-uint32_t bp__subpage_alloc_slot(bp__subpage *sp, bp__subpage_pool *pool)
-{
-    uint32_t slot;
-    bp__subpage_alloc_slots(sp, pool, &slot, 1);
-    return slot;
-}
-
 unsigned bp__subpage_alloc_slots(bp__subpage *sp, bp__subpage_pool *pool, uint32_t *slots, unsigned n)
 {
     BP_ASSERT(sp->nfree > 0 && n > 0);

@@ -42,9 +42,6 @@ bp__subpage *bp__subpage_new(struct bp__chunk *chunk, uint32_t run_offset, uint3
                              unsigned class_index, uint32_t slot_size, uint32_t nslots);
 void bp__subpage_delete(bp__subpage *sp);
 
-/* Takes the lowest free slot; the subpage must have one. Leaves the pool when full. */
-uint32_t bp__subpage_alloc_slot(bp__subpage *sp, bp__subpage_pool *pool);
-
 /* Takes the lowest min(n, nfree) free slots (n > 0; the subpage must have one), a bitmap
  * word at a time, into slots[] in address order; returns how many. Leaves the pool when
  * full. */

@@ -146,8 +146,6 @@ static inline uint64_t bp__bin_state(const bp__tcache_bin *bin)
 
 static inline uint32_t bp__bin_count(const bp__tcache_bin *bin) { return (uint32_t)bp__bin_state(bin); }
 
-static inline uint32_t bp__bin_hits(const bp__tcache_bin *bin) { return (uint32_t)(bp__bin_state(bin) >> 32); }
-
 /* A new count, the hits kept. */
 static inline void bp__bin_set_count(bp__tcache_bin *bin, uint32_t count)
 {
