@@ -129,12 +129,11 @@ size_t bp__remote_drain(bp__thread_state *ts)
     return n;
 }
 
-bp_buf *bp__buf_alloc_miss(bp_allocator *a, bp__thread_state *ts, size_t size, int *rc)
+bp_buf *bp__buf_alloc_miss(bp_allocator *a, bp__thread_state *ts, size_t size, unsigned cls, int *rc)
 {
     bp_buf *b;
     if (ts->arena != NULL) {
         bp__remote_flush(ts); /* a slow path: what we hold for others goes now */
-        unsigned cls = bp__size_class_of(&a->sc, size);
         if (cls < ts->tcache.ncacheable) {
             bp__tcache_count(&ts->tcache.misses);
             /* What consumers released for us comes back before the arena is asked. */

@@ -219,18 +219,21 @@ BP_INLINE bool bp__buf_cache_at_home(bp__thread_state *ts, bp_buf *b)
 }
 
 /* A cache miss, an uncached size or an unpooled allocator: a released object with a fresh
- * region of at least `size` bytes attached (prepared), or NULL with *rc = BP_ENOMEM. */
-bp_buf *bp__buf_alloc_miss(bp_allocator *a, bp__thread_state *ts, size_t size, int *rc);
+ * region of at least `size` bytes attached (prepared), or NULL with *rc = BP_ENOMEM. `cls` is
+ * size's class (bp__size_class_of) for a pooled thread state, ignored otherwise. */
+bp_buf *bp__buf_alloc_miss(bp_allocator *a, bp__thread_state *ts, size_t size, unsigned cls, int *rc);
 
 /* A released object with a region of at least `size` bytes attached: from the thread cache
  * (one pop) when it has one, otherwise from bp__buf_alloc_miss. */
 BP_INLINE bp_buf *bp__buf_with_region(bp_allocator *a, bp__thread_state *ts, size_t size, int *rc)
 {
+    unsigned cls = 0;
     if (BP_LIKELY(ts->arena != NULL)) {
-        bp_buf *b = bp__tcache_take(&ts->tcache, bp__size_class_of(&a->sc, size));
+        cls = bp__size_class_of(&a->sc, size); /* once, for the miss too */
+        bp_buf *b = bp__tcache_take(&ts->tcache, cls);
         if (BP_LIKELY(b != NULL)) return b;
     }
-    return bp__buf_alloc_miss(a, ts, size, rc);
+    return bp__buf_alloc_miss(a, ts, size, cls, rc);
 }
 
 /* For growth, which needs memory without another object: a region through the cache first
