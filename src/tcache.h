@@ -20,8 +20,8 @@
  *   before, so that one compare refuses a push into a full bin and into one not set up yet.
  * - A full bin gives its older half back in one pass, to the arena's cache of ready buffers
  *   (bp__arena_cache_bin) as far as it has room, the rest to the chunks. A miss takes a
- *   batch (half a bin, for small classes at most ~64 KiB) from the arena's cache; if it is
- *   empty, a small class takes a batch of fresh regions from the arena under one lock (as
+ *   batch (half a bin) from the arena's cache; if it is empty, a small class takes a batch
+ *   of fresh regions (half a bin, at most ~64 KiB) from the arena under one lock (as
  *   jemalloc does), a normal class one region (a batch of fresh ones would hold too much
  *   memory). A trim and a flush free straight to the chunks: those regions are cold.
  * - Only the owning thread writes a bin's state (count and hits since the last trim, in one
@@ -124,9 +124,10 @@ void bp__tcache_discard(bp__tcache *tc);
 BP_NOINLINE void bp__tcache_scheduled_trim(bp__tcache *tc);
 BP_NOINLINE bool bp__tcache_put_slow(bp__tcache *tc, unsigned cls, bp_buf *b);
 
-/* A miss on a small class: refills the bin from the arena (a batch of regions, each given an
- * object from the recycler) and returns one. NULL for classes that are not refilled in
- * batches, or when the arena has no memory or there are no objects. */
+/* A miss on a cached class: refills the bin with half a bin of ready buffers from the
+ * arena's cache or, for a small class when that is empty, with a batch of fresh regions
+ * (each given an object from the recycler), and returns one. NULL when neither can be had
+ * (a normal class with the arena's cache empty, no memory, no objects). */
 BP_NOINLINE bp_buf *bp__tcache_refill(bp__tcache *tc, unsigned cls);
 
 static inline void bp__tcache_count_n(_Atomic uint64_t *counter, uint64_t n)
