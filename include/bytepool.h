@@ -147,6 +147,13 @@ typedef struct bp_config {
                                    1024, 0 = off */
     size_t arena_cache_max_bytes; /* ... and their bytes, all classes of one arena together;
                                      default 16 MiB */
+    unsigned run_cache_size;    /* freed runs each arena keeps per normal class without
+                                   giving them back to their chunks (deferred coalescing,
+                                   as jemalloc's dirty extents): the next allocation of that
+                                   class takes one with no chunk work. They go back to their
+                                   chunks before the arena would take an empty or new chunk,
+                                   when idle between two purge checks, and on
+                                   bp_allocator_purge. Default 1024, 0 = off */
 } bp_config;
 
 /* dirty_decay_ms: keep free pages resident for good. */
@@ -264,6 +271,8 @@ typedef struct bp_arena_stats {
     uint64_t purged_bytes;    /* bytes given back to the OS by purging, ever */
     size_t cached_entries;    /* released buffers in the arena's cache (arena_cache_size) */
     size_t cached_bytes;      /* their regions' bytes (still counted in active_bytes) */
+    size_t cached_runs;       /* freed runs held back from their chunks (run_cache_size) */
+    size_t cached_run_bytes;  /* their bytes (not active; their chunks count them as used) */
 } bp_arena_stats;
 
 /* Counters of a whole allocator: the arenas summed, plus settings. */
@@ -288,6 +297,9 @@ typedef struct bp_allocator_stats {
     uint64_t purged_bytes;    /* bytes given back to the OS by purging free pages, ever */
     size_t arena_cached_entries; /* released buffers in the arenas' caches (arena_cache_size) */
     size_t arena_cached_bytes;   /* their bytes (counted in no buffer, but out of the chunks) */
+    size_t arena_cached_runs;    /* freed runs the arenas hold back from their chunks
+                                    (run_cache_size) */
+    size_t arena_cached_run_bytes; /* their bytes (not active, but out of the chunks) */
 } bp_allocator_stats;
 
 /* Copies the allocator's counters into *out. `out_size` is sizeof(*out) as the caller

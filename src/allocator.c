@@ -137,7 +137,10 @@ bp_buf *bp__buf_alloc_miss(bp_allocator *a, bp__thread_state *ts, size_t size, u
         if (cls < ts->tcache.ncacheable) {
             bp__tcache_count(&ts->tcache.misses);
             /* What consumers released for us comes back before the arena is asked. */
-            if (bp__remote_drain(ts) > 0 && (b = bp__tcache_take(&ts->tcache, cls)) != NULL) return b;
+            if (bp__remote_drain(ts) > 0 && (b = bp__bin_pop(&ts->tcache.bins[cls])) != NULL) {
+                bp__tcache_ledger(&ts->tcache, -1); /* as a take (not counted twice) */
+                return b;
+            }
             if ((b = bp__tcache_refill(&ts->tcache, cls)) != NULL) return b;
         }
     }
@@ -191,10 +194,12 @@ static void thread_state_release(void *arg)
     if (ts->arena != NULL) {
         bp__tcache_flush(&ts->tcache);
         /* The binding goes now (the state stays this thread's until in_use is cleared).
-         * The last thread of an arena frees its cache: nobody is left to take from it. A
-         * thread binding meanwhile just starts with an emptier one. */
-        if (atomic_fetch_sub_explicit(&ts->arena->threads, 1, memory_order_acq_rel) == 1)
+         * The last thread of an arena frees its caches: nobody is left to take from them.
+         * A thread binding meanwhile just starts with emptier ones. */
+        if (atomic_fetch_sub_explicit(&ts->arena->threads, 1, memory_order_acq_rel) == 1) {
             bp__arena_cache_trim(ts->arena, ts, true);
+            bp__arena_run_cache_flush(ts->arena);
+        }
     }
     pthread_mutex_lock(&a->lock);
     if (ts->free_bufs != NULL) {
@@ -458,7 +463,8 @@ static bp_allocator *allocator_create(const bp_config *cfg, bool pooled, int *er
         if (a->arenas == NULL) goto fail_key;
         unsigned i = 0;
         for (; i < cfg->arenas; i++) {
-            if (bp__arena_init(&a->arenas[i], &a->sc, i, cfg->chunk_decay_ms, cfg->dirty_decay_ms) != 0) break;
+            if (bp__arena_init(&a->arenas[i], &a->sc, i, cfg->chunk_decay_ms, cfg->dirty_decay_ms,
+                               cfg->run_cache_size) != 0) break;
             bp__arena_cache_init(&a->arenas[i], &a->sc, cfg);
         }
         if (i < cfg->arenas) {
@@ -676,6 +682,8 @@ int bp_allocator_get_stats(const bp_allocator *a, bp_allocator_stats *out, size_
             full.deallocations += s.deallocations_small + s.deallocations_normal + s.deallocations_huge;
             full.arena_cached_entries += s.cached_entries;
             full.arena_cached_bytes += s.cached_bytes;
+            full.arena_cached_runs += s.cached_runs;
+            full.arena_cached_run_bytes += s.cached_run_bytes;
         }
     } else {
         full.allocations = atomic_load(&mutable_a->unpooled_allocations);

@@ -19,7 +19,7 @@ static uint64_t now_ms(void)
 }
 
 int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index, unsigned decay_ms,
-                   unsigned dirty_decay_ms)
+                   unsigned dirty_decay_ms, unsigned run_cache_size)
 {
     memset(arena, 0, sizeof *arena);
     if (pthread_mutex_init(&arena->lock, NULL) != 0) return BP_ENOMEM;
@@ -30,11 +30,15 @@ int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index,
     arena->last_dirty_pass_ms = now_ms();
     atomic_init(&arena->threads, 0);
     bp__chunk_lists_init(arena->lists);
+    for (unsigned c = sc->nsmall; c < sc->nclasses; c++) arena->runs[c].capacity = run_cache_size;
     return 0;
 }
 
 void bp__arena_destroy(bp__arena *arena)
 {
+    /* Held-back runs go with their chunks, unmapped below: forgotten, not given back. */
+    for (unsigned c = 0; c < BP__MAX_CLASSES; c++) arena->runs[c].count = arena->runs[c].low_water = 0;
+    arena->run_cache_entries = arena->run_cache_bytes = 0;
     for (unsigned b = 0; b < BP__NBANDS; b++) {
         bp__chunk *c = arena->lists[b].head;
         while (c != NULL) {
@@ -56,17 +60,37 @@ void bp__arena_destroy(bp__arena *arena)
     }
     arena->huge_head = NULL;
     /* Objects in the cache live in the allocator's slabs; only the arrays are the arena's. */
-    for (unsigned c = 0; c < BP__MAX_CLASSES; c++) free(arena->cache[c].entries);
+    for (unsigned c = 0; c < BP__MAX_CLASSES; c++) {
+        free(arena->cache[c].entries);
+        free(arena->runs[c].entries);
+    }
     pthread_mutex_destroy(&arena->lock);
 }
 
-/* A run from the chunks we have, best-used first; else from a new chunk. */
-static long alloc_run(bp__arena *arena, uint32_t pages, bp__chunk **out)
+static void run_cache_release_all_locked(bp__arena *arena);
+
+/* A run from the chunks in the lists, best-used first; -1 if none has one long enough. */
+static long alloc_run_in_lists(bp__arena *arena, uint32_t pages, unsigned page_class, bp__chunk **out)
 {
     static const unsigned order[] = {BP__Q050, BP__Q025, BP__Q000, BP__Q_INIT, BP__Q075};
-    unsigned page_class = bp__page_class_ceil(arena->sc, pages); /* once, for every chunk tried */
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
         long offset = bp__chunk_list_alloc_run(&arena->lists[order[i]], pages, page_class, out);
+        if (offset >= 0) return offset;
+    }
+    return -1;
+}
+
+/* A run from the chunks we have; else, once the run cache's runs are back in their chunks
+ * (they may coalesce into a long enough run), from a retained or a new chunk: holding runs
+ * back never makes the arena take more chunks. */
+static long alloc_run(bp__arena *arena, uint32_t pages, bp__chunk **out)
+{
+    unsigned page_class = bp__page_class_ceil(arena->sc, pages); /* once, for every chunk tried */
+    long offset = alloc_run_in_lists(arena, pages, page_class, out);
+    if (offset >= 0) return offset;
+    if (arena->run_cache_entries > 0) {
+        run_cache_release_all_locked(arena);
+        offset = alloc_run_in_lists(arena, pages, page_class, out);
         if (offset >= 0) return offset;
     }
     bp__chunk *chunk = arena->retained;
@@ -79,7 +103,7 @@ static long alloc_run(bp__arena *arena, uint32_t pages, bp__chunk **out)
         if (chunk == NULL) return -1;
     }
     arena->chunks++;
-    long offset = bp__chunk_alloc_run_in(chunk, pages, page_class);
+    offset = bp__chunk_alloc_run_in(chunk, pages, page_class);
     BP_ASSERT(offset == 0);
     bp__chunk_list_add(&arena->lists[BP__Q_INIT], chunk);
     *out = chunk;
@@ -123,17 +147,6 @@ static void purge_dirty_locked(bp__arena *arena, bool all, uint64_t now)
     arena->last_dirty_pass_ms = now;
 }
 
-size_t bp__arena_purge(bp__arena *arena, bool all)
-{
-    uint64_t now = now_ms();
-    pthread_mutex_lock(&arena->lock);
-    bp__chunk *expired = take_expired_locked(arena, all);
-    bool pass_due = arena->dirty_decay_ms != BP_DECAY_NEVER && now - arena->last_dirty_pass_ms >= arena->dirty_decay_ms;
-    if (all || pass_due) purge_dirty_locked(arena, all, now);
-    pthread_mutex_unlock(&arena->lock);
-    return delete_chunks(expired);
-}
-
 /* After a run was freed: move the chunk between bands; an emptied chunk is retained for
  * reuse (or, with no decay time, handed back to unmap). Returns chunks to unmap. */
 static bp__chunk *settle_after_free(bp__arena *arena, bp__chunk *chunk)
@@ -150,6 +163,121 @@ static bp__chunk *settle_after_free(bp__arena *arena, bp__chunk *chunk)
     arena->retained = chunk;
     arena->nretained++;
     return expired;
+}
+
+static void append_chunks(bp__chunk **list, bp__chunk *more)
+{
+    if (more == NULL) return;
+    bp__chunk *last = more;
+    while (last->next != NULL) last = last->next;
+    last->next = *list;
+    *list = more;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * The run cache (see bp__run_cache_bin)
+ * ------------------------------------------------------------------------------------- */
+
+/* Holds a freed run of normal class `cls` back from its chunk, if the class keeps runs and
+ * has room. */
+static bool run_cache_put(bp__arena *arena, unsigned cls, bp__chunk *chunk, uint64_t handle)
+{
+    bp__run_cache_bin *bin = &arena->runs[cls];
+    if (bin->count == bin->capacity) return false; /* full, or not kept (capacity 0) */
+    if (BP_UNLIKELY(bin->entries == NULL)) {
+        bin->entries = malloc(bin->capacity * sizeof *bin->entries);
+        if (bin->entries == NULL) return false; /* then into the chunk, as without the cache */
+    }
+    const bp__size_classes *sc = arena->sc;
+    bin->entries[bin->count++] =
+        (bp__cached_region){chunk->base + ((size_t)bp__handle_offset(handle) << sc->page_shift), chunk, handle};
+    arena->run_cache_entries++;
+    arena->run_cache_bytes += sc->class_size[cls];
+    return true;
+}
+
+/* The newest held-back run of normal class `cls` into *out; false when there is none. */
+static bool run_cache_take(bp__arena *arena, unsigned cls, bp__region *out)
+{
+    bp__run_cache_bin *bin = &arena->runs[cls];
+    if (bin->count == 0) return false;
+    const bp__cached_region *run = &bin->entries[--bin->count];
+    if (bin->count < bin->low_water) bin->low_water = bin->count;
+    out->memory = run->memory;
+    out->chunk = run->chunk;
+    out->handle = run->handle;
+    out->length = arena->sc->class_size[cls];
+    arena->run_cache_entries--;
+    arena->run_cache_bytes -= out->length;
+    return true;
+}
+
+/* Gives the oldest n runs of class `cls` back to their chunks (coalescing, moving chunks
+ * between bands); chunks that must be unmapped collect in arena->doomed. */
+static void run_cache_release_oldest(bp__arena *arena, unsigned cls, uint32_t n)
+{
+    bp__run_cache_bin *bin = &arena->runs[cls];
+    BP_ASSERT(n <= bin->count);
+    if (n == 0) return; /* entries may not even exist yet */
+    for (uint32_t i = 0; i < n; i++) {
+        const bp__cached_region *run = &bin->entries[i];
+        bp__chunk_free_run(run->chunk, bp__handle_offset(run->handle), bp__handle_pages(run->handle));
+        append_chunks(&arena->doomed, settle_after_free(arena, run->chunk));
+    }
+    memmove(bin->entries, bin->entries + n, (bin->count - n) * sizeof *bin->entries);
+    bin->count -= n;
+    arena->run_cache_entries -= n;
+    arena->run_cache_bytes -= (size_t)n * arena->sc->class_size[cls];
+}
+
+static void run_cache_release_all_locked(bp__arena *arena)
+{
+    for (unsigned c = arena->sc->nsmall; c < arena->sc->nclasses && arena->run_cache_entries > 0; c++) {
+        run_cache_release_oldest(arena, c, arena->runs[c].count);
+        arena->runs[c].low_water = 0;
+    }
+}
+
+/* The runs not taken since the last call go back; what stays is counted from now on. */
+static void run_cache_release_idle_locked(bp__arena *arena)
+{
+    for (unsigned c = arena->sc->nsmall; c < arena->sc->nclasses; c++) {
+        bp__run_cache_bin *bin = &arena->runs[c];
+        if (bin->low_water > 0) run_cache_release_oldest(arena, c, bin->low_water);
+        bin->low_water = bin->count;
+    }
+}
+
+/* The chunks emptied under the lock that must be unmapped: the caller unmaps them (with
+ * delete_chunks) once it has let go of the lock. */
+static bp__chunk *take_doomed_locked(bp__arena *arena)
+{
+    bp__chunk *doomed = arena->doomed;
+    arena->doomed = NULL;
+    return doomed;
+}
+
+void bp__arena_run_cache_flush(bp__arena *arena)
+{
+    pthread_mutex_lock(&arena->lock);
+    run_cache_release_all_locked(arena);
+    bp__chunk *doomed = take_doomed_locked(arena);
+    pthread_mutex_unlock(&arena->lock);
+    delete_chunks(doomed);
+}
+
+size_t bp__arena_purge(bp__arena *arena, bool all)
+{
+    uint64_t now = now_ms();
+    pthread_mutex_lock(&arena->lock);
+    if (all) run_cache_release_all_locked(arena);
+    else run_cache_release_idle_locked(arena);
+    bp__chunk *expired = take_expired_locked(arena, all);
+    append_chunks(&expired, take_doomed_locked(arena));
+    bool pass_due = arena->dirty_decay_ms != BP_DECAY_NEVER && now - arena->last_dirty_pass_ms >= arena->dirty_decay_ms;
+    if (all || pass_due) purge_dirty_locked(arena, all, now);
+    pthread_mutex_unlock(&arena->lock);
+    return delete_chunks(expired);
 }
 
 /* Up to n (1..64) slots of a small class from one subpage, under the lock: the pool's
@@ -208,12 +336,15 @@ unsigned bp__arena_alloc_small_batch(bp__arena *arena, unsigned cls, bp__cached_
     }
     arena->allocations[BP__KIND_SMALL] += taken;
     arena->active_bytes += taken * arena->sc->class_size[cls];
+    bp__chunk *doomed = take_doomed_locked(arena); /* a subpage run may have released runs */
     pthread_mutex_unlock(&arena->lock);
+    delete_chunks(doomed);
     return taken;
 }
 
 static int alloc_normal(bp__arena *arena, unsigned cls, bp__region *out)
 {
+    if (run_cache_take(arena, cls, out)) return 0;
     const bp__size_classes *sc = arena->sc;
     bp__chunk *chunk;
     uint32_t pages = sc->run_pages[cls];
@@ -270,7 +401,9 @@ int bp__arena_alloc(bp__arena *arena, size_t size, bp__region *out)
         arena->allocations[kind]++;
         arena->active_bytes += out->length;
     }
+    bp__chunk *doomed = take_doomed_locked(arena); /* a new run may have released runs */
     pthread_mutex_unlock(&arena->lock);
+    delete_chunks(doomed);
     return rc;
 }
 
@@ -310,15 +443,6 @@ static bp__chunk *free_locked(bp__arena *arena, bp__chunk *chunk, uint64_t handl
     return settle_after_free(arena, chunk);
 }
 
-static void append_chunks(bp__chunk **list, bp__chunk *more)
-{
-    if (more == NULL) return;
-    bp__chunk *last = more;
-    while (last->next != NULL) last = last->next;
-    last->next = *list;
-    *list = more;
-}
-
 void bp__arena_free(bp__arena *arena, const bp__region *region)
 {
     if (region->kind == BP__KIND_HUGE) {
@@ -326,13 +450,25 @@ void bp__arena_free(bp__arena *arena, const bp__region *region)
         return;
     }
     pthread_mutex_lock(&arena->lock);
-    bp__chunk *dead = free_locked(arena, region->chunk, region->handle, region->kind, region->length);
+    bp__chunk *dead = NULL;
+    /* Held back only while a thread is bound to take it: the last thread to leave empties
+     * the run cache after its count reached 0 (under this lock), so a run released here
+     * either sees the count at 0 or is put before that emptying. */
+    if (region->kind == BP__KIND_NORMAL && atomic_load_explicit(&arena->threads, memory_order_relaxed) > 0 &&
+        run_cache_put(arena, region->class_index, region->chunk, region->handle)) {
+        arena->deallocations[BP__KIND_NORMAL]++; /* freed, as far as anyone but its chunk knows */
+        arena->active_bytes -= region->length;
+    } else {
+        dead = free_locked(arena, region->chunk, region->handle, region->kind, region->length);
+    }
     pthread_mutex_unlock(&arena->lock);
     /* Chunks to unmap are out of every list: unmap them without holding the lock. Subpages
      * of a chunk that emptied were all deleted when their last slot went. */
     delete_chunks(dead);
 }
 
+/* Straight into the chunks, past the run cache: batches come from trims and overflowing
+ * caches, the regions nobody asked for lately. */
 void bp__regions_free_batch(const bp__size_classes *sc, unsigned cls, const bp__cached_region *regions,
                             unsigned n)
 {
@@ -367,6 +503,8 @@ void bp__arena_get_stats(bp__arena *arena, bp_arena_stats *out)
     out->purged_bytes = arena->purged_bytes;
     out->cached_entries = arena->cache_entries;
     out->cached_bytes = arena->cache_bytes;
+    out->cached_runs = arena->run_cache_entries;
+    out->cached_run_bytes = arena->run_cache_bytes;
     for (unsigned b = 0; b < BP__NBANDS; b++)
         for (bp__chunk *c = arena->lists[b].head; c != NULL; c = c->next)
             out->dirty_bytes += c->dirty_pages << arena->sc->page_shift;
@@ -376,6 +514,33 @@ void bp__arena_get_stats(bp__arena *arena, bp_arena_stats *out)
     out->active_normal = out->allocations_normal - out->deallocations_normal;
     out->active_huge = out->allocations_huge - out->deallocations_huge;
     out->threads = atomic_load_explicit(&arena->threads, memory_order_relaxed);
+}
+
+/* Each held-back run is a used run of its class in a chunk of this arena's lists (not
+ * retained: retained chunks are empty), its memory where its handle says; the totals add
+ * up; no bin is over capacity or below its low-water mark. */
+static bool run_cache_check_locked(bp__arena *arena)
+{
+    const bp__size_classes *sc = arena->sc;
+    size_t entries = 0, bytes = 0;
+    for (unsigned c = 0; c < BP__MAX_CLASSES; c++) {
+        const bp__run_cache_bin *bin = &arena->runs[c];
+        if (bin->count > bin->capacity || bin->low_water > bin->count) return false;
+        if (bin->count > 0 && (c < sc->nsmall || c >= sc->nclasses)) return false;
+        for (uint32_t i = 0; i < bin->count; i++) {
+            const bp__cached_region *run = &bin->entries[i];
+            uint32_t offset = bp__handle_offset(run->handle);
+            if (run->chunk->arena != arena || run->chunk->band >= BP__NBANDS || bp__handle_is_subpage(run->handle))
+                return false;
+            if (bp__handle_pages(run->handle) != sc->run_pages[c] ||
+                !bp__chunk_run_in_use(run->chunk, offset, sc->run_pages[c]))
+                return false;
+            if (run->memory != run->chunk->base + ((size_t)offset << sc->page_shift)) return false;
+        }
+        entries += bin->count;
+        bytes += (size_t)bin->count * sc->class_size[c];
+    }
+    return entries == arena->run_cache_entries && bytes == arena->run_cache_bytes && arena->doomed == NULL;
 }
 
 bool bp__arena_check(bp__arena *arena)
@@ -392,7 +557,7 @@ bool bp__arena_check(bp__arena *arena)
         ok = ok && count == arena->lists[b].count && bp__chunk_list_check(&arena->lists[b]);
         chunks += count;
     }
-    ok = ok && chunks == arena->chunks;
+    ok = ok && chunks == arena->chunks && run_cache_check_locked(arena);
     pthread_mutex_unlock(&arena->lock);
     return ok;
 }

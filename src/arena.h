@@ -58,6 +58,21 @@ typedef struct bp__arena_cache_bin {
                                 without touching them (their owner and tags are its own) */
 } bp__arena_cache_bin;
 
+/* The arena's run cache of one normal class: runs of exactly that class that were freed
+ * but not given back to their chunks (deferred coalescing, as jemalloc delays it for its
+ * dirty extents). To its chunk such a run is still in use; the arena counts it as freed.
+ * An allocation of the class pops the newest with no chunk work; the runs go back to
+ * their chunks (split and coalesce as usual) before the arena would take an empty or new
+ * chunk, when idle since the last purge check, when the arena is purged, and when its last
+ * thread leaves (runs are held back only while a thread is bound). Guarded by the arena
+ * lock. */
+typedef struct bp__run_cache_bin {
+    bp__cached_region *entries; /* entries[0] the oldest; allocated on first use */
+    uint32_t count;
+    uint32_t capacity;          /* 0: the class is not kept (small classes, or off) */
+    uint32_t low_water;         /* the fewest entries since the last check: that many idle */
+} bp__run_cache_bin;
+
 /* A huge mapping, listed so that destroying the arena can unmap what users leaked. */
 typedef struct bp__huge {
     struct bp__huge *prev, *next;
@@ -88,10 +103,14 @@ typedef struct bp__arena {
     size_t cache_entries, cache_bytes; /* summed over `cache` */
     size_t cache_max_bytes;              /* arena_cache_max_bytes: cache_bytes stays below */
     bp__arena_cache_bin cache[BP__MAX_CLASSES];
+    size_t run_cache_entries, run_cache_bytes; /* summed over `runs` */
+    bp__chunk *doomed;    /* chunks emptied under the lock, unmapped once it is let go */
+    bp__run_cache_bin runs[BP__MAX_CLASSES];   /* entries sc->nsmall .. sc->nclasses - 1 used */
 } __attribute__((aligned(BP_CACHE_LINE))) bp__arena;
 
+/* run_cache_size: capacity of each normal class's run cache (0: none). */
 int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index, unsigned decay_ms,
-                   unsigned dirty_decay_ms);
+                   unsigned dirty_decay_ms, unsigned run_cache_size);
 
 /* The arena a pooled region must go back to (NULL for a malloc'ed one). */
 static inline bp__arena *bp__region_arena(const bp__region *region)
@@ -108,7 +127,8 @@ void bp__arena_destroy(bp__arena *arena);
  * Returns 0, or BP_ENOMEM when memory cannot be mapped. */
 int bp__arena_alloc(bp__arena *arena, size_t size, bp__region *out);
 
-/* Takes back a region that this arena handed out. */
+/* Takes back a region that this arena handed out: a normal run into the run cache while
+ * its class has room there, anything else into its chunk. */
 void bp__arena_free(bp__arena *arena, const bp__region *region);
 
 /* Hands out up to n regions of small class `cls` under one lock, lowest address first.
@@ -116,15 +136,20 @@ void bp__arena_free(bp__arena *arena, const bp__region *region);
 unsigned bp__arena_alloc_small_batch(bp__arena *arena, unsigned cls, bp__cached_region *out, unsigned n);
 
 /* Takes back n regions of class `cls`, each to its own arena, locking each arena once per
- * run of regions that belong to it. */
+ * run of regions that belong to it; into their chunks, past the run cache (trimmed and
+ * overflowing caches are what is not in demand). */
 void bp__regions_free_batch(const bp__size_classes *sc, unsigned cls, const bp__cached_region *regions,
                             unsigned n);
 
-/* Unmaps retained empty chunks: all of them, or only those empty for decay_ms or more.
- * Then, with `all` or when dirty_decay_ms has passed since the last pass, purges the free
- * pages of the chunks in use: all of them, or those free since the last pass. Returns how
- * many chunks were unmapped. */
+/* Gives the run cache's runs back to their chunks: all of them, or those idle since the
+ * last call (the low-water mark). Then unmaps retained empty chunks: all of them, or only
+ * those empty for decay_ms or more. Then, with `all` or when dirty_decay_ms has passed
+ * since the last pass, purges the free pages of the chunks in use: all of them, or those
+ * free since the last pass. Returns how many chunks were unmapped. */
 size_t bp__arena_purge(bp__arena *arena, bool all);
+
+/* Gives every run in the run cache back to its chunk (an arena nobody is bound to). */
+void bp__arena_run_cache_flush(bp__arena *arena);
 
 /* Copies counters under the lock. */
 void bp__arena_get_stats(bp__arena *arena, bp_arena_stats *out);
@@ -134,7 +159,8 @@ void bp__arena_get_stats(bp__arena *arena, bp_arena_stats *out);
 size_t bp__arena_chunk_stats(bp__arena *arena, bp_chunk_stats *out, size_t max, size_t elem_size);
 size_t bp__arena_class_stats(bp__arena *arena, bp_class_stats *out, size_t max, size_t elem_size);
 
-/* Debug: checks every chunk of the arena (bp__chunk_check) and list membership. */
+/* Debug: checks every chunk of the arena (bp__chunk_check) and list membership, and that
+ * each run in the run cache is a used run of its class in one of the arena's chunks. */
 bool bp__arena_check(bp__arena *arena);
 
 #endif

@@ -233,6 +233,13 @@ void bp__chunk_free_run(bp__chunk *c, uint32_t offset, uint32_t pages)
     bucket_insert(c, offset, pages);
 }
 
+bool bp__chunk_run_in_use(const bp__chunk *c, uint32_t offset, uint32_t pages)
+{
+    if (pages == 0 || offset >= c->sc->chunk_pages || pages > c->sc->chunk_pages - offset) return false;
+    uint32_t info = run_info_make(pages, false);
+    return c->run_info[offset] == info && c->run_info[offset + pages - 1] == info;
+}
+
 int bp__chunk_usage(const bp__chunk *c)
 {
     if (c->free_bytes == 0) return 100;

@@ -113,6 +113,9 @@ void bp__chunk_free_run(bp__chunk *chunk, uint32_t offset, uint32_t pages);
  * old for the next pass. Returns the bytes purged. */
 size_t bp__chunk_purge(bp__chunk *chunk, bool all);
 
+/* Whether [offset, offset + pages) is exactly one run, in use. */
+bool bp__chunk_run_in_use(const bp__chunk *chunk, uint32_t offset, uint32_t pages);
+
 /* Netty's usage: 100 when nothing is free, 0 when all is free, otherwise
  * 100 - free percentage, and 99 rather than 100 while any byte is free. */
 int bp__chunk_usage(const bp__chunk *chunk);

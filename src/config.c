@@ -42,6 +42,7 @@ static const setting settings[] = {
     {"arena_cache_size", "BYTEPOOL_ARENA_CACHE_SIZE", offsetof(bp_config, arena_cache_size), KIND_UNSIGNED},
     {"arena_cache_max_bytes", "BYTEPOOL_ARENA_CACHE_MAX_BYTES", offsetof(bp_config, arena_cache_max_bytes),
      KIND_SIZE},
+    {"run_cache_size", "BYTEPOOL_RUN_CACHE_SIZE", offsetof(bp_config, run_cache_size), KIND_UNSIGNED},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -83,6 +84,9 @@ void bp_config_init(bp_config *cfg)
      * hold 256 small and 64 normal ones. */
     cfg->arena_cache_size = 1024;
     cfg->arena_cache_max_bytes = (size_t)16 << 20;
+    /* A burst of a thousand buffers of one normal class (64 KiB ones, say) comes back and
+     * goes out again without splitting and coalescing runs. */
+    cfg->run_cache_size = 1024;
 }
 
 /* Why setting `s` is invalid in `cfg` (NULL when it is fine). */
@@ -104,7 +108,8 @@ static const char *setting_problem(const bp_config *cfg, const setting *s)
         if (v > (1u << 20)) return "must not exceed 1048576";
     } else if (s->offset == offsetof(bp_config, small_cache_size) ||
                s->offset == offsetof(bp_config, normal_cache_size) ||
-               s->offset == offsetof(bp_config, arena_cache_size)) {
+               s->offset == offsetof(bp_config, arena_cache_size) ||
+               s->offset == offsetof(bp_config, run_cache_size)) {
         if (v > 65536) return "must not exceed 65536";
     } else if (s->offset == offsetof(bp_config, max_cached_size)) {
         if (v > cfg->chunk_size) return "must not exceed chunk_size";

@@ -138,8 +138,8 @@ static void write_text(const bp_allocator *a, const picture *pp, FILE *out)
         fprintf(out, "  %u threads, %u thread caches: %zu regions (%zu bytes) cached; %llu hits, %llu misses, %llu trims\n",
                 s->threads, s->thread_caches, s->cached_entries, s->cached_bytes, (unsigned long long)s->cache_hits,
                 (unsigned long long)s->cache_misses, (unsigned long long)s->cache_trims);
-        fprintf(out, "  arena caches: %zu released buffers (%zu bytes) ready for their threads\n", s->arena_cached_entries,
-                s->arena_cached_bytes);
+        fprintf(out, "  arena caches: %zu released buffers (%zu bytes) ready for their threads; %zu freed runs (%zu bytes) held back from their chunks\n",
+                s->arena_cached_entries, s->arena_cached_bytes, s->arena_cached_runs, s->arena_cached_run_bytes);
         fprintf(out, "  %llu buffers released on another thread, %llu of them taken back by their owner\n",
                 (unsigned long long)s->remote_releases, (unsigned long long)s->remote_drained);
         for (unsigned i = 0; i < p.narenas; i++) {
@@ -147,11 +147,12 @@ static void write_text(const bp_allocator *a, const picture *pp, FILE *out)
             if (arena_is_idle(ap)) continue;
             const bp_arena_stats *as = &ap->stats;
             fprintf(out, "  arena %u: %u threads; out to buffers and caches: small %llu normal %llu huge %llu (%zu B); "
-                         "allocations %llu/%llu/%llu; cache %zu (%zu B); chunks %zu (+%zu retained) [",
+                         "allocations %llu/%llu/%llu; cache %zu (%zu B); runs held %zu (%zu B); chunks %zu (+%zu retained) [",
                     i, as->threads, (unsigned long long)as->active_small, (unsigned long long)as->active_normal,
                     (unsigned long long)as->active_huge, as->active_bytes, (unsigned long long)as->allocations_small,
                     (unsigned long long)as->allocations_normal, (unsigned long long)as->allocations_huge,
-                    as->cached_entries, as->cached_bytes, as->chunks, as->retained_chunks);
+                    as->cached_entries, as->cached_bytes, as->cached_runs, as->cached_run_bytes, as->chunks,
+                    as->retained_chunks);
             for (unsigned b = 0; b < BP_CHUNK_BANDS; b++)
                 fprintf(out, "%s%s %zu", b ? ", " : "", band_names[b], as->chunks_in_band[b]);
             fprintf(out, "]\n");
@@ -186,13 +187,15 @@ static void write_json(const bp_allocator *a, const picture *pp, FILE *out)
             "\"retained_chunks\": %zu, \"allocations\": %llu, \"deallocations\": %llu, \"threads\": %u, "
             "\"thread_caches\": %u, \"cached_entries\": %zu, \"cached_bytes\": %zu, \"cache_hits\": %llu, "
             "\"cache_misses\": %llu, \"cache_trims\": %llu, \"remote_releases\": %llu, \"remote_drained\": %llu, "
-            "\"dirty_bytes\": %zu, \"purged_bytes\": %llu, \"arena_cached_entries\": %zu, \"arena_cached_bytes\": %zu},\n",
+            "\"dirty_bytes\": %zu, \"purged_bytes\": %llu, \"arena_cached_entries\": %zu, \"arena_cached_bytes\": %zu, "
+            "\"arena_cached_runs\": %zu, \"arena_cached_run_bytes\": %zu},\n",
             a->pooled ? "true" : "false", s->arenas, s->page_size, s->chunk_size, s->mapped_bytes, s->active_bytes,
             (unsigned long long)s->active_buffers, s->chunks, s->retained_chunks, (unsigned long long)s->allocations,
             (unsigned long long)s->deallocations, s->threads, s->thread_caches, s->cached_entries, s->cached_bytes,
             (unsigned long long)s->cache_hits, (unsigned long long)s->cache_misses, (unsigned long long)s->cache_trims,
             (unsigned long long)s->remote_releases, (unsigned long long)s->remote_drained, s->dirty_bytes,
-            (unsigned long long)s->purged_bytes, s->arena_cached_entries, s->arena_cached_bytes);
+            (unsigned long long)s->purged_bytes, s->arena_cached_entries, s->arena_cached_bytes, s->arena_cached_runs,
+            s->arena_cached_run_bytes);
     fprintf(out, " \"arenas\": [");
     for (unsigned i = 0; i < p.narenas; i++) {
         const arena_picture *ap = &p.arenas[i];
@@ -202,14 +205,16 @@ static void write_json(const bp_allocator *a, const picture *pp, FILE *out)
                 "\"deallocations\": {\"small\": %llu, \"normal\": %llu, \"huge\": %llu}, "
                 "\"active\": {\"small\": %llu, \"normal\": %llu, \"huge\": %llu}, \"active_bytes\": %zu, "
                 "\"huge_mapped_bytes\": %zu, \"chunks\": %zu, \"retained_chunks\": %zu, \"dirty_bytes\": %zu, "
-                "\"purged_bytes\": %llu, \"cached_entries\": %zu, \"cached_bytes\": %zu,\n   \"chunk_lists\": [",
+                "\"purged_bytes\": %llu, \"cached_entries\": %zu, \"cached_bytes\": %zu, \"cached_runs\": %zu, "
+                "\"cached_run_bytes\": %zu,\n   \"chunk_lists\": [",
                 i ? "," : "", i, as->threads, (unsigned long long)as->allocations_small,
                 (unsigned long long)as->allocations_normal, (unsigned long long)as->allocations_huge,
                 (unsigned long long)as->deallocations_small, (unsigned long long)as->deallocations_normal,
                 (unsigned long long)as->deallocations_huge, (unsigned long long)as->active_small,
                 (unsigned long long)as->active_normal, (unsigned long long)as->active_huge, as->active_bytes,
                 as->huge_mapped_bytes, as->chunks, as->retained_chunks, as->dirty_bytes,
-                (unsigned long long)as->purged_bytes, as->cached_entries, as->cached_bytes);
+                (unsigned long long)as->purged_bytes, as->cached_entries, as->cached_bytes, as->cached_runs,
+                as->cached_run_bytes);
         for (unsigned b = 0; b < BP_CHUNK_BANDS; b++) {
             fprintf(out, "%s{\"band\": \"%s\", \"chunks\": [", b ? ", " : "", band_names[b]);
             bool first = true;

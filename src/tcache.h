@@ -181,8 +181,10 @@ BP_INLINE bp_buf *bp__bin_pop(bp__tcache_bin *bin)
  * releases, then refills or goes to the arena). */
 BP_INLINE bp_buf *bp__tcache_take(bp__tcache *tc, unsigned cls)
 {
-    if (cls >= tc->ncacheable) return NULL;
+    /* Every allocation counts, cached class or not: the schedule is also the clock of the
+     * arena's caches and purges, which a thread allocating only uncached sizes drives too. */
     if (BP_UNLIKELY(--tc->allocations_until_trim == 0)) bp__tcache_scheduled_trim(tc);
+    if (cls >= tc->ncacheable) return NULL;
     bp_buf *b = bp__bin_pop(&tc->bins[cls]);
     if (b != NULL) bp__tcache_ledger(tc, -1);
     return b;

@@ -7,8 +7,9 @@
 #include <stdlib.h>
 #include <time.h>
 
-/* One arena, no thread cache and no retained chunks: every allocation and release reaches
- * the arena, and an emptied chunk is unmapped at once, so the tests see the arena itself. */
+/* One arena, no thread cache, no run cache and no retained chunks: every allocation and
+ * release reaches the arena's chunks, and an emptied chunk is unmapped at once, so the
+ * tests see the chunks themselves. */
 static bp_allocator *one_arena_allocator(void)
 {
     bp_config cfg;
@@ -16,6 +17,7 @@ static bp_allocator *one_arena_allocator(void)
     cfg.arenas = 1;
     cfg.small_cache_size = 0;
     cfg.normal_cache_size = 0;
+    cfg.run_cache_size = 0;
     cfg.chunk_decay_ms = 0;
     int err = -100;
     bp_allocator *a = bp_allocator_new(&cfg, &err);
@@ -176,8 +178,9 @@ static bp_allocator *uncached_allocator(unsigned dirty_decay_ms)
     bp_config cfg;
     bp_config_init(&cfg);
     cfg.arenas = 1;
-    cfg.small_cache_size = 0; /* releases reach the arena at once */
+    cfg.small_cache_size = 0; /* releases reach the chunks at once */
     cfg.normal_cache_size = 0;
+    cfg.run_cache_size = 0;
     cfg.dirty_decay_ms = dirty_decay_ms;
     bp_allocator *a = bp_allocator_new(&cfg, NULL);
     assert_non_null(a);
@@ -249,6 +252,7 @@ static bp_allocator *retaining_allocator(unsigned decay_ms)
     bp_config_init(&cfg);
     cfg.arenas = 1;
     cfg.chunk_decay_ms = decay_ms;
+    cfg.run_cache_size = 0; /* released runs reach their chunks at once */
     bp_allocator *a = bp_allocator_new(&cfg, NULL);
     assert_non_null(a);
     return a;
@@ -414,6 +418,7 @@ static void random_model(bp_allocator *a, uint64_t seed)
             live[i] = live[--nlive];
         }
         if (step % 2000 == 1999) {
+            for (unsigned i = 0; i < a->config.arenas && a->pooled; i++) assert_true(bp__arena_check(&a->arenas[i]));
             qsort(live, nlive, sizeof *live, by_address);
             for (size_t i = 1; i < nlive; i++)
                 assert_true(live[i - 1].start + live[i - 1].capacity <= live[i].start);
@@ -479,6 +484,265 @@ static void test_random_model_small_pages_and_chunks(void **state)
     bp_allocator_destroy(a);
 }
 
+/* ---------------------------------------------------------------------------------------
+ * The run cache: freed runs of normal classes held back from their chunks
+ * ------------------------------------------------------------------------------------- */
+
+/* One arena with thread caches (64 KiB and up are never in them) and the run cache of
+ * `run_cache_size` entries per class; emptied chunks retained. */
+static bp_allocator *run_cache_allocator(unsigned run_cache_size)
+{
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.run_cache_size = run_cache_size;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    return a;
+}
+
+static size_t chunk_free_bytes(bp_allocator *a)
+{
+    bp_chunk_stats cs[2];
+    assert_int_equal(bp_arena_chunk_stats(a, 0, cs, 2, sizeof cs[0]), 1);
+    return cs[0].free_bytes;
+}
+
+static void test_freed_run_is_held_back_and_reused(void **state)
+{
+    (void)state;
+    bp_allocator *a = run_cache_allocator(1024);
+    bp_buf *keep = bp_alloc(a, 64 * 1024);
+    bp_buf *b = bp_alloc(a, 64 * 1024);
+    uint8_t *memory = bp_data(b, 0);
+    size_t chunk_free = chunk_free_bytes(a);
+    assert_int_equal(chunk_free, (4 << 20) - 2 * 64 * 1024);
+    assert_int_equal(bp_release(b), 1);
+    /* Freed for the arena's counters, still in use for its chunk. */
+    bp_arena_stats s = arena_stats(a, 0);
+    assert_int_equal(s.deallocations_normal, 1);
+    assert_int_equal(s.active_normal, 1);
+    assert_int_equal(s.active_bytes, 64 * 1024);
+    assert_int_equal(s.cached_runs, 1);
+    assert_int_equal(s.cached_run_bytes, 64 * 1024);
+    assert_int_equal(chunk_free_bytes(a), chunk_free);
+    bp_allocator_stats as;
+    bp_allocator_get_stats(a, &as, sizeof as);
+    assert_int_equal(as.arena_cached_runs, 1);
+    assert_int_equal(as.arena_cached_run_bytes, 64 * 1024);
+    assert_int_equal(as.active_bytes, 64 * 1024);
+    assert_true(bp__arena_check(&a->arenas[0]));
+    /* The next allocation of the class takes it: same memory, counted as an allocation. */
+    b = bp_alloc(a, 60 * 1024);
+    assert_ptr_equal(bp_data(b, 0), memory);
+    s = arena_stats(a, 0);
+    assert_int_equal(s.allocations_normal, 3);
+    assert_int_equal(s.cached_runs, 0);
+    assert_int_equal(s.cached_run_bytes, 0);
+    assert_int_equal(chunk_free_bytes(a), chunk_free);
+    /* Another class does not take it. */
+    assert_int_equal(bp_release(b), 1);
+    bp_buf *other = bp_alloc(a, 128 * 1024);
+    assert_true((uint8_t *)bp_data(other, 0) != memory);
+    assert_int_equal(arena_stats(a, 0).cached_runs, 1);
+    assert_true(bp__arena_check(&a->arenas[0]));
+    bp_release(other);
+    bp_release(keep);
+    bp_allocator_destroy(a);
+}
+
+static void test_run_cache_is_bounded_per_class_and_can_be_off(void **state)
+{
+    (void)state;
+    bp_allocator *a = run_cache_allocator(2);
+    bp_buf *keep = bp_alloc(a, 64 * 1024), *bufs[3];
+    for (int i = 0; i < 3; i++) bufs[i] = bp_alloc(a, 64 * 1024);
+    size_t chunk_free = chunk_free_bytes(a);
+    for (int i = 0; i < 3; i++) bp_release(bufs[i]);
+    bp_arena_stats s = arena_stats(a, 0);
+    assert_int_equal(s.cached_runs, 2);
+    assert_int_equal(s.deallocations_normal, 3);
+    assert_int_equal(chunk_free_bytes(a), chunk_free + 64 * 1024); /* the third went back */
+    assert_true(bp__arena_check(&a->arenas[0]));
+    bp_release(keep);
+    bp_allocator_destroy(a);
+
+    a = run_cache_allocator(0);
+    keep = bp_alloc(a, 64 * 1024);
+    bufs[0] = bp_alloc(a, 64 * 1024);
+    chunk_free = chunk_free_bytes(a);
+    bp_release(bufs[0]);
+    assert_int_equal(arena_stats(a, 0).cached_runs, 0);
+    assert_int_equal(chunk_free_bytes(a), chunk_free + 64 * 1024);
+    bp_release(keep);
+    bp_allocator_destroy(a);
+}
+
+/* Held-back runs never make the arena take another chunk: before it would, they go back to
+ * their chunks and coalesce. */
+static void test_held_back_runs_go_back_before_a_new_chunk(void **state)
+{
+    (void)state;
+    size_t mappings_before = bp__os_mapping_count();
+    bp_allocator *a = run_cache_allocator(1024);
+    bp_buf *quarters[4];
+    for (int i = 0; i < 4; i++) quarters[i] = bp_alloc(a, 1024 * 1024); /* the chunk is full */
+    uint8_t *base = bp_data(quarters[0], 0);
+    bp_release(quarters[1]);
+    bp_release(quarters[2]);
+    assert_int_equal(arena_stats(a, 0).cached_runs, 2);
+    /* 2 MiB: no free run in the chunk until the two held-back quarters coalesce. */
+    bp_buf *half = bp_alloc(a, 2 * 1024 * 1024);
+    assert_ptr_equal(bp_data(half, 0), base + 1024 * 1024);
+    bp_arena_stats s = arena_stats(a, 0);
+    assert_int_equal(s.cached_runs, 0);
+    assert_int_equal(s.chunks, 1);
+    assert_int_equal(bp__os_mapping_count(), mappings_before + 1);
+    assert_true(bp__arena_check(&a->arenas[0]));
+
+    /* All released and held back: the chunk looks full, yet a 4 MiB run reuses it (emptied
+     * by the give-back, retained, taken again) instead of mapping another. */
+    bp_release(quarters[0]);
+    bp_release(quarters[3]);
+    bp_release(half);
+    s = arena_stats(a, 0);
+    assert_int_equal(s.cached_runs, 3);
+    assert_int_equal(s.chunks, 1);
+    assert_int_equal(s.active_bytes, 0);
+    bp_buf *whole = bp_alloc(a, 4 * 1024 * 1024);
+    assert_ptr_equal(bp_data(whole, 0), base);
+    s = arena_stats(a, 0);
+    assert_int_equal(s.cached_runs, 0);
+    assert_int_equal(s.chunks, 1);
+    assert_int_equal(s.retained_chunks, 0);
+    assert_int_equal(bp__os_mapping_count(), mappings_before + 1);
+    assert_true(bp__arena_check(&a->arenas[0]));
+    bp_release(whole);
+    bp_allocator_destroy(a);
+    assert_int_equal(bp__os_mapping_count(), mappings_before);
+}
+
+/* A purge check gives back the runs nobody took since the previous check; bp_allocator_purge
+ * gives back all of them. */
+static void test_idle_held_back_runs_go_back_at_purge_checks(void **state)
+{
+    (void)state;
+    bp_allocator *a = run_cache_allocator(1024);
+    bp__arena *arena = &a->arenas[0];
+    bp_buf *keep = bp_alloc(a, 64 * 1024), *x = bp_alloc(a, 64 * 1024), *y = bp_alloc(a, 128 * 1024);
+    size_t chunk_free = chunk_free_bytes(a);
+    bp_release(x);
+    bp_release(y);
+    bp__arena_purge(arena, false); /* both were just released: not idle yet */
+    assert_int_equal(arena_stats(a, 0).cached_runs, 2);
+    /* The 64 KiB one is taken and released again between the checks: in demand, it stays. */
+    x = bp_alloc(a, 64 * 1024);
+    bp_release(x);
+    bp__arena_purge(arena, false);
+    bp_arena_stats s = arena_stats(a, 0);
+    assert_int_equal(s.cached_runs, 1);
+    assert_int_equal(s.cached_run_bytes, 64 * 1024);
+    assert_int_equal(chunk_free_bytes(a), chunk_free + 128 * 1024);
+    assert_true(bp__arena_check(arena));
+    bp__arena_purge(arena, false); /* idle for a whole interval now */
+    assert_int_equal(arena_stats(a, 0).cached_runs, 0);
+    assert_int_equal(chunk_free_bytes(a), chunk_free + 192 * 1024);
+    assert_true(bp__arena_check(arena));
+
+    x = bp_alloc(a, 64 * 1024);
+    bp_release(x);
+    bp_release(keep);
+    s = arena_stats(a, 0);
+    assert_int_equal(s.cached_runs, 2);
+    assert_int_equal(s.chunks, 1);
+    assert_int_equal(bp_allocator_purge(a), 0); /* every run back; the chunk, in qInit, stays */
+    s = arena_stats(a, 0);
+    assert_int_equal(s.cached_runs, 0);
+    assert_int_equal(s.chunks, 1);
+    assert_int_equal(chunk_free_bytes(a), 4 << 20);
+    assert_true(bp__arena_check(arena));
+    bp_allocator_destroy(a);
+}
+
+static void *alloc_release_64k(void *arg)
+{
+    bp_allocator *a = arg;
+    bp_buf *bufs[8];
+    for (int i = 0; i < 8; i++) bufs[i] = bp_alloc(a, 64 * 1024);
+    for (int i = 0; i < 8; i++) bp_release(bufs[i]);
+    bp_arena_stats s;
+    bp_arena_get_stats(a, 0, &s, sizeof s);
+    return (void *)(uintptr_t)s.cached_runs;
+}
+
+/* The last thread of an arena gives its held-back runs back when it exits. */
+static void test_last_thread_of_an_arena_gives_back_its_runs(void **state)
+{
+    (void)state;
+    bp_allocator *a = run_cache_allocator(1024);
+    pthread_t t;
+    void *held = NULL;
+    assert_int_equal(pthread_create(&t, NULL, alloc_release_64k, a), 0);
+    assert_int_equal(pthread_join(t, &held), 0);
+    assert_int_equal((uintptr_t)held, 8);
+    bp_arena_stats s = arena_stats(a, 0);
+    assert_int_equal(s.cached_runs, 0);
+    assert_int_equal(s.active_bytes, 0);
+    assert_int_equal(chunk_free_bytes(a), 4 << 20); /* every run back in it */
+    assert_true(bp__arena_check(&a->arenas[0]));
+    bp_allocator_destroy(a);
+}
+
+static void *alloc_64k(void *arg) { return bp_alloc(arg, 64 * 1024); }
+
+/* A run released into an arena nobody is bound to goes straight back to its chunk: no
+ * thread would take it, nor give it back at exit. */
+static void test_release_into_an_unbound_arena_is_not_held_back(void **state)
+{
+    (void)state;
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 2;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    bp_buf *mine = bp_alloc(a, 64 * 1024); /* this thread takes arena 0 */
+    pthread_t t;
+    void *theirs = NULL;
+    assert_int_equal(pthread_create(&t, NULL, alloc_64k, a), 0); /* arena 1, then exits */
+    assert_int_equal(pthread_join(t, &theirs), 0);
+    assert_non_null(theirs);
+    bp_arena_stats s = arena_stats(a, 1);
+    assert_int_equal(s.threads, 0);
+    assert_int_equal(s.active_normal, 1);
+    assert_int_equal(bp_release(theirs), 1);
+    bp_thread_cache_flush(a); /* sends on what this thread batched for other owners */
+    s = arena_stats(a, 1);
+    assert_int_equal(s.active_normal, 0);
+    assert_int_equal(s.cached_runs, 0);
+    assert_true(bp__arena_check(&a->arenas[1]));
+    assert_int_equal(bp_release(mine), 1); /* its own arena, with a thread: held back */
+    assert_int_equal(arena_stats(a, 0).cached_runs, 1);
+    bp_allocator_destroy(a);
+}
+
+/* Small chunks and a run cache of 3 per class: runs are held back, overflow, and go back
+ * before new chunks all the time. */
+static void test_random_model_small_run_cache(void **state)
+{
+    (void)state;
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.page_size = 4096;
+    cfg.chunk_size = 256 * 1024;
+    cfg.run_cache_size = 3;
+    cfg.cache_trim_interval = 300;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    random_model(a, 7);
+    bp_allocator_destroy(a);
+}
+
 static void test_destroy_unmaps_leaked_buffers(void **state)
 {
     (void)state;
@@ -508,6 +772,13 @@ int main(void)
         cmocka_unit_test(test_random_model_default_geometry),
         cmocka_unit_test(test_random_model_with_thread_cache),
         cmocka_unit_test(test_random_model_small_pages_and_chunks),
+        cmocka_unit_test(test_random_model_small_run_cache),
+        cmocka_unit_test(test_freed_run_is_held_back_and_reused),
+        cmocka_unit_test(test_run_cache_is_bounded_per_class_and_can_be_off),
+        cmocka_unit_test(test_held_back_runs_go_back_before_a_new_chunk),
+        cmocka_unit_test(test_idle_held_back_runs_go_back_at_purge_checks),
+        cmocka_unit_test(test_last_thread_of_an_arena_gives_back_its_runs),
+        cmocka_unit_test(test_release_into_an_unbound_arena_is_not_held_back),
         cmocka_unit_test(test_destroy_unmaps_leaked_buffers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,7 +13,8 @@ static const char *const env_names[] = {"BYTEPOOL_PAGE_SIZE", "BYTEPOOL_CHUNK_SI
                                         "BYTEPOOL_NORMAL_CACHE_SIZE", "BYTEPOOL_MAX_CACHED_SIZE",
                                         "BYTEPOOL_CACHE_TRIM_INTERVAL", "BYTEPOOL_CHUNK_DECAY_MS", "BYTEPOOL_DIRTY_DECAY_MS",
                                         "BYTEPOOL_LEAK_DETECTION", "BYTEPOOL_LEAK_SAMPLING_INTERVAL",
-                                        "BYTEPOOL_ARENA_CACHE_SIZE", "BYTEPOOL_ARENA_CACHE_MAX_BYTES"};
+                                        "BYTEPOOL_ARENA_CACHE_SIZE", "BYTEPOOL_ARENA_CACHE_MAX_BYTES",
+                                        "BYTEPOOL_RUN_CACHE_SIZE"};
 
 static int clear_env(void **state)
 {
@@ -41,6 +42,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.leak_sampling_interval, 128);
     assert_int_equal(cfg.arena_cache_size, 1024);
     assert_int_equal(cfg.arena_cache_max_bytes, 16 << 20);
+    assert_int_equal(cfg.run_cache_size, 1024);
     char why[128] = "";
     assert_int_equal(bp_config_validate(&cfg, why, sizeof why), 0);
 }
@@ -104,6 +106,11 @@ static void test_invalid_settings_are_named(void **state)
     bp_config_init(&cfg);
     cfg.arena_cache_max_bytes = ((size_t)1 << 30) + 1;
     expect_invalid(&cfg, "arena_cache_max_bytes=1073741825: must not exceed 1 GiB");
+    bp_config_init(&cfg);
+    cfg.run_cache_size = 65537;
+    expect_invalid(&cfg, "run_cache_size=65537: must not exceed 65536");
+    cfg.run_cache_size = 65536;
+    assert_int_equal(bp_config_validate(&cfg, NULL, 0), 0);
     assert_int_equal(bp_config_validate(NULL, NULL, 0), BP_EINVAL);
 }
 
@@ -122,6 +129,7 @@ static void test_env_values_are_parsed(void **state)
     setenv("BYTEPOOL_DIRTY_DECAY_MS", "250", 1);
     setenv("BYTEPOOL_ARENA_CACHE_SIZE", "0", 1);
     setenv("BYTEPOOL_ARENA_CACHE_MAX_BYTES", "2M", 1);
+    setenv("BYTEPOOL_RUN_CACHE_SIZE", "5", 1);
     bp_config cfg;
     char why[160] = "";
     assert_int_equal(bp_config_from_env(&cfg, why, sizeof why), 0);
@@ -138,6 +146,7 @@ static void test_env_values_are_parsed(void **state)
     assert_int_equal(cfg.dirty_decay_ms, 250);
     assert_int_equal(cfg.arena_cache_size, 0);
     assert_int_equal(cfg.arena_cache_max_bytes, 2 << 20);
+    assert_int_equal(cfg.run_cache_size, 5);
     setenv("BYTEPOOL_CHUNK_SIZE", "1g", 1);
     assert_int_equal(bp_config_from_env(&cfg, why, sizeof why), 0);
     assert_int_equal(cfg.chunk_size, 1 << 30);

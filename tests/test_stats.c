@@ -170,7 +170,7 @@ static void test_text_and_json_dumps(void **state)
     bp_release(big);
     bp_release(tiny);
     /* A burst bigger than the 64 B bin: the overflow waits in the arena's cache, and both
-     * dumps say how much. */
+     * dumps say how much; so does the 1 MiB run released above, held back by the arena. */
     bp_buf *burst[400];
     for (int i = 0; i < 400; i++) burst[i] = bp_alloc(a, 64);
     for (int i = 0; i < 400; i++) bp_release(burst[i]);
@@ -178,21 +178,29 @@ static void test_text_and_json_dumps(void **state)
     assert_int_equal(bp_allocator_get_stats(a, &s, sizeof s), 0);
     assert_true(s.arena_cached_entries >= 400 - 256);
     assert_int_equal(s.arena_cached_bytes, s.arena_cached_entries * 64);
-    char line[160];
+    assert_int_equal(s.arena_cached_runs, 1);
+    assert_int_equal(s.arena_cached_run_bytes, 1024 * 1024);
+    char line[200];
     text = dump(a, false);
-    snprintf(line, sizeof line, "arena caches: %zu released buffers (%zu bytes) ready for their threads",
+    snprintf(line, sizeof line,
+             "arena caches: %zu released buffers (%zu bytes) ready for their threads; 1 freed runs (1048576 bytes) "
+             "held back from their chunks",
              s.arena_cached_entries, s.arena_cached_bytes);
     expect(text, line);
-    snprintf(line, sizeof line, "cache %zu (%zu B); chunks 1", s.arena_cached_entries, s.arena_cached_bytes);
+    snprintf(line, sizeof line, "cache %zu (%zu B); runs held 1 (1048576 B); chunks 1", s.arena_cached_entries,
+             s.arena_cached_bytes);
     expect(text, line);
     free(text);
     json = dump(a, true);
     assert_true(json_well_formed(json));
-    snprintf(line, sizeof line, "\"arena_cached_entries\": %zu, \"arena_cached_bytes\": %zu}", s.arena_cached_entries,
-             s.arena_cached_bytes);
+    snprintf(line, sizeof line,
+             "\"arena_cached_entries\": %zu, \"arena_cached_bytes\": %zu, \"arena_cached_runs\": 1, "
+             "\"arena_cached_run_bytes\": 1048576}",
+             s.arena_cached_entries, s.arena_cached_bytes);
     expect(json, line);
-    snprintf(line, sizeof line, "\"cached_entries\": %zu, \"cached_bytes\": %zu,", s.arena_cached_entries,
-             s.arena_cached_bytes);
+    snprintf(line, sizeof line,
+             "\"cached_entries\": %zu, \"cached_bytes\": %zu, \"cached_runs\": 1, \"cached_run_bytes\": 1048576,",
+             s.arena_cached_entries, s.arena_cached_bytes);
     expect(json, line);
     free(json);
     bp_allocator *u = bp_allocator_new_unpooled(NULL);

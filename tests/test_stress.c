@@ -108,6 +108,7 @@ static void test_stress(void **state)
         assert_int_equal(s.threads, 0);
         assert_int_equal(s.cached_entries, 0); /* exited threads flushed their caches */
         assert_int_equal(s.arena_cached_entries, 0); /* and the last of each arena its cache */
+        assert_int_equal(s.arena_cached_runs, 0);    /* and its held-back runs */
     }
     for (int i = 0; i < TRANSFERS; i++) {
         bp_buf *b = atomic_exchange(&transfer[i], NULL);

@@ -371,6 +371,31 @@ static void test_trim_runs_on_schedule(void **state)
     bp_allocator_destroy(a);
 }
 
+/* Every allocation counts toward the schedule, cached class or not: a thread allocating only
+ * sizes no cache keeps still drives its arena's checks, which give back held-back runs that
+ * stayed idle from one check to the next. */
+static void test_uncached_allocations_count_toward_the_trim(void **state)
+{
+    (void)state;
+    bp_allocator *a = allocator_with(256, 64, 32 * 1024, 100);
+    bp_release(bp_alloc(a, 128 * 1024)); /* its run is held back, and never asked for again */
+    for (int i = 0; i < 98; i++) bp_release(bp_alloc(a, 64 * 1024));
+    assert_int_equal(stats(a).cache_trims, 0);
+    bp_arena_stats as;
+    bp_arena_get_stats(a, 0, &as, sizeof as);
+    assert_int_equal(as.cached_runs, 2);
+    bp_release(bp_alloc(a, 64 * 1024)); /* the 100th allocation: a trim, the first check */
+    assert_int_equal(stats(a).cache_trims, 1);
+    bp_arena_get_stats(a, 0, &as, sizeof as);
+    assert_int_equal(as.cached_runs, 2);
+    for (int i = 0; i < 100; i++) bp_release(bp_alloc(a, 64 * 1024));
+    assert_int_equal(stats(a).cache_trims, 2);
+    bp_arena_get_stats(a, 0, &as, sizeof as);
+    assert_int_equal(as.cached_runs, 1); /* the idle 128 KiB run went back; the busy one stays */
+    assert_int_equal(as.cached_run_bytes, 64 * 1024);
+    bp_allocator_destroy(a);
+}
+
 static void test_small_miss_refills_a_batch(void **state)
 {
     (void)state;
@@ -475,6 +500,7 @@ int main(void)
         cmocka_unit_test(test_active_buffers_through_every_path),
         cmocka_unit_test(test_trim_returns_unused_entries),
         cmocka_unit_test(test_trim_runs_on_schedule),
+        cmocka_unit_test(test_uncached_allocations_count_toward_the_trim),
         cmocka_unit_test(test_small_miss_refills_a_batch),
         cmocka_unit_test(test_thread_exit_flushes_its_cache),
         cmocka_unit_test(test_destroy_with_cached_regions),
