@@ -22,7 +22,7 @@ int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index,
                    unsigned dirty_decay_ms, unsigned run_cache_size)
 {
     memset(arena, 0, sizeof *arena);
-    if (pthread_mutex_init(&arena->lock, NULL) != 0) return BP_ENOMEM;
+    if (bp__lock_init(&arena->lock) != 0) return BP_ENOMEM;
     arena->sc = sc;
     arena->index = index;
     arena->decay_ms = decay_ms;
@@ -64,7 +64,7 @@ void bp__arena_destroy(bp__arena *arena)
         free(arena->cache[c].entries);
         free(arena->runs[c].entries);
     }
-    pthread_mutex_destroy(&arena->lock);
+    bp__lock_destroy(&arena->lock);
 }
 
 static void run_cache_release_all_locked(bp__arena *arena);
@@ -259,24 +259,24 @@ static bp__chunk *take_doomed_locked(bp__arena *arena)
 
 void bp__arena_run_cache_flush(bp__arena *arena)
 {
-    pthread_mutex_lock(&arena->lock);
+    bp__lock_acquire(&arena->lock);
     run_cache_release_all_locked(arena);
     bp__chunk *doomed = take_doomed_locked(arena);
-    pthread_mutex_unlock(&arena->lock);
+    bp__lock_release(&arena->lock);
     delete_chunks(doomed);
 }
 
 size_t bp__arena_purge(bp__arena *arena, bool all)
 {
     uint64_t now = now_ms();
-    pthread_mutex_lock(&arena->lock);
+    bp__lock_acquire(&arena->lock);
     if (all) run_cache_release_all_locked(arena);
     else run_cache_release_idle_locked(arena);
     bp__chunk *expired = take_expired_locked(arena, all);
     append_chunks(&expired, take_doomed_locked(arena));
     bool pass_due = arena->dirty_decay_ms != BP_DECAY_NEVER && now - arena->last_dirty_pass_ms >= arena->dirty_decay_ms;
     if (all || pass_due) purge_dirty_locked(arena, all, now);
-    pthread_mutex_unlock(&arena->lock);
+    bp__lock_release(&arena->lock);
     return delete_chunks(expired);
 }
 
@@ -328,7 +328,7 @@ static int alloc_small(bp__arena *arena, unsigned cls, bp__region *out)
 unsigned bp__arena_alloc_small_batch(bp__arena *arena, unsigned cls, bp__cached_region *out, unsigned n)
 {
     unsigned taken = 0;
-    pthread_mutex_lock(&arena->lock);
+    bp__lock_acquire(&arena->lock);
     while (taken < n) {
         unsigned got = take_slots(arena, cls, out + taken, n - taken < 64 ? n - taken : 64);
         if (got == 0) break;
@@ -337,7 +337,7 @@ unsigned bp__arena_alloc_small_batch(bp__arena *arena, unsigned cls, bp__cached_
     arena->allocations[BP__KIND_SMALL] += taken;
     arena->active_bytes += taken * arena->sc->class_size[cls];
     bp__chunk *doomed = take_doomed_locked(arena); /* a subpage run may have released runs */
-    pthread_mutex_unlock(&arena->lock);
+    bp__lock_release(&arena->lock);
     delete_chunks(doomed);
     return taken;
 }
@@ -369,7 +369,7 @@ static int alloc_huge(bp__arena *arena, size_t size, bp__region *out)
     }
     node->length = length;
     node->arena = arena;
-    pthread_mutex_lock(&arena->lock);
+    bp__lock_acquire(&arena->lock);
     node->prev = NULL;
     node->next = arena->huge_head;
     if (arena->huge_head != NULL) arena->huge_head->prev = node;
@@ -377,7 +377,7 @@ static int alloc_huge(bp__arena *arena, size_t size, bp__region *out)
     arena->huge_mapped_bytes += length;
     arena->active_bytes += length;
     arena->allocations[BP__KIND_HUGE]++;
-    pthread_mutex_unlock(&arena->lock);
+    bp__lock_release(&arena->lock);
     out->memory = node->memory;
     out->length = length;
     out->chunk = NULL;
@@ -393,7 +393,7 @@ int bp__arena_alloc(bp__arena *arena, size_t size, bp__region *out)
     unsigned cls = bp__size_class_of(sc, size);
     if (cls >= sc->nclasses) return alloc_huge(arena, size, out);
     unsigned kind = bp__size_class_is_small(sc, cls) ? BP__KIND_SMALL : BP__KIND_NORMAL;
-    pthread_mutex_lock(&arena->lock);
+    bp__lock_acquire(&arena->lock);
     int rc = kind == BP__KIND_SMALL ? alloc_small(arena, cls, out) : alloc_normal(arena, cls, out);
     if (rc == 0) {
         out->kind = kind;
@@ -402,7 +402,7 @@ int bp__arena_alloc(bp__arena *arena, size_t size, bp__region *out)
         arena->active_bytes += out->length;
     }
     bp__chunk *doomed = take_doomed_locked(arena); /* a new run may have released runs */
-    pthread_mutex_unlock(&arena->lock);
+    bp__lock_release(&arena->lock);
     delete_chunks(doomed);
     return rc;
 }
@@ -410,14 +410,14 @@ int bp__arena_alloc(bp__arena *arena, size_t size, bp__region *out)
 static void free_huge(bp__arena *arena, const bp__region *region)
 {
     bp__huge *node = (bp__huge *)(uintptr_t)region->handle;
-    pthread_mutex_lock(&arena->lock);
+    bp__lock_acquire(&arena->lock);
     if (node->prev != NULL) node->prev->next = node->next;
     else arena->huge_head = node->next;
     if (node->next != NULL) node->next->prev = node->prev;
     arena->huge_mapped_bytes -= node->length;
     arena->active_bytes -= node->length;
     arena->deallocations[BP__KIND_HUGE]++;
-    pthread_mutex_unlock(&arena->lock);
+    bp__lock_release(&arena->lock);
     BP_UNPOISON(node->memory, node->length); /* the next mapping there starts clean */
     bp__os_unmap(node->memory, node->length);
     free(node);
@@ -449,7 +449,7 @@ void bp__arena_free(bp__arena *arena, const bp__region *region)
         free_huge(arena, region);
         return;
     }
-    pthread_mutex_lock(&arena->lock);
+    bp__lock_acquire(&arena->lock);
     bp__chunk *dead = NULL;
     /* Held back only while a thread is bound to take it: the last thread to leave empties
      * the run cache after its count reached 0 (under this lock), so a run released here
@@ -461,7 +461,7 @@ void bp__arena_free(bp__arena *arena, const bp__region *region)
     } else {
         dead = free_locked(arena, region->chunk, region->handle, region->kind, region->length);
     }
-    pthread_mutex_unlock(&arena->lock);
+    bp__lock_release(&arena->lock);
     /* Chunks to unmap are out of every list: unmap them without holding the lock. Subpages
      * of a chunk that emptied were all deleted when their last slot went. */
     delete_chunks(dead);
@@ -478,10 +478,10 @@ void bp__regions_free_batch(const bp__size_classes *sc, unsigned cls, const bp__
     unsigned i = 0;
     while (i < n) {
         bp__arena *arena = regions[i].chunk->arena;
-        pthread_mutex_lock(&arena->lock);
+        bp__lock_acquire(&arena->lock);
         for (; i < n && regions[i].chunk->arena == arena; i++)
             append_chunks(&dead, free_locked(arena, regions[i].chunk, regions[i].handle, kind, length));
-        pthread_mutex_unlock(&arena->lock);
+        bp__lock_release(&arena->lock);
     }
     delete_chunks(dead);
 }
@@ -489,7 +489,7 @@ void bp__regions_free_batch(const bp__size_classes *sc, unsigned cls, const bp__
 void bp__arena_get_stats(bp__arena *arena, bp_arena_stats *out)
 {
     memset(out, 0, sizeof *out);
-    pthread_mutex_lock(&arena->lock);
+    bp__lock_acquire(&arena->lock);
     out->allocations_small = arena->allocations[BP__KIND_SMALL];
     out->allocations_normal = arena->allocations[BP__KIND_NORMAL];
     out->allocations_huge = arena->allocations[BP__KIND_HUGE];
@@ -509,7 +509,7 @@ void bp__arena_get_stats(bp__arena *arena, bp_arena_stats *out)
         for (bp__chunk *c = arena->lists[b].head; c != NULL; c = c->next)
             out->dirty_bytes += c->dirty_pages << arena->sc->page_shift;
     for (unsigned b = 0; b < BP__NBANDS; b++) out->chunks_in_band[b] = arena->lists[b].count;
-    pthread_mutex_unlock(&arena->lock);
+    bp__lock_release(&arena->lock);
     out->active_small = out->allocations_small - out->deallocations_small;
     out->active_normal = out->allocations_normal - out->deallocations_normal;
     out->active_huge = out->allocations_huge - out->deallocations_huge;
@@ -547,7 +547,7 @@ bool bp__arena_check(bp__arena *arena)
 {
     bool ok = true;
     size_t chunks = 0;
-    pthread_mutex_lock(&arena->lock);
+    bp__lock_acquire(&arena->lock);
     for (unsigned b = 0; b < BP__NBANDS && ok; b++) {
         size_t count = 0;
         for (bp__chunk *c = arena->lists[b].head; c != NULL && ok; c = c->next) {
@@ -558,7 +558,7 @@ bool bp__arena_check(bp__arena *arena)
         chunks += count;
     }
     ok = ok && chunks == arena->chunks && run_cache_check_locked(arena);
-    pthread_mutex_unlock(&arena->lock);
+    bp__lock_release(&arena->lock);
     return ok;
 }
 
@@ -570,7 +570,7 @@ static void put_element(void *out, size_t i, size_t elem_size, const void *full,
 size_t bp__arena_chunk_stats(bp__arena *arena, bp_chunk_stats *out, size_t max, size_t elem_size)
 {
     size_t n = 0;
-    pthread_mutex_lock(&arena->lock);
+    bp__lock_acquire(&arena->lock);
     for (unsigned band = 0; band < BP__NBANDS; band++) {
         for (bp__chunk *c = arena->lists[band].head; c != NULL; c = c->next, n++) {
             if (n >= max) continue;
@@ -584,14 +584,14 @@ size_t bp__arena_chunk_stats(bp__arena *arena, bp_chunk_stats *out, size_t max, 
             put_element(out, n, elem_size, &s, sizeof s);
         }
     }
-    pthread_mutex_unlock(&arena->lock);
+    bp__lock_release(&arena->lock);
     return n;
 }
 
 size_t bp__arena_class_stats(bp__arena *arena, bp_class_stats *out, size_t max, size_t elem_size)
 {
     const bp__size_classes *sc = arena->sc;
-    pthread_mutex_lock(&arena->lock);
+    bp__lock_acquire(&arena->lock);
     for (unsigned cls = 0; cls < sc->nsmall && cls < max; cls++) {
         bp_class_stats s = {
             .size = sc->class_size[cls],
@@ -604,6 +604,6 @@ size_t bp__arena_class_stats(bp__arena *arena, bp_class_stats *out, size_t max, 
         }
         put_element(out, cls, elem_size, &s, sizeof s);
     }
-    pthread_mutex_unlock(&arena->lock);
+    bp__lock_release(&arena->lock);
     return sc->nsmall;
 }

@@ -15,6 +15,7 @@
 #include "chunk.h"
 #include "chunk_list.h"
 #include "common.h"
+#include "lock.h"
 #include "size_class.h"
 #include "subpage.h"
 
@@ -82,7 +83,7 @@ typedef struct bp__huge {
 } bp__huge;
 
 typedef struct bp__arena {
-    pthread_mutex_t lock;
+    bp__lock lock;
     const bp__size_classes *sc;
     bp__chunk_list lists[BP__NBANDS];
     bp__subpage_pool pools[BP__MAX_CLASSES]; /* entries 0 .. sc->nsmall - 1 used */

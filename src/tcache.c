@@ -104,7 +104,7 @@ static uint32_t arena_cache_give(bp__tcache *tc, unsigned cls, bp_buf *const *bu
     bp__arena *arena = tc->arena;
     bp__arena_cache_bin *ac = &arena->cache[cls];
     if (ac->capacity == 0 || n == 0) return 0; /* capacity never changes: no lock needed */
-    pthread_mutex_lock(&arena->lock);
+    bp__lock_acquire(&arena->lock);
     if (ac->entries == NULL) ac->entries = malloc(ac->capacity * sizeof *ac->entries);
     uint32_t room = ac->entries != NULL ? ac->capacity - ac->count : 0;
     size_t budget = (arena->cache_max_bytes - arena->cache_bytes) / arena->sc->class_size[cls];
@@ -116,7 +116,7 @@ static uint32_t arena_cache_give(bp__tcache *tc, unsigned cls, bp_buf *const *bu
     ac->count += k;
     arena->cache_entries += k;
     arena->cache_bytes += (size_t)k * arena->sc->class_size[cls];
-    pthread_mutex_unlock(&arena->lock);
+    bp__lock_release(&arena->lock);
     return k;
 }
 
@@ -127,10 +127,10 @@ static uint32_t arena_cache_take(bp__thread_state *ts, unsigned cls, bp_buf **ou
     bp__arena *arena = ts->tcache.arena;
     bp__arena_cache_bin *ac = &arena->cache[cls];
     if (ac->capacity == 0) return 0;
-    pthread_mutex_lock(&arena->lock);
+    bp__lock_acquire(&arena->lock);
     uint32_t k = n < ac->count ? n : ac->count;
     if (k == 0) { /* entries may not even exist yet */
-        pthread_mutex_unlock(&arena->lock);
+        bp__lock_release(&arena->lock);
         return 0;
     }
     ac->count -= k;
@@ -139,7 +139,7 @@ static uint32_t arena_cache_take(bp__thread_state *ts, unsigned cls, bp_buf **ou
     bool own = ac->giver == ts->tcache.tag_base && ac->giver != BP__TAG_SPENT;
     arena->cache_entries -= k;
     arena->cache_bytes -= (size_t)k * arena->sc->class_size[cls];
-    pthread_mutex_unlock(&arena->lock);
+    bp__lock_release(&arena->lock);
     if (own) return k; /* its own, given back since its binding began: nothing to rewrite */
     /* Owner and tag only written when they change (a matching tag says the owner matches
      * too): the objects' lines stay shared if nothing changes. */
@@ -163,9 +163,9 @@ size_t bp__arena_cache_trim(bp__arena *arena, bp__thread_state *ts, bool all)
         uint32_t idle;
         do { /* the oldest idle entries, 64 at a time, freed outside the lock */
             bp_buf *batch[64];
-            pthread_mutex_lock(&arena->lock);
+            bp__lock_acquire(&arena->lock);
             if (ac->entries == NULL) { /* never given to: nothing to free or mark */
-                pthread_mutex_unlock(&arena->lock);
+                bp__lock_release(&arena->lock);
                 break;
             }
             idle = all ? ac->count : ac->low_water < ac->count ? ac->low_water : ac->count;
@@ -178,7 +178,7 @@ size_t bp__arena_cache_trim(bp__arena *arena, bp__thread_state *ts, bool all)
             ac->low_water = idle == 0 ? ac->count : ac->low_water - k;
             arena->cache_entries -= k;
             arena->cache_bytes -= (size_t)k * arena->sc->class_size[c];
-            pthread_mutex_unlock(&arena->lock);
+            bp__lock_release(&arena->lock);
             free_released(ts, arena->sc, c, batch, k);
             freed += k;
         } while (idle > 0);
