@@ -230,7 +230,7 @@ BP_INLINE bool release_fast(bp_buf *b, uint32_t n)
      * whole tag (tag - base) put an extra step on the alloc-release dependency chain
      * (seed loop +0.4 ns). A tag of BP__TAG_NONE has class 0xff, past every cache. */
     if (BP_UNLIKELY((b->head.release_tag & ~0xffu) != ts->tcache.tag_base)) return false;
-    if (BP_UNLIKELY(!bp__tcache_push(&ts->tcache, bp__release_tag_class(b), b))) return false;
+    if (BP_UNLIKELY(!bp__tcache_push_kept(&ts->tcache, bp__release_tag_class(b), b))) return false;
     /* Sole owner: a plain store will do (see release_slow). */
     BP__REFCNT_STORE(b, 0, __ATOMIC_RELAXED);
     BP_POISON(b->region.memory, b->region.length);

@@ -225,7 +225,7 @@ bool bp__tcache_put_slow(bp__tcache *tc, unsigned cls, bp_buf *b)
     if (bin->capacity == 0 || !ensure_entries(bin)) return false;
     uint32_t count = bp__bin_count(bin);
     if (count == bin->capacity) give_back_oldest(tc, cls, (count + 1) / 2, true);
-    return bp__tcache_push(tc, cls, b);
+    return bp__tcache_push_kept(tc, cls, b);
 }
 
 bp_buf *bp__tcache_refill(bp__tcache *tc, unsigned cls)

@@ -53,7 +53,8 @@ typedef struct bp__tcache_bin {
 /* Release tags (bp__buf_head.release_tag) let a release find its bin from the buffer's
  * first cache line alone. A cache has a tag base, unique in the process for the life of one
  * thread's binding (id << 8); an object it may take back with no further check - a plain
- * root of this cache's thread and arena, no leak record, no views - carries base + class.
+ * root of this cache's thread and arena, of a class it keeps, no leak record, no views -
+ * carries base + class.
  * Anything else carries BP__TAG_NONE, and so does everything once ids run out (2^24 - 2
  * bindings): base + class minus another cache's base is never below 256, and ncacheable is
  * at most BP__MAX_CLASSES. */
@@ -91,11 +92,12 @@ static inline void bp__tcache_ledger(bp__tcache *tc, int64_t delta)
 
 void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg);
 
-/* The release tag of an object of class `cls` that this cache may take back unchecked. */
+/* The release tag of an object of class `cls` that this cache may take back unchecked:
+ * none for a class it does not keep, so a matching tag names a bin that exists. */
 static inline uint32_t bp__release_tag(const bp__tcache *tc, unsigned cls)
 {
-    if (tc->tag_base == BP__TAG_SPENT) return BP__TAG_NONE;
-    return tc->tag_base + (cls < 0xff ? cls : 0xff);
+    if (tc->tag_base == BP__TAG_SPENT || cls >= tc->ncacheable) return BP__TAG_NONE;
+    return tc->tag_base + cls;
 }
 
 /* Entries a thread bin of class `cls` holds under `cfg` (0: the class is not cached). */
@@ -201,12 +203,12 @@ BP_INLINE bool bp__tcache_pop(bp__tcache *tc, unsigned cls, bp_buf **out)
     return true;
 }
 
-/* For the release fast path: a push with no call in it. False, changing nothing, when the
- * class is not cached or its bin is not there yet or full: the caller then goes through
- * bp__tcache_put. */
-BP_INLINE bool bp__tcache_push(bp__tcache *tc, unsigned cls, bp_buf *b)
+/* For the release fast path: a push with no call in it, for a class this cache keeps (the
+ * class of a tag that matches its base). False, changing nothing, when the bin is not there
+ * yet or full: the caller then goes through bp__tcache_put. */
+BP_INLINE bool bp__tcache_push_kept(bp__tcache *tc, unsigned cls, bp_buf *b)
 {
-    if (BP_UNLIKELY(cls >= tc->ncacheable)) return false;
+    BP_ASSERT(cls < tc->ncacheable);
     bp__tcache_bin *bin = &tc->bins[cls];
     uint64_t state = bp__bin_state(bin);
     uint32_t count = (uint32_t)state;
@@ -221,7 +223,7 @@ BP_INLINE bool bp__tcache_push(bp__tcache *tc, unsigned cls, bp_buf *b)
  * the region to the arena. */
 BP_INLINE bool bp__tcache_put(bp__tcache *tc, unsigned cls, bp_buf *b)
 {
-    bool put = bp__tcache_push(tc, cls, b) || (cls < tc->ncacheable && bp__tcache_put_slow(tc, cls, b));
+    bool put = cls < tc->ncacheable && (bp__tcache_push_kept(tc, cls, b) || bp__tcache_put_slow(tc, cls, b));
     if (put) bp__tcache_ledger(tc, 1);
     return put;
 }
