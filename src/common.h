@@ -16,6 +16,10 @@
 #  define BP_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #  define BP_NOINLINE __attribute__((noinline))
 #  define BP_INLINE static inline __attribute__((always_inline))
+/* Makes the compiler keep a computed pointer in a register as it is: without it, gcc turns
+ * &bins[cls]->field into one index computation per field (three shifts on the release fast
+ * path instead of one). Generates no instruction. */
+#  define BP_OPAQUE(p) __asm__("" : "+r"(p))
 #  define BP_COLD __attribute__((cold))
 #  define BP_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
 #else
@@ -23,6 +27,7 @@
 #  define BP_UNLIKELY(x) (x)
 #  define BP_NOINLINE
 #  define BP_INLINE static inline
+#  define BP_OPAQUE(p) ((void)0)
 #  define BP_COLD
 #  define BP_PRINTF(fmt, args)
 #endif

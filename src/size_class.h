@@ -64,7 +64,9 @@ size_t bp__size_class_size_compute(unsigned index);
  * with the cached classes anyway. */
 static inline unsigned bp__size_class_of_any(const bp__size_classes *sc, size_t size)
 {
-    if (size <= BP__LOOKUP_LIMIT) return sc->lookup[(size + 15) >> BP__LOG2_QUANTUM];
+    /* Likely: buffers of up to 4 KiB are the common case, and the lookup then falls through
+     * (no jump out to it and back). */
+    if (BP_LIKELY(size <= BP__LOOKUP_LIMIT)) return sc->lookup[(size + 15) >> BP__LOG2_QUANTUM];
     return bp__size_class_compute(size);
 }
 

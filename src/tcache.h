@@ -210,6 +210,7 @@ BP_INLINE bool bp__tcache_push_kept(bp__tcache *tc, unsigned cls, bp_buf *b)
 {
     BP_ASSERT(cls < tc->ncacheable);
     bp__tcache_bin *bin = &tc->bins[cls];
+    BP_OPAQUE(bin);
     uint64_t state = bp__bin_state(bin);
     uint32_t count = (uint32_t)state;
     if (BP_UNLIKELY(count == bin->limit)) return false; /* full, or no entries yet */
