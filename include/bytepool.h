@@ -582,6 +582,21 @@ BP_API int bp__set_slow(bp_buf *b, size_t index, const void *raw, size_t width, 
 BP_API int bp__read_slow(bp_buf *b, void *raw, size_t width, const char *func);
 BP_API int bp__write_slow(bp_buf *b, const void *raw, size_t width, const char *func);
 
+/* The same, with the value (already in buffer byte order) as the numeric value of a 64-bit
+ * word - the width-byte unsigned integer whose bytes are the value's, zero-extended - passed
+ * and returned in registers: the inline accessors then take no variable's address, so the
+ * compiler keeps their values (and the caller's `out` variable) out of memory. rc is 0 or
+ * the reported error; `has_out` false means the caller's out pointer was NULL. (The four
+ * above remain for code compiled against older headers.) */
+typedef struct bp__slow_value {
+    uint64_t raw;
+    int rc;
+} bp__slow_value;
+BP_API bp__slow_value bp__get_slow_v(const bp_buf *b, size_t index, size_t width, int has_out, const char *func);
+BP_API int bp__set_slow_v(bp_buf *b, size_t index, uint64_t raw, size_t width, const char *func);
+BP_API bp__slow_value bp__read_slow_v(bp_buf *b, size_t width, int has_out, const char *func);
+BP_API int bp__write_slow_v(bp_buf *b, uint64_t raw, size_t width, const char *func);
+
 /* Defines get/set/read/write for one type. The fast path is inline; anything else (a view,
  * a composite, a NULL or released buffer, an index out of range, growth) goes to the
  * library, which checks and reports, and moves the bytes. Values move through memcpy, so
@@ -595,9 +610,10 @@ BP_API int bp__write_slow(bp_buf *b, const void *raw, size_t width, const char *
                        sizeof(type) <= h->capacity - index)) {                             \
             memcpy(&raw, h->memory + index, sizeof raw);                                   \
         } else {                                                                           \
-            int rc = bp__get_slow(b, index, out != NULL ? &raw : NULL, sizeof raw,         \
-                                  "bp_get_" #name);                                        \
-            if (rc != 0) return rc;                                                        \
+            bp__slow_value v = bp__get_slow_v(b, index, sizeof raw, out != NULL,           \
+                                              "bp_get_" #name);                            \
+            if (v.rc != 0) return v.rc;                                                    \
+            raw = (utype)v.raw;                                                            \
         }                                                                                  \
         raw = order(bits, raw);                                                            \
         memcpy(out, &raw, sizeof raw);                                                     \
@@ -614,7 +630,7 @@ BP_API int bp__write_slow(bp_buf *b, const void *raw, size_t width, const char *
             memcpy(h->memory + index, &raw, sizeof raw);                                   \
             return 0;                                                                      \
         }                                                                                  \
-        return bp__set_slow(b, index, &raw, sizeof raw, "bp_set_" #name);                  \
+        return bp__set_slow_v(b, index, raw, sizeof raw, "bp_set_" #name);                 \
     }                                                                                      \
     BP_API inline int bp_read_##name(bp_buf *b, type *out)                                 \
     {                                                                                      \
@@ -625,9 +641,9 @@ BP_API int bp__write_slow(bp_buf *b, const void *raw, size_t width, const char *
             memcpy(&raw, h->memory + h->reader_index, sizeof raw);                         \
             h->reader_index += sizeof(type);                                               \
         } else {                                                                           \
-            int rc = bp__read_slow(b, out != NULL ? &raw : NULL, sizeof raw,               \
-                                   "bp_read_" #name);                                      \
-            if (rc != 0) return rc;                                                        \
+            bp__slow_value v = bp__read_slow_v(b, sizeof raw, out != NULL, "bp_read_" #name); \
+            if (v.rc != 0) return v.rc;                                                    \
+            raw = (utype)v.raw;                                                            \
         }                                                                                  \
         raw = order(bits, raw);                                                            \
         memcpy(out, &raw, sizeof raw);                                                     \
@@ -645,7 +661,7 @@ BP_API int bp__write_slow(bp_buf *b, const void *raw, size_t width, const char *
             h->writer_index += sizeof(type);                                               \
             return 0;                                                                      \
         }                                                                                  \
-        return bp__write_slow(b, &raw, sizeof raw, "bp_write_" #name);                     \
+        return bp__write_slow_v(b, raw, sizeof raw, "bp_write_" #name);                    \
     }
 
 BP__DEFINE_TYPED(u8, uint8_t, uint8_t, 8, BP__ORDER_BE)

@@ -430,6 +430,65 @@ int bp__write_slow(bp_buf *b, const void *raw, size_t width, const char *func)
     return 0;
 }
 
+/* A value's bytes to and from the word the _v slow halves carry it in: the width-byte
+ * unsigned integer with those bytes (so the same on either byte order). */
+static void word_to_bytes(uint64_t word, void *bytes, size_t width)
+{
+    uint8_t v8 = (uint8_t)word;
+    uint16_t v16 = (uint16_t)word;
+    uint32_t v32 = (uint32_t)word;
+    switch (width) {
+    case 1: memcpy(bytes, &v8, 1); break;
+    case 2: memcpy(bytes, &v16, 2); break;
+    case 4: memcpy(bytes, &v32, 4); break;
+    default: memcpy(bytes, &word, 8); break;
+    }
+}
+
+static uint64_t word_from_bytes(const void *bytes, size_t width)
+{
+    uint8_t v8;
+    uint16_t v16;
+    uint32_t v32;
+    uint64_t v64;
+    switch (width) {
+    case 1: memcpy(&v8, bytes, 1); return v8;
+    case 2: memcpy(&v16, bytes, 2); return v16;
+    case 4: memcpy(&v32, bytes, 4); return v32;
+    default: memcpy(&v64, bytes, 8); return v64;
+    }
+}
+
+bp__slow_value bp__get_slow_v(const bp_buf *b, size_t index, size_t width, int has_out, const char *func)
+{
+    uint8_t bytes[8];
+    bp__slow_value v = {0, bp__get_slow(b, index, has_out ? bytes : NULL, width, func)};
+    if (v.rc == 0) v.raw = word_from_bytes(bytes, width);
+    return v;
+}
+
+int bp__set_slow_v(bp_buf *b, size_t index, uint64_t raw, size_t width, const char *func)
+{
+    uint8_t bytes[8];
+    word_to_bytes(raw, bytes, width);
+    return bp__set_slow(b, index, bytes, width, func);
+}
+
+bp__slow_value bp__read_slow_v(bp_buf *b, size_t width, int has_out, const char *func)
+{
+    uint8_t bytes[8];
+    bp__slow_value v = {0, bp__read_slow(b, has_out ? bytes : NULL, width, func)};
+    if (v.rc == 0) v.raw = word_from_bytes(bytes, width);
+    return v;
+}
+
+int bp__write_slow_v(bp_buf *b, uint64_t raw, size_t width, const char *func)
+{
+    uint8_t bytes[8];
+    word_to_bytes(raw, bytes, width);
+    return bp__write_slow(b, bytes, width, func);
+}
+
 /* ---------------------------------------------------------------------------------------
  * Bulk bytes
  * ------------------------------------------------------------------------------------- */
