@@ -17,15 +17,18 @@ uint32_t bp__tcache_class_capacity(const bp__size_classes *sc, const bp_config *
 
 static atomic_uint_fast32_t next_tag_id = 1; /* 0 and 2^24 - 1 are never a cache's */
 
+void bp__tcache_set_next_tag_id(uint32_t id) { atomic_store_explicit(&next_tag_id, id, memory_order_relaxed); }
+
 void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg)
 {
     memset(tc, 0, sizeof *tc);
     uint32_t id = (uint32_t)atomic_fetch_add_explicit(&next_tag_id, 1, memory_order_relaxed);
     if (id >= 0xffffff) { /* spent: every release of this cache's buffers takes the slow path */
         atomic_store_explicit(&next_tag_id, 0xffffff, memory_order_relaxed);
-        id = 0xffffff;
+        tc->tag_base = BP__TAG_SPENT;
+    } else {
+        tc->tag_base = id << 8;
     }
-    tc->tag_base = id << 8;
     tc->sc = sc;
     tc->arena = arena;
     tc->trim_interval = cfg->cache_trim_interval;

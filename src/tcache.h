@@ -57,9 +57,11 @@ typedef struct bp__tcache_bin {
  * carries base + class.
  * Anything else carries BP__TAG_NONE, and so does everything once ids run out (2^24 - 2
  * bindings): base + class minus another cache's base is never below 256, and ncacheable is
- * at most BP__MAX_CLASSES. */
+ * at most BP__MAX_CLASSES. A release compares the tag with its low byte cleared to its
+ * cache's base, so no base may equal BP__TAG_NONE so cleared (0xffffff00): id 2^24 - 1 is
+ * never handed out, and a spent cache's base has a low byte that no cleared tag has. */
 #define BP__TAG_NONE UINT32_MAX
-#define BP__TAG_SPENT (UINT32_MAX & ~0xffu) /* the base of caches made after ids ran out */
+#define BP__TAG_SPENT 1u /* the base of caches made after ids ran out: matches no tag */
 
 typedef struct bp__tcache {
     /* What the allocation and release fast paths read, first. */
@@ -91,6 +93,9 @@ static inline void bp__tcache_ledger(bp__tcache *tc, int64_t delta)
 }
 
 void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg);
+
+/* Tests only: the id the next cache's tag base is made from (to reach the spent ids). */
+void bp__tcache_set_next_tag_id(uint32_t id);
 
 /* The release tag of an object of class `cls` that this cache may take back unchecked:
  * none for a class it does not keep, so a matching tag names a bin that exists. */

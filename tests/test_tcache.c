@@ -396,6 +396,48 @@ static void test_uncached_allocations_count_toward_the_trim(void **state)
     bp_allocator_destroy(a);
 }
 
+static void *use_a_spent_cache(void *arg)
+{
+    bp_allocator *a = arg;
+    uintptr_t failures = 0;
+    for (int round = 0; round < 3; round++) {
+        bp_buf *small = bp_alloc(a, 100), *normal = bp_alloc(a, 20000), *big = bp_alloc(a, 64 * 1024);
+        bp_buf *viewed = bp_alloc(a, 256);
+        bp_buf *slice = bp_slice(viewed, 0, 16, NULL); /* its root's tag now matches nothing */
+        bp_buf *bufs[4] = {small, normal, big, viewed};
+        for (int i = 0; i < 4; i++) failures += bp_write_u32(bufs[i], 0xc0ffee00u + (uint32_t)i) != 0;
+        for (int i = 0; i < 4; i++) {
+            uint32_t v = 0;
+            failures += bp_read_u32(bufs[i], &v) != 0 || v != 0xc0ffee00u + (uint32_t)i;
+        }
+        failures += slice == NULL;
+        for (int i = 0; i < 4; i++) failures += bp_release(bufs[i]) != 1;
+    }
+    return (void *)failures;
+}
+
+/* Once 2^24 - 2 bindings have used up the tag ids, a thread's cache gets the spent base: no
+ * tag - not even the match-nothing one, whatever its class byte - may match it, so every
+ * release takes the slow path and is right (cached classes, uncached sizes, a root with
+ * views), and the live counts stay exact. */
+static void test_a_spent_cache_matches_no_tag(void **state)
+{
+    (void)state;
+    bp_allocator *a = default_cached();
+    bp__tcache_set_next_tag_id(0xffffff); /* as if 2^24 - 2 caches had been made */
+    pthread_t t;
+    void *failures = (void *)1;
+    assert_int_equal(pthread_create(&t, NULL, use_a_spent_cache, a), 0);
+    assert_int_equal(pthread_join(t, &failures), 0);
+    bp__tcache_set_next_tag_id(1000); /* a fresh id for later caches (tests, this process) */
+    assert_int_equal((uintptr_t)failures, 0);
+    bp_allocator_stats s = stats(a);
+    assert_int_equal(s.active_buffers, 0);
+    assert_int_equal(s.active_bytes, 0);
+    assert_true(bp__arena_check(&a->arenas[0]));
+    bp_allocator_destroy(a);
+}
+
 static void test_small_miss_refills_a_batch(void **state)
 {
     (void)state;
@@ -501,6 +543,7 @@ int main(void)
         cmocka_unit_test(test_trim_returns_unused_entries),
         cmocka_unit_test(test_trim_runs_on_schedule),
         cmocka_unit_test(test_uncached_allocations_count_toward_the_trim),
+        cmocka_unit_test(test_a_spent_cache_matches_no_tag),
         cmocka_unit_test(test_small_miss_refills_a_batch),
         cmocka_unit_test(test_thread_exit_flushes_its_cache),
         cmocka_unit_test(test_destroy_with_cached_regions),
