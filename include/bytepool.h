@@ -152,8 +152,10 @@ typedef struct bp_config {
                                    as jemalloc's dirty extents): the next allocation of that
                                    class takes one with no chunk work. They go back to their
                                    chunks before the arena would take an empty or new chunk,
-                                   when idle between two purge checks, and on
-                                   bp_allocator_purge. Default 1024, 0 = off */
+                                   when idle between two purge checks, on
+                                   bp_allocator_purge and when the arena's last thread
+                                   exits (none is held while no thread is bound).
+                                   Default 1024, 0 = off */
 } bp_config;
 
 /* dirty_decay_ms: keep free pages resident for good. */
