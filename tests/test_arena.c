@@ -693,6 +693,42 @@ static void test_last_thread_of_an_arena_gives_back_its_runs(void **state)
     bp_allocator_destroy(a);
 }
 
+/* Out of memory after the held-back runs went back: the allocation fails cleanly, the runs
+ * are in their chunk (coalesced, usable), and everything works once memory is there. */
+static void test_out_of_memory_with_runs_held_back(void **state)
+{
+    (void)state;
+    bp_allocator *a = run_cache_allocator(1024);
+    bp_buf *quarters[4];
+    for (int i = 0; i < 4; i++) quarters[i] = bp_alloc(a, 1024 * 1024);
+    uint8_t *base = bp_data(quarters[0], 0);
+    bp_release(quarters[1]);
+    bp_release(quarters[2]);
+    assert_int_equal(arena_stats(a, 0).cached_runs, 2);
+    bp__os_inject_map_failure(0);
+    int err = 0;
+    assert_null(bp_alloc_ex(a, 4 * 1024 * 1024, 4 * 1024 * 1024, &err)); /* needs a new chunk */
+    assert_int_equal(err, BP_ENOMEM);
+    bp__os_inject_map_failure(-1);
+    bp_arena_stats s = arena_stats(a, 0);
+    assert_int_equal(s.cached_runs, 0);
+    assert_int_equal(s.active_bytes, 2 * 1024 * 1024);
+    assert_int_equal(s.allocations_normal, 4);
+    assert_int_equal(chunk_free_bytes(a), 2 * 1024 * 1024);
+    assert_true(bp__arena_check(&a->arenas[0]));
+    bp_buf *half = bp_alloc(a, 2 * 1024 * 1024); /* the two quarters, coalesced */
+    assert_ptr_equal(bp_data(half, 0), base + 1024 * 1024);
+    bp_buf *whole = bp_alloc(a, 4 * 1024 * 1024); /* and a new chunk now that maps work */
+    assert_non_null(whole);
+    assert_int_equal(bp_set_u32(whole, 4 * 1024 * 1024 - 4, 0x5eed), 0);
+    assert_true(bp__arena_check(&a->arenas[0]));
+    bp_release(whole);
+    bp_release(half);
+    bp_release(quarters[0]);
+    bp_release(quarters[3]);
+    bp_allocator_destroy(a);
+}
+
 static void *alloc_64k(void *arg) { return bp_alloc(arg, 64 * 1024); }
 
 /* A run released into an arena nobody is bound to goes straight back to its chunk: no
@@ -779,6 +815,7 @@ int main(void)
         cmocka_unit_test(test_idle_held_back_runs_go_back_at_purge_checks),
         cmocka_unit_test(test_last_thread_of_an_arena_gives_back_its_runs),
         cmocka_unit_test(test_release_into_an_unbound_arena_is_not_held_back),
+        cmocka_unit_test(test_out_of_memory_with_runs_held_back),
         cmocka_unit_test(test_destroy_unmaps_leaked_buffers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
