@@ -206,9 +206,10 @@ BP_INLINE void bp__buf_object_prepare(bp_buf *b, bp_allocator *a, bp__thread_sta
 BP_INLINE bool bp__buf_cache_at_home(bp__thread_state *ts, bp_buf *b)
 {
     /* A tag of this cache says all of it - owner, arena, class - from the first line (a
-     * remote take-back then reads nothing else of an object another core wrote last). */
+     * remote take-back then reads nothing else of an object another core wrote last). As
+     * on the release fast path, BP__TAG_NONE matches no cache's base (see tcache.h). */
     uint32_t tag = b->head.release_tag;
-    if (BP_LIKELY((tag & ~0xffu) == ts->tcache.tag_base && tag != BP__TAG_NONE))
+    if (BP_LIKELY((tag & ~0xffu) == ts->tcache.tag_base))
         return bp__tcache_put(&ts->tcache, bp__release_tag_class(b), b);
     if (!bp__region_is_home(&b->region, ts)) return false;
     unsigned cls = b->region.class_index;

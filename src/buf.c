@@ -228,7 +228,8 @@ BP_INLINE bool release_fast(bp_buf *b, uint32_t n)
     /* The tag says owner, arena, class, no leak record and no views in one word of the
      * first line. The class is its low byte, used as it is: deriving the bin from the
      * whole tag (tag - base) put an extra step on the alloc-release dependency chain
-     * (seed loop +0.4 ns). A tag of BP__TAG_NONE has class 0xff, past every cache. */
+     * (seed loop +0.4 ns). No cache's base equals a tag of another cache or BP__TAG_NONE
+     * with the class byte cleared (see tcache.h), so a match names one of its bins. */
     if (BP_UNLIKELY((b->head.release_tag & ~0xffu) != ts->tcache.tag_base)) return false;
     if (BP_UNLIKELY(!bp__tcache_push_kept(&ts->tcache, bp__release_tag_class(b), b))) return false;
     /* Sole owner: a plain store will do (see release_slow). */
