@@ -680,11 +680,7 @@ static void test_last_thread_of_an_arena_gives_back_its_runs(void **state)
 {
     (void)state;
     bp_allocator *a = run_cache_allocator(1024);
-    pthread_t t;
-    void *held = NULL;
-    assert_int_equal(pthread_create(&t, NULL, alloc_release_64k, a), 0);
-    assert_int_equal(pthread_join(t, &held), 0);
-    assert_int_equal((uintptr_t)held, 8);
+    assert_int_equal((uintptr_t)run_on_thread(alloc_release_64k, a), 8); /* all held while it ran */
     bp_arena_stats s = arena_stats(a, 0);
     assert_int_equal(s.cached_runs, 0);
     assert_int_equal(s.active_bytes, 0);
@@ -742,10 +738,7 @@ static void test_release_into_an_unbound_arena_is_not_held_back(void **state)
     bp_allocator *a = bp_allocator_new(&cfg, NULL);
     assert_non_null(a);
     bp_buf *mine = bp_alloc(a, 64 * 1024); /* this thread takes arena 0 */
-    pthread_t t;
-    void *theirs = NULL;
-    assert_int_equal(pthread_create(&t, NULL, alloc_64k, a), 0); /* arena 1, then exits */
-    assert_int_equal(pthread_join(t, &theirs), 0);
+    bp_buf *theirs = run_on_thread(alloc_64k, a); /* arena 1, then exits */
     assert_non_null(theirs);
     bp_arena_stats s = arena_stats(a, 1);
     assert_int_equal(s.threads, 0);

@@ -425,12 +425,9 @@ static void test_a_spent_cache_matches_no_tag(void **state)
     (void)state;
     bp_allocator *a = default_cached();
     bp__tcache_set_next_tag_id(0xffffff); /* as if 2^24 - 2 caches had been made */
-    pthread_t t;
-    void *failures = (void *)1;
-    assert_int_equal(pthread_create(&t, NULL, use_a_spent_cache, a), 0);
-    assert_int_equal(pthread_join(t, &failures), 0);
+    uintptr_t failures = (uintptr_t)run_on_thread(use_a_spent_cache, a);
     bp__tcache_set_next_tag_id(1000); /* a fresh id for later caches (tests, this process) */
-    assert_int_equal((uintptr_t)failures, 0);
+    assert_int_equal(failures, 0);
     bp_allocator_stats s = stats(a);
     assert_int_equal(s.active_buffers, 0);
     assert_int_equal(s.active_bytes, 0);
@@ -487,11 +484,7 @@ static void test_thread_exit_flushes_its_cache(void **state)
 {
     (void)state;
     bp_allocator *a = default_cached();
-    pthread_t t;
-    void *cached_before_exit;
-    pthread_create(&t, NULL, cache_and_exit, a);
-    pthread_join(t, &cached_before_exit);
-    assert_int_equal((uintptr_t)cached_before_exit, 64);
+    assert_int_equal((uintptr_t)run_on_thread(cache_and_exit, a), 64); /* cached before it exited */
     bp_allocator_stats s = stats(a);
     assert_int_equal(s.cached_entries, 0);
     assert_int_equal(s.thread_caches, 0);

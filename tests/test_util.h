@@ -120,12 +120,15 @@ static inline char *pretty_dump_text(const bp_buf *b)
     cmocka_unit_test_setup_teardown(test, setup_pooled, teardown),                         \
         cmocka_unit_test_setup_teardown(test, setup_unpooled, teardown)
 
-/* Runs fn(arg) on a thread of its own and waits for it to exit (thread exit paths run). */
-static inline void run_on_thread(void *(*fn)(void *), void *arg)
+/* Runs fn(arg) on a thread of its own and waits for it to exit (thread exit paths run);
+ * returns what fn returned. */
+static inline void *run_on_thread(void *(*fn)(void *), void *arg)
 {
     pthread_t t;
+    void *result = NULL;
     assert_int_equal(pthread_create(&t, NULL, fn, arg), 0);
-    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(pthread_join(t, &result), 0);
+    return result;
 }
 
 #endif
