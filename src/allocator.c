@@ -157,7 +157,7 @@ bp_buf *bp__buf_alloc_miss(bp_allocator *a, bp__thread_state *ts, size_t size, u
 int bp__region_take(bp_allocator *a, bp__thread_state *ts, size_t size, bp__region *out)
 {
     int rc = 0;
-    bp_buf *b = bp__buf_with_region(a, ts, size, &rc);
+    bp_buf *b = bp__buf_with_region(a, ts, size, &rc, NULL);
     if (b == NULL) return rc;
     *out = b->region;
     bp__buf_object_retire(ts, a, b, false);
@@ -235,6 +235,12 @@ static void thread_state_release(void *arg)
     }
 }
 
+/* What a thread's allocation clock counts leak samples with: 0 when nothing is tracked. */
+static uint32_t leak_sample_interval(const bp_allocator *a)
+{
+    return a->leak.level == BP_LEAK_DISABLED ? 0 : a->leak.interval;
+}
+
 /* A state no thread owns, or a new one; owned by the caller on return. */
 static bp__thread_state *adopt_or_create(bp_allocator *a)
 {
@@ -279,8 +285,10 @@ BP_NOINLINE bp__thread_state *bp__thread_state_slow(bp_allocator *a)
             /* The state's lock-protected fields are ours now; the arena binding is new. */
             pthread_mutex_lock(&a->lock); /* stats read the cache under it */
             ts->arena = least_used_arena(a);
-            bp__tcache_init(&ts->tcache, ts->arena, &a->sc, &a->config);
+            bp__tcache_init(&ts->tcache, ts->arena, &a->sc, &a->config, leak_sample_interval(a));
             pthread_mutex_unlock(&a->lock);
+        } else {
+            bp__tcache_clock_init(&ts->tcache, 0, leak_sample_interval(a));
         }
         atomic_store_explicit(&ts->remote_head, NULL, memory_order_release); /* open */
     }

@@ -39,7 +39,6 @@ typedef struct bp__thread_state {
     bp_buf *free_bufs;           /* recycler stack */
     unsigned nfree_bufs;
     bool in_use;                 /* a live thread owns it (guarded by allocator->lock) */
-    unsigned leak_countdown;     /* allocations until the next one is tracked */
     _Atomic uint64_t remote_releases; /* buffers this thread pushed to other owners */
     _Atomic uint64_t remote_drained;  /* buffers other threads pushed to this one */
     struct bp__thread_state *prev, *next; /* in allocator->threads */
@@ -225,9 +224,13 @@ BP_INLINE bool bp__buf_cache_at_home(bp__thread_state *ts, bp_buf *b)
 bp_buf *bp__buf_alloc_miss(bp_allocator *a, bp__thread_state *ts, size_t size, unsigned cls, int *rc);
 
 /* A released object with a region of at least `size` bytes attached: from the thread cache
- * (one pop) when it has one, otherwise from bp__buf_alloc_miss. */
-BP_INLINE bp_buf *bp__buf_with_region(bp_allocator *a, bp__thread_state *ts, size_t size, int *rc)
+ * (one pop) when it has one, otherwise from bp__buf_alloc_miss. Ticks the thread's
+ * allocation clock first: for a buffer when `sample` is not NULL (set to whether leak
+ * detection tracks this one), else for a region growth takes. */
+BP_INLINE bp_buf *bp__buf_with_region(bp_allocator *a, bp__thread_state *ts, size_t size, int *rc, bool *sample)
 {
+    bool due = bp__tcache_tick(&ts->tcache, sample != NULL);
+    if (sample != NULL) *sample = due;
     unsigned cls = 0;
     if (BP_LIKELY(ts->arena != NULL)) {
         cls = bp__size_class_of(&a->sc, size); /* once, for the miss too */

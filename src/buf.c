@@ -58,12 +58,12 @@ static BP_NOINLINE bp_buf *bp__alloc_slow(bp_allocator *a, size_t capacity, size
     }
     /* A released object with its region attached and everything but the indices and the
      * count already as a new root needs them (the thread cache's invariants). */
-    bp_buf *b = bp__buf_with_region(a, ts, capacity, &rc);
+    bool sample;
+    bp_buf *b = bp__buf_with_region(a, ts, capacity, &rc, &sample);
     if (BP_UNLIKELY(b == NULL)) goto fail;
     init_root(b, capacity, max_capacity);
     bp__tcache_ledger(&ts->tcache, 1);
-    if (BP_UNLIKELY(a->leak.level != BP_LEAK_DISABLED) && --ts->leak_countdown >= a->leak.interval) {
-        ts->leak_countdown = a->leak.interval - 1; /* wrapped below 0: this one is tracked */
+    if (BP_UNLIKELY(sample)) { /* the thread's clock kept the fast path off this one */
         b->leak = bp__leak_track(&a->leak, capacity);
         if (b->leak != NULL) b->head.release_tag = BP__TAG_NONE; /* its release must untrack it */
     }
@@ -76,13 +76,13 @@ fail:
 }
 
 /* The common case, with nothing else in the way (no call, so no registers saved for the
- * rare cases): this thread's state is the cached one, no leak detection, and the thread
- * cache has the size class with no trim due - one pop, seven stores. False, changing
+ * rare cases): this thread's state is the cached one, and the thread cache has the size
+ * class with no trim and no leak sample due - one pop, seven stores. False, changing
  * nothing, otherwise. */
 BP_INLINE bool alloc_from_cache(bp_allocator *a, size_t capacity, size_t max_capacity, bp_buf **out)
 {
     if (BP_UNLIKELY(bp__tls_last.allocator_id != a->id)) return false;
-    /* fast_classes is 0 for unpooled allocators and with leak detection on. */
+    /* fast_classes is 0 for unpooled allocators. */
     bp__thread_state *ts = bp__tls_last.state;
     if (BP_UNLIKELY(!bp__tcache_pop(&ts->tcache, bp__size_class_of_any(&a->sc, capacity), out))) return false;
     init_root(*out, capacity, max_capacity); /* counted by the pop (see bp__tcache.ledger) */

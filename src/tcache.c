@@ -19,7 +19,43 @@ static atomic_uint_fast32_t next_tag_id = 1; /* 0 and 2^24 - 1 are never a cache
 
 void bp__tcache_set_next_tag_id(uint32_t id) { atomic_store_explicit(&next_tag_id, id, memory_order_relaxed); }
 
-void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg)
+void bp__tcache_clock_init(bp__tcache *tc, uint32_t trim_interval, uint32_t sample_interval)
+{
+    tc->trim_interval = trim_interval;
+    tc->trim_in = trim_interval ? trim_interval : UINT32_MAX;
+    tc->sample_interval = sample_interval;
+    tc->sample_in = 1; /* the first buffer is tracked, then 1 in sample_interval */
+    tc->fast_armed = tc->fast_left = sample_interval ? 1 : tc->trim_in;
+}
+
+bool bp__tcache_tick(bp__tcache *tc, bool buffer)
+{
+    /* The fast path serves while fast_left > 1, so it served at most fast_armed - 1 since
+     * arming, and fast_armed was at most trim_in and sample_in: neither goes below 0 here,
+     * and a region for growth (not counted for sampling) cannot bring sample_in to 0. */
+    uint32_t served = tc->fast_armed - tc->fast_left;
+    bool sample = false;
+    if (tc->sample_interval != 0) {
+        tc->sample_in -= served + (buffer ? 1u : 0u);
+        if (tc->sample_in == 0) {
+            sample = true;
+            tc->sample_in = tc->sample_interval;
+        }
+    }
+    tc->trim_in -= served + 1;
+    bool trim = tc->trim_in == 0;
+    if (trim) tc->trim_in = tc->trim_interval ? tc->trim_interval : UINT32_MAX;
+    uint32_t next = tc->trim_in;
+    if (tc->sample_interval != 0 && tc->sample_in < next) next = tc->sample_in;
+    tc->fast_armed = tc->fast_left = next;
+    /* Every allocation counts, cached class or not: the schedule is also the clock of the
+     * arena's caches and purges, which a thread allocating only uncached sizes drives too. */
+    if (trim && tc->arena != NULL) bp__tcache_scheduled_trim(tc);
+    return sample;
+}
+
+void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg,
+                     uint32_t sample_interval)
 {
     memset(tc, 0, sizeof *tc);
     uint32_t id = (uint32_t)atomic_fetch_add_explicit(&next_tag_id, 1, memory_order_relaxed);
@@ -31,8 +67,7 @@ void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *s
     }
     tc->sc = sc;
     tc->arena = arena;
-    tc->trim_interval = cfg->cache_trim_interval;
-    tc->allocations_until_trim = cfg->cache_trim_interval ? cfg->cache_trim_interval : UINT32_MAX;
+    bp__tcache_clock_init(tc, cfg->cache_trim_interval, sample_interval);
     for (unsigned c = 0; c < sc->nclasses; c++) {
         bool small = c < sc->nsmall;
         if (!small && sc->class_size[c] > cfg->max_cached_size) break;
@@ -46,8 +81,8 @@ void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *s
             tc->bins[c].refill = refill > 0 ? refill : 1;
         }
     }
-    /* A tracked allocation needs a leak record: every allocation takes the slow path. */
-    tc->fast_classes = cfg->leak_detection == BP_LEAK_DISABLED ? tc->ncacheable : 0;
+    /* With leak detection on too: the clock stops the fast path before a tracked one. */
+    tc->fast_classes = tc->ncacheable;
 }
 
 void bp__arena_cache_init(bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg)
@@ -296,7 +331,6 @@ size_t bp__tcache_trim(bp__tcache *tc)
 
 void bp__tcache_scheduled_trim(bp__tcache *tc)
 {
-    tc->allocations_until_trim = tc->trim_interval ? tc->trim_interval : UINT32_MAX;
     if (tc->trim_interval == 0) {
         /* Trimming is off; the countdown still bounds the bins' hit counts. */
         for (unsigned c = 0; c < tc->ncacheable; c++) carry_hits(tc, &tc->bins[c]);

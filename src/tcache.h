@@ -66,11 +66,15 @@ typedef struct bp__tcache_bin {
 typedef struct bp__tcache {
     /* What the allocation and release fast paths read, first. */
     uint32_t tag_base;
-    uint32_t allocations_until_trim;
-    unsigned fast_classes;     /* classes the fast path may pop: ncacheable, or 0 when every
-                                  allocation must take the slow path (leak detection) */
+    uint32_t fast_left;        /* the allocation clock's countdown (see bp__tcache_tick) */
+    unsigned fast_classes;     /* classes the fast path may pop: ncacheable (0 when unpooled) */
     unsigned ncacheable;       /* classes 0 .. ncacheable-1 may have a bin */
     uint32_t trim_interval;
+    /* The rest of the allocation clock, which only slow paths read. */
+    uint32_t fast_armed;       /* fast_left when the clock was last armed */
+    uint32_t trim_in;          /* allocations from then to the scheduled trim */
+    uint32_t sample_in;        /* buffer allocations from then to the next leak-tracked one */
+    uint32_t sample_interval;  /* track 1 buffer in this many; 0: leak detection is off */
     const bp__size_classes *sc;
     bp__arena *arena;          /* the thread's arena */
     _Atomic uint64_t hits_before_trims; /* hits counted in the bins' states, then
@@ -92,7 +96,26 @@ static inline void bp__tcache_ledger(bp__tcache *tc, int64_t delta)
                           memory_order_relaxed);
 }
 
-void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg);
+/* A pooled thread's cache, its clock included (see bp__tcache_clock_init). */
+void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg,
+                     uint32_t sample_interval);
+
+/* The allocation clock alone, for a thread state with no cache (an unpooled allocator's),
+ * which still samples for leak detection. trim_interval 0: never trims; sample_interval 0:
+ * never samples. The first buffer allocation is sampled. */
+void bp__tcache_clock_init(bp__tcache *tc, uint32_t trim_interval, uint32_t sample_interval);
+
+/* The allocation clock. Two things fall due by counting allocations - the scheduled trim
+ * (every trim_interval allocations of this thread: buffers and the regions growth takes)
+ * and the next leak-tracked buffer (every sample_interval buffer allocations) - and the
+ * fast path must serve neither. It keeps one countdown, fast_left, which it only tests and
+ * decrements (it serves while fast_left > 1); every allocation that reaches a slow path
+ * calls this, which settles what the fast path served since the clock was armed, runs the
+ * trim if it is due, and arms the countdown again to stop before whichever comes first. So
+ * leak detection costs the allocations it does not track nothing (Netty's sampling, without
+ * a slow path for all of them). `buffer` is false for a region growth takes (it counts
+ * toward the trim only). True when this allocation is the one to track. */
+bool bp__tcache_tick(bp__tcache *tc, bool buffer);
 
 /* Tests only: the id the next cache's tag base is made from (to reach the spent ids). */
 void bp__tcache_set_next_tag_id(uint32_t id);
@@ -183,14 +206,11 @@ BP_INLINE bp_buf *bp__bin_pop(bp__tcache_bin *bin)
     return bp__bin_pop_into(bin, &b) ? b : NULL;
 }
 
-/* Takes a released object with a cached region of class `cls` (< sc->nclasses), running
- * the scheduled trim when it is due. NULL on a miss (the caller counts it, looks at remote
- * releases, then refills or goes to the arena). */
+/* Takes a released object with a cached region of class `cls` (< sc->nclasses). NULL on a
+ * miss (the caller counts it, looks at remote releases, then refills or goes to the arena).
+ * The caller has ticked the clock (bp__tcache_tick). */
 BP_INLINE bp_buf *bp__tcache_take(bp__tcache *tc, unsigned cls)
 {
-    /* Every allocation counts, cached class or not: the schedule is also the clock of the
-     * arena's caches and purges, which a thread allocating only uncached sizes drives too. */
-    if (BP_UNLIKELY(--tc->allocations_until_trim == 0)) bp__tcache_scheduled_trim(tc);
     if (cls >= tc->ncacheable) return NULL;
     bp_buf *b = bp__bin_pop(&tc->bins[cls]);
     if (b != NULL) bp__tcache_ledger(tc, -1);
@@ -198,13 +218,13 @@ BP_INLINE bp_buf *bp__tcache_take(bp__tcache *tc, unsigned cls)
 }
 
 /* For the allocation fast path: a pop with no call in it, into *out. False, changing
- * nothing, when it cannot serve without a slow step (class not cached or not for the fast
- * path, bin empty, a trim due): the caller then goes through bp__tcache_take. */
+ * nothing, when it cannot serve without a slow step (class not cached, bin empty, a trim or
+ * a leak sample due): the caller then ticks the clock and goes through bp__tcache_take. */
 BP_INLINE bool bp__tcache_pop(bp__tcache *tc, unsigned cls, bp_buf **out)
 {
-    if (BP_UNLIKELY(cls >= tc->fast_classes || tc->allocations_until_trim <= 1)) return false;
+    if (BP_UNLIKELY(cls >= tc->fast_classes || tc->fast_left <= 1)) return false;
     if (BP_UNLIKELY(!bp__bin_pop_into(&tc->bins[cls], out))) return false;
-    tc->allocations_until_trim--;
+    tc->fast_left--;
     return true;
 }
 

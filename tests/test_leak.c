@@ -167,6 +167,40 @@ static void test_sampling_and_disabled(void **state)
     assert_int_equal(reports, 0);
 }
 
+/* With leak detection on, the buffers not tracked take the allocation fast path; one clock
+ * stops it before each tracked one and each scheduled trim. Counts stay exact through a mix
+ * of fast allocations (a warm bin), slow ones (refills) and a region taken for growth, which
+ * counts toward the trim but is no buffer to track. */
+static void test_sampling_counts_fast_allocations(void **state)
+{
+    (void)state;
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.leak_detection = BP_LEAK_SIMPLE;
+    cfg.leak_sampling_interval = 3;
+    cfg.cache_trim_interval = 10;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    for (int i = 0; i < 60; i++) assert_int_equal(bp_release(bp_alloc(a, 32)), 1); /* #1-#60 */
+    assert_int_equal(bp_leak_report(a), 0);                                          /* all released */
+    bp_buf *kept[99];
+    for (int i = 0; i < 99; i++) { /* #61-#159: tracked are #61, #64, ..., #157 */
+        kept[i] = bp_alloc(a, 32);
+        assert_non_null(kept[i]);
+        if (i == 49) assert_int_equal(bp_ensure_writable(kept[i], 1000), 0); /* a region: trim clock only */
+    }
+    assert_int_equal(bp_leak_report(a), 33);
+    bp_allocator_stats st;
+    assert_int_equal(bp_allocator_get_stats(a, &st, sizeof st), 0);
+    assert_int_equal(st.cache_trims, 16); /* 159 buffers + 1 region = 160 allocations */
+    assert_true(st.cache_hits > 100);     /* most came from the warm bin */
+    for (int i = 0; i < 99; i++) assert_int_equal(bp_release(kept[i]), 1);
+    reports = 0;
+    assert_int_equal(bp_leak_report(a), 0);
+    bp_allocator_destroy(a);
+    assert_int_equal(reports, 0);
+}
+
 static void test_touch_errors(void **state)
 {
     (void)state;
@@ -233,6 +267,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_advanced_records_accesses_and_hints, setup, teardown),
         cmocka_unit_test_setup_teardown(test_only_the_last_four_accesses_are_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sampling_and_disabled, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sampling_counts_fast_allocations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_touch_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leak_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_default_allocator_reports_at_exit, setup, teardown),
