@@ -19,6 +19,7 @@ test)
   have_pc cmocka || need+=(libcmocka-dev)
   have_cmd clang || need+=(clang)
   have_pc libdw || need+=(libdw-dev) # leak stacks with file:line (optional for users, tested here)
+  have_pc libunwind || need+=(libunwind-dev) # fast leak stack capture (optional for users, tested here)
   have_cmd valgrind || need+=(valgrind)
   ;;
 bench)

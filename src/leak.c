@@ -1,6 +1,9 @@
 /*
- * Leak records, reports and stack symbolization. Stacks are captured with backtrace(3);
- * they are named with libdw (function and file:line from debug information) when bytepool
+ * Leak records, reports and stack symbolization. Stacks are captured with libunwind's
+ * unw_backtrace when bytepool was built with it (BP_HAVE_LIBUNWIND), otherwise with
+ * backtrace(3): the same return addresses, but glibc's walk through libgcc's unwinder took
+ * ~0.9 us for a 6-frame stack here against ~0.07 us (libunwind caches what it learns about
+ * each frame), and it is paid by every tracked buffer. They are named with libdw (function and file:line from debug information) when bytepool
  * was built with it (BP_HAVE_LIBDW), otherwise with dladdr(3) (exported function names).
  */
 #include "leak.h"
@@ -15,6 +18,21 @@
 #ifdef BP_HAVE_LIBDW
 #  include <elfutils/libdwfl.h>
 #endif
+#ifdef BP_HAVE_LIBUNWIND
+#  define UNW_LOCAL_ONLY
+#  include <libunwind.h>
+#endif
+
+/* The return addresses of the calling stack, innermost first; how many. */
+static int capture_stack(void **frames, int max)
+{
+#ifdef BP_HAVE_LIBUNWIND
+    int depth = unw_backtrace(frames, max);
+    return depth > 0 ? depth : 0;
+#else
+    return backtrace(frames, max);
+#endif
+}
 
 /* ---- the sink ---- */
 
@@ -65,7 +83,7 @@ bp__leak_record *bp__leak_track(bp__leak_tracker *t, size_t capacity)
     bp__leak_record *r = calloc(1, sizeof *r);
     if (r == NULL) return NULL;
     r->capacity = capacity;
-    r->depth = backtrace(r->frames, BP__LEAK_FRAMES);
+    r->depth = capture_stack(r->frames, BP__LEAK_FRAMES);
     pthread_mutex_lock(&t->lock);
     r->next = t->head;
     if (t->head != NULL) t->head->prev = r;
@@ -89,7 +107,7 @@ void bp__leak_note(bp__leak_tracker *t, bp__leak_record *r, const char *what, co
     if (t->level < BP_LEAK_ADVANCED) return;
     /* Only the owner of a buffer notes accesses to it; the lock orders them against a report. */
     void *frames[BP__LEAK_FRAMES];
-    int depth = backtrace(frames, BP__LEAK_FRAMES);
+    int depth = capture_stack(frames, BP__LEAK_FRAMES);
     pthread_mutex_lock(&t->lock);
     bp__leak_access *a = &r->accesses[r->naccesses++ % BP__LEAK_ACCESSES];
     a->what = what;
