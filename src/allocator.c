@@ -465,6 +465,8 @@ static bp_allocator *allocator_create(const bp_config *cfg, bool pooled, int *er
     if (pthread_mutex_init(&a->lock, NULL) != 0) goto fail_free;
     bp__leak_init(&a->leak, cfg->leak_detection, cfg->leak_sampling_interval);
     if (pthread_key_create(&a->thread_key, thread_state_release) != 0) goto fail_mutex;
+    /* Unpooled, the size classes stay zeroed: the lookup table sends every size to class
+     * 0, whose bin in a thread's (empty) cache the allocation fast path finds empty. */
     if (pooled) {
         bp__size_classes_init(&a->sc, cfg->page_size, cfg->chunk_size);
         a->arenas = aligned_alloc(BP_CACHE_LINE, cfg->arenas * sizeof(bp__arena));

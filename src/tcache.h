@@ -217,12 +217,25 @@ BP_INLINE bp_buf *bp__tcache_take(bp__tcache *tc, unsigned cls)
     return b;
 }
 
-/* For the allocation fast path: a pop with no call in it, into *out. False, changing
- * nothing, when it cannot serve without a slow step (class not cached, bin empty, a trim or
- * a leak sample due): the caller then ticks the clock and goes through bp__tcache_take. */
-BP_INLINE bool bp__tcache_pop(bp__tcache *tc, unsigned cls, bp_buf **out)
+/* For the allocation fast path: a pop for `size` (any size_t) with no call in it, into
+ * *out. False, changing nothing, when it cannot serve without a slow step (class not cached,
+ * bin empty, a trim or a leak sample due): the caller then ticks the clock and goes through
+ * bp__tcache_take. Only a class computed for a size past the lookup table is compared with
+ * fast_classes: a looked-up class (of at most 4 KiB) is below nclasses (an unpooled
+ * allocator's empty table gives 0), so its bin exists, and it is empty unless this cache
+ * keeps the class (a cache that keeps none - caches off, unpooled - has every bin
+ * empty). Two instructions fewer for the common sizes. */
+BP_INLINE bool bp__tcache_pop(bp__tcache *tc, const bp__size_classes *sc, size_t size, bp_buf **out)
 {
-    if (BP_UNLIKELY(cls >= tc->fast_classes || tc->fast_left <= 1)) return false;
+    unsigned cls;
+    if (BP_LIKELY(size <= BP__LOOKUP_LIMIT)) {
+        cls = sc->lookup[(size + 15) >> BP__LOG2_QUANTUM];
+        BP_ASSERT(cls < BP__MAX_CLASSES); /* below nclasses, or 0 in an unpooled allocator's table */
+    } else {
+        cls = bp__size_class_compute(size);
+        if (BP_UNLIKELY(cls >= tc->fast_classes)) return false;
+    }
+    if (BP_UNLIKELY(tc->fast_left <= 1)) return false;
     if (BP_UNLIKELY(!bp__bin_pop_into(&tc->bins[cls], out))) return false;
     tc->fast_left--;
     return true;
