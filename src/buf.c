@@ -82,7 +82,7 @@ fail:
 BP_INLINE bool alloc_from_cache(bp_allocator *a, size_t capacity, size_t max_capacity, bp_buf **out)
 {
     if (BP_UNLIKELY(bp__tls_last.allocator_id != a->id)) return false;
-    /* fast_classes is 0 for unpooled allocators. */
+    /* An unpooled allocator's thread state has a cache with every bin empty: the pop fails. */
     bp__thread_state *ts = bp__tls_last.state;
     if (BP_UNLIKELY(!bp__tcache_pop(&ts->tcache, &a->sc, capacity, out))) return false;
     init_root(*out, capacity, max_capacity); /* counted by the pop (see bp__tcache.ledger) */

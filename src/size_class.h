@@ -59,14 +59,20 @@ static inline unsigned bp__size_class_compute(size_t size)
 /* The size of class `index`, computed (not looked up). */
 size_t bp__size_class_size_compute(unsigned index);
 
+/* The smallest class >= size, for size <= BP__LOOKUP_LIMIT: one table load. */
+static inline unsigned bp__size_class_lookup(const bp__size_classes *sc, size_t size)
+{
+    BP_ASSERT(size <= BP__LOOKUP_LIMIT);
+    return sc->lookup[(size + 15) >> BP__LOG2_QUANTUM];
+}
+
 /* The smallest class >= size for any size below 2^62: >= nclasses when it is huge (the
- * chunk size is not looked at). For the allocation fast path, which compares the result
- * with the cached classes anyway. */
+ * chunk size is not looked at). */
 static inline unsigned bp__size_class_of_any(const bp__size_classes *sc, size_t size)
 {
     /* Likely: buffers of up to 4 KiB are the common case, and the lookup then falls through
      * (no jump out to it and back). */
-    if (BP_LIKELY(size <= BP__LOOKUP_LIMIT)) return sc->lookup[(size + 15) >> BP__LOG2_QUANTUM];
+    if (BP_LIKELY(size <= BP__LOOKUP_LIMIT)) return bp__size_class_lookup(sc, size);
     return bp__size_class_compute(size);
 }
 

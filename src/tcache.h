@@ -229,7 +229,7 @@ BP_INLINE bool bp__tcache_pop(bp__tcache *tc, const bp__size_classes *sc, size_t
 {
     unsigned cls;
     if (BP_LIKELY(size <= BP__LOOKUP_LIMIT)) {
-        cls = sc->lookup[(size + 15) >> BP__LOG2_QUANTUM];
+        cls = bp__size_class_lookup(sc, size);
         BP_ASSERT(cls < BP__MAX_CLASSES); /* below nclasses, or 0 in an unpooled allocator's table */
     } else {
         cls = bp__size_class_compute(size);
