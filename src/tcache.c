@@ -19,13 +19,40 @@ static atomic_uint_fast32_t next_tag_id = 1; /* 0 and 2^24 - 1 are never a cache
 
 void bp__tcache_set_next_tag_id(uint32_t id) { atomic_store_explicit(&next_tag_id, id, memory_order_relaxed); }
 
+static atomic_bool fixed_sampling;             /* test hook */
+static _Atomic uint64_t sample_streams;         /* a distinct seed for every clock */
+
+void bp__tcache_fixed_sampling(bool fixed) { atomic_store_explicit(&fixed_sampling, fixed, memory_order_relaxed); }
+
+/* Buffer allocations from one tracked buffer to the next: uniform in
+ * 1 .. 2 x interval - 1 (see bp__tcache_tick). xorshift64*: the top bits are good enough for
+ * spreading samples, and this runs once per tracked buffer. */
+static uint32_t next_sample_gap(bp__tcache *tc)
+{
+    uint32_t interval = tc->sample_interval;
+    if (interval <= 1 || atomic_load_explicit(&fixed_sampling, memory_order_relaxed)) return interval;
+    uint64_t x = tc->sample_rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    tc->sample_rng = x;
+    return 1 + (uint32_t)(((x * 0x2545F4914F6CDD1Dull) >> 32) % (2ull * interval - 1));
+}
+
 void bp__tcache_clock_init(bp__tcache *tc, uint32_t trim_interval, uint32_t sample_interval)
 {
     tc->trim_interval = trim_interval;
     tc->trim_in = trim_interval ? trim_interval : UINT32_MAX;
     tc->sample_interval = sample_interval;
-    tc->sample_in = 1; /* the first buffer is tracked, then 1 in sample_interval */
-    tc->fast_armed = tc->fast_left = sample_interval ? 1 : tc->trim_in;
+    /* splitmix64 of a per-clock count: distinct, well-mixed, never 0 (xorshift's fixed point) */
+    uint64_t z = atomic_fetch_add_explicit(&sample_streams, 1, memory_order_relaxed) * 0x9E3779B97F4A7C15ull +
+                 (uint64_t)(uintptr_t)tc;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    tc->sample_rng = (z ^ (z >> 31)) | 1;
+    if (sample_interval == 0) tc->sample_in = 0;
+    else tc->sample_in = atomic_load_explicit(&fixed_sampling, memory_order_relaxed) ? 1 : next_sample_gap(tc);
+    tc->fast_armed = tc->fast_left = sample_interval && tc->sample_in < tc->trim_in ? tc->sample_in : tc->trim_in;
 }
 
 bool bp__tcache_tick(bp__tcache *tc, bool buffer)
@@ -39,7 +66,7 @@ bool bp__tcache_tick(bp__tcache *tc, bool buffer)
         tc->sample_in -= served + (buffer ? 1u : 0u);
         if (tc->sample_in == 0) {
             sample = true;
-            tc->sample_in = tc->sample_interval;
+            tc->sample_in = next_sample_gap(tc);
         }
     }
     tc->trim_in -= served + 1;

@@ -75,6 +75,7 @@ typedef struct bp__tcache {
     uint32_t trim_in;          /* allocations from then to the scheduled trim */
     uint32_t sample_in;        /* buffer allocations from then to the next leak-tracked one */
     uint32_t sample_interval;  /* track 1 buffer in this many; 0: leak detection is off */
+    uint64_t sample_rng;       /* xorshift state drawing the gaps between tracked buffers */
     const bp__size_classes *sc;
     bp__arena *arena;          /* the thread's arena */
     _Atomic uint64_t hits_before_trims; /* hits counted in the bins' states, then
@@ -102,8 +103,12 @@ void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *s
 
 /* The allocation clock alone, for a thread state with no cache (an unpooled allocator's),
  * which still samples for leak detection. trim_interval 0: never trims; sample_interval 0:
- * never samples. The first buffer allocation is sampled. */
+ * never samples. */
 void bp__tcache_clock_init(bp__tcache *tc, uint32_t trim_interval, uint32_t sample_interval);
+
+/* Tests only: sample every sample_interval-th buffer exactly (the first one first) instead
+ * of at random gaps, in clocks initialized or drawing a gap after this. */
+void bp__tcache_fixed_sampling(bool fixed);
 
 /* The allocation clock. Two things fall due by counting allocations - the scheduled trim
  * (every trim_interval allocations of this thread: buffers and the regions growth takes)
@@ -113,8 +118,13 @@ void bp__tcache_clock_init(bp__tcache *tc, uint32_t trim_interval, uint32_t samp
  * calls this, which settles what the fast path served since the clock was armed, runs the
  * trim if it is due, and arms the countdown again to stop before whichever comes first. So
  * leak detection costs the allocations it does not track nothing (Netty's sampling, without
- * a slow path for all of them). `buffer` is false for a region growth takes (it counts
- * toward the trim only). True when this allocation is the one to track. */
+ * a slow path for all of them). The gaps between tracked buffers are drawn uniformly from
+ * 1 .. 2 x sample_interval - 1 (mean: the interval), as Netty rolls a die per buffer: with a
+ * fixed gap, a program allocating in a repeating pattern would have the same allocation
+ * site tracked every time and another never (a loop allocating two buffers per turn and
+ * leaking the second, sampled every 128th: never the leaking one). `buffer` is false for a
+ * region growth takes (it counts toward the trim only). True when this allocation is the
+ * one to track. */
 bool bp__tcache_tick(bp__tcache *tc, bool buffer);
 
 /* Tests only: the id the next cache's tag base is made from (to reach the spent ids). */

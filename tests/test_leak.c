@@ -3,6 +3,7 @@
 #include "test_util.h"
 
 #include "leak.h"
+#include "tcache.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,9 +51,12 @@ static bp_allocator *allocator_at(unsigned level, unsigned interval)
  * helper's frame off the stack. The line of the first call is checked in the report. */
 #define NO_TAIL_CALL() __asm__ volatile("" ::: "memory")
 
+static int leaky_function_line; /* the line of its bp_alloc, which the report names */
+
 static __attribute__((noinline)) bp_buf *leaky_function(bp_allocator *a)
 {
-    bp_buf *b = bp_alloc(a, 256); /* LEAK_LINE_A */
+    leaky_function_line = __LINE__ + 1;
+    bp_buf *b = bp_alloc(a, 256);
     NO_TAIL_CALL();
     return b;
 }
@@ -87,7 +91,9 @@ static void test_leaks_are_reported_once_with_their_stacks(void **state)
     expect_in_report("bytepool LEAK: 4 buffers were never released (paranoid leak detection)");
     expect_in_report("3 buffers (768 bytes) allocated at:\n    #0 leaky_function");
     expect_in_report("1 buffer (1000 bytes) allocated at:\n    #0 another_leak");
-    expect_line("test_leak.c:55)"); /* LEAK_LINE_A */
+    char leak_line_a[32];
+    snprintf(leak_line_a, sizeof leak_line_a, "test_leak.c:%d)", leaky_function_line);
+    expect_line(leak_line_a);
     expect_in_report("test_leaks_are_reported_once_with_their_stacks");
     assert_null(strstr(report, "bp_alloc")); /* bytepool's own frames are left out */
     /* Named once: nothing new to say, and destroy says nothing either. */
@@ -154,8 +160,10 @@ static void test_sampling_and_disabled(void **state)
 {
     (void)state;
     bp_allocator *a = allocator_at(BP_LEAK_SIMPLE, 4);
-    for (int i = 0; i < 100; i++) assert_non_null(bp_alloc(a, 32));
-    assert_int_equal(bp_leak_report(a), 25); /* 1 in 4 tracked */
+    for (int i = 0; i < 4000; i++) assert_non_null(bp_alloc(a, 32));
+    /* 1 in 4 on average, at random gaps of 1 to 7: 1000 expected, standard deviation ~16 */
+    long tracked = bp_leak_report(a);
+    assert_in_range(tracked, 900, 1100);
     expect_in_report("simple leak detection tracks 1 buffer in 4");
     assert_null(strstr(report, "access")); /* simple keeps no access records */
     bp_allocator_destroy(a);
@@ -179,6 +187,7 @@ static void test_sampling_counts_fast_allocations(void **state)
     cfg.leak_detection = BP_LEAK_SIMPLE;
     cfg.leak_sampling_interval = 3;
     cfg.cache_trim_interval = 10;
+    bp__tcache_fixed_sampling(true); /* every 3rd exactly, the first first */
     bp_allocator *a = bp_allocator_new(&cfg, NULL);
     assert_non_null(a);
     for (int i = 0; i < 60; i++) assert_int_equal(bp_release(bp_alloc(a, 32)), 1); /* #1-#60 */
@@ -199,6 +208,42 @@ static void test_sampling_counts_fast_allocations(void **state)
     assert_int_equal(bp_leak_report(a), 0);
     bp_allocator_destroy(a);
     assert_int_equal(reports, 0);
+    bp__tcache_fixed_sampling(false);
+}
+
+/* A loop that allocates two buffers a turn and leaks the second: sampled every 128th buffer
+ * exactly, only first buffers would ever be tracked and the leak never seen; at random gaps
+ * about half the samples land on it. */
+static __attribute__((noinline)) void allocate_pairs_leaking_the_second(bp_allocator *a, int turns)
+{
+    for (int i = 0; i < turns; i++) {
+        bp_buf *kept = bp_alloc(a, 64);
+        bp_buf *leaked = bp_alloc(a, 64);
+        assert_non_null(kept);
+        assert_non_null(leaked);
+        assert_int_equal(bp_release(kept), 1);
+    }
+}
+
+static void test_sampling_finds_a_leak_in_a_repeating_pattern(void **state)
+{
+    (void)state;
+    bp__tcache_fixed_sampling(true);
+    bp_allocator *a = allocator_at(BP_LEAK_SIMPLE, 128);
+    allocate_pairs_leaking_the_second(a, 4000);
+    assert_int_equal(bp_leak_report(a), 0); /* what a fixed gap would report: nothing */
+    bp_allocator_destroy(a);
+    bp__tcache_fixed_sampling(false);
+    reports = 0;
+    a = allocator_at(BP_LEAK_SIMPLE, 128);
+    allocate_pairs_leaking_the_second(a, 4000);
+    /* ~62 samples over 8000 buffers (sd ~5), about half of them on leaked ones (31, sd ~4):
+     * neither none (a gap in step with the pattern, on the kept buffer) nor nearly all (in
+     * step, on the leaked one) */
+    long found = bp_leak_report(a);
+    assert_in_range(found, 10, 50);
+    expect_in_report("allocate_pairs_leaking_the_second");
+    bp_allocator_destroy(a);
 }
 
 static void test_touch_errors(void **state)
@@ -268,6 +313,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_only_the_last_four_accesses_are_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sampling_and_disabled, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sampling_counts_fast_allocations, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sampling_finds_a_leak_in_a_repeating_pattern, setup, teardown),
         cmocka_unit_test_setup_teardown(test_touch_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leak_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_default_allocator_reports_at_exit, setup, teardown),
