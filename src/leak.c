@@ -24,10 +24,35 @@
 #  include <libunwind.h>
 #endif
 
-/* The return addresses of the calling stack, innermost first; how many. */
-static int capture_stack(void **frames, int max)
+#ifdef BP_HAVE_LIBUNWIND
+/* Present when the process runs under ThreadSanitizer. unw_backtrace keeps a per-thread
+ * trace cache, freed by a thread-exit destructor that takes a lock after TSan has let go of
+ * the thread: TSan's interceptor then crashes. (backtrace(3) is no way out: libunwind
+ * defines it too, and a program linking libunwind gets that one.) Under TSan, stacks are
+ * walked frame by frame with unw_step, which keeps no per-thread cache. */
+extern void __tsan_init(void) __attribute__((weak));
+
+static int bp__leak_step_stack(void **frames, int max)
+{
+    unw_context_t context;
+    unw_cursor_t cursor;
+    if (unw_getcontext(&context) != 0 || unw_init_local(&cursor, &context) != 0) return 0;
+    int depth = 0;
+    do {
+        unw_word_t ip;
+        if (unw_get_reg(&cursor, UNW_REG_IP, &ip) != 0 || ip == 0) break;
+        frames[depth++] = (void *)(uintptr_t)ip;
+    } while (depth < max && unw_step(&cursor) > 0);
+    return depth;
+}
+#endif
+
+/* The return addresses of the calling stack, innermost first; how many. (Named bp_ so that
+ * a report leaves its frame out with the library's own.) */
+static int bp__leak_capture_stack(void **frames, int max)
 {
 #ifdef BP_HAVE_LIBUNWIND
+    if (__tsan_init != NULL) return bp__leak_step_stack(frames, max);
     int depth = unw_backtrace(frames, max);
     return depth > 0 ? depth : 0;
 #else
@@ -84,7 +109,7 @@ bp__leak_record *bp__leak_track(bp__leak_tracker *t, size_t capacity)
     bp__leak_record *r = calloc(1, sizeof *r);
     if (r == NULL) return NULL;
     r->capacity = capacity;
-    r->depth = capture_stack(r->frames, BP__LEAK_FRAMES);
+    r->depth = bp__leak_capture_stack(r->frames, BP__LEAK_FRAMES);
     pthread_mutex_lock(&t->lock);
     r->next = t->head;
     if (t->head != NULL) t->head->prev = r;
@@ -108,7 +133,7 @@ void bp__leak_note(bp__leak_tracker *t, bp__leak_record *r, const char *what, co
     if (t->level < BP_LEAK_ADVANCED) return;
     /* Only the owner of a buffer notes accesses to it; the lock orders them against a report. */
     void *frames[BP__LEAK_FRAMES];
-    int depth = capture_stack(frames, BP__LEAK_FRAMES);
+    int depth = bp__leak_capture_stack(frames, BP__LEAK_FRAMES);
     pthread_mutex_lock(&t->lock);
     bp__leak_access *a = &r->accesses[r->naccesses++ % BP__LEAK_ACCESSES];
     a->what = what;

@@ -359,7 +359,19 @@ static void op_release(input *in, slot *s)
 static void run(const uint8_t *data, size_t size)
 {
     input in = {data, size, 0};
-    allocator = take(&in, 1) % 4 == 0 ? bp_allocator_new_unpooled(NULL) : bp_allocator_new(NULL, NULL);
+    if (take(&in, 1) % 4 == 0) {
+        allocator = bp_allocator_new_unpooled(NULL);
+    } else {
+        /* Half the programs with leak detection at some level: tracked buffers (records,
+         * untracking on release, access notes, paranoid's held-back objects) among fast
+         * untracked ones. */
+        bp_config cfg;
+        bp_config_init(&cfg);
+        unsigned level = (unsigned)take(&in, 1) % 8;
+        cfg.leak_detection = level < 4 ? level : BP_LEAK_DISABLED;
+        cfg.leak_sampling_interval = 1 + (unsigned)take(&in, 1) % 4;
+        allocator = bp_allocator_new(&cfg, NULL);
+    }
     CHECK(allocator != NULL);
     memset(slots, 0, sizeof slots);
     while (in.at < in.size) {
@@ -391,6 +403,7 @@ static void run(const uint8_t *data, size_t size)
     bp_allocator_get_stats(allocator, &st, sizeof st);
     CHECK(st.active_buffers == 0);
     CHECK(st.active_bytes == 0);
+    CHECK(bp_leak_report(allocator) == 0); /* every tracked buffer was untracked */
     bp_allocator_destroy(allocator);
 }
 

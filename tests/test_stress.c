@@ -96,6 +96,8 @@ static void test_stress(void **state)
     cfg.arenas = 3;
     cfg.cache_trim_interval = 1000; /* trims during the run */
     cfg.chunk_decay_ms = 5;         /* chunks retained and unmapped during the run */
+    cfg.leak_detection = BP_LEAK_SIMPLE; /* tracked buffers among the rest, handed between */
+    cfg.leak_sampling_interval = 64;     /* threads and released remotely like them */
     alloc = bp_allocator_new(&cfg, NULL);
     assert_non_null(alloc);
     pthread_t *tids = calloc((size_t)threads, sizeof *tids);
@@ -132,6 +134,7 @@ static void test_stress(void **state)
            threads, scale, iterations, (unsigned long long)s.allocations,
            (unsigned long long)s.remote_releases);
     free(tids);
+    assert_int_equal(bp_leak_report(alloc), 0); /* every tracked buffer was untracked */
     bp_allocator_destroy(alloc);
 }
 
