@@ -82,7 +82,7 @@ void bp_config_init(bp_config *cfg)
     /* Enough for a burst of about a thousand buffers per class (16 KiB ones included) to
      * move between thread caches and the arena without touching a chunk; the thread bins
      * hold 256 small and 64 normal ones. */
-    cfg->arena_cache_size = 1024;
+    cfg->arena_cache_size = 8192;
     cfg->arena_cache_max_bytes = (size_t)16 << 20;
     /* A burst of a thousand buffers of one normal class (64 KiB ones, say) comes back and
      * goes out again without splitting and coalescing runs. */

@@ -40,7 +40,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.dirty_decay_ms, 1000);
     assert_int_equal(cfg.leak_detection, BP_LEAK_DISABLED);
     assert_int_equal(cfg.leak_sampling_interval, 128);
-    assert_int_equal(cfg.arena_cache_size, 1024);
+    assert_int_equal(cfg.arena_cache_size, 8192);
     assert_int_equal(cfg.arena_cache_max_bytes, 16 << 20);
     assert_int_equal(cfg.run_cache_size, 1024);
     char why[128] = "";
