@@ -182,59 +182,37 @@ ALWAYS_INLINE void seed_loop(const ops *o, uint64_t iterations, result *r)
 }
 
 /* batch-S: allocate 1000 buffers of S bytes, touch each (an int at the front, a byte at the
- * end), then release all: a burst of messages decoded, then flushed. */
-ALWAYS_INLINE uint64_t batch_round(const ops *o, void **bufs, size_t size)
+ * end), then release all: a burst of messages decoded, then flushed.
+ * alloc-S (touch false): the issue's batch as it is worded - allocate 1000, release them all
+ * - with no byte touched: what the allocator alone costs, without batch-S's accessors (for
+ * bytepool four checked calls on the buffer, for malloc four plain loads and stores). */
+ALWAYS_INLINE uint64_t burst_round(const ops *o, void **bufs, size_t size, bool touch)
 {
     uint64_t sum = 0;
     for (int i = 0; i < 1000; i++) {
         void *b = o->alloc(size);
-        o->write_u32(b, (uint32_t)i);
-        o->set_u8(b, size - 1, (uint8_t)i);
+        if (touch) {
+            o->write_u32(b, (uint32_t)i);
+            o->set_u8(b, size - 1, (uint8_t)i);
+        }
         bufs[i] = b;
     }
     for (int i = 0; i < 1000; i++) {
-        sum += o->read_u32(bufs[i]) + o->get_u8(bufs[i], size - 1);
+        sum += touch ? o->read_u32(bufs[i]) + o->get_u8(bufs[i], size - 1) : bufs[i] != NULL;
         o->release(bufs[i]);
     }
     return sum;
 }
 
-ALWAYS_INLINE void batch_loop(const ops *o, size_t size, uint64_t rounds, result *r)
+ALWAYS_INLINE void burst_loop(const ops *o, size_t size, uint64_t rounds, bool touch, result *r)
 {
     void **bufs = malloc(1000 * sizeof *bufs);
     /* One round untimed first, for every backend: the steady state of repeated bursts is
      * measured, not the first touch of fresh memory (page faults, once per process), which
      * at 64 KiB would otherwise be a third of the time of every allocator alike. */
-    uint64_t sum = batch_round(o, bufs, size);
+    uint64_t sum = burst_round(o, bufs, size, touch);
     double start = now_ns();
-    for (uint64_t k = 0; k < rounds; k++) sum += batch_round(o, bufs, size);
-    r->ns_per_op = (now_ns() - start) / (double)(rounds * 1000);
-    r->ops = rounds * 1000;
-    r->checksum = sum;
-    free(bufs);
-}
-
-/* alloc-S: the issue's batch as it is worded - allocate 1000 buffers of S bytes, release
- * them all - with no byte touched: what the allocator alone costs, without batch-S's
- * accessors (for bytepool four checked calls on the buffer, for malloc four plain loads and
- * stores). */
-ALWAYS_INLINE uint64_t alloc_round(const ops *o, void **bufs, size_t size)
-{
-    uint64_t sum = 0;
-    for (int i = 0; i < 1000; i++) bufs[i] = o->alloc(size);
-    for (int i = 0; i < 1000; i++) {
-        sum += bufs[i] != NULL;
-        o->release(bufs[i]);
-    }
-    return sum;
-}
-
-ALWAYS_INLINE void alloc_loop(const ops *o, size_t size, uint64_t rounds, result *r)
-{
-    void **bufs = malloc(1000 * sizeof *bufs);
-    uint64_t sum = alloc_round(o, bufs, size); /* untimed, as in batch-S */
-    double start = now_ns();
-    for (uint64_t k = 0; k < rounds; k++) sum += alloc_round(o, bufs, size);
+    for (uint64_t k = 0; k < rounds; k++) sum += burst_round(o, bufs, size, touch);
     r->ns_per_op = (now_ns() - start) / (double)(rounds * 1000);
     r->ops = rounds * 1000;
     r->checksum = sum;
@@ -417,7 +395,7 @@ static void *batch_thread_bytepool(void *arg)
 {
     thread_job *job = arg;
     void *bufs[1000];
-    for (uint64_t k = 0; k < job->rounds; k++) job->sum += batch_round(&bytepool_ops, bufs, 256);
+    for (uint64_t k = 0; k < job->rounds; k++) job->sum += burst_round(&bytepool_ops, bufs, 256, true);
     return NULL;
 }
 
@@ -425,7 +403,7 @@ static void *batch_thread_malloc(void *arg)
 {
     thread_job *job = arg;
     void *bufs[1000];
-    for (uint64_t k = 0; k < job->rounds; k++) job->sum += batch_round(&malloc_ops, bufs, 256);
+    for (uint64_t k = 0; k < job->rounds; k++) job->sum += burst_round(&malloc_ops, bufs, 256, true);
     return NULL;
 }
 
@@ -480,12 +458,12 @@ static void run_case(const backend *be, const bench_case *c, result *r)
     if (strcmp(c->kind, "seed") == 0) {
         if (be->bytepool) seed_loop(&bytepool_ops, c->count, r);
         else seed_loop(&malloc_ops, c->count, r);
-    } else if (strcmp(c->kind, "batch") == 0) {
-        if (be->bytepool) batch_loop(&bytepool_ops, c->param, c->count, r);
-        else batch_loop(&malloc_ops, c->param, c->count, r);
+    } else if (strcmp(c->kind, "batch") == 0) { /* constant `touch`: each loop its own code */
+        if (be->bytepool) burst_loop(&bytepool_ops, c->param, c->count, true, r);
+        else burst_loop(&malloc_ops, c->param, c->count, true, r);
     } else if (strcmp(c->kind, "alloc") == 0) {
-        if (be->bytepool) alloc_loop(&bytepool_ops, c->param, c->count, r);
-        else alloc_loop(&malloc_ops, c->param, c->count, r);
+        if (be->bytepool) burst_loop(&bytepool_ops, c->param, c->count, false, r);
+        else burst_loop(&malloc_ops, c->param, c->count, false, r);
     } else if (strcmp(c->kind, "random-slots") == 0) {
         if (be->bytepool) random_slots_loop(&bytepool_ops, c->count, r);
         else random_slots_loop(&malloc_ops, c->count, r);
