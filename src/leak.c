@@ -22,9 +22,7 @@
 #ifdef BP_HAVE_LIBUNWIND
 #  define UNW_LOCAL_ONLY
 #  include <libunwind.h>
-#endif
 
-#ifdef BP_HAVE_LIBUNWIND
 /* Present when the process runs under ThreadSanitizer. unw_backtrace keeps a per-thread
  * trace cache, freed by a thread-exit destructor that takes a lock after TSan has let go of
  * the thread: TSan's interceptor then crashes. (backtrace(3) is no way out: libunwind
