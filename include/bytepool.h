@@ -136,7 +136,11 @@ typedef struct bp_config {
     unsigned chunk_decay_ms;    /* an emptied chunk stays mapped this long for reuse before
                                    it is unmapped; default 1000, 0 = unmap at once */
     unsigned leak_detection;    /* a bp_leak_level; default BP_LEAK_DISABLED */
-    unsigned leak_sampling_interval; /* simple/advanced: track 1 buffer in this many; default 128 */
+    unsigned leak_sampling_interval; /* simple/advanced: track 1 buffer in this many on
+                                        average, per thread, at random gaps (1 to twice
+                                        this, so no repeating pattern of allocations can
+                                        keep one site out of the sample); untracked
+                                        buffers take the fast path; default 128 */
     unsigned dirty_decay_ms;    /* free pages inside chunks that stay free this long (up to
                                    twice as long) go back to the OS (madvise DONTNEED) and
                                    stay mapped; default 1000, 0 = at every check (every
@@ -164,8 +168,9 @@ typedef struct bp_config {
 
 /* Leak detection levels (Netty's ResourceLeakDetector.Level). */
 typedef enum bp_leak_level {
-    BP_LEAK_DISABLED = 0, /* nothing tracked; the allocation path pays one predictable branch */
-    BP_LEAK_SIMPLE = 1,   /* 1 buffer in leak_sampling_interval, with its allocation stack */
+    BP_LEAK_DISABLED = 0, /* nothing tracked */
+    BP_LEAK_SIMPLE = 1,   /* 1 buffer in leak_sampling_interval on average, with its
+                             allocation stack */
     BP_LEAK_ADVANCED = 2, /* the same sample, plus the last 4 accesses (retain, release, touch) */
     BP_LEAK_PARANOID = 3  /* every buffer, as advanced */
 } bp_leak_level;
