@@ -27,8 +27,12 @@
  * trace cache, freed by a thread-exit destructor that takes a lock after TSan has let go of
  * the thread: TSan's interceptor then crashes. (backtrace(3) is no way out: libunwind
  * defines it too, and a program linking libunwind gets that one.) Under TSan, stacks are
- * walked frame by frame with unw_step, which keeps no per-thread cache. */
+ * walked frame by frame with unw_step, which keeps no per-thread cache, one thread at a
+ * time: libunwind's slow path reads a global signal mask that another thread's walk writes
+ * under libunwind's own lock, which TSan reports as a race (a stress run of 6 threads found
+ * it). */
 extern void __tsan_init(void) __attribute__((weak));
+static pthread_mutex_t tsan_walk_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int bp__leak_step_stack(void **frames, int max)
 {
@@ -50,7 +54,12 @@ static int bp__leak_step_stack(void **frames, int max)
 static int bp__leak_capture_stack(void **frames, int max)
 {
 #ifdef BP_HAVE_LIBUNWIND
-    if (__tsan_init != NULL) return bp__leak_step_stack(frames, max);
+    if (__tsan_init != NULL) {
+        pthread_mutex_lock(&tsan_walk_lock);
+        int walked = bp__leak_step_stack(frames, max);
+        pthread_mutex_unlock(&tsan_walk_lock);
+        return walked;
+    }
     int depth = unw_backtrace(frames, max);
     return depth > 0 ? depth : 0;
 #else
