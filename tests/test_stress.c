@@ -5,7 +5,12 @@
  * release it. ITER times the threads are torn down and started again. At the end, with
  * every thread gone and every buffer released, the allocator must be idle.
  *
- *   test_stress [THREADS [SCALE [ITER]]]      defaults 4 50 4; BP_TEST_SCALE=tsan divides SCALE by 10
+ *   test_stress [THREADS [SCALE [ITER [LEAK]]]]   defaults 4 50 4 simple; BP_TEST_SCALE=tsan
+ *                                                divides SCALE by 10
+ *
+ * LEAK is the leak detection level (disabled, simple, advanced, paranoid): simple and
+ * advanced track 1 buffer in 64, so tracked buffers are handed over and released remotely
+ * like the rest; paranoid tracks all and holds released objects back.
  */
 #include "test_util.h"
 
@@ -18,6 +23,7 @@
 #define TRANSFERS 1000
 
 static int threads = 4, scale = 50, iterations = 4;
+static unsigned leak_level = BP_LEAK_SIMPLE;
 static bp_allocator *alloc;
 static _Atomic(bp_buf *) transfer[TRANSFERS];
 static atomic_int corrupted;
@@ -96,8 +102,8 @@ static void test_stress(void **state)
     cfg.arenas = 3;
     cfg.cache_trim_interval = 1000; /* trims during the run */
     cfg.chunk_decay_ms = 5;         /* chunks retained and unmapped during the run */
-    cfg.leak_detection = BP_LEAK_SIMPLE; /* tracked buffers among the rest, handed between */
-    cfg.leak_sampling_interval = 64;     /* threads and released remotely like them */
+    cfg.leak_detection = leak_level; /* tracked buffers among the rest (see the top) */
+    cfg.leak_sampling_interval = 64;
     alloc = bp_allocator_new(&cfg, NULL);
     assert_non_null(alloc);
     pthread_t *tids = calloc((size_t)threads, sizeof *tids);
@@ -143,10 +149,17 @@ int main(int argc, char **argv)
     if (argc > 1) threads = atoi(argv[1]);
     if (argc > 2) scale = atoi(argv[2]);
     if (argc > 3) iterations = atoi(argv[3]);
+    if (argc > 4) {
+        static const char *const levels[] = {"disabled", "simple", "advanced", "paranoid"};
+        leak_level = 4;
+        for (unsigned i = 0; i < 4; i++)
+            if (strcmp(argv[4], levels[i]) == 0) leak_level = i;
+    }
     const char *env = getenv("BP_TEST_SCALE");
     if (env != NULL && strcmp(env, "tsan") == 0) scale = scale / 10 > 0 ? scale / 10 : 1;
-    if (threads < 1 || scale < 1 || iterations < 1) {
-        fprintf(stderr, "usage: test_stress [THREADS [SCALE [ITER]]] (all >= 1)\n");
+    if (threads < 1 || scale < 1 || iterations < 1 || leak_level > BP_LEAK_PARANOID) {
+        fprintf(stderr, "usage: test_stress [THREADS [SCALE [ITER [disabled|simple|advanced|paranoid]]]] "
+                        "(numbers >= 1)\n");
         return 2;
     }
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_stress)};
