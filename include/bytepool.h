@@ -148,8 +148,9 @@ typedef struct bp_config {
     unsigned arena_cache_size;  /* released buffers each arena keeps per thread-cached class,
                                    given back by its threads' full bins and taken by their
                                    misses in batches (tcmalloc's transfer cache); default
-                                   8192 (a burst of up to ~8400 buffers of one class per
-                                   thread then never reaches a chunk), 0 = off */
+                                   8192 (a burst of up to ~8400 buffers of a class of up
+                                   to 2 KiB then never reaches a chunk; larger classes
+                                   are held to arena_cache_max_bytes), 0 = off */
     size_t arena_cache_max_bytes; /* ... and their bytes, all classes of one arena together;
                                      default 16 MiB */
     unsigned run_cache_size;    /* freed runs each arena keeps per normal class without
