@@ -137,10 +137,7 @@ bp_buf *bp__buf_alloc_miss(bp_allocator *a, bp__thread_state *ts, size_t size, u
         if (cls < ts->tcache.ncacheable) {
             bp__tcache_count(&ts->tcache.misses);
             /* What consumers released for us comes back before the arena is asked. */
-            if (bp__remote_drain(ts) > 0 && (b = bp__bin_pop(&ts->tcache.bins[cls])) != NULL) {
-                bp__tcache_ledger(&ts->tcache, -1); /* as a take (not counted twice) */
-                return b;
-            }
+            if (bp__remote_drain(ts) > 0 && (b = bp__tcache_take(&ts->tcache, cls)) != NULL) return b;
             if ((b = bp__tcache_refill(&ts->tcache, cls)) != NULL) return b;
         }
     }
