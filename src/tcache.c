@@ -39,6 +39,15 @@ static uint32_t next_sample_gap(bp__tcache *tc)
     return 1 + (uint32_t)(((x * 0x2545F4914F6CDD1Dull) >> 32) % (2ull * interval - 1));
 }
 
+/* Arms the fast path's countdown to stop just before the trim or the next tracked buffer,
+ * whichever comes first. */
+static void clock_arm(bp__tcache *tc)
+{
+    uint32_t next = tc->trim_in;
+    if (tc->sample_interval != 0 && tc->sample_in < next) next = tc->sample_in;
+    tc->fast_armed = tc->fast_left = next;
+}
+
 void bp__tcache_clock_init(bp__tcache *tc, uint32_t trim_interval, uint32_t sample_interval)
 {
     tc->trim_interval = trim_interval;
@@ -52,7 +61,7 @@ void bp__tcache_clock_init(bp__tcache *tc, uint32_t trim_interval, uint32_t samp
     tc->sample_rng = (z ^ (z >> 31)) | 1;
     if (sample_interval == 0) tc->sample_in = 0;
     else tc->sample_in = atomic_load_explicit(&fixed_sampling, memory_order_relaxed) ? 1 : next_sample_gap(tc);
-    tc->fast_armed = tc->fast_left = sample_interval && tc->sample_in < tc->trim_in ? tc->sample_in : tc->trim_in;
+    clock_arm(tc);
 }
 
 bool bp__tcache_tick(bp__tcache *tc, bool buffer)
@@ -72,9 +81,7 @@ bool bp__tcache_tick(bp__tcache *tc, bool buffer)
     tc->trim_in -= served + 1;
     bool trim = tc->trim_in == 0;
     if (trim) tc->trim_in = tc->trim_interval ? tc->trim_interval : UINT32_MAX;
-    uint32_t next = tc->trim_in;
-    if (tc->sample_interval != 0 && tc->sample_in < next) next = tc->sample_in;
-    tc->fast_armed = tc->fast_left = next;
+    clock_arm(tc);
     /* Every allocation counts, cached class or not: the schedule is also the clock of the
      * arena's caches and purges, which a thread allocating only uncached sizes drives too. */
     if (trim && tc->arena != NULL) bp__tcache_scheduled_trim(tc);
