@@ -26,7 +26,10 @@ static bp_allocator *allocator_caching(unsigned small, unsigned normal, size_t m
 /* The arena's cache at its defaults. */
 static bp_allocator *allocator_with(unsigned small, unsigned normal, size_t max_cached, unsigned trim_interval)
 {
-    return allocator_caching(small, normal, max_cached, trim_interval, 1024, (size_t)16 << 20);
+    bp_config defaults;
+    bp_config_init(&defaults);
+    return allocator_caching(small, normal, max_cached, trim_interval, defaults.arena_cache_size,
+                             defaults.arena_cache_max_bytes);
 }
 
 static bp_allocator *default_cached(void) { return allocator_with(256, 64, 32 * 1024, 8192); }
