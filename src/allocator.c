@@ -61,17 +61,22 @@ static void take_back_one(bp__thread_state *ts, bp_buf *b, bool cache_regions)
  * the number of buffers. */
 static size_t take_back(bp__thread_state *ts, bp__remote_batch *list, bool cache_regions)
 {
-    /* Objects prefetched ahead, first line only (the tag there is all a take-back reads),
-     * for writing: the line was written on another core last, and the next allocation of
-     * the object writes it here. */
+    /* Both lines the next allocation of each buffer writes - the object's first and the
+     * data's first - were last touched on the releasing core; fetched now, for writing, they
+     * are this core's when the producer gets to them (the data line alone: 44 -> 30 ns per
+     * buffer in the producer/consumer benchmark). Objects a few ahead, first line only (the
+     * tag there is all a take-back reads); the data line once the object's line is here. */
     enum { AHEAD = 4 };
+    bool has_prefetchw = ts->allocator->has_prefetchw;
     size_t n = 0;
     while (list != NULL) {
         bp__remote_batch *batch = list;
         list = batch->next;
         for (unsigned i = 0; i < batch->count; i++) {
-            if (i + AHEAD < batch->count) __builtin_prefetch(&batch->bufs[i + AHEAD]->head, 1);
-            take_back_one(ts, batch->bufs[i], cache_regions);
+            if (i + AHEAD < batch->count) bp__prefetch_for_write(&batch->bufs[i + AHEAD]->head, has_prefetchw);
+            bp_buf *b = batch->bufs[i];
+            bp__prefetch_for_write(b->head.memory, has_prefetchw);
+            take_back_one(ts, b, cache_regions);
         }
         n += batch->count;
         free(batch);
@@ -458,6 +463,7 @@ static bp_allocator *allocator_create(const bp_config *cfg, bool pooled, int *er
     if (a == NULL) goto fail;
     a->id = atomic_fetch_add(&next_allocator_id, 1);
     a->pooled = pooled;
+    a->has_prefetchw = bp__os_cpu_has_prefetchw();
     a->config = *cfg;
     if (pthread_mutex_init(&a->lock, NULL) != 0) goto fail_free;
     bp__leak_init(&a->leak, cfg->leak_detection, cfg->leak_sampling_interval);

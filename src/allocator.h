@@ -60,6 +60,7 @@ struct bp_allocator {
     uint64_t id;                 /* unique for the life of the process */
     bool pooled;
     bool is_default;
+    bool has_prefetchw;          /* bp__os_cpu_has_prefetchw(), for remote take-backs */
     bp_config config;
     bp__size_classes sc;
     bp__arena *arenas;           /* config.arenas of them; NULL if unpooled */

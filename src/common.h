@@ -34,6 +34,24 @@
 
 #define BP_CACHE_LINE 64
 
+/* Prefetches the line at p to be written here, where another core wrote or read it last:
+ * the line comes exclusive, so the write that follows neither misses nor has to invalidate
+ * the other core's copy (which a read prefetch leaves shared). `has_prefetchw` is
+ * bp__os_cpu_has_prefetchw(): x86 compilers turn __builtin_prefetch(p, 1) into PREFETCHW
+ * only when built for a CPU that has it, and into a read prefetch otherwise, so the
+ * instruction is written out here when the running CPU has it. Never faults. */
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(__PRFCHW__)
+#  define bp__prefetch_for_write(p, has_prefetchw)                                           \
+      do {                                                                                  \
+          if (has_prefetchw) __asm__ volatile("prefetchw %0" : : "m"(*(const char *)(p)));  \
+          else __builtin_prefetch((p), 1);                                                  \
+      } while (0)
+#elif defined(__GNUC__)
+#  define bp__prefetch_for_write(p, has_prefetchw) ((void)(has_prefetchw), __builtin_prefetch((p), 1))
+#else
+#  define bp__prefetch_for_write(p, has_prefetchw) ((void)(p), (void)(has_prefetchw))
+#endif
+
 /* Memory that sits free in the pool is unaddressable for the tools that can tell: under
  * AddressSanitizer always, under Valgrind in builds made with BP_VALGRIND (its client
  * requests cost a few instructions even outside Valgrind). Elsewhere these do nothing. */

@@ -8,6 +8,9 @@
 
 #include <stdatomic.h>
 #include <sys/mman.h>
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#  include <cpuid.h>
+#endif
 #include <unistd.h>
 
 static atomic_size_t mapped_bytes;
@@ -30,6 +33,17 @@ unsigned bp__os_cpu_count(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (unsigned)n : 1u;
+}
+
+bool bp__os_cpu_has_prefetchw(void)
+{
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(__PRFCHW__)
+    unsigned eax, ebx, ecx, edx;
+    if (__get_cpuid(0x80000001u, &eax, &ebx, &ecx, &edx) == 0) return false;
+    return (ecx >> 8) & 1u;
+#else
+    return true;
+#endif
 }
 
 static bool injected_failure(void)

@@ -17,6 +17,11 @@ size_t bp__os_page_size(void);
 /* Online CPUs, at least 1. */
 unsigned bp__os_cpu_count(void);
 
+/* Whether the CPU has a prefetch that asks for a line exclusive (x86's PREFETCHW, CPUID
+ * 0x80000001 ECX bit 8; see bp__prefetch_for_write). True where __builtin_prefetch(p, 1)
+ * is such a prefetch already (arm64, or x86 code built for a CPU that has it). */
+bool bp__os_cpu_has_prefetchw(void);
+
 /* Maps `size` bytes (a multiple of the OS page) of zeroed read/write memory.
  * NULL when the OS refuses or a failure was injected. */
 void *bp__os_map(size_t size);

@@ -4,10 +4,13 @@
 #include "test_util.h"
 
 #include "allocator.h"
+#include "os.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int scale_divisor(void)
 {
@@ -332,15 +335,16 @@ static void *steady_state_body(void *arg)
 }
 
 /* Regions and bp_buf objects flow back to the producer: after warming up, more rounds map
- * no memory and make no objects. */
-static void test_producer_consumer_reaches_a_steady_state(void **state)
+ * no memory and make no objects. `has_prefetchw` picks the take-back's prefetch (the
+ * write prefetch the CPU has, or the compiler's); both must come out the same. */
+static void producer_consumer_steady_state(bool has_prefetchw)
 {
-    (void)state;
     bp_config cfg;
     bp_config_init(&cfg);
     cfg.arenas = 2;
     handoff *h = calloc(1, sizeof *h);
     h->a = bp_allocator_new(&cfg, NULL);
+    h->a->has_prefetchw = has_prefetchw && bp__os_cpu_has_prefetchw();
     h->rounds = 100 / scale_divisor() + WARMUP_ROUNDS + 10;
     pthread_t p;
     pthread_create(&p, NULL, steady_state_body, h);
@@ -359,6 +363,41 @@ static void test_producer_consumer_reaches_a_steady_state(void **state)
     assert_int_equal(s.threads, 0);
     bp_allocator_destroy(h->a);
     free(h);
+}
+
+static void test_producer_consumer_reaches_a_steady_state(void **state)
+{
+    (void)state;
+    producer_consumer_steady_state(true);
+}
+
+static void test_producer_consumer_without_a_write_prefetch(void **state)
+{
+    (void)state;
+    producer_consumer_steady_state(false);
+}
+
+/* The CPUID bit the take-back's write prefetch depends on is the one Linux calls
+ * 3dnowprefetch (CPUID 0x80000001 ECX bit 8): both must agree. */
+static void test_prefetchw_detection_agrees_with_the_kernel(void **state)
+{
+    (void)state;
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(__PRFCHW__)
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f == NULL) skip();
+    char line[8192];
+    bool found_flags = false, kernel_says = false;
+    while (!found_flags && fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, "flags", 5) != 0) continue;
+        found_flags = true;
+        kernel_says = strstr(line, " 3dnowprefetch") != NULL;
+    }
+    fclose(f);
+    if (!found_flags) skip();
+    assert_int_equal(bp__os_cpu_has_prefetchw(), kernel_says);
+#else
+    assert_true(bp__os_cpu_has_prefetchw()); /* __builtin_prefetch(p, 1) is one already */
+#endif
 }
 
 static void *alloc_many_and_exit(void *arg)
@@ -611,6 +650,8 @@ int main(void)
         cmocka_unit_test(test_shared_reference_count_is_atomic),
         cmocka_unit_test(test_thread_exit_returns_recycled_objects),
         cmocka_unit_test(test_producer_consumer_reaches_a_steady_state),
+        cmocka_unit_test(test_producer_consumer_without_a_write_prefetch),
+        cmocka_unit_test(test_prefetchw_detection_agrees_with_the_kernel),
         cmocka_unit_test(test_release_after_the_owner_exited),
         cmocka_unit_test(test_remote_releases_waiting_at_destroy),
         cmocka_unit_test(test_remote_release_without_memory_for_a_batch),
