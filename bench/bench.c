@@ -386,7 +386,7 @@ ALWAYS_INLINE void mixed_loop(const ops *o, uint64_t steps, result *r)
 
 /* threads-T: T threads each running batch-256 on their own: does throughput scale? */
 typedef struct thread_job {
-    const ops *o;
+    _Alignas(64) const ops *o; /* a line each: the jobs sit side by side in one array */
     uint64_t rounds;
     uint64_t sum;
 } thread_job;
@@ -504,6 +504,7 @@ static int child_main(const char *backend_name, const bench_case *c)
 
 typedef struct measurement {
     double ns[MAX_REPS];
+    int rep[MAX_REPS];           /* the repetition each run belongs to */
     char raw[MAX_REPS][6600];
     uint64_t checksum;
     bool checksum_mismatch;
@@ -583,6 +584,44 @@ static void command_output(const char *command, char *out, size_t len)
         if (*c == '"' || *c == '\\') *c = '\'';
 }
 
+/* Runs case `c` on backend `b` once in a child and records it as repetition `rep`. */
+static void measure_once(const char *self, const bench_case *bc, int c, size_t b, int rep)
+{
+    measurement *m = &table[c][b];
+    char out[6600];
+    if (!run_child(self, &backends[b], bc, out, sizeof out)) {
+        fprintf(stderr, "bench: %s on %s failed\n", bc->name, backends[b].name);
+        return;
+    }
+    out[strcspn(out, "\n")] = '\0';
+    uint64_t checksum = (uint64_t)json_number(out, "checksum");
+    if (m->n == 0 && b == 0) m->checksum = checksum;
+    if (table[c][0].n > 0 && checksum != table[c][0].checksum) m->checksum_mismatch = true;
+    m->ns[m->n] = json_number(out, "ns_per_op");
+    m->rep[m->n] = rep;
+    snprintf(m->raw[m->n], sizeof m->raw[m->n], "%s", out);
+    m->n++;
+}
+
+/* Throughput of threads-T over threads-1 for one backend: the median of the ratios of runs
+ * of the same repetition (back to back, see main). Fills ratios[] and returns how many;
+ * 0 when the cases are not both there. */
+static int scaling_ratios(const measurement *one, const measurement *many, double *ratios)
+{
+    int n = 0;
+    for (int i = 0; i < many->n; i++)
+        for (int j = 0; j < one->n; j++)
+            if (one->rep[j] == many->rep[i] && many->ns[i] > 0) ratios[n++] = one->ns[j] / many->ns[i];
+    return n;
+}
+
+static int threads_one_case(const bench_case *cases, int ncases)
+{
+    for (int c = 0; c < ncases; c++)
+        if (strcmp(cases[c].kind, "threads") == 0 && cases[c].param == 1) return c;
+    return -1;
+}
+
 static void write_json(const char *path, const bench_case *cases, int ncases, int reps, bool quick)
 {
     FILE *f = fopen(path, "w");
@@ -610,6 +649,22 @@ static void write_json(const char *path, const bench_case *cases, int ncases, in
             fprintf(f, "%s    {\"workload\": \"%s\", \"backend\": \"%s\", \"median_ns_per_op\": %.3f, \"runs\": [",
                     first ? "" : ",\n", cases[c].name, backends[b].name, median(m->ns, m->n));
             for (int i = 0; i < m->n; i++) fprintf(f, "%s%s", i ? ", " : "", m->raw[i]);
+            fprintf(f, "]}");
+            first = false;
+        }
+    }
+    fprintf(f, "\n  ],\n  \"scaling\": [");
+    int one = threads_one_case(cases, ncases);
+    first = true;
+    for (int c = 0; c < ncases && one >= 0; c++) {
+        if (strcmp(cases[c].kind, "threads") != 0 || cases[c].param == 1) continue;
+        for (size_t b = 0; b < NBACKENDS; b++) {
+            double ratios[MAX_REPS];
+            int n = scaling_ratios(&table[one][b], &table[c][b], ratios);
+            if (n == 0) continue;
+            fprintf(f, "%s\n    {\"workload\": \"%s\", \"backend\": \"%s\", \"median_ratio\": %.3f, \"ratios\": [",
+                    first ? "" : ",", cases[c].name, backends[b].name, median(ratios, n));
+            for (int i = 0; i < n; i++) fprintf(f, "%s%.3f", i ? ", " : "", ratios[i]);
             fprintf(f, "]}");
             first = false;
         }
@@ -695,28 +750,24 @@ int main(int argc, char **argv)
     int ncases = make_cases(cases, quick, only);
     printf("bytepool-bench: %d workloads x %zu backends x %d repetitions%s\n", ncases, NBACKENDS, reps,
            quick ? " (quick)" : "");
-    for (int c = 0; c < ncases; c++) {
+    for (int c = 0; c < ncases;) {
+        /* The threads-T cases run as one group, repetition by repetition, so that threads-1
+         * and threads-T of a repetition run back to back: run one case after the other, they
+         * would be minutes apart, and the scaling ratio between them would compare two
+         * states of this noisy VM rather than one thread count with another. */
+        int group_end = c + 1;
+        if (strcmp(cases[c].kind, "threads") == 0)
+            while (group_end < ncases && strcmp(cases[group_end].kind, "threads") == 0) group_end++;
         double start = now_ns();
-        for (int rep = 0; rep < reps; rep++) {
-            for (size_t k = 0; k < NBACKENDS; k++) {
-                size_t b = (k + (size_t)rep) % NBACKENDS; /* rotate who goes first */
-                measurement *m = &table[c][b];
-                char out[6600];
-                if (!run_child(self, &backends[b], &cases[c], out, sizeof out)) {
-                    fprintf(stderr, "bench: %s on %s failed\n", cases[c].name, backends[b].name);
-                    continue;
-                }
-                out[strcspn(out, "\n")] = '\0';
-                uint64_t checksum = (uint64_t)json_number(out, "checksum");
-                if (m->n == 0 && b == 0) m->checksum = checksum;
-                if (table[c][0].n > 0 && checksum != table[c][0].checksum) m->checksum_mismatch = true;
-                m->ns[m->n] = json_number(out, "ns_per_op");
-                snprintf(m->raw[m->n], sizeof m->raw[m->n], "%s", out);
-                m->n++;
-            }
-        }
-        printf("  %-14s done in %5.1f s\n", cases[c].name, (now_ns() - start) / 1e9);
+        for (int rep = 0; rep < reps; rep++)
+            for (int g = c; g < group_end; g++)
+                for (size_t k = 0; k < NBACKENDS; k++)
+                    measure_once(self, &cases[g], g, (k + (size_t)rep) % NBACKENDS, rep); /* rotate who goes first */
+        for (int g = c; g < group_end; g++)
+            printf("  %-14s done in %5.1f s%s\n", cases[g].name, (now_ns() - start) / 1e9,
+                   group_end - c > 1 ? " (with the other threads-T, interleaved)" : "");
         fflush(stdout);
+        c = group_end;
     }
 
     printf("\nmedian ns per buffer (ratio = backend / bytepool; > 1 means bytepool is faster)\n");
@@ -753,6 +804,27 @@ int main(int argc, char **argv)
                    rss / live, json_number(raw, "rss_after") / 1048576);
         }
     }
+    int one = threads_one_case(cases, ncases);
+    bool scaling_header = false;
+    for (int c = 0; c < ncases && one >= 0; c++) {
+        if (strcmp(cases[c].kind, "threads") != 0 || cases[c].param == 1) continue;
+        if (!scaling_header) {
+            printf("\nscaling: throughput of T threads over one, median of the repetitions' ratios\n%-14s", "workload");
+            for (size_t b = 0; b < NBACKENDS; b++) printf(" %19s", backends[b].name);
+            printf("\n");
+            scaling_header = true;
+        }
+        printf("%-14s", cases[c].name);
+        for (size_t b = 0; b < NBACKENDS; b++) {
+            double ratios[MAX_REPS];
+            int n = scaling_ratios(&table[one][b], &table[c][b], ratios);
+            char cell[32] = "-";
+            if (n > 0) snprintf(cell, sizeof cell, "%.2fx", median(ratios, n));
+            printf(" %19s", cell);
+        }
+        printf("\n");
+    }
+
     bool mismatch = false;
     for (int c = 0; c < ncases; c++)
         for (size_t b = 0; b < NBACKENDS; b++) mismatch |= table[c][b].checksum_mismatch;

@@ -114,8 +114,9 @@ def ratio(x):
     return f"{x:.2f}" if x < 10 else f"{x:.1f}"
 
 
-def write_table(backends, table, path):
-    """The README's table: medians, and in brackets each backend's time over bytepool's."""
+def write_table(data, backends, table, path):
+    """The README's table: medians, and in brackets each backend's time over bytepool's;
+    then each threads-T's scaling over threads-1 (median of the repetitions' paired ratios)."""
     names = {"bytepool-unpooled": "unpooled"}
     lines = ["| workload | " + " | ".join(names.get(b, b) for b in backends) + " |",
              "|---" * (len(backends) + 1) + "|"]
@@ -127,6 +128,12 @@ def write_table(backends, table, path):
             cells.append("-" if ns is None else f"{cell(ns)} ({ratio(ns / base)})")
         label = "mixed (per step)" if w == "mixed" else w
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    scaling = {}
+    for r in data.get("scaling", []):
+        scaling.setdefault(r["workload"], {})[r["backend"]] = r["median_ratio"]
+    for w, row in scaling.items():
+        cells = [f"{row[b]:.2f}x" if b in row else "-" for b in backends]
+        lines.append(f"| {w} / threads-1 throughput | " + " | ".join(cells) + " |")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -138,7 +145,7 @@ def main():
     plot_ns(data, backends, table, sys.argv[2])
     plot_threads(data, backends, table, sys.argv[2])
     plot_mixed(data, backends, table, sys.argv[2])
-    write_table(backends, table, f"{sys.argv[2]}/bench-table.md")
+    write_table(data, backends, table, f"{sys.argv[2]}/bench-table.md")
     print(f"plots: {sys.argv[2]}/bench-ns.png bench-threads.png bench-mixed.png; table: {sys.argv[2]}/bench-table.md")
 
 
