@@ -751,17 +751,17 @@ int main(int argc, char **argv)
     printf("bytepool-bench: %d workloads x %zu backends x %d repetitions%s\n", ncases, NBACKENDS, reps,
            quick ? " (quick)" : "");
     for (int c = 0; c < ncases;) {
-        /* The threads-T cases run as one group, repetition by repetition, so that threads-1
-         * and threads-T of a repetition run back to back: run one case after the other, they
-         * would be minutes apart, and the scaling ratio between them would compare two
-         * states of this noisy VM rather than one thread count with another. */
+        /* The threads-T cases run as one group: in each repetition each backend runs
+         * threads-1, threads-2, ... back to back. Run one case after the other, threads-1
+         * and threads-T would be minutes apart, and the scaling ratio between them would
+         * compare two states of this noisy VM rather than one thread count with another. */
         int group_end = c + 1;
         if (strcmp(cases[c].kind, "threads") == 0)
             while (group_end < ncases && strcmp(cases[group_end].kind, "threads") == 0) group_end++;
         double start = now_ns();
         for (int rep = 0; rep < reps; rep++)
-            for (int g = c; g < group_end; g++)
-                for (size_t k = 0; k < NBACKENDS; k++)
+            for (size_t k = 0; k < NBACKENDS; k++)
+                for (int g = c; g < group_end; g++)
                     measure_once(self, &cases[g], g, (k + (size_t)rep) % NBACKENDS, rep); /* rotate who goes first */
         for (int g = c; g < group_end; g++)
             printf("  %-14s done in %5.1f s%s\n", cases[g].name, (now_ns() - start) / 1e9,
