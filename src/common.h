@@ -40,17 +40,19 @@
  * bp__os_cpu_has_prefetchw(): x86 compilers turn __builtin_prefetch(p, 1) into PREFETCHW
  * only when built for a CPU that has it, and into a read prefetch otherwise, so the
  * instruction is written out here when the running CPU has it. Never faults. */
+BP_INLINE void bp__prefetch_for_write(const void *p, bool has_prefetchw)
+{
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(__PRFCHW__)
-#  define bp__prefetch_for_write(p, has_prefetchw)                                           \
-      do {                                                                                  \
-          if (has_prefetchw) __asm__ volatile("prefetchw %0" : : "m"(*(const char *)(p)));  \
-          else __builtin_prefetch((p), 1);                                                  \
-      } while (0)
+    if (has_prefetchw) __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
+    else __builtin_prefetch(p, 1);
 #elif defined(__GNUC__)
-#  define bp__prefetch_for_write(p, has_prefetchw) ((void)(has_prefetchw), __builtin_prefetch((p), 1))
+    (void)has_prefetchw;
+    __builtin_prefetch(p, 1);
 #else
-#  define bp__prefetch_for_write(p, has_prefetchw) ((void)(p), (void)(has_prefetchw))
+    (void)p;
+    (void)has_prefetchw;
 #endif
+}
 
 /* Memory that sits free in the pool is unaddressable for the tools that can tell: under
  * AddressSanitizer always, under Valgrind in builds made with BP_VALGRIND (its client
