@@ -170,8 +170,11 @@ BP_INLINE bool bp__region_is_home(const bp__region *region, const bp__thread_sta
  * ts's base + class when its release may go straight into ts's cache. */
 BP_INLINE uint32_t bp__buf_release_tag(const bp_buf *b, const bp__thread_state *ts)
 {
-    if (ts == NULL || !bp__region_is_home(&b->region, ts)) return BP__TAG_NONE;
-    return bp__release_tag(&ts->tcache, b->region.class_index);
+    if (ts == NULL) return BP__TAG_NONE;
+    /* The class first, as in bp__buf_cache_at_home: no look at the chunk for a class the
+     * cache does not keep. */
+    uint32_t tag = bp__release_tag(&ts->tcache, b->region.class_index);
+    return tag != BP__TAG_NONE && bp__region_is_home(&b->region, ts) ? tag : BP__TAG_NONE;
 }
 
 /* The class in a release tag (its low byte), read as a byte of its own: a load straight
@@ -211,9 +214,10 @@ BP_INLINE bool bp__buf_cache_at_home(bp__thread_state *ts, bp_buf *b)
     uint32_t tag = b->head.release_tag;
     if (BP_LIKELY((tag & ~0xffu) == ts->tcache.tag_base))
         return bp__tcache_put(&ts->tcache, bp__release_tag_class(b), b);
-    if (!bp__region_is_home(&b->region, ts)) return false;
+    /* The class first: for one no cache keeps (every release of such a buffer comes here)
+     * that answers without a look at the region's chunk. */
     unsigned cls = b->region.class_index;
-    if (cls >= ts->tcache.ncacheable) return false;
+    if (cls >= ts->tcache.ncacheable || !bp__region_is_home(&b->region, ts)) return false;
     b->owner = ts;
     b->head.release_tag = bp__release_tag(&ts->tcache, cls);
     return bp__tcache_put(&ts->tcache, cls, b);
