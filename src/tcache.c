@@ -365,6 +365,10 @@ size_t bp__tcache_trim(bp__tcache *tc)
 
 void bp__tcache_scheduled_trim(bp__tcache *tc)
 {
+    /* The thread's clock also bounds how long buffers it released for other threads wait
+     * in a partial batch when its allocations do not miss the cache (see
+     * bp__buf_alloc_miss). */
+    bp__remote_flush(owner_of(tc));
     if (tc->trim_interval == 0) {
         /* Trimming is off; the countdown still bounds the bins' hit counts. */
         for (unsigned c = 0; c < tc->ncacheable; c++) carry_hits(tc, &tc->bins[c]);

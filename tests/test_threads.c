@@ -492,6 +492,86 @@ static void *release_all(void *arg)
     return (void *)done;
 }
 
+/* A consumer that allocates a size no thread cache keeps between its remote releases. */
+typedef struct mixed_consumer {
+    handoff *h;
+    int released;          /* remote releases, one 64 KiB allocation after each */
+    int extra_allocations; /* then this many more 64 KiB allocations */
+    bool trim;             /* then bp_thread_cache_trim */
+    uint32_t pending;      /* its batch's count at the end */
+    bool owner_stack_empty; /* whether nothing had reached the owner's remote stack */
+} mixed_consumer;
+
+static void *release_with_uncached_allocations(void *arg)
+{
+    mixed_consumer *m = arg;
+    bp_allocator *a = m->h->a;
+    bp__thread_state *owner = m->h->bufs[0]->owner;
+    /* First a thread state and a stocked recycler (taking its first objects is a slow path
+     * of its own, which flushes). */
+    assert_int_equal(bp_release(bp_alloc(a, 65536)), 1);
+    for (int i = 0; i < m->released + m->extra_allocations; i++) {
+        if (i < m->released) assert_int_equal(bp_release(m->h->bufs[i]), 1);
+        bp_buf *big = bp_alloc(a, 65536);
+        assert_non_null(big);
+        assert_int_equal(bp_release(big), 1);
+    }
+    if (m->trim) assert_true(bp_thread_cache_trim(a) >= 0);
+    bp__thread_state *ts = bp__thread_state_get(a);
+    m->pending = ts->batch != NULL ? ts->batch->count : 0;
+    m->owner_stack_empty = atomic_load(&owner->remote_head) == NULL;
+    return NULL;
+}
+
+/* An allocation of an uncached size is no reason to push a partial batch: a consumer doing
+ * one after every release kept pushing batches of one buffer (a CAS and a malloc'ed batch
+ * each; its hand-off ran 3x slower). Its batch fills as usual, and its scheduled trim
+ * bounds how long a partial one waits. */
+static void test_uncached_allocations_do_not_push_partial_batches(void **state)
+{
+    (void)state;
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.cache_trim_interval = 64;
+    handoff *h = calloc(1, sizeof *h);
+    h->a = bp_allocator_new(&cfg, NULL);
+    enum { RELEASED = 40 }; /* fewer than a batch holds */
+    for (int i = 0; i < RELEASED; i++) h->bufs[i] = bp_alloc(h->a, 256);
+    mixed_consumer m = {h, RELEASED, 0, false, 0, false};
+    pthread_t t;
+    pthread_create(&t, NULL, release_with_uncached_allocations, &m);
+    pthread_join(t, NULL);
+    assert_int_equal(m.pending, RELEASED); /* all in one batch, none pushed yet */
+    assert_true(m.owner_stack_empty);
+    /* The consumer's exit pushed them: all came home to their owner (this thread). */
+    bp_allocator_stats s;
+    bp_allocator_get_stats(h->a, &s, sizeof s);
+    assert_int_equal(s.remote_releases, RELEASED);
+    assert_int_equal(bp__remote_drain(bp__thread_state_get(h->a)), RELEASED);
+
+    /* Past its trim interval of allocations, the consumer's partial batch goes. */
+    for (int i = 0; i < RELEASED; i++) h->bufs[i] = bp_alloc(h->a, 256);
+    m = (mixed_consumer){h, 5, 100, false, 0, true};
+    pthread_create(&t, NULL, release_with_uncached_allocations, &m);
+    pthread_join(t, NULL);
+    assert_int_equal(m.pending, 0);
+    assert_false(m.owner_stack_empty);
+    assert_int_equal(bp__remote_drain(bp__thread_state_get(h->a)), 5);
+    /* So does it on bp_thread_cache_trim, before its clock comes round. */
+    m = (mixed_consumer){h, 5, 0, true, 0, true};
+    for (int i = 0; i < 5; i++) h->bufs[i] = h->bufs[5 + i];
+    pthread_create(&t, NULL, release_with_uncached_allocations, &m);
+    pthread_join(t, NULL);
+    assert_int_equal(m.pending, 0);
+    assert_false(m.owner_stack_empty);
+    assert_int_equal(bp__remote_drain(bp__thread_state_get(h->a)), 5);
+    for (int i = 10; i < RELEASED; i++) assert_int_equal(bp_release(h->bufs[i]), 1);
+    bp_allocator_get_stats(h->a, &s, sizeof s);
+    assert_int_equal(s.active_buffers, 0);
+    bp_allocator_destroy(h->a);
+    free(h);
+}
+
 static void test_remote_release_without_memory_for_a_batch(void **state)
 {
     (void)state;
@@ -669,6 +749,7 @@ int main(void)
         cmocka_unit_test(test_release_after_the_owner_exited),
         cmocka_unit_test(test_remote_releases_waiting_at_destroy),
         cmocka_unit_test(test_remote_release_without_memory_for_a_batch),
+        cmocka_unit_test(test_uncached_allocations_do_not_push_partial_batches),
         cmocka_unit_test(test_buffer_grown_on_another_arena_goes_back_there),
         cmocka_unit_test(test_readopted_state_keeps_other_arenas_regions_out),
     };
