@@ -84,13 +84,13 @@ static size_t take_back(bp__thread_state *ts, bp__remote_batch *list, bool cache
     return n;
 }
 
-void bp__remote_flush(bp__thread_state *ts)
+void bp__remote_flush_slot(bp__thread_state *ts, struct bp__remote_slot *slot)
 {
-    bp__remote_batch *batch = ts->batch;
+    bp__remote_batch *batch = slot->batch;
     if (batch == NULL || batch->count == 0) return;
-    bp__thread_state *owner = ts->batch_owner;
+    bp__thread_state *owner = slot->owner;
     unsigned n = batch->count;
-    ts->batch = NULL;
+    slot->batch = NULL;
     bp__remote_batch *head = atomic_load_explicit(&owner->remote_head, memory_order_relaxed);
     do {
         if (head == BP__REMOTE_CLOSED) { /* the owner exited: free them here */
@@ -104,11 +104,26 @@ void bp__remote_flush(bp__thread_state *ts)
     bp__counter_add(&ts->remote_releases, n);
 }
 
+void bp__remote_flush(bp__thread_state *ts)
+{
+    for (unsigned i = 0; i < BP__REMOTE_SLOTS; i++) bp__remote_flush_slot(ts, &ts->remote_slots[i]);
+}
+
+/* Frees the empty batches the slots keep (a flushed slot keeps none, an emptied one may). */
+static void free_remote_slots(bp__thread_state *ts)
+{
+    for (unsigned i = 0; i < BP__REMOTE_SLOTS; i++) {
+        free(ts->remote_slots[i].batch);
+        ts->remote_slots[i].batch = NULL;
+        ts->remote_slots[i].owner = NULL;
+    }
+}
+
 static atomic_bool remote_batch_failure; /* test hook, see allocator.h */
 
 void bp__remote_inject_batch_failure(bool fail) { atomic_store(&remote_batch_failure, fail); }
 
-BP_NOINLINE void bp__remote_release_slow(bp__thread_state *ts, bp_buf *b)
+BP_NOINLINE void bp__remote_release_slow(bp__thread_state *ts, struct bp__remote_slot *slot, bp_buf *b)
 {
     bool fail = atomic_load_explicit(&remote_batch_failure, memory_order_relaxed);
     bp__remote_batch *batch = fail ? NULL : malloc(sizeof *batch);
@@ -121,8 +136,8 @@ BP_NOINLINE void bp__remote_release_slow(bp__thread_state *ts, bp_buf *b)
     batch->next = NULL;
     batch->count = 1;
     batch->bufs[0] = b;
-    ts->batch = batch;
-    if (BP__REMOTE_BATCH == 1) bp__remote_flush(ts);
+    slot->batch = batch;
+    if (BP__REMOTE_BATCH == 1) bp__remote_flush_slot(ts, slot);
 }
 
 size_t bp__remote_drain(bp__thread_state *ts)
@@ -193,8 +208,7 @@ static void thread_state_release(void *arg)
     bp__thread_state *ts = arg;
     bp_allocator *a = ts->allocator;
     bp__remote_flush(ts);
-    free(ts->batch); /* an empty one kept for the next remote release */
-    ts->batch = NULL;
+    free_remote_slots(ts);
     /* Close the remote stack: from now on releasers free for themselves. */
     bp__remote_batch *pending = atomic_exchange_explicit(&ts->remote_head, BP__REMOTE_CLOSED, memory_order_acquire);
     bp__counter_add(&ts->remote_drained, take_back(ts, pending, false));
@@ -554,7 +568,7 @@ void bp_allocator_destroy(bp_allocator *a)
             free(pending);
             pending = after;
         }
-        free(ts->batch);
+        free_remote_slots(ts);
         free(ts);
         ts = next;
     }

@@ -33,6 +33,9 @@ typedef struct bp__buf_slab {
 /* One thread's view of one allocator. Counters have a single writer (the thread) and
  * are read by stats with relaxed loads; they are updated with a load and a store, never a
  * read-modify-write. */
+#define BP__REMOTE_SLOT_BITS 3 /* 8 slots: owners a thread collects remote releases for at once */
+#define BP__REMOTE_SLOTS (1u << BP__REMOTE_SLOT_BITS)
+
 typedef struct bp__thread_state {
     bp_allocator *allocator;
     bp__arena *arena;            /* bound on first use; NULL for unpooled or while unused */
@@ -42,10 +45,15 @@ typedef struct bp__thread_state {
     _Atomic uint64_t remote_releases; /* buffers this thread pushed to other owners */
     _Atomic uint64_t remote_drained;  /* buffers other threads pushed to this one */
     struct bp__thread_state *prev, *next; /* in allocator->threads */
-    /* Released buffers of one other owner, collected to be pushed as one batch (snmalloc's
-     * batching): one CAS per batch instead of per buffer. */
-    struct bp__thread_state *batch_owner;
-    struct bp__remote_batch *batch; /* NULL until the next remote release needs one */
+    /* Released buffers of other owners, collected to be pushed a batch at a time (snmalloc's
+     * batching): one CAS per batch instead of per buffer. One batch per slot, each slot for
+     * the owners that hash to it (bp__remote_slot_of), so a thread releasing buffers of a
+     * few owners in turn (a worker serving several event loops) fills a batch for each
+     * instead of pushing one at every change of owner. */
+    struct bp__remote_slot {
+        struct bp__thread_state *owner;
+        struct bp__remote_batch *batch; /* NULL until a release needs one */
+    } remote_slots[BP__REMOTE_SLOTS];
     /* Batches of buffers allocated here and released by other threads: a push-only stack
      * (Treiber) that other threads CAS onto and this thread takes whole with one exchange.
      * BP__REMOTE_CLOSED while no thread owns the state. On its own cache line: other
@@ -264,13 +272,24 @@ typedef struct bp__remote_batch {
     bp_buf *bufs[BP__REMOTE_BATCH];
 } bp__remote_batch;
 
-/* Pushes this thread's pending batch onto its owner's remote stack; if the owner has closed
- * it (its thread exited), frees the batch here. */
+/* Pushes the slot's pending batch onto its owner's remote stack; if the owner has closed it
+ * (its thread exited), frees the buffers here. */
+void bp__remote_flush_slot(bp__thread_state *ts, struct bp__remote_slot *slot);
+
+/* Pushes every pending batch of this thread (bp__remote_flush_slot). */
 void bp__remote_flush(bp__thread_state *ts);
 
-/* A remote release with no batch to add to: makes one, or when that fails frees the buffer
- * here as if its owner had exited. */
-void bp__remote_release_slow(bp__thread_state *ts, bp_buf *b);
+/* A remote release with no batch in its slot to add to: makes one, or when that fails frees
+ * the buffer here as if its owner had exited. */
+void bp__remote_release_slow(bp__thread_state *ts, struct bp__remote_slot *slot, bp_buf *b);
+
+/* The slot for an owner's batch: its state's address hashed (Fibonacci hashing of the
+ * line number), no load. */
+BP_INLINE unsigned bp__remote_slot_of(const bp__thread_state *owner)
+{
+    uint32_t line = (uint32_t)((uintptr_t)owner / BP_CACHE_LINE);
+    return (line * 2654435769u) >> (32 - BP__REMOTE_SLOT_BITS);
+}
 
 /* Test hook: while `fail` is set, making a remote batch fails as malloc would when out of
  * memory. */
@@ -279,17 +298,18 @@ void bp__remote_inject_batch_failure(bool fail);
 /* Queues a buffer released on `ts` for its owner (another thread state). */
 BP_INLINE void bp__remote_release(bp__thread_state *ts, bp__thread_state *owner, bp_buf *b)
 {
-    if (BP_UNLIKELY(ts->batch_owner != owner)) {
-        if (ts->batch != NULL && ts->batch->count > 0) bp__remote_flush(ts);
-        ts->batch_owner = owner;
+    struct bp__remote_slot *slot = &ts->remote_slots[bp__remote_slot_of(owner)];
+    if (BP_UNLIKELY(slot->owner != owner)) { /* another owner had the slot: its batch goes */
+        if (slot->batch != NULL && slot->batch->count > 0) bp__remote_flush_slot(ts, slot);
+        slot->owner = owner;
     }
-    bp__remote_batch *batch = ts->batch;
+    bp__remote_batch *batch = slot->batch;
     if (BP_UNLIKELY(batch == NULL)) {
-        bp__remote_release_slow(ts, b);
+        bp__remote_release_slow(ts, slot, b);
         return;
     }
     batch->bufs[batch->count++] = b;
-    if (BP_UNLIKELY(batch->count == BP__REMOTE_BATCH)) bp__remote_flush(ts);
+    if (BP_UNLIKELY(batch->count == BP__REMOTE_BATCH)) bp__remote_flush_slot(ts, slot);
 }
 
 /* Takes every buffer other threads pushed to this thread: regions into the cache (or back
