@@ -492,6 +492,15 @@ static void *release_all(void *arg)
     return (void *)done;
 }
 
+/* Buffers a thread has released for other owners and not pushed to them yet. */
+static uint32_t pending_remote_releases(const bp__thread_state *ts)
+{
+    uint32_t n = 0;
+    for (unsigned i = 0; i < BP__REMOTE_SLOTS; i++)
+        if (ts->remote_slots[i].batch != NULL) n += ts->remote_slots[i].batch->count;
+    return n;
+}
+
 /* A consumer that allocates a size no thread cache keeps between its remote releases. */
 typedef struct mixed_consumer {
     handoff *h;
@@ -518,9 +527,7 @@ static void *release_with_uncached_allocations(void *arg)
     }
     if (m->trim) assert_true(bp_thread_cache_trim(a) >= 0);
     bp__thread_state *ts = bp__thread_state_get(a);
-    m->pending = 0;
-    for (unsigned i = 0; i < BP__REMOTE_SLOTS; i++)
-        if (ts->remote_slots[i].batch != NULL) m->pending += ts->remote_slots[i].batch->count;
+    m->pending = pending_remote_releases(ts);
     m->owner_stack_empty = atomic_load(&owner->remote_head) == NULL;
     return NULL;
 }
@@ -605,9 +612,7 @@ static void *release_alternately(void *arg)
         assert_int_equal(bp_release(c->second->bufs[i]), 1);
     }
     bp__thread_state *ts = bp__thread_state_get(c->first->a);
-    c->pending = 0;
-    for (unsigned i = 0; i < BP__REMOTE_SLOTS; i++)
-        if (ts->remote_slots[i].batch != NULL) c->pending += ts->remote_slots[i].batch->count;
+    c->pending = pending_remote_releases(ts);
     c->stacks_empty = atomic_load(&c->first->bufs[0]->owner->remote_head) == NULL &&
                       atomic_load(&c->second->bufs[0]->owner->remote_head) == NULL;
     return NULL;
