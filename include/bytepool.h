@@ -218,13 +218,13 @@ BP_API int bp_allocator_is_pooled(const bp_allocator *a);
 
 /* Trims the calling thread's cache for `a` as the scheduled trim does (every cached region
  * not asked for since the last trim goes back to its arena; Netty's trimCurrentThreadCache),
- * and sends the buffers this thread released for other threads, still waiting in a partial
- * batch, on to them. Returns how many regions went back (0 for an unpooled allocator), BP_EINVAL for NULL,
- * BP_ENOMEM if the thread's state cannot be made. */
+ * and sends the buffers this thread released for other threads, still waiting in partial
+ * batches, on to them. Returns how many regions went back (0 for an unpooled allocator),
+ * BP_EINVAL for NULL, BP_ENOMEM if the thread's state cannot be made. */
 BP_API int bp_thread_cache_trim(bp_allocator *a);
 
-/* Gives every region in the calling thread's cache for `a` back to the arenas (and sends a
- * partial batch of buffers released for other threads on, as bp_thread_cache_trim). Returns
+/* Gives every region in the calling thread's cache for `a` back to the arenas (and sends
+ * partial batches of buffers released for other threads on, as bp_thread_cache_trim). Returns
  * how many went back; errors as bp_thread_cache_trim. Thread exit does this by itself. */
 BP_API int bp_thread_cache_flush(bp_allocator *a);
 

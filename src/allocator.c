@@ -109,7 +109,8 @@ void bp__remote_flush(bp__thread_state *ts)
     for (unsigned i = 0; i < BP__REMOTE_SLOTS; i++) bp__remote_flush_slot(ts, &ts->remote_slots[i]);
 }
 
-/* Frees the empty batches the slots keep (a flushed slot keeps none, an emptied one may). */
+/* Empties the slots, freeing any batch left in one (after bp__remote_flush none holds a
+ * buffer; at allocator destroy the buffers a batch lists die with the slabs). */
 static void free_remote_slots(bp__thread_state *ts)
 {
     for (unsigned i = 0; i < BP__REMOTE_SLOTS; i++) {

@@ -30,12 +30,12 @@ typedef struct bp__buf_slab {
     bp_buf bufs[BP__SLAB_BUFS];
 } bp__buf_slab;
 
-/* One thread's view of one allocator. Counters have a single writer (the thread) and
- * are read by stats with relaxed loads; they are updated with a load and a store, never a
- * read-modify-write. */
 #define BP__REMOTE_SLOT_BITS 3 /* 8 slots: owners a thread collects remote releases for at once */
 #define BP__REMOTE_SLOTS (1u << BP__REMOTE_SLOT_BITS)
 
+/* One thread's view of one allocator. Counters have a single writer (the thread) and
+ * are read by stats with relaxed loads; they are updated with a load and a store, never a
+ * read-modify-write. */
 typedef struct bp__thread_state {
     bp_allocator *allocator;
     bp__arena *arena;            /* bound on first use; NULL for unpooled or while unused */
