@@ -300,7 +300,7 @@ BP_INLINE void bp__remote_release(bp__thread_state *ts, bp__thread_state *owner,
 {
     struct bp__remote_slot *slot = &ts->remote_slots[bp__remote_slot_of(owner)];
     if (BP_UNLIKELY(slot->owner != owner)) { /* another owner had the slot: its batch goes */
-        if (slot->batch != NULL && slot->batch->count > 0) bp__remote_flush_slot(ts, slot);
+        bp__remote_flush_slot(ts, slot);
         slot->owner = owner;
     }
     bp__remote_batch *batch = slot->batch;
