@@ -32,7 +32,14 @@ static bp_allocator *allocator_with(unsigned small, unsigned normal, size_t max_
                              defaults.arena_cache_max_bytes);
 }
 
-static bp_allocator *default_cached(void) { return allocator_with(256, 64, 32 * 1024, 8192); }
+/* One arena, every cache setting at its default. */
+static bp_allocator *default_cached(void)
+{
+    bp_config d;
+    bp_config_init(&d);
+    return allocator_caching(d.small_cache_size, d.normal_cache_size, d.max_cached_size, d.cache_trim_interval,
+                             d.arena_cache_size, d.arena_cache_max_bytes);
+}
 
 static uint64_t arena_allocations(bp_allocator *a)
 {
@@ -193,11 +200,7 @@ static void test_bursts_move_through_the_arena_cache(void **state)
 static void test_a_burst_of_thousands_stays_out_of_the_chunks(void **state)
 {
     (void)state;
-    bp_config cfg;
-    bp_config_init(&cfg);
-    cfg.arenas = 1;
-    bp_allocator *a = bp_allocator_new(&cfg, NULL);
-    assert_non_null(a);
+    bp_allocator *a = default_cached();
     enum { BURST = 8000 };
     bp_buf **bufs = calloc(BURST, sizeof *bufs);
     assert_non_null(bufs);
