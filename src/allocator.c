@@ -53,8 +53,7 @@ static void take_back_one(bp__thread_state *ts, bp_buf *b, bool cache_regions)
     /* Usually only the tag is read (see bp__buf_cache_at_home); owner and tag are written
      * for an exited owner's buffers. */
     if (cache_regions && !paranoid && bp__buf_cache_at_home(ts, b)) return;
-    bp__region_free(a, &b->region);
-    bp__buf_object_retire(ts, a, b, paranoid);
+    bp__buf_give_back(ts, a, b, paranoid);
 }
 
 /* Hands a stack of remote batches back (see take_back_one) and frees the batches. Returns
@@ -150,9 +149,54 @@ size_t bp__remote_drain(bp__thread_state *ts)
     return n;
 }
 
+void bp__buf_give_back(bp__thread_state *ts, bp_allocator *a, bp_buf *b, bool hold_back)
+{
+    if (hold_back || b->region.kind != BP__KIND_NORMAL) bp__region_free(a, &b->region);
+    else if (bp__arena_free_with_object(b->region.chunk->arena, &b->region, b)) return;
+    bp__buf_object_retire(ts, a, b, hold_back);
+}
+
+void bp__buf_objects_reclaim(bp_allocator *a, bp__thread_state *ts, void *loose)
+{
+    for (bp_buf *b = loose; b != NULL;) {
+        bp_buf *next = b->next_free;
+        bp__buf_object_retire(ts, a, b, false);
+        b = next;
+    }
+}
+
+/* A normal class no thread cache keeps: a run from the arena, which comes with the object
+ * released with it when the run cache had one (nothing else to set but the owner: the rest
+ * is as a root's, and the tag stays BP__TAG_NONE); else the object from the recycler. */
+static bp_buf *alloc_whole(bp_allocator *a, bp__thread_state *ts, unsigned cls, int *rc)
+{
+    void *held, *loose;
+    bp__region region;
+    *rc = bp__arena_alloc_whole(ts->arena, cls, &region, &held, &loose);
+    if (BP_UNLIKELY(loose != NULL)) bp__buf_objects_reclaim(a, ts, loose);
+    if (*rc != 0) return NULL;
+    bp_buf *b = held;
+    if (b != NULL) {
+        BP_ASSERT(b->region.memory == region.memory && b->head.memory == region.memory &&
+                  b->head.release_tag == BP__TAG_NONE && b->allocator == a);
+        b->owner = ts;
+        return b;
+    }
+    b = bp__buf_object_get(ts);
+    if (BP_UNLIKELY(b == NULL)) {
+        bp__arena_free(ts->arena, &region);
+        *rc = BP_ENOMEM;
+        return NULL;
+    }
+    b->region = region;
+    bp__buf_object_prepare(b, a, ts);
+    return b;
+}
+
 bp_buf *bp__buf_alloc_miss(bp_allocator *a, bp__thread_state *ts, size_t size, unsigned cls, int *rc)
 {
     bp_buf *b;
+    if (ts->arena != NULL && cls >= ts->arena->whole_from && cls < a->sc.nclasses) return alloc_whole(a, ts, cls, rc);
     if (ts->arena != NULL) {
         if (cls < ts->tcache.ncacheable) {
             /* A miss of a cached class (at most one per half a bin): what this thread holds
@@ -222,6 +266,9 @@ static void thread_state_release(void *arg)
             bp__arena_cache_trim(ts->arena, ts, true);
             bp__arena_run_cache_flush(ts->arena);
         }
+        /* The objects of held runs that went back (at that flush, or to make room for
+         * another thread's run): into this recycler, and from there to the spare list. */
+        bp__buf_objects_reclaim(a, ts, bp__arena_take_loose_objects(ts->arena));
     }
     pthread_mutex_lock(&a->lock);
     if (ts->free_bufs != NULL) {
@@ -651,6 +698,7 @@ int bp_allocator_purge(bp_allocator *a)
     for (unsigned i = 0; a->pooled && i < a->config.arenas; i++) {
         bp__arena_cache_trim(&a->arenas[i], NULL, true); /* first: it may empty chunks */
         purged += bp__arena_purge(&a->arenas[i], true);
+        bp__buf_objects_reclaim(a, NULL, bp__arena_take_loose_objects(&a->arenas[i]));
     }
     return (int)purged;
 }

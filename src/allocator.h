@@ -160,6 +160,16 @@ BP_INLINE void bp__buf_object_retire(bp__thread_state *ts, bp_allocator *a, bp_b
     else bp__buf_object_put(ts, a, b);
 }
 
+/* A released buffer whose region goes to no thread cache: the region back to its arena,
+ * with the object held on it where the arena keeps objects with the runs of its class (see
+ * bp__held_run); otherwise the object to ts's recycler (ts may be NULL), or with hold_back
+ * to quarantine (and not held on the run). */
+void bp__buf_give_back(bp__thread_state *ts, bp_allocator *a, bp_buf *b, bool hold_back);
+
+/* Objects an arena let loose (see bp__arena_take_loose_objects) back to ts's recycler (ts
+ * may be NULL: then to the spare list). */
+void bp__buf_objects_reclaim(bp_allocator *a, bp__thread_state *ts, void *loose);
+
 /* Region of at least `size` bytes from the allocator: pooled from `arena`, or malloc'ed
  * when unpooled (arena NULL). 0 or BP_ENOMEM. */
 int bp__region_alloc(bp_allocator *a, bp__arena *arena, size_t size, bp__region *out);

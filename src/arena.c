@@ -31,12 +31,14 @@ int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index,
     atomic_init(&arena->threads, 0);
     bp__chunk_lists_init(arena->lists);
     for (unsigned c = sc->nsmall; c < sc->nclasses; c++) arena->runs[c].capacity = run_cache_size;
+    arena->whole_from = sc->nclasses;
     return 0;
 }
 
 void bp__arena_destroy(bp__arena *arena)
 {
-    /* Held-back runs go with their chunks, unmapped below: forgotten, not given back. */
+    /* Held-back runs go with their chunks, unmapped below: forgotten, not given back (their
+     * objects, and the loose ones, live in the allocator's slabs). */
     for (unsigned c = 0; c < BP__MAX_CLASSES; c++) arena->runs[c].count = arena->runs[c].low_water = 0;
     arena->run_cache_entries = arena->run_cache_bytes = 0;
     for (unsigned b = 0; b < BP__NBANDS; b++) {
@@ -178,30 +180,41 @@ static void append_chunks(bp__chunk **list, bp__chunk *more)
  * The run cache (see bp__run_cache_bin)
  * ------------------------------------------------------------------------------------- */
 
-/* Holds a freed run of normal class `cls` back from its chunk, if the class keeps runs and
- * has room. */
-static bool run_cache_put(bp__arena *arena, unsigned cls, bp__chunk *chunk, uint64_t handle)
+/* An object whose held run went back to its chunk: onto the loose list for the buffer
+ * layer (which wrote nothing to it since it held it, so its link field is free). */
+static void loosen_locked(bp__arena *arena, void *object)
 {
+    memcpy((char *)object + arena->object_link, &arena->loose_objects, sizeof arena->loose_objects);
+    arena->loose_objects = object;
+}
+
+/* Holds a freed normal run back from its chunk, with the object that came with it (or
+ * NULL), if its class keeps runs and has room. */
+BP_INLINE bool run_cache_put(bp__arena *arena, const bp__region *region, void *object)
+{
+    unsigned cls = region->class_index;
     bp__run_cache_bin *bin = &arena->runs[cls];
     if (bin->count == bin->capacity) return false; /* full, or not kept (capacity 0) */
     if (BP_UNLIKELY(bin->entries == NULL)) {
         bin->entries = malloc(bin->capacity * sizeof *bin->entries);
         if (bin->entries == NULL) return false; /* then into the chunk, as without the cache */
     }
-    const bp__size_classes *sc = arena->sc;
-    bin->entries[bin->count++] =
-        (bp__cached_region){chunk->base + ((size_t)bp__handle_offset(handle) << sc->page_shift), chunk, handle};
+    bin->entries[bin->count++] = (bp__held_run){{region->memory, region->chunk, region->handle}, object};
     arena->run_cache_entries++;
-    arena->run_cache_bytes += sc->class_size[cls];
+    arena->run_cache_bytes += region->length;
     return true;
 }
 
-/* The newest held-back run of normal class `cls` into *out; false when there is none. */
-static bool run_cache_take(bp__arena *arena, unsigned cls, bp__region *out)
+/* The newest held-back run of normal class `cls` into *out, and the object held with it
+ * into *object (a caller passing NULL leaves it loose); false when there is none. */
+BP_INLINE bool run_cache_take(bp__arena *arena, unsigned cls, bp__region *out, void **object)
 {
     bp__run_cache_bin *bin = &arena->runs[cls];
     if (bin->count == 0) return false;
-    const bp__cached_region *run = &bin->entries[--bin->count];
+    const bp__held_run *held = &bin->entries[--bin->count];
+    const bp__cached_region *run = &held->run;
+    if (object != NULL) *object = held->object;
+    else if (held->object != NULL) loosen_locked(arena, held->object);
     if (bin->count < bin->low_water) bin->low_water = bin->count;
     out->memory = run->memory;
     out->chunk = run->chunk;
@@ -220,9 +233,10 @@ static void run_cache_release_oldest(bp__arena *arena, unsigned cls, uint32_t n)
     BP_ASSERT(n <= bin->count);
     if (n == 0) return; /* entries may not even exist yet */
     for (uint32_t i = 0; i < n; i++) {
-        const bp__cached_region *run = &bin->entries[i];
+        const bp__cached_region *run = &bin->entries[i].run;
         bp__chunk_free_run(run->chunk, bp__handle_offset(run->handle), bp__handle_pages(run->handle));
         append_chunks(&arena->doomed, settle_after_free(arena, run->chunk));
+        if (bin->entries[i].object != NULL) loosen_locked(arena, bin->entries[i].object);
     }
     memmove(bin->entries, bin->entries + n, (bin->count - n) * sizeof *bin->entries);
     bin->count -= n;
@@ -342,9 +356,11 @@ unsigned bp__arena_alloc_small_batch(bp__arena *arena, unsigned cls, bp__cached_
     return taken;
 }
 
-static int alloc_normal(bp__arena *arena, unsigned cls, bp__region *out)
+/* A run of normal class `cls`: the run cache's newest (with its object, see
+ * run_cache_take), else one from the chunks (*object untouched). */
+static int alloc_normal(bp__arena *arena, unsigned cls, bp__region *out, void **object)
 {
-    if (run_cache_take(arena, cls, out)) return 0;
+    if (run_cache_take(arena, cls, out, object)) return 0;
     const bp__size_classes *sc = arena->sc;
     bp__chunk *chunk;
     uint32_t pages = sc->run_pages[cls];
@@ -394,7 +410,7 @@ int bp__arena_alloc(bp__arena *arena, size_t size, bp__region *out)
     if (cls >= sc->nclasses) return alloc_huge(arena, size, out);
     unsigned kind = bp__size_class_is_small(sc, cls) ? BP__KIND_SMALL : BP__KIND_NORMAL;
     bp__lock_acquire(&arena->lock);
-    int rc = kind == BP__KIND_SMALL ? alloc_small(arena, cls, out) : alloc_normal(arena, cls, out);
+    int rc = kind == BP__KIND_SMALL ? alloc_small(arena, cls, out) : alloc_normal(arena, cls, out, NULL);
     if (rc == 0) {
         out->kind = kind;
         out->class_index = cls;
@@ -405,6 +421,37 @@ int bp__arena_alloc(bp__arena *arena, size_t size, bp__region *out)
     bp__lock_release(&arena->lock);
     delete_chunks(doomed);
     return rc;
+}
+
+int bp__arena_alloc_whole(bp__arena *arena, unsigned cls, bp__region *out, void **object, void **loose)
+{
+    BP_ASSERT(cls >= arena->whole_from && cls < arena->sc->nclasses);
+    *object = NULL;
+    bp__lock_acquire(&arena->lock);
+    /* The run cache first, here rather than through alloc_normal: the common case of a
+     * class no thread keeps, with no chunk work and nothing to unmap. */
+    int rc = run_cache_take(arena, cls, out, object) ? 0 : alloc_normal(arena, cls, out, object);
+    if (rc == 0) {
+        out->kind = BP__KIND_NORMAL;
+        out->class_index = cls;
+        arena->allocations[BP__KIND_NORMAL]++;
+        arena->active_bytes += out->length;
+    }
+    *loose = arena->loose_objects; /* a new run may have sent held runs back */
+    arena->loose_objects = NULL;
+    bp__chunk *doomed = take_doomed_locked(arena);
+    bp__lock_release(&arena->lock);
+    if (BP_UNLIKELY(doomed != NULL)) delete_chunks(doomed);
+    return rc;
+}
+
+void *bp__arena_take_loose_objects(bp__arena *arena)
+{
+    bp__lock_acquire(&arena->lock);
+    void *loose = arena->loose_objects;
+    arena->loose_objects = NULL;
+    bp__lock_release(&arena->lock);
+    return loose;
 }
 
 static void free_huge(bp__arena *arena, const bp__region *region)
@@ -443,28 +490,52 @@ static bp__chunk *free_locked(bp__arena *arena, bp__chunk *chunk, uint64_t handl
     return settle_after_free(arena, chunk);
 }
 
+/* Takes back a small or normal region under the lock: a normal run into the run cache
+ * (with `object`, NULL for none) while a thread is bound and its class has room there,
+ * anything else into its chunk. Returns whether the run cache took it; chunks to unmap go
+ * to *dead. */
+BP_INLINE bool free_region_locked(bp__arena *arena, const bp__region *region, void *object, bp__chunk **dead)
+{
+    /* Held back only while a thread is bound to take it: the last thread to leave empties
+     * the run cache after its count reached 0 (under this lock), so a run released here
+     * either sees the count at 0 or is put before that emptying. */
+    if (region->kind == BP__KIND_NORMAL && atomic_load_explicit(&arena->threads, memory_order_relaxed) > 0 &&
+        run_cache_put(arena, region, object)) {
+        arena->deallocations[BP__KIND_NORMAL]++; /* freed, as far as anyone but its chunk knows */
+        arena->active_bytes -= region->length;
+        return true;
+    }
+    *dead = free_locked(arena, region->chunk, region->handle, region->kind, region->length);
+    return false;
+}
+
 void bp__arena_free(bp__arena *arena, const bp__region *region)
 {
     if (region->kind == BP__KIND_HUGE) {
         free_huge(arena, region);
         return;
     }
-    bp__lock_acquire(&arena->lock);
     bp__chunk *dead = NULL;
-    /* Held back only while a thread is bound to take it: the last thread to leave empties
-     * the run cache after its count reached 0 (under this lock), so a run released here
-     * either sees the count at 0 or is put before that emptying. */
-    if (region->kind == BP__KIND_NORMAL && atomic_load_explicit(&arena->threads, memory_order_relaxed) > 0 &&
-        run_cache_put(arena, region->class_index, region->chunk, region->handle)) {
-        arena->deallocations[BP__KIND_NORMAL]++; /* freed, as far as anyone but its chunk knows */
-        arena->active_bytes -= region->length;
-    } else {
-        dead = free_locked(arena, region->chunk, region->handle, region->kind, region->length);
-    }
+    bp__lock_acquire(&arena->lock);
+    free_region_locked(arena, region, NULL, &dead);
     bp__lock_release(&arena->lock);
     /* Chunks to unmap are out of every list: unmap them without holding the lock. Subpages
      * of a chunk that emptied were all deleted when their last slot went. */
     delete_chunks(dead);
+}
+
+bool bp__arena_free_with_object(bp__arena *arena, const bp__region *region, void *object)
+{
+    if (region->kind != BP__KIND_NORMAL || region->class_index < arena->whole_from) {
+        bp__arena_free(arena, region);
+        return false;
+    }
+    bp__chunk *dead = NULL;
+    bp__lock_acquire(&arena->lock);
+    bool held = free_region_locked(arena, region, object, &dead);
+    bp__lock_release(&arena->lock);
+    if (BP_UNLIKELY(dead != NULL)) delete_chunks(dead);
+    return held;
 }
 
 /* Straight into the chunks, past the run cache: batches come from trims and overflowing
@@ -528,7 +599,8 @@ static bool run_cache_check_locked(bp__arena *arena)
         if (bin->count > bin->capacity || bin->low_water > bin->count) return false;
         if (bin->count > 0 && (c < sc->nsmall || c >= sc->nclasses)) return false;
         for (uint32_t i = 0; i < bin->count; i++) {
-            const bp__cached_region *run = &bin->entries[i];
+            const bp__cached_region *run = &bin->entries[i].run;
+            if (bin->entries[i].object != NULL && c < arena->whole_from) return false;
             uint32_t offset = bp__handle_offset(run->handle);
             if (run->chunk->arena != arena || run->chunk->band >= BP__NBANDS || bp__handle_is_subpage(run->handle))
                 return false;

@@ -59,6 +59,16 @@ typedef struct bp__arena_cache_bin {
                                 without touching them (their owner and tags are its own) */
 } bp__arena_cache_bin;
 
+/* A run in the run cache, and the released buffer object that came back with it: for a
+ * class no thread cache keeps (class >= whole_from), a buffer's release leaves its object
+ * on its run, and the next allocation of the class takes both - no object from the
+ * recycler, none back to it. NULL for a run given back on its own. Opaque to the arena,
+ * which only links it into loose_objects when the run goes back to its chunk. */
+typedef struct bp__held_run {
+    bp__cached_region run;
+    void *object;
+} bp__held_run;
+
 /* The arena's run cache of one normal class: runs of exactly that class that were freed
  * but not given back to their chunks (deferred coalescing, as jemalloc delays it for its
  * dirty extents). To its chunk such a run is still in use; the arena counts it as freed.
@@ -68,7 +78,7 @@ typedef struct bp__arena_cache_bin {
  * thread leaves (runs are held back only while a thread is bound). Guarded by the arena
  * lock. */
 typedef struct bp__run_cache_bin {
-    bp__cached_region *entries; /* entries[0] the oldest; allocated on first use */
+    bp__held_run *entries;      /* entries[0] the oldest; allocated on first use */
     uint32_t count;
     uint32_t capacity;          /* 0: the class is not kept (small classes, or off) */
     uint32_t low_water;         /* the fewest entries since the last check: that many idle */
@@ -107,6 +117,12 @@ typedef struct bp__arena {
     size_t run_cache_entries, run_cache_bytes; /* summed over `runs` */
     bp__chunk *doomed;    /* chunks emptied under the lock, unmapped once it is let go */
     bp__run_cache_bin runs[BP__MAX_CLASSES];   /* entries sc->nsmall .. sc->nclasses - 1 used */
+    unsigned whole_from;  /* the first normal class no thread cache keeps: from it up, a
+                             released buffer's object is held with its run (sc->nclasses:
+                             none); set by the buffer layer, like object_link */
+    size_t object_link;   /* where a held object keeps the link of the loose list */
+    void *loose_objects;  /* objects whose held runs went back to their chunks, linked at
+                             object_link, for the buffer layer to take back */
 } __attribute__((aligned(BP_CACHE_LINE))) bp__arena;
 
 /* run_cache_size: capacity of each normal class's run cache (0: none). */
@@ -131,6 +147,20 @@ int bp__arena_alloc(bp__arena *arena, size_t size, bp__region *out);
 /* Takes back a region that this arena handed out: a normal run into the run cache while
  * its class has room there, anything else into its chunk. */
 void bp__arena_free(bp__arena *arena, const bp__region *region);
+
+/* Takes back a region as bp__arena_free does, and for a class from whole_from up keeps
+ * `object` (the released buffer it belonged to) with the run when the run is held back.
+ * Returns whether it did; if not, the object is still the caller's. */
+bool bp__arena_free_with_object(bp__arena *arena, const bp__region *region, void *object);
+
+/* Hands out a run of normal class `cls` (>= whole_from) as bp__arena_alloc would.
+ * *object: the object held with it (its region is this run), or NULL; *loose: the arena's
+ * loose objects, now the caller's (see bp__arena_take_loose_objects). 0 or BP_ENOMEM. */
+int bp__arena_alloc_whole(bp__arena *arena, unsigned cls, bp__region *out, void **object, void **loose);
+
+/* The objects whose held runs went back to their chunks (linked at object_link), now the
+ * caller's; NULL when there are none. */
+void *bp__arena_take_loose_objects(bp__arena *arena);
 
 /* Hands out up to n regions of small class `cls` under one lock, lowest address first.
  * Returns how many (0 only when memory cannot be mapped). */

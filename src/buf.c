@@ -147,8 +147,7 @@ BP_INLINE void deallocate(bp_buf *b)
     }
     /* Home: object and region into the thread cache together (one push). */
     if (BP_LIKELY(!hold_back && ts != NULL) && BP_LIKELY(bp__buf_cache_at_home(ts, b))) return;
-    bp__region_free(a, &b->region);
-    bp__buf_object_retire(ts, a, b, hold_back);
+    bp__buf_give_back(ts, a, b, hold_back);
 }
 
 /* Whether an indirect buffer counts its own references (retained views and composites) or

@@ -122,6 +122,13 @@ void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *s
 void bp__arena_cache_init(bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg)
 {
     arena->cache_max_bytes = cfg->arena_cache_max_bytes;
+    /* Normal classes no thread cache keeps are a suffix (the larger sizes; all of them with
+     * normal_cache_size 0): their runs keep the released objects (see bp__held_run), linked
+     * through the recycler's own link once their runs go back. */
+    arena->object_link = offsetof(bp_buf, next_free);
+    arena->whole_from = sc->nclasses;
+    while (arena->whole_from > sc->nsmall && bp__tcache_class_capacity(sc, cfg, arena->whole_from - 1) == 0)
+        arena->whole_from--;
     for (unsigned c = 0; c < sc->nclasses; c++) {
         /* Only thread bins feed it: a class they do not keep is not kept here either. */
         if (bp__tcache_class_capacity(sc, cfg, c) == 0) continue;
@@ -380,6 +387,7 @@ void bp__tcache_scheduled_trim(bp__tcache *tc)
     if (tc->arena != NULL) {
         bp__arena_cache_trim(tc->arena, owner_of(tc), false);
         bp__arena_purge(tc->arena, false);
+        bp__buf_objects_reclaim(owner_of(tc)->allocator, owner_of(tc), bp__arena_take_loose_objects(tc->arena));
     }
 }
 

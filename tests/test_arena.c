@@ -551,6 +551,203 @@ static void test_freed_run_is_held_back_and_reused(void **state)
     bp_allocator_destroy(a);
 }
 
+/* A class no thread cache keeps (here 64 KiB, above max_cached_size): its buffer's release
+ * leaves the bp_buf on the held-back run, and the next allocation of the class takes both -
+ * the thread's recycler sees neither. */
+static void test_a_released_buffer_stays_on_its_held_run(void **state)
+{
+    (void)state;
+    bp_allocator *a = run_cache_allocator(1024);
+    bp__arena *arena = &a->arenas[0];
+    bp_buf *b = bp_alloc(a, 64 * 1024);
+    unsigned cls = b->region.class_index;
+    assert_true(cls >= arena->whole_from);
+    assert_true(a->sc.class_size[arena->whole_from - 1] <= 32 * 1024); /* the cached classes end there */
+    uint8_t *memory = bp_data(b, 0);
+    assert_int_equal(bp_write_u32(b, 7), 0);
+    bp__thread_state *ts = bp__thread_state_get(a);
+    size_t recycled = ts->nfree_bufs;
+    assert_int_equal(bp_release(b), 1);
+    assert_int_equal(arena->runs[cls].count, 1);
+    assert_ptr_equal(arena->runs[cls].entries[0].object, b);
+    assert_int_equal(ts->nfree_bufs, recycled); /* not retired to the recycler */
+    bp_arena_stats s = arena_stats(a, 0);
+    assert_int_equal(s.cached_runs, 1); /* counted as the run cache counts a run */
+    assert_int_equal(s.deallocations_normal, 1);
+    assert_int_equal(s.active_bytes, 0);
+    assert_int_equal(bp_refcnt(b), 0);
+
+    bp_buf *again = bp_alloc(a, 64 * 1024);
+    assert_ptr_equal(again, b);
+    assert_ptr_equal(bp_data(again, 0), memory);
+    assert_int_equal(ts->nfree_bufs, recycled); /* nor taken from it */
+    assert_int_equal(arena->runs[cls].count, 0);
+    assert_int_equal(bp_refcnt(again), 1); /* a fresh root */
+    assert_int_equal(bp_reader_index(again), 0);
+    assert_int_equal(bp_writer_index(again), 0);
+    assert_int_equal(bp_capacity(again), 64 * 1024);
+    assert_ptr_equal(again->owner, ts);
+    s = arena_stats(a, 0);
+    assert_int_equal(s.allocations_normal, 2);
+    assert_int_equal(s.cached_runs, 0);
+    assert_int_equal(s.active_bytes, 64 * 1024);
+
+    /* Another class does not take it. */
+    assert_int_equal(bp_release(again), 1);
+    bp_buf *other = bp_alloc(a, 40 * 1024);
+    assert_true((uint8_t *)bp_data(other, 0) != memory);
+    assert_ptr_equal(arena->runs[cls].entries[0].object, b);
+    assert_true(bp__arena_check(arena));
+    assert_int_equal(bp_release(other), 1);
+    bp_allocator_destroy(a);
+}
+
+/* The classes whose runs keep objects are exactly those no thread cache keeps. */
+static void test_objects_stay_on_runs_only_where_no_thread_cache_keeps_the_class(void **state)
+{
+    (void)state;
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.max_cached_size = 64 * 1024; /* now the 64 KiB class is thread-cached */
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    bp__arena *arena = &a->arenas[0];
+    assert_int_equal(a->sc.class_size[arena->whole_from - 1], 64 * 1024);
+    bp_buf *b = bp_alloc(a, 64 * 1024);
+    unsigned cls = b->region.class_index;
+    assert_int_equal(bp_release(b), 1);
+    assert_int_equal(arena->runs[cls].count, 0); /* in the thread's cache */
+    assert_int_equal(bp_thread_cache_flush(a), 1);
+    assert_int_equal(arena->runs[cls].count, 0); /* and from there past the run cache */
+    bp_allocator_destroy(a);
+
+    cfg.normal_cache_size = 0; /* no normal class is thread-cached: all of them keep objects */
+    a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    arena = &a->arenas[0];
+    assert_int_equal(arena->whole_from, a->sc.nsmall);
+    b = bp_alloc(a, a->sc.class_size[a->sc.nsmall]);
+    cls = b->region.class_index;
+    assert_int_equal(cls, a->sc.nsmall);
+    assert_int_equal(bp_release(b), 1);
+    assert_ptr_equal(arena->runs[cls].entries[0].object, b);
+    assert_ptr_equal(bp_alloc(a, a->sc.class_size[a->sc.nsmall]), b);
+    assert_int_equal(bp_release(b), 1);
+    assert_true(bp__arena_check(arena));
+    bp_allocator_destroy(a);
+}
+
+/* When held runs go back to their chunks, the objects on them come back to a recycler:
+ * before the arena would take another chunk (the next allocation of such a class takes them
+ * back), at bp_allocator_purge (to the spare list) and when the arena's last thread exits. */
+static void test_objects_on_runs_that_go_back_are_reclaimed(void **state)
+{
+    (void)state;
+    bp_allocator *a = run_cache_allocator(1024);
+    bp__arena *arena = &a->arenas[0];
+    bp__thread_state *ts = bp__thread_state_get(a);
+    bp_buf *quarters[4];
+    for (int i = 0; i < 4; i++) quarters[i] = bp_alloc(a, 1024 * 1024); /* the chunk is full */
+    bp_release(quarters[1]);
+    bp_release(quarters[2]);
+    unsigned cls = quarters[1]->region.class_index;
+    assert_int_equal(arena->runs[cls].count, 2);
+    size_t recycled = ts->nfree_bufs;
+    /* 2 MiB needs the two quarters back in the chunk: their objects are let loose, and this
+     * very allocation (a class whose runs keep objects too) takes them into the recycler. */
+    bp_buf *half = bp_alloc(a, 2 * 1024 * 1024);
+    assert_non_null(half);
+    assert_int_equal(arena->runs[cls].count, 0);
+    assert_null(arena->loose_objects);
+    assert_int_equal(ts->nfree_bufs, recycled + 2 - 1); /* one of them is `half` */
+    assert_true(half == quarters[1] || half == quarters[2]);
+    assert_int_equal(arena_stats(a, 0).chunks, 1);
+
+    /* bp_allocator_purge: held runs back, their objects to the spare list. */
+    bp_release(quarters[0]);
+    bp_release(quarters[3]);
+    assert_int_equal(arena->runs[cls].count, 2);
+    size_t spare = a->nspare_bufs;
+    assert_true(bp_allocator_purge(a) >= 0);
+    assert_int_equal(arena->runs[cls].count, 0);
+    assert_null(arena->loose_objects);
+    assert_int_equal(a->nspare_bufs, spare + 2);
+    assert_int_equal(arena_stats(a, 0).cached_runs, 0);
+    assert_true(bp__arena_check(arena));
+    bp_release(half);
+    bp_allocator_destroy(a);
+}
+
+/* A thread's scheduled trim is a purge check for its arena: runs idle since the check before
+ * go back, and the objects on them come back to the trimming thread's recycler. */
+static void test_scheduled_trims_reclaim_the_objects_of_idle_runs(void **state)
+{
+    (void)state;
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.cache_trim_interval = 64;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    bp__arena *arena = &a->arenas[0];
+    bp_buf *b = bp_alloc(a, 1024 * 1024);
+    unsigned cls = b->region.class_index;
+    assert_int_equal(bp_release(b), 1);
+    assert_ptr_equal(arena->runs[cls].entries[0].object, b);
+    for (int i = 0; i < 200; i++) bp_release(bp_alloc(a, 64)); /* three trims: two checks idle */
+    assert_int_equal(arena->runs[cls].count, 0);
+    assert_null(arena->loose_objects);
+    bool recycled = false;
+    for (bp_buf *o = bp__thread_state_get(a)->free_bufs; o != NULL; o = o->next_free) recycled |= o == b;
+    assert_true(recycled);
+    assert_true(bp__arena_check(arena));
+    bp_allocator_destroy(a);
+}
+
+static void *alloc_release_1m(void *arg)
+{
+    bp_allocator *a = arg;
+    bp_buf *bufs[3];
+    for (int i = 0; i < 3; i++) bufs[i] = bp_alloc(a, 1024 * 1024);
+    for (int i = 0; i < 3; i++) bp_release(bufs[i]);
+    return (void *)(uintptr_t)a->arenas[0].runs[bufs[0]->region.class_index].count;
+}
+
+static void test_last_thread_of_an_arena_reclaims_the_objects_on_its_runs(void **state)
+{
+    (void)state;
+    bp_allocator *a = run_cache_allocator(1024);
+    assert_int_equal((uintptr_t)run_on_thread(alloc_release_1m, a), 3); /* held with their objects */
+    assert_null(a->arenas[0].loose_objects);
+    assert_int_equal(a->nspare_bufs, BP__SLAB_BUFS); /* every object the thread made is spare */
+    assert_int_equal(arena_stats(a, 0).cached_runs, 0);
+    bp_allocator_destroy(a);
+}
+
+/* With paranoid leak detection a released object is held back for inspection, so none is
+ * left on a run. */
+static void test_paranoid_leak_detection_leaves_no_object_on_a_run(void **state)
+{
+    (void)state;
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.leak_detection = BP_LEAK_PARANOID;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    bp_buf *b = bp_alloc(a, 64 * 1024);
+    unsigned cls = b->region.class_index;
+    assert_int_equal(bp_release(b), 1);
+    assert_int_equal(a->arenas[0].runs[cls].count, 1);
+    assert_null(a->arenas[0].runs[cls].entries[0].object);
+    bp_buf *again = bp_alloc(a, 64 * 1024);
+    assert_true(again != b); /* b is in quarantine */
+    assert_int_equal(bp_release(again), 1);
+    assert_int_equal(bp_leak_report(a), 0);
+    bp_allocator_destroy(a);
+}
+
 static void test_run_cache_is_bounded_per_class_and_can_be_off(void **state)
 {
     (void)state;
@@ -804,6 +1001,12 @@ int main(void)
         cmocka_unit_test(test_random_model_small_run_cache),
         cmocka_unit_test(test_freed_run_is_held_back_and_reused),
         cmocka_unit_test(test_run_cache_is_bounded_per_class_and_can_be_off),
+        cmocka_unit_test(test_a_released_buffer_stays_on_its_held_run),
+        cmocka_unit_test(test_objects_stay_on_runs_only_where_no_thread_cache_keeps_the_class),
+        cmocka_unit_test(test_objects_on_runs_that_go_back_are_reclaimed),
+        cmocka_unit_test(test_scheduled_trims_reclaim_the_objects_of_idle_runs),
+        cmocka_unit_test(test_last_thread_of_an_arena_reclaims_the_objects_on_its_runs),
+        cmocka_unit_test(test_paranoid_leak_detection_leaves_no_object_on_a_run),
         cmocka_unit_test(test_held_back_runs_go_back_before_a_new_chunk),
         cmocka_unit_test(test_idle_held_back_runs_go_back_at_purge_checks),
         cmocka_unit_test(test_last_thread_of_an_arena_gives_back_its_runs),
