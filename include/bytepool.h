@@ -160,8 +160,9 @@ typedef struct bp_config {
                                    chunks before the arena would take an empty or new chunk,
                                    when idle between two purge checks, on
                                    bp_allocator_purge and when the arena's last thread
-                                   exits (none is held while no thread is bound).
-                                   Default 1024, 0 = off */
+                                   exits (none is held while no thread is bound). For a
+                                   class no thread cache keeps, the released bp_buf stays
+                                   on its run and is reused with it. Default 1024, 0 = off */
 } bp_config;
 
 /* dirty_decay_ms: keep free pages resident for good. */

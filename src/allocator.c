@@ -170,6 +170,10 @@ void bp__buf_objects_reclaim(bp_allocator *a, bp__thread_state *ts, void *loose)
  * is as a root's, and the tag stays BP__TAG_NONE); else the object from the recycler. */
 static bp_buf *alloc_whole(bp_allocator *a, bp__thread_state *ts, unsigned cls, int *rc)
 {
+    /* What consumers released for us comes back (onto its runs) before the arena is asked:
+     * taken back only when the recycler ran dry, after a fresh run had been cut, a 64 KiB
+     * producer/consumer pair mapped 104 MiB where 64 MiB are in flight. */
+    bp__remote_drain(ts);
     void *held, *loose;
     bp__region region;
     *rc = bp__arena_alloc_whole(ts->arena, cls, &region, &held, &loose);

@@ -269,6 +269,7 @@ typedef struct handoff {
     bp_buf *bufs[HANDOFF];
     pthread_barrier_t filled, emptied;
     int rounds;
+    size_t size; /* of every buffer; 0: 64 B to ~3 KiB, in turn */
 } handoff;
 
 static void *consumer(void *arg)
@@ -330,7 +331,7 @@ static void *steady_state_body(void *arg)
             figures.slabs_after_warmup = slab_count(h->a);
         }
         for (int i = 0; i < HANDOFF; i++) {
-            h->bufs[i] = bp_alloc(h->a, (size_t)(64 + (i % 4) * 1000));
+            h->bufs[i] = bp_alloc(h->a, h->size != 0 ? h->size : (size_t)(64 + (i % 4) * 1000));
             bp_write_u32(h->bufs[i], (uint32_t)(r * HANDOFF + i));
         }
         pthread_barrier_wait(&h->filled);
@@ -347,7 +348,7 @@ static void *steady_state_body(void *arg)
 /* Regions and bp_buf objects flow back to the producer: after warming up, more rounds map
  * no memory and make no objects. `has_prefetchw` picks the take-back's prefetch (the
  * write prefetch the CPU has, or the compiler's); both must come out the same. */
-static void producer_consumer_steady_state(bool has_prefetchw)
+static void producer_consumer_steady_state(bool has_prefetchw, size_t size)
 {
     bp_config cfg;
     bp_config_init(&cfg);
@@ -355,6 +356,7 @@ static void producer_consumer_steady_state(bool has_prefetchw)
     handoff *h = calloc(1, sizeof *h);
     h->a = bp_allocator_new(&cfg, NULL);
     h->a->has_prefetchw = has_prefetchw && bp__os_cpu_has_prefetchw();
+    h->size = size;
     h->rounds = 100 / scale_divisor() + WARMUP_ROUNDS + 10;
     pthread_t p;
     pthread_create(&p, NULL, steady_state_body, h);
@@ -378,13 +380,21 @@ static void producer_consumer_steady_state(bool has_prefetchw)
 static void test_producer_consumer_reaches_a_steady_state(void **state)
 {
     (void)state;
-    producer_consumer_steady_state(true);
+    producer_consumer_steady_state(true, 0);
+}
+
+/* 64 KiB, a class no thread cache keeps: the buffers come back onto their runs (objects
+ * on them) in the producer's arena, and its allocations take them from there. */
+static void test_producer_consumer_of_64k_buffers_reaches_a_steady_state(void **state)
+{
+    (void)state;
+    producer_consumer_steady_state(true, 64 * 1024);
 }
 
 static void test_producer_consumer_without_a_write_prefetch(void **state)
 {
     (void)state;
-    producer_consumer_steady_state(false);
+    producer_consumer_steady_state(false, 0);
 }
 
 /* The CPUID bit the take-back's write prefetch depends on is the one Linux calls
@@ -841,6 +851,7 @@ int main(void)
         cmocka_unit_test(test_shared_reference_count_is_atomic),
         cmocka_unit_test(test_thread_exit_returns_recycled_objects),
         cmocka_unit_test(test_producer_consumer_reaches_a_steady_state),
+        cmocka_unit_test(test_producer_consumer_of_64k_buffers_reaches_a_steady_state),
         cmocka_unit_test(test_producer_consumer_without_a_write_prefetch),
         cmocka_unit_test(test_prefetchw_detection_agrees_with_the_kernel),
         cmocka_unit_test(test_release_after_the_owner_exited),
