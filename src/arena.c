@@ -181,7 +181,7 @@ static void append_chunks(bp__chunk **list, bp__chunk *more)
  * ------------------------------------------------------------------------------------- */
 
 /* An object whose held run went back to its chunk: onto the loose list for the buffer
- * layer (which wrote nothing to it since it held it, so its link field is free). */
+ * layer. Nothing touches an object while its run is held, so its link field is free. */
 static void loosen_locked(bp__arena *arena, void *object)
 {
     memcpy((char *)object + arena->object_link, &arena->loose_objects, sizeof arena->loose_objects);
