@@ -557,9 +557,7 @@ static void test_uncached_allocations_do_not_push_partial_batches(void **state)
     enum { RELEASED = 40 }; /* fewer than a batch holds */
     for (int i = 0; i < RELEASED; i++) h->bufs[i] = bp_alloc(h->a, 256);
     mixed_consumer m = {h, RELEASED, 0, false, 0, false};
-    pthread_t t;
-    pthread_create(&t, NULL, release_with_uncached_allocations, &m);
-    pthread_join(t, NULL);
+    run_on_thread(release_with_uncached_allocations, &m);
     assert_int_equal(m.pending, RELEASED); /* all in one batch, none pushed yet */
     assert_true(m.owner_stack_empty);
     /* The consumer's exit pushed them: all came home to their owner (this thread). */
@@ -571,16 +569,14 @@ static void test_uncached_allocations_do_not_push_partial_batches(void **state)
     /* Past its trim interval of allocations, the consumer's partial batch goes. */
     for (int i = 0; i < RELEASED; i++) h->bufs[i] = bp_alloc(h->a, 256);
     m = (mixed_consumer){h, 5, 100, false, 0, true};
-    pthread_create(&t, NULL, release_with_uncached_allocations, &m);
-    pthread_join(t, NULL);
+    run_on_thread(release_with_uncached_allocations, &m);
     assert_int_equal(m.pending, 0);
     assert_false(m.owner_stack_empty);
     assert_int_equal(bp__remote_drain(bp__thread_state_get(h->a)), 5);
     /* So does it on bp_thread_cache_trim, before its clock comes round. */
     m = (mixed_consumer){h, 5, 0, true, 0, true};
     for (int i = 0; i < 5; i++) h->bufs[i] = h->bufs[5 + i];
-    pthread_create(&t, NULL, release_with_uncached_allocations, &m);
-    pthread_join(t, NULL);
+    run_on_thread(release_with_uncached_allocations, &m);
     assert_int_equal(m.pending, 0);
     assert_false(m.owner_stack_empty);
     assert_int_equal(bp__remote_drain(bp__thread_state_get(h->a)), 5);
@@ -653,9 +649,7 @@ static void test_releases_for_owners_in_turn_fill_a_batch_each(void **state)
     }
     assert_true(second >= 0);
     alternating_consumer c = {&owners[first], &owners[second], 0, false};
-    pthread_t t;
-    pthread_create(&t, NULL, release_alternately, &c);
-    pthread_join(t, NULL);
+    run_on_thread(release_alternately, &c);
     assert_int_equal(c.pending, 2 * PER_OWNER); /* two batches, still held */
     assert_true(c.stacks_empty);
     /* The consumer's exit pushed both; the other owners' buffers go from here, pushed
