@@ -156,13 +156,19 @@ void bp__buf_give_back(bp__thread_state *ts, bp_allocator *a, bp_buf *b, bool ho
     bp__buf_object_retire(ts, a, b, hold_back);
 }
 
-void bp__buf_objects_reclaim(bp_allocator *a, bp__thread_state *ts, void *loose)
+/* A list of loose objects (linked by next_free) into ts's recycler (ts may be NULL). */
+static void retire_loose(bp_allocator *a, bp__thread_state *ts, void *loose)
 {
     for (bp_buf *b = loose; b != NULL;) {
         bp_buf *next = b->next_free;
         bp__buf_object_retire(ts, a, b, false);
         b = next;
     }
+}
+
+void bp__buf_objects_reclaim(bp_allocator *a, bp__thread_state *ts, bp__arena *arena)
+{
+    retire_loose(a, ts, bp__arena_take_loose_objects(arena));
 }
 
 /* A normal class no thread cache keeps: a run from the arena, which comes with the object
@@ -177,7 +183,7 @@ static bp_buf *alloc_whole(bp_allocator *a, bp__thread_state *ts, unsigned cls, 
     void *held, *loose;
     bp__region region;
     *rc = bp__arena_alloc_whole(ts->arena, cls, &region, &held, &loose);
-    if (BP_UNLIKELY(loose != NULL)) bp__buf_objects_reclaim(a, ts, loose);
+    if (BP_UNLIKELY(loose != NULL)) retire_loose(a, ts, loose);
     if (*rc != 0) return NULL;
     bp_buf *b = held;
     if (b != NULL) {
@@ -200,8 +206,8 @@ static bp_buf *alloc_whole(bp_allocator *a, bp__thread_state *ts, unsigned cls, 
 bp_buf *bp__buf_alloc_miss(bp_allocator *a, bp__thread_state *ts, size_t size, unsigned cls, int *rc)
 {
     bp_buf *b;
-    if (ts->arena != NULL && cls >= ts->arena->whole_from && cls < a->sc.nclasses) return alloc_whole(a, ts, cls, rc);
     if (ts->arena != NULL) {
+        if (cls >= ts->arena->whole_from && cls < a->sc.nclasses) return alloc_whole(a, ts, cls, rc);
         if (cls < ts->tcache.ncacheable) {
             /* A miss of a cached class (at most one per half a bin): what this thread holds
              * for other owners goes now. Not on every allocation of an uncached size, which
@@ -272,7 +278,7 @@ static void thread_state_release(void *arg)
         }
         /* The objects of held runs that went back (at that flush, or to make room for
          * another thread's run): into this recycler, and from there to the spare list. */
-        bp__buf_objects_reclaim(a, ts, bp__arena_take_loose_objects(ts->arena));
+        bp__buf_objects_reclaim(a, ts, ts->arena);
     }
     pthread_mutex_lock(&a->lock);
     if (ts->free_bufs != NULL) {
@@ -702,7 +708,7 @@ int bp_allocator_purge(bp_allocator *a)
     for (unsigned i = 0; a->pooled && i < a->config.arenas; i++) {
         bp__arena_cache_trim(&a->arenas[i], NULL, true); /* first: it may empty chunks */
         purged += bp__arena_purge(&a->arenas[i], true);
-        bp__buf_objects_reclaim(a, NULL, bp__arena_take_loose_objects(&a->arenas[i]));
+        bp__buf_objects_reclaim(a, NULL, &a->arenas[i]);
     }
     return (int)purged;
 }

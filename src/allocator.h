@@ -166,9 +166,9 @@ BP_INLINE void bp__buf_object_retire(bp__thread_state *ts, bp_allocator *a, bp_b
  * to quarantine (and not held on the run). */
 void bp__buf_give_back(bp__thread_state *ts, bp_allocator *a, bp_buf *b, bool hold_back);
 
-/* Objects an arena let loose (see bp__arena_take_loose_objects) back to ts's recycler (ts
- * may be NULL: then to the spare list). */
-void bp__buf_objects_reclaim(bp_allocator *a, bp__thread_state *ts, void *loose);
+/* The objects `arena` let loose (see bp__arena_take_loose_objects) back into ts's recycler
+ * (ts may be NULL: then to the spare list). */
+void bp__buf_objects_reclaim(bp_allocator *a, bp__thread_state *ts, bp__arena *arena);
 
 /* Region of at least `size` bytes from the allocator: pooled from `arena`, or malloc'ed
  * when unpooled (arena NULL). 0 or BP_ENOMEM. */

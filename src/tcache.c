@@ -387,7 +387,7 @@ void bp__tcache_scheduled_trim(bp__tcache *tc)
     if (tc->arena != NULL) {
         bp__arena_cache_trim(tc->arena, owner_of(tc), false);
         bp__arena_purge(tc->arena, false);
-        bp__buf_objects_reclaim(owner_of(tc)->allocator, owner_of(tc), bp__arena_take_loose_objects(tc->arena));
+        bp__buf_objects_reclaim(owner_of(tc)->allocator, owner_of(tc), tc->arena);
     }
 }
 
