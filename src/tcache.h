@@ -247,9 +247,14 @@ BP_INLINE bool bp__tcache_pop(bp__tcache *tc, const bp__size_classes *sc, size_t
         cls = bp__size_class_compute(size);
         if (BP_UNLIKELY(cls >= tc->fast_classes)) return false;
     }
-    if (BP_UNLIKELY(tc->fast_left <= 1)) return false;
+    /* One load and one store of the countdown. Written as `fast_left--` after the test,
+     * gcc loads it twice (a compare with memory, then a read-modify-write): the same in
+     * quiet stretches, but in this VM's slow ones (every loop ~1.7x slower, memory
+     * operations the most) the seed loop paid 0.6-0.9 ns for it (paired in one process). */
+    uint32_t left = tc->fast_left;
+    if (BP_UNLIKELY(left <= 1)) return false;
     if (BP_UNLIKELY(!bp__bin_pop_into(&tc->bins[cls], out))) return false;
-    tc->fast_left--;
+    tc->fast_left = left - 1;
     return true;
 }
 
