@@ -612,7 +612,8 @@ BP_API int bp__write_slow_v(bp_buf *b, uint64_t raw, size_t width, const char *f
 /* Defines get/set/read/write for one type. The fast path is inline; anything else (a view,
  * a composite, a NULL or released buffer, an index out of range, growth) goes to the
  * library, which checks and reports, and moves the bytes. Values move through memcpy, so
- * unaligned indices are fine. */
+ * unaligned indices are fine. A write stores its new writer index before the bytes: after
+ * them, the compiler has to load the index again (a byte store may alias any field). */
 #define BP__DEFINE_TYPED(name, type, utype, bits, order)                                   \
     BP_API inline int bp_get_##name(const bp_buf *b, size_t index, type *out)              \
     {                                                                                      \
@@ -669,8 +670,9 @@ BP_API int bp__write_slow_v(bp_buf *b, uint64_t raw, size_t width, const char *f
         raw = order(bits, raw);                                                            \
         if (BP__LIKELY(h != NULL && BP__LIVE(h) &&                                         \
                        sizeof(type) <= h->capacity - h->writer_index)) {                   \
-            memcpy(h->memory + h->writer_index, &raw, sizeof raw);                         \
-            h->writer_index += sizeof(type);                                               \
+            size_t index_ = h->writer_index;                                               \
+            h->writer_index = index_ + sizeof(type);                                       \
+            memcpy(h->memory + index_, &raw, sizeof raw);                                  \
             return 0;                                                                      \
         }                                                                                  \
         return bp__write_slow_v(b, raw, sizeof raw, "bp_write_" #name);                    \
