@@ -15,7 +15,7 @@ static atomic_uint_fast64_t next_allocator_id = 1;
  * so the release fast path fails its checks without testing for NULL. Never written. */
 bp__thread_state bp__no_thread_state;
 
-_Thread_local bp__tls_cache bp__tls_last = {0, &bp__no_thread_state};
+_Thread_local bp__tls_cache bp__tls_last = {.allocator_id = 0, .state = &bp__no_thread_state};
 
 /* ---------------------------------------------------------------------------------------
  * Thread states

@@ -558,6 +558,34 @@ static void test_cache_api_errors_and_unpooled(void **state)
     bp_allocator_destroy(u);
 }
 
+/* The thread's cached allocator and state sit mid-line on every thread (16-31 of a 64-byte
+ * line), away from the bytes programs write most at the same page offsets (see
+ * bp__tls_cache), and the cache still works there. */
+static void *tls_cache_placement(void *arg)
+{
+    bp_allocator *a = arg;
+    /* Aligned by its type, not by where this test's small TLS block happens to land. */
+    assert_int_equal(_Alignof(bp__tls_cache), 64);
+    assert_int_equal((uintptr_t)&bp__tls_last.allocator_id % 64, 16);
+    assert_int_equal((uintptr_t)&bp__tls_last.state % 64, 24);
+    bp_buf *b = bp_alloc(a, 256);
+    assert_non_null(b);
+    assert_int_equal(bp__tls_last.allocator_id, a->id);
+    assert_ptr_equal(bp__tls_last.state, bp__thread_state_get(a));
+    assert_int_equal(bp_release(b), 1);
+    return NULL;
+}
+
+static void test_thread_cache_pointer_sits_mid_line(void **state)
+{
+    (void)state;
+    bp_allocator *a = bp_allocator_new(NULL, NULL);
+    assert_non_null(a);
+    tls_cache_placement(a);
+    run_on_thread(tls_cache_placement, a);
+    bp_allocator_destroy(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -579,6 +607,7 @@ int main(void)
         cmocka_unit_test(test_thread_exit_flushes_its_cache),
         cmocka_unit_test(test_destroy_with_cached_regions),
         cmocka_unit_test(test_cache_api_errors_and_unpooled),
+        cmocka_unit_test(test_thread_cache_pointer_sits_mid_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
