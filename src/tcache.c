@@ -15,6 +15,13 @@ uint32_t bp__tcache_class_capacity(const bp__size_classes *sc, const bp_config *
     return cls < sc->nsmall ? cfg->small_cache_size : cfg->normal_cache_size;
 }
 
+unsigned bp__tcache_cacheable_classes(const bp__size_classes *sc, const bp_config *cfg)
+{
+    unsigned n = sc->nclasses;
+    while (n > 0 && bp__tcache_class_capacity(sc, cfg, n - 1) == 0) n--;
+    return n;
+}
+
 static atomic_uint_fast32_t next_tag_id = 1; /* 0 and 2^24 - 1 are never a cache's */
 
 void bp__tcache_set_next_tag_id(uint32_t id) { atomic_store_explicit(&next_tag_id, id, memory_order_relaxed); }
@@ -102,12 +109,11 @@ void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *s
     tc->sc = sc;
     tc->arena = arena;
     bp__tcache_clock_init(tc, cfg->cache_trim_interval, sample_interval);
-    for (unsigned c = 0; c < sc->nclasses; c++) {
+    tc->ncacheable = bp__tcache_cacheable_classes(sc, cfg);
+    for (unsigned c = 0; c < tc->ncacheable; c++) {
         bool small = c < sc->nsmall;
-        if (!small && sc->class_size[c] > cfg->max_cached_size) break;
         uint32_t capacity = bp__tcache_class_capacity(sc, cfg, c);
         tc->bins[c].capacity = capacity;
-        if (capacity > 0) tc->ncacheable = c + 1;
         /* Half a bin per refill, but no more than about 64 KiB of memory taken ahead. */
         if (small && capacity > 0) {
             size_t by_bytes = (64 * 1024) / sc->class_size[c];
@@ -126,9 +132,8 @@ void bp__arena_cache_init(bp__arena *arena, const bp__size_classes *sc, const bp
      * normal_cache_size 0): their runs keep the released objects (see bp__held_run), linked
      * through the recycler's own link once their runs go back. */
     arena->object_link = offsetof(bp_buf, next_free);
-    arena->whole_from = sc->nclasses;
-    while (arena->whole_from > sc->nsmall && bp__tcache_class_capacity(sc, cfg, arena->whole_from - 1) == 0)
-        arena->whole_from--;
+    unsigned cacheable = bp__tcache_cacheable_classes(sc, cfg);
+    arena->whole_from = cacheable > sc->nsmall ? cacheable : sc->nsmall;
     for (unsigned c = 0; c < sc->nclasses; c++) {
         /* Only thread bins feed it: a class they do not keep is not kept here either. */
         if (bp__tcache_class_capacity(sc, cfg, c) == 0) continue;

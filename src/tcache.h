@@ -143,6 +143,11 @@ static inline uint32_t bp__release_tag(const bp__tcache *tc, unsigned cls)
 /* Entries a thread bin of class `cls` holds under `cfg` (0: the class is not cached). */
 uint32_t bp__tcache_class_capacity(const bp__size_classes *sc, const bp_config *cfg, unsigned cls);
 
+/* One past the last class a thread bin keeps under `cfg` (0: none): a thread cache's
+ * ncacheable, and with the small classes the arena's whole_from. Every class from it up
+ * has capacity 0. */
+unsigned bp__tcache_cacheable_classes(const bp__size_classes *sc, const bp_config *cfg);
+
 /* Sizes the arena's cache (see bp__arena_cache_bin): arena_cache_size entries per class
  * that thread caches keep, at most arena_cache_max_bytes of them. */
 void bp__arena_cache_init(bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg);
