@@ -36,9 +36,8 @@ void PAIR(close)(void *allocator) { bp_allocator_destroy(allocator); }
  *   seed   allocate `size` bytes, write an int, read it back, release
  *   alloc  bursts of 1000 allocations, then 1000 releases
  *   batch  the same bursts, each buffer touched (an int at the front, a byte at the end)
- * `slots` holds a burst's buffers: one array for both sides (each side's own array sat at
- * another page offset, and 4 KiB aliasing with the buffers' bytes made batch-1024 16 %
- * slower on one side with the same code on both). */
+ * `slots` holds a burst's buffers: one array for both sides, so that neither has an array
+ * at a page offset of its own (where it lands decides which buffer bytes alias it). */
 double PAIR(run)(void *allocator, int kind, size_t size, long n, void **slots, uint64_t *sum)
 {
     bp_buf **bufs = (bp_buf **)slots;

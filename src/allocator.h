@@ -110,7 +110,7 @@ static inline void bp__counter_add(_Atomic uint64_t *counter, uint64_t n)
  * it once sat at page offset 0xbf0-0xbff, and bursts of 1 KiB buffers whose last byte
  * (0xbff) was written ran 15 % slower. */
 typedef struct bp__tls_cache {
-    _Alignas(64) char line_start[16];
+    _Alignas(BP_CACHE_LINE) char line_start[16];
     uint64_t allocator_id;
     bp__thread_state *state;
     char line_end[32];
