@@ -413,11 +413,72 @@ typedef struct bp__buf_head {
  * Buffers: allocation and reference counting
  * ------------------------------------------------------------------------------------- */
 
+/* Private: what the inline bp_alloc and bp_release below read (DPDK-style: the common case
+ * needs no call at all). The thread's one-entry cache of its state for the allocator it used
+ * last - mid-line in a 64-byte line of its own, away from the bytes programs write most
+ * (4 KiB aliasing) - and, as offsets into the library's own structures (checked against
+ * them when the library is built), its thread cache and an allocator's size-class table.
+ * All of it may change in any release; code compiled against this header must be rebuilt
+ * with the library, as for the inline accessors. */
+struct bp__thread_state;
+typedef struct bp__tls_cache {
+    char line_start[16];
+    uint64_t allocator_id;
+    struct bp__thread_state *state; /* never NULL: an empty state stands in */
+    char line_end[32];
+} __attribute__((aligned(64))) bp__tls_cache;
+BP_API extern __thread bp__tls_cache bp__tls_last __attribute__((tls_model("initial-exec")));
+#define BP__TS_TCACHE 0x100          /* the thread cache in a thread state */
+#define BP__TC_TAG_BASE 0            /* uint32_t: release tags this cache takes back, class byte 0 */
+#define BP__TC_FAST_LEFT 4           /* uint32_t: allocations the fast path may still serve, + 1 */
+#define BP__TC_BINS 0x58             /* the bins, one per size class: */
+#define BP__BIN_SIZE 32              /*   uint64_t count | hits << 32; bp_buf **entries; */
+#define BP__BIN_ENTRIES 8            /*   uint32_t limit (the capacity, 0 before entries */
+#define BP__BIN_LIMIT 16             /*   exist) */
+#define BP__ALLOCATOR_CLASSES 0x978  /* uint8_t[257]: (size + 15) >> 4 -> class, size <= 4 KiB */
+#define BP__INLINE_SIZE_LIMIT 4096
+#define BP__BUF_MARKS 48             /* the two marked indices, after the head */
+
+/* The out-of-line halves: the rest of bp_alloc (sizes above 4 KiB, a cache miss, a trim or
+ * a leak sample due, another allocator than the cached one, errors) and of bp_release (all
+ * but a sole owner's release to its own thread's cache with room). */
+BP_API bp_buf *bp__alloc(bp_allocator *a, size_t capacity);
+BP_API int bp__release(bp_buf *b);
+
 /* Allocates a buffer of `capacity` bytes and max capacity BP_DEFAULT_MAX_CAPACITY (or
  * `capacity`, if larger), reference count 1, both indices 0. Contents are unspecified.
  * Returns NULL on failure (NULL allocator, capacity above BP_CAPACITY_LIMIT, out of
- * memory); bp_alloc_ex tells which. */
-BP_API bp_buf *bp_alloc(bp_allocator *a, size_t capacity);
+ * memory); bp_alloc_ex tells which.
+ * Inline: with this thread's cache holding a released buffer of the size class (up to 4 KiB)
+ * it is one pop and six stores; anything else goes to the library. */
+BP_API inline bp_buf *bp_alloc(bp_allocator *a, size_t capacity)
+{
+    if (BP__LIKELY(a != NULL && capacity <= BP__INLINE_SIZE_LIMIT &&
+                   bp__tls_last.allocator_id == *(const uint64_t *)(const void *)a)) {
+        char *tc = (char *)bp__tls_last.state + BP__TS_TCACHE;
+        unsigned cls = ((const unsigned char *)(const void *)a)[BP__ALLOCATOR_CLASSES + ((capacity + 15) >> 4)];
+        uint32_t left = *(uint32_t *)(void *)(tc + BP__TC_FAST_LEFT);
+        char *bin = tc + BP__TC_BINS + (size_t)cls * BP__BIN_SIZE;
+        uint64_t state = __atomic_load_n((uint64_t *)(void *)bin, __ATOMIC_RELAXED);
+        uint32_t count = (uint32_t)state;
+        if (BP__LIKELY(left > 1 && count != 0)) {
+            /* count - 1 and hits + 1 in one store; the countdown stops before a trim or a
+             * leak sample is due */
+            __atomic_store_n((uint64_t *)(void *)bin, state + (((uint64_t)1 << 32) - 1), __ATOMIC_RELAXED);
+            bp_buf *b = (*(bp_buf ***)(void *)(bin + BP__BIN_ENTRIES))[count - 1];
+            *(uint32_t *)(void *)(tc + BP__TC_FAST_LEFT) = left - 1;
+            bp__buf_head *h = (bp__buf_head *)(void *)b;
+            h->reader_index = 0;
+            h->writer_index = 0;
+            h->capacity = capacity;
+            h->max_capacity = BP_DEFAULT_MAX_CAPACITY;
+            memset((char *)(void *)b + BP__BUF_MARKS, 0, 2 * sizeof(size_t));
+            __atomic_store_n(&h->refcnt, 1, __ATOMIC_RELAXED);
+            return b;
+        }
+    }
+    return bp__alloc(a, capacity);
+}
 
 /* Allocates a buffer of `capacity` bytes that may grow to `max_capacity`. Returns NULL
  * on failure and stores the reason in *err (if not NULL): BP_EINVAL for a NULL allocator
@@ -434,8 +495,32 @@ BP_API int bp_retain_n(bp_buf *b, uint32_t n);
 
 /* Drops one reference. Returns 1 when this call released the buffer (memory and the
  * bp_buf go back to the pool; the pointer must not be used again), 0 when references
- * remain; BP_EINVAL (NULL), BP_EFREED (already released: a release too many). */
-BP_API int bp_release(bp_buf *b);
+ * remain; BP_EINVAL (NULL), BP_EFREED (already released: a release too many).
+ * Inline: a sole owner's release on the thread that allocated the buffer, with room in
+ * that thread's cache, is a plain store of the count and one push (no atomic
+ * read-modify-write); anything else goes to the library. */
+BP_API inline int bp_release(bp_buf *b)
+{
+    if (BP__LIKELY(b != NULL)) {
+        bp__buf_head *h = (bp__buf_head *)(void *)b;
+        uint32_t count = __atomic_load_n(&h->refcnt, __ATOMIC_ACQUIRE);
+        char *tc = (char *)bp__tls_last.state + BP__TS_TCACHE;
+        uint32_t tag = h->release_tag;
+        /* The tag names this thread's cache and the bin of the buffer's class, or nothing. */
+        if (BP__LIKELY(count == 1 && (tag & ~0xffu) == *(const uint32_t *)(const void *)(tc + BP__TC_TAG_BASE))) {
+            char *bin = tc + BP__TC_BINS + (size_t)(tag & 0xffu) * BP__BIN_SIZE;
+            uint64_t state = __atomic_load_n((uint64_t *)(void *)bin, __ATOMIC_RELAXED);
+            uint32_t n = (uint32_t)state;
+            if (BP__LIKELY(n != *(const uint32_t *)(const void *)(bin + BP__BIN_LIMIT))) {
+                (*(bp_buf ***)(void *)(bin + BP__BIN_ENTRIES))[n] = b;
+                __atomic_store_n((uint64_t *)(void *)bin, state + 1, __ATOMIC_RELAXED);
+                __atomic_store_n(&h->refcnt, 0, __ATOMIC_RELAXED); /* sole owner: a plain store */
+                return 1;
+            }
+        }
+    }
+    return bp__release(b);
+}
 
 /* Drops `n` (>= 1) references. Returns as bp_release, plus BP_EINVAL for n == 0 and
  * BP_EREFCNT when n exceeds the count (nothing is dropped then). */

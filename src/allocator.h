@@ -100,7 +100,8 @@ static inline void bp__counter_add(_Atomic uint64_t *counter, uint64_t n)
                           memory_order_relaxed);
 }
 
-/* One-entry cache: the state of the allocator this thread used last. initial-exec keeps
+/* One-entry cache: the state of the allocator this thread used last (bp__tls_last and its
+ * type are in bytepool.h, which the inline bp_alloc and bp_release read). initial-exec keeps
  * the access a single %fs-relative load, also inside the shared library.
  * Every allocation and release loads it, often right after the program wrote a buffer's
  * bytes, so it sits in the middle of a cache line of its own: a CPU treats a load as
@@ -109,13 +110,6 @@ static inline void bp__counter_add(_Atomic uint64_t *counter, uint64_t n)
  * for every power-of-two size - then never match it. Left wherever the TLS layout put it,
  * it once sat at page offset 0xbf0-0xbff, and bursts of 1 KiB buffers whose last byte
  * (0xbff) was written ran 15 % slower. */
-typedef struct bp__tls_cache {
-    _Alignas(BP_CACHE_LINE) char line_start[16];
-    uint64_t allocator_id;
-    bp__thread_state *state;
-    char line_end[32];
-} bp__tls_cache;
-extern _Thread_local bp__tls_cache bp__tls_last __attribute__((tls_model("initial-exec")));
 extern bp__thread_state bp__no_thread_state; /* bp__tls_last.state when none is cached */
 
 /* Finds or creates this thread's state for `a`; NULL when out of memory. */
@@ -239,7 +233,7 @@ BP_INLINE bool bp__buf_cache_at_home(bp__thread_state *ts, bp_buf *b)
      * remote take-back then reads nothing else of an object another core wrote last). As
      * on the release fast path, BP__TAG_NONE matches no cache's base (see tcache.h). */
     uint32_t tag = b->head.release_tag;
-    if (BP_LIKELY((tag & ~0xffu) == ts->tcache.tag_base))
+    if (!BP_POISONS && BP_LIKELY((tag & ~0xffu) == ts->tcache.tag_base)) /* (those builds: no tag) */
         return bp__tcache_put(&ts->tcache, bp__release_tag_class(b), b);
     /* The class first: for one no cache keeps (every release of such a buffer comes here)
      * that answers without a look at the region's chunk. */

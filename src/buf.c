@@ -7,7 +7,27 @@
 
 #include "allocator.h"
 
+#include <stddef.h>
 #include <string.h>
+
+/* The header's inline bp_alloc and bp_release read these structures through offsets: keep
+ * the two in step (a failure here means updating the BP__* offsets in bytepool.h). */
+_Static_assert(offsetof(bp__thread_state, tcache) == BP__TS_TCACHE, "BP__TS_TCACHE");
+_Static_assert(offsetof(bp__tcache, tag_base) == BP__TC_TAG_BASE, "BP__TC_TAG_BASE");
+_Static_assert(offsetof(bp__tcache, fast_left) == BP__TC_FAST_LEFT, "BP__TC_FAST_LEFT");
+_Static_assert(offsetof(bp__tcache, bins) == BP__TC_BINS, "BP__TC_BINS");
+_Static_assert(sizeof(bp__tcache_bin) == BP__BIN_SIZE, "BP__BIN_SIZE");
+_Static_assert(offsetof(bp__tcache_bin, state) == 0, "bin state");
+_Static_assert(offsetof(bp__tcache_bin, entries) == BP__BIN_ENTRIES, "BP__BIN_ENTRIES");
+_Static_assert(offsetof(bp__tcache_bin, limit) == BP__BIN_LIMIT, "BP__BIN_LIMIT");
+_Static_assert(sizeof(((bp__tcache_bin *)0)->state) == sizeof(uint64_t), "bin state width");
+_Static_assert(offsetof(struct bp_allocator, id) == 0, "allocator id first");
+_Static_assert(offsetof(struct bp_allocator, sc) + offsetof(bp__size_classes, lookup) == BP__ALLOCATOR_CLASSES,
+               "BP__ALLOCATOR_CLASSES");
+_Static_assert(BP__INLINE_SIZE_LIMIT == BP__LOOKUP_LIMIT && BP__LOG2_QUANTUM == 4, "size-class table");
+_Static_assert(offsetof(bp_buf, head) == 0 && offsetof(bp_buf, marked_reader_index) == BP__BUF_MARKS &&
+                   offsetof(bp_buf, marked_writer_index) == BP__BUF_MARKS + sizeof(size_t),
+               "BP__BUF_MARKS");
 
 /* ---------------------------------------------------------------------------------------
  * Checks shared by every operation
@@ -100,7 +120,7 @@ bp_buf *bp_alloc_ex(bp_allocator *a, size_t capacity, size_t max_capacity, int *
     return bp__alloc_slow(a, capacity, max_capacity, err);
 }
 
-bp_buf *bp_alloc(bp_allocator *a, size_t capacity)
+bp_buf *bp__alloc(bp_allocator *a, size_t capacity)
 {
     /* A class a thread cache serves is at most the chunk size (1 GiB at most), far below
      * the default max capacity and the capacity limit, and any larger capacity (up to
@@ -274,11 +294,8 @@ int bp_release_n(bp_buf *b, uint32_t n)
     return release_slow(b, n);
 }
 
-int bp_release(bp_buf *b)
-{
-    if (BP_LIKELY(release_fast(b, 1))) return 1;
-    return release_slow(b, 1);
-}
+/* The header's bp_release has tried what release_fast would. */
+int bp__release(bp_buf *b) { return release_slow(b, 1); }
 
 int bp_refcnt(const bp_buf *b)
 {

@@ -76,6 +76,15 @@ BP_INLINE void bp__prefetch_for_write(const void *p, bool has_prefetchw)
 #  define BP_POISON(p, n) ((void)(p), (void)(n))
 #  define BP_UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
+/* Builds that poison: the inline bp_alloc and bp_release in bytepool.h, compiled into the
+ * program, can neither unpoison nor poison, so these builds keep every allocation and
+ * release off them (the thread cache's countdown stays at 1, release tags match no cache)
+ * and the library's slow paths, which do, serve them all. */
+#if defined(BP_ASAN) || defined(BP_VALGRIND)
+#  define BP_POISONS 1
+#else
+#  define BP_POISONS 0
+#endif
 
 /* Internal consistency checks: compiled in always (so they stay type-checked), executed
  * only in builds configured with BP_DEBUG=1. */

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #ifdef BP_HAVE_LIBDW
+#  include <dwarf.h>
 #  include <elfutils/libdwfl.h>
 #endif
 #ifdef BP_HAVE_LIBUNWIND
@@ -189,6 +190,44 @@ static void symbolizer_close(symbolizer *s)
 #endif
 }
 
+#ifdef BP_HAVE_LIBDW
+static bool is_public_header(const char *file)
+{
+    size_t n = strlen(file);
+    return n >= 10 && strcmp(file + n - 10, "bytepool.h") == 0 && (n == 10 || file[n - 11] == '/');
+}
+
+/* An allocation site inside the header's inline bp_alloc (or another inline function of
+ * it) would name the header's line; the line to show is where the program called it: the
+ * call site of the outermost inlined scope that is the header's. False when the address is
+ * not in such a scope or the debug information does not say. */
+static bool call_site_of_inline(Dwfl_Module *module, uintptr_t pc, const char **file, int *lineno)
+{
+    Dwarf_Addr bias = 0;
+    Dwarf_Die *cu = dwfl_module_addrdie(module, pc, &bias);
+    Dwarf_Files *files = NULL;
+    if (cu == NULL || dwarf_getsrcfiles(cu, &files, NULL) != 0) return false;
+    Dwarf_Die *scopes = NULL;
+    int n = dwarf_getscopes(cu, pc - bias, &scopes);
+    bool found = false;
+    for (int i = 0; i < n && !found; i++) { /* innermost first */
+        if (dwarf_tag(&scopes[i]) != DW_TAG_inlined_subroutine) continue;
+        Dwarf_Attribute attr;
+        Dwarf_Word file_index = 0, line = 0;
+        if (dwarf_formudata(dwarf_attr(&scopes[i], DW_AT_call_file, &attr), &file_index) != 0 ||
+            dwarf_formudata(dwarf_attr(&scopes[i], DW_AT_call_line, &attr), &line) != 0)
+            continue;
+        const char *name = dwarf_filesrc(files, file_index, NULL, NULL);
+        if (name == NULL || is_public_header(name)) continue; /* called from the header itself */
+        *file = name;
+        *lineno = (int)line;
+        found = true;
+    }
+    free(scopes);
+    return found;
+}
+#endif
+
 /* "function (file:line)" or "function+0x12 (module)"; returns the function name's start in
  * `out` so callers can recognise bytepool's own frames. */
 static void name_frame(symbolizer *s, void *address, char *out, size_t len, const char **function)
@@ -203,6 +242,7 @@ static void name_frame(symbolizer *s, void *address, char *out, size_t len, cons
         Dwfl_Line *line = module != NULL ? dwfl_module_getsrc(module, pc) : NULL;
         int lineno = 0;
         const char *file = line != NULL ? dwfl_lineinfo(line, NULL, &lineno, NULL, NULL, NULL) : NULL;
+        if (file != NULL && is_public_header(file)) call_site_of_inline(module, pc, &file, &lineno);
         if (name != NULL) {
             *function = name;
             if (file != NULL) snprintf(out, len, "%s (%s:%d)", name, file, lineno);

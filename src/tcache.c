@@ -52,6 +52,7 @@ static void clock_arm(bp__tcache *tc)
 {
     uint32_t next = tc->trim_in;
     if (tc->sample_interval != 0 && tc->sample_in < next) next = tc->sample_in;
+    if (BP_POISONS) next = 1; /* every allocation through the slow path (see BP_POISONS) */
     tc->fast_armed = tc->fast_left = next;
 }
 

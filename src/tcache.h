@@ -136,7 +136,7 @@ void bp__tcache_set_next_tag_id(uint32_t id);
  * none for a class it does not keep, so a matching tag names a bin that exists. */
 static inline uint32_t bp__release_tag(const bp__tcache *tc, unsigned cls)
 {
-    if (tc->tag_base == BP__TAG_SPENT || cls >= tc->ncacheable) return BP__TAG_NONE;
+    if (BP_POISONS || tc->tag_base == BP__TAG_SPENT || cls >= tc->ncacheable) return BP__TAG_NONE;
     return tc->tag_base + cls;
 }
 
