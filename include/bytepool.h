@@ -431,6 +431,7 @@ BP_API extern __thread bp__tls_cache bp__tls_last __attribute__((tls_model("init
 #define BP__TS_TCACHE 0x100          /* the thread cache in a thread state */
 #define BP__TC_TAG_BASE 0            /* uint32_t: release tags this cache takes back, class byte 0 */
 #define BP__TC_FAST_LEFT 4           /* uint32_t: allocations the fast path may still serve, + 1 */
+#define BP__TC_FAST_CLASSES 8        /* unsigned: classes below it may be popped (0: none) */
 #define BP__TC_BINS 0x58             /* the bins, one per size class: */
 #define BP__BIN_SIZE 32              /*   uint64_t count | hits << 32; bp_buf **entries; */
 #define BP__BIN_ENTRIES 8            /*   uint32_t limit (the capacity, 0 before entries */
@@ -439,9 +440,17 @@ BP_API extern __thread bp__tls_cache bp__tls_last __attribute__((tls_model("init
 #define BP__INLINE_SIZE_LIMIT 4096
 #define BP__BUF_MARKS 48             /* the two marked indices, after the head */
 
-/* The out-of-line halves: the rest of bp_alloc (sizes above 4 KiB, a cache miss, a trim or
- * a leak sample due, another allocator than the cached one, errors) and of bp_release (all
- * but a sole owner's release to its own thread's cache with room). */
+/* The size class of a size above 4 KiB (below 2^63): four classes per doubling, jemalloc's
+ * and Netty's spacing (the library checks it against its own table in its tests). */
+BP_API inline unsigned bp__class_above_4k(size_t size)
+{
+    unsigned lg = 63u - (unsigned)__builtin_clzll((unsigned long long)(size - 1)); /* >= 12 */
+    return 4u * (lg - 6u) + (unsigned)((size - 1) >> (lg - 2u));
+}
+
+/* The out-of-line halves: the rest of bp_alloc (a size no thread cache keeps, a cache miss,
+ * a trim or a leak sample due, another allocator than the cached one, errors) and of
+ * bp_release (all but a sole owner's release to its own thread's cache with room). */
 BP_API bp_buf *bp__alloc(bp_allocator *a, size_t capacity);
 BP_API int bp__release(bp_buf *b);
 
@@ -449,14 +458,19 @@ BP_API int bp__release(bp_buf *b);
  * `capacity`, if larger), reference count 1, both indices 0. Contents are unspecified.
  * Returns NULL on failure (NULL allocator, capacity above BP_CAPACITY_LIMIT, out of
  * memory); bp_alloc_ex tells which.
- * Inline: with this thread's cache holding a released buffer of the size class (up to 4 KiB)
- * it is one pop and six stores; anything else goes to the library. */
+ * Inline: with this thread's cache holding a released buffer of the size class, it is one
+ * pop and six stores; anything else goes to the library. */
 BP_API inline bp_buf *bp_alloc(bp_allocator *a, size_t capacity)
 {
-    if (BP__LIKELY(a != NULL && capacity <= BP__INLINE_SIZE_LIMIT &&
-                   bp__tls_last.allocator_id == *(const uint64_t *)(const void *)a)) {
+    if (BP__LIKELY(a != NULL && bp__tls_last.allocator_id == *(const uint64_t *)(const void *)a)) {
         char *tc = (char *)bp__tls_last.state + BP__TS_TCACHE;
-        unsigned cls = ((const unsigned char *)(const void *)a)[BP__ALLOCATOR_CLASSES + ((capacity + 15) >> 4)];
+        unsigned cls;
+        if (BP__LIKELY(capacity <= BP__INLINE_SIZE_LIMIT)) { /* a table load */
+            cls = ((const unsigned char *)(const void *)a)[BP__ALLOCATOR_CLASSES + ((capacity + 15) >> 4)];
+        } else { /* computed; only classes a thread cache keeps have bins */
+            cls = bp__class_above_4k(capacity);
+            if (cls >= *(const unsigned *)(const void *)(tc + BP__TC_FAST_CLASSES)) return bp__alloc(a, capacity);
+        }
         uint32_t left = *(uint32_t *)(void *)(tc + BP__TC_FAST_LEFT);
         char *bin = tc + BP__TC_BINS + (size_t)cls * BP__BIN_SIZE;
         uint64_t state = __atomic_load_n((uint64_t *)(void *)bin, __ATOMIC_RELAXED);

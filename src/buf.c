@@ -15,6 +15,9 @@
 _Static_assert(offsetof(bp__thread_state, tcache) == BP__TS_TCACHE, "BP__TS_TCACHE");
 _Static_assert(offsetof(bp__tcache, tag_base) == BP__TC_TAG_BASE, "BP__TC_TAG_BASE");
 _Static_assert(offsetof(bp__tcache, fast_left) == BP__TC_FAST_LEFT, "BP__TC_FAST_LEFT");
+_Static_assert(offsetof(bp__tcache, fast_classes) == BP__TC_FAST_CLASSES &&
+                   sizeof(((bp__tcache *)0)->fast_classes) == sizeof(unsigned),
+               "BP__TC_FAST_CLASSES");
 _Static_assert(offsetof(bp__tcache, bins) == BP__TC_BINS, "BP__TC_BINS");
 _Static_assert(sizeof(bp__tcache_bin) == BP__BIN_SIZE, "BP__BIN_SIZE");
 _Static_assert(offsetof(bp__tcache_bin, state) == 0, "bin state");

@@ -69,6 +69,20 @@ static void test_lookup_table_agrees_with_computed(void **state)
     }
 }
 
+/* The header's inline bp_alloc computes classes above 4 KiB itself. */
+static void test_header_class_formula_agrees_with_the_library(void **state)
+{
+    (void)state;
+    for (size_t size = 4097; size <= ((size_t)1 << 24); size += size / 97 + 1)
+        assert_int_equal(bp__class_above_4k(size), bp__size_class_compute(size));
+    for (unsigned lg = 13; lg < 63; lg++) {
+        size_t p = (size_t)1 << lg;
+        assert_int_equal(bp__class_above_4k(p), bp__size_class_compute(p));
+        assert_int_equal(bp__class_above_4k(p + 1), bp__size_class_compute(p + 1));
+        assert_int_equal(bp__class_above_4k(p - 1), bp__size_class_compute(p - 1));
+    }
+}
+
 static void test_waste_is_at_most_20_percent_above_64(void **state)
 {
     (void)state;
@@ -127,6 +141,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_examples_from_issue),
+        cmocka_unit_test(test_header_class_formula_agrees_with_the_library),
         cmocka_unit_test(test_first_classes_match_jemalloc),
         cmocka_unit_test(test_every_size_maps_to_smallest_class_at_least_it),
         cmocka_unit_test(test_lookup_table_agrees_with_computed),
