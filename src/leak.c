@@ -199,8 +199,8 @@ static bool is_public_header(const char *file)
 
 /* An allocation site inside the header's inline bp_alloc (or another inline function of
  * it) would name the header's line; the line to show is where the program called it: the
- * call site of the outermost inlined scope that is the header's. False when the address is
- * not in such a scope or the debug information does not say. */
+ * call site of the innermost inlined scope that was called from outside the header. False
+ * when the address is in no such scope or the debug information does not say. */
 static bool call_site_of_inline(Dwfl_Module *module, uintptr_t pc, const char **file, int *lineno)
 {
     Dwarf_Addr bias = 0;
