@@ -61,6 +61,41 @@ static void test_seed_pool_buf_test(void **state)
     if (bp_allocator_is_pooled(a)) assert_ptr_equal(memory[0], memory[1]);
 }
 
+/* bp_alloc and bp_release are inline in the header; the library's own copies (what -O0
+ * builds, function pointers and other languages call) behave the same: a buffer released
+ * with a writer index and a mark comes back fresh from either, the object reused. */
+static void test_alloc_and_release_through_function_pointers(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *(*volatile alloc)(bp_allocator *, size_t) = bp_alloc;
+    int (*volatile release)(bp_buf *) = bp_release;
+    bp_buf *first = alloc(a, 100);
+    assert_non_null(first);
+    assert_int_equal(bp_write_u32(first, 7), 0);
+    assert_int_equal(bp_mark_writer_index(first), 0);
+    assert_int_equal(release(first), 1);
+    assert_int_equal(bp_refcnt(first), 0);
+    for (int round = 0; round < 2; round++) { /* the inline path, then the library's */
+        bp_buf *b = round == 0 ? bp_alloc(a, 100) : alloc(a, 100);
+        assert_non_null(b);
+        if (bp_allocator_is_pooled(a)) assert_ptr_equal(b, first);
+        assert_int_equal(bp_capacity(b), 100);
+        assert_int_equal(bp_max_capacity(b), BP_DEFAULT_MAX_CAPACITY);
+        assert_int_equal(bp_writer_index(b), 0);
+        assert_int_equal(bp_refcnt(b), 1);
+        assert_int_equal(bp_write_u32(b, 9), 0);
+        assert_int_equal(bp_reset_writer_index(b), 0); /* the mark was cleared: back to 0 */
+        assert_int_equal(bp_writer_index(b), 0);
+        assert_int_equal(bp_write_u32(b, 9), 0);
+        assert_int_equal(bp_mark_writer_index(b), 0);
+        assert_int_equal(round == 0 ? release(b) : bp_release(b), 1);
+    }
+    misuse_capture_start();
+    assert_int_equal(release(NULL), BP_EINVAL);
+    assert_null(alloc(NULL, 16));
+    misuse_capture_stop();
+}
+
 static void test_typed_round_trips_big_endian(void **state)
 {
     bp_buf *b = bp_alloc(*state, 64);
@@ -487,6 +522,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         BUF_TEST(test_seed_pool_buf_test),
+        BUF_TEST(test_alloc_and_release_through_function_pointers),
         BUF_TEST(test_typed_round_trips_big_endian),
         BUF_TEST(test_typed_round_trips_little_endian),
         BUF_TEST(test_absolute_get_set_leave_indices),
