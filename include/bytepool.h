@@ -454,13 +454,16 @@ BP_API inline unsigned bp__class_above_4k(size_t size)
 BP_API bp_buf *bp__alloc(bp_allocator *a, size_t capacity);
 BP_API int bp__release(bp_buf *b);
 
-/* Allocates a buffer of `capacity` bytes and max capacity BP_DEFAULT_MAX_CAPACITY (or
- * `capacity`, if larger), reference count 1, both indices 0. Contents are unspecified.
- * Returns NULL on failure (NULL allocator, capacity above BP_CAPACITY_LIMIT, out of
- * memory); bp_alloc_ex tells which.
- * Inline: with this thread's cache holding a released buffer of the size class, it is one
- * pop and six stores; anything else goes to the library. */
-BP_API inline bp_buf *bp_alloc(bp_allocator *a, size_t capacity)
+/* The allocation fast path, shared by the inline bp_alloc and the library's bp_alloc_ex: a
+ * root of `capacity` bytes (max capacity `max_capacity`, which the caller checked) popped
+ * from this thread's cache when it holds a released buffer of the size class and no trim
+ * or leak sample is due - one pop and six stores. NULL, changing nothing, otherwise.
+ * Only a class computed for a size above 4 KiB is compared with the classes the cache
+ * keeps: a looked-up class is below the allocator's class count (an unpooled allocator's
+ * empty table gives 0), so its bin exists, empty unless the cache keeps the class. The
+ * countdown is loaded and stored once (written as a decrement after the test, gcc loaded
+ * it twice, which this project's VM charged in its slow stretches). */
+BP_API inline bp_buf *bp__alloc_cached(bp_allocator *a, size_t capacity, size_t max_capacity)
 {
     if (BP__LIKELY(a != NULL && bp__tls_last.allocator_id == *(const uint64_t *)(const void *)a)) {
         char *tc = (char *)bp__tls_last.state + BP__TS_TCACHE;
@@ -469,7 +472,7 @@ BP_API inline bp_buf *bp_alloc(bp_allocator *a, size_t capacity)
             cls = ((const unsigned char *)(const void *)a)[BP__ALLOCATOR_CLASSES + ((capacity + 15) >> 4)];
         } else { /* computed; only classes a thread cache keeps have bins */
             cls = bp__class_above_4k(capacity);
-            if (cls >= *(const unsigned *)(const void *)(tc + BP__TC_FAST_CLASSES)) return bp__alloc(a, capacity);
+            if (cls >= *(const unsigned *)(const void *)(tc + BP__TC_FAST_CLASSES)) return NULL;
         }
         uint32_t left = *(uint32_t *)(void *)(tc + BP__TC_FAST_LEFT);
         char *bin = tc + BP__TC_BINS + (size_t)cls * BP__BIN_SIZE;
@@ -485,13 +488,26 @@ BP_API inline bp_buf *bp_alloc(bp_allocator *a, size_t capacity)
             h->reader_index = 0;
             h->writer_index = 0;
             h->capacity = capacity;
-            h->max_capacity = BP_DEFAULT_MAX_CAPACITY;
+            h->max_capacity = max_capacity;
             memset((char *)(void *)b + BP__BUF_MARKS, 0, 2 * sizeof(size_t));
             __atomic_store_n(&h->refcnt, 1, __ATOMIC_RELAXED);
             return b;
         }
     }
-    return bp__alloc(a, capacity);
+    return NULL;
+}
+
+/* Allocates a buffer of `capacity` bytes and max capacity BP_DEFAULT_MAX_CAPACITY (or
+ * `capacity`, if larger), reference count 1, both indices 0. Contents are unspecified.
+ * Returns NULL on failure (NULL allocator, capacity above BP_CAPACITY_LIMIT, out of
+ * memory); bp_alloc_ex tells which.
+ * Inline: with this thread's cache holding a released buffer of the size class, it is one
+ * pop and six stores; anything else goes to the library. (A size a thread cache serves is
+ * far below the default max capacity, so the fast path stores that max as it is.) */
+BP_API inline bp_buf *bp_alloc(bp_allocator *a, size_t capacity)
+{
+    bp_buf *b = bp__alloc_cached(a, capacity, BP_DEFAULT_MAX_CAPACITY);
+    return BP__LIKELY(b != NULL) ? b : bp__alloc(a, capacity);
 }
 
 /* Allocates a buffer of `capacity` bytes that may grow to `max_capacity`. Returns NULL
@@ -507,6 +523,34 @@ BP_API int bp_retain(bp_buf *b);
 /* Adds `n` (>= 1) references; errors as bp_retain, plus BP_EINVAL for n == 0. */
 BP_API int bp_retain_n(bp_buf *b, uint32_t n);
 
+/* The release fast path, shared by the inline bp_release and the library's bp_release_n:
+ * the last `n` references of a plain root dropped on the thread that allocated it, with room
+ * in that thread's cache - a plain store of the count (sole owner: no atomic
+ * read-modify-write) and one push. 0, changing nothing, otherwise. */
+BP_API inline int bp__release_cached(bp_buf *b, uint32_t n)
+{
+    if (BP__LIKELY(b != NULL)) {
+        bp__buf_head *h = (bp__buf_head *)(void *)b;
+        uint32_t count = __atomic_load_n(&h->refcnt, __ATOMIC_ACQUIRE);
+        char *tc = (char *)bp__tls_last.state + BP__TS_TCACHE;
+        uint32_t tag = h->release_tag;
+        /* The tag names this thread's cache and the bin of the buffer's class, or nothing. */
+        if (BP__LIKELY(count == n && (int32_t)count > 0 &&
+                       (tag & ~0xffu) == *(const uint32_t *)(const void *)(tc + BP__TC_TAG_BASE))) {
+            char *bin = tc + BP__TC_BINS + (size_t)(tag & 0xffu) * BP__BIN_SIZE;
+            uint64_t state = __atomic_load_n((uint64_t *)(void *)bin, __ATOMIC_RELAXED);
+            uint32_t entries = (uint32_t)state;
+            if (BP__LIKELY(entries != *(const uint32_t *)(const void *)(bin + BP__BIN_LIMIT))) {
+                (*(bp_buf ***)(void *)(bin + BP__BIN_ENTRIES))[entries] = b;
+                __atomic_store_n((uint64_t *)(void *)bin, state + 1, __ATOMIC_RELAXED);
+                __atomic_store_n(&h->refcnt, 0, __ATOMIC_RELAXED);
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
 /* Drops one reference. Returns 1 when this call released the buffer (memory and the
  * bp_buf go back to the pool; the pointer must not be used again), 0 when references
  * remain; BP_EINVAL (NULL), BP_EFREED (already released: a release too many).
@@ -515,25 +559,7 @@ BP_API int bp_retain_n(bp_buf *b, uint32_t n);
  * read-modify-write); anything else goes to the library. */
 BP_API inline int bp_release(bp_buf *b)
 {
-    if (BP__LIKELY(b != NULL)) {
-        bp__buf_head *h = (bp__buf_head *)(void *)b;
-        uint32_t count = __atomic_load_n(&h->refcnt, __ATOMIC_ACQUIRE);
-        char *tc = (char *)bp__tls_last.state + BP__TS_TCACHE;
-        uint32_t tag = h->release_tag;
-        /* The tag names this thread's cache and the bin of the buffer's class, or nothing. */
-        if (BP__LIKELY(count == 1 && (tag & ~0xffu) == *(const uint32_t *)(const void *)(tc + BP__TC_TAG_BASE))) {
-            char *bin = tc + BP__TC_BINS + (size_t)(tag & 0xffu) * BP__BIN_SIZE;
-            uint64_t state = __atomic_load_n((uint64_t *)(void *)bin, __ATOMIC_RELAXED);
-            uint32_t n = (uint32_t)state;
-            if (BP__LIKELY(n != *(const uint32_t *)(const void *)(bin + BP__BIN_LIMIT))) {
-                (*(bp_buf ***)(void *)(bin + BP__BIN_ENTRIES))[n] = b;
-                __atomic_store_n((uint64_t *)(void *)bin, state + 1, __ATOMIC_RELAXED);
-                __atomic_store_n(&h->refcnt, 0, __ATOMIC_RELAXED); /* sole owner: a plain store */
-                return 1;
-            }
-        }
-    }
-    return bp__release(b);
+    return BP__LIKELY(bp__release_cached(b, 1)) ? 1 : bp__release(b);
 }
 
 /* Drops `n` (>= 1) references. Returns as bp_release, plus BP_EINVAL for n == 0 and

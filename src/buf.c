@@ -98,39 +98,20 @@ fail:
     return NULL;
 }
 
-/* The common case, with nothing else in the way (no call, so no registers saved for the
- * rare cases): this thread's state is the cached one, and the thread cache has the size
- * class with no trim and no leak sample due - one pop, seven stores. False, changing
- * nothing, otherwise. */
-BP_INLINE bool alloc_from_cache(bp_allocator *a, size_t capacity, size_t max_capacity, bp_buf **out)
-{
-    if (BP_UNLIKELY(bp__tls_last.allocator_id != a->id)) return false;
-    /* An unpooled allocator's thread state has a cache with every bin empty: the pop fails. */
-    bp__thread_state *ts = bp__tls_last.state;
-    if (BP_UNLIKELY(!bp__tcache_pop(&ts->tcache, &a->sc, capacity, out))) return false;
-    init_root(*out, capacity, max_capacity); /* counted by the pop (see bp__tcache.ledger) */
-    return true;
-}
-
 bp_buf *bp_alloc_ex(bp_allocator *a, size_t capacity, size_t max_capacity, int *err)
 {
     bp_buf *b;
     if (BP_LIKELY(a != NULL && capacity <= max_capacity && max_capacity <= BP_CAPACITY_LIMIT) &&
-        BP_LIKELY(alloc_from_cache(a, capacity, max_capacity, &b))) {
+        BP_LIKELY((b = bp__alloc_cached(a, capacity, max_capacity)) != NULL)) {
         if (err != NULL) *err = 0;
         return b;
     }
     return bp__alloc_slow(a, capacity, max_capacity, err);
 }
 
+/* The header's bp_alloc has tried the thread cache (bp__alloc_cached). */
 bp_buf *bp__alloc(bp_allocator *a, size_t capacity)
 {
-    /* A class a thread cache serves is at most the chunk size (1 GiB at most), far below
-     * the default max capacity and the capacity limit, and any larger capacity (up to
-     * SIZE_MAX) maps to a class past every cache: the fast path needs neither the limit
-     * check nor the max computed. */
-    bp_buf *b;
-    if (BP_LIKELY(a != NULL) && BP_LIKELY(alloc_from_cache(a, capacity, BP_DEFAULT_MAX_CAPACITY, &b))) return b;
     return bp__alloc_slow(a, capacity, capacity > BP_DEFAULT_MAX_CAPACITY ? capacity : BP_DEFAULT_MAX_CAPACITY, NULL);
 }
 
@@ -237,29 +218,6 @@ int bp_retain_n(bp_buf *b, uint32_t n)
 
 int bp_retain(bp_buf *b) { return bp_retain_n(b, 1); }
 
-/* The common case: the last reference to a plain root, released on the thread that
- * allocated it (its owner is this thread's cached state), not sampled by leak detection,
- * with no views, and room in the thread cache's bin for its class - object and region go
- * there with one push. False, changing nothing, for anything else. */
-BP_INLINE bool release_fast(bp_buf *b, uint32_t n)
-{
-    if (BP_UNLIKELY(b == NULL)) return false;
-    uint32_t count = BP__REFCNT_LOAD(b, __ATOMIC_ACQUIRE);
-    bp__thread_state *ts = bp__tls_last.state;
-    if (BP_UNLIKELY(count != n || (int32_t)count <= 0)) return false;
-    /* The tag says owner, arena, class, no leak record and no views in one word of the
-     * first line. The class is its low byte, used as it is: deriving the bin from the
-     * whole tag (tag - base) put an extra step on the alloc-release dependency chain
-     * (seed loop +0.4 ns). No cache's base equals a tag of another cache or BP__TAG_NONE
-     * with the class byte cleared (see tcache.h), so a match names one of its bins. */
-    if (BP_UNLIKELY((b->head.release_tag & ~0xffu) != ts->tcache.tag_base)) return false;
-    if (BP_UNLIKELY(!bp__tcache_push_kept(&ts->tcache, bp__release_tag_class(b), b))) return false;
-    /* Sole owner: a plain store will do (see release_slow). */
-    BP__REFCNT_STORE(b, 0, __ATOMIC_RELAXED);
-    BP_POISON(b->region.memory, b->region.length);
-    return true; /* counted by the push (see bp__tcache.ledger) */
-}
-
 /* Everything else bp_release_n does: shared counts, views, leak records, releases away from
  * home, misuse. */
 static BP_NOINLINE int release_slow(bp_buf *b, uint32_t n)
@@ -293,11 +251,11 @@ static BP_NOINLINE int release_slow(bp_buf *b, uint32_t n)
 
 int bp_release_n(bp_buf *b, uint32_t n)
 {
-    if (BP_LIKELY(release_fast(b, n))) return 1;
+    if (BP_LIKELY(bp__release_cached(b, n))) return 1;
     return release_slow(b, n);
 }
 
-/* The header's bp_release has tried what release_fast would. */
+/* The header's bp_release has tried the thread cache (bp__release_cached). */
 int bp__release(bp_buf *b) { return release_slow(b, 1); }
 
 int bp_refcnt(const bp_buf *b)

@@ -31,7 +31,9 @@ BP__EXTERN_TYPED(f32_le, float)
 BP__EXTERN_TYPED(f64_le, double)
 
 extern inline unsigned bp__class_above_4k(size_t size);
+extern inline bp_buf *bp__alloc_cached(bp_allocator *a, size_t capacity, size_t max_capacity);
 extern inline bp_buf *bp_alloc(bp_allocator *a, size_t capacity);
+extern inline int bp__release_cached(bp_buf *b, uint32_t n);
 extern inline int bp_release(bp_buf *b);
 extern inline size_t bp_capacity(const bp_buf *b);
 extern inline size_t bp_max_capacity(const bp_buf *b);

@@ -203,24 +203,15 @@ static inline void bp__bin_set_count(bp__tcache_bin *bin, uint32_t count)
 /* What a cache holds and has served, summed from its bins (any thread may call it). */
 void bp__tcache_totals(const bp__tcache *tc, size_t *entries, size_t *bytes, uint64_t *hits);
 
-/* The newest object of a bin into *out, counted as a hit; false, changing nothing, when the
- * bin is empty. (A flag and an out-parameter rather than NULL: a caller then tests the
- * bin's count, not the object pointer loaded after it.) */
-BP_INLINE bool bp__bin_pop_into(bp__tcache_bin *bin, bp_buf **out)
+/* The newest object of a bin, counted as a hit; NULL when the bin is empty. (The header's
+ * bp__alloc_cached pops the same way, through offsets.) */
+BP_INLINE bp_buf *bp__bin_pop(bp__tcache_bin *bin)
 {
     uint64_t state = bp__bin_state(bin);
     uint32_t count = (uint32_t)state;
-    if (BP_UNLIKELY(count == 0)) return false;
+    if (BP_UNLIKELY(count == 0)) return NULL;
     atomic_store_explicit(&bin->state, state + BP__BIN_HIT - 1, memory_order_relaxed); /* count-1, hits+1 */
-    *out = bin->entries[count - 1];
-    return true;
-}
-
-/* The newest object of a bin, counted as a hit; NULL when the bin is empty. */
-BP_INLINE bp_buf *bp__bin_pop(bp__tcache_bin *bin)
-{
-    bp_buf *b;
-    return bp__bin_pop_into(bin, &b) ? b : NULL;
+    return bin->entries[count - 1];
 }
 
 /* Takes a released object with a cached region of class `cls` (< sc->nclasses). NULL on a
@@ -232,35 +223,6 @@ BP_INLINE bp_buf *bp__tcache_take(bp__tcache *tc, unsigned cls)
     bp_buf *b = bp__bin_pop(&tc->bins[cls]);
     if (b != NULL) bp__tcache_ledger(tc, -1);
     return b;
-}
-
-/* For the allocation fast path: a pop for `size` (any size_t) with no call in it, into
- * *out. False, changing nothing, when it cannot serve without a slow step (class not cached,
- * bin empty, a trim or a leak sample due): the caller then ticks the clock and goes through
- * bp__tcache_take. Only a class computed for a size past the lookup table is compared with
- * fast_classes: a looked-up class (of at most 4 KiB) is below nclasses (an unpooled
- * allocator's empty table gives 0), so its bin exists, and it is empty unless this cache
- * keeps the class (a cache that keeps none - caches off, unpooled - has every bin
- * empty). Two instructions fewer for the common sizes. */
-BP_INLINE bool bp__tcache_pop(bp__tcache *tc, const bp__size_classes *sc, size_t size, bp_buf **out)
-{
-    unsigned cls;
-    if (BP_LIKELY(size <= BP__LOOKUP_LIMIT)) {
-        cls = bp__size_class_lookup(sc, size);
-        BP_ASSERT(cls < BP__MAX_CLASSES); /* below nclasses, or 0 in an unpooled allocator's table */
-    } else {
-        cls = bp__size_class_compute(size);
-        if (BP_UNLIKELY(cls >= tc->fast_classes)) return false;
-    }
-    /* One load and one store of the countdown. Written as `fast_left--` after the test,
-     * gcc loads it twice (a compare with memory, then a read-modify-write): the same in
-     * quiet stretches, but in this VM's slow ones (every loop ~1.7x slower, memory
-     * operations the most) the seed loop paid 0.6-0.9 ns for it (paired in one process). */
-    uint32_t left = tc->fast_left;
-    if (BP_UNLIKELY(left <= 1)) return false;
-    if (BP_UNLIKELY(!bp__bin_pop_into(&tc->bins[cls], out))) return false;
-    tc->fast_left = left - 1;
-    return true;
 }
 
 /* For the release fast path: a push with no call in it, for a class this cache keeps (the
