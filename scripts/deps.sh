@@ -8,7 +8,8 @@ target=${1:-test}
 need=()
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
 have_pc() { have_cmd pkg-config && pkg-config --exists "$1"; }
-have_lib() { ls /usr/lib/*/"$1" /usr/lib/"$1" >/dev/null 2>&1; }
+# A library the linker finds (-lNAME), whatever the multiarch layout: ask the compiler.
+have_lib() { printf 'int main(void){return 0;}\n' | cc -x c - -o /dev/null -l"$1" >/dev/null 2>&1; }
 
 have_cmd cmake || need+=(cmake)
 have_cmd cc || need+=(build-essential)
@@ -24,9 +25,9 @@ test)
   ;;
 bench)
   have_cmd pkg-config || need+=(pkg-config)
-  have_lib libjemalloc.so || need+=(libjemalloc-dev)
-  have_lib libtcmalloc.so || need+=(libgoogle-perftools-dev)
-  have_lib libmimalloc.so || need+=(libmimalloc-dev)
+  have_lib jemalloc || need+=(libjemalloc-dev)
+  have_lib tcmalloc || need+=(libgoogle-perftools-dev)
+  have_lib mimalloc || need+=(libmimalloc-dev)
   { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; } || need+=(python3-matplotlib)
   ;;
 demo) ;;
