@@ -1,5 +1,5 @@
 # Thin wrapper over CMake. The two commands the README promises:
-#   make demo   build the library and run the seed's PoolBufTest (bytepool-demo)
+#   make demo   build the library and run Netty's PoolBufTest in C (bytepool-demo)
 #   make test   build and run every test: a checked build (gcc, -Werror, internal checks),
 #               ASan+UBSan (clang), TSan (gcc) and Valgrind; plus install and consumer checks
 #   make bench  the benchmark suite (make bench-quick: under a minute)
@@ -20,8 +20,14 @@ all:
 	$(CMAKE) -S . -B build $(RELEASE_OPTIONS)
 	$(CMAKE) --build build -j $(JOBS)
 
-demo: all
-	./build/examples/bytepool-demo
+# The demo builds quietly (the build's output is shown only when it fails) and then runs.
+demo:
+	@scripts/deps.sh demo
+	@mkdir -p build
+	@echo "Building bytepool (release) ..."
+	@{ $(CMAKE) -S . -B build $(RELEASE_OPTIONS) && $(CMAKE) --build build -j $(JOBS); } >build/make-demo.log 2>&1 \
+	  || { cat build/make-demo.log; echo "build failed (output above)"; exit 1; }
+	@./build/examples/bytepool-demo
 
 test:
 	@scripts/deps.sh test

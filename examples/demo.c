@@ -1,5 +1,5 @@
 /*
- * The seed's PoolBufTest, in C: two rounds of allocate (default allocator, default
+ * Netty's PoolBufTest, in C: two rounds of allocate (default allocator, default
  * capacity) -> write int 10 -> read it back -> release. Round two gets the same bp_buf
  * object and the same memory back from the pool. Then a write after release is refused
  * with an error (Netty: IllegalReferenceCountException), and the allocator's state is shown.
@@ -65,6 +65,8 @@ int main(void)
     printf("bp_write_i32 on a released buffer: %d %s: %s\n", rc, bp_err_name(rc), bp_strerror(rc));
 
     printf("------ allocator ------\n");
+    printf("(what the pool holds now; the chunk lists are Netty's usage bands - qInit for new chunks,\n"
+           " q000 .. q100 by percent of the chunk in use - see the README's Metrics section)\n");
     bp_allocator_print_stats(alloc, stdout);
     return (buf1 == buf2 && mem1 == mem2 && rc == BP_EFREED) ? 0 : 1;
 }
