@@ -412,8 +412,8 @@ static void random_model(bp_allocator *a, uint64_t seed)
         } else {
             size_t i = test_rand(&rng) % nlive;
             live_buf *l = &live[i];
-            for (size_t k = 0; k < l->capacity; k++)
-                if (l->start[k] != l->pattern) fail_msg("byte %zu of a %zu-byte buffer was overwritten", k, l->capacity);
+            if (!bytes_all_equal(l->start, l->capacity, l->pattern))
+                fail_msg("a %zu-byte buffer was overwritten", l->capacity);
             assert_int_equal(bp_release(l->buf), 1);
             live[i] = live[--nlive];
         }
@@ -982,8 +982,9 @@ static void test_destroy_unmaps_leaked_buffers(void **state)
     assert_int_equal(bp__os_mapped_bytes(), before);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    test_filters(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_small_slots_fill_a_subpage_in_address_order),
         cmocka_unit_test(test_small_class_with_multi_page_runs),

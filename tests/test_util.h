@@ -3,6 +3,7 @@
 #define BP_TEST_UTIL_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
@@ -129,6 +130,29 @@ static inline void *run_on_thread(void *(*fn)(void *), void *arg)
     assert_int_equal(pthread_create(&t, NULL, fn, arg), 0);
     assert_int_equal(pthread_join(t, &result), 0);
     return result;
+}
+
+/* Whether n bytes at p all equal `value`: memcmp against a block of them (a sanitizer
+ * checks memcmp's range once instead of instrumenting a loop over every byte). */
+static inline bool bytes_all_equal(const uint8_t *p, size_t n, uint8_t value)
+{
+    uint8_t block[4096];
+    memset(block, value, sizeof block);
+    for (size_t at = 0; at < n; at += sizeof block) {
+        size_t len = n - at < sizeof block ? n - at : sizeof block;
+        if (memcmp(p + at, block, len) != 0) return false;
+    }
+    return true;
+}
+
+/* `--only PATTERN` / `--skip PATTERN` (cmocka's test-name filters, '*' and '?'): lets ctest
+ * run a long test file as several entries in parallel. */
+static inline void test_filters(int argc, char **argv)
+{
+    for (int i = 1; i + 1 < argc; i++) {
+        if (strcmp(argv[i], "--only") == 0) cmocka_set_test_filter(argv[++i]);
+        else if (strcmp(argv[i], "--skip") == 0) cmocka_set_skip_filter(argv[++i]);
+    }
 }
 
 #endif
