@@ -72,7 +72,10 @@ extern "C" {
     XX(EOVERFLOW, -6, "size overflows or exceeds the largest supported size")              \
     XX(EREFCNT, -7, "reference count would overflow or drop below zero")                   \
     XX(EOF, -8, "end of stream")                                                           \
-    XX(EIO, -9, "I/O error (errno tells which)")
+    XX(EIO, -9, "I/O error (errno tells which)")                                           \
+    XX(ETOOLONG, -11, "frame longer than the decoder's maximum")                           \
+    XX(ECORRUPT, -12, "malformed frame")                                                   \
+    XX(EFULL, -13, "input holds its maximum of unread bytes")
 
 typedef enum bp_error {
     BP_OK = 0,
@@ -90,8 +93,9 @@ BP_API const char *bp_err_name(int err);
 
 /* Misuse handler: called (before the failing function returns its error) for every misuse
  * detected through the API: BP_EINVAL, BP_EFREED, BP_ERANGE, BP_ECAPACITY, BP_EOVERFLOW,
- * BP_EREFCNT. Not called for BP_ENOMEM, BP_EOF or BP_EIO, which are not misuse. `func` is the public function
- * that detected it, `message` a one-line description with the values involved. */
+ * BP_EREFCNT. Not called for BP_ENOMEM, BP_EOF, BP_EIO, BP_ETOOLONG, BP_ECORRUPT or
+ * BP_EFULL, which are not misuse (the last three come from a peer's bytes). `func` is the
+ * public function that detected it, `message` a one-line description with the values involved. */
 typedef void (*bp_misuse_handler)(int err, const char *func, const char *message,
                                   void *user_data);
 
@@ -1048,6 +1052,284 @@ BP_API long bp_read_fd(bp_buf *b, int fd, size_t n);
  * with MSG_NOSIGNAL; on a pipe, write(2) raises SIGPIPE unless the process ignores it);
  * BP_EINVAL, BP_EFREED. EINTR is retried. */
 BP_API long bp_write_fd(bp_buf *b, int fd, size_t n);
+
+/* ---------------------------------------------------------------------------------------
+ * The server layer
+ *
+ * What a network server needs above the buffer (Netty's codec layer, libevent's evbuffer):
+ * memory the program owns wrapped as a buffer, a search for several bytes, an input that
+ * accumulates a connection's bytes, frame decoders that cut them into frames, and an
+ * output queue that writes buffers with gathering writes under water marks. Everything but
+ * bp_wrap is built on the calls above. An input, a decoder and an output serve one
+ * connection and are not synchronised: one thread at a time uses each (the buffers they
+ * hand out may then go to any thread, as any buffer).
+ *
+ *   bp_input *in = bp_input_new(a, NULL, &err);              // one of each per connection
+ *   bp_frame_config fc;
+ *   bp_frame_config_init(&fc, BP_FRAME_LENGTH_FIELD);         // 4-byte big-endian length
+ *   bp_frame_decoder *dec = bp_frame_decoder_new(&fc, &err);
+ *   bp_output *out = bp_output_new(NULL, &err);
+ *   // the socket is readable:
+ *   long got = bp_input_read_fd(in, fd);        // > 0, 0 (EAGAIN), BP_EOF, BP_EIO, BP_EFULL
+ *   bp_buf *frame;
+ *   while (bp_frame_decode(dec, in, &frame) == 1) bp_output_add(out, frame);   // echo
+ *   bp_output_flush(out, fd);                   // gathering write; the rest waits for EPOLLOUT
+ * ------------------------------------------------------------------------------------- */
+
+/* Called exactly once, when the last reference to a wrapped buffer goes, with the memory
+ * and user_data given to bp_wrap, on the thread of that release. */
+typedef void (*bp_wrap_free_fn)(void *memory, void *user_data);
+
+/* A buffer over `length` bytes of memory the program owns (Netty's Unpooled.wrappedBuffer,
+ * libevent's evbuffer_add_reference): nothing is copied, the buffer reads and writes
+ * `memory` itself. Reader index 0, writer index `length`, capacity and max capacity
+ * `length`, reference count 1. It cannot grow (a write past `length` is BP_ECAPACITY;
+ * bp_set_capacity may lower the capacity, never above `length`) and is usable wherever a
+ * buffer is: views, composite components, the output queue, fd I/O. free_fn(memory,
+ * user_data) is called exactly once, when its last reference goes; free_fn NULL calls
+ * nothing (static memory). Memory that must not be written (a string literal) must not be
+ * written through the buffer either. `memory` stays valid until free_fn is called; an
+ * allocator destroyed while a wrapped buffer of it is alive does not call free_fn.
+ * bp_describe names it "WrappedByteBuf".
+ * Statistics: the buffer counts in active_buffers (a bp_buf object handed out), never in
+ * active_bytes nor any arena counter (its bytes are not the pool's). Leak detection does
+ * not track wrapped buffers.
+ * Returns NULL on failure, with the reason in *err (if not NULL); free_fn is then not
+ * called and the memory stays the caller's: BP_EINVAL (NULL allocator or memory),
+ * BP_EOVERFLOW (length above BP_CAPACITY_LIMIT), BP_ENOMEM. */
+BP_API bp_buf *bp_wrap(bp_allocator *a, void *memory, size_t length, bp_wrap_free_fn free_fn, void *user_data,
+                       int *err);
+
+/* Netty's ByteBufUtil.indexOf(needle, haystack) over [from, to) of b: the first index i,
+ * from <= i <= to - needle_len, at which the needle_len bytes at `needle` occur. Any buffer
+ * (composites and views of them too: a match may span components; memmem within a block).
+ * An empty needle is found at `from`. Returns 1 and stores i in *index when found, 0 when
+ * not; BP_EINVAL (NULL buffer or index, NULL needle with needle_len > 0), BP_EFREED,
+ * BP_ERANGE (from > to, or to > capacity). */
+BP_API int bp_index_of_bytes(const bp_buf *b, size_t from, size_t to, const void *needle, size_t needle_len,
+                             size_t *index);
+
+/* ---- Input: a connection's received bytes (Netty's ByteToMessageDecoder cumulation) ----
+ *
+ * An input reads from an fd straight into pooled memory, or takes buffers the program
+ * hands it, and holds the bytes not consumed yet. Frames leave it as retained slices (no
+ * copy; the caller releases them) or as copies. Guarantees:
+ * - A frame's bytes never change or move while the frame is alive: in a buffer a frame
+ *   still shows (its reference count is above 1) the input writes only past the unread
+ *   bytes, and when it must compact or grow such a buffer it copies the unread bytes into
+ *   a fresh one and lets the old one go (Netty's expandCumulation); the frames keep it
+ *   alive. Bytes move in place only in a buffer nobody else holds.
+ * - Nothing buffered, no memory held: once every byte is consumed the buffer is released,
+ *   so an idle connection costs its bp_input object only.
+ * - At most max_buffered unread bytes: a read or an add that would pass it is refused with
+ *   BP_EFULL (decode or consume first; a frame larger than max_buffered can never be had).
+ * Reads are sized as Netty's AdaptiveRecvByteBufAllocator sizes them: from initial_read,
+ * a read that fills its size quadruples the next (up to max_read), two reads in a row that
+ * bring at most half of it halve it (down to min_read). A read goes into the room already
+ * there when that is larger. */
+
+typedef struct bp_input bp_input;
+
+typedef struct bp_input_config {
+    size_t max_buffered; /* most unread bytes held; 1 .. 2^40, default 4 MiB */
+    size_t min_read;     /* bp_input_read_fd's adaptive read size: 1 <= min_read <= */
+    size_t initial_read; /*   initial_read <= max_read <= 2^30; defaults 64, 2048, */
+    size_t max_read;     /*   65536 (Netty's) */
+} bp_input_config;
+
+/* Fills *cfg with the defaults above (nothing for NULL). */
+BP_API void bp_input_config_init(bp_input_config *cfg);
+
+/* A new, empty input whose buffers come from `a` (cfg NULL: the defaults). It holds no
+ * buffer until bytes arrive. NULL on failure with the reason in *err (if not NULL):
+ * BP_EINVAL (NULL allocator, a setting out of range), BP_ENOMEM. */
+BP_API bp_input *bp_input_new(bp_allocator *a, const bp_input_config *cfg, int *err);
+
+/* Releases what the input holds and frees it. Frames taken from it stay valid. NULL is
+ * ignored. */
+BP_API void bp_input_free(bp_input *in);
+
+/* Reads once from fd into pooled memory (one read(2), EINTR retried), appending to the
+ * unread bytes. Returns the bytes read (> 0); 0 when a non-blocking fd has nothing now
+ * (EAGAIN); BP_EOF at end of stream (the unread bytes stay, for a last decode); BP_EIO
+ * with errno set; BP_EFULL when max_buffered bytes are unread (nothing is read);
+ * BP_EINVAL (NULL); BP_ENOMEM. */
+BP_API long bp_input_read_fd(bp_input *in, int fd);
+
+/* Appends buf's readable bytes, taking over the caller's reference. With nothing unread,
+ * buf itself becomes the input's buffer (no copy). Otherwise its bytes are copied into the
+ * input's own buffer when that has the room, or when they and the unread bytes together
+ * are at most 4 KiB; larger ones are linked as a component without a copy (the input's
+ * buffer becomes a composite; frames cut from it are then views of a composite, whose
+ * bp_data is NULL; past 64 components the unread bytes are copied into one buffer). The
+ * input never writes into a buffer it was given. An empty buf is released at once.
+ * Returns 0; on failure the reference stays the caller's and nothing changes: BP_EINVAL
+ * (NULL), BP_EFREED (buf released), BP_EFULL (past max_buffered), BP_ENOMEM. */
+BP_API int bp_input_add(bp_input *in, bp_buf *buf);
+
+/* The number of unread bytes (0 for NULL). */
+BP_API size_t bp_input_readable(const bp_input *in);
+
+/* The buffer holding the unread bytes, from its reader index to its writer index, for
+ * inspection (bp_get_*, bp_index_of, bp_index_of_bytes at absolute indices from
+ * bp_reader_index); NULL when nothing is unread (or in is NULL). Valid until the next call
+ * on the input. Do not change its indices or bytes and do not release it; keep its bytes
+ * only through bp_retained_slice of its readable bytes (which the input sees in its
+ * reference count, as it sees frames), never through a plain view, whose bytes could move. */
+BP_API bp_buf *bp_input_peek(bp_input *in);
+
+/* The next n unread bytes as a retained slice (reference count 1; the caller releases it),
+ * consumed from the input. No copy: the frame shows the input's memory, which stays put
+ * while the frame lives. n may be 0 (an empty buffer). NULL on failure, with the reason
+ * in *err (if not NULL) and nothing consumed: BP_EINVAL (NULL), BP_ERANGE (n > unread
+ * bytes), BP_ENOMEM. */
+BP_API bp_buf *bp_input_take(bp_input *in, size_t n, int *err);
+
+/* The next n unread bytes copied into a new buffer of the input's allocator (capacity n),
+ * consumed from the input. Errors as bp_input_take. */
+BP_API bp_buf *bp_input_take_copy(bp_input *in, size_t n, int *err);
+
+/* Consumes n unread bytes. Returns 0; BP_EINVAL (NULL), BP_ERANGE (n > unread bytes). */
+BP_API int bp_input_skip(bp_input *in, size_t n);
+
+/* Drops every unread byte (and the buffer holding them). NULL is ignored. */
+BP_API void bp_input_clear(bp_input *in);
+
+/* ---- Frame decoders (Netty's LengthFieldBasedFrameDecoder, LineBasedFrameDecoder,
+ * DelimiterBasedFrameDecoder, FixedLengthFrameDecoder) ----
+ *
+ * A decoder cuts the next frame off an input: bp_frame_decode returns 1 with the frame (a
+ * retained slice: bp_input_take's), 0 when more bytes are needed, or an error. A frame
+ * longer than max_frame_length is BP_ETOOLONG, after which the caller may close the
+ * connection or go on decoding: the decoder then skips that frame's bytes, also those that
+ * arrive in later reads, and decodes the frames after it. With fail_fast the error comes
+ * as soon as the length is known to be too long, before the bytes are skipped; without,
+ * once they all have been (a frame too long found whole in the input is reported at once
+ * either way). While skipping, a delimiter decoder keeps the last bytes that may be the
+ * start of a delimiter. Malformed input is BP_ECORRUPT (the bytes up to the end of the
+ * length field, or of the frame, are skipped as Netty does; the stream is then usually
+ * beyond repair). A decoder expects to be the only consumer of its input. */
+
+typedef enum bp_frame_type {
+    BP_FRAME_LENGTH_FIELD = 1, /* a length field in a header */
+    BP_FRAME_LINE,             /* lines ending in "\n" or "\r\n" */
+    BP_FRAME_DELIMITER,        /* frames ending in one of several byte strings */
+    BP_FRAME_FIXED_LENGTH      /* frames of frame_length bytes */
+} bp_frame_type;
+
+typedef struct bp_delimiter {
+    const void *bytes;
+    size_t length; /* >= 1 */
+} bp_delimiter;
+
+/* Settings of a decoder. bp_frame_config_init gives a type's defaults (Netty's). */
+typedef struct bp_frame_config {
+    bp_frame_type type;
+    size_t max_frame_length; /* length field: the whole frame, header included, before
+                                stripping; line, delimiter: the frame without its
+                                delimiter; default 65536; >= 1 */
+    int fail_fast;           /* default 1, 0 for lines (Netty's) */
+    /* BP_FRAME_LENGTH_FIELD: the frame is length_field_offset bytes, the length field,
+     * then value + length_adjustment bytes; initial_bytes_to_strip bytes are cut off its
+     * start. length_field_offset + length_field_length <= max_frame_length. */
+    size_t length_field_offset;      /* default 0 */
+    unsigned length_field_length;    /* 1, 2, 3, 4 (default) or 8; 8-byte values above
+                                        INT64_MAX are malformed (Java's signed long) */
+    int64_t length_adjustment;       /* default 0 */
+    size_t initial_bytes_to_strip;   /* default 0 */
+    int little_endian;               /* default 0: big-endian */
+    /* BP_FRAME_LINE and BP_FRAME_DELIMITER */
+    int strip_delimiter;             /* default 1 */
+    /* BP_FRAME_DELIMITER: at least one; copied by bp_frame_decoder_new. The frame ends at
+     * the delimiter found first (the shortest frame; on a tie the earlier one listed). */
+    const bp_delimiter *delimiters;
+    size_t delimiter_count;
+    /* BP_FRAME_FIXED_LENGTH: >= 1; max_frame_length and fail_fast are not used */
+    size_t frame_length;
+} bp_frame_config;
+
+/* Fills *cfg with the defaults of `type` (nothing for NULL). */
+BP_API void bp_frame_config_init(bp_frame_config *cfg, bp_frame_type type);
+
+typedef struct bp_frame_decoder bp_frame_decoder;
+
+/* A decoder with these settings (one per connection: it keeps the state of a frame being
+ * skipped). NULL on failure with the reason in *err (if not NULL): BP_EINVAL (NULL cfg, an
+ * unknown type, a setting out of range, a missing or empty delimiter), BP_ENOMEM. */
+BP_API bp_frame_decoder *bp_frame_decoder_new(const bp_frame_config *cfg, int *err);
+
+/* Frees a decoder. NULL is ignored. */
+BP_API void bp_frame_decoder_free(bp_frame_decoder *d);
+
+/* Cuts the next frame off `in`. Returns 1 and stores the frame (reference count 1, the
+ * caller's) in *frame; 0 when more bytes are needed (*frame NULL; a frame being skipped
+ * consumes what there is); BP_ETOOLONG (see above); BP_ECORRUPT: a length field whose value
+ * is negative (8 bytes), overflows, or gives a frame shorter than the header up to the end
+ * of the length field or than initial_bytes_to_strip; BP_EINVAL (NULL argument), BP_ENOMEM
+ * (nothing consumed). */
+BP_API int bp_frame_decode(bp_frame_decoder *d, bp_input *in, bp_buf **frame);
+
+/* ---- Output queue (Netty's ChannelOutboundBuffer) ----
+ *
+ * Buffers queued for one connection, written to its fd with gathering writes: sendmsg(2)
+ * with MSG_NOSIGNAL on a socket (a gone peer is EPIPE, not a signal), writev(2) otherwise,
+ * up to IOV_MAX blocks a call (a composite takes one per component). A partial write
+ * advances the reader index of the buffer it stops in; the next flush goes on from there.
+ * Each buffer is released once written to its end. Water marks on the pending bytes give
+ * backpressure: above high_water_mark the output turns unwritable (stop reading from the
+ * peer), below low_water_mark writable again (Netty's channelWritabilityChanged). */
+
+typedef struct bp_output bp_output;
+
+/* Called whenever bp_output_writable's answer changes (from bp_output_add, flush or clear),
+ * with the new answer. */
+typedef void (*bp_writability_fn)(int writable, void *user_data);
+
+typedef struct bp_output_config {
+    size_t low_water_mark;  /* default 32 KiB (Netty's) */
+    size_t high_water_mark; /* default 64 KiB; >= low_water_mark */
+    bp_writability_fn on_writability; /* NULL: none */
+    void *user_data;        /* passed to on_writability */
+} bp_output_config;
+
+/* Fills *cfg with the defaults above (nothing for NULL). */
+BP_API void bp_output_config_init(bp_output_config *cfg);
+
+/* A new, empty, writable output (cfg NULL: the defaults). NULL on failure with the reason
+ * in *err (if not NULL): BP_EINVAL (low_water_mark > high_water_mark), BP_ENOMEM. */
+BP_API bp_output *bp_output_new(const bp_output_config *cfg, int *err);
+
+/* Releases every queued buffer and frees the output (no callback). NULL is ignored. */
+BP_API void bp_output_free(bp_output *out);
+
+/* Queues buf's readable bytes, taking over the caller's reference (any buffer: plain, a
+ * view, a composite, a wrapped one). Do not change or release it afterwards. An empty buf
+ * is released at once. Returns 0, or 1 when this add turned the output unwritable (the
+ * pending bytes passed high_water_mark); on failure the reference stays the caller's and
+ * nothing changes: BP_EINVAL (NULL), BP_EFREED (buf released), BP_ENOMEM. */
+BP_API int bp_output_add(bp_output *out, bp_buf *buf);
+
+/* Writes queued bytes to fd, in order, until everything is written or the fd takes no more
+ * (a partial write or EAGAIN). Returns the bytes written by this call (0 when nothing could
+ * be written now or nothing is queued); BP_EIO with errno set on an error (EPIPE: the peer
+ * is gone), after which every queued buffer has been released (errno kept); BP_EINVAL
+ * (NULL); BP_EFREED when a queued buffer was released behind the output's back (bytes
+ * this call wrote before reaching it stay written and accounted). EINTR is retried. */
+BP_API long bp_output_flush(bp_output *out, int fd);
+
+/* 1 while writable (pending bytes have not passed high_water_mark since they were last
+ * below low_water_mark), 0 while not; BP_EINVAL for NULL. */
+BP_API int bp_output_writable(const bp_output *out);
+
+/* The bytes queued and not written yet (0 for NULL). */
+BP_API size_t bp_output_pending(const bp_output *out);
+
+/* The number of buffers queued (0 for NULL). */
+BP_API size_t bp_output_count(const bp_output *out);
+
+/* Releases every queued buffer (close, error); the output is then empty and writable. NULL
+ * is ignored. */
+BP_API void bp_output_clear(bp_output *out);
 
 #ifdef __cplusplus
 }

@@ -640,7 +640,8 @@ void bp_allocator_destroy(bp_allocator *a)
         bp__buf_slab *next = slab->next;
         if (!a->pooled)
             for (size_t i = 0; i < BP__SLAB_BUFS; i++)
-                if (BP__REFCNT_LOAD(&slab->bufs[i], __ATOMIC_RELAXED) != 0)
+                if (BP__REFCNT_LOAD(&slab->bufs[i], __ATOMIC_RELAXED) != 0 &&
+                    slab->bufs[i].region.kind == BP__KIND_MALLOC) /* not views', composites', wrapped ones' */
                     free(slab->bufs[i].region.memory);
         free(slab);
         slab = next;

@@ -24,16 +24,31 @@
 
 /* Where a region came from. Unpooled (malloc'ed) regions are not counted by arenas. */
 /* BP__KIND_NONE: no region at all (views and composites, which show other buffers' memory). */
-enum { BP__KIND_SMALL, BP__KIND_NORMAL, BP__KIND_HUGE, BP__NKINDS, BP__KIND_MALLOC = BP__NKINDS, BP__KIND_NONE };
+/* BP__KIND_WRAPPED: the program's memory (bp_wrap), given back through its free_fn. */
+enum {
+    BP__KIND_SMALL, BP__KIND_NORMAL, BP__KIND_HUGE, BP__NKINDS, BP__KIND_MALLOC = BP__NKINDS, BP__KIND_NONE,
+    BP__KIND_WRAPPED
+};
 
 /* Memory handed out for one buffer. */
 typedef struct bp__region {
     uint8_t *memory;
     size_t length;       /* usable bytes (the class size, or the whole huge mapping) */
     unsigned kind;       /* BP__KIND_* */
-    unsigned class_index; /* size class; sc->nclasses for huge and unpooled regions */
-    struct bp__chunk *chunk; /* NULL for a huge mapping */
-    uint64_t handle;     /* chunk: run/slot handle; huge: its bp__huge node */
+    unsigned class_index; /* size class; sc->nclasses for huge, unpooled and wrapped regions */
+    union {
+        struct {
+            struct bp__chunk *chunk; /* NULL for a huge mapping */
+            uint64_t handle;     /* chunk: run/slot handle; huge: its bp__huge node */
+        };
+        /* BP__KIND_WRAPPED: what its release calls. Such a region never goes back to an
+         * arena or a cache (its buffer's release branches off before), so nothing reads
+         * chunk or handle of it. */
+        struct {
+            bp_wrap_free_fn free_fn;
+            void *user_data;
+        } wrapped;
+    };
 } bp__region;            /* kind and class before chunk and handle: see struct bp_buf */
 
 /* A pooled small or normal region without its class (the caller knows it): what thread

@@ -141,6 +141,10 @@ BP_INLINE void deallocate(bp_buf *b)
     }
     bp__thread_state *ts = bp__thread_state_get(a);
     if (BP_UNLIKELY(b->views != NULL)) release_views(ts, b);
+    if (BP_UNLIKELY(b->region.kind == BP__KIND_WRAPPED)) { /* the program's memory, not the pool's */
+        bp__wrap_release(ts, b);
+        return;
+    }
     /* From here the memory belongs to the pool: a raw pointer kept past release is caught. */
     if (b->region.kind != BP__KIND_MALLOC) BP_POISON(b->region.memory, b->region.length);
     if (BP_LIKELY(ts != NULL)) bp__tcache_ledger(&ts->tcache, -1);
@@ -629,9 +633,10 @@ int bp_set_capacity(bp_buf *b, size_t capacity)
         rc = move_to_new_region(b, capacity, b->head.capacity);
         if (BP_UNLIKELY(rc != 0)) return rc;
     } else if (capacity < b->head.capacity && b->region.kind != BP__KIND_HUGE &&
-               capacity <= b->region.length / 2) {
+               b->region.kind != BP__KIND_WRAPPED && capacity <= b->region.length / 2) {
         /* A big shrink gives the rest of the region back: move to a smaller one (as Netty's
-         * reallocation does). A small one keeps the region and just lowers the capacity. */
+         * reallocation does). A small one keeps the region and just lowers the capacity, and
+         * so does any shrink of a huge or a wrapped region. */
         rc = move_to_new_region(b, capacity, capacity);
         if (BP_UNLIKELY(rc != 0)) return rc;
     }

@@ -13,6 +13,10 @@
  *   keeps refcnt VIEW|1, shares its count_owner's count, is listed in count_owner->views and
  *   dies with it (refcnt 0); a retained view counts its own references and holds one on the
  *   root. Views have no region.
+ * - A wrapped buffer (bp_wrap) is a root over the program's memory: region kind
+ *   BP__KIND_WRAPPED, capacity <= max capacity == region.length, no owner, release tag
+ *   BP__TAG_NONE (its release goes through deallocate, which hands it to bp__wrap_release
+ *   before anything would look at its region as the pool's).
  * - A composite has BP__REFCNT_INDIRECT set, `composite` set and `root` NULL: it counts its
  *   own references, owns one reference on each component, and has no memory of its own
  *   (head.memory NULL); a view of a composite has none either. Every byte of those two kinds
@@ -155,6 +159,12 @@ BP_INLINE void bp__bytes_fill(bp_buf *b, size_t index, uint8_t byte, size_t n)
 /* n bytes from src at src_index to dst at dst_index; handles overlap when both are
  * contiguous, and when dst == src with dst_index < src_index. */
 void bp__bytes_copy(bp_buf *dst, size_t dst_index, const bp_buf *src, size_t src_index, size_t n);
+
+/* ---- Wrapped memory (wrap.c) */
+
+/* The last reference to a wrapped buffer is gone (its plain views already let go): the
+ * object goes back to ts's recycler (ts may be NULL), then its free_fn is called. */
+void bp__wrap_release(struct bp__thread_state *ts, bp_buf *b);
 
 /* ---- Composites (composite.c) */
 

@@ -221,6 +221,7 @@ long bp_describe(const bp_buf *b, char *out, size_t out_len)
     const char *kind = b->root != NULL             ? (b->view_length == SIZE_MAX ? "DuplicatedByteBuf" : "SlicedByteBuf")
                        : b->region.kind == BP__KIND_NONE ? "CompositeByteBuf" /* also once released */
                        : b->region.kind == BP__KIND_MALLOC ? "UnpooledByteBuf"
+                       : b->region.kind == BP__KIND_WRAPPED ? "WrappedByteBuf"
                                                            : "PooledByteBuf";
     if (count == 0) return snprintf(out, out_len, "%s(freed)", kind);
     if (count & BP__REFCNT_INDIRECT) bp__view_sync(b);

@@ -1,0 +1,399 @@
+/* bp_input: reads from fds and added buffers, frames as retained slices that keep their
+ * bytes while the input goes on, no memory held when idle, adaptive read sizes, the limit.
+ * Against the pooled and the unpooled allocator. */
+#include "test_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+
+static int teardown(void **state)
+{
+    misuse_capture_stop();
+    bp_allocator_stats s;
+    bp_allocator_get_stats(*state, &s, sizeof s);
+    assert_int_equal(s.active_buffers, 0); /* every test releases what it made */
+    bp_allocator_destroy(*state);
+    return 0;
+}
+
+static uint64_t active_buffers(bp_allocator *a)
+{
+    bp_allocator_stats s;
+    assert_int_equal(bp_allocator_get_stats(a, &s, sizeof s), 0);
+    return s.active_buffers;
+}
+
+/* A pipe whose read end is non-blocking. */
+static void make_pipe(int fds[2])
+{
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(fcntl(fds[0], F_SETFL, O_NONBLOCK), 0);
+}
+
+static void put(int fd, const void *p, size_t n) { assert_int_equal(write(fd, p, n), (ssize_t)n); }
+
+/* A byte that tells position i of a test stream. */
+static uint8_t pattern(size_t i) { return (uint8_t)(i * 7 + i / 251); }
+
+static void put_pattern(int fd, size_t from, size_t n)
+{
+    uint8_t bytes[4096];
+    assert_true(n <= sizeof bytes);
+    for (size_t i = 0; i < n; i++) bytes[i] = pattern(from + i);
+    put(fd, bytes, n);
+}
+
+static void expect_pattern(bp_buf *b, size_t from, size_t n)
+{
+    assert_int_equal(bp_readable_bytes(b), n);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t v;
+        assert_int_equal(bp_get_u8(b, bp_reader_index(b) + i, &v), 0);
+        assert_int_equal(v, pattern(from + i));
+    }
+}
+
+static bp_input *input_with_reads(bp_allocator *a, size_t min, size_t initial, size_t max, size_t max_buffered)
+{
+    bp_input_config cfg;
+    bp_input_config_init(&cfg);
+    cfg.min_read = min;
+    cfg.initial_read = initial;
+    cfg.max_read = max;
+    if (max_buffered != 0) cfg.max_buffered = max_buffered;
+    int err = 1;
+    bp_input *in = bp_input_new(a, &cfg, &err);
+    assert_non_null(in);
+    assert_int_equal(err, 0);
+    return in;
+}
+
+static void test_reads_and_end_of_stream(void **state)
+{
+    bp_allocator *a = *state;
+    int fds[2];
+    make_pipe(fds);
+    bp_input *in = bp_input_new(a, NULL, NULL);
+    assert_non_null(in);
+    assert_int_equal(bp_input_read_fd(in, fds[0]), 0); /* EAGAIN */
+    assert_null(bp_input_peek(in));
+    put(fds[1], "hello", 5);
+    assert_int_equal(bp_input_read_fd(in, fds[0]), 5);
+    put(fds[1], " world", 6);
+    assert_int_equal(bp_input_read_fd(in, fds[0]), 6);
+    assert_int_equal(bp_input_readable(in), 11);
+    close(fds[1]);
+    assert_int_equal(bp_input_read_fd(in, fds[0]), BP_EOF);
+    assert_int_equal(bp_input_readable(in), 11); /* kept for a last decode */
+    bp_buf *all = bp_input_take_copy(in, 11, NULL);
+    char text[12] = {0};
+    assert_int_equal(bp_read_bytes(all, text, 11), 0);
+    assert_string_equal(text, "hello world");
+    bp_release(all);
+    assert_int_equal(bp_input_read_fd(in, -1), BP_EIO);
+    assert_int_equal(errno, EBADF);
+    assert_null(bp_input_peek(in)); /* the buffer made for that read went again */
+    bp_input_free(in);
+    close(fds[0]);
+}
+
+/* Nothing unread, nothing held: the buffer goes once the last byte is consumed, even while
+ * a frame still shows it (the frame keeps it alive, not the input). */
+static void test_idle_input_holds_no_buffer(void **state)
+{
+    bp_allocator *a = *state;
+    int fds[2];
+    make_pipe(fds);
+    uint64_t before = active_buffers(a);
+    bp_input *in = bp_input_new(a, NULL, NULL);
+    assert_int_equal(active_buffers(a), before);
+    put_pattern(fds[1], 0, 100);
+    assert_int_equal(bp_input_read_fd(in, fds[0]), 100);
+    assert_int_equal(active_buffers(a), before + 1);
+    bp_buf *frame = bp_input_take(in, 60, NULL);
+    assert_int_equal(bp_input_skip(in, 40), 0);
+    assert_null(bp_input_peek(in));
+    assert_int_equal(bp_input_readable(in), 0);
+    expect_pattern(frame, 0, 60);
+    bp_release(frame);
+    assert_int_equal(active_buffers(a), before); /* the input holds nothing */
+    /* A read that brings nothing leaves nothing behind either. */
+    assert_int_equal(bp_input_read_fd(in, fds[0]), 0);
+    assert_int_equal(active_buffers(a), before);
+    bp_input_free(in);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* The corruption the layer exists to prevent: a frame kept while the input reads on and
+ * needs room must still show its bytes, at the same address. */
+static void test_live_frame_keeps_its_bytes_while_input_compacts(void **state)
+{
+    bp_allocator *a = *state;
+    int fds[2];
+    make_pipe(fds);
+    bp_input *in = input_with_reads(a, 32, 32, 32, 0);
+    put_pattern(fds[1], 0, 64);
+    assert_int_equal(bp_input_read_fd(in, fds[0]), 32);
+    assert_int_equal(bp_input_read_fd(in, fds[0]), 32); /* grows the buffer: nobody sees it yet */
+    bp_buf *frame = bp_input_take(in, 16, NULL);
+    assert_non_null(frame);
+    const uint8_t *at = bp_data(frame, 0);
+    assert_non_null(at);
+    assert_int_equal(bp_input_skip(in, 40), 0); /* 8 unread at the buffer's end */
+    /* The next read needs room: compacting in place would move those 8 bytes over the
+     * frame's; the input copies them into a fresh buffer instead. */
+    size_t sent = 64;
+    for (int round = 0; round < 20; round++) {
+        put_pattern(fds[1], sent, 32);
+        sent += 32;
+        assert_int_equal(bp_input_read_fd(in, fds[0]), 32);
+        expect_pattern(frame, 0, 16);
+        assert_ptr_equal(bp_data(frame, 0), at);
+        for (size_t i = 0; i < 16; i++) assert_int_equal(at[i], pattern(i));
+        assert_int_equal(bp_input_skip(in, 24), 0);
+    }
+    size_t consumed = 56 + 24 * 20;
+    expect_pattern(bp_input_peek(in), consumed, sent - consumed);
+    bp_release(frame);
+    bp_input_free(in);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* The same with a slice made through bp_input_peek, which consumes nothing: the input must
+ * not grow (move) its buffer under it either. */
+static void test_retained_peek_slice_is_not_moved_by_growth(void **state)
+{
+    bp_allocator *a = *state;
+    int fds[2];
+    make_pipe(fds);
+    bp_input *in = input_with_reads(a, 64, 64, 64, 0);
+    put_pattern(fds[1], 0, 64);
+    assert_int_equal(bp_input_read_fd(in, fds[0]), 64);
+    bp_buf *peek = bp_input_peek(in);
+    bp_buf *held = bp_retained_slice(peek, bp_reader_index(peek), 64, NULL);
+    const uint8_t *at = bp_data(held, 0);
+    for (int round = 0; round < 8; round++) {
+        put_pattern(fds[1], 64 + 64 * (size_t)round, 64);
+        assert_int_equal(bp_input_read_fd(in, fds[0]), 64);
+        assert_ptr_equal(bp_data(held, 0), at);
+        expect_pattern(held, 0, 64);
+    }
+    expect_pattern(bp_input_peek(in), 0, 64 * 9);
+    bp_release(held);
+    bp_input_free(in);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* AdaptiveRecvByteBufAllocator: a read that fills its size quadruples the next (up to the
+ * maximum); two reads in a row of at most half of it halve it (down to the minimum). Each
+ * read here starts with nothing buffered, so it is exactly the guess. */
+static void test_read_size_adapts(void **state)
+{
+    bp_allocator *a = *state;
+    int fds[2];
+    make_pipe(fds);
+    bp_input *in = input_with_reads(a, 128, 256, 4096, 0);
+    static const size_t filled[] = {256, 1024, 4096, 4096};
+    size_t sent = 0;
+    for (size_t i = 0; i < sizeof filled / sizeof filled[0]; i++) {
+        put_pattern(fds[1], sent, 4096);
+        sent += 4096;
+        long got = bp_input_read_fd(in, fds[0]);
+        assert_int_equal(got, filled[i]);
+        assert_int_equal(bp_input_skip(in, (size_t)got), 0);
+        char drain[4096];
+        (void)!read(fds[0], drain, 4096 - (size_t)got); /* keep the pipe empty */
+    }
+    /* Small reads: the first leaves the size, the second halves it. */
+    put(fds[1], "x", 1);
+    assert_int_equal(bp_input_read_fd(in, fds[0]), 1);
+    put(fds[1], "y", 1);
+    assert_int_equal(bp_input_read_fd(in, fds[0]), 1);
+    assert_int_equal(bp_input_skip(in, 2), 0);
+    put_pattern(fds[1], 0, 4096);
+    assert_int_equal(bp_input_read_fd(in, fds[0]), 2048); /* filled: back to 4096 */
+    bp_input_clear(in);
+    for (int i = 0; i < 12; i++) { /* halved 6 times: down to the minimum, never below */
+        char drain[4096];
+        while (read(fds[0], drain, sizeof drain) > 0) continue;
+        put(fds[1], "z", 1);
+        assert_int_equal(bp_input_read_fd(in, fds[0]), 1);
+        bp_input_clear(in);
+    }
+    put_pattern(fds[1], 0, 1000);
+    assert_int_equal(bp_input_read_fd(in, fds[0]), 128);
+    bp_input_free(in);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* Small buffers are copied in, large ones linked as components; frames across them are
+ * right, and the input never writes into a buffer it was given. */
+static void test_add_merges_small_and_links_large(void **state)
+{
+    bp_allocator *a = *state;
+    bp_input *in = bp_input_new(a, NULL, NULL);
+    /* A given buffer with writable room past its bytes: adopted, never written. */
+    bp_buf *given = bp_alloc(a, 64);
+    for (size_t i = 0; i < 10; i++) bp_write_u8(given, pattern(i));
+    bp_set_zero(given, 10, 54);
+    assert_int_equal(bp_retain(given), 0); /* to look at it afterwards */
+    assert_int_equal(bp_input_add(in, given), 0);
+    for (size_t k = 0; k < 3; k++) {
+        bp_buf *small = bp_alloc(a, 10);
+        for (size_t i = 0; i < 10; i++) bp_write_u8(small, pattern(10 + 10 * k + i));
+        assert_int_equal(bp_input_add(in, small), 0);
+    }
+    for (size_t i = 10; i < 64; i++) {
+        uint8_t v;
+        assert_int_equal(bp_get_u8(given, i, &v), 0);
+        assert_int_equal(v, 0);
+    }
+    bp_release(given);
+    bp_buf *peek = bp_input_peek(in);
+    assert_non_null(bp_data(peek, 0)); /* copied into one plain buffer */
+    expect_pattern(peek, 0, 40);
+    /* Large ones are linked. */
+    size_t total = 40;
+    for (size_t k = 0; k < 3; k++) {
+        bp_buf *large = bp_alloc(a, 5000);
+        for (size_t i = 0; i < 5000; i++) bp_write_u8(large, pattern(total + i));
+        total += 5000;
+        assert_int_equal(bp_input_add(in, large), 0);
+    }
+    peek = bp_input_peek(in);
+    assert_int_equal(bp_composite_components(peek), 4);
+    expect_pattern(peek, 0, total);
+    /* Frames across components; a component read to its end goes once no frame holds the
+     * composite. */
+    bp_buf *f1 = bp_input_take(in, 5030, NULL);
+    expect_pattern(f1, 0, 5030);
+    bp_buf *f2 = bp_input_take_copy(in, 5000, NULL);
+    assert_non_null(bp_data(f2, 0));
+    expect_pattern(f2, 5030, 5000);
+    bp_release(f1);
+    assert_int_equal(bp_input_skip(in, 1), 0);
+    assert_int_equal(bp_composite_components(bp_input_peek(in)), 2); /* the third, cut, and the fourth */
+    expect_pattern(bp_input_peek(in), 10031, total - 10031);
+    bp_release(f2);
+    bp_input_free(in);
+}
+
+/* Reads after large adds: the unread bytes are copied into a buffer of the input's own,
+ * which the read then fills. */
+static void test_read_after_linked_buffers(void **state)
+{
+    bp_allocator *a = *state;
+    int fds[2];
+    make_pipe(fds);
+    bp_input *in = bp_input_new(a, NULL, NULL);
+    for (size_t k = 0; k < 2; k++) {
+        bp_buf *large = bp_alloc(a, 6000);
+        for (size_t i = 0; i < 6000; i++) bp_write_u8(large, pattern(6000 * k + i));
+        assert_int_equal(bp_input_add(in, large), 0);
+    }
+    bp_buf *frame = bp_input_take(in, 7000, NULL); /* holds the composite */
+    put_pattern(fds[1], 12000, 100);
+    assert_int_equal(bp_input_read_fd(in, fds[0]), 100);
+    assert_true(bp_data(bp_input_peek(in), 0) != NULL);
+    expect_pattern(bp_input_peek(in), 7000, 5100);
+    expect_pattern(frame, 0, 7000);
+    bp_release(frame);
+    bp_input_free(in);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+static void test_limit_refuses_more(void **state)
+{
+    bp_allocator *a = *state;
+    int fds[2];
+    make_pipe(fds);
+    bp_input *in = input_with_reads(a, 64, 64, 64, 100);
+    bp_buf *b80 = bp_alloc(a, 80);
+    bp_write_zero(b80, 80);
+    assert_int_equal(bp_input_add(in, b80), 0);
+    bp_buf *b30 = bp_alloc(a, 30);
+    bp_write_zero(b30, 30);
+    assert_int_equal(bp_input_add(in, b30), BP_EFULL);
+    assert_int_equal(bp_refcnt(b30), 1); /* still the caller's */
+    bp_release(b30);
+    put_pattern(fds[1], 0, 64);
+    assert_int_equal(bp_input_read_fd(in, fds[0]), 20);
+    assert_int_equal(bp_input_read_fd(in, fds[0]), BP_EFULL);
+    assert_int_equal(bp_input_readable(in), 100);
+    assert_int_equal(bp_input_skip(in, 90), 0);
+    assert_int_equal(bp_input_read_fd(in, fds[0]), 44); /* the rest of the pipe */
+    bp_buf *rest = bp_input_take(in, 54, NULL);
+    expect_pattern(rest, 10, 54);
+    bp_release(rest);
+    /* A buffer grown past the limit is still filled only up to it. */
+    put_pattern(fds[1], 0, 200);
+    assert_int_equal(bp_input_read_fd(in, fds[0]), 64);
+    assert_int_equal(bp_input_read_fd(in, fds[0]), 36);
+    assert_true(bp_writable_bytes(bp_input_peek(in)) > 0);
+    assert_int_equal(bp_input_read_fd(in, fds[0]), BP_EFULL);
+    expect_pattern(bp_input_peek(in), 0, 100);
+    bp_input_free(in);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+static void test_take_and_errors(void **state)
+{
+    bp_allocator *a = *state;
+    misuse_capture_start();
+    int err = 0;
+    assert_null(bp_input_new(NULL, NULL, &err));
+    assert_int_equal(err, BP_EINVAL);
+    bp_input_config cfg;
+    bp_input_config_init(&cfg);
+    cfg.min_read = 4096;
+    assert_null(bp_input_new(a, &cfg, &err));
+    assert_int_equal(err, BP_EINVAL);
+    assert_string_equal(last_misuse.func, "bp_input_new");
+    bp_input *in = bp_input_new(a, NULL, NULL);
+    bp_buf *empty = bp_input_take(in, 0, &err); /* nothing buffered: an empty buffer */
+    assert_non_null(empty);
+    assert_int_equal(err, 0);
+    assert_int_equal(bp_readable_bytes(empty), 0);
+    bp_release(empty);
+    assert_null(bp_input_take(in, 1, &err));
+    assert_int_equal(err, BP_ERANGE);
+    assert_string_equal(last_misuse.message, "taking 1 bytes with only 0 unread");
+    assert_int_equal(bp_input_skip(in, 1), BP_ERANGE);
+    assert_int_equal(bp_input_add(in, NULL), BP_EINVAL);
+    assert_int_equal(bp_input_add(NULL, NULL), BP_EINVAL);
+    assert_int_equal(bp_input_read_fd(NULL, 0), BP_EINVAL);
+    bp_buf *gone = bp_alloc(a, 8);
+    bp_write_zero(gone, 8);
+    bp_release(gone);
+    assert_int_equal(bp_input_add(in, gone), BP_EFREED);
+    bp_buf *nothing = bp_alloc(a, 8); /* no readable bytes: released at once */
+    assert_int_equal(bp_input_add(in, nothing), 0);
+    assert_null(bp_input_peek(in));
+    assert_int_equal(bp_input_readable(NULL), 0);
+    assert_null(bp_input_peek(NULL));
+    bp_input_free(NULL);
+    bp_input_clear(NULL);
+    bp_input_free(in);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        BOTH(test_reads_and_end_of_stream, teardown),
+        BOTH(test_idle_input_holds_no_buffer, teardown),
+        BOTH(test_live_frame_keeps_its_bytes_while_input_compacts, teardown),
+        BOTH(test_retained_peek_slice_is_not_moved_by_growth, teardown),
+        BOTH(test_read_size_adapts, teardown),
+        BOTH(test_add_merges_small_and_links_large, teardown),
+        BOTH(test_read_after_linked_buffers, teardown),
+        BOTH(test_limit_refuses_more, teardown),
+        BOTH(test_take_and_errors, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
