@@ -639,6 +639,14 @@ BP_API int bp_reset_writer_index(bp_buf *b);
 /* max capacity - writer index (0 for NULL). */
 BP_API size_t bp_max_writable_bytes(const bp_buf *b);
 
+/* Netty's maxFastWritableBytes: how many bytes can be written after the writer index without
+ * the buffer's memory moving (bp_data's pointer stays valid). For a root: up to the end of
+ * the region behind it (a pooled buffer sits in a size class and grows in place to its end)
+ * or to max capacity, whichever comes first - at least bp_writable_bytes. For a view or a
+ * composite: bp_writable_bytes (a duplicate's growth may move the original; a composite adds
+ * components). 0 for NULL; for a released buffer, bp_writable_bytes as it was at release. */
+BP_API size_t bp_max_fast_writable_bytes(const bp_buf *b);
+
 /* Makes sure `n` more bytes can be written, growing the buffer if needed: first into the
  * unused end of its pooled region without moving, otherwise to a new region, copying the
  * contents. Growth follows Netty's calculateNewCapacity: the next power of two >= 64 up to
@@ -665,7 +673,8 @@ BP_API int bp_set_capacity(bp_buf *b, size_t capacity);
 /* Moves the readable bytes to index 0, dropping those already read; indices and marks
  * shift down by the old reader index (marks stop at 0). On a composite nothing moves: the
  * components (or the part of one) before the reader index are released and the capacity
- * shrinks by the reader index, as in Netty. Returns 0; BP_EINVAL, BP_EFREED. */
+ * shrinks by the reader index, as in Netty. Returns 0; BP_EINVAL, BP_EFREED, BP_ENOMEM (a
+ * view of a composite only: its bytes move through a temporary copy, which failed). */
 BP_API int bp_discard_read_bytes(bp_buf *b);
 
 /* As bp_discard_read_bytes, but only when it pays: when everything was read (indices to 0,
@@ -921,10 +930,17 @@ BP_API bp_buf *bp_copy(const bp_buf *b, size_t index, size_t length, int *err);
  * all into a single new buffer (one copy), as Netty does. A component must not be changed
  * or released through the caller's pointer once added (its bytes are the composite's);
  * if it is, the composite's next operation fails with BP_EFREED or BP_ERANGE instead of
- * touching freed memory.
+ * touching freed memory, or with BP_EINVAL when the change nests composites deeper than
+ * BP_MAX_COMPOSITE_DEPTH (no call then recurses further, and releasing the composite ends
+ * any depth without using more stack).
  * ------------------------------------------------------------------------------------- */
 
 #define BP_DEFAULT_MAX_COMPONENTS 16
+
+/* The deepest nesting of composites: a composite of plain buffers (or views of them) is 1
+ * level deep, one holding such a composite (or a view of it) 2, and so on. bp_composite_add
+ * refuses to pass it, so that every walk through a composite stays within a bounded stack. */
+#define BP_MAX_COMPOSITE_DEPTH 64
 
 /* A new, empty composite (capacity 0, max capacity BP_DEFAULT_MAX_CAPACITY, reference
  * count 1) that keeps at most max_components components (>= 1). NULL on failure with the
@@ -937,10 +953,13 @@ BP_API bp_buf *bp_composite(bp_allocator *a, size_t max_components, int *err);
  * the new bytes (Netty's addComponent(true, buf)); otherwise they sit above the writer
  * index as writable space. The capacity grows by the component's readable bytes. When this
  * makes more than max_components, all of them are consolidated into one new buffer.
- * Components may be any buffer: plain, a view, or another composite (nesting).
+ * Components may be any buffer: plain, a view, or another composite (nesting), up to
+ * BP_MAX_COMPOSITE_DEPTH levels. Adding reads no component and checks only the new one
+ * (except when it consolidates): adding N components costs O(N) in all.
  * Returns 0; on failure nothing changes and the reference stays the caller's:
- * BP_EINVAL (NULL, not a composite, the composite itself or a buffer that contains it),
- * BP_EFREED (either released), BP_ECAPACITY (past the composite's max capacity),
+ * BP_EINVAL (NULL, not a composite, the composite itself or a buffer that contains it, a
+ * component nesting BP_MAX_COMPOSITE_DEPTH levels already - the composite would pass the
+ * limit), BP_EFREED (either released), BP_ECAPACITY (past the composite's max capacity),
  * BP_ENOMEM. */
 BP_API int bp_composite_add(bp_buf *composite, bp_buf *component, int advance_writer);
 
@@ -970,15 +989,24 @@ BP_API int bp_iovec(const bp_buf *b, size_t index, size_t length, struct iovec *
 BP_API int bp_readable_iovec(const bp_buf *b, struct iovec *iov, int iovcnt);
 
 /* Between buffers, as Netty moves indices:
- *   bp_write_buf(dst, src, n)  appends n of src's readable bytes to dst; both advance
- *                              (src's reader index, dst's writer index).
+ *   bp_write_buf(dst, src, n)  appends n of src's readable bytes to dst (growing it as
+ *                              bp_ensure_writable); both advance (src's reader index, dst's
+ *                              writer index).
  *   bp_read_buf(src, dst, n)   the same transfer, said from the reading side.
  *   bp_get_buf(src, index, dst, dst_index, n) / bp_set_buf(dst, index, src, src_index, n)
  *                              absolute copies; no index moves.
- * src and dst may be the same buffer only for the absolute copies (overlap is handled).
+ * src and dst may share memory in any way - views of one buffer, a composite and a view of
+ * it, a composite and one of its components (or a view of one) at any depth, dst a
+ * duplicate of src - and may be the same buffer for the absolute copies: dst then holds
+ * exactly the bytes src held before the call, as if all of them were read before dst
+ * changed, however the ranges overlap and whatever dst's growth moves or releases (a root
+ * moving to a new region, a composite consolidating its components). Unrelated buffers copy
+ * directly; buffers that share memory may go through a temporary copy (on the stack up to
+ * 4 KiB, else malloc'ed).
  * Returns 0; BP_EINVAL (NULL, or the same buffer for a relative transfer), BP_EFREED
  * (either released), BP_ERANGE (src has fewer readable bytes, or a range outside a
- * capacity), BP_ECAPACITY / BP_ENOMEM (dst cannot grow). Nothing changes on failure. */
+ * capacity), BP_ECAPACITY (dst cannot grow), BP_ENOMEM (dst's growth or the temporary copy
+ * failed). Nothing changes on failure. */
 BP_API int bp_write_buf(bp_buf *dst, bp_buf *src, size_t n);
 BP_API int bp_read_buf(bp_buf *src, bp_buf *dst, size_t n);
 BP_API int bp_get_buf(const bp_buf *src, size_t index, bp_buf *dst, size_t dst_index, size_t n);
@@ -988,10 +1016,12 @@ BP_API int bp_set_buf(bp_buf *dst, size_t index, const bp_buf *src, size_t src_i
  * Search, compare, describe
  * ------------------------------------------------------------------------------------- */
 
-/* Netty's indexOf(fromIndex, toIndex, value): searches [from, to) forward when from <= to,
- * or (to, from] backward - from - 1 down to to - when from > to. Bounds are clamped to the
- * capacity. Returns 1 and stores the index in *index when found, 0 when not; BP_EINVAL,
- * BP_EFREED. */
+/* Netty's indexOf(fromIndex, toIndex, value), with its rules for bounds: when from <= to,
+ * searches [from, to) forward - nothing is found (0) when from == to or the capacity is 0,
+ * and to > capacity is BP_ERANGE. When from > to, searches backward from from - 1 down to
+ * `to`, after lowering `from` to the capacity - nothing is found when the capacity is 0 or
+ * to == capacity, and to > capacity is BP_ERANGE. Returns 1 and stores the index in *index
+ * when found, 0 when not; BP_EINVAL (NULL buffer or index), BP_EFREED, BP_ERANGE. */
 BP_API int bp_index_of(const bp_buf *b, size_t from, size_t to, uint8_t value, size_t *index);
 
 /* Bytes from the reader index to the first `value` among the readable bytes. Returns 1

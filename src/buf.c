@@ -8,6 +8,7 @@
 #include "allocator.h"
 
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The header's inline bp_alloc and bp_release read these structures through offsets: keep
@@ -595,6 +596,18 @@ int bp_reset_writer_index(bp_buf *b)
 
 size_t bp_max_writable_bytes(const bp_buf *b) { return b ? b->head.max_capacity - b->head.writer_index : 0; }
 
+size_t bp_max_fast_writable_bytes(const bp_buf *b)
+{
+    if (b == NULL) return 0;
+    uint32_t count = bp__refcnt(b);
+    if (count & BP__REFCNT_INDIRECT) bp__view_sync(b);
+    size_t writer = b->head.writer_index, writable = b->head.capacity - writer;
+    if (count == 0 || (count & BP__REFCNT_INDIRECT)) return writable; /* released, a view or a composite */
+    /* A root grows in place up to the end of its region (grow_root). */
+    size_t limit = b->region.length < b->head.max_capacity ? b->region.length : b->head.max_capacity;
+    return limit > writer + writable ? limit - writer : writable;
+}
+
 /* ---------------------------------------------------------------------------------------
  * Capacity
  * ------------------------------------------------------------------------------------- */
@@ -654,26 +667,27 @@ static void shift_marks_down(bp_buf *b, size_t by)
     b->marked_writer_index = b->marked_writer_index > by ? b->marked_writer_index - by : 0;
 }
 
-static void discard(bp_buf *b)
+static int discard(bp_buf *b)
 {
     size_t reader = b->head.reader_index, readable = b->head.writer_index - reader;
-    if (reader == 0) return;
+    if (reader == 0) return 0;
     if (b->composite != NULL) {
         bp__composite_discard(b, false);
-        return;
+        return 0;
     }
-    bp__bytes_copy(b, 0, b, reader, readable);
+    int rc = bp__bytes_copy(b, 0, b, reader, readable); /* fails only for a view of a composite */
+    if (BP_UNLIKELY(rc != 0)) return rc;
     shift_marks_down(b, reader);
     b->head.reader_index = 0;
     b->head.writer_index = readable;
+    return 0;
 }
 
 int bp_discard_read_bytes(bp_buf *b)
 {
     int rc = bp__check_live(b, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    discard(b);
-    return 0;
+    return discard(b);
 }
 
 int bp_discard_some_read_bytes(bp_buf *b)
@@ -683,7 +697,7 @@ int bp_discard_some_read_bytes(bp_buf *b)
     size_t reader = b->head.reader_index;
     if (reader == 0) return 0;
     if (b->composite != NULL) bp__composite_discard(b, true);
-    else if (reader == b->head.writer_index || reader >= b->head.capacity / 2) discard(b);
+    else if (reader == b->head.writer_index || reader >= b->head.capacity / 2) return discard(b);
     return 0;
 }
 
@@ -867,6 +881,44 @@ int bp_write_zero(bp_buf *b, size_t n)
  * Between buffers
  * ------------------------------------------------------------------------------------- */
 
+/* Whether growing dst for n more bytes could move, free or write memory behind src's n
+ * readable bytes. Growing a root moves it (freeing its old region) or extends it into its
+ * region's unused end; growing a composite appends a fresh component, or consolidates when
+ * its table is full, releasing every component (perhaps the last hold on src). */
+static bool growth_touches_source(const bp_buf *dst, const bp_buf *src, size_t n)
+{
+    size_t reader = src->head.reader_index;
+    if (bp__contiguous(dst)) {
+        const bp_buf *root = dst->root != NULL ? dst->root : dst;
+        if (bp__contiguous(src)) return (src->root != NULL ? src->root : src) == root;
+        return bp__ranges_overlap(root, 0, root->head.capacity, src, reader, n);
+    }
+    if (bp__composite_growth_merges(dst)) return true;
+    size_t writer = dst->head.writer_index, capacity = dst->head.capacity;
+    return writer < capacity && bp__ranges_overlap(dst, writer, capacity - writer, src, reader, n);
+}
+
+/* A transfer whose growth could change src's bytes under it: they are copied out first.
+ * src's reader index moves before dst grows, since a consolidation may end src. */
+static BP_NOINLINE int grow_after_copying_source(bp_buf *dst, bp_buf *src, size_t n, const char *func)
+{
+    uint8_t small[BP__SMALL_COPY];
+    uint8_t *copy = n <= sizeof small ? small : malloc(n);
+    if (copy == NULL) return BP_ENOMEM;
+    size_t reader = src->head.reader_index;
+    bp__bytes_out(src, reader, copy, n);
+    src->head.reader_index = reader + n;
+    int rc = bp__grow_for_write(dst, n, func);
+    if (rc == 0) {
+        bp__bytes_in(dst, dst->head.writer_index, copy, n);
+        dst->head.writer_index += n;
+    } else {
+        src->head.reader_index = reader;
+    }
+    if (copy != small) free(copy);
+    return rc;
+}
+
 static int transfer(bp_buf *dst, bp_buf *src, size_t n, const char *func)
 {
     int rc = bp__check_live(dst, func);
@@ -874,9 +926,19 @@ static int transfer(bp_buf *dst, bp_buf *src, size_t n, const char *func)
     if (BP_UNLIKELY(rc != 0)) return rc;
     if (BP_UNLIKELY(dst == src)) return bp__misuse(BP_EINVAL, func, "source and destination are the same buffer");
     rc = bp__check_readable(src, n, func);
-    if (rc == 0) rc = bp__ensure_writable(dst, n, func);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    bp__bytes_copy(dst, dst->head.writer_index, src, src->head.reader_index, n);
+    if (BP_UNLIKELY(n > dst->head.capacity - dst->head.writer_index)) {
+        if (BP_UNLIKELY(n > dst->head.max_capacity - dst->head.writer_index))
+            return bp__grow_for_write(dst, n, func); /* reports it */
+        if (growth_touches_source(dst, src, n)) return grow_after_copying_source(dst, src, n, func);
+        rc = bp__grow_for_write(dst, n, func);
+        if (BP_UNLIKELY(rc != 0)) return rc;
+        /* src's memory lies apart from everything the growth moved or added */
+        bp__bytes_copy_disjoint(dst, dst->head.writer_index, src, src->head.reader_index, n);
+    } else {
+        rc = bp__bytes_copy(dst, dst->head.writer_index, src, src->head.reader_index, n);
+        if (BP_UNLIKELY(rc != 0)) return rc;
+    }
     dst->head.writer_index += n;
     src->head.reader_index += n;
     return 0;
@@ -893,8 +955,7 @@ static int copy_between(bp_buf *dst, size_t dst_index, const bp_buf *src, size_t
     if (rc == 0) rc = bp__check_index(src, src_index, n, func);
     if (rc == 0) rc = bp__check_index(dst, dst_index, n, func);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    bp__bytes_copy(dst, dst_index, src, src_index, n);
-    return 0;
+    return bp__bytes_copy(dst, dst_index, src, src_index, n);
 }
 
 int bp_get_buf(const bp_buf *src, size_t index, bp_buf *dst, size_t dst_index, size_t n)

@@ -120,7 +120,9 @@ BP_INLINE bool bp__contiguous(const bp_buf *b)
  * the walked buffer of p[0]. A non-zero return stops the walk and is returned by it. */
 typedef int (*bp__segment_fn)(uint8_t *p, size_t n, size_t index, void *ctx);
 
-/* Visits the segments of [index, index + n) of b, first to last (or last to first). */
+/* Visits the segments of [index, index + n) of b, first to last (or last to first). Returns
+ * 0, fn's non-zero return, or BP_EINVAL when the composites nest deeper than
+ * BP_MAX_COMPOSITE_DEPTH (which bp__check_live reports first: a walk after it never fails). */
 int bp__walk(const bp_buf *b, size_t index, size_t n, bool descending, bp__segment_fn fn, void *ctx);
 
 void bp__scattered_out(const bp_buf *b, size_t index, void *dst, size_t n);
@@ -156,9 +158,22 @@ BP_INLINE void bp__bytes_fill(bp_buf *b, size_t index, uint8_t byte, size_t n)
     }
 }
 
-/* n bytes from src at src_index to dst at dst_index; handles overlap when both are
- * contiguous, and when dst == src with dst_index < src_index. */
-void bp__bytes_copy(bp_buf *dst, size_t dst_index, const bp_buf *src, size_t src_index, size_t n);
+/* Copies up to this many bytes that must be read before any is written go through the stack;
+ * more, through malloc. */
+#define BP__SMALL_COPY 4096
+
+/* n bytes from src at src_index to dst at dst_index, as if every byte were read before the
+ * first is written, whatever memory the two share (the same buffer, views of one root, a
+ * composite and its components, at any depth). Returns 0, or BP_ENOMEM with nothing written
+ * when overlapping ranges with a scattered side need a temporary copy that cannot be had. */
+int bp__bytes_copy(bp_buf *dst, size_t dst_index, const bp_buf *src, size_t src_index, size_t n);
+
+/* The same for ranges whose memory does not overlap; cannot fail. */
+void bp__bytes_copy_disjoint(bp_buf *dst, size_t dst_index, const bp_buf *src, size_t src_index, size_t n);
+
+/* Whether the memory behind [a_index, a_index + a_n) of a and [b_index, b_index + b_n) of b
+ * may overlap: exact when either is contiguous, by the bounds of their addresses otherwise. */
+bool bp__ranges_overlap(const bp_buf *a, size_t a_index, size_t a_n, const bp_buf *b, size_t b_index, size_t b_n);
 
 /* ---- Wrapped memory (wrap.c) */
 
@@ -193,6 +208,14 @@ uint8_t *bp__scattered_reserve(bp_buf *b, size_t n, const char *func, int *rc);
 int bp__iovec(const bp_buf *b, size_t index, size_t length, struct iovec *iov, int iovcnt);
 
 size_t bp__composite_count(const bp_buf *c);
+
+/* Whether growing the composite c (or the one under the view c) consolidates its components,
+ * releasing them: the table is full. */
+bool bp__composite_growth_merges(const bp_buf *c);
+
+/* For the tests: how many times c's component table was reallocated, and how many components
+ * checks and cycle searches have visited in it. */
+void bp__composite_work(const bp_buf *c, size_t *resizes, size_t *visits);
 
 /* Grows b so that n more bytes fit after the writer index (slow half of ensure_writable). */
 int bp__grow_for_write(bp_buf *b, size_t n, const char *func);

@@ -42,20 +42,25 @@ static int find_backward(uint8_t *p, size_t n, size_t index, void *ctx)
     return 0;
 }
 
+/* Netty's AbstractByteBuf.indexOf: forward, an empty range or an empty buffer finds nothing
+ * and a range past the capacity is an error (checkIndex); backward, `from` is first lowered
+ * to the capacity, then the same (so `to` past the capacity is the error). */
 int bp_index_of(const bp_buf *b, size_t from, size_t to, uint8_t value, size_t *index)
 {
     int rc = bp__check_live(b, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
     if (BP_UNLIKELY(index == NULL)) return bp__misuse(BP_EINVAL, __func__, "index is NULL");
     size_t capacity = b->head.capacity;
+    bool forward = from <= to;
+    if (!forward && from > capacity) from = capacity;
+    size_t lo = forward ? from : to, hi = forward ? to : from; /* search [lo, hi) */
+    if ((forward && from >= to) || capacity == 0) return 0;
+    if (BP_UNLIKELY(lo > hi || hi > capacity))
+        return bp__misuse(BP_ERANGE, __func__, "index %zu, length %td (expected: range(0, %zu))", lo,
+                          (ptrdiff_t)(hi - lo), capacity);
     search_ctx c = {value, 0};
-    if (from <= to) {
-        if (to > capacity) to = capacity;
-        if (from >= to || !bp__walk(b, from, to - from, false, find_forward, &c)) return 0;
-    } else {
-        if (from > capacity) from = capacity; /* backward: from - 1 down to `to` */
-        if (from <= to || !bp__walk(b, to, from - to, true, find_backward, &c)) return 0;
-    }
+    rc = bp__walk(b, lo, hi - lo, !forward, forward ? find_forward : find_backward, &c);
+    if (rc <= 0) return rc;
     *index = c.found;
     return 1;
 }
@@ -100,7 +105,8 @@ static int for_each(const bp_buf *b, size_t index, size_t length, bp_byte_fn fn,
     rc = bp__check_index(b, index, length, func);
     if (BP_UNLIKELY(rc != 0)) return rc;
     each_ctx c = {fn, ctx, descending, 0};
-    if (!bp__walk(b, index, length, descending, each_byte, &c)) return 0;
+    rc = bp__walk(b, index, length, descending, each_byte, &c);
+    if (rc <= 0) return rc;
     if (stopped_at != NULL) *stopped_at = c.stopped_at;
     return 1;
 }

@@ -7,7 +7,10 @@
  * placed at [offset, offset + length) of the composite. Offsets are the running sum of the
  * lengths, so the table is sorted by offset and by end, and the component holding an index
  * is found by binary search. A component may itself be a view or a composite: the walker
- * recurses, so nesting costs a level of indirection, not a copy.
+ * recurses, so nesting costs a level of indirection, not a copy. Nesting is refused past
+ * BP_MAX_COMPOSITE_DEPTH levels when components are added, and every recursion below counts
+ * its levels and stops with an error past that depth, so a component changed behind its
+ * composite's back cannot run a thread out of stack.
  */
 #include "buf.h"
 
@@ -29,6 +32,13 @@ typedef struct bp__composite {
     size_t count;
     size_t room;
     size_t max_components; /* more than this and they are consolidated into one */
+    size_t depth;          /* composite levels from here down to plain memory: 1 + the deepest
+                              component's when it was added (an upper bound once some go) */
+    bool contained;        /* this composite or a view of it was added to a composite: only
+                              then may a component being added hold it (the cycle check) */
+    size_t resizes;        /* work counters the tests read: table reallocations, and */
+    size_t visits;         /* components visited by checks and cycle searches */
+    struct bp__composite *next_doomed; /* ended, its components waiting to be released */
 } bp__composite;
 
 /* ---------------------------------------------------------------------------------------
@@ -47,15 +57,17 @@ static size_t component_at(const bp__composite *c, size_t index)
     return lo;
 }
 
-/* `top` is the index in the buffer the caller walks that `index` in b stands for. */
+/* `top` is the index in the buffer the caller walks that `index` in b stands for; `level`
+ * counts the composites above b. */
 static int walk_at(const bp_buf *b, size_t index, size_t n, bool descending, bp__segment_fn fn, void *ctx,
-                   size_t top)
+                   size_t top, unsigned level)
 {
     if (n == 0) return 0;
     if (b->composite == NULL) {
-        if (b->root != NULL) return walk_at(b->root, b->view_offset + index, n, descending, fn, ctx, top);
+        if (b->root != NULL) return walk_at(b->root, b->view_offset + index, n, descending, fn, ctx, top, level);
         return fn(b->head.memory + index, n, top, ctx);
     }
+    if (BP_UNLIKELY(level >= BP_MAX_COMPOSITE_DEPTH)) return BP_EINVAL;
     const bp__composite *c = b->composite;
     size_t first = component_at(c, index), last = component_at(c, index + n - 1);
     for (size_t k = 0; k <= last - first; k++) {
@@ -64,7 +76,7 @@ static int walk_at(const bp_buf *b, size_t index, size_t n, bool descending, bp_
         size_t end = item->offset + item->length, hi = index + n < end ? index + n : end;
         if (lo >= hi) continue; /* an empty component */
         int rc = walk_at(item->buf, item->buf_index + (lo - item->offset), hi - lo, descending, fn, ctx,
-                         top + (lo - index));
+                         top + (lo - index), level + 1);
         if (rc != 0) return rc;
     }
     return 0;
@@ -72,7 +84,7 @@ static int walk_at(const bp_buf *b, size_t index, size_t n, bool descending, bp_
 
 int bp__walk(const bp_buf *b, size_t index, size_t n, bool descending, bp__segment_fn fn, void *ctx)
 {
-    return walk_at(b, index, n, descending, fn, ctx, index);
+    return walk_at(b, index, n, descending, fn, ctx, index, 0);
 }
 
 typedef struct copy_ctx {
@@ -120,61 +132,154 @@ void bp__scattered_fill(bp_buf *b, size_t index, uint8_t byte, size_t n)
     bp__walk(b, index, n, false, segment_fill, &c);
 }
 
-/* The buffer whose index space b's indices are an offset into, and that offset. */
-static const bp_buf *index_space(const bp_buf *b, size_t *offset)
+/* ---------------------------------------------------------------------------------------
+ * Copies between buffers that may share memory
+ * ------------------------------------------------------------------------------------- */
+
+typedef struct span_ctx {
+    uintptr_t lo, hi; /* addresses: the bounds of a range, or the block looked for */
+    bool hit;
+} span_ctx;
+
+static int widen(uint8_t *p, size_t n, size_t index, void *ctx)
 {
-    *offset = b->root != NULL ? b->view_offset : 0;
-    return b->root != NULL ? b->root : b;
+    (void)index;
+    span_ctx *s = ctx;
+    if ((uintptr_t)p < s->lo) s->lo = (uintptr_t)p;
+    if ((uintptr_t)p + n > s->hi) s->hi = (uintptr_t)p + n;
+    return 0;
 }
 
-void bp__bytes_copy(bp_buf *dst, size_t dst_index, const bp_buf *src, size_t src_index, size_t n)
+static int touches(uint8_t *p, size_t n, size_t index, void *ctx)
+{
+    (void)index;
+    span_ctx *s = ctx;
+    s->hit = (uintptr_t)p < s->hi && (uintptr_t)p + n > s->lo;
+    return s->hit;
+}
+
+/* The lowest and the end address of the memory behind [index, index + n) of b (n > 0). A
+ * walk that fails (nesting too deep) leaves the bounds all-covering: "may overlap". */
+static span_ctx span_of(const bp_buf *b, size_t index, size_t n)
+{
+    if (bp__contiguous(b)) return (span_ctx){(uintptr_t)(b->head.memory + index), (uintptr_t)(b->head.memory + index) + n, false};
+    span_ctx s = {UINTPTR_MAX, 0, false};
+    if (bp__walk(b, index, n, false, widen, &s) != 0) s = (span_ctx){0, UINTPTR_MAX, false};
+    return s;
+}
+
+/* A root whose one reference is its holder's and that no plain view shows: no other buffer
+ * shows its memory (a composite holding it, or a retained view, would hold a reference of
+ * its own; a plain view that a composite holds would have taken over that one reference). */
+static bool shows_memory_alone(const bp_buf *b)
+{
+    return b->root == NULL && b->composite == NULL && b->views == NULL && bp__refcnt(b) == 1;
+}
+
+bool bp__ranges_overlap(const bp_buf *a, size_t a_index, size_t a_n, const bp_buf *b, size_t b_index, size_t b_n)
+{
+    if (a_n == 0 || b_n == 0) return false;
+    if (!bp__contiguous(b)) { /* b the contiguous one, if either is */
+        const bp_buf *t = a;
+        size_t ti = a_index, tn = a_n;
+        a = b, a_index = b_index, a_n = b_n;
+        b = t, b_index = ti, b_n = tn;
+    }
+    if (bp__contiguous(b) && !bp__contiguous(a)) { /* exact: a's blocks against b's one block */
+        if (shows_memory_alone(b)) return false;
+        span_ctx s = span_of(b, b_index, b_n);
+        return bp__walk(a, a_index, a_n, false, touches, &s) != 0;
+    }
+    span_ctx s = span_of(b, b_index, b_n);
+    span_ctx t = span_of(a, a_index, a_n);
+    return t.lo < s.hi && s.lo < t.hi;
+}
+
+void bp__bytes_copy_disjoint(bp_buf *dst, size_t dst_index, const bp_buf *src, size_t src_index, size_t n)
 {
     if (n == 0) return;
-    if (bp__contiguous(dst) && bp__contiguous(src)) {
-        memmove(dst->head.memory + dst_index, src->head.memory + src_index, n);
-        return;
-    }
     if (bp__contiguous(src)) {
-        bp__scattered_in(dst, dst_index, src->head.memory + src_index, n);
+        bp__bytes_in(dst, dst_index, src->head.memory + src_index, n);
         return;
     }
     if (bp__contiguous(dst)) {
         bp__scattered_out(src, src_index, dst->head.memory + dst_index, n);
         return;
     }
-    /* Both scattered: through a bounce buffer, a chunk at a time. Within one index space
-     * (a composite and its views) a move up copies the last chunk first, so no byte is
-     * overwritten before it is read. */
-    size_t dst_base, src_base;
-    bool backward = index_space(dst, &dst_base) == index_space(src, &src_base) &&
-                    dst_base + dst_index > src_base + src_index;
-    uint8_t bounce[1024];
+    uint8_t bounce[1024]; /* both scattered: a chunk at a time */
     for (size_t done = 0; done < n;) {
         size_t chunk = n - done < sizeof bounce ? n - done : sizeof bounce;
-        size_t at = backward ? n - done - chunk : done;
-        bp__scattered_out(src, src_index + at, bounce, chunk);
-        bp__scattered_in(dst, dst_index + at, bounce, chunk);
+        bp__scattered_out(src, src_index + done, bounce, chunk);
+        bp__scattered_in(dst, dst_index + done, bounce, chunk);
         done += chunk;
     }
+}
+
+/* Overlapping ranges with a scattered side: no order of segments is right for every layout
+ * (a composite may show one buffer's bytes in any order, or twice), so every source byte is
+ * read before the first is written. */
+static BP_NOINLINE int copy_through_temporary(bp_buf *dst, size_t dst_index, const bp_buf *src, size_t src_index,
+                                              size_t n)
+{
+    uint8_t small[BP__SMALL_COPY];
+    uint8_t *copy = n <= sizeof small ? small : malloc(n);
+    if (copy == NULL) return BP_ENOMEM;
+    bp__bytes_out(src, src_index, copy, n);
+    bp__bytes_in(dst, dst_index, copy, n);
+    if (copy != small) free(copy);
+    return 0;
+}
+
+int bp__bytes_copy(bp_buf *dst, size_t dst_index, const bp_buf *src, size_t src_index, size_t n)
+{
+    if (n == 0) return 0;
+    if (bp__contiguous(dst) && bp__contiguous(src)) {
+        memmove(dst->head.memory + dst_index, src->head.memory + src_index, n);
+        return 0;
+    }
+    if (bp__ranges_overlap(dst, dst_index, n, src, src_index, n))
+        return copy_through_temporary(dst, dst_index, src, src_index, n);
+    bp__bytes_copy_disjoint(dst, dst_index, src, src_index, n);
+    return 0;
 }
 
 /* ---------------------------------------------------------------------------------------
  * Checks
  * ------------------------------------------------------------------------------------- */
 
+static int check_components(const bp_buf *b, const char *func, unsigned level);
+
+/* A live component that is a view or a composite: a view is refreshed; a composite, or the
+ * composite under a view, is checked a level down. */
+static int check_indirect_component(bp_buf *buf, const char *func, unsigned level)
+{
+    if (buf->root == NULL) return check_components(buf, func, level);
+    int rc = bp__view_refresh(buf, func);
+    if (rc == 0 && buf->root->composite != NULL) rc = check_components(buf->root, func, level);
+    return rc;
+}
+
 /* Every component still alive and still as long as the range the composite shows of it:
  * a component changed through a pointer the caller kept is caught here, before any byte
- * moves. */
-static int check_components(const bp_buf *b, const char *func)
+ * moves. `level` counts the composites above b; one past the deepest nesting bp_composite_add
+ * allows can only come from such a change, and is refused before the walk would recurse. */
+static int check_components(const bp_buf *b, const char *func, unsigned level)
 {
-    const bp__composite *c = b->composite;
+    bp__composite *c = b->composite;
+    if (BP_UNLIKELY(level >= BP_MAX_COMPOSITE_DEPTH))
+        return bp__misuse(BP_EINVAL, func, "composite %p nests deeper than BP_MAX_COMPOSITE_DEPTH (%d)",
+                          (const void *)b, BP_MAX_COMPOSITE_DEPTH);
+    c->visits += c->count;
     for (size_t i = 0; i < c->count; i++) {
         const bp__component *item = &c->items[i];
-        if (BP_UNLIKELY((bp__refcnt(item->buf) & BP__REFCNT_MASK) == 0))
+        uint32_t count = bp__refcnt(item->buf);
+        if (BP_UNLIKELY((count & BP__REFCNT_MASK) == 0))
             return bp__misuse(BP_EFREED, func, "component %zu (%p) of composite %p was released behind its back", i,
                               (void *)item->buf, (const void *)b);
-        int rc = bp__check_live(item->buf, func);
-        if (BP_UNLIKELY(rc != 0)) return rc;
+        if (count & BP__REFCNT_INDIRECT) {
+            int rc = check_indirect_component(item->buf, func, level + 1);
+            if (BP_UNLIKELY(rc != 0)) return rc;
+        }
         if (BP_UNLIKELY(item->buf->head.capacity < item->buf_index + item->length))
             return bp__misuse(BP_ERANGE, func, "component %zu (%p) of composite %p shrank below the %zu bytes it holds",
                               i, (void *)item->buf, (const void *)b, item->length);
@@ -184,9 +289,9 @@ static int check_components(const bp_buf *b, const char *func)
 
 int bp__indirect_check(bp_buf *b, const char *func)
 {
-    if (b->root == NULL) return check_components(b, func);
+    if (b->root == NULL) return check_components(b, func, 0);
     int rc = bp__view_refresh(b, func);
-    if (rc == 0 && b->root->composite != NULL) rc = check_components(b->root, func);
+    if (rc == 0 && b->root->composite != NULL) rc = check_components(b->root, func, 0);
     return rc;
 }
 
@@ -198,16 +303,53 @@ static int check_composite(const bp_buf *b, const char *func)
     return rc;
 }
 
-/* Whether `target` is b or somewhere inside it: adding such a b to target would make the
- * composite contain itself. */
-static bool contains(const bp_buf *b, const bp_buf *target)
+/* check_composite without checking the components, which adding one does not read: a live
+ * composite passes at once, anything else is reported as check_composite reports it. */
+static int check_composite_itself(const bp_buf *b, const char *func)
 {
-    if (b == target) return true;
-    if (b->root != NULL) return contains(b->root, target);
-    if (b->composite != NULL)
-        for (size_t i = 0; i < b->composite->count; i++)
-            if (contains(b->composite->items[i].buf, target)) return true;
-    return false;
+    if (BP_LIKELY(b != NULL)) {
+        uint32_t count = bp__refcnt(b);
+        if (BP_LIKELY((count & BP__REFCNT_INDIRECT) && (count & BP__REFCNT_MASK) != 0 && b->composite != NULL))
+            return 0;
+    }
+    return check_composite(b, func);
+}
+
+/* The buffer whose bytes b's are: its root for a view, b itself otherwise. */
+static const bp_buf *bytes_of(const bp_buf *b) { return b->root != NULL ? b->root : b; }
+
+/* Composite levels from b down to plain memory: 0 for a plain buffer or a view of one. */
+static size_t depth_of(const bp_buf *b)
+{
+    const bp__composite *c = bytes_of(b)->composite;
+    return c != NULL ? c->depth : 0;
+}
+
+/* Whether x is `target`, shows its bytes, or holds it somewhere inside: 1, 0, or BP_EINVAL
+ * when x nests deeper than BP_MAX_COMPOSITE_DEPTH. */
+static int holds(const bp_buf *x, const bp_buf *target, unsigned level)
+{
+    x = bytes_of(x);
+    if (x == target) return 1;
+    bp__composite *c = x->composite;
+    if (c == NULL) return 0;
+    if (BP_UNLIKELY(level >= BP_MAX_COMPOSITE_DEPTH)) return BP_EINVAL;
+    for (size_t i = 0; i < c->count; i++) {
+        c->visits++;
+        int r = holds(c->items[i].buf, target, level + 1);
+        if (r != 0) return r;
+    }
+    return 0;
+}
+
+/* Whether adding `component` to the composite `target` would make target contain itself
+ * (1), not (0), or cannot be told because component nests too deep (BP_EINVAL). A composite
+ * never added anywhere (nor a view of it) is inside nothing, so only a component that is
+ * target or a view of it can be: the search runs only for composites added somewhere. */
+static int contains(const bp_buf *component, const bp_buf *target)
+{
+    if (!target->composite->contained) return bytes_of(component) == target;
+    return holds(component, target, 0);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -232,6 +374,7 @@ bp_buf *bp_composite(bp_allocator *a, size_t max_components, int *err)
     if (rc != 0) return NULL;
 
     c->max_components = max_components;
+    c->depth = 1;
     memset(&b->head, 0, sizeof b->head); /* memory NULL: no bytes of its own */
     b->head.max_capacity = BP_DEFAULT_MAX_CAPACITY;
     memset(&b->region, 0, sizeof b->region);
@@ -246,26 +389,58 @@ bp_buf *bp_composite(bp_allocator *a, size_t max_components, int *err)
     return b;
 }
 
+/* Tables of this thread's composites that reached their end, whose components are still to
+ * be released. Releasing a component can end another composite; its table waits here for
+ * the outermost call's loop instead of being released a stack frame deeper, so ending a
+ * nesting of any depth (even one deepened behind a composite's back) takes constant stack. */
+static _Thread_local bp__composite *doomed;
+static _Thread_local bool releasing_doomed;
+
 void bp__composite_destroy(bp_buf *b)
 {
     bp__composite *c = b->composite;
-    for (size_t i = 0; i < c->count; i++) bp_release(c->items[i].buf);
-    free(c->items);
-    free(c);
     b->composite = NULL;
+    c->next_doomed = doomed;
+    doomed = c;
+    if (releasing_doomed) return;
+    releasing_doomed = true;
+    while ((c = doomed) != NULL) {
+        doomed = c->next_doomed;
+        for (size_t i = 0; i < c->count; i++) bp_release(c->items[i].buf);
+        free(c->items);
+        free(c);
+    }
+    releasing_doomed = false;
 }
 
 size_t bp__composite_count(const bp_buf *b) { return b->composite->count; }
 
+bool bp__composite_growth_merges(const bp_buf *b)
+{
+    const bp__composite *c = bytes_of(b)->composite;
+    return c->count >= c->max_components;
+}
+
+void bp__composite_work(const bp_buf *b, size_t *resizes, size_t *visits)
+{
+    *resizes = b->composite->resizes;
+    *visits = b->composite->visits;
+}
+
+/* Room for `count` components; the table doubles, so adding is amortized O(1). */
 static int ensure_room(bp__composite *c, size_t count)
 {
     if (count <= c->room) return 0;
-    size_t room = c->room < 4 ? 4 : c->room * 2;
-    while (room < count) room *= 2;
+    size_t room = c->room < 4 ? 4 : c->room;
+    while (room < count) {
+        if (room > SIZE_MAX / 2 / sizeof *c->items) return BP_ENOMEM;
+        room *= 2;
+    }
     bp__component *items = realloc(c->items, room * sizeof *items);
     if (items == NULL) return BP_ENOMEM;
     c->items = items;
     c->room = room;
+    c->resizes++;
     return 0;
 }
 
@@ -299,6 +474,7 @@ static int merge_into_one(bp_buf *b, size_t at, bp_buf *extra, size_t extra_inde
     if (extra != NULL) bp_release(extra);
     c->items[0] = (bp__component){merged, 0, 0, at + length};
     c->count = 1;
+    c->depth = 1;
     b->head.capacity = at + length;
     return 0;
 }
@@ -318,6 +494,9 @@ static int attach(bp_buf *b, size_t at, bp_buf *buf, size_t buf_index, size_t le
     cut_at(b, at);
     c->items[c->count++] = (bp__component){buf, buf_index, at, length};
     b->head.capacity = at + length;
+    if (depth_of(buf) + 1 > c->depth) c->depth = depth_of(buf) + 1;
+    bp__composite *inner = bytes_of(buf)->composite;
+    if (inner != NULL) inner->contained = true;
     return 0;
 }
 
@@ -338,14 +517,20 @@ static int attach_new(bp_buf *b, size_t at, size_t length)
  * Public operations
  * ------------------------------------------------------------------------------------- */
 
+/* Adding reads no component's bytes unless it consolidates, so only then are the components
+ * checked: adding N components costs O(N). */
 int bp_composite_add(bp_buf *b, bp_buf *component, int advance_writer)
 {
-    int rc = check_composite(b, __func__);
+    int rc = check_composite_itself(b, __func__);
     if (rc == 0) rc = bp__check_live(component, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(contains(component, b)))
+    rc = contains(component, b);
+    if (BP_UNLIKELY(rc > 0))
         return bp__misuse(BP_EINVAL, __func__, "buffer %p is or contains composite %p: a composite cannot hold itself",
                           (void *)component, (void *)b);
+    if (BP_UNLIKELY(rc < 0 || depth_of(component) >= BP_MAX_COMPOSITE_DEPTH))
+        return bp__misuse(BP_EINVAL, __func__, "buffer %p nests %zu composites deep: adding it passes BP_MAX_COMPOSITE_DEPTH (%d)",
+                          (void *)component, depth_of(component), BP_MAX_COMPOSITE_DEPTH);
     size_t length = component->head.writer_index - component->head.reader_index;
     if (BP_UNLIKELY(length > b->head.max_capacity - b->head.capacity))
         return bp__misuse(BP_ECAPACITY, __func__, "capacity %zu + component %zu exceeds maxCapacity %zu",
@@ -353,6 +538,10 @@ int bp_composite_add(bp_buf *b, bp_buf *component, int advance_writer)
     if (BP_UNLIKELY(advance_writer && length > b->head.max_capacity - b->head.writer_index))
         return bp__misuse(BP_ECAPACITY, __func__, "writerIndex %zu + component %zu exceeds maxCapacity %zu",
                           b->head.writer_index, length, b->head.max_capacity);
+    if (b->composite->count >= b->composite->max_components) { /* consolidates: reads them all */
+        rc = check_components(b, __func__, 0);
+        if (BP_UNLIKELY(rc != 0)) return rc;
+    }
     rc = attach(b, b->head.capacity, component, component->head.reader_index, length);
     if (rc != 0) return rc;
     if (advance_writer) b->head.writer_index += length; /* capacity grew by length too */

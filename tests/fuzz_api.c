@@ -20,6 +20,15 @@
 #include <string.h>
 #include <sys/uio.h>
 
+#if defined(__has_include)
+#  if __has_include(<valgrind/memcheck.h>)
+#    include <valgrind/memcheck.h>
+#  endif
+#endif
+#ifndef VALGRIND_MAKE_MEM_DEFINED
+#  define VALGRIND_MAKE_MEM_DEFINED(p, n) ((void)(p), (void)(n))
+#endif
+
 #define SLOTS 8
 #define SHADOW_MAX (1u << 20) /* contents are checked for buffers up to this size */
 
@@ -303,6 +312,56 @@ static void op_capacity(input *in, slot *s)
     follow_growth(s);
 }
 
+/* Bytes between two slots (perhaps one buffer, or a view and its root): bp_write_buf (which
+ * may grow the destination) or bp_set_buf. The destination then holds the source's bytes as
+ * they were before the call. */
+static void op_transfer(input *in, slot *s)
+{
+    slot *t = &slots[take(in, 1) % SLOTS];
+    if (s->b == NULL || t->b == NULL) return;
+    bool relative = take(in, 1) % 2;
+    size_t n = take(in, 1) % 3 == 0 ? take(in, 2) % 5000 : take(in, 1);
+    size_t si = relative ? bp_reader_index(t->b) : take(in, 1) % 2 ? take(in, 2) : take(in, 1);
+    size_t di = relative ? bp_writer_index(s->b) : take(in, 1) % 2 ? take(in, 2) : take(in, 1);
+    size_t cap = bp_capacity(s->b), w = bp_writer_index(s->b), r = bp_reader_index(t->b);
+    uint8_t *bytes = malloc(n ? n : 1);
+    CHECK(bytes != NULL);
+    bool known = bp_get_bytes(t->b, si, bytes, n) == 0;
+    int rc = relative ? bp_write_buf(s->b, t->b, n) : bp_set_buf(s->b, di, t->b, si, n);
+    if (rc != 0) {
+        CHECK(rc == BP_ERANGE || rc == BP_ECAPACITY || rc == BP_EINVAL || rc == BP_ENOMEM);
+        CHECK(bp_capacity(s->b) == cap && bp_writer_index(s->b) == w && bp_reader_index(t->b) == r);
+        free(bytes);
+        return;
+    }
+    CHECK(known);
+    if (relative) CHECK(bp_writer_index(s->b) == w + n && bp_reader_index(t->b) == r + n);
+    uint8_t *got = malloc(n ? n : 1);
+    CHECK(got != NULL && bp_get_bytes(s->b, di, got, n) == 0);
+    /* Bytes never written have no value (to Valgrind: undefined); each copy has the same. */
+    VALGRIND_MAKE_MEM_DEFINED(bytes, n);
+    VALGRIND_MAKE_MEM_DEFINED(got, n);
+    CHECK(memcmp(got, bytes, n) == 0);
+    free(got);
+    if (checked(s)) {
+        size_t grown = bp_capacity(s->b), end = di + n;
+        if (grown != cap && grown > SHADOW_MAX) {
+            free(s->shadow);
+            s->shadow = NULL;
+        } else if (grown != cap) { /* growth: bytes past the old capacity not written are unspecified */
+            uint8_t *bigger = realloc(s->shadow, grown);
+            CHECK(bigger != NULL);
+            size_t from = end > cap ? end : cap;
+            memset(bigger + from, 0, grown - from);
+            CHECK(bp_set_zero(s->b, from, grown - from) == 0);
+            s->shadow = bigger;
+            s->shadow_cap = grown;
+        }
+        if (s->shadow != NULL) memcpy(s->shadow + di, bytes, n);
+    }
+    free(bytes);
+}
+
 static void op_view(input *in, slot *s)
 {
     if (s->b == NULL) return;
@@ -376,10 +435,11 @@ static void run(const uint8_t *data, size_t size)
     memset(slots, 0, sizeof slots);
     while (in.at < in.size) {
         slot *s = &slots[take(&in, 1) % SLOTS];
-        switch (take(&in, 1) % 11) {
+        switch (take(&in, 1) % 12) {
         case 0: case 1: op_alloc(&in, s); break;
         case 9: op_compose(&in, s); break;
         case 10: if (s->b != NULL) check_gather(s); break;
+        case 11: op_transfer(&in, s); break;
         case 2: op_write(&in, s); break;
         case 3: op_read(&in, s); break;
         case 4: op_get_set(&in, s); break;

@@ -298,11 +298,10 @@ static void test_search(void **state)
     assert_int_equal(at, 1);
     assert_int_equal(bp_index_of(b, 1, 0, ',', &at), 0);
     assert_int_equal(bp_index_of(b, 3, 3, ',', &at), 0); /* empty range */
-    assert_int_equal(bp_index_of(b, 0, SIZE_MAX, ';', &at), 1); /* clamped to capacity */
+    assert_int_equal(bp_index_of(b, 0, 64, ';', &at), 1); /* the whole capacity */
     assert_int_equal(at, 5);
-    assert_int_equal(bp_index_of(b, SIZE_MAX, 4, ';', &at), 1);
+    assert_int_equal(bp_index_of(b, SIZE_MAX, 4, ';', &at), 1); /* backward from the capacity */
     assert_int_equal(at, 5);
-    assert_int_equal(bp_index_of(b, 100, 200, 'a', &at), 0);
     size_t count;
     assert_int_equal(bp_skip_bytes(b, 2), 0);
     assert_int_equal(bp_bytes_before(b, ';', &count), 1);
@@ -323,6 +322,243 @@ static void test_search(void **state)
     assert_int_equal(bp_index_of(b, 0, 1, 'a', NULL), BP_EINVAL);
     misuse_capture_stop();
     bp_release(b);
+}
+
+/* Netty 4.1's AbstractByteBuf.indexOf bounds, on a 64-byte buffer: forward, an empty range
+ * finds nothing and a range past the capacity throws IndexOutOfBoundsException (BP_ERANGE);
+ * backward, `from` is first lowered to the capacity, then `to` past it throws. */
+static void test_index_of_follows_netty(void **state)
+{
+    bp_buf *b = buf_with(*state, "a,b,c;d");
+    assert_int_equal(bp_set_zero(b, 7, 57), 0);
+    assert_int_equal(bp_set_u8(b, 63, 'z'), 0);
+    size_t at = 99;
+    assert_int_equal(bp_index_of(b, 0, 64, 'z', &at), 1);
+    assert_int_equal(at, 63);
+    assert_int_equal(bp_index_of(b, 64, 64, 'z', &at), 0);     /* from >= to: -1 */
+    assert_int_equal(bp_index_of(b, 70, 70, 'z', &at), 0);     /* even past the capacity */
+    assert_int_equal(bp_index_of(b, 64, 0, 'z', &at), 1);      /* backward from 63 */
+    assert_int_equal(at, 63);
+    assert_int_equal(bp_index_of(b, 65, 0, 'a', &at), 1);      /* from lowered to 64 */
+    assert_int_equal(at, 0);
+    assert_int_equal(bp_index_of(b, SIZE_MAX, 63, 'z', &at), 1);
+    assert_int_equal(at, 63);
+    assert_int_equal(bp_index_of(b, SIZE_MAX, 64, 'z', &at), 0); /* lowered to 64: empty */
+    at = 99;
+    misuse_capture_start();
+    static const size_t out_of_range[][2] = {
+        {0, 65},                   /* indexOf(0, capacity + 1, b) */
+        {63, 65}, {64, 65}, {100, 200}, {0, SIZE_MAX}, {SIZE_MAX - 1, SIZE_MAX},
+        {66, 65},                  /* backward: from lowered to 64, below to = 65 */
+        {SIZE_MAX, 65}, {SIZE_MAX, SIZE_MAX - 1},
+    };
+    for (size_t i = 0; i < sizeof out_of_range / sizeof *out_of_range; i++) {
+        last_misuse.err = 0;
+        assert_int_equal(bp_index_of(b, out_of_range[i][0], out_of_range[i][1], 'z', &at), BP_ERANGE);
+        assert_int_equal(last_misuse.err, BP_ERANGE);
+        assert_string_equal(last_misuse.func, "bp_index_of");
+    }
+    misuse_capture_stop();
+    assert_int_equal(at, 99); /* nothing stored */
+    /* capacity 0: -1 before any bounds check, both ways */
+    bp_buf *empty = bp_alloc(*state, 0);
+    assert_int_equal(bp_index_of(empty, 0, 10, 0, &at), 0);
+    assert_int_equal(bp_index_of(empty, 10, 0, 0, &at), 0);
+    assert_int_equal(bp_index_of(empty, 0, SIZE_MAX, 0, &at), 0);
+    bp_release(empty);
+    /* bytes_before searches the readable bytes, never past the capacity */
+    size_t count = 0;
+    assert_int_equal(bp_set_writer_index(b, 64), 0);
+    assert_int_equal(bp_bytes_before(b, 'z', &count), 1);
+    assert_int_equal(count, 63);
+    bp_release(b);
+}
+
+/* ---- Index + length sums that would wrap: every call that takes an index and a length or a
+ * count, with values near SIZE_MAX, on every kind of buffer, fails with its documented code
+ * and changes nothing. */
+
+enum {
+    HUGE_GET_BYTES_LENGTH, HUGE_GET_BYTES_INDEX, HUGE_SET_BYTES_LENGTH, HUGE_SET_BYTES_INDEX, HUGE_READ_BYTES,
+    HUGE_WRITE_BYTES, HUGE_SET_ZERO_LENGTH, HUGE_SET_ZERO_INDEX, HUGE_WRITE_ZERO, HUGE_GET_BUF_LENGTH,
+    HUGE_GET_BUF_DST_INDEX, HUGE_SET_BUF_INDEX, HUGE_SET_BUF_LENGTH, HUGE_WRITE_BUF, HUGE_READ_BUF,
+    HUGE_IOVEC_LENGTH, HUGE_IOVEC_INDEX, HUGE_FOR_EACH, HUGE_FOR_EACH_DESC, HUGE_COPY, HUGE_INDEX_OF,
+    HUGE_INDEX_OF_BACKWARD, HUGE_READ_FD, HUGE_SKIP, HUGE_ENSURE_WRITABLE, HUGE_RESERVE, HUGE_COMMIT,
+    HUGE_SET_INDEX, HUGE_SET_WRITER_INDEX, HUGE_SET_READER_INDEX, HUGE_GET_U64, HUGE_SET_U32, HUGE_GET_U16,
+    HUGE_GET_U24, HUGE_SET_U24_LE, HUGE_CALLS
+};
+
+static int accept_all(uint8_t byte, void *ctx)
+{
+    (void)byte;
+    (void)ctx;
+    return 1;
+}
+
+/* Makes call `which` on b (other: a plain buffer with 8 readable bytes; fd: a pipe's read
+ * end with nothing in it); returns its result as an error code, and its expected code. */
+static int huge_call(int which, bp_buf *b, bp_buf *other, int fd, int *expected)
+{
+    static uint8_t scratch[16];
+    const size_t M = SIZE_MAX;
+    struct iovec iov[4];
+    size_t at;
+    uint64_t u64;
+    uint16_t u16;
+    uint32_t u32;
+    int err = 0;
+    *expected = BP_ERANGE;
+    switch (which) {
+    case HUGE_GET_BYTES_LENGTH: return bp_get_bytes(b, 1, scratch, M);
+    case HUGE_GET_BYTES_INDEX: return bp_get_bytes(b, M, scratch, 2);
+    case HUGE_SET_BYTES_LENGTH: return bp_set_bytes(b, 2, scratch, M - 1);
+    case HUGE_SET_BYTES_INDEX: return bp_set_bytes(b, M - 1, scratch, 2);
+    case HUGE_READ_BYTES: return bp_read_bytes(b, scratch, M);
+    case HUGE_WRITE_BYTES: *expected = BP_ECAPACITY; return bp_write_bytes(b, scratch, M);
+    case HUGE_SET_ZERO_LENGTH: return bp_set_zero(b, 1, M);
+    case HUGE_SET_ZERO_INDEX: return bp_set_zero(b, M, 1);
+    case HUGE_WRITE_ZERO: *expected = BP_ECAPACITY; return bp_write_zero(b, M);
+    case HUGE_GET_BUF_LENGTH: return bp_get_buf(b, 1, other, 0, M);
+    case HUGE_GET_BUF_DST_INDEX: return bp_get_buf(b, 0, other, M, 2);
+    case HUGE_SET_BUF_INDEX: return bp_set_buf(b, M, other, 0, 2);
+    case HUGE_SET_BUF_LENGTH: return bp_set_buf(b, 1, other, 2, M - 1);
+    case HUGE_WRITE_BUF: return bp_write_buf(b, other, M);
+    case HUGE_READ_BUF: return bp_read_buf(b, other, M);
+    case HUGE_IOVEC_LENGTH: return bp_iovec(b, 1, M, iov, 4);
+    case HUGE_IOVEC_INDEX: return bp_iovec(b, M, 2, iov, 4);
+    case HUGE_FOR_EACH: return bp_for_each_byte(b, 1, M, accept_all, NULL, &at);
+    case HUGE_FOR_EACH_DESC: return bp_for_each_byte_desc(b, M - 1, 2, accept_all, NULL, &at);
+    case HUGE_COPY: return bp_copy(b, 1, M, &err) == NULL ? err : 0;
+    case HUGE_INDEX_OF: return bp_index_of(b, 1, M, 0, &at);
+    case HUGE_INDEX_OF_BACKWARD: return bp_index_of(b, M, M - 1, 0, &at);
+    case HUGE_READ_FD: *expected = BP_ECAPACITY; return (int)bp_read_fd(b, fd, M);
+    case HUGE_SKIP: return bp_skip_bytes(b, M);
+    case HUGE_ENSURE_WRITABLE: *expected = BP_ECAPACITY; return bp_ensure_writable(b, M);
+    case HUGE_RESERVE: *expected = BP_ECAPACITY; return bp_reserve(b, M, &err) == NULL ? err : 0;
+    case HUGE_COMMIT: return bp_commit(b, M);
+    case HUGE_SET_INDEX: return bp_set_index(b, 0, M);
+    case HUGE_SET_WRITER_INDEX: return bp_set_writer_index(b, M);
+    case HUGE_SET_READER_INDEX: return bp_set_reader_index(b, M);
+    case HUGE_GET_U64: return bp_get_u64(b, M - 3, &u64);
+    case HUGE_SET_U32: return bp_set_u32(b, M - 1, 0);
+    case HUGE_GET_U16: return bp_get_u16(b, M, &u16);
+    case HUGE_GET_U24: return bp_get_u24(b, M - 1, &u32);
+    case HUGE_SET_U24_LE: return bp_set_u24_le(b, M - 2, 0);
+    default: fail();
+    }
+    return 0;
+}
+
+typedef struct buf_state {
+    size_t reader, writer, capacity, max_capacity;
+    int refcnt;
+    uint8_t bytes[128];
+} buf_state;
+
+static buf_state state_of(bp_buf *b)
+{
+    buf_state st;
+    memset(&st, 0, sizeof st);
+    st.reader = bp_reader_index(b);
+    st.writer = bp_writer_index(b);
+    st.capacity = bp_capacity(b);
+    st.max_capacity = bp_max_capacity(b);
+    st.refcnt = bp_refcnt(b);
+    assert_true(st.capacity <= sizeof st.bytes);
+    assert_int_equal(bp_get_bytes(b, 0, st.bytes, st.capacity), 0);
+    return st;
+}
+
+static void test_wrapping_ranges_change_nothing(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *root = buf_with(a, "0123456789abcdef");
+    bp_buf *comp = bp_composite(a, 16, NULL);
+    assert_int_equal(bp_composite_add(comp, buf_with_text(a, 16, "ghijkl"), 1), 0);
+    assert_int_equal(bp_composite_add(comp, buf_with_text(a, 16, "mnopqrstu"), 1), 0);
+    bp_buf *kinds[] = {root, bp_duplicate(root, NULL), bp_slice(root, 4, 20, NULL), comp, bp_slice(comp, 2, 10, NULL)};
+    bp_buf *other = buf_with(a, "ABCDEFGH");
+    assert_int_equal(bp_set_zero(root, 16, 48), 0); /* every byte compared has a value */
+    assert_int_equal(bp_set_zero(other, 8, 56), 0);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    misuse_capture_start();
+    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+        bp_buf *b = kinds[k];
+        assert_non_null(b);
+        assert_int_equal(bp_set_index(b, 1, 3), 0);
+        for (int which = 0; which < HUGE_CALLS; which++) {
+            buf_state before = state_of(b), other_before = state_of(other);
+            int expected;
+            last_misuse.err = 0;
+            int rc = huge_call(which, b, other, fds[0], &expected);
+            if (rc != expected) fail_msg("kind %zu, call %d: %d, expected %d", k, which, rc, expected);
+            assert_int_equal(last_misuse.err, expected);
+            buf_state after = state_of(b), other_after = state_of(other);
+            if (memcmp(&before, &after, sizeof before) != 0) fail_msg("kind %zu, call %d changed the buffer", k, which);
+            assert_memory_equal(&other_before, &other_after, sizeof other_before);
+        }
+    }
+    misuse_capture_stop();
+    close(fds[0]);
+    close(fds[1]);
+    bp_release(other);
+    bp_release(comp);
+    bp_release(root);
+}
+
+/* maxFastWritableBytes: a root writes that many bytes in place; one more moves it when its
+ * region is the limit, or fails when max capacity is. */
+static void test_max_fast_writable_bytes(void **state)
+{
+    bp_allocator *a = *state;
+    static const size_t sizes[] = {0, 1, 100, 1000, 5000, 40000, 600000, (5u << 20) + 1000};
+    uint8_t *bytes = calloc(1, (6u << 20) + 1);
+    assert_non_null(bytes);
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        bp_buf *b = bp_alloc(a, sizes[i]);
+        assert_int_equal(bp_write_bytes(b, bytes, sizes[i] / 3), 0);
+        size_t fast = bp_max_fast_writable_bytes(b);
+        assert_true(fast >= bp_writable_bytes(b));
+        assert_true(fast <= bp_max_writable_bytes(b));
+        void *data = bp_data(b, 0);
+        assert_int_equal(bp_write_bytes(b, bytes, fast), 0);
+        assert_ptr_equal(bp_data(b, 0), data);
+        assert_int_equal(bp_max_fast_writable_bytes(b), 0);
+        assert_int_equal(bp_write_u8(b, 1), 0);
+        assert_ptr_not_equal(bp_data(b, 0), data);
+        bp_release(b);
+    }
+    free(bytes);
+    /* max capacity below the region's end (pooled: 100 bytes sit in a 112-byte slot) */
+    bp_buf *capped = bp_alloc_ex(a, 100, 105, NULL);
+    size_t limit = bp_allocator_is_pooled(a) ? 105 : 100; /* unpooled: malloc'ed to measure */
+    assert_int_equal(bp_max_fast_writable_bytes(capped), limit);
+    void *data = bp_data(capped, 0);
+    assert_int_equal(bp_write_zero(capped, limit), 0);
+    assert_ptr_equal(bp_data(capped, 0), data);
+    assert_int_equal(bp_max_fast_writable_bytes(capped), 0);
+    misuse_capture_start();
+    if (limit == 105) assert_int_equal(bp_write_u8(capped, 1), BP_ECAPACITY);
+    misuse_capture_stop();
+    /* views and composites: their writable bytes; NULL: 0; released: the value at release */
+    bp_buf *root = bp_alloc(a, 100);
+    assert_int_equal(bp_write_zero(root, 10), 0);
+    bp_buf *dup = bp_duplicate(root, NULL), *slice = bp_slice(root, 0, 50, NULL);
+    assert_int_equal(bp_max_fast_writable_bytes(dup), 90);
+    assert_int_equal(bp_max_fast_writable_bytes(slice), 0);
+    assert_int_equal(bp_set_writer_index(slice, 20), 0);
+    assert_int_equal(bp_max_fast_writable_bytes(slice), 30);
+    bp_buf *comp = bp_composite(a, 16, NULL);
+    assert_int_equal(bp_composite_add(comp, root, 0), 0); /* 10 bytes, all writable */
+    assert_int_equal(bp_max_fast_writable_bytes(comp), 10);
+    assert_int_equal(bp_max_fast_writable_bytes(NULL), 0);
+    bp_buf *gone = bp_alloc(a, 64);
+    assert_int_equal(bp_write_zero(gone, 24), 0);
+    assert_int_equal(bp_release(gone), 1);
+    assert_int_equal(bp_max_fast_writable_bytes(gone), 40);
+    bp_release(capped);
+    bp_release(comp);
 }
 
 static void test_equals_and_compare(void **state)
@@ -501,6 +737,9 @@ int main(void)
         BOTH(test_set_capacity_grows_and_shrinks, teardown),
         BOTH(test_discard_read_bytes_shifts_marks, teardown),
         BOTH(test_search, teardown),
+        BOTH(test_index_of_follows_netty, teardown),
+        BOTH(test_wrapping_ranges_change_nothing, teardown),
+        BOTH(test_max_fast_writable_bytes, teardown),
         BOTH(test_equals_and_compare, teardown),
         BOTH(test_dumps_and_describe, teardown),
         BOTH(test_fd_io_pipe_blocking, teardown),

@@ -3,6 +3,8 @@
  * writev) and every misuse, against the pooled and the unpooled allocator. */
 #include "test_util.h"
 
+#include "buf.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -692,6 +694,211 @@ static void test_released_composite_refuses_everything(void **state)
     misuse_capture_stop();
 }
 
+/* A transfer into a full composite at max_components consolidates it, releasing its
+ * components: here the last hold on the source, a plain view of one of them. Its bytes are
+ * read before that happens. */
+static void test_transfer_from_a_view_the_consolidation_ends(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *part = buf_with_text(a, 64, "0123456789abcdefghijklmnopqrstuvwxyzABCD");
+    bp_buf *view = bp_slice(part, 0, 40, NULL); /* shares part's count, soon the composite's */
+    assert_non_null(view);
+    bp_buf *c = bp_composite(a, 2, NULL);
+    assert_int_equal(bp_composite_add(c, part, 1), 0);
+    assert_int_equal(bp_composite_add(c, buf_with_text(a, 16, "|tail|"), 1), 0);
+    assert_int_equal(bp_skip_bytes(view, 10), 0);
+    assert_int_equal(bp_write_buf(c, view, 20), 0); /* grows: a third component, so one */
+    assert_int_equal(bp_composite_components(c), 1);
+    assert_int_equal(bp_writer_index(c), 66);
+    expect_bytes(c, 0, "0123456789abcdefghijklmnopqrstuvwxyzABCD|tail|abcdefghijklmnopqrst");
+    assert_int_equal(bp_release(c), 1);
+}
+
+/* A thread with a 256 KiB stack runs fn. */
+static void run_on_small_stack(void *(*fn)(void *), void *arg)
+{
+    pthread_attr_t attr;
+    pthread_t t;
+    assert_int_equal(pthread_attr_init(&attr), 0);
+    assert_int_equal(pthread_attr_setstacksize(&attr, 256 * 1024), 0);
+    assert_int_equal(pthread_create(&t, &attr, fn, arg), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    pthread_attr_destroy(&attr);
+}
+
+static int not_seven(uint8_t byte, void *ctx)
+{
+    (void)ctx;
+    return byte != 7;
+}
+
+/* Nesting at the limit: level k holds level k - 1 (or a duplicate of it, every third level)
+ * and a buffer of k bytes of value k, so byte values say which level they come from. */
+static void *nest_to_the_limit(void *arg)
+{
+    bp_allocator *a = arg;
+    enum { DEPTH = BP_MAX_COMPOSITE_DEPTH };
+    static uint8_t model[DEPTH * (DEPTH + 1) / 2], got[sizeof model];
+    size_t used = 0;
+    bp_buf *top = NULL;
+    for (int k = 1; k <= DEPTH; k++) {
+        bp_buf *level = bp_composite(a, 4, NULL);
+        assert_non_null(level);
+        if (top != NULL) {
+            bp_buf *lower = top;
+            if (k % 3 == 0) { /* a view of the level below: the walk goes through it */
+                lower = bp_retained_duplicate(top, NULL);
+                assert_int_equal(bp_release(top), 0);
+            }
+            assert_int_equal(bp_composite_add(level, lower, 1), 0);
+        }
+        bp_buf *own = bp_alloc(a, (size_t)k);
+        for (int i = 0; i < k; i++) assert_int_equal(bp_write_u8(own, (uint8_t)k), 0);
+        assert_int_equal(bp_composite_add(level, own, 1), 0);
+        memset(model + used, k, (size_t)k);
+        used += (size_t)k;
+        top = level;
+    }
+    assert_int_equal(used, sizeof model);
+    /* read, write, gather, search, compare, copy: every walk reaches the bottom */
+    assert_int_equal(bp_readable_bytes(top), sizeof model);
+    assert_int_equal(bp_get_bytes(top, 0, got, sizeof got), 0);
+    assert_memory_equal(got, model, sizeof model);
+    assert_int_equal(bp_set_u16(top, 0, 0xabcd), 0); /* level 1's byte and level 2's first */
+    model[0] = 0xab;
+    model[1] = 0xcd;
+    assert_int_equal(bp_get_bytes(top, 0, got, sizeof got), 0);
+    assert_memory_equal(got, model, sizeof model);
+    assert_int_equal(bp_readable_iovec(top, NULL, 0), DEPTH);
+    size_t at = 0;
+    assert_int_equal(bp_index_of(top, 0, sizeof model, 7, &at), 1);
+    assert_int_equal(at, 21); /* 1 + 2 + ... + 6 */
+    assert_int_equal(bp_index_of(top, sizeof model, 0, 0xcd, &at), 1);
+    assert_int_equal(at, 1);
+    assert_int_equal(bp_for_each_byte_desc(top, 0, sizeof model, not_seven, NULL, &at), 1);
+    assert_int_equal(at, 27);
+    bp_buf *copy = bp_copy(top, 0, sizeof model, NULL);
+    assert_non_null(copy);
+    assert_int_equal(bp_equals(copy, top), 1);
+    /* one more level is refused, through the composite or a view of it */
+    misuse_capture_start();
+    bp_buf *deeper = bp_composite(a, 4, NULL);
+    assert_int_equal(bp_composite_add(deeper, top, 1), BP_EINVAL);
+    assert_int_equal(last_misuse.err, BP_EINVAL);
+    assert_non_null(strstr(last_misuse.message, "BP_MAX_COMPOSITE_DEPTH"));
+    bp_buf *dup = bp_retained_duplicate(top, NULL);
+    assert_int_equal(bp_composite_add(deeper, dup, 1), BP_EINVAL);
+    misuse_capture_stop();
+    assert_int_equal(bp_composite_components(deeper), 0);
+    assert_int_equal(bp_capacity(deeper), 0);
+    assert_int_equal(bp_refcnt(top), 2); /* the references stayed the caller's */
+    assert_int_equal(bp_release(dup), 1); /* the view ends, its hold on top with it */
+    assert_int_equal(bp_refcnt(top), 1);
+    /* consolidated, it is one level deep and may be nested again */
+    assert_int_equal(bp_composite_consolidate(top), 0);
+    assert_int_equal(bp_get_bytes(top, 0, got, sizeof got), 0);
+    assert_memory_equal(got, model, sizeof model);
+    assert_int_equal(bp_composite_add(deeper, top, 1), 0);
+    assert_int_equal(bp_release(deeper), 1);
+    assert_int_equal(bp_release(copy), 1);
+    return NULL;
+}
+
+static void test_nesting_to_the_limit_on_a_small_stack(void **state)
+{
+    run_on_small_stack(nest_to_the_limit, *state);
+}
+
+static int count_segment(uint8_t *p, size_t n, size_t index, void *ctx)
+{
+    (void)p;
+    (void)index;
+    *(size_t *)ctx += n;
+    return 0;
+}
+
+/* Composites deepened through pointers kept after adding (misuse): each level's one byte
+ * is replaced, once the level is inside its parent, by a new composite holding the next
+ * level's one byte, 8000 times. Every call on the top is refused before a walk could
+ * recurse past the limit, the walk stops by itself as well, and releasing the top ends all
+ * 8000 levels, on a 256 KiB stack. */
+static void *deepen_behind_the_back(void *arg)
+{
+    bp_allocator *a = arg;
+    enum { LEVELS = 8000 };
+    bp_buf *top = bp_composite(a, 4, NULL);
+    bp_buf *parent = top;
+    for (int k = 0; k < LEVELS; k++) {
+        bp_buf *child = bp_composite(a, 4, NULL);
+        assert_non_null(child);
+        assert_int_equal(bp_composite_add(child, buf_with_text(a, 16, "x"), 1), 0);
+        if (parent != top) { /* drop its byte: the parent's range now shows the child's */
+            assert_int_equal(bp_skip_bytes(parent, 1), 0);
+            assert_int_equal(bp_discard_read_bytes(parent), 0);
+        }
+        assert_int_equal(bp_composite_add(parent, child, 1), 0);
+        parent = child;
+    }
+    misuse_capture_start();
+    uint8_t v = 0;
+    struct iovec iov[4];
+    size_t at;
+    assert_int_equal(bp_get_u8(top, 0, &v), BP_EINVAL);
+    assert_non_null(strstr(last_misuse.message, "BP_MAX_COMPOSITE_DEPTH"));
+    assert_int_equal(bp_readable_iovec(top, iov, 4), BP_EINVAL);
+    assert_int_equal(bp_index_of(top, 0, 1, 'x', &at), BP_EINVAL);
+    assert_int_equal(bp_composite_consolidate(top), BP_EINVAL);
+    bp_buf *other = bp_composite(a, 4, NULL);
+    assert_int_equal(bp_composite_add(other, top, 1), BP_EINVAL);
+    misuse_capture_stop();
+    /* the walk under every call stops by itself too, before the one byte at the bottom */
+    size_t seen = 0;
+    assert_int_equal(bp__walk(top, 0, 1, false, count_segment, &seen), BP_EINVAL);
+    assert_int_equal(seen, 0);
+    assert_int_equal(bp_release(other), 1);
+    assert_int_equal(bp_release(top), 1); /* and the 8000 below it, and their parts */
+    return NULL;
+}
+
+static void test_nesting_deepened_behind_the_back_fails_cleanly(void **state)
+{
+    run_on_small_stack(deepen_behind_the_back, *state);
+}
+
+/* Adding N components reallocates the table O(log N) times and checks no component already
+ * there (nothing is read), so building is linear in N. */
+static void test_adding_many_components_is_linear(void **state)
+{
+    bp_allocator *a = *state;
+    static const size_t sizes[] = {1000, 50000, 100000};
+    size_t resizes[3], visits[3];
+    for (int round = 0; round < 3; round++) {
+        size_t n = sizes[round];
+        bp_buf *c = bp_composite(a, SIZE_MAX, NULL);
+        for (size_t i = 0; i < n; i++) {
+            bp_buf *part = bp_alloc(a, 1);
+            assert_int_equal(bp_write_u8(part, (uint8_t)(i * 7)), 0);
+            assert_int_equal(bp_composite_add(c, part, 1), 0);
+        }
+        bp__composite_work(c, &resizes[round], &visits[round]);
+        assert_int_equal(visits[round], 0);
+        size_t log2n = 0;
+        while (((size_t)1 << log2n) < n) log2n++;
+        assert_true(resizes[round] <= log2n);
+        /* and it works: every byte in order, one block each */
+        assert_int_equal(bp_readable_bytes(c), n);
+        assert_int_equal(bp_readable_iovec(c, NULL, 0), (int)n);
+        uint8_t *bytes = malloc(n);
+        assert_non_null(bytes);
+        assert_int_equal(bp_get_bytes(c, 0, bytes, n), 0);
+        for (size_t i = 0; i < n; i++) assert_int_equal(bytes[i], (uint8_t)(i * 7));
+        free(bytes);
+        assert_int_equal(bp_composite_components(c), (long)n);
+        assert_int_equal(bp_release(c), 1);
+    }
+    assert_true(resizes[2] <= resizes[1] + 1); /* doubling N: one more reallocation at most */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -714,6 +921,10 @@ int main(void)
         BOTH(test_overlapping_moves_within_a_composite, teardown),
         BOTH(test_misuse_changes_nothing, teardown),
         BOTH(test_released_composite_refuses_everything, teardown),
+        BOTH(test_transfer_from_a_view_the_consolidation_ends, teardown),
+        BOTH(test_nesting_to_the_limit_on_a_small_stack, teardown),
+        BOTH(test_nesting_deepened_behind_the_back_fails_cleanly, teardown),
+        BOTH(test_adding_many_components_is_linear, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,6 +4,9 @@
 
 #include "allocator.h"
 
+#include <stdbool.h>
+#include <stdlib.h>
+
 static int teardown(void **state)
 {
     misuse_capture_stop();
@@ -259,6 +262,230 @@ static void test_views_are_recycled(void **state)
     assert_true(slabs <= 1100 / BP__SLAB_BUFS + 2); /* objects were reused, not piled up */
 }
 
+/* ---- Transfers between buffers that share memory, against a model made with memcpy: the
+ * destination's bytes after each call are its bytes before with the range replaced by the
+ * source's bytes as they were before the call (Netty's result), whatever grew or moved. */
+
+enum { K_ROOT, K_DUP, K_SLICE, K_COMP, K_COMP_DUP, K_COMP_SLICE, K_PART, K_PART_SLICE, K_NESTED, K_NESTED_DUP, KINDS };
+static const char *const kind_name[KINDS] = {
+    "root", "duplicate", "slice", "composite", "duplicate of the composite", "slice of the composite",
+    "component", "slice of the component", "nested composite", "duplicate of the nested composite"};
+
+/* A root, and a composite of a retained slice of it, a plain component and a nested
+ * composite: every kind of buffer above shows memory of the others. The test holds one
+ * reference on root, part, nested and comp. */
+typedef struct world {
+    bp_buf *root, *part, *nested, *comp;
+    bp_buf *kind[KINDS];
+} world;
+
+/* Appends n pseudo-random bytes (a random block repeated, each copy shifted: cheap for huge
+ * buffers, and no two nearby indices alike). */
+static void append_pattern(bp_buf *b, size_t n, uint64_t *seed)
+{
+    uint8_t block[4093];
+    for (size_t i = 0; i < sizeof block; i++) block[i] = (uint8_t)test_rand(seed);
+    for (size_t done = 0, round = 0; done < n; round++) {
+        size_t len = n - done < sizeof block ? n - done : sizeof block;
+        for (size_t i = 0; i < len; i++) block[i] = (uint8_t)(block[i] + round);
+        assert_int_equal(bp_write_bytes(b, block, len), 0);
+        done += len;
+    }
+}
+
+static world world_new(bp_allocator *a, size_t root_capacity, size_t max_components, uint64_t *seed)
+{
+    world w;
+    w.root = bp_alloc(a, root_capacity);
+    assert_non_null(w.root);
+    append_pattern(w.root, bp_max_fast_writable_bytes(w.root), seed); /* its region is full: growing moves it */
+    w.part = bp_alloc(a, 40);
+    append_pattern(w.part, 40, seed);
+    assert_int_equal(bp_retain(w.part), 0);
+    bp_buf *inner = bp_alloc(a, 24);
+    append_pattern(inner, 24, seed);
+    w.nested = bp_composite(a, 16, NULL);
+    assert_int_equal(bp_composite_add(w.nested, inner, 1), 0);
+    assert_int_equal(bp_retain(w.nested), 0);
+    w.comp = bp_composite(a, max_components, NULL);
+    assert_int_equal(bp_composite_add(w.comp, bp_retained_slice(w.root, 3, 20, NULL), 1), 0);
+    assert_int_equal(bp_composite_add(w.comp, w.part, 1), 0);
+    assert_int_equal(bp_composite_add(w.comp, w.nested, 1), 0);
+    w.kind[K_ROOT] = w.root;
+    w.kind[K_DUP] = bp_duplicate(w.root, NULL);
+    w.kind[K_SLICE] = bp_slice(w.root, 5, 30, NULL);
+    w.kind[K_COMP] = w.comp;
+    w.kind[K_COMP_DUP] = bp_duplicate(w.comp, NULL);
+    w.kind[K_COMP_SLICE] = bp_slice(w.comp, 10, 60, NULL);
+    w.kind[K_PART] = w.part;
+    w.kind[K_PART_SLICE] = bp_slice(w.part, 4, 30, NULL);
+    w.kind[K_NESTED] = w.nested;
+    w.kind[K_NESTED_DUP] = bp_duplicate(w.nested, NULL);
+    for (int k = 0; k < KINDS; k++) assert_non_null(w.kind[k]);
+    return w;
+}
+
+static void world_free(world *w)
+{
+    assert_int_equal(bp_release(w->comp), 1); /* plain views die with what they show */
+    assert_int_equal(bp_release(w->nested), 1);
+    assert_int_equal(bp_release(w->part), 1);
+    assert_int_equal(bp_release(w->root), 1);
+}
+
+/* Bytes compared around a written range: all of them for small buffers. */
+#define WINDOW_MARGIN 512
+
+typedef struct expectation {
+    size_t lo, hi;  /* the window of the destination compared */
+    uint8_t *bytes; /* its expected bytes */
+} expectation;
+
+/* The destination's window around [index, index + n) as it must be once the source's bytes
+ * (read now) are written there. */
+static expectation expect_copy(bp_buf *dst, size_t index, bp_buf *src, size_t src_index, size_t n)
+{
+    size_t capacity = bp_capacity(dst);
+    expectation e;
+    e.lo = index > WINDOW_MARGIN ? index - WINDOW_MARGIN : 0;
+    e.hi = index + n + WINDOW_MARGIN;
+    size_t before = capacity < e.hi ? capacity : e.hi; /* what exists now */
+    e.bytes = calloc(e.hi - e.lo, 1);
+    assert_non_null(e.bytes);
+    if (before > e.lo) assert_int_equal(bp_get_bytes(dst, e.lo, e.bytes, before - e.lo), 0);
+    assert_int_equal(bp_get_bytes(src, src_index, e.bytes + (index - e.lo), n), 0);
+    return e;
+}
+
+static void check_expectation(bp_buf *dst, expectation *e, size_t known_end, const char *what)
+{
+    size_t hi = e->hi < bp_capacity(dst) ? e->hi : bp_capacity(dst);
+    if (hi > known_end) hi = known_end; /* past it: growth brought unspecified bytes */
+    uint8_t *got = malloc(e->hi - e->lo);
+    assert_non_null(got);
+    assert_int_equal(bp_get_bytes(dst, e->lo, got, hi - e->lo), 0);
+    for (size_t i = 0; i < hi - e->lo; i++)
+        if (got[i] != e->bytes[i]) fail_msg("%s: byte %zu is %u, expected %u", what, e->lo + i, got[i], e->bytes[i]);
+    free(got);
+    free(e->bytes);
+}
+
+static size_t pick(uint64_t *seed, size_t below_or_at) { return (size_t)(test_rand(seed) % (below_or_at + 1)); }
+
+/* One absolute copy of n bytes (bp_set_buf or bp_get_buf) between two kinds. */
+static void absolute_copy_trial(world *w, int d, int s, size_t max_n, uint64_t *seed)
+{
+    bp_buf *dst = w->kind[d], *src = w->kind[s];
+    size_t cd = bp_capacity(dst), cs = bp_capacity(src);
+    size_t n = pick(seed, cd < cs ? cd : cs);
+    if (n > max_n) n = max_n;
+    size_t si = pick(seed, cs - n), di = pick(seed, cd - n);
+    size_t dr = bp_reader_index(dst), dw = bp_writer_index(dst), sr = bp_reader_index(src), sw = bp_writer_index(src);
+    expectation e = expect_copy(dst, di, src, si, n);
+    int set = test_rand(seed) & 1;
+    int rc = set ? bp_set_buf(dst, di, src, si, n) : bp_get_buf(src, si, dst, di, n);
+    char what[160];
+    snprintf(what, sizeof what, "%s(%s at %zu <- %s at %zu, %zu bytes)", set ? "bp_set_buf" : "bp_get_buf",
+             kind_name[d], di, kind_name[s], si, n);
+    if (rc != 0) fail_msg("%s returned %d", what, rc);
+    check_expectation(dst, &e, SIZE_MAX, what);
+    assert_int_equal(bp_reader_index(dst), dr); /* absolute: no index moves */
+    assert_int_equal(bp_writer_index(dst), dw);
+    assert_int_equal(bp_reader_index(src), sr);
+    assert_int_equal(bp_writer_index(src), sw);
+}
+
+/* One relative transfer (bp_write_buf or bp_read_buf) of n bytes; with `grow`, the destination
+ * is full and must grow first. */
+static void relative_transfer_trial(world *w, int d, int s, bool grow, size_t max_n, uint64_t *seed)
+{
+    bp_buf *dst = w->kind[d], *src = w->kind[s];
+    size_t cd = bp_capacity(dst), cs = bp_capacity(src);
+    size_t si = pick(seed, cs), n = pick(seed, cs - si);
+    size_t dw = grow ? cd : pick(seed, cd);
+    if (!grow && n > cd - dw) n = cd - dw;
+    if (n > max_n) n = max_n;
+    if (grow && n == 0) n = cs > si ? 1 : 0;
+    assert_int_equal(bp_set_index(src, si, si + n), 0);
+    assert_int_equal(bp_set_index(dst, 0, dw), 0);
+    expectation e = expect_copy(dst, dw, src, si, n);
+    int write = test_rand(seed) & 1;
+    int rc = write ? bp_write_buf(dst, src, n) : bp_read_buf(src, dst, n);
+    char what[160];
+    snprintf(what, sizeof what, "%s(%s at %zu <- %s at %zu, %zu bytes%s)", write ? "bp_write_buf" : "bp_read_buf",
+             kind_name[d], dw, kind_name[s], si, n, grow ? ", growing" : "");
+    if (rc != 0) fail_msg("%s returned %d", what, rc);
+    check_expectation(dst, &e, dw + n, what);
+    assert_int_equal(bp_writer_index(dst), dw + n);
+    assert_int_equal(bp_reader_index(src), si + n);
+    /* growth brought bytes of no value past the written ones: give them one */
+    if (bp_capacity(dst) > cd) assert_int_equal(bp_set_zero(dst, dw + n, bp_capacity(dst) - (dw + n)), 0);
+}
+
+/* Every kind to every kind: absolute copies (overlapping any way), relative transfers, and
+ * relative transfers into a full destination that grows (a root moving out of its region, a
+ * composite adding a component or, at max_components, consolidating). */
+static void transfer_matrix(bp_allocator *a, size_t root_capacity, size_t max_components, const bool *kinds,
+                            int trials, size_t max_n)
+{
+    uint64_t seed = 0x9e3779b97f4a7c15u ^ root_capacity ^ max_components;
+    for (int d = 0; d < KINDS; d++) {
+        if (!kinds[d]) continue;
+        for (int s = 0; s < KINDS; s++) {
+            if (!kinds[s]) continue;
+            world w = world_new(a, root_capacity, max_components, &seed);
+            bool growable = bp_max_capacity(w.kind[d]) > bp_capacity(w.kind[d]);
+            if (growable && d != s) relative_transfer_trial(&w, d, s, true, max_n, &seed);
+            for (int t = 0; t < trials; t++) {
+                absolute_copy_trial(&w, d, s, max_n, &seed);
+                if (d != s) relative_transfer_trial(&w, d, s, false, max_n, &seed);
+            }
+            if (growable && d != s) relative_transfer_trial(&w, d, s, true, max_n, &seed);
+            world_free(&w);
+        }
+    }
+}
+
+static const bool every_kind[KINDS] = {true, true, true, true, true, true, true, true, true, true};
+
+static void test_transfers_between_buffers_sharing_memory(void **state)
+{
+    transfer_matrix(*state, 48, 16, every_kind, 6, SIZE_MAX);
+}
+
+/* The same with the composite's table full: its growth consolidates, releasing its
+ * components (the transfer's source among them) while the bytes are on their way. */
+static void test_transfers_while_a_composite_consolidates(void **state)
+{
+    transfer_matrix(*state, 48, 3, every_kind, 2, SIZE_MAX);
+}
+
+/* A root above the chunk size: a huge mapping, unmapped when the root grows away from it. */
+static void test_transfers_with_a_huge_root(void **state)
+{
+    static const bool kinds[KINDS] = {[K_ROOT] = true, [K_DUP] = true, [K_SLICE] = true, [K_COMP] = true,
+                                      [K_COMP_DUP] = true};
+    transfer_matrix(*state, (5u << 20) + 1000, 16, kinds, 2, 100000);
+}
+
+/* The relative calls keep refusing a buffer as its own source and destination. */
+static void test_relative_transfer_to_itself_is_refused(void **state)
+{
+    uint64_t seed = 7;
+    world w = world_new(*state, 48, 16, &seed);
+    misuse_capture_start();
+    for (int k = 0; k < KINDS; k++) {
+        bp_buf *b = w.kind[k];
+        size_t r = bp_reader_index(b), wi = bp_writer_index(b);
+        assert_int_equal(bp_write_buf(b, b, 1), BP_EINVAL);
+        assert_int_equal(bp_read_buf(b, b, 1), BP_EINVAL);
+        assert_int_equal(bp_reader_index(b), r);
+        assert_int_equal(bp_writer_index(b), wi);
+    }
+    misuse_capture_stop();
+    world_free(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -272,6 +499,10 @@ int main(void)
         BOTH(test_read_slice_and_copy, teardown),
         BOTH(test_view_errors, teardown),
         BOTH(test_views_are_recycled, teardown),
+        BOTH(test_transfers_between_buffers_sharing_memory, teardown),
+        BOTH(test_transfers_while_a_composite_consolidates, teardown),
+        BOTH(test_transfers_with_a_huge_root, teardown),
+        BOTH(test_relative_transfer_to_itself_is_refused, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
