@@ -246,8 +246,19 @@ BP_API int bp_allocator_purge(bp_allocator *a);
  * A tracked buffer still alive when its allocator is destroyed, when the process exits
  * (for the default allocator), or when bp_leak_report is called, is a leak. The report
  * names each leak once, grouped by allocation stack: how many buffers and bytes, the stack
- * with function names (and file:line when bytepool was built with libdw and the code has
- * debug information), and at the advanced levels the buffer's last accesses.
+ * with function names (and file:line when the code has debug information and libdw is
+ * there, see below), and at the advanced levels the buffer's last accesses.
+ *
+ * bytepool links no library for this: the first tracked buffer loads libunwind
+ * (libunwind.so.8; stacks are captured with glibc's backtrace(3), ~10x slower, without it)
+ * and the first report loads libdw (libdw.so.1; without it frames are named by dladdr(3):
+ * exported functions only, with their offsets, and a line of the report says why libdw
+ * could not be loaded). Nothing
+ * is loaded while leak detection is off, or for a build configured with BP_WITH_LIBUNWIND=OFF
+ * or BP_WITH_LIBDW=OFF (or without their headers). The environment variable
+ * BYTEPOOL_LEAK_SYMBOLIZER, read at the first report, chooses how frames are named: "libdw"
+ * (the default) or "dladdr" (never loads libdw); another value is named in the report and
+ * libdw is used.
  * ------------------------------------------------------------------------------------- */
 
 /* Where reports go: the whole report as one NUL-terminated text. NULL restores the

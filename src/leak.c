@@ -1,11 +1,20 @@
 /*
- * Leak records, reports and stack symbolization. Stacks are captured with libunwind's
- * unw_backtrace when bytepool was built with it (BP_HAVE_LIBUNWIND), otherwise with
- * backtrace(3): the same return addresses, but glibc's walk through libgcc's unwinder took
- * ~0.9 us for a 6-frame stack here against ~0.07 us (libunwind caches what it learns about
- * each frame), and every tracked buffer pays it. They are named with libdw (function and
- * file:line from debug information) when bytepool was built with it (BP_HAVE_LIBDW),
- * otherwise with dladdr(3) (exported function names).
+ * Leak records, reports and stack symbolization. bytepool links neither of the libraries
+ * that help here: each is loaded with dlopen the first time it is needed, its functions
+ * looked up with dlsym, and when it (or one of them) is missing the libc way is taken.
+ * Their headers, when bytepool is built with them, give only types and prototypes.
+ *
+ * Stacks are captured with libunwind's unw_backtrace (libunwind.so.8, loaded at the first
+ * tracked buffer) when bytepool was built with its header (BP_HAVE_LIBUNWIND), otherwise
+ * with backtrace(3): the same return addresses, but glibc's walk through libgcc's unwinder
+ * takes ~10x as long here (a tracked allocation and release ~8 us against ~0.8 us on a
+ * busy 2-core AMD EPYC; libunwind caches what it learns about each frame), and every
+ * tracked buffer pays it. They are named with
+ * libdw (libdw.so.1, loaded at the first report; function and file:line from debug
+ * information) when bytepool was built with its headers (BP_HAVE_LIBDW) and
+ * BYTEPOOL_LEAK_SYMBOLIZER does not say dladdr, otherwise with dladdr(3) (exported
+ * function names). A library once loaded stays loaded: libunwind's per-thread caches are
+ * freed by thread-exit destructors in its code.
  */
 #include "leak.h"
 
@@ -14,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #ifdef BP_HAVE_LIBDW
@@ -23,15 +33,77 @@
 #ifdef BP_HAVE_LIBUNWIND
 #  define UNW_LOCAL_ONLY
 #  include <libunwind.h>
+#endif
+
+/* ---- loading a library on need ---- */
+
+#if defined(BP_HAVE_LIBDW) || defined(BP_HAVE_LIBUNWIND)
+/* A function's name as the library exports it: the headers rename some (libunwind's
+ * unw_step is _ULx86_64_step), so the name is taken after macro expansion. */
+#define BP__SYMBOL_NAME(f) BP__SYMBOL_NAME_(f)
+#define BP__SYMBOL_NAME_(f) #f
+
+/* dlsym's answers are stored into function pointers (POSIX: they have the same size). */
+_Static_assert(sizeof(void *) == sizeof(void (*)(void)), "function pointers are not the size of void *");
+
+/* Opens `soname` and looks up n functions into syms. True when every one is there; false
+ * otherwise, with the library closed again and dlerror's reason in why. */
+static bool load_library(const char *soname, const char *const *names, void **syms, size_t n, char *why, size_t len)
+{
+    void *handle = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+    const char *error = NULL;
+    for (size_t i = 0; handle != NULL && i < n && error == NULL; i++) {
+        dlerror();
+        syms[i] = dlsym(handle, names[i]);
+        if (syms[i] == NULL) error = dlerror();
+    }
+    if (handle != NULL && error == NULL) return true;
+    if (handle == NULL) error = dlerror();
+    snprintf(why, len, "%s", error != NULL ? error : soname);
+    if (handle != NULL) dlclose(handle);
+    return false;
+}
+#endif
+
+/* ---- capturing stacks ---- */
+
+#ifdef BP_HAVE_LIBUNWIND
+/* The libunwind functions used. unw_tdep_getcontext is one of them on x86_64; elsewhere it
+ * is a macro that captures the registers in place. */
+#  ifdef __x86_64__
+#    define BP__UNW_GETCONTEXT(X) X(unw_tdep_getcontext)
+#  else
+#    define BP__UNW_GETCONTEXT(X)
+#  endif
+#  define BP__UNW_FUNCTIONS(X) X(unw_backtrace) X(unw_init_local) X(unw_get_reg) X(unw_step) BP__UNW_GETCONTEXT(X)
+#  define BP__UNW_MEMBER(f) __typeof__(f) *f;
+#  define BP__UNW_NAME(f) BP__SYMBOL_NAME(f),
+
+static struct {
+    BP__UNW_FUNCTIONS(BP__UNW_MEMBER)
+} unw;
+static bool unw_loaded;
+static pthread_once_t unw_once = PTHREAD_ONCE_INIT;
+
+static void load_libunwind(void)
+{
+    static const char *const names[] = {BP__UNW_FUNCTIONS(BP__UNW_NAME)};
+    void *syms[sizeof names / sizeof names[0]];
+    char why[256];
+    if (!load_library("libunwind.so.8", names, syms, sizeof names / sizeof names[0], why, sizeof why)) return;
+    size_t i = 0;
+#  define BP__UNW_SET(f) memcpy(&unw.f, &syms[i++], sizeof unw.f);
+    BP__UNW_FUNCTIONS(BP__UNW_SET)
+#  undef BP__UNW_SET
+    unw_loaded = true;
+}
 
 /* Present when the process runs under ThreadSanitizer. unw_backtrace keeps a per-thread
  * trace cache, freed by a thread-exit destructor that takes a lock after TSan has let go of
- * the thread: TSan's interceptor then crashes. (backtrace(3) is no way out: libunwind
- * defines it too, and a program linking libunwind gets that one.) Under TSan, stacks are
- * walked frame by frame with unw_step, which keeps no per-thread cache, one thread at a
- * time: libunwind's slow path reads a global signal mask that another thread's walk writes
- * under libunwind's own lock, which TSan reports as a race (a stress run of 6 threads found
- * it). */
+ * the thread: TSan's interceptor then crashes. Under TSan, stacks are walked frame by frame
+ * with unw_step, which keeps no per-thread cache, one thread at a time: libunwind's slow
+ * path reads a global signal mask that another thread's walk writes under libunwind's own
+ * lock, which TSan reports as a race (a stress run of 6 threads found it). */
 extern void __tsan_init(void) __attribute__((weak));
 static pthread_mutex_t tsan_walk_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -39,13 +111,18 @@ static int bp__leak_step_stack(void **frames, int max)
 {
     unw_context_t context;
     unw_cursor_t cursor;
-    if (unw_getcontext(&context) != 0 || unw_init_local(&cursor, &context) != 0) return 0;
+#  ifdef __x86_64__
+    if (unw.unw_tdep_getcontext(&context) != 0) return 0;
+#  else
+    if (unw_getcontext(&context) != 0) return 0;
+#  endif
+    if (unw.unw_init_local(&cursor, &context) != 0) return 0;
     int depth = 0;
     do {
         unw_word_t ip;
-        if (unw_get_reg(&cursor, UNW_REG_IP, &ip) != 0 || ip == 0) break;
+        if (unw.unw_get_reg(&cursor, UNW_REG_IP, &ip) != 0 || ip == 0) break;
         frames[depth++] = (void *)(uintptr_t)ip;
-    } while (depth < max && unw_step(&cursor) > 0);
+    } while (depth < max && unw.unw_step(&cursor) > 0);
     return depth;
 }
 #endif
@@ -55,17 +132,19 @@ static int bp__leak_step_stack(void **frames, int max)
 static int bp__leak_capture_stack(void **frames, int max)
 {
 #ifdef BP_HAVE_LIBUNWIND
-    if (__tsan_init != NULL) {
-        pthread_mutex_lock(&tsan_walk_lock);
-        int walked = bp__leak_step_stack(frames, max);
-        pthread_mutex_unlock(&tsan_walk_lock);
-        return walked;
+    pthread_once(&unw_once, load_libunwind);
+    if (unw_loaded) {
+        if (__tsan_init != NULL) {
+            pthread_mutex_lock(&tsan_walk_lock);
+            int walked = bp__leak_step_stack(frames, max);
+            pthread_mutex_unlock(&tsan_walk_lock);
+            return walked;
+        }
+        int depth = unw.unw_backtrace(frames, max);
+        return depth > 0 ? depth : 0;
     }
-    int depth = unw_backtrace(frames, max);
-    return depth > 0 ? depth : 0;
-#else
-    return backtrace(frames, max);
 #endif
+    return backtrace(frames, max);
 }
 
 /* ---- the sink ---- */
@@ -153,42 +232,151 @@ void bp__leak_note(bp__leak_tracker *t, bp__leak_record *r, const char *what, co
 
 /* ---- naming frames ---- */
 
-typedef struct symbolizer {
 #ifdef BP_HAVE_LIBDW
+/* The libdw functions used (looked up by these names in libdw.so.1). */
+#  define BP__DW_FUNCTIONS(X)                                                                \
+    X(dwfl_begin) X(dwfl_end) X(dwfl_report_begin) X(dwfl_report_end) X(dwfl_linux_proc_report) \
+    X(dwfl_linux_proc_find_elf) X(dwfl_standard_find_debuginfo) X(dwfl_addrmodule)            \
+    X(dwfl_module_addrname) X(dwfl_module_getsrc) X(dwfl_lineinfo) X(dwfl_module_info)        \
+    X(dwfl_module_addrdie) X(dwarf_getsrcfiles) X(dwarf_getscopes) X(dwarf_tag) X(dwarf_attr) \
+    X(dwarf_formudata) X(dwarf_filesrc)
+#  define BP__DW_MEMBER(f) __typeof__(f) *f;
+#  define BP__DW_NAME(f) BP__SYMBOL_NAME(f),
+typedef struct libdw_functions {
+    BP__DW_FUNCTIONS(BP__DW_MEMBER)
+} libdw_functions;
+#endif
+
+/* How frames are named: chosen, and libdw loaded, at the first report that names any (or
+ * again after bp__leak_symbolizer_reset); fixed from then on. */
+static struct {
+    pthread_mutex_t lock;
+    bool chosen;
+    bool with_libdw;
+    char note[384]; /* for the reports: a setting not understood, why frames lack file:line
+                       though libdw was wanted; else "" */
+    const char *soname;
+#ifdef BP_HAVE_LIBDW
+    libdw_functions dw;
+    Dwfl_Callbacks callbacks;
+#endif
+} naming = {.lock = PTHREAD_MUTEX_INITIALIZER, .soname = "libdw.so.1"};
+
+#ifdef BP_HAVE_LIBDW
+static bool load_libdw(char *why, size_t len)
+{
+    static const char *const names[] = {BP__DW_FUNCTIONS(BP__DW_NAME)};
+    void *syms[sizeof names / sizeof names[0]];
+    if (!load_library(naming.soname, names, syms, sizeof names / sizeof names[0], why, len)) return false;
+    size_t i = 0;
+#  define BP__DW_SET(f) memcpy(&naming.dw.f, &syms[i++], sizeof naming.dw.f);
+    BP__DW_FUNCTIONS(BP__DW_SET)
+#  undef BP__DW_SET
+    naming.callbacks = (Dwfl_Callbacks){
+        .find_elf = naming.dw.dwfl_linux_proc_find_elf,
+        .find_debuginfo = naming.dw.dwfl_standard_find_debuginfo,
+    };
+    return true;
+}
+#endif
+
+/* Chooses how frames are named (BYTEPOOL_LEAK_SYMBOLIZER: libdw, the default, or dladdr)
+ * and loads libdw for the former; true when frames get file:line. Called with naming.lock
+ * held. */
+static bool choose_naming(void)
+{
+    if (naming.chosen) return naming.with_libdw;
+    naming.chosen = true;
+    naming.with_libdw = false;
+    naming.note[0] = '\0';
+    const char *setting = getenv("BYTEPOOL_LEAK_SYMBOLIZER");
+    if (setting != NULL && strcasecmp(setting, "dladdr") == 0) return false;
+    const char *invalid = setting != NULL && setting[0] != '\0' && strcasecmp(setting, "libdw") != 0 ? setting : NULL;
+    char why[256] = "";
+#ifdef BP_HAVE_LIBDW
+    if (!load_libdw(why, sizeof why)) snprintf(naming.note, sizeof naming.note, "frames without file:line: %s", why);
+    else naming.with_libdw = true;
+#endif
+    if (invalid != NULL) {
+        snprintf(why, sizeof why, "%s", naming.note);
+        snprintf(naming.note, sizeof naming.note, "BYTEPOOL_LEAK_SYMBOLIZER=%.32s is neither libdw nor dladdr%s%s",
+                 invalid, why[0] != '\0' ? "; " : "", why);
+    }
+    return naming.with_libdw;
+}
+
+void bp__leak_symbolizer_reset(const char *soname)
+{
+    pthread_mutex_lock(&naming.lock);
+    naming.chosen = false;
+    naming.soname = soname != NULL ? soname : "libdw.so.1";
+    pthread_mutex_unlock(&naming.lock);
+}
+
+bool bp__leak_has_line_info(void)
+{
+    pthread_mutex_lock(&naming.lock);
+    bool with_libdw = choose_naming();
+    pthread_mutex_unlock(&naming.lock);
+    return with_libdw;
+}
+
+/* One report's view of the process: its modules as libdw found them (dwfl NULL: dladdr). */
+typedef struct symbolizer {
+    const char *note; /* naming.note */
+    void *own_base;   /* where libbytepool.so is loaded; NULL in the static library */
+#ifdef BP_HAVE_LIBDW
+    const libdw_functions *dw;
     Dwfl *dwfl;
-#else
-    int unused;
 #endif
 } symbolizer;
 
 static void symbolizer_open(symbolizer *s)
 {
+    pthread_mutex_lock(&naming.lock);
+    bool with_libdw = choose_naming();
+    pthread_mutex_unlock(&naming.lock);
+    s->note = naming.note;
+    s->own_base = NULL;
+#ifndef BP_STATIC_DEFINE
+    Dl_info self;
+    if (dladdr(&naming, &self) != 0) s->own_base = self.dli_fbase;
+#endif
 #ifdef BP_HAVE_LIBDW
-    static const Dwfl_Callbacks callbacks = {
-        .find_elf = dwfl_linux_proc_find_elf,
-        .find_debuginfo = dwfl_standard_find_debuginfo,
-    };
-    s->dwfl = dwfl_begin(&callbacks);
+    s->dw = &naming.dw;
+    s->dwfl = with_libdw ? s->dw->dwfl_begin(&naming.callbacks) : NULL;
     if (s->dwfl != NULL) {
-        dwfl_report_begin(s->dwfl);
-        if (dwfl_linux_proc_report(s->dwfl, getpid()) != 0 || dwfl_report_end(s->dwfl, NULL, NULL) != 0) {
-            dwfl_end(s->dwfl);
+        s->dw->dwfl_report_begin(s->dwfl);
+        if (s->dw->dwfl_linux_proc_report(s->dwfl, getpid()) != 0 ||
+            s->dw->dwfl_report_end(s->dwfl, NULL, NULL) != 0) {
+            s->dw->dwfl_end(s->dwfl);
             s->dwfl = NULL;
         }
     }
 #else
-    s->unused = 0;
+    (void)with_libdw;
 #endif
 }
 
 static void symbolizer_close(symbolizer *s)
 {
 #ifdef BP_HAVE_LIBDW
-    if (s->dwfl != NULL) dwfl_end(s->dwfl);
+    if (s->dwfl != NULL) s->dw->dwfl_end(s->dwfl);
 #else
     (void)s;
 #endif
 }
+
+/* A frame as a report shows it: "function (file:line)", "function (module)",
+ * "function+0x12 (module)" or "0x1234 (module+0x12)". `function` is NULL when neither libdw
+ * nor dladdr knows it (dladdr knows exported functions only); then `own_module` says
+ * whether the frame is in libbytepool.so (never for the static library, whose object also
+ * holds the program's code). */
+typedef struct frame_name {
+    char line[512];
+    const char *function;
+    bool own_module;
+} frame_name;
 
 #ifdef BP_HAVE_LIBDW
 static bool is_public_header(const char *file)
@@ -201,23 +389,24 @@ static bool is_public_header(const char *file)
  * it) would name the header's line; the line to show is where the program called it: the
  * call site of the innermost inlined scope that was called from outside the header. False
  * when the address is in no such scope or the debug information does not say. */
-static bool call_site_of_inline(Dwfl_Module *module, uintptr_t pc, const char **file, int *lineno)
+static bool call_site_of_inline(const libdw_functions *dw, Dwfl_Module *module, uintptr_t pc, const char **file,
+                                int *lineno)
 {
     Dwarf_Addr bias = 0;
-    Dwarf_Die *cu = dwfl_module_addrdie(module, pc, &bias);
+    Dwarf_Die *cu = dw->dwfl_module_addrdie(module, pc, &bias);
     Dwarf_Files *files = NULL;
-    if (cu == NULL || dwarf_getsrcfiles(cu, &files, NULL) != 0) return false;
+    if (cu == NULL || dw->dwarf_getsrcfiles(cu, &files, NULL) != 0) return false;
     Dwarf_Die *scopes = NULL;
-    int n = dwarf_getscopes(cu, pc - bias, &scopes);
+    int n = dw->dwarf_getscopes(cu, pc - bias, &scopes);
     bool found = false;
     for (int i = 0; i < n && !found; i++) { /* innermost first */
-        if (dwarf_tag(&scopes[i]) != DW_TAG_inlined_subroutine) continue;
+        if (dw->dwarf_tag(&scopes[i]) != DW_TAG_inlined_subroutine) continue;
         Dwarf_Attribute attr;
         Dwarf_Word file_index = 0, line = 0;
-        if (dwarf_formudata(dwarf_attr(&scopes[i], DW_AT_call_file, &attr), &file_index) != 0 ||
-            dwarf_formudata(dwarf_attr(&scopes[i], DW_AT_call_line, &attr), &line) != 0)
+        if (dw->dwarf_formudata(dw->dwarf_attr(&scopes[i], DW_AT_call_file, &attr), &file_index) != 0 ||
+            dw->dwarf_formudata(dw->dwarf_attr(&scopes[i], DW_AT_call_line, &attr), &line) != 0)
             continue;
-        const char *name = dwarf_filesrc(files, file_index, NULL, NULL);
+        const char *name = dw->dwarf_filesrc(files, file_index, NULL, NULL);
         if (name == NULL || is_public_header(name)) continue; /* called from the header itself */
         *file = name;
         *lineno = (int)line;
@@ -226,53 +415,46 @@ static bool call_site_of_inline(Dwfl_Module *module, uintptr_t pc, const char **
     free(scopes);
     return found;
 }
+
+/* Names the function at pc through libdw; false when it does not know it. */
+static bool name_frame_with_libdw(symbolizer *s, uintptr_t pc, char *out, size_t len, const char **function)
+{
+    const libdw_functions *dw = s->dw;
+    Dwfl_Module *module = dw->dwfl_addrmodule(s->dwfl, pc);
+    const char *name = module != NULL ? dw->dwfl_module_addrname(module, pc) : NULL;
+    if (name == NULL) return false;
+    Dwfl_Line *line = dw->dwfl_module_getsrc(module, pc);
+    int lineno = 0;
+    const char *file = line != NULL ? dw->dwfl_lineinfo(line, NULL, &lineno, NULL, NULL, NULL) : NULL;
+    if (file != NULL && is_public_header(file)) call_site_of_inline(dw, module, pc, &file, &lineno);
+    *function = name;
+    if (file != NULL) snprintf(out, len, "%s (%s:%d)", name, file, lineno);
+    else snprintf(out, len, "%s (%s)", name, dw->dwfl_module_info(module, NULL, NULL, NULL, NULL, NULL, NULL, NULL));
+    return true;
+}
 #endif
 
-/* "function (file:line)" or "function+0x12 (module)"; returns the function name's start in
- * `out` so callers can recognise bytepool's own frames. */
-static void name_frame(symbolizer *s, void *address, char *out, size_t len, const char **function)
+static void name_frame(symbolizer *s, void *address, frame_name *name)
 {
     /* A return address points past the call; look up the call itself. */
     uintptr_t pc = (uintptr_t)address - 1;
-    *function = NULL;
+    name->function = NULL;
+    name->own_module = false;
 #ifdef BP_HAVE_LIBDW
-    if (s->dwfl != NULL) {
-        Dwfl_Module *module = dwfl_addrmodule(s->dwfl, pc);
-        const char *name = module != NULL ? dwfl_module_addrname(module, pc) : NULL;
-        Dwfl_Line *line = module != NULL ? dwfl_module_getsrc(module, pc) : NULL;
-        int lineno = 0;
-        const char *file = line != NULL ? dwfl_lineinfo(line, NULL, &lineno, NULL, NULL, NULL) : NULL;
-        if (file != NULL && is_public_header(file)) call_site_of_inline(module, pc, &file, &lineno);
-        if (name != NULL) {
-            *function = name;
-            if (file != NULL) snprintf(out, len, "%s (%s:%d)", name, file, lineno);
-            else snprintf(out, len, "%s (%s)", name, dwfl_module_info(module, NULL, NULL, NULL, NULL, NULL, NULL, NULL));
-            return;
-        }
-    }
-#else
-    (void)s;
+    if (s->dwfl != NULL && name_frame_with_libdw(s, pc, name->line, sizeof name->line, &name->function)) return;
 #endif
     Dl_info info;
-    if (dladdr((void *)pc, &info) != 0 && info.dli_sname != NULL) {
-        *function = info.dli_sname;
-        snprintf(out, len, "%s+0x%lx (%s)", info.dli_sname, (unsigned long)(pc - (uintptr_t)info.dli_saddr),
-                 info.dli_fname ? info.dli_fname : "?");
-    } else if (dladdr((void *)pc, &info) != 0) {
-        snprintf(out, len, "%p (%s+0x%lx)", address, info.dli_fname ? info.dli_fname : "?",
-                 (unsigned long)(pc - (uintptr_t)info.dli_fbase));
+    if (dladdr((void *)pc, &info) == 0) {
+        snprintf(name->line, sizeof name->line, "%p", address);
+    } else if (info.dli_sname != NULL) {
+        name->function = info.dli_sname;
+        snprintf(name->line, sizeof name->line, "%s+0x%lx (%s)", info.dli_sname,
+                 (unsigned long)(pc - (uintptr_t)info.dli_saddr), info.dli_fname ? info.dli_fname : "?");
     } else {
-        snprintf(out, len, "%p", address);
+        name->own_module = info.dli_fbase == s->own_base;
+        snprintf(name->line, sizeof name->line, "%p (%s+0x%lx)", address, info.dli_fname ? info.dli_fname : "?",
+                 (unsigned long)(pc - (uintptr_t)info.dli_fbase));
     }
-}
-
-bool bp__leak_has_line_info(void)
-{
-#ifdef BP_HAVE_LIBDW
-    return true;
-#else
-    return false;
-#endif
 }
 
 /* ---- reports ---- */
@@ -305,22 +487,28 @@ static void text_add(text *t, const char *fmt, ...)
     }
 }
 
-/* Prints a stack, leaving out the frames of bytepool and of backtrace() at the top and the
- * C runtime's at the bottom. */
+/* Whether a frame is bytepool's own or backtrace()'s (sanitizers intercept it). Without
+ * libdw, bytepool's internal functions have no name, but in libbytepool.so their object
+ * tells. */
+static bool is_library_frame(const frame_name *f)
+{
+    if (f->function == NULL) return f->own_module;
+    return strncmp(f->function, "bp_", 3) == 0 || strstr(f->function, "backtrace") != NULL;
+}
+
+/* Prints a stack, leaving out the library's frames at the top and the C runtime's at the
+ * bottom. */
 static void add_stack(text *out, symbolizer *s, void *const *frames, int depth)
 {
     int shown = 0;
     bool in_library = true;
     for (int i = 0; i < depth; i++) {
-        char line[512];
-        const char *function;
-        name_frame(s, frames[i], line, sizeof line, &function);
-        /* Leading frames of bytepool itself, or of backtrace() (sanitizers intercept it). */
-        if (in_library && function != NULL && (strncmp(function, "bp_", 3) == 0 || strstr(function, "backtrace") != NULL))
-            continue;
+        frame_name name;
+        name_frame(s, frames[i], &name);
+        if (in_library && is_library_frame(&name)) continue;
         in_library = false;
-        if (function != NULL && strncmp(function, "__libc_start", 12) == 0) break;
-        text_add(out, "    #%d %s\n", shown++, line);
+        if (name.function != NULL && strncmp(name.function, "__libc_start", 12) == 0) break;
+        text_add(out, "    #%d %s\n", shown++, name.line);
     }
 }
 
@@ -377,6 +565,7 @@ long bp__leak_report(bp__leak_tracker *t)
     else
         text_add(&out, "bytepool LEAK: %zu buffer%s never released (paranoid leak detection).\n", n,
                  n == 1 ? " was" : "s were");
+    if (s.note[0] != '\0') text_add(&out, "  (%s)\n", s.note);
     for (size_t i = 0; i < n;) {
         size_t j = i, bytes = 0;
         while (j < n && by_stack_text(&named[i], &named[j]) == 0) bytes += named[j++].record->capacity;

@@ -58,7 +58,14 @@ BP_NOINLINE void bp__leak_note(bp__leak_tracker *t, bp__leak_record *r, const ch
 /* Writes one report of the records not reported yet to the sink; returns how many. */
 long bp__leak_report(bp__leak_tracker *t);
 
-/* Whether stacks are symbolized with file:line (built with libdw). */
+/* Whether reports name frames with file:line: bytepool was built with libdw's headers,
+ * BYTEPOOL_LEAK_SYMBOLIZER does not say dladdr and libdw loaded with every function used.
+ * Makes that choice (loading libdw) if no report has yet. */
 bool bp__leak_has_line_info(void);
+
+/* Forgets how frames are named: the next report (or bp__leak_has_line_info) reads
+ * BYTEPOOL_LEAK_SYMBOLIZER again and loads `soname` as libdw (NULL: libdw.so.1). For tests,
+ * while no report runs. */
+void bp__leak_symbolizer_reset(const char *soname);
 
 #endif

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Installs the build into a temporary prefix and builds two consumers of the installed
-# library, one through pkg-config and one through the CMake package, then runs them.
-# Usage: install_test.sh BUILD_DIR C_COMPILER
+# Installs the build into a temporary prefix and builds consumers of the installed library
+# through pkg-config (shared and static) and through the CMake package, then runs them.
+# Checks that the library depends on libc and pthreads only: libdw and libunwind, which leak
+# detection loads when it needs them, appear in no link line, flag or package file; and
+# that a leak report from the installed library still names file:line (with libdw) or
+# function names (dladdr).
+# Usage: install_test.sh BUILD_DIR C_COMPILER [LIBDW_HEADERS_FOUND]
 set -euo pipefail
 build=$1
 cc=$2
+with_libdw=${3:-OFF}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 prefix="$tmp/prefix"
@@ -32,12 +37,75 @@ libdir=$(pkg-config --variable=libdir bytepool)
 [ -f "$libdir/libbytepool.a" ] || { echo "no static library in $libdir"; exit 1; }
 [ -f "$(pkg-config --variable=includedir bytepool)/bytepool.h" ] || { echo "no header"; exit 1; }
 
+foreign='libdw|libunwind|libelf|liblzma|libbz2|libz\.'
+fail() { echo "install test: $*"; exit 1; }
+
+# The shared library needs nothing but libc (and, before glibc 2.34, libpthread and libdl),
+# and calls no libdw or libunwind function directly.
+needed=$(readelf -d "$libdir/libbytepool.so" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
+if printf '%s\n' "$needed" | grep -Ev '^(libc|libpthread|libdl|ld-linux.*)\.so' | grep . >/dev/null; then
+  fail "libbytepool.so needs more than libc: $(echo $needed)"
+fi
+deps=$(ldd "$libdir/libbytepool.so")
+if printf '%s\n' "$deps" | grep -E "$foreign" >/dev/null; then fail "ldd libbytepool.so lists: $deps"; fi
+undefined=$(nm -u "$libdir/libbytepool.so"; nm -u "$libdir/libbytepool.a" 2>/dev/null)
+if printf '%s\n' "$undefined" | grep -E ' (dwfl_|dwarf_|elf_|unw_|_U)' >/dev/null; then
+  fail "undefined libdw/libunwind symbols: $(printf '%s\n' "$undefined" | grep -E ' (dwfl_|dwarf_|elf_|unw_|_U)' | sort -u | tr '\n' ' ')"
+fi
+
+# pkg-config: bytepool's own -I, -L and -l, plus -pthread (and -ldl where dlopen is not
+# in libc), for shared and static linking alike.
+includedir=$(pkg-config --variable=includedir bytepool)
+same_dir() { [ -d "$1" ] && [ "$(cd "$1" && pwd -P)" = "$(cd "$2" && pwd -P)" ]; }
+for flag in $(pkg-config --cflags --libs --static bytepool); do
+  case $flag in
+    -I*) same_dir "${flag#-I}" "$includedir" || fail "pkg-config --cflags has a foreign $flag" ;;
+    -L*) same_dir "${flag#-L}" "$libdir" || fail "pkg-config --libs has a foreign $flag" ;;
+    -lbytepool | -pthread | -ldl) ;;
+    *) fail "pkg-config --cflags --libs --static has a foreign flag: $flag" ;;
+  esac
+done
+# The installed CMake package names no library but bytepool's and Threads.
+cmakedir=$(dirname "$(find "$prefix" -name bytepoolTargets.cmake)")
+if grep -En "$foreign" "$cmakedir"/*.cmake >/dev/null; then
+  fail "CMake package files name foreign libraries: $(grep -En "$foreign" "$cmakedir"/*.cmake)"
+fi
+
 # pkg-config, shared
 "$cc" "$tmp/consumer.c" -o "$tmp/shared" $(pkg-config --cflags --libs bytepool) -Wl,-rpath,"$libdir"
 "$tmp/shared"
 # pkg-config, static
 "$cc" "$tmp/consumer.c" -o "$tmp/static" -DBP_STATIC_DEFINE $(pkg-config --cflags bytepool) "$libdir/libbytepool.a" $(pkg-config --static --libs-only-l --libs-only-other bytepool | sed "s/-lbytepool//")
 "$tmp/static"
+# static, with nothing but -lbytepool -pthread
+"$cc" "$tmp/consumer.c" -o "$tmp/static-plain" -DBP_STATIC_DEFINE -I"$includedir" -L"$libdir" \
+  -Wl,-Bstatic -lbytepool -Wl,-Bdynamic -pthread
+"$tmp/static-plain"
+
+# A leak report from the installed shared library, in a program linked without libdw:
+# frame #0 is the program's function, with its file:line when libdw is there (loaded at the
+# report) and with its name when frames are named by dladdr (the program exports it).
+cat > "$tmp/leak.c" <<'C'
+#include <bytepool.h>
+__attribute__((noinline)) bp_buf *leak_here(bp_allocator *a)
+{
+    bp_buf *b = bp_alloc(a, 100); /* line 4 */
+    __asm__ volatile("" ::: "memory");
+    return b;
+}
+int main(void) { return leak_here(bp_allocator_default()) != NULL ? 0 : 1; }
+C
+aranges=$("$cc" -gdwarf-aranges -x c -c /dev/null -o /dev/null 2>/dev/null && echo -gdwarf-aranges || true)
+"$cc" -g $aranges -O1 -rdynamic "$tmp/leak.c" -o "$tmp/leak" $(pkg-config --cflags --libs bytepool) -Wl,-rpath,"$libdir"
+if ldd "$tmp/leak" | grep -E "$foreign" >/dev/null; then fail "the leaking program links: $(ldd "$tmp/leak")"; fi
+BYTEPOOL_LEAK_DETECTION=paranoid BYTEPOOL_LEAK_SYMBOLIZER=dladdr "$tmp/leak" 2>"$tmp/leak-dladdr.txt"
+grep -F -A1 "1 buffer (100 bytes) allocated at:" "$tmp/leak-dladdr.txt" | grep -E '^    #0 leak_here\+0x' >/dev/null \
+  || fail "report with dladdr:" "$(cat "$tmp/leak-dladdr.txt")"
+if [ "$with_libdw" = ON ]; then
+  BYTEPOOL_LEAK_DETECTION=paranoid "$tmp/leak" 2>"$tmp/leak-libdw.txt"
+  grep -F -A1 "1 buffer (100 bytes) allocated at:" "$tmp/leak-libdw.txt" | grep -E '^    #0 leak_here \(.*leak\.c:4\)$' >/dev/null \
+    || fail "report with libdw:" "$(cat "$tmp/leak-libdw.txt")"
+fi
 # only the API is exported from the shared library (nm's output is kept whole: `grep -q`
 # in a pipe would end nm early, and pipefail would call that a failure)
 exported=$(nm -D --defined-only "$libdir/libbytepool.so" | awk '{print $3}')
@@ -60,4 +128,4 @@ CC="$cc" cmake -S "$tmp/cmake-consumer" -B "$tmp/cmake-consumer/build" -DCMAKE_P
   -DCMAKE_BUILD_RPATH="$libdir" >/dev/null
 cmake --build "$tmp/cmake-consumer/build" >/dev/null
 "$tmp/cmake-consumer/build/consumer"
-echo "install test: 3 consumers built and ran"
+echo "install test: 5 consumers built and ran; the library links libc and pthreads only"

@@ -1,12 +1,18 @@
 /* Leak detection: reports with the right stacks, deduplicated, once; nothing for a clean
- * run; access records and hints; sampling; the default allocator at exit. */
+ * run; access records and hints; sampling; the default allocator at exit; the helper
+ * libraries loaded only when needed, and reports without libdw.
+ *
+ * The functions whose names a report shows are not static: when frames are named by dladdr
+ * (the leak_dladdr entry runs every test so), only exported functions have names. */
 #include "test_util.h"
 
 #include "leak.h"
 #include "tcache.h"
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -53,7 +59,7 @@ static bp_allocator *allocator_at(unsigned level, unsigned interval)
 
 static int leaky_function_line; /* the line of its bp_alloc, which the report names */
 
-static __attribute__((noinline)) bp_buf *leaky_function(bp_allocator *a)
+__attribute__((noinline)) bp_buf *leaky_function(bp_allocator *a)
 {
     leaky_function_line = __LINE__ + 1;
     bp_buf *b = bp_alloc(a, 256);
@@ -61,7 +67,7 @@ static __attribute__((noinline)) bp_buf *leaky_function(bp_allocator *a)
     return b;
 }
 
-static __attribute__((noinline)) bp_buf *another_leak(bp_allocator *a)
+__attribute__((noinline)) bp_buf *another_leak(bp_allocator *a)
 {
     bp_buf *b = bp_alloc(a, 1000);
     NO_TAIL_CALL();
@@ -73,24 +79,110 @@ static void expect_in_report(const char *needle)
     if (strstr(report, needle) == NULL) fail_msg("report lacks \"%s\":\n%s", needle, report);
 }
 
+/* Whether this run's reports should name file:line: bytepool was built with libdw's headers
+ * and BYTEPOOL_LEAK_SYMBOLIZER does not ask for dladdr (libdw itself is installed where
+ * libdw-dev is). */
+static bool libdw_expected(void)
+{
+#ifdef BP_HAVE_LIBDW
+    const char *setting = getenv("BYTEPOOL_LEAK_SYMBOLIZER");
+    return setting == NULL || strcasecmp(setting, "dladdr") != 0;
+#else
+    return false;
+#endif
+}
+
 static void expect_line(const char *file_line)
 {
-    if (!bp__leak_has_line_info()) return; /* built without libdw: names only */
+    assert_int_equal(bp__leak_has_line_info(), libdw_expected());
+    if (!libdw_expected()) return; /* names only */
     if (strstr(report, file_line) == NULL) fail_msg("report lacks %s:\n%s", file_line, report);
 }
 
-static void test_leaks_are_reported_once_with_their_stacks(void **state)
+/* Expects the stack that follows `header` in `text` to begin at `function`: "#0 function ("
+ * with libdw; with dladdr "function+0x", after nothing but the unnamed frames of bytepool's
+ * internal functions (dladdr cannot name them in the static library the tests link). */
+static void expect_stack_from(const char *text, const char *header, const char *function, bool line_info)
+{
+    const char *at = strstr(text, header);
+    if (at == NULL) fail_msg("report lacks \"%s\":\n%s", header, text);
+    at += strlen(header);
+    char frame[128];
+    if (line_info) {
+        snprintf(frame, sizeof frame, "\n    #0 %s (", function);
+        if (strncmp(at, frame, strlen(frame)) != 0) fail_msg("%s not first after \"%s\":\n%s", function, header, text);
+        return;
+    }
+    for (int k = 0;; k++) {
+        snprintf(frame, sizeof frame, "\n    #%d %s+0x", k, function);
+        if (strncmp(at, frame, strlen(frame)) == 0) return;
+        snprintf(frame, sizeof frame, "\n    #%d 0x", k);
+        if (strncmp(at, frame, strlen(frame)) != 0) fail_msg("no %s after \"%s\":\n%s", function, header, text);
+        at = strchr(at + 1, '\n');
+        if (at == NULL) fail_msg("no %s after \"%s\":\n%s", function, header, text);
+    }
+}
+
+static void expect_stack(const char *header, const char *function)
+{
+    expect_stack_from(report, header, function, bp__leak_has_line_info());
+}
+
+/* Whether the library `soname` is loaded in this process (dlopen loads nothing here). */
+static bool is_loaded(const char *soname)
+{
+    void *handle = dlopen(soname, RTLD_NOW | RTLD_NOLOAD);
+    if (handle != NULL) dlclose(handle);
+    return handle != NULL;
+}
+
+#ifdef BP_HAVE_LIBUNWIND
+#  define LIBUNWIND_EXPECTED true
+#else
+#  define LIBUNWIND_EXPECTED false
+#endif
+
+/* Runs first: nothing in this process has tracked a buffer or named a frame before. The
+ * program links neither library; bytepool loads libunwind at the first tracked buffer and
+ * libdw at the first report that names frames, and not at all when it is not to use them. */
+static void test_libraries_load_on_need(void **state)
+{
+    (void)state;
+    assert_false(is_loaded("libunwind.so.8"));
+    assert_false(is_loaded("libdw.so.1"));
+    bp_allocator *a = allocator_at(BP_LEAK_DISABLED, 1);
+    for (int i = 0; i < 100; i++) assert_non_null(leaky_function(a));
+    assert_int_equal(bp_leak_report(a), 0);
+    bp_allocator_destroy(a);
+    a = allocator_at(BP_LEAK_PARANOID, 1);
+    assert_false(is_loaded("libunwind.so.8")); /* detection on, nothing tracked yet */
+    assert_int_equal(bp_release(leaky_function(a)), 1);
+    assert_int_equal(bp_leak_report(a), 0); /* nothing to name */
+    assert_int_equal(is_loaded("libunwind.so.8"), LIBUNWIND_EXPECTED);
+    assert_false(is_loaded("libdw.so.1"));
+    assert_non_null(leaky_function(a));
+    assert_int_equal(bp_leak_report(a), 1);
+    assert_int_equal(is_loaded("libdw.so.1"), libdw_expected());
+    char leak_line[32];
+    snprintf(leak_line, sizeof leak_line, "test_leak.c:%d)", leaky_function_line);
+    expect_line(leak_line);
+    expect_stack("1 buffer (256 bytes) allocated at:", "leaky_function");
+    bp_allocator_destroy(a);
+}
+
+void test_leaks_are_reported_once_with_their_stacks(void **state)
 {
     (void)state;
     bp_allocator *a = allocator_at(BP_LEAK_PARANOID, 128);
-    for (int i = 0; i < 3; i++) assert_non_null(leaky_function(a));
+    volatile int three = 3; /* a loop the compiler keeps: one call site, one stack with dladdr too */
+    for (int i = 0; i < three; i++) assert_non_null(leaky_function(a));
     assert_non_null(another_leak(a));
     bp_release(leaky_function(a)); /* released: not a leak */
     assert_int_equal(bp_leak_report(a), 4);
     assert_int_equal(reports, 1);
     expect_in_report("bytepool LEAK: 4 buffers were never released (paranoid leak detection)");
-    expect_in_report("3 buffers (768 bytes) allocated at:\n    #0 leaky_function");
-    expect_in_report("1 buffer (1000 bytes) allocated at:\n    #0 another_leak");
+    expect_stack("3 buffers (768 bytes) allocated at:", "leaky_function");
+    expect_stack("1 buffer (1000 bytes) allocated at:", "another_leak");
     char leak_line_a[32];
     snprintf(leak_line_a, sizeof leak_line_a, "test_leak.c:%d)", leaky_function_line);
     expect_line(leak_line_a);
@@ -120,7 +212,7 @@ static void test_clean_program_reports_nothing(void **state)
     assert_string_equal(report, "");
 }
 
-static __attribute__((noinline)) void decode(bp_buf *b)
+__attribute__((noinline)) void decode(bp_buf *b)
 {
     bp_touch(b, "decoded a frame");
     NO_TAIL_CALL();
@@ -138,7 +230,7 @@ static void test_advanced_records_accesses_and_hints(void **state)
     assert_int_equal(reports, 1);
     expect_in_report("1 buffer (64 bytes) allocated at:");
     expect_in_report("access 1 of 3: retain");
-    expect_in_report("access 2 of 3: touch, hint: decoded a frame\n    #0 decode");
+    expect_stack("access 2 of 3: touch, hint: decoded a frame", "decode");
     expect_in_report("access 3 of 3: release");
 }
 
@@ -214,7 +306,7 @@ static void test_sampling_counts_fast_allocations(void **state)
 /* A loop that allocates two buffers a turn and leaks the second: sampled every 128th buffer
  * exactly, only first buffers would ever be tracked and the leak never seen; at random gaps
  * about half the samples land on it. */
-static __attribute__((noinline)) void allocate_pairs_leaking_the_second(bp_allocator *a, int turns)
+__attribute__((noinline)) void allocate_pairs_leaking_the_second(bp_allocator *a, int turns)
 {
     for (int i = 0; i < turns; i++) {
         bp_buf *kept = bp_alloc(a, 64);
@@ -301,12 +393,116 @@ static void test_default_allocator_reports_at_exit(void **state)
     char err[8192];
     assert_int_equal(exit_code(run_child(leak_from_default_allocator_then_exit, err, sizeof err)), 0);
     assert_non_null(strstr(err, "bytepool LEAK: 1 buffer was never released"));
-    assert_non_null(strstr(err, "#0 leaky_function"));
+    expect_stack_from(err, "1 buffer (256 bytes) allocated at:", "leaky_function", libdw_expected());
+}
+
+/* Sets BYTEPOOL_LEAK_SYMBOLIZER (NULL: unsets it) and makes bytepool choose again, loading
+ * `soname` as libdw; returns the previous setting (static storage) for restore_naming. */
+static const char *set_naming(const char *setting, const char *soname)
+{
+    static char previous[64];
+    const char *now = getenv("BYTEPOOL_LEAK_SYMBOLIZER");
+    snprintf(previous, sizeof previous, "%s", now != NULL ? now : "");
+    if (setting != NULL) setenv("BYTEPOOL_LEAK_SYMBOLIZER", setting, 1);
+    else unsetenv("BYTEPOOL_LEAK_SYMBOLIZER");
+    bp__leak_symbolizer_reset(soname);
+    return now != NULL ? previous : NULL;
+}
+
+static void restore_naming(const char *previous)
+{
+    set_naming(previous, NULL);
+    assert_int_equal(bp__leak_has_line_info(), libdw_expected());
+}
+
+/* One leak from leaky_function, reported; returns the count. */
+__attribute__((noinline)) long report_one_leak(void)
+{
+    bp_allocator *a = allocator_at(BP_LEAK_PARANOID, 1);
+    assert_non_null(leaky_function(a));
+    long n = bp_leak_report(a);
+    bp_allocator_destroy(a);
+    return n;
+}
+
+/* Without libdw, frames are named by dladdr: exported functions with their offsets, no
+ * file:line, and bytepool's own frames (unnamed but for the exported ones) still left out.
+ * The report says why there is no file:line. */
+void test_report_without_libdw_names_exported_functions(void **state)
+{
+    (void)state;
+    const char *previous = set_naming(NULL, "libbytepool-test-no-such-library.so.1");
+    assert_false(bp__leak_has_line_info());
+    assert_int_equal(report_one_leak(), 1);
+    expect_in_report("bytepool LEAK: 1 buffer was never released (paranoid leak detection).\n");
+    expect_stack("1 buffer (256 bytes) allocated at:", "leaky_function");
+    const char *leaky = strstr(report, " leaky_function+0x");
+    const char *caller = strstr(report, " report_one_leak+0x");
+    const char *test = strstr(report, " test_report_without_libdw_names_exported_functions+0x");
+    if (caller == NULL || test == NULL || !(leaky < caller && caller < test))
+        fail_msg("report lacks the callers' names in order:\n%s", report);
+    assert_null(strstr(report, "test_leak.c:"));
+    assert_null(strstr(report, "bp_"));
+#ifdef BP_HAVE_LIBDW
+    expect_in_report("\n  (frames without file:line: libbytepool-test-no-such-library.so.1: cannot open shared object file");
+#else
+    assert_null(strstr(report, "frames without file:line"));
+#endif
+    restore_naming(previous);
+}
+
+/* A libdw that lacks a function bytepool uses is not used at all (libc stands in for it). */
+static void test_report_when_libdw_lacks_a_function(void **state)
+{
+    (void)state;
+    const char *previous = set_naming("libdw", "libc.so.6");
+    assert_false(bp__leak_has_line_info());
+    assert_int_equal(report_one_leak(), 1);
+    expect_stack("1 buffer (256 bytes) allocated at:", "leaky_function");
+    assert_null(strstr(report, "test_leak.c:"));
+#ifdef BP_HAVE_LIBDW
+    expect_in_report("\n  (frames without file:line: ");
+    expect_in_report("undefined symbol: dwfl_begin)\n");
+#endif
+    restore_naming(previous);
+}
+
+/* BYTEPOOL_LEAK_SYMBOLIZER: dladdr never loads libdw and says nothing about it; libdw (any
+ * case) is the default; anything else is named in the report and libdw is used. */
+static void test_symbolizer_setting(void **state)
+{
+    (void)state;
+    const char *previous = set_naming("DLADDR", "libbytepool-test-no-such-library.so.1");
+    assert_false(bp__leak_has_line_info());
+    assert_int_equal(report_one_leak(), 1);
+    expect_stack("1 buffer (256 bytes) allocated at:", "leaky_function");
+    assert_null(strstr(report, "\n  (")); /* asked for: no note */
+    set_naming("LibDW", NULL);
+    assert_int_equal(report_one_leak(), 1);
+    assert_null(strstr(report, "\n  ("));
+#ifdef BP_HAVE_LIBDW
+    assert_true(bp__leak_has_line_info());
+    expect_stack("1 buffer (256 bytes) allocated at:", "leaky_function");
+    expect_in_report("test_leak.c:");
+#endif
+    set_naming("addr2line", NULL);
+    assert_int_equal(report_one_leak(), 1);
+    expect_in_report("\n  (BYTEPOOL_LEAK_SYMBOLIZER=addr2line is neither libdw nor dladdr)\n");
+    set_naming("addr2line", "libbytepool-test-no-such-library.so.1");
+    assert_int_equal(report_one_leak(), 1);
+#ifdef BP_HAVE_LIBDW
+    expect_in_report("\n  (BYTEPOOL_LEAK_SYMBOLIZER=addr2line is neither libdw nor dladdr; frames without file:line: "
+                     "libbytepool-test-no-such-library.so.1: cannot open shared object file");
+#else
+    expect_in_report("\n  (BYTEPOOL_LEAK_SYMBOLIZER=addr2line is neither libdw nor dladdr)\n");
+#endif
+    restore_naming(previous);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_libraries_load_on_need, setup, teardown), /* first */
         cmocka_unit_test_setup_teardown(test_leaks_are_reported_once_with_their_stacks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_clean_program_reports_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_advanced_records_accesses_and_hints, setup, teardown),
@@ -317,6 +513,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_touch_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leak_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_default_allocator_reports_at_exit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_report_without_libdw_names_exported_functions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_report_when_libdw_lacks_a_function, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_symbolizer_setting, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
