@@ -30,8 +30,16 @@
  *   bp_buf is not synchronised: one thread at a time may read or change its indices and
  *   contents. bp_retain / bp_release are atomic and may be called from any thread.
  * - A use after release is detected as long as the bp_buf object has not been handed out
- *   again: like Netty, bytepool recycles bp_buf objects, so a stale pointer to a recycled
- *   buffer names someone else's buffer. Do not keep pointers past bp_release.
+ *   again: like Netty, bytepool recycles bp_buf objects, so a stale pointer to a buffer you
+ *   released yourself (a root, a composite, a view; a plain view also once freed or gone
+ *   with its original) names whoever gets the object next, and calls through it act on
+ *   that buffer. Do not keep pointers past bp_release.
+ *   What views and composites keep is checked past recycling: each records the generation
+ *   of the buffers it shows, holds or contains, and a bp_buf object's generation changes
+ *   whenever a buffer so recorded ends (64 bits: it does not wrap). So a view whose
+ *   original (or, for a retained view, its parent) was released behind its back, and a
+ *   composite whose component was, fail every call with BP_EFREED - also once the object
+ *   is someone else's buffer - and never read, write or release that buffer.
  */
 #ifndef BYTEPOOL_H
 #define BYTEPOOL_H
@@ -73,6 +81,7 @@ extern "C" {
     XX(EREFCNT, -7, "reference count would overflow or drop below zero")                   \
     XX(EOF, -8, "end of stream")                                                           \
     XX(EIO, -9, "I/O error (errno tells which)")                                           \
+    XX(ESHARED, -10, "buffer's bytes are shared (reference count above 1, or live views)")  \
     XX(ETOOLONG, -11, "frame longer than the decoder's maximum")                           \
     XX(ECORRUPT, -12, "malformed frame")                                                   \
     XX(EFULL, -13, "input holds its maximum of unread bytes")
@@ -93,9 +102,11 @@ BP_API const char *bp_err_name(int err);
 
 /* Misuse handler: called (before the failing function returns its error) for every misuse
  * detected through the API: BP_EINVAL, BP_EFREED, BP_ERANGE, BP_ECAPACITY, BP_EOVERFLOW,
- * BP_EREFCNT. Not called for BP_ENOMEM, BP_EOF, BP_EIO, BP_ETOOLONG, BP_ECORRUPT or
- * BP_EFULL, which are not misuse (the last three come from a peer's bytes). `func` is the
- * public function that detected it, `message` a one-line description with the values involved. */
+ * BP_EREFCNT. Not called for BP_ENOMEM, BP_EOF, BP_EIO, BP_ESHARED, BP_ETOOLONG,
+ * BP_ECORRUPT or BP_EFULL, which are not misuse (BP_ESHARED: a discard refused while other
+ * holders share the bytes, which servers try opportunistically; the last three come from a
+ * peer's bytes). `func` is the public function that detected it, `message` a one-line
+ * description with the values involved. */
 typedef void (*bp_misuse_handler)(int err, const char *func, const char *message,
                                   void *user_data);
 
@@ -327,6 +338,8 @@ typedef struct bp_allocator_stats {
     size_t arena_cached_runs;    /* freed runs the arenas hold back from their chunks
                                     (run_cache_size) */
     size_t arena_cached_run_bytes; /* their bytes (not active, but out of the chunks) */
+    uint64_t active_views;    /* live views (plain and retained; not counted in
+                                 active_buffers): each holds a bp_buf object until it ends */
 } bp_allocator_stats;
 
 /* Copies the allocator's counters into *out. `out_size` is sizeof(*out) as the caller
@@ -676,22 +689,30 @@ BP_API int bp_ensure_writable_ex(bp_buf *b, size_t n, int force);
 
 /* Sets the capacity, growing (as bp_ensure_writable, contents kept) or shrinking. A shrink
  * below the writer index moves the writer index (and the reader index, if above) to the new
- * capacity. On a duplicate it changes the original's capacity. Returns 0; BP_EINVAL (also
- * for a slice, whose capacity is fixed), BP_EFREED, BP_ECAPACITY (above max capacity),
+ * capacity. On a duplicate it changes the original's capacity. Returns 0; BP_EINVAL (NULL,
+ * and for a slice whatever the value, its own capacity included: a slice's capacity is
+ * fixed, as Netty's slices refuse it), BP_EFREED, BP_ECAPACITY (above max capacity),
  * BP_ENOMEM. */
 BP_API int bp_set_capacity(bp_buf *b, size_t capacity);
 
 /* Moves the readable bytes to index 0, dropping those already read; indices and marks
  * shift down by the old reader index (marks stop at 0). On a composite nothing moves: the
  * components (or the part of one) before the reader index are released and the capacity
- * shrinks by the reader index, as in Netty. Returns 0; BP_EINVAL, BP_EFREED, BP_ENOMEM (a
- * view of a composite only: its bytes move through a temporary copy, which failed). */
+ * shrinks by the reader index, as in Netty. Through a view it moves the original's bytes.
+ * Refused with BP_ESHARED, changing nothing and reporting no misuse, when the bytes are
+ * shared (Netty's decoders discard only at refCnt 1): the reference count b's references
+ * are (its own; a plain view's original's) is above 1, or a live view other than b shows
+ * the same memory - for a retained view, also when what it was made from has other
+ * holders or views. A discard with nothing to do (reader index 0) returns 0 either way.
+ * Returns 0; BP_EINVAL, BP_EFREED, BP_ESHARED, BP_ENOMEM (a view of a composite only: its
+ * bytes move through a temporary copy, which failed). */
 BP_API int bp_discard_read_bytes(bp_buf *b);
 
 /* As bp_discard_read_bytes, but only when it pays: when everything was read (indices to 0,
  * nothing moves) or the reader index is at least half the capacity. On a composite: only
- * the components read to their end are released (Netty's discardReadComponents). Returns
- * 0; errors as bp_discard_read_bytes. */
+ * the components read to their end are released (Netty's discardReadComponents). When it
+ * would do nothing it returns 0, shared or not; when it would, the bytes must not be shared
+ * (BP_ESHARED, as bp_discard_read_bytes). Returns 0; errors as bp_discard_read_bytes. */
 BP_API int bp_discard_some_read_bytes(bp_buf *b);
 
 /* Zero-copy production: makes sure n bytes can be written (as bp_ensure_writable) and
@@ -901,16 +922,31 @@ BP_API int bp_write_bytes(bp_buf *b, const void *src, size_t n);
  * needs more room grows the original). Contents are shared both ways; indices and marks
  * are the view's own. A view of a view is a view of the original.
  *
- * Plain views share the original's reference count (bp_retain / bp_release / bp_refcnt on
- * them act on the original, as in Netty) and die with it: there is nothing to free. The
- * retained variants take a reference of their own on the original and hold it until they
- * are released themselves (reference count 1 when made). Views follow the original when it
- * grows, moves or shrinks; using a view while another thread changes the original is a
- * data race, as for any buffer.
+ * Plain views share the reference count of the buffer they are made from - the original,
+ * a composite or a retained view; made from a plain view, the count that one shares -
+ * (bp_retain / bp_release / bp_refcnt on them act on that count, as in Netty) and die
+ * with that buffer; bp_view_free ends one sooner. Each holds a bp_buf object until it ends (see
+ * active_views in bp_allocator_stats): a program taking plain views of a long-lived buffer
+ * frees them, or they pile up until that buffer is released. The retained variants count their own references (1 when made) and,
+ * as Netty's derived buffers, hold one reference on the buffer they are made from - its
+ * parent: b itself, or the buffer whose count b shares when b is a plain view - until they
+ * are released themselves. So a retained slice of a retained slice keeps its parent alive:
+ * releasing the parent returns 0 while the child holds it. Bytes are always reached through
+ * the original. Views follow the original when it grows, moves or shrinks; using a view
+ * while another thread changes the original is a data race, as for any buffer, and so is
+ * making or freeing a plain view (it joins or leaves the list of the buffer whose count it
+ * shares) while another thread does the same with that buffer.
+ *
+ * A view whose original, or whose parent, was released behind its back (a release too
+ * many) fails every call with BP_EFREED, also once the object is someone else's buffer
+ * again, and its release does not release that buffer (see the Conventions). A stale
+ * pointer to a view itself is as any stale pointer: detected until its object is reused.
  *
  * Each returns NULL on failure with the reason in *err (if not NULL): BP_EINVAL (NULL),
  * BP_EFREED, BP_ERANGE (outside the capacity, or more than is readable for the read_
- * variants), BP_EREFCNT (a retained view would pass INT32_MAX), BP_ENOMEM.
+ * variants; lengths are lengths, SIZE_MAX included - nothing changes then, no reference is
+ * taken and no reader index moves), BP_EREFCNT (a retained view would pass INT32_MAX),
+ * BP_ENOMEM.
  * ------------------------------------------------------------------------------------- */
 
 BP_API bp_buf *bp_slice(bp_buf *b, size_t index, size_t length, int *err);
@@ -921,6 +957,15 @@ BP_API bp_buf *bp_retained_duplicate(bp_buf *b, int *err);
 /* A slice of the next `length` readable bytes; the reader index moves past them. */
 BP_API bp_buf *bp_read_slice(bp_buf *b, size_t length, int *err);
 BP_API bp_buf *bp_read_retained_slice(bp_buf *b, size_t length, int *err);
+
+/* Ends a plain view now: its bp_buf object goes back to the pool at once (O(1)). The
+ * buffer it shows, the reference count it shared and every other view are untouched; the
+ * pointer must not be used again. A plain view never freed ends with the buffer whose
+ * count it shares. A plain view added to a composite belongs to the composite: not to be
+ * freed. Returns 0; BP_EINVAL for NULL, a root, a composite or a retained view (those end
+ * with bp_release), BP_EFREED for a view that is gone already (freed, or ended with that
+ * buffer; detected until its object is reused, as any use after release). */
+BP_API int bp_view_free(bp_buf *view);
 
 /* A new, independent buffer from the same allocator holding a copy of [index, index +
  * length): capacity `length`, max capacity the original's, writer index `length`. */
@@ -939,11 +984,15 @@ BP_API bp_buf *bp_copy(const bp_buf *b, size_t index, size_t length, int *err);
  * A composite holds one reference on each component and releases them all when its own
  * count reaches 0. It keeps at most `max_components`: adding one more consolidates them
  * all into a single new buffer (one copy), as Netty does. A component must not be changed
- * or released through the caller's pointer once added (its bytes are the composite's);
- * if it is, the composite's next operation fails with BP_EFREED or BP_ERANGE instead of
- * touching freed memory, or with BP_EINVAL when the change nests composites deeper than
- * BP_MAX_COMPOSITE_DEPTH (no call then recurses further, and releasing the composite ends
- * any depth without using more stack).
+ * or released (or, for a plain view, freed) through the caller's pointer once added (its
+ * bytes are the composite's). If it is, the composite's next operation - every one checks
+ * its components first - fails with BP_EFREED (released, even when its object has since
+ * been handed out as another buffer) or BP_ERANGE (shrunk below what the composite shows)
+ * instead of touching freed memory or someone else's buffer, or with BP_EINVAL when the
+ * change nests composites deeper than BP_MAX_COMPOSITE_DEPTH (no call then recurses
+ * further, and releasing the composite ends any depth without using more stack). When the
+ * composite ends it releases its other components and leaves a released one alone,
+ * reporting it (BP_EFREED).
  * ------------------------------------------------------------------------------------- */
 
 #define BP_DEFAULT_MAX_COMPONENTS 16

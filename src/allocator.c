@@ -293,6 +293,7 @@ static void thread_state_release(void *arg)
     a->buffers_active_exited += atomic_load_explicit(&ts->tcache.ledger, memory_order_relaxed);
     a->remote_releases_exited += atomic_load_explicit(&ts->remote_releases, memory_order_relaxed);
     a->remote_drained_exited += atomic_load_explicit(&ts->remote_drained, memory_order_relaxed);
+    a->views_active_exited += atomic_load_explicit(&ts->view_ledger, memory_order_relaxed);
     size_t no_entries, no_bytes;
     uint64_t hits;
     bp__tcache_totals(&ts->tcache, &no_entries, &no_bytes, &hits); /* flushed: only hits remain */
@@ -302,6 +303,7 @@ static void thread_state_release(void *arg)
     atomic_store_explicit(&ts->tcache.ledger, 0, memory_order_relaxed);
     atomic_store_explicit(&ts->remote_releases, 0, memory_order_relaxed);
     atomic_store_explicit(&ts->remote_drained, 0, memory_order_relaxed);
+    atomic_store_explicit(&ts->view_ledger, 0, memory_order_relaxed);
     atomic_store_explicit(&ts->tcache.hits_before_trims, 0, memory_order_relaxed);
     atomic_store_explicit(&ts->tcache.misses, 0, memory_order_relaxed);
     atomic_store_explicit(&ts->tcache.trims, 0, memory_order_relaxed);
@@ -635,14 +637,17 @@ void bp_allocator_destroy(bp_allocator *a)
         bp__tls_last.state = &bp__no_thread_state;
     }
     /* Unpooled buffers still alive own malloc'ed memory reachable only through their
-     * bp_buf objects: free it before the slabs go. */
+     * bp_buf objects: free it before the slabs go. (Views and composites have no region:
+     * a view keeps other fields in its place.) */
     for (bp__buf_slab *slab = a->slabs; slab != NULL;) {
         bp__buf_slab *next = slab->next;
         if (!a->pooled)
-            for (size_t i = 0; i < BP__SLAB_BUFS; i++)
-                if (BP__REFCNT_LOAD(&slab->bufs[i], __ATOMIC_RELAXED) != 0 &&
-                    slab->bufs[i].region.kind == BP__KIND_MALLOC) /* not views', composites', wrapped ones' */
+            for (size_t i = 0; i < BP__SLAB_BUFS; i++) {
+                uint32_t count = BP__REFCNT_LOAD(&slab->bufs[i], __ATOMIC_RELAXED);
+                /* not views', composites' (indirect) or wrapped ones' */
+                if (count != 0 && !(count & BP__REFCNT_INDIRECT) && slab->bufs[i].region.kind == BP__KIND_MALLOC)
                     free(slab->bufs[i].region.memory);
+            }
         free(slab);
         slab = next;
     }
@@ -790,8 +795,10 @@ int bp_allocator_get_stats(const bp_allocator *a, bp_allocator_stats *out, size_
     full.cache_trims = a->cache_trims_exited;
     full.remote_releases = a->remote_releases_exited;
     full.remote_drained = a->remote_drained_exited;
+    uint64_t views = a->views_active_exited + atomic_load_explicit(&mutable_a->view_ledger_stateless, memory_order_relaxed);
     for (bp__thread_state *ts = a->threads; ts != NULL; ts = ts->next) {
         active += atomic_load_explicit(&ts->tcache.ledger, memory_order_relaxed);
+        views += atomic_load_explicit(&ts->view_ledger, memory_order_relaxed);
         full.remote_releases += atomic_load_explicit(&ts->remote_releases, memory_order_relaxed);
         full.remote_drained += atomic_load_explicit(&ts->remote_drained, memory_order_relaxed);
         if (!ts->in_use) continue;
@@ -812,6 +819,7 @@ int bp_allocator_get_stats(const bp_allocator *a, bp_allocator_stats *out, size_
      * run: a moment's disagreement must not wrap below zero. */
     int64_t outstanding = (int64_t)(active - full.cached_entries);
     full.active_buffers = outstanding > 0 ? (uint64_t)outstanding : 0;
+    full.active_views = (int64_t)views > 0 ? views : 0; /* (a view may end on another thread) */
     /* Cache counters are read without stopping their threads: never let the difference
      * go below zero while a region moves between a cache and a buffer. */
     size_t held = full.cached_bytes + full.arena_cached_bytes;

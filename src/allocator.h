@@ -60,6 +60,9 @@ typedef struct bp__thread_state {
      * threads write it. */
     _Alignas(BP_CACHE_LINE) _Atomic(struct bp__remote_batch *) remote_head;
     _Alignas(BP_CACHE_LINE) bp__tcache tcache; /* pooled allocators only */
+    /* Views made on this thread minus views ended on it (modulo 2^64), for stats; after the
+     * cache, whose offset the header's inline paths use. */
+    _Atomic uint64_t view_ledger;
 } bp__thread_state;
 
 #define BP__REMOTE_CLOSED ((struct bp__remote_batch *)(uintptr_t)1)
@@ -81,6 +84,8 @@ struct bp_allocator {
     uint64_t buffers_active_exited; /* counters of threads that have exited (their ledgers) */
     uint64_t cache_hits_exited, cache_misses_exited, cache_trims_exited;
     uint64_t remote_releases_exited, remote_drained_exited;
+    uint64_t views_active_exited;   /* the view ledgers of threads that have exited */
+    _Atomic uint64_t view_ledger_stateless; /* views ended where no thread state could be had */
     bp__leak_tracker leak;
     struct bp_allocator *next_tracked; /* in the list of allocators reported at exit */
     /* Paranoid leak detection holds released bp_buf objects back from reuse (FIFO, under
@@ -120,6 +125,13 @@ static inline bp__thread_state *bp__thread_state_get(bp_allocator *a)
 {
     if (BP_LIKELY(bp__tls_last.allocator_id == a->id)) return bp__tls_last.state;
     return bp__thread_state_slow(a);
+}
+
+/* A view made (+1) or ended (-1) on this thread; ts NULL when its state could not be had. */
+static inline void bp__view_ledger(bp_allocator *a, bp__thread_state *ts, int64_t delta)
+{
+    if (BP_LIKELY(ts != NULL)) bp__counter_add(&ts->view_ledger, (uint64_t)delta);
+    else atomic_fetch_add_explicit(&a->view_ledger_stateless, (uint64_t)delta, memory_order_relaxed);
 }
 
 bp_buf *bp__buf_object_refill(bp__thread_state *ts);
@@ -188,7 +200,9 @@ BP_INLINE bool bp__region_is_home(const bp__region *region, const bp__thread_sta
 }
 
 /* The release tag for a plain root owned by ts (which may be NULL) with its current region:
- * ts's base + class when its release may go straight into ts's cache. */
+ * ts's base + class when its release may go straight into ts's cache. Not for a live root
+ * a view or a composite recorded (odd generation, see buf.h): that one keeps BP__TAG_NONE
+ * until it is released. */
 BP_INLINE uint32_t bp__buf_release_tag(const bp_buf *b, const bp__thread_state *ts)
 {
     if (ts == NULL) return BP__TAG_NONE;

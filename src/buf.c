@@ -32,6 +32,13 @@ _Static_assert(BP__INLINE_SIZE_LIMIT == BP__LOOKUP_LIMIT && BP__LOG2_QUANTUM == 
 _Static_assert(offsetof(bp_buf, head) == 0 && offsetof(bp_buf, marked_reader_index) == BP__BUF_MARKS &&
                    offsetof(bp_buf, marked_writer_index) == BP__BUF_MARKS + sizeof(size_t),
                "BP__BUF_MARKS");
+/* Three lines, each kind's fields where struct bp_buf says: views' links and records share
+ * line 1 with what only roots and composites use, and nothing else moves. */
+_Static_assert(sizeof(bp_buf) == 3 * BP_CACHE_LINE && offsetof(bp_buf, region) == BP_CACHE_LINE &&
+                   offsetof(bp_buf, count_owner) == BP_CACHE_LINE && offsetof(bp_buf, views) == BP_CACHE_LINE + 56 &&
+                   offsetof(bp_buf, held_generation) + sizeof(uint64_t) <= offsetof(bp_buf, views) &&
+                   offsetof(bp_buf, next_free) == 2 * BP_CACHE_LINE,
+               "struct bp_buf layout");
 
 /* ---------------------------------------------------------------------------------------
  * Checks shared by every operation
@@ -116,21 +123,30 @@ bp_buf *bp__alloc(bp_allocator *a, size_t capacity)
     return bp__alloc_slow(a, capacity, capacity > BP_DEFAULT_MAX_CAPACITY ? capacity : BP_DEFAULT_MAX_CAPACITY, NULL);
 }
 
-/* The last reference is gone: memory back to its arena, the object to this thread. */
-/* Plain views die with their root: marked released, objects back to the recycler. */
+/* A view's life is over (its count owner released, its own last reference dropped, or
+ * freed): marked released, its generation ended, the object back to the recycler. */
+static void end_view(bp__thread_state *ts, bp_buf *v)
+{
+    BP__REFCNT_STORE(v, 0, __ATOMIC_RELAXED);
+    v->head.memory = NULL;
+    bp__generation_end(v);
+    bp__view_ledger(v->allocator, ts, -1);
+    bp__buf_object_put(ts, v->allocator, v);
+}
+
+/* Plain views die with the buffer whose count they share. */
 static BP_NOINLINE void release_views(bp__thread_state *ts, bp_buf *b)
 {
     bp_buf *v = b->views;
     b->views = NULL;
     while (v != NULL) {
         bp_buf *next = v->next_view;
-        BP__REFCNT_STORE(v, 0, __ATOMIC_RELAXED);
-        v->head.memory = NULL;
-        bp__buf_object_put(ts, b->allocator, v);
+        end_view(ts, v);
         v = next;
     }
 }
 
+/* The last reference is gone: memory back to its arena, the object to this thread. */
 BP_INLINE void deallocate(bp_buf *b)
 {
     bp_allocator *a = b->allocator;
@@ -142,6 +158,8 @@ BP_INLINE void deallocate(bp_buf *b)
     }
     bp__thread_state *ts = bp__thread_state_get(a);
     if (BP_UNLIKELY(b->views != NULL)) release_views(ts, b);
+    /* A recorded buffer always has this tag, so no other release needs to look. */
+    if (BP_UNLIKELY(b->head.release_tag == BP__TAG_NONE)) bp__generation_end(b);
     if (BP_UNLIKELY(b->region.kind == BP__KIND_WRAPPED)) { /* the program's memory, not the pool's */
         bp__wrap_release(ts, b);
         return;
@@ -163,6 +181,9 @@ BP_INLINE void deallocate(bp_buf *b)
  * shares its count_owner's (plain views). */
 static bool owns_count(const bp_buf *b) { return b->root == NULL || b->count_owner == NULL; }
 
+/* The buffer whose count b's references are: b, or the count owner of a plain view. */
+static bp_buf *count_holder(bp_buf *b) { return owns_count(b) ? b : b->count_owner; }
+
 /* An indirect buffer's count: plain views act on their owner's, retained views and
  * composites on their own (the low 31 bits, with the indirect bit kept). */
 static int indirect_retain(bp_buf *b, uint32_t n, uint32_t count, const char *func)
@@ -179,27 +200,62 @@ static int indirect_retain(bp_buf *b, uint32_t n, uint32_t count, const char *fu
     return 0;
 }
 
-static int indirect_release(bp_buf *b, uint32_t n, uint32_t count, const char *func)
+/* Drops n of the count a retained view or a composite keeps itself: 1 when that was the
+ * last, 0 when references remain, or the reported error. */
+static int drop_own(bp_buf *b, uint32_t n, uint32_t count, const char *func)
 {
-    if (!owns_count(b)) return bp_release_n(b->count_owner, n);
     uint32_t own;
     do {
         own = count & BP__REFCNT_MASK;
         if (BP_UNLIKELY(n > own))
-            return bp__misuse(BP_EREFCNT, func, "decrement %u exceeds refCnt %u", n, own);
+            return own == 0 ? bp__misuse(BP_EFREED, func, "buffer %p already released (refCnt: 0)", (void *)b)
+                            : bp__misuse(BP_EREFCNT, func, "decrement %u exceeds refCnt %u", n, own);
     } while (!__atomic_compare_exchange_n(&b->head.refcnt, &count, own == n ? 0 : count - n, true,
                                           __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
-    if (own != n) return 0;
-    /* The last reference to a retained view or a composite: its plain views die, a
-     * composite's components are released, its object goes back, and so does a view's hold
-     * on the root. */
-    bp_buf *root = b->root;
+    return own == n;
+}
+
+/* The last reference to a retained view or a composite is gone: its plain views die, a
+ * composite's components are released, the object goes back. Returns what a retained view
+ * held (NULL otherwise), with the generation it recorded, for the caller to release. */
+static bp_buf *end_indirect(bp_buf *b, uint64_t *held_generation)
+{
+    bool view = b->root != NULL;
+    bp_buf *held = view ? b->held : NULL;
+    *held_generation = view ? b->held_generation : 0;
     bp__thread_state *ts = bp__thread_state_get(b->allocator);
     if (b->views != NULL) release_views(ts, b);
     if (b->composite != NULL) bp__composite_destroy(b);
+    bp__generation_end(b);
     b->head.memory = NULL;
+    if (view) bp__view_ledger(b->allocator, ts, -1);
     bp__buf_object_put(ts, b->allocator, b);
-    if (root != NULL) bp_release_n(root, 1);
+    return held;
+}
+
+static int indirect_release(bp_buf *b, uint32_t n, uint32_t count, const char *func)
+{
+    if (!owns_count(b)) return bp_release_n(b->count_owner, n);
+    int rc = drop_own(b, n, count, func);
+    if (rc != 1) return rc;
+    /* Each retained view holds the buffer it was made from (Netty's parent): a chain of
+     * them ends here one link at a time, not by recursion. A held buffer released behind
+     * the view's back is left alone - its object may be someone else's buffer by now. */
+    uint64_t generation;
+    bp_buf *held = end_indirect(b, &generation);
+    while (held != NULL) {
+        if (BP_UNLIKELY(!bp__generation_holds(held, generation))) {
+            bp__misuse(BP_EFREED, func, "buffer %p, held by a retained view, was released behind its back", (void *)held);
+            break;
+        }
+        uint32_t held_count = bp__refcnt(held);
+        if (!(held_count & BP__REFCNT_INDIRECT) || held->root == NULL) { /* a root or a composite */
+            bp_release_n(held, 1);
+            break;
+        }
+        if (drop_own(held, 1, held_count, func) != 1) break;
+        held = end_indirect(held, &generation);
+    }
     return 1;
 }
 
@@ -327,9 +383,11 @@ static int move_to_new_region(bp_buf *b, size_t new_capacity, size_t keep)
     bp__region_give(b->allocator, ts, &b->region);
     b->region = fresh;
     b->head.memory = fresh.memory;
-    /* Another class now (and perhaps another arena when grown away from home). */
-    b->head.release_tag = b->owner == ts && b->leak == NULL && b->views == NULL ? bp__buf_release_tag(b, ts)
-                                                                                 : BP__TAG_NONE;
+    /* Another class now (and perhaps another arena when grown away from home). A recorded
+     * buffer stays off the inline release path: its release must end its generation. */
+    b->head.release_tag = b->owner == ts && b->leak == NULL && b->views == NULL && !(bp__generation(b) & 1)
+                              ? bp__buf_release_tag(b, ts)
+                              : BP__TAG_NONE;
     return 0;
 }
 
@@ -630,14 +688,13 @@ int bp_set_capacity(bp_buf *b, size_t capacity)
 {
     int rc = bp__check_live(b, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
+    /* A slice's capacity is fixed (Netty throws for any value, its own included). */
+    if (BP_UNLIKELY(b->root != NULL && b->view_length != SIZE_MAX))
+        return bp__misuse(BP_EINVAL, __func__, "the capacity of a slice cannot change");
     if (BP_UNLIKELY(capacity > b->head.max_capacity))
         return bp__misuse(BP_ECAPACITY, __func__, "newCapacity %zu exceeds maxCapacity %zu", capacity,
                           b->head.max_capacity);
-    if (b->root != NULL) {
-        /* A duplicate changes its root's capacity; a slice's is fixed. */
-        if (b->view_length != SIZE_MAX)
-            return capacity == b->head.capacity ? 0
-                                                : bp__misuse(BP_EINVAL, __func__, "the capacity of a slice cannot change");
+    if (b->root != NULL) { /* a duplicate changes its root's capacity */
         rc = bp_set_capacity(b->root, capacity);
         return rc != 0 ? rc : bp__view_refresh(b, __func__);
     }
@@ -683,11 +740,35 @@ static int discard(bp_buf *b)
     return 0;
 }
 
+/* Whether a discard through b would change bytes or indices someone else relies on (Netty's
+ * decoders discard only at refCnt 1): the count b's references are (its own, or a plain
+ * view's owner's) above 1, or a view other than b showing the same memory; then up the chain
+ * of retained views, each of which must be the only hold on what it was made from. */
+static bool bytes_shared(const bp_buf *b)
+{
+    for (;;) {
+        const bp_buf *holder = owns_count(b) ? b : b->count_owner;
+        if ((bp__refcnt(holder) & BP__REFCNT_MASK) != 1) return true;
+        /* holder's plain views: b itself may be one of them, no other may */
+        if (holder->views != NULL && (holder->views != b || b->next_view != NULL)) return true;
+        if (holder->root == NULL) return false; /* a root or a composite */
+        if (!bp__generation_holds(holder->held, holder->held_generation)) return true;
+        b = holder->held;
+    }
+}
+
+static int refuse_shared(const bp_buf *b)
+{
+    return BP_UNLIKELY(bytes_shared(b)) ? BP_ESHARED : 0; /* not misuse: no report */
+}
+
 int bp_discard_read_bytes(bp_buf *b)
 {
     int rc = bp__check_live(b, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    return discard(b);
+    if (b->head.reader_index == 0) return 0;
+    rc = refuse_shared(b);
+    return rc != 0 ? rc : discard(b);
 }
 
 int bp_discard_some_read_bytes(bp_buf *b)
@@ -695,9 +776,13 @@ int bp_discard_some_read_bytes(bp_buf *b)
     int rc = bp__check_live(b, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
     size_t reader = b->head.reader_index;
-    if (reader == 0) return 0;
+    bool due = b->composite != NULL ? bp__composite_discardable(b, true) > 0
+                                    : reader > 0 && (reader == b->head.writer_index || reader >= b->head.capacity / 2);
+    if (!due) return 0;
+    rc = refuse_shared(b);
+    if (rc != 0) return rc;
     if (b->composite != NULL) bp__composite_discard(b, true);
-    else if (reader == b->head.writer_index || reader >= b->head.capacity / 2) return discard(b);
+    else return discard(b);
     return 0;
 }
 
@@ -972,11 +1057,31 @@ int bp_set_buf(bp_buf *dst, size_t index, const bp_buf *src, size_t src_index, s
  * Derived buffers
  * ------------------------------------------------------------------------------------- */
 
-/* Brings a view's head up to date with its root; false if the root is gone. */
-static bool view_resolve(bp_buf *v)
+uint64_t bp__generation_record(bp_buf *b)
+{
+    /* A load and a store, no locked instruction: b is the caller's to change (one thread at
+     * a time), and two racing records would store the same value anyway. */
+    uint64_t generation = bp__generation(b);
+    if (!(generation & 1)) __atomic_store_n(&b->generation, ++generation, __ATOMIC_RELAXED);
+    if (!(bp__refcnt(b) & BP__REFCNT_INDIRECT) && b->head.release_tag != BP__TAG_NONE)
+        b->head.release_tag = BP__TAG_NONE; /* released through deallocate, which ends it */
+    return generation;
+}
+
+/* Whether what v shows - and what it, or the retained view whose count it shares, holds -
+ * is still the buffer the view was made from: one released behind its back may already be
+ * someone else's. */
+static bool view_intact(const bp_buf *v)
+{
+    if (!bp__generation_holds(v->root, v->root_generation)) return false;
+    const bp_buf *holder = v->count_owner != NULL ? v->count_owner : v;
+    return holder->root == NULL || bp__generation_holds(holder->held, holder->held_generation);
+}
+
+/* Brings a view's head up to date with its root (which the caller knows is intact). */
+static void view_follow(bp_buf *v)
 {
     bp_buf *root = v->root;
-    if (bp__refcnt(root) == 0) return false;
     size_t root_capacity = root->head.capacity;
     v->head.memory = root->composite == NULL ? root->head.memory + v->view_offset : NULL;
     if (v->view_length == SIZE_MAX) {
@@ -989,6 +1094,13 @@ static bool view_resolve(bp_buf *v)
     }
     if (v->head.writer_index > v->head.capacity) v->head.writer_index = v->head.capacity;
     if (v->head.reader_index > v->head.writer_index) v->head.reader_index = v->head.writer_index;
+}
+
+/* Brings a view's head up to date with its root; false if the root is gone. */
+static bool view_resolve(bp_buf *v)
+{
+    if (!view_intact(v)) return false;
+    view_follow(v);
     return true;
 }
 
@@ -1015,41 +1127,61 @@ void *bp__data_slow(bp_buf *b, size_t index)
     return index <= b->head.capacity && b->head.memory != NULL ? b->head.memory + index : NULL;
 }
 
-/* A view of [index, index + length) of b (length SIZE_MAX: a duplicate of all of b). */
-static bp_buf *make_view(bp_buf *b, size_t index, size_t length, bool retained, bool advance_reader,
-                         const char *func, int *err)
+/* A plain view into its count owner's list, and out of it (both O(1)). */
+static void link_view(bp_buf *owner, bp_buf *v)
 {
+    v->count_owner = owner;
+    v->prev_view = NULL;
+    v->next_view = owner->views;
+    if (owner->views != NULL) owner->views->prev_view = v;
+    owner->views = v;
+}
+
+static void unlink_view(bp_buf *v)
+{
+    bp_buf *owner = v->count_owner;
+    if (v->prev_view != NULL) v->prev_view->next_view = v->next_view;
+    else owner->views = v->next_view;
+    if (v->next_view != NULL) v->next_view->prev_view = v->prev_view;
+}
+
+enum { VIEW_RETAINED = 1, VIEW_DUPLICATE = 2, VIEW_READ = 4 };
+
+/* A view of b: a slice of [index, index + length) (VIEW_READ: of `length` bytes at the
+ * reader index, which moves past them) or a duplicate of all of b (index and length unused). */
+static bp_buf *make_view(bp_buf *b, size_t index, size_t length, unsigned kind, const char *func, int *err)
+{
+    bool retained = kind & VIEW_RETAINED;
     int rc = bp__check_live(b, func);
-    bool duplicate = length == SIZE_MAX;
-    if (rc == 0 && !duplicate)
-        rc = advance_reader ? bp__check_readable(b, length, func) : bp__check_index(b, index, length, func);
-    bp_buf *root = rc == 0 ? (b->root != NULL ? b->root : b) : NULL;
-    if (rc == 0 && retained) rc = bp_retain_n(root, 1);
+    if (rc == 0 && !(kind & VIEW_DUPLICATE))
+        rc = kind & VIEW_READ ? bp__check_readable(b, length, func) : bp__check_index(b, index, length, func);
+    /* A retained view holds a reference on what it is made from (Netty's parent): b, or the
+     * buffer whose count a plain b shares. Plain views share that count. */
+    bp_buf *holder = rc == 0 ? count_holder(b) : NULL;
+    if (rc == 0 && retained) rc = bp_retain_n(holder, 1);
     bp__thread_state *ts = rc == 0 ? bp__thread_state_get(b->allocator) : NULL;
     bp_buf *v = ts != NULL ? bp__buf_object_get(ts) : NULL;
     if (rc == 0 && v == NULL) {
         rc = BP_ENOMEM;
-        if (retained) bp_release_n(root, 1);
+        if (retained) bp_release_n(holder, 1);
     }
     if (err != NULL) *err = rc;
     if (rc != 0) return NULL;
 
+    bp_buf *root = b->root != NULL ? b->root : b;
     size_t base = b->root != NULL ? b->view_offset : 0;
     v->root = root;
+    v->root_generation = bp__generation_record(root);
     v->allocator = b->allocator;
-    v->owner = NULL;
     v->views = NULL;
-    v->count_owner = NULL;
     v->next_free = NULL;
-    memset(&v->region, 0, sizeof v->region);
-    v->region.kind = BP__KIND_NONE;
-    if (duplicate) {
+    if (kind & VIEW_DUPLICATE) {
         v->view_offset = base;
         v->view_length = b->root != NULL ? b->view_length : SIZE_MAX; /* a duplicate of a slice is that slice */
         v->head.reader_index = b->head.reader_index;
         v->head.writer_index = b->head.writer_index;
     } else {
-        if (advance_reader) {
+        if (kind & VIEW_READ) {
             index = b->head.reader_index;
             b->head.reader_index += length;
         }
@@ -1061,39 +1193,60 @@ static bp_buf *make_view(bp_buf *b, size_t index, size_t length, bool retained, 
     v->marked_reader_index = v->head.reader_index;
     v->marked_writer_index = v->head.writer_index;
     BP__REFCNT_STORE(v, BP__REFCNT_INDIRECT | 1u, __ATOMIC_RELAXED);
-    view_resolve(v);
-    if (!retained) { /* plain views share a count and die with its owner */
-        bp_buf *owner = owns_count(b) ? b : b->count_owner;
-        v->count_owner = owner;
-        v->next_view = owner->views;
-        owner->views = v;
-        owner->head.release_tag = BP__TAG_NONE; /* its release must let its views go */
+    if (retained) {
+        v->count_owner = v->next_view = v->prev_view = NULL;
+        v->held = holder;
+        v->held_generation = bp__generation_record(holder);
+    } else {
+        v->held = NULL;
+        link_view(holder, v);
     }
+    view_follow(v);
+    bp__view_ledger(b->allocator, ts, 1);
     return v;
 }
 
 bp_buf *bp_slice(bp_buf *b, size_t index, size_t length, int *err)
 {
-    return make_view(b, index, length, false, false, __func__, err);
+    return make_view(b, index, length, 0, __func__, err);
 }
 
 bp_buf *bp_retained_slice(bp_buf *b, size_t index, size_t length, int *err)
 {
-    return make_view(b, index, length, true, false, __func__, err);
+    return make_view(b, index, length, VIEW_RETAINED, __func__, err);
 }
 
-bp_buf *bp_duplicate(bp_buf *b, int *err) { return make_view(b, 0, SIZE_MAX, false, false, __func__, err); }
+bp_buf *bp_duplicate(bp_buf *b, int *err) { return make_view(b, 0, 0, VIEW_DUPLICATE, __func__, err); }
 
-bp_buf *bp_retained_duplicate(bp_buf *b, int *err) { return make_view(b, 0, SIZE_MAX, true, false, __func__, err); }
+bp_buf *bp_retained_duplicate(bp_buf *b, int *err)
+{
+    return make_view(b, 0, 0, VIEW_RETAINED | VIEW_DUPLICATE, __func__, err);
+}
 
 bp_buf *bp_read_slice(bp_buf *b, size_t length, int *err)
 {
-    return make_view(b, 0, length, false, true, __func__, err);
+    return make_view(b, 0, length, VIEW_READ, __func__, err);
 }
 
 bp_buf *bp_read_retained_slice(bp_buf *b, size_t length, int *err)
 {
-    return make_view(b, 0, length, true, true, __func__, err);
+    return make_view(b, 0, length, VIEW_RETAINED | VIEW_READ, __func__, err);
+}
+
+int bp_view_free(bp_buf *v)
+{
+    if (BP_UNLIKELY(v == NULL)) return bp__misuse(BP_EINVAL, __func__, "view is NULL");
+    uint32_t count = bp__refcnt(v);
+    if (BP_UNLIKELY(count == 0))
+        return bp__misuse(BP_EFREED, __func__, "view %p is gone already (freed, or its original released)",
+                          (void *)v);
+    if (BP_UNLIKELY(!(count & BP__REFCNT_INDIRECT) || v->root == NULL || v->count_owner == NULL))
+        return bp__misuse(BP_EINVAL, __func__,
+                          "buffer %p is not a plain view (roots, composites and retained views end with bp_release)",
+                          (void *)v);
+    unlink_view(v);
+    end_view(bp__thread_state_get(v->allocator), v);
+    return 0;
 }
 
 bp_buf *bp_copy(const bp_buf *b, size_t index, size_t length, int *err)

@@ -11,8 +11,9 @@
  *   caches root memory + view_offset and its capacity, refreshed by every slow-path access
  *   (bp__check_live), so it follows the root when that grows, moves or shrinks. A plain view
  *   keeps refcnt VIEW|1, shares its count_owner's count, is listed in count_owner->views and
- *   dies with it (refcnt 0); a retained view counts its own references and holds one on the
- *   root. Views have no region.
+ *   dies with it (refcnt 0) unless bp_view_free ends it first; a retained view counts its own
+ *   references and holds one on `held` (the buffer it was made from, or the count owner of
+ *   that buffer when it was a plain view). Views have no region.
  * - A wrapped buffer (bp_wrap) is a root over the program's memory: region kind
  *   BP__KIND_WRAPPED, capacity <= max capacity == region.length, no owner, release tag
  *   BP__TAG_NONE (its release goes through deallocate, which hands it to bp__wrap_release
@@ -21,6 +22,12 @@
  *   own references, owns one reference on each component, and has no memory of its own
  *   (head.memory NULL); a view of a composite has none either. Every byte of those two kinds
  *   moves through bp__walk. Objects in a recycler always have `composite` NULL.
+ * - Generations: `generation` changes only through bp__generation_record and
+ *   bp__generation_end, whatever the object is used as, so a (pointer, generation) pair
+ *   recorded by a view or a composite tells the buffer it named from a later use of the same
+ *   object. An odd generation means someone recorded it: a root with an odd generation has
+ *   the release tag BP__TAG_NONE (its release goes through deallocate, which ends the
+ *   generation) until it is released.
  */
 #ifndef BP_BUF_H
 #define BP_BUF_H
@@ -38,7 +45,9 @@
 
 /* Three cache lines, in the order the hot paths touch them: an allocation from the thread
  * cache writes line 0 only; a release reads line 0 (the count) and line 1; the remote
- * take-back reads next_free and line 1. Objects are aligned to the line. */
+ * take-back reads next_free and line 1. Objects are aligned to the line. Roots and
+ * composites use the region, owner and leak record of line 1, views the links and records
+ * that share their place; `generation` belongs to no kind: the object's whole life. */
 struct bp_buf {
     /* line 0 */
     _Alignas(BP_CACHE_LINE) bp__buf_head head; /* indices, memory (== region.memory), refcnt
@@ -46,9 +55,23 @@ struct bp_buf {
     size_t marked_reader_index; /* bp_mark_reader_index; 0 until marked */
     size_t marked_writer_index;
     /* line 1 */
-    bp__region region;        /* where memory came from, to give it back */
-    struct bp__thread_state *owner; /* the thread state that allocated it (pooled) */
-    struct bp__leak_record *leak; /* roots sampled by leak detection; NULL otherwise */
+    union {
+        struct { /* roots and composites */
+            bp__region region;        /* where memory came from, to give it back */
+            struct bp__thread_state *owner; /* the thread state that allocated it (pooled) */
+            struct bp__leak_record *leak; /* roots sampled by leak detection; NULL otherwise */
+        };
+        struct { /* views */
+            bp_buf *count_owner;      /* plain views: whose reference count they share and
+                                         with whom they die (the root, or the retained view
+                                         they came from); NULL for retained views */
+            bp_buf *next_view;        /* plain views: in count_owner->views, both ways */
+            bp_buf *prev_view;
+            bp_buf *held;             /* retained views: what they hold a reference on */
+            uint64_t root_generation; /* root's generation when the view was made */
+            uint64_t held_generation; /* held's */
+        };
+    };
     bp_buf *views;            /* plain views sharing this buffer's count (next_view links) */
     /* line 2 */
     bp_buf *next_free;        /* recycler or remote-stack link while released */
@@ -57,10 +80,7 @@ struct bp_buf {
     bp_buf *root;             /* views: the buffer they show; NULL for a root */
     size_t view_offset;       /* views: where they start in the root */
     size_t view_length;       /* slices: their length; SIZE_MAX for duplicates */
-    bp_buf *count_owner;      /* plain views: whose reference count they share and with whom
-                                 they die (the root, or the retained view they came from);
-                                 NULL for retained views, which count their own */
-    bp_buf *next_view;
+    uint64_t generation;      /* see Generations above */
 };
 
 /* ---- Checks shared by every operation: each reports the problem and returns its code. */
@@ -68,6 +88,32 @@ struct bp_buf {
 BP_INLINE uint32_t bp__refcnt(const bp_buf *b)
 {
     return BP__REFCNT_LOAD(b, __ATOMIC_ACQUIRE);
+}
+
+/* ---- Generations (see the invariants above). */
+
+BP_INLINE uint64_t bp__generation(const bp_buf *b)
+{
+    return __atomic_load_n(&b->generation, __ATOMIC_RELAXED);
+}
+
+/* Records b for a view or a composite: returns the (odd) generation to compare with later.
+ * From now until b is released, its release ends the generation: a plain root is kept off
+ * the inline release path for that (release tag BP__TAG_NONE). */
+uint64_t bp__generation_record(bp_buf *b);
+
+/* b's life is over (released, or a plain view freed): a generation recorded during it no
+ * longer matches, whatever the object becomes next. */
+BP_INLINE void bp__generation_end(bp_buf *b)
+{
+    uint64_t g = bp__generation(b);
+    if (g & 1) __atomic_store_n(&b->generation, g + 1, __ATOMIC_RELAXED);
+}
+
+/* Whether b is still alive as the buffer whose generation `gen` was recorded. */
+BP_INLINE bool bp__generation_holds(const bp_buf *b, uint64_t gen)
+{
+    return (bp__refcnt(b) & BP__REFCNT_MASK) != 0 && bp__generation(b) == gen;
 }
 
 /* Re-reads a view's memory and capacity from its root; reports and returns BP_EFREED if the
@@ -198,6 +244,9 @@ int bp__composite_set_capacity(bp_buf *c, size_t capacity);
  * reader index; nothing moves, the capacity shrinks. `whole_only`: only components read to
  * their end (discardSomeReadBytes). */
 void bp__composite_discard(bp_buf *c, bool whole_only);
+
+/* How many bytes bp__composite_discard(c, whole_only) would drop (0: it would do nothing). */
+size_t bp__composite_discardable(const bp_buf *c, bool whole_only);
 
 /* bp_reserve of a composite or a view of one (n writable bytes there already): where n
  * bytes at the writer index can be written in one piece. A composite is rearranged when

@@ -25,6 +25,7 @@ typedef struct bp__component {
     size_t buf_index; /* where the component's bytes start in buf */
     size_t offset;    /* where they start in the composite */
     size_t length;
+    uint64_t generation; /* buf's when added: buf is still that buffer while they match */
 } bp__component;
 
 typedef struct bp__composite {
@@ -273,7 +274,7 @@ static int check_components(const bp_buf *b, const char *func, unsigned level)
     for (size_t i = 0; i < c->count; i++) {
         const bp__component *item = &c->items[i];
         uint32_t count = bp__refcnt(item->buf);
-        if (BP_UNLIKELY((count & BP__REFCNT_MASK) == 0))
+        if (BP_UNLIKELY(!bp__generation_holds(item->buf, item->generation)))
             return bp__misuse(BP_EFREED, func, "component %zu (%p) of composite %p was released behind its back", i,
                               (void *)item->buf, (const void *)b);
         if (count & BP__REFCNT_INDIRECT) {
@@ -382,8 +383,6 @@ bp_buf *bp_composite(bp_allocator *a, size_t max_components, int *err)
     bp__buf_object_prepare(b, a, NULL); /* no owner: it never goes into a thread cache */
     b->marked_reader_index = b->marked_writer_index = 0;
     b->view_offset = b->view_length = 0;
-    b->count_owner = NULL;
-    b->next_view = NULL;
     b->composite = c;
     BP__REFCNT_STORE(b, BP__REFCNT_INDIRECT | 1u, __ATOMIC_RELAXED);
     return b;
@@ -396,6 +395,17 @@ bp_buf *bp_composite(bp_allocator *a, size_t max_components, int *err)
 static _Thread_local bp__composite *doomed;
 static _Thread_local bool releasing_doomed;
 
+/* Gives up the composite's reference on a component - unless it was released behind the
+ * composite's back: its object may be someone else's buffer by now. `b` names the composite
+ * in the report only (it may have been recycled by then). */
+static void release_component(const void *b, const bp__component *item)
+{
+    if (BP_LIKELY(bp__generation_holds(item->buf, item->generation))) bp_release(item->buf);
+    else
+        bp__misuse(BP_EFREED, "bp_release", "component %p of composite %p was released behind its back",
+                   (void *)item->buf, b);
+}
+
 void bp__composite_destroy(bp_buf *b)
 {
     bp__composite *c = b->composite;
@@ -406,7 +416,7 @@ void bp__composite_destroy(bp_buf *b)
     releasing_doomed = true;
     while ((c = doomed) != NULL) {
         doomed = c->next_doomed;
-        for (size_t i = 0; i < c->count; i++) bp_release(c->items[i].buf);
+        for (size_t i = 0; i < c->count; i++) release_component(c, &c->items[i]);
         free(c->items);
         free(c);
     }
@@ -450,7 +460,7 @@ static void cut_at(bp_buf *b, size_t at)
 {
     bp__composite *c = b->composite;
     while (c->count > 0 && c->items[c->count - 1].offset >= at && at < b->head.capacity)
-        bp_release(c->items[--c->count].buf);
+        release_component(b, &c->items[--c->count]);
     if (c->count > 0) {
         bp__component *last = &c->items[c->count - 1];
         if (last->offset + last->length > at) last->length = at - last->offset;
@@ -470,9 +480,9 @@ static int merge_into_one(bp_buf *b, size_t at, bp_buf *extra, size_t extra_inde
     bp__bytes_out(b, 0, merged->head.memory, at);
     if (extra != NULL) bp__bytes_out(extra, extra_index, merged->head.memory + at, length);
     merged->head.writer_index = at + length;
-    for (size_t i = 0; i < c->count; i++) bp_release(c->items[i].buf);
+    for (size_t i = 0; i < c->count; i++) release_component(b, &c->items[i]);
     if (extra != NULL) bp_release(extra);
-    c->items[0] = (bp__component){merged, 0, 0, at + length};
+    c->items[0] = (bp__component){merged, 0, 0, at + length, bp__generation_record(merged)};
     c->count = 1;
     c->depth = 1;
     b->head.capacity = at + length;
@@ -492,7 +502,7 @@ static int attach(bp_buf *b, size_t at, bp_buf *buf, size_t buf_index, size_t le
     int rc = ensure_room(c, kept + 1);
     if (rc != 0) return rc;
     cut_at(b, at);
-    c->items[c->count++] = (bp__component){buf, buf_index, at, length};
+    c->items[c->count++] = (bp__component){buf, buf_index, at, length, bp__generation_record(buf)};
     b->head.capacity = at + length;
     if (depth_of(buf) + 1 > c->depth) c->depth = depth_of(buf) + 1;
     bp__composite *inner = bytes_of(buf)->composite;
@@ -577,22 +587,29 @@ int bp__composite_set_capacity(bp_buf *b, size_t capacity)
     return 0;
 }
 
+size_t bp__composite_discardable(const bp_buf *b, bool whole_only)
+{
+    const bp__composite *c = b->composite;
+    size_t reader = b->head.reader_index;
+    if (!whole_only) return reader;
+    /* Only the components read to their end: those before the one holding the reader index. */
+    size_t first_kept = component_at(c, reader);
+    return first_kept < c->count ? c->items[first_kept].offset : b->head.capacity;
+}
+
 void bp__composite_discard(bp_buf *b, bool whole_only)
 {
     bp__composite *c = b->composite;
     size_t reader = b->head.reader_index;
     size_t dropped = component_at(c, reader); /* those before it end at or before reader */
     /* Components read to their end go; with !whole_only also the read part of the next. */
-    size_t removed = dropped < c->count ? c->items[dropped].offset : b->head.capacity;
-    if (!whole_only) {
-        if (dropped < c->count && reader > removed) {
-            c->items[dropped].buf_index += reader - removed;
-            c->items[dropped].length -= reader - removed;
-        }
-        removed = reader;
+    size_t removed = bp__composite_discardable(b, whole_only);
+    if (!whole_only && dropped < c->count && reader > c->items[dropped].offset) {
+        c->items[dropped].buf_index += reader - c->items[dropped].offset;
+        c->items[dropped].length -= reader - c->items[dropped].offset;
     }
     if (removed == 0) return;
-    for (size_t i = 0; i < dropped; i++) bp_release(c->items[i].buf);
+    for (size_t i = 0; i < dropped; i++) release_component(b, &c->items[i]);
     memmove(c->items, c->items + dropped, (c->count - dropped) * sizeof *c->items);
     c->count -= dropped;
     for (size_t i = 0; i < c->count; i++) c->items[i].offset = i == 0 ? 0 : c->items[i - 1].offset + c->items[i - 1].length;

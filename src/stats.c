@@ -125,14 +125,15 @@ static void write_text(const bp_allocator *a, const picture *pp, FILE *out)
     const picture p = *pp;
     const bp_allocator_stats *s = &p.totals;
     if (!a->pooled) {
-        fprintf(out, "unpooled allocator: %llu buffers alive, %zu bytes in use, %llu allocations, "
+        fprintf(out, "unpooled allocator: %llu buffers alive, %llu views, %zu bytes in use, %llu allocations, "
                      "%llu deallocations\n",
-                (unsigned long long)s->active_buffers, s->active_bytes, (unsigned long long)s->allocations,
-                (unsigned long long)s->deallocations);
+                (unsigned long long)s->active_buffers, (unsigned long long)s->active_views, s->active_bytes,
+                (unsigned long long)s->allocations, (unsigned long long)s->deallocations);
     } else {
         fprintf(out, "pooled allocator: %u arenas, page %zu B, chunk %zu B\n", s->arenas, s->page_size, s->chunk_size);
-        fprintf(out, "  %llu buffers alive, %zu bytes in use, %zu bytes mapped (chunks in use: %zu, retained empty: %zu, plus huge mappings)\n",
-                (unsigned long long)s->active_buffers, s->active_bytes, s->mapped_bytes, s->chunks, s->retained_chunks);
+        fprintf(out, "  %llu buffers alive, %llu views, %zu bytes in use, %zu bytes mapped (chunks in use: %zu, retained empty: %zu, plus huge mappings)\n",
+                (unsigned long long)s->active_buffers, (unsigned long long)s->active_views, s->active_bytes,
+                s->mapped_bytes, s->chunks, s->retained_chunks);
         fprintf(out, "  %zu bytes free in chunks and still resident, %llu bytes given back to the OS by purging\n",
                 s->dirty_bytes, (unsigned long long)s->purged_bytes);
         fprintf(out, "  %u threads, %u thread caches: %zu regions (%zu bytes) cached; %llu hits, %llu misses, %llu trims\n",
@@ -183,14 +184,15 @@ static void write_json(const bp_allocator *a, const picture *pp, FILE *out)
     const bp_allocator_stats *s = &p.totals;
     fprintf(out,
             "{\"allocator\": {\"pooled\": %s, \"arenas\": %u, \"page_size\": %zu, \"chunk_size\": %zu, "
-            "\"mapped_bytes\": %zu, \"active_bytes\": %zu, \"active_buffers\": %llu, \"chunks\": %zu, "
+            "\"mapped_bytes\": %zu, \"active_bytes\": %zu, \"active_buffers\": %llu, \"active_views\": %llu, \"chunks\": %zu, "
             "\"retained_chunks\": %zu, \"allocations\": %llu, \"deallocations\": %llu, \"threads\": %u, "
             "\"thread_caches\": %u, \"cached_entries\": %zu, \"cached_bytes\": %zu, \"cache_hits\": %llu, "
             "\"cache_misses\": %llu, \"cache_trims\": %llu, \"remote_releases\": %llu, \"remote_drained\": %llu, "
             "\"dirty_bytes\": %zu, \"purged_bytes\": %llu, \"arena_cached_entries\": %zu, \"arena_cached_bytes\": %zu, "
             "\"arena_cached_runs\": %zu, \"arena_cached_run_bytes\": %zu},\n",
             a->pooled ? "true" : "false", s->arenas, s->page_size, s->chunk_size, s->mapped_bytes, s->active_bytes,
-            (unsigned long long)s->active_buffers, s->chunks, s->retained_chunks, (unsigned long long)s->allocations,
+            (unsigned long long)s->active_buffers, (unsigned long long)s->active_views, s->chunks, s->retained_chunks,
+            (unsigned long long)s->allocations,
             (unsigned long long)s->deallocations, s->threads, s->thread_caches, s->cached_entries, s->cached_bytes,
             (unsigned long long)s->cache_hits, (unsigned long long)s->cache_misses, (unsigned long long)s->cache_trims,
             (unsigned long long)s->remote_releases, (unsigned long long)s->remote_drained, s->dirty_bytes,

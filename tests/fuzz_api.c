@@ -1,8 +1,9 @@
 /*
  * Fuzzing the public API: the input is a program of operations on a few buffer handles -
  * allocations of every size category, composites built of parts (added, grown,
- * consolidated, gathered), typed and bulk reads and writes, index moves, growth, slices,
- * retains and releases, including misuse (a release too many, indices out
+ * consolidated, gathered), typed and bulk reads and writes, index moves, growth, slices
+ * and read slices (plain ones freed, retained ones of retained ones holding their parent),
+ * discards refused while shared, retains and releases, including misuse (a release too many, indices out
  * of range, operations on a released buffer right after its release). A shadow copy of
  * every root buffer's bytes checks contents; every step checks the index invariant and that
  * a failing call changed nothing.
@@ -39,6 +40,8 @@ typedef struct slot {
     size_t shadow_cap;
     int views;          /* views made of this root: its contents are no longer checked */
     bool composite;
+    bool plain;         /* a plain view: ended with bp_view_free, or with `owner` */
+    bp_buf *owner;      /* plain views: the buffer whose count they share */
 } slot;
 
 static bp_allocator *allocator;
@@ -101,6 +104,14 @@ static void drop_views_of(bp_buf *root)
 {
     for (int i = 0; i < SLOTS; i++)
         if (slots[i].b != NULL && slots[i].root == root) forget(&slots[i]);
+}
+
+/* A slot's reference to b dropped: plain views sharing b's count may die with it any time
+ * from now (when whatever still holds b lets go), so they are not used again. */
+static void drop_plain_views_of(bp_buf *b)
+{
+    for (int i = 0; i < SLOTS; i++)
+        if (slots[i].b != NULL && slots[i].plain && slots[i].owner == b) forget(&slots[i]);
 }
 
 static void op_alloc(input *in, slot *s)
@@ -301,13 +312,18 @@ static void op_capacity(input *in, slot *s)
         CHECK(rc == 0 || rc == BP_ECAPACITY || rc == BP_EINVAL || rc == BP_ENOMEM);
         break;
     }
-    default:
-        CHECK(bp_discard_read_bytes(s->b) == 0);
-        if (checked(s)) { /* the readable bytes moved to 0: the shadow is no longer exact */
+    default: {
+        size_t r = bp_reader_index(s->b), w = bp_writer_index(s->b), c = bp_capacity(s->b);
+        int rc = take(in, 1) % 2 ? bp_discard_read_bytes(s->b) : bp_discard_some_read_bytes(s->b);
+        CHECK(rc == 0 || rc == BP_ESHARED);
+        if (rc == BP_ESHARED) { /* refused: nothing changed */
+            CHECK(bp_reader_index(s->b) == r && bp_writer_index(s->b) == w && bp_capacity(s->b) == c);
+        } else if (checked(s)) { /* the readable bytes moved to 0: the shadow is no longer exact */
             free(s->shadow);
             s->shadow = NULL;
         }
         return;
+    }
     }
     follow_growth(s);
 }
@@ -370,23 +386,28 @@ static void op_view(input *in, slot *s)
         if (slots[i].b == NULL) v = &slots[i];
     if (v == NULL) return;
     bp_buf *root = s->root != NULL ? s->root : s->b;
-    size_t index = take(in, 1), len = take(in, 1);
+    size_t index = take(in, 1), len = take(in, 1), r = bp_reader_index(s->b);
     int err = 0;
     bool retained = take(in, 1) % 2;
-    bp_buf *view = take(in, 1) % 3 == 0 ? (retained ? bp_retained_duplicate(s->b, &err) : bp_duplicate(s->b, &err))
-                   : retained ? bp_retained_slice(s->b, index, len, &err)
-                              : bp_slice(s->b, index, len, &err);
+    unsigned kind = (unsigned)take(in, 1) % 4;
+    bp_buf *view = kind == 0   ? (retained ? bp_retained_duplicate(s->b, &err) : bp_duplicate(s->b, &err))
+                   : kind == 1 ? (retained ? bp_read_retained_slice(s->b, len % 16, &err) : bp_read_slice(s->b, len % 16, &err))
+                   : retained  ? bp_retained_slice(s->b, index, len, &err)
+                               : bp_slice(s->b, index, len, &err);
     if (view == NULL) {
         CHECK(err == BP_ERANGE || err == BP_EREFCNT);
+        CHECK(bp_reader_index(s->b) == r);
         return;
     }
     for (int i = 0; i < SLOTS; i++)
         if (slots[i].b == root) slots[i].views++;
-    /* Plain views share the root's count: only retained views are kept in a slot of their
-     * own (a plain one dies with the root and is never released by itself). */
-    if (retained) {
-        v->b = view;
-        v->root = root;
+    /* Retained views are kept in a slot of their own; plain ones too when they share the
+     * count of a slot's buffer (they end with bp_view_free, or with that buffer). */
+    v->b = view;
+    v->root = root;
+    if (!retained) {
+        v->plain = true;
+        v->owner = s->plain ? s->owner : s->b;
     }
     check_invariant(view);
 }
@@ -400,7 +421,14 @@ static void op_release(input *in, slot *s)
     }
     bp_buf *b = s->b;
     bool is_root = s->root == NULL;
+    if (s->plain) { /* a plain view ends by itself; its original and the count stay */
+        CHECK(bp_view_free(b) == 0);
+        forget(s);
+        CHECK(bp_view_free(b) == BP_EFREED);
+        return;
+    }
     int rc = bp_release(b);
+    drop_plain_views_of(b);
     if (rc == 0) { /* retained views still hold it, but this slot's reference is gone */
         forget(s);
         return;
@@ -450,18 +478,22 @@ static void run(const uint8_t *data, size_t size)
         }
         if (s->b != NULL) check_invariant(s->b);
     }
-    /* Release what is left: retained views first, then roots. */
-    for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < SLOTS; i++)
-            if (slots[i].b != NULL && (slots[i].root != NULL) == (pass == 0)) {
-                while (bp_refcnt(slots[i].b) > 0 && bp_release(slots[i].b) == 0) {
-                }
-                if (slots[i].root == NULL) drop_views_of(slots[i].b);
-                forget(&slots[i]);
-            }
+    /* Release what is left, each slot's one reference: plain views, retained views (a
+     * parent released before its child lives on in the child), then roots - whose counts
+     * must be back to exactly that one reference. */
+    for (int pass = 0; pass < 3; pass++)
+        for (int i = 0; i < SLOTS; i++) {
+            slot *s = &slots[i];
+            if (s->b == NULL || (pass == 0) != s->plain || (pass == 1) != (!s->plain && s->root != NULL)) continue;
+            if (pass == 0) CHECK(bp_view_free(s->b) == 0);
+            else if (pass == 1) CHECK(bp_release(s->b) >= 0);
+            else CHECK(bp_release(s->b) == 1);
+            forget(s);
+        }
     bp_allocator_stats st;
     bp_allocator_get_stats(allocator, &st, sizeof st);
     CHECK(st.active_buffers == 0);
+    CHECK(st.active_views == 0);
     CHECK(st.active_bytes == 0);
     CHECK(bp_leak_report(allocator) == 0); /* every tracked buffer was untracked */
     bp_allocator_destroy(allocator);

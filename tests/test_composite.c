@@ -899,6 +899,108 @@ static void test_adding_many_components_is_linear(void **state)
     assert_true(resizes[2] <= resizes[1] + 1); /* doubling N: one more reallocation at most */
 }
 
+
+/* A component released behind the composite's back and handed out again as someone else's
+ * buffer: the composite refuses every call instead of reading or writing the new owner's
+ * bytes, and its release leaves the new buffer alone. */
+static void test_recycled_component_is_detected(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *c = composite_of(a, 16, (const char *const[]){"abc", NULL});
+    bp_buf *second = buf_with_text(a, 16, "def");
+    assert_int_equal(bp_composite_add(c, second, 1), 0);
+    assert_int_equal(bp_release(second), 1); /* the composite's reference, behind its back */
+    bp_buf *next = buf_with_text(a, 16, "XYZ");
+    assert_ptr_equal(next, second);          /* the same object, someone else's now */
+    misuse_capture_start();
+    char got[6];
+    struct iovec iov[4];
+    assert_int_equal(bp_get_bytes(c, 0, got, 6), BP_EFREED);
+    assert_non_null(strstr(last_misuse.message, "released behind its back"));
+    assert_int_equal(bp_set_bytes(c, 3, "uvw", 3), BP_EFREED);
+    assert_int_equal(bp_write_u8(c, 'w'), BP_EFREED);
+    assert_int_equal(bp_readable_iovec(c, iov, 4), BP_EFREED);
+    assert_int_equal(bp_composite_consolidate(c), BP_EFREED);
+    assert_int_equal(bp_skip_bytes(c, 4), BP_EFREED);
+    assert_int_equal(bp_discard_read_bytes(c), BP_EFREED);
+    bp_buf *s = bp_slice(c, 0, 6, NULL);
+    assert_null(s);
+    last_misuse.count = 0;
+    assert_int_equal(bp_release(c), 1); /* "abc" goes back; the gone one is reported, not released */
+    assert_int_equal(last_misuse.count, 1);
+    assert_int_equal(last_misuse.err, BP_EFREED);
+    misuse_capture_stop();
+    assert_int_equal(bp_refcnt(next), 1);
+    expect_bytes(next, 0, "XYZ");
+    assert_int_equal(bp_release(next), 1);
+}
+
+/* The same for a plain view freed behind the composite's back while the composite holds
+ * it: the view object may be another view by the composite's next call. */
+static void test_freed_view_component_is_detected(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *root = buf_with_text(a, 16, "hello");
+    bp_buf *other = buf_with_text(a, 16, "world");
+    assert_int_equal(bp_retain(root), 0);          /* the reference the composite takes */
+    bp_buf *part = bp_slice(root, 1, 3, NULL);     /* "ell" */
+    bp_buf *c = bp_composite(a, 16, NULL);
+    assert_int_equal(bp_composite_add(c, part, 1), 0);
+    expect_bytes(c, 0, "ell");
+    assert_int_equal(bp_view_free(part), 0);       /* behind the composite's back */
+    bp_buf *again = bp_slice(other, 0, 5, NULL);   /* part's object, showing other */
+    assert_ptr_equal(again, part);
+    misuse_capture_start();
+    uint8_t v;
+    assert_int_equal(bp_get_u8(c, 0, &v), BP_EFREED);
+    assert_int_equal(bp_set_u8(c, 0, 'E'), BP_EFREED);
+    assert_int_equal(bp_release(c), 1);            /* does not release through `again` */
+    misuse_capture_stop();
+    assert_int_equal(bp_refcnt(other), 1);
+    expect_bytes(again, 0, "world");
+    assert_int_equal(bp_refcnt(root), 2);          /* the composite's reference went with part */
+    assert_int_equal(bp_release_n(root, 2), 1);
+    assert_int_equal(bp_release(other), 1);
+}
+
+/* A composite's discard drops components and shifts its indices: refused, changing nothing,
+ * while another holder or a view of it may rely on them. */
+static void test_discard_refused_while_composite_is_shared(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *c = composite_of(a, 16, (const char *const[]){"abc", "def", "ghi", NULL});
+    assert_int_equal(bp_skip_bytes(c, 4), 0);
+    bp_buf *s = bp_slice(c, 3, 6, NULL); /* "defghi" */
+    misuse_capture_start();
+    assert_int_equal(bp_discard_some_read_bytes(c), BP_ESHARED);
+    assert_int_equal(bp_discard_read_bytes(c), BP_ESHARED);
+    assert_int_equal(last_misuse.count, 0); /* not misuse */
+    misuse_capture_stop();
+    assert_int_equal(bp_composite_components(c), 3);
+    assert_int_equal(bp_capacity(c), 9);
+    assert_int_equal(bp_reader_index(c), 4);
+    expect_bytes(s, 0, "defghi");
+    assert_int_equal(bp_view_free(s), 0);
+    assert_int_equal(bp_retain(c), 0); /* another holder */
+    assert_int_equal(bp_discard_read_bytes(c), BP_ESHARED);
+    assert_int_equal(bp_release(c), 0);
+    bp_buf *rs = bp_retained_slice(c, 0, 2, NULL);
+    assert_int_equal(bp_discard_read_bytes(c), BP_ESHARED);
+    assert_int_equal(bp_release(rs), 1);
+    assert_int_equal(bp_discard_some_read_bytes(c), 0); /* alone again: "abc" goes */
+    assert_int_equal(bp_composite_components(c), 2);
+    assert_int_equal(bp_discard_read_bytes(c), 0);
+    assert_int_equal(bp_capacity(c), 5);
+    expect_bytes(c, 0, "efghi");
+    /* Nothing due: no refusal either, shared or not. */
+    bp_buf *d = bp_duplicate(c, NULL);
+    assert_int_equal(bp_skip_bytes(c, 1), 0);
+    assert_int_equal(bp_discard_some_read_bytes(c), 0); /* "efghi" is one component, not read through */
+    assert_int_equal(bp_discard_read_bytes(c), BP_ESHARED);
+    assert_int_equal(bp_view_free(d), 0);
+    assert_int_equal(bp_release(c), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -925,6 +1027,9 @@ int main(void)
         BOTH(test_nesting_to_the_limit_on_a_small_stack, teardown),
         BOTH(test_nesting_deepened_behind_the_back_fails_cleanly, teardown),
         BOTH(test_adding_many_components_is_linear, teardown),
+        BOTH(test_recycled_component_is_detected, teardown),
+        BOTH(test_freed_view_component_is_detected, teardown),
+        BOTH(test_discard_refused_while_composite_is_shared, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

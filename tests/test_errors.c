@@ -11,9 +11,9 @@ static void test_every_code_has_text_and_name(void **state)
 {
     (void)state;
     static const int codes[] = {BP_EINVAL, BP_ENOMEM, BP_EFREED, BP_ERANGE, BP_ECAPACITY, BP_EOVERFLOW, BP_EREFCNT,
-                                BP_EOF, BP_EIO};
+                                BP_EOF, BP_EIO, BP_ESHARED};
     static const char *const names[] = {"BP_EINVAL", "BP_ENOMEM", "BP_EFREED", "BP_ERANGE", "BP_ECAPACITY",
-                                        "BP_EOVERFLOW", "BP_EREFCNT", "BP_EOF", "BP_EIO"};
+                                        "BP_EOVERFLOW", "BP_EREFCNT", "BP_EOF", "BP_EIO", "BP_ESHARED"};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         assert_true(codes[i] < 0);
         assert_string_equal(bp_err_name(codes[i]), names[i]);
@@ -22,6 +22,8 @@ static void test_every_code_has_text_and_name(void **state)
     }
     assert_string_equal(bp_strerror(BP_EFREED), "buffer already released (reference count is 0)");
     assert_string_equal(bp_strerror(BP_EOF), "end of stream");
+    assert_int_equal(BP_ESHARED, -10);
+    assert_string_equal(bp_strerror(BP_ESHARED), "buffer's bytes are shared (reference count above 1, or live views)");
     assert_string_equal(bp_strerror(0), "success");
     assert_string_equal(bp_err_name(0), "BP_OK");
     assert_string_equal(bp_strerror(-999), "unknown error");

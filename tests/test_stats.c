@@ -152,9 +152,10 @@ static void test_text_and_json_dumps(void **state)
     bp_buf *big = bp_alloc(a, 1024 * 1024);
     bp_buf *tiny = bp_alloc(a, 16);
     bp_release(bp_alloc(a, 32 * 1024));
+    bp_buf *views[3] = {bp_slice(tiny, 0, 4, NULL), bp_duplicate(big, NULL), bp_retained_slice(big, 0, 8, NULL)};
     char *text = dump(a, false);
     expect(text, "pooled allocator: 1 arenas, page 8192 B, chunk 4194304 B");
-    expect(text, "2 buffers alive");
+    expect(text, "2 buffers alive, 3 views, ");
     expect(text, "chunk in q000: usage 2");
     expect(text, "small class 16 B: 1 subpage with free slots (runs of 8192 B, 512 slots), 384 slots free");
     expect(text, "thread cache 0 (arena 0): 128 regions");
@@ -162,13 +163,18 @@ static void test_text_and_json_dumps(void **state)
     char *json = dump(a, true);
     assert_true(json_well_formed(json));
     expect(json, "{\"allocator\": {\"pooled\": true, \"arenas\": 1, \"page_size\": 8192, \"chunk_size\": 4194304");
-    expect(json, "\"active_buffers\": 2");
+    expect(json, "\"active_buffers\": 2, \"active_views\": 3, ");
     expect(json, "{\"band\": \"q000\", \"chunks\": [{\"usage\": 2");
     expect(json, "{\"size\": 16, \"run_bytes\": 8192, \"slots_per_run\": 512, \"subpages\": 1, \"slots_free\": 384}");
     expect(json, "\"thread_caches\": [{\"arena\": 0, \"entries\": 128");
     free(json);
-    bp_release(big);
+    assert_int_equal(bp_view_free(views[0]), 0);
+    bp_release(views[2]);
+    bp_release(big); /* and views[1] with it */
     bp_release(tiny);
+    bp_allocator_stats views_gone;
+    assert_int_equal(bp_allocator_get_stats(a, &views_gone, sizeof views_gone), 0);
+    assert_int_equal(views_gone.active_views, 0);
     /* A burst bigger than the 64 B bin: the overflow waits in the arena's cache, and both
      * dumps say how much; so does the 1 MiB run released above, held back by the arena. */
     bp_buf *burst[400];
@@ -210,7 +216,7 @@ static void test_text_and_json_dumps(void **state)
     expect(json, "\"arenas\": [],\n \"thread_caches\": []}");
     free(json);
     text = dump(u, false);
-    expect(text, "unpooled allocator: 0 buffers alive");
+    expect(text, "unpooled allocator: 0 buffers alive, 0 views, ");
     free(text);
     bp_allocator_destroy(u);
     bp_allocator_destroy(a);

@@ -7,12 +7,67 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
+#if defined(__has_include)
+#  if __has_include(<valgrind/valgrind.h>)
+#    include <valgrind/valgrind.h>
+#  endif
+#endif
+#ifndef RUNNING_ON_VALGRIND
+#  define RUNNING_ON_VALGRIND 0
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#  define UNDER_SANITIZER 1
+#elif defined(__has_feature)
+#  if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#    define UNDER_SANITIZER 1
+#  endif
+#endif
+#ifndef UNDER_SANITIZER
+#  define UNDER_SANITIZER 0
+#endif
+
+/* Whether this run is slowed down (sanitizers, Valgrind, BP_TEST_SCALE=tsan): long loops
+ * then run a fraction of their iterations. */
+static bool slowed_down(void)
+{
+    const char *scale = getenv("BP_TEST_SCALE");
+    return UNDER_SANITIZER || RUNNING_ON_VALGRIND || (scale != NULL && strcmp(scale, "tsan") == 0);
+}
+
+static uint64_t active_views(bp_allocator *a)
+{
+    bp_allocator_stats s;
+    assert_int_equal(bp_allocator_get_stats(a, &s, sizeof s), 0);
+    return s.active_views;
+}
+
+static size_t slab_count(bp_allocator *a)
+{
+    size_t slabs = 0;
+    for (bp__buf_slab *slab = a->slabs; slab != NULL; slab = slab->next) slabs++;
+    return slabs;
+}
+
+/* The plain views listed on b, counted both ways along the list. */
+static size_t listed_views(const bp_buf *b)
+{
+    size_t n = 0;
+    const bp_buf *last = NULL;
+    for (const bp_buf *v = b->views; v != NULL; v = v->next_view, n++) {
+        assert_ptr_equal(v->prev_view, last);
+        assert_ptr_equal(v->count_owner, b);
+        last = v;
+    }
+    return n;
+}
+
 static int teardown(void **state)
 {
     misuse_capture_stop();
     bp_allocator_stats s;
     bp_allocator_get_stats(*state, &s, sizeof s);
     assert_int_equal(s.active_buffers, 0); /* every test releases what it made */
+    assert_int_equal(s.active_views, 0);   /* and every view ended */
     bp_allocator_destroy(*state);
     return 0;
 }
@@ -50,9 +105,12 @@ static void test_slice_shares_contents_not_indices(void **state)
     assert_int_equal(bp_write_u8(s, 1), BP_ECAPACITY); /* a slice cannot grow */
     uint32_t u;
     assert_int_equal(bp_get_u32(s, 2, &u), BP_ERANGE);
-    assert_int_equal(bp_set_capacity(s, 8), BP_ECAPACITY); /* past its max (its length) */
-    assert_int_equal(bp_set_capacity(s, 3), BP_EINVAL);    /* a slice's capacity is fixed */
-    assert_int_equal(bp_set_capacity(s, 5), 0);            /* unchanged: fine */
+    /* A slice's capacity is fixed: any value is refused, as Netty's slices throw. */
+    assert_int_equal(bp_set_capacity(s, 8), BP_EINVAL);
+    assert_int_equal(bp_set_capacity(s, 3), BP_EINVAL);
+    assert_int_equal(bp_set_capacity(s, 5), BP_EINVAL);
+    assert_int_equal(bp_set_capacity(s, SIZE_MAX), BP_EINVAL);
+    assert_int_equal(bp_capacity(s), 5);
     misuse_capture_stop();
     assert_int_equal(bp_get_u32(s, 1, &u), 0);
     assert_int_equal(u, (uint32_t)'3' << 24 | (uint32_t)'4' << 16 | (uint32_t)'5' << 8 | (uint32_t)'Y');
@@ -102,20 +160,27 @@ static void test_chains_of_retained_slices(void **state)
 {
     bp_buf *root = buf_with(*state, "0123456789abcdef");
     bp_buf *a = bp_retained_slice(root, 2, 12, NULL);  /* "23456789abcd" */
-    bp_buf *b = bp_retained_slice(a, 3, 6, NULL);      /* "56789a": a view of the root */
-    bp_buf *c = bp_read_retained_slice(b, 2, NULL);    /* "56"; b's reader moves */
+    bp_buf *b = bp_retained_slice(a, 3, 6, NULL);      /* "56789a": the root's bytes, a held */
+    bp_buf *c = bp_read_retained_slice(b, 2, NULL);    /* "56"; b's reader moves, b held */
     assert_int_equal(bp_reader_index(b), 2);
-    assert_int_equal(bp_refcnt(root), 4);
+    /* Each holds the one it was made from (Netty's parent), not the root. */
+    assert_int_equal(bp_refcnt(root), 2);
+    assert_int_equal(bp_refcnt(a), 2);
+    assert_int_equal(bp_refcnt(b), 2);
+    assert_int_equal(bp_refcnt(c), 1);
     expect_text(b, 0, "56789a");
     expect_text(c, 0, "56");
     assert_ptr_equal(bp_data(c, 0), (uint8_t *)bp_data(root, 0) + 5);
-    /* Release in an unusual order; the root lives until the last. */
+    /* Release in an unusual order; each lives while what was made from it does. */
     assert_int_equal(bp_release(root), 0);
-    assert_int_equal(bp_release(a), 1);
+    assert_int_equal(bp_release(a), 0);     /* b holds it */
+    assert_int_equal(bp_refcnt(a), 1);
     expect_text(c, 0, "56");
-    assert_int_equal(bp_release(c), 1);
+    assert_int_equal(bp_release(c), 1);     /* drops its hold on b */
+    assert_int_equal(bp_refcnt(b), 1);
     assert_int_equal(bp_refcnt(root), 1);
-    assert_int_equal(bp_release(b), 1);
+    assert_int_equal(bp_release(b), 1);     /* and b's on a, and a's on the root */
+    assert_int_equal(bp_refcnt(a), 0);
     assert_int_equal(bp_refcnt(root), 0);
 }
 
@@ -484,6 +549,473 @@ static void test_relative_transfer_to_itself_is_refused(void **state)
     }
     misuse_capture_stop();
     world_free(&w);
+
+/* ---- Netty's reference counts for views of views (AbstractPooledDerivedByteBuf): a
+ * retained derivation retains its immediate parent and releases it at its end. */
+
+static void test_retained_views_hold_their_parent_as_netty(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *root = buf_with(a, "0123456789");
+    /* ByteBuf s1 = root.retainedSlice(0, 8);  root.refCnt() == 2, s1.refCnt() == 1 */
+    bp_buf *s1 = bp_retained_slice(root, 0, 8, NULL);
+    assert_int_equal(bp_refcnt(root), 2);
+    assert_int_equal(bp_refcnt(s1), 1);
+    /* ByteBuf s2 = s1.retainedSlice(2, 4);  s1.refCnt() == 2, root.refCnt() == 2, s2.refCnt() == 1 */
+    bp_buf *s2 = bp_retained_slice(s1, 2, 4, NULL);
+    assert_int_equal(bp_refcnt(s1), 2);
+    assert_int_equal(bp_refcnt(root), 2);
+    assert_int_equal(bp_refcnt(s2), 1);
+    /* ByteBuf d = s2.retainedDuplicate();  s2.refCnt() == 2, d.refCnt() == 1 */
+    bp_buf *d = bp_retained_duplicate(s2, NULL);
+    assert_int_equal(bp_refcnt(s2), 2);
+    assert_int_equal(bp_refcnt(d), 1);
+    /* ByteBuf p = s1.slice(0, 2);  p.refCnt() == s1.refCnt() == 2 (shared) */
+    bp_buf *p = bp_slice(s1, 0, 2, NULL);
+    assert_int_equal(bp_refcnt(p), 2);
+    assert_int_equal(active_views(a), 4);
+    /* s1.release() == false: s2 holds it; s1.refCnt() == 1, root.refCnt() == 2 */
+    assert_int_equal(bp_release(s1), 0);
+    assert_int_equal(bp_refcnt(s1), 1);
+    assert_int_equal(bp_refcnt(p), 1);
+    assert_int_equal(bp_refcnt(root), 2);
+    expect_text(s2, 0, "2345"); /* bytes still reached through the root */
+    expect_text(d, 0, "2345");
+    expect_text(p, 0, "01");
+    /* s2.release() == false: d holds it; s2.refCnt() == 1 */
+    assert_int_equal(bp_release(s2), 0);
+    assert_int_equal(bp_refcnt(s2), 1);
+    /* d.release() == true: d deallocates, releasing s2 (0), which releases s1 (0), which
+     * releases the root: root.refCnt() == 1, and p died with s1 */
+    assert_int_equal(bp_release(d), 1);
+    assert_int_equal(bp_refcnt(s2), 0);
+    assert_int_equal(bp_refcnt(s1), 0);
+    assert_int_equal(bp_refcnt(p), 0);
+    assert_int_equal(bp_refcnt(root), 1);
+    assert_int_equal(active_views(a), 0);
+    /* A retained view of a plain view holds the buffer whose count the plain one shares. */
+    bp_buf *plain = bp_slice(root, 1, 5, NULL);
+    bp_buf *rp = bp_retained_slice(plain, 1, 2, NULL);
+    assert_int_equal(bp_refcnt(root), 2);
+    assert_int_equal(bp_refcnt(rp), 1);
+    assert_int_equal(bp_view_free(plain), 0); /* the plain view may go first */
+    expect_text(rp, 0, "23");
+    assert_int_equal(bp_release(root), 0);
+    assert_int_equal(bp_release(rp), 1);
+    assert_int_equal(bp_refcnt(root), 0);
+}
+
+/* A chain of retained views, each made from the last, ends without recursion: a
+ * 100 000-link chain released from its far end on a thread with a small stack. */
+static void *release_long_chain(void *arg)
+{
+    bp_allocator *a = arg;
+    bp_buf *root = buf_with(a, "chain");
+    bp_buf *last = root;
+    for (int i = 0; i < 100000; i++) {
+        bp_buf *next = bp_retained_duplicate(last, NULL);
+        if (next == NULL) return NULL;
+        if (last != root && bp_release(last) != 0) return NULL; /* only the next one holds it */
+        last = next;
+    }
+    if (bp_release(root) != 0 || bp_refcnt(root) != 1) return NULL;
+    if (bp_release(last) != 1 || bp_refcnt(root) != 0) return NULL;
+    return a;
+}
+
+static void test_long_chain_of_retained_views(void **state)
+{
+    pthread_attr_t attr;
+    pthread_t t;
+    void *result = NULL;
+    assert_int_equal(pthread_attr_init(&attr), 0);
+    assert_int_equal(pthread_attr_setstacksize(&attr, 128 * 1024), 0);
+    assert_int_equal(pthread_create(&t, &attr, release_long_chain, *state), 0);
+    assert_int_equal(pthread_join(t, &result), 0);
+    pthread_attr_destroy(&attr);
+    assert_ptr_equal(result, *state);
+}
+
+/* ---- Generations: a buffer released behind a view's back and handed out again. */
+
+static void test_view_detects_a_recycled_root(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *root = buf_with(a, "original");
+    bp_buf *r = bp_retained_slice(root, 0, 8, NULL);
+    bp_buf *p = bp_slice(r, 1, 3, NULL);        /* shares r's count */
+    bp_buf *r2 = bp_retained_slice(r, 2, 4, NULL); /* holds r, which is intact */
+    assert_int_equal(bp_release_n(root, 2), 1); /* the caller's reference and the view's */
+    bp_buf *next = buf_with(a, "NEWOWNER");     /* the same object, someone else's now */
+    assert_ptr_equal(next, root);
+    misuse_capture_start();
+    char got[8];
+    int err = 0;
+    uint8_t v;
+    assert_int_equal(bp_get_bytes(r, 0, got, 8), BP_EFREED);
+    assert_int_equal(last_misuse.err, BP_EFREED);
+    assert_int_equal(bp_set_bytes(r, 0, "xxxx", 4), BP_EFREED);
+    assert_int_equal(bp_get_u8(p, 0, &v), BP_EFREED);
+    assert_int_equal(bp_set_u8(p, 0, 'y'), BP_EFREED);
+    assert_int_equal(bp_get_u8(r2, 0, &v), BP_EFREED);
+    assert_int_equal(bp_set_u8(r2, 0, 'z'), BP_EFREED);
+    assert_null(bp_data(r, 0));
+    assert_null(bp_data(r2, 0));
+    assert_int_equal(bp_release(r2), 1); /* its hold on r goes; r is intact */
+    assert_int_equal(bp_refcnt(r), 1);
+    assert_null(bp_slice(r, 0, 1, &err));
+    assert_int_equal(err, BP_EFREED);
+    assert_int_equal(bp_discard_read_bytes(r), BP_EFREED);
+    /* r's own last reference goes, with p; what r held is not released a second time. */
+    last_misuse.count = 0;
+    assert_int_equal(bp_release(r), 1);
+    assert_int_equal(last_misuse.count, 1);
+    assert_int_equal(last_misuse.err, BP_EFREED);
+    misuse_capture_stop();
+    assert_int_equal(bp_refcnt(next), 1);
+    expect_text(next, 0, "NEWOWNER");
+    assert_int_equal(bp_release(next), 1);
+}
+
+static void test_view_detects_a_recycled_parent(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *root = buf_with(a, "0123456789");
+    bp_buf *other = buf_with(a, "other");
+    bp_buf *s1 = bp_retained_slice(root, 0, 10, NULL);
+    bp_buf *s2 = bp_retained_slice(s1, 2, 4, NULL); /* holds s1 */
+    assert_int_equal(bp_release_n(s1, 2), 1);       /* behind s2's back: s1 and its hold go */
+    assert_int_equal(bp_refcnt(root), 1);
+    bp_buf *v = bp_retained_duplicate(other, NULL); /* s1's object again */
+    assert_ptr_equal(v, s1);
+    misuse_capture_start();
+    uint8_t x;
+    assert_int_equal(bp_get_u8(s2, 0, &x), BP_EFREED);
+    assert_int_equal(bp_release(s2), 1); /* s2 goes; v, in s1's place, is left alone */
+    assert_int_equal(last_misuse.err, BP_EFREED);
+    misuse_capture_stop();
+    assert_int_equal(bp_refcnt(v), 1);
+    assert_int_equal(bp_refcnt(other), 2);
+    expect_text(v, 0, "other");
+    assert_int_equal(bp_release(v), 1);
+    assert_int_equal(bp_release(other), 1);
+    assert_int_equal(bp_release(root), 1);
+}
+
+/* Growth gives a root a region of another class, and with it a release tag: a root a view
+ * recorded must keep the tag that sends its release through the library. */
+static void test_recorded_root_stays_detectable_after_growth(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *root = buf_with(a, "grow me");
+    bp_buf *r = bp_retained_slice(root, 0, 4, NULL);
+    assert_int_equal(bp_ensure_writable(root, 3000), 0); /* 4096 bytes, a new region */
+    assert_int_equal(bp_capacity(root), 4096);
+    assert_int_equal(bp_release_n(root, 2), 1);          /* behind the view's back */
+    bp_buf *next = bp_alloc(a, 4096);
+    assert_ptr_equal(next, root);
+    assert_int_equal(bp_write_bytes(next, "NEXT", 4), 0);
+    misuse_capture_start();
+    char got[4];
+    assert_int_equal(bp_get_bytes(r, 0, got, 4), BP_EFREED);
+    assert_int_equal(bp_release(r), 1);
+    misuse_capture_stop();
+    assert_int_equal(bp_refcnt(next), 1);
+    expect_text(next, 0, "NEXT");
+    assert_int_equal(bp_release(next), 1);
+}
+
+/* ---- Freeing plain views. */
+
+static void test_view_free(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *root = buf_with(a, "0123456789");
+    bp_buf *s1 = bp_slice(root, 0, 4, NULL);
+    bp_buf *s2 = bp_read_slice(root, 3, NULL);
+    bp_buf *s3 = bp_slice(root, 4, 4, NULL);
+    bp_buf *d = bp_duplicate(root, NULL);
+    assert_int_equal(listed_views(root), 4);
+    assert_int_equal(active_views(a), 4);
+    assert_int_equal(bp_view_free(s2), 0); /* from the middle of the list */
+    assert_int_equal(listed_views(root), 3);
+    assert_int_equal(bp_view_free(d), 0);  /* its head */
+    assert_int_equal(listed_views(root), 2);
+    assert_int_equal(bp_view_free(s1), 0); /* its tail */
+    assert_int_equal(listed_views(root), 1);
+    assert_int_equal(active_views(a), 1);
+    assert_int_equal(bp_refcnt(root), 1);       /* the count is untouched */
+    assert_int_equal(bp_reader_index(root), 3); /* and so are the original's indices */
+    expect_text(root, 0, "0123456789");
+    expect_text(s3, 0, "4567");
+    misuse_capture_start();
+    assert_int_equal(bp_view_free(s2), BP_EFREED); /* freed already */
+    assert_int_equal(bp_view_free(NULL), BP_EINVAL);
+    assert_int_equal(bp_view_free(root), BP_EINVAL);
+    bp_buf *r = bp_retained_slice(root, 0, 2, NULL);
+    assert_int_equal(bp_view_free(r), BP_EINVAL);
+    bp_buf *c = bp_composite(a, 4, NULL);
+    assert_int_equal(bp_view_free(c), BP_EINVAL);
+    assert_int_equal(last_misuse.err, BP_EINVAL);
+    misuse_capture_stop();
+    assert_int_equal(bp_refcnt(r), 1);
+    bp_buf *pr = bp_slice(r, 0, 1, NULL); /* a plain view of a retained one */
+    assert_int_equal(listed_views(r), 1);
+    assert_int_equal(bp_view_free(pr), 0);
+    assert_int_equal(listed_views(r), 0);
+    assert_int_equal(bp_refcnt(r), 1);
+    assert_int_equal(bp_release(c), 1);
+    assert_int_equal(bp_release(r), 1);
+    assert_int_equal(active_views(a), 1);
+    assert_int_equal(bp_release(root), 1); /* s3, never freed, dies with it */
+    assert_int_equal(active_views(a), 0);
+    misuse_capture_start();
+    assert_int_equal(bp_view_free(s3), BP_EFREED);
+    misuse_capture_stop();
+}
+
+/* A decoder taking a read slice per frame from a long-lived buffer and freeing each: the
+ * number of live views stays 0 and nothing grows. */
+static void test_freed_read_slices_do_not_pile_up(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *conn = bp_alloc(a, 256);
+    long rounds = slowed_down() ? 200000 : 10000000;
+    size_t slabs = 0, mapped = 0;
+    for (long i = 0; i < rounds; i++) {
+        if (bp_readable_bytes(conn) < 8) {
+            assert_int_equal(bp_clear(conn), 0);
+            for (uint64_t k = 0; k < 32; k++) assert_int_equal(bp_write_u64(conn, (uint64_t)i + k), 0);
+        }
+        uint64_t want = 0, got = 0;
+        assert_int_equal(bp_get_u64(conn, bp_reader_index(conn), &want), 0);
+        bp_buf *frame = bp_read_slice(conn, 8, NULL);
+        if (frame == NULL || bp_get_u64(frame, 0, &got) != 0 || got != want || bp_view_free(frame) != 0)
+            fail_msg("round %ld: frame %p, %llu != %llu", i, (void *)frame, (unsigned long long)got,
+                     (unsigned long long)want);
+        if ((i & 0x3ff) == 0 || i == rounds - 1) {
+            bp_allocator_stats st;
+            assert_int_equal(bp_allocator_get_stats(a, &st, sizeof st), 0);
+            assert_int_equal(st.active_views, 0);
+            if (i == 0) {
+                slabs = slab_count(a);
+                mapped = st.mapped_bytes;
+            }
+            assert_int_equal(st.mapped_bytes, mapped);
+        }
+    }
+    assert_int_equal(slab_count(a), slabs); /* view objects were reused, not piled up */
+    assert_int_equal(bp_refcnt(conn), 1);
+    assert_int_equal(bp_release(conn), 1);
+}
+
+static long resident_kib(void)
+{
+    long size = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    assert_non_null(f);
+    assert_int_equal(fscanf(f, "%ld %ld", &size, &resident), 2);
+    fclose(f);
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* The same at program level: 10 M read slices of one live buffer, each freed, leave the
+ * process's resident memory where it was (within 1 MiB). Checked builds only: under
+ * sanitizers and Valgrind the loop is slow and their own memory moves. */
+static void test_read_slice_loop_keeps_rss_flat(void **state)
+{
+    if (slowed_down()) skip();
+    bp_allocator *a = *state;
+    bp_buf *conn = bp_alloc(a, 64);
+    assert_int_equal(bp_write_zero(conn, 64), 0);
+    for (int i = 0; i < 1000; i++) { /* warm: the recycler and the thread state exist */
+        assert_int_equal(bp_set_reader_index(conn, 0), 0);
+        assert_int_equal(bp_view_free(bp_read_slice(conn, 8, NULL)), 0);
+    }
+    long before = resident_kib();
+    for (long i = 0; i < 10000000; i++) {
+        if (bp_readable_bytes(conn) < 8) bp_set_reader_index(conn, 0);
+        if (bp_view_free(bp_read_slice(conn, 8, NULL)) != 0) fail_msg("round %ld", i);
+    }
+    long after = resident_kib();
+    assert_true(after - before <= 1024);
+    assert_int_equal(active_views(a), 0);
+    assert_int_equal(bp_release(conn), 1);
+}
+
+/* ---- Discarding read bytes while they are shared (Netty's decoders discard only at
+ * refCnt 1). */
+
+/* An echo server: frames ([length][bytes]) arrive pipelined, two or three per read, into
+ * one input buffer; each is kept as a retained slice until written back, and the input
+ * buffer is compacted between reads. Every frame must come back as it arrived. */
+static void test_discard_leaves_retained_frames_intact(void **state)
+{
+    bp_allocator *a = *state;
+    misuse_capture_start();
+    bp_buf *in = bp_alloc(a, 32);
+    bp_buf *frames[12];
+    char text[12][16];
+    int decoded = 0, arrived = 0;
+    for (int read = 0; read < 5; read++) {
+        for (int k = 0; k < 2 + read % 2 && arrived < 12; k++, arrived++) { /* a read of the socket */
+            int n = snprintf(text[arrived], sizeof text[arrived], "frame-%02d-%s", arrived, read % 2 ? "odd" : "even");
+            assert_int_equal(bp_write_u8(in, (uint8_t)n), 0);
+            assert_int_equal(bp_write_bytes(in, text[arrived], (size_t)n), 0);
+        }
+        uint8_t len = 0;
+        while (bp_readable_bytes(in) > 0) { /* decode every whole frame */
+            assert_int_equal(bp_read_u8(in, &len), 0);
+            frames[decoded] = bp_read_retained_slice(in, len, NULL);
+            assert_non_null(frames[decoded]);
+            decoded++;
+        }
+        size_t reader = bp_reader_index(in), writer = bp_writer_index(in);
+        assert_int_equal(bp_discard_some_read_bytes(in), BP_ESHARED); /* the frames still show them */
+        assert_int_equal(bp_discard_read_bytes(in), BP_ESHARED);
+        assert_int_equal(bp_reader_index(in), reader); /* nothing changed */
+        assert_int_equal(bp_writer_index(in), writer);
+    }
+    assert_int_equal(decoded, 12);
+    for (int i = 0; i < 12; i++) { /* written back: each as it arrived */
+        assert_int_equal(bp_readable_bytes(frames[i]), strlen(text[i]));
+        expect_text(frames[i], 0, text[i]);
+        assert_int_equal(bp_release(frames[i]), 1);
+    }
+    assert_int_equal(last_misuse.count, 0); /* refusing is not misuse */
+    /* Nothing shares the input any more: discarding works again. */
+    assert_int_equal(bp_write_bytes(in, "tail", 4), 0);
+    assert_int_equal(bp_skip_bytes(in, bp_readable_bytes(in) - 4), 0);
+    assert_int_equal(bp_discard_read_bytes(in), 0);
+    assert_int_equal(bp_reader_index(in), 0);
+    expect_text(in, 0, "tail");
+    /* The same with plain read slices, freed once written. */
+    bp_buf *frame = bp_read_slice(in, 2, NULL);
+    assert_int_equal(bp_discard_some_read_bytes(in), 0); /* not due: 2 read, 2 left */
+    assert_int_equal(bp_discard_read_bytes(in), BP_ESHARED);
+    expect_text(frame, 0, "ta");
+    assert_int_equal(bp_view_free(frame), 0);
+    assert_int_equal(bp_discard_read_bytes(in), 0);
+    expect_text(in, 0, "il");
+    assert_int_equal(bp_writer_index(in), 2);
+    misuse_capture_stop();
+    assert_int_equal(bp_release(in), 1);
+}
+
+/* Who shares: the count above 1, or any view other than the one called on; a retained view
+ * whose parent is held by nothing else may discard. */
+static void test_discard_sharing_rules(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *root = buf_with(a, "0123456789");
+    assert_int_equal(bp_skip_bytes(root, 2), 0);
+    assert_int_equal(bp_retain(root), 0); /* another holder */
+    assert_int_equal(bp_discard_read_bytes(root), BP_ESHARED);
+    assert_int_equal(bp_release(root), 0);
+    bp_buf *d = bp_duplicate(root, NULL);
+    assert_int_equal(bp_discard_read_bytes(root), BP_ESHARED); /* d shows the bytes */
+    bp_buf *d2 = bp_duplicate(root, NULL);
+    assert_int_equal(bp_discard_read_bytes(d), BP_ESHARED);    /* d2 does too */
+    assert_int_equal(bp_view_free(d2), 0);
+    /* d alone: a discard through it moves the original's bytes, as Netty's duplicate does. */
+    assert_int_equal(bp_discard_read_bytes(d), 0);
+    expect_text(root, 0, "23456789");
+    assert_int_equal(bp_reader_index(d), 0);
+    assert_int_equal(bp_reader_index(root), 2); /* the original's indices are its own */
+    assert_int_equal(bp_view_free(d), 0);
+    /* A retained duplicate, while the caller still holds the original: shared. */
+    bp_buf *rd = bp_retained_duplicate(root, NULL);
+    assert_int_equal(bp_discard_read_bytes(rd), BP_ESHARED);
+    assert_int_equal(bp_discard_read_bytes(root), BP_ESHARED);
+    bp_buf *chain = bp_retained_duplicate(rd, NULL);
+    assert_int_equal(bp_release(rd), 0);     /* chain holds rd, rd holds the root */
+    assert_int_equal(bp_discard_read_bytes(chain), BP_ESHARED); /* the caller still holds root */
+    assert_int_equal(bp_release(root), 0);   /* now only the chain holds it */
+    assert_int_equal(bp_discard_read_bytes(chain), 0);
+    expect_text(chain, 0, "456789");
+    bp_buf *pc = bp_slice(chain, 0, 4, NULL); /* "4567" */
+    assert_int_equal(bp_skip_bytes(chain, 1), 0);
+    assert_int_equal(bp_discard_read_bytes(chain), BP_ESHARED); /* pc shows them */
+    /* pc shares chain's count and nothing else shows the bytes: one holder, as a root and
+     * its only duplicate. */
+    assert_int_equal(bp_skip_bytes(pc, 1), 0);
+    assert_int_equal(bp_discard_read_bytes(pc), 0);
+    expect_text(chain, 0, "5677");
+    assert_int_equal(bp_release(chain), 1);
+    assert_int_equal(bp_refcnt(root), 0);
+}
+
+/* ---- Lengths near SIZE_MAX are lengths, not "the whole buffer". */
+
+static void test_slice_lengths_near_size_max(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *root = buf_with(a, "abcdef");
+    int err = 0;
+    misuse_capture_start();
+    assert_null(bp_slice(root, 5, SIZE_MAX, &err));
+    assert_int_equal(err, BP_ERANGE);
+    assert_null(bp_slice(root, 0, SIZE_MAX, &err));
+    assert_int_equal(err, BP_ERANGE);
+    assert_null(bp_read_slice(root, SIZE_MAX, &err));
+    assert_int_equal(err, BP_ERANGE);
+    assert_null(bp_retained_slice(root, 1, SIZE_MAX, &err));
+    assert_int_equal(err, BP_ERANGE);
+    assert_null(bp_read_retained_slice(root, SIZE_MAX, &err));
+    assert_int_equal(err, BP_ERANGE);
+    assert_null(bp_read_retained_slice(root, SIZE_MAX - 1, &err));
+    assert_int_equal(err, BP_ERANGE);
+    misuse_capture_stop();
+    assert_int_equal(bp_reader_index(root), 0);
+    assert_int_equal(bp_refcnt(root), 1);
+    assert_int_equal(active_views(a), 0);
+    /* A duplicate's capacity is its original's: it may change it; a slice's may not. */
+    bp_buf *d = bp_duplicate(root, NULL);
+    assert_int_equal(bp_set_capacity(d, 100), 0);
+    assert_int_equal(bp_capacity(root), 100);
+    assert_int_equal(bp_release(root), 1);
+}
+
+/* ---- Live views counted across threads: made on one, ended on another, and threads
+ * exiting in between. */
+
+typedef struct views_job {
+    bp_buf *root;
+    bp_buf *views[64];
+    int n;
+} views_job;
+
+static void *release_views_job(void *arg)
+{
+    views_job *job = arg;
+    for (int i = 0; i < job->n; i++)
+        if (bp_release(job->views[i]) != 1) return NULL;
+    return job;
+}
+
+static void *make_plain_views_job(void *arg)
+{
+    views_job *job = arg;
+    for (int i = 0; i < job->n; i++)
+        if ((job->views[i] = bp_slice(job->root, (size_t)i % 8, 2, NULL)) == NULL) return NULL;
+    return job;
+}
+
+static void test_views_counted_across_threads(void **state)
+{
+    bp_allocator *a = *state;
+    views_job job = {.root = buf_with(a, "0123456789"), .n = 64};
+    for (int i = 0; i < job.n; i++) job.views[i] = bp_retained_slice(job.root, 1, 4, NULL);
+    assert_int_equal(active_views(a), 64);
+    assert_ptr_equal(run_on_thread(release_views_job, &job), &job); /* ended there, thread gone */
+    assert_int_equal(active_views(a), 0);
+    assert_int_equal(bp_refcnt(job.root), 1);
+    assert_ptr_equal(run_on_thread(make_plain_views_job, &job), &job); /* made there, thread gone */
+    assert_int_equal(active_views(a), 64);
+    for (int i = 0; i < 32; i++) assert_int_equal(bp_view_free(job.views[i]), 0);
+    assert_int_equal(active_views(a), 32);
+    assert_int_equal(bp_release(job.root), 1);
+    assert_int_equal(active_views(a), 0);
 }
 
 int main(void)
@@ -503,6 +1035,18 @@ int main(void)
         BOTH(test_transfers_while_a_composite_consolidates, teardown),
         BOTH(test_transfers_with_a_huge_root, teardown),
         BOTH(test_relative_transfer_to_itself_is_refused, teardown),
+        BOTH(test_retained_views_hold_their_parent_as_netty, teardown),
+        BOTH(test_long_chain_of_retained_views, teardown),
+        BOTH(test_view_detects_a_recycled_root, teardown),
+        BOTH(test_view_detects_a_recycled_parent, teardown),
+        BOTH(test_recorded_root_stays_detectable_after_growth, teardown),
+        BOTH(test_view_free, teardown),
+        BOTH(test_freed_read_slices_do_not_pile_up, teardown),
+        cmocka_unit_test_setup_teardown(test_read_slice_loop_keeps_rss_flat, setup_pooled, teardown),
+        BOTH(test_discard_leaves_retained_frames_intact, teardown),
+        BOTH(test_discard_sharing_rules, teardown),
+        BOTH(test_slice_lengths_near_size_max, teardown),
+        BOTH(test_views_counted_across_threads, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
