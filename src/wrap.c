@@ -41,8 +41,6 @@ bp_buf *bp_wrap(bp_allocator *a, void *memory, size_t length, bp_wrap_free_fn fr
     b->head.max_capacity = length;
     b->marked_reader_index = b->marked_writer_index = 0;
     b->view_offset = b->view_length = 0;
-    b->count_owner = NULL;
-    b->next_view = NULL;
     bp__tcache_ledger(&ts->tcache, 1);
     BP__REFCNT_STORE(b, 1, __ATOMIC_RELAXED);
     return b;

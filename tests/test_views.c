@@ -549,6 +549,7 @@ static void test_relative_transfer_to_itself_is_refused(void **state)
     }
     misuse_capture_stop();
     world_free(&w);
+}
 
 /* ---- Netty's reference counts for views of views (AbstractPooledDerivedByteBuf): a
  * retained derivation retains its immediate parent and releases it at its end. */
