@@ -3,7 +3,10 @@
  * allocations of every size category, composites built of parts (added, grown,
  * consolidated, gathered), typed and bulk reads and writes, index moves, growth, slices
  * and read slices (plain ones freed, retained ones of retained ones holding their parent),
- * discards refused while shared, retains and releases, including misuse (a release too many, indices out
+ * discards refused while shared (under live retained frames too), transfers between a buffer
+ * and its own views with growth, components and originals released behind their holders'
+ * backs with the objects recycled in between, read-slice loops that must leave no view
+ * alive, retains and releases, including misuse (a release too many, indices out
  * of range, operations on a released buffer right after its release). A shadow copy of
  * every root buffer's bytes checks contents; every step checks the index invariant and that
  * a failing call changed nothing.
@@ -46,7 +49,7 @@ typedef struct slot {
 
 static bp_allocator *allocator;
 static slot slots[SLOTS];
-static unsigned long parts_added, gathers_checked; /* reported by the replay */
+static unsigned long parts_added, gathers_checked, betrayals, view_loops, frames; /* reported by the replay */
 
 #define CHECK(cond)                                                                        \
     do {                                                                                   \
@@ -443,6 +446,96 @@ static void op_release(input *in, slot *s)
     forget(s);
 }
 
+/* Misuse behind a holder's back, with the object recycled in between: a component released
+ * through the caller's pointer (or a root over-released under its retained view), then a
+ * buffer of the same size allocated - usually on the same object. The composite (view) must
+ * refuse every call with BP_EFREED, never touch the new owner's bytes, and its end must not
+ * release the new owner's buffer. Self-contained: no slot is involved. */
+static void op_betray(input *in)
+{
+    size_t n = 1 + take(in, 1) % 96;
+    uint8_t fill = (uint8_t)take(in, 1);
+    bool composite = take(in, 1) % 2;
+    bp_buf *victim = bp_alloc(allocator, n);
+    CHECK(victim != NULL);
+    CHECK(bp_write_zero(victim, n) == 0);
+    bp_buf *holder;
+    int err = 0;
+    if (composite) {
+        holder = bp_composite(allocator, 1 + take(in, 1) % 4, &err);
+        CHECK(holder != NULL && bp_composite_add(holder, victim, 1) == 0);
+        CHECK(bp_release(victim) == 1); /* the composite's reference, behind its back */
+    } else {
+        holder = bp_retained_slice(victim, 0, n, &err);
+        CHECK(holder != NULL && bp_refcnt(victim) == 2);
+        CHECK(bp_release_n(victim, 2) == 1); /* the view's reference too */
+    }
+    bp_buf *next = bp_alloc(allocator, n); /* perhaps victim's object and memory again */
+    CHECK(next != NULL);
+    uint8_t want[96], got[96];
+    memset(want, fill, n);
+    CHECK(bp_write_bytes(next, want, n) == 0);
+    uint8_t byte;
+    CHECK(bp_read_u8(holder, &byte) == BP_EFREED);
+    CHECK(bp_set_u8(holder, 0, (uint8_t)~fill) == BP_EFREED);
+    CHECK(bp_write_u8(holder, 1) == BP_EFREED);
+    CHECK(bp_get_bytes(holder, 0, got, 1) == BP_EFREED);
+    CHECK(bp_release(holder) == 1); /* ends the holder, leaves next alone */
+    CHECK(bp_refcnt(next) == 1 && bp_readable_bytes(next) == n);
+    CHECK(bp_get_bytes(next, 0, got, n) == 0 && memcmp(got, want, n) == 0);
+    CHECK(bp_release(next) == 1);
+    betrayals++;
+}
+
+/* A decoder's loop: a read slice per frame taken from a slot's buffer and freed at once,
+ * hundreds of times; the live view count comes back to where it was. */
+static void op_view_loop(input *in, slot *s)
+{
+    if (s->b == NULL) return;
+    bp_allocator_stats before, after;
+    CHECK(bp_allocator_get_stats(allocator, &before, sizeof before) == 0);
+    size_t r = bp_reader_index(s->b), rounds = take(in, 2) % 1000;
+    for (size_t i = 0; i < rounds; i++) {
+        size_t len = bp_readable_bytes(s->b) < 8 ? bp_readable_bytes(s->b) : 8;
+        int err = 0;
+        bp_buf *frame = bp_read_slice(s->b, len, &err);
+        CHECK(frame != NULL && err == 0 && bp_readable_bytes(frame) == len);
+        CHECK(bp_view_free(frame) == 0);
+        if (bp_readable_bytes(s->b) == 0) CHECK(bp_set_reader_index(s->b, r) == 0);
+    }
+    CHECK(bp_set_reader_index(s->b, r) == 0);
+    CHECK(bp_allocator_get_stats(allocator, &after, sizeof after) == 0);
+    CHECK(after.active_views == before.active_views);
+    view_loops++;
+}
+
+/* A server's input: a retained read slice as a frame, then discards (refused while the frame
+ * lives) and growth of the input; the frame shows its bytes throughout. */
+static void op_frame(input *in, slot *s)
+{
+    if (s->b == NULL || s->plain || bp_readable_bytes(s->b) == 0) return;
+    size_t len = 1 + take(in, 1) % bp_readable_bytes(s->b);
+    if (len > 256) len = 256;
+    uint8_t want[256], got[256];
+    size_t r = bp_reader_index(s->b), w = bp_writer_index(s->b);
+    CHECK(bp_get_bytes(s->b, r, want, len) == 0);
+    int err = 0;
+    bp_buf *frame = bp_read_retained_slice(s->b, len, &err);
+    if (frame == NULL) {
+        CHECK(err == BP_EREFCNT || err == BP_ENOMEM);
+        return;
+    }
+    CHECK(bp_reader_index(s->b) == r + len);
+    CHECK(bp_discard_read_bytes(s->b) == BP_ESHARED);
+    int some = bp_discard_some_read_bytes(s->b); /* 0 when it would not pay */
+    CHECK(some == BP_ESHARED || some == 0);
+    CHECK(bp_reader_index(s->b) == r + len && bp_writer_index(s->b) == w);
+    if (take(in, 1) % 2 && bp_ensure_writable(s->b, take(in, 2) % 5000) == 0) follow_growth(s);
+    CHECK(bp_get_bytes(frame, 0, got, len) == 0 && memcmp(got, want, len) == 0);
+    CHECK(bp_release(frame) == 1);
+    frames++;
+}
+
 static void run(const uint8_t *data, size_t size)
 {
     input in = {data, size, 0};
@@ -463,7 +556,10 @@ static void run(const uint8_t *data, size_t size)
     memset(slots, 0, sizeof slots);
     while (in.at < in.size) {
         slot *s = &slots[take(&in, 1) % SLOTS];
-        switch (take(&in, 1) % 12) {
+        switch (take(&in, 1) % 15) {
+        case 12: op_betray(&in); break;
+        case 13: op_view_loop(&in, s); break;
+        case 14: op_frame(&in, s); break;
         case 0: case 1: op_alloc(&in, s); break;
         case 9: op_compose(&in, s); break;
         case 10: if (s->b != NULL) check_gather(s); break;
@@ -522,8 +618,8 @@ int main(int argc, char **argv)
         }
         run(data, size);
     }
-    printf("fuzz_api: %d inputs replayed (%lu composite parts added, %lu gathers checked)\n", inputs, parts_added,
-           gathers_checked);
+    printf("fuzz_api: %d inputs replayed (%lu composite parts added, %lu gathers checked, %lu betrayals, %lu view "
+           "loops, %lu frames)\n", inputs, parts_added, gathers_checked, betrayals, view_loops, frames);
     printf("%d passed, 0 failed\n", inputs);
     return 0;
 }
