@@ -28,7 +28,10 @@
  *   clang); the library also exports them, so they link at -O0 and from other languages.
  * - Thread safety: an allocator may be used from any number of threads at once. A single
  *   bp_buf is not synchronised: one thread at a time may read or change its indices and
- *   contents. bp_retain / bp_release are atomic and may be called from any thread.
+ *   contents. bp_retain / bp_release are atomic and may be called from any thread, each
+ *   for a reference it holds. One misuse is undefined behaviour unless the allocator has
+ *   bp_config.release_check: two threads releasing the same last reference at once (see
+ *   bp_release).
  * - A use after release is detected as long as the bp_buf object has not been handed out
  *   again: like Netty, bytepool recycles bp_buf objects, so a stale pointer to a buffer you
  *   released yourself (a root, a composite, a view; a plain view also once freed or gone
@@ -178,6 +181,16 @@ typedef struct bp_config {
                                    exits (none is held while no thread is bound). For a
                                    class no thread cache keeps, the released bp_buf stays
                                    on its run and is reused with it. Default 1024, 0 = off */
+    unsigned release_check;     /* 1: releases of this allocator's buffers detect a release
+                                   racing them for the same last reference: the last one is
+                                   dropped with a compare-and-set (1 -> 0), so of two threads
+                                   releasing a buffer whose count is 1 exactly one gets 1
+                                   and the other BP_EFREED - on the allocating thread or
+                                   another, for views, composites and every size. Costs a
+                                   call and a locked instruction per release (the inline
+                                   fast path is not taken). Default 0: a sole owner's
+                                   release is a plain store, and such a race is undefined
+                                   behaviour (see bp_release) */
 } bp_config;
 
 /* dirty_decay_ms: keep free pages resident for good. */
@@ -213,7 +226,8 @@ BP_API int bp_config_validate(const bp_config *cfg, char *errbuf, size_t errbuf_
 BP_API bp_allocator *bp_allocator_new(const bp_config *cfg, int *err);
 
 /* Creates an unpooled allocator: every buffer is a plain malloc'ed region, released with
- * free. Same interface and checks; for comparison and for debugging with sanitizers.
+ * free. Same interface and checks; for comparison and for debugging with sanitizers. Its
+ * releases always detect a release racing them, as with bp_config.release_check.
  * Returns NULL with *err = BP_ENOMEM when out of memory. */
 BP_API bp_allocator *bp_allocator_new_unpooled(int *err);
 
@@ -545,7 +559,14 @@ BP_API inline bp_buf *bp_alloc(bp_allocator *a, size_t capacity)
 BP_API bp_buf *bp_alloc_ex(bp_allocator *a, size_t capacity, size_t max_capacity, int *err);
 
 /* Adds one reference. Returns 0; BP_EINVAL (NULL), BP_EFREED (already released),
- * BP_EREFCNT (the count would pass INT32_MAX). */
+ * BP_EREFCNT (the count would pass INT32_MAX). The caller holds a reference, so the count
+ * cannot drop to 0 meanwhile. A retain racing the release of the last reference (held by
+ * another thread) is misuse: with the allocator's release_check, either the retain comes
+ * first (it returns 0 and the release leaves a count of 1) or the release does (it
+ * returns 1 and the retain BP_EFREED); by default the release may also store 0 over the
+ * retain's increment, so that the retain returns 0 for a buffer already given back. A
+ * retain after the count reached 0 fails with BP_EFREED either way (as long as the object
+ * has not been handed out again: see the conventions at the top). */
 BP_API int bp_retain(bp_buf *b);
 
 /* Adds `n` (>= 1) references; errors as bp_retain, plus BP_EINVAL for n == 0. */
@@ -582,16 +603,35 @@ BP_API inline int bp__release_cached(bp_buf *b, uint32_t n)
 /* Drops one reference. Returns 1 when this call released the buffer (memory and the
  * bp_buf go back to the pool; the pointer must not be used again), 0 when references
  * remain; BP_EINVAL (NULL), BP_EFREED (already released: a release too many).
+ * Releases of different references may race (the count is atomic). Two releases racing
+ * for the same last reference - a reference released twice, by two threads at once - are
+ * a program error, and what happens depends on the allocator:
+ * - by default it is undefined behaviour, not detected: the release of a buffer's last
+ *   reference sees a count of 1 and stores 0 (no atomic read-modify-write), so both calls
+ *   may return 1; the buffer then goes back to the pool twice, is handed out to two owners
+ *   at once (two buffers sharing memory), and the pool's state can be corrupted (a crash
+ *   later). Retained views and composites, which keep counts of their own, are the
+ *   exception: their counts always drop with a compare-and-set;
+ * - with bp_config.release_check (and for unpooled allocators), exactly one of the two
+ *   returns 1 and the other BP_EFREED, whichever threads they run on and whatever the
+ *   buffer (any size, a view, a composite); the pool stays intact.
+ * A release after the count reached 0 fails with BP_EFREED in both modes (as long as the
+ * object has not been handed out again).
  * Inline: a sole owner's release on the thread that allocated the buffer, with room in
  * that thread's cache, is a plain store of the count and one push (no atomic
- * read-modify-write); anything else goes to the library. */
+ * read-modify-write); anything else goes to the library, and so does every release of an
+ * allocator with release_check (its buffers' release tags match no thread cache). */
 BP_API inline int bp_release(bp_buf *b)
 {
     return BP__LIKELY(bp__release_cached(b, 1)) ? 1 : bp__release(b);
 }
 
 /* Drops `n` (>= 1) references. Returns as bp_release, plus BP_EINVAL for n == 0 and
- * BP_EREFCNT when n exceeds the count (nothing is dropped then). */
+ * BP_EREFCNT when n exceeds the count (nothing is dropped then). Races as bp_release:
+ * with release_check, racing calls never drop more references than the count holds - each
+ * drops its n or fails changing nothing, with BP_EFREED (the count is 0) or BP_EREFCNT (n
+ * exceeds what is left) - and only the call that brings the count to 0 returns 1. By
+ * default, calls racing for the last references are undefined behaviour. */
 BP_API int bp_release_n(bp_buf *b, uint32_t n);
 
 /* The reference count: > 0 while alive, 0 once released, BP_EINVAL for NULL. */

@@ -544,6 +544,7 @@ static bp_allocator *allocator_create(const bp_config *cfg, bool pooled, int *er
     a->pooled = pooled;
     a->has_prefetchw = bp__os_cpu_has_prefetchw();
     a->config = *cfg;
+    a->release_check = cfg->release_check != 0;
     if (pthread_mutex_init(&a->lock, NULL) != 0) goto fail_free;
     bp__leak_init(&a->leak, cfg->leak_detection, cfg->leak_sampling_interval);
     if (pthread_key_create(&a->thread_key, thread_state_release) != 0) goto fail_mutex;
@@ -602,6 +603,9 @@ bp_allocator *bp_allocator_new_unpooled(int *err)
     bp_config cfg;
     bp_config_init(&cfg);
     cfg.arenas = 0;
+    /* Every release reaches free() through the slow path anyway; a release racing another
+     * would free the region twice, corrupting the C heap. */
+    cfg.release_check = 1;
     return allocator_create(&cfg, false, err);
 }
 

@@ -72,6 +72,8 @@ struct bp_allocator {
     bool pooled;
     bool is_default;
     bool has_prefetchw;          /* bp__os_cpu_has_prefetchw(), for remote take-backs */
+    bool release_check;          /* config.release_check (always for unpooled), on the line
+                                    every slow release reads anyway */
     bp_config config;
     bp__size_classes sc;
     bp__arena *arenas;           /* config.arenas of them; NULL if unpooled */
@@ -254,7 +256,10 @@ BP_INLINE bool bp__buf_cache_at_home(bp__thread_state *ts, bp_buf *b)
     unsigned cls = b->region.class_index;
     if (cls >= ts->tcache.ncacheable || !bp__region_is_home(&b->region, ts)) return false;
     b->owner = ts;
-    b->head.release_tag = bp__release_tag(&ts->tcache, cls);
+    /* Stored only when it changes: a cache whose every release takes the slow path keeps
+     * BP__TAG_NONE, which a release racing this one (and failing) may be reading. */
+    uint32_t own = bp__release_tag(&ts->tcache, cls);
+    if (tag != own) b->head.release_tag = own;
     return bp__tcache_put(&ts->tcache, cls, b);
 }
 

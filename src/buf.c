@@ -207,6 +207,9 @@ static int drop_own(bp_buf *b, uint32_t n, uint32_t count, const char *func)
     uint32_t own;
     do {
         own = count & BP__REFCNT_MASK;
+        if (BP_UNLIKELY(own == 0)) /* a racing release took the last reference */
+            return bp__misuse(BP_EFREED, func, "buffer %p already released (refCnt: 0, decrement: %u)",
+                              (void *)b, n);
         if (BP_UNLIKELY(n > own))
             return own == 0 ? bp__misuse(BP_EFREED, func, "buffer %p already released (refCnt: 0)", (void *)b)
                             : bp__misuse(BP_EREFCNT, func, "decrement %u exceeds refCnt %u", n, own);
@@ -265,7 +268,6 @@ int bp_retain_n(bp_buf *b, uint32_t n)
     if (BP_UNLIKELY(n == 0)) return bp__misuse(BP_EINVAL, __func__, "increment is 0");
     uint32_t count = BP__REFCNT_LOAD(b, __ATOMIC_RELAXED);
     if (BP_UNLIKELY(count & BP__REFCNT_INDIRECT)) return indirect_retain(b, n, count, __func__);
-    if (BP_UNLIKELY(b->leak != NULL) && count != 0) bp__leak_note(&b->allocator->leak, b->leak, "retain", NULL);
     do {
         if (BP_UNLIKELY(count == 0))
             return bp__misuse(BP_EFREED, __func__, "buffer %p already released (refCnt: 0, increment: %u)",
@@ -274,6 +276,9 @@ int bp_retain_n(bp_buf *b, uint32_t n)
             return bp__misuse(BP_EREFCNT, __func__, "refCnt %u + increment %u overflows", count, n);
     } while (!__atomic_compare_exchange_n(&b->head.refcnt, &count, count + n, true, __ATOMIC_RELAXED,
                                           __ATOMIC_RELAXED));
+    /* Noted once the reference is ours: a retain racing the last release (misuse) that
+     * loses reads nothing the release rewrites. */
+    if (BP_UNLIKELY(b->leak != NULL)) bp__leak_note(&b->allocator->leak, b->leak, "retain", NULL);
     return 0;
 }
 
@@ -287,14 +292,18 @@ static BP_NOINLINE int release_slow(bp_buf *b, uint32_t n)
     if (BP_UNLIKELY(n == 0)) return bp__misuse(BP_EINVAL, "bp_release_n", "decrement is 0");
     uint32_t count = BP__REFCNT_LOAD(b, __ATOMIC_ACQUIRE);
     /* Sole owner: nobody else holds a reference that could change the count, so a plain
-     * store will do (DPDK's trick; it saves a locked instruction per buffer). */
-    if (BP_LIKELY(count == n && !(count & BP__REFCNT_INDIRECT))) {
+     * store will do (DPDK's trick; it saves a locked instruction per buffer). With
+     * release_check the compare-and-set below takes the last reference instead, so that of
+     * two releases racing for it (misuse) exactly one succeeds. */
+    if (BP_LIKELY(count == n && !(count & BP__REFCNT_INDIRECT)) && BP_LIKELY(!b->allocator->release_check)) {
         BP__REFCNT_STORE(b, 0, __ATOMIC_RELAXED);
         deallocate(b);
         return 1;
     }
     if (BP_UNLIKELY(count & BP__REFCNT_INDIRECT)) return indirect_release(b, n, count, "bp_release_n");
-    if (BP_UNLIKELY(b->leak != NULL) && count > n) bp__leak_note(&b->allocator->leak, b->leak, "release", NULL);
+    /* The count first: a release that loses a race for the last reference (misuse) must not
+     * read the record the winner drops. */
+    if (count > n && BP_UNLIKELY(b->leak != NULL)) bp__leak_note(&b->allocator->leak, b->leak, "release", NULL);
     do {
         if (BP_UNLIKELY(count == 0))
             return bp__misuse(BP_EFREED, "bp_release_n", "buffer %p already released (refCnt: 0, decrement: %u)",

@@ -100,12 +100,16 @@ void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *s
                      uint32_t sample_interval)
 {
     memset(tc, 0, sizeof *tc);
-    uint32_t id = (uint32_t)atomic_fetch_add_explicit(&next_tag_id, 1, memory_order_relaxed);
-    if (id >= 0xffffff) { /* spent: every release of this cache's buffers takes the slow path */
-        atomic_store_explicit(&next_tag_id, 0xffffff, memory_order_relaxed);
+    if (cfg->release_check) { /* no tags: every release takes the slow path's compare-and-set */
         tc->tag_base = BP__TAG_SPENT;
     } else {
-        tc->tag_base = id << 8;
+        uint32_t id = (uint32_t)atomic_fetch_add_explicit(&next_tag_id, 1, memory_order_relaxed);
+        if (id >= 0xffffff) { /* spent: every release of this cache's buffers takes the slow path */
+            atomic_store_explicit(&next_tag_id, 0xffffff, memory_order_relaxed);
+            tc->tag_base = BP__TAG_SPENT;
+        } else {
+            tc->tag_base = id << 8;
+        }
     }
     tc->sc = sc;
     tc->arena = arena;

@@ -61,7 +61,8 @@ typedef struct bp__tcache_bin {
  * cache's base, so no base may equal BP__TAG_NONE so cleared (0xffffff00): id 2^24 - 1 is
  * never handed out, and a spent cache's base has a low byte that no cleared tag has. */
 #define BP__TAG_NONE UINT32_MAX
-#define BP__TAG_SPENT 1u /* the base of caches made after ids ran out: matches no tag */
+#define BP__TAG_SPENT 1u /* the base of caches made after ids ran out, or for an allocator
+                            with release_check: matches no tag */
 
 typedef struct bp__tcache {
     /* What the allocation and release fast paths read, first. */

@@ -14,7 +14,7 @@ static const char *const env_names[] = {"BYTEPOOL_PAGE_SIZE", "BYTEPOOL_CHUNK_SI
                                         "BYTEPOOL_CACHE_TRIM_INTERVAL", "BYTEPOOL_CHUNK_DECAY_MS", "BYTEPOOL_DIRTY_DECAY_MS",
                                         "BYTEPOOL_LEAK_DETECTION", "BYTEPOOL_LEAK_SAMPLING_INTERVAL",
                                         "BYTEPOOL_ARENA_CACHE_SIZE", "BYTEPOOL_ARENA_CACHE_MAX_BYTES",
-                                        "BYTEPOOL_RUN_CACHE_SIZE"};
+                                        "BYTEPOOL_RUN_CACHE_SIZE", "BYTEPOOL_RELEASE_CHECK"};
 
 static int clear_env(void **state)
 {
@@ -43,6 +43,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.arena_cache_size, 8192);
     assert_int_equal(cfg.arena_cache_max_bytes, 16 << 20);
     assert_int_equal(cfg.run_cache_size, 1024);
+    assert_int_equal(cfg.release_check, 0);
     char why[128] = "";
     assert_int_equal(bp_config_validate(&cfg, why, sizeof why), 0);
 }
@@ -111,6 +112,10 @@ static void test_invalid_settings_are_named(void **state)
     expect_invalid(&cfg, "run_cache_size=65537: must not exceed 65536");
     cfg.run_cache_size = 65536;
     assert_int_equal(bp_config_validate(&cfg, NULL, 0), 0);
+    cfg.release_check = 2;
+    expect_invalid(&cfg, "release_check=2: must be 0 (off) or 1 (on)");
+    cfg.release_check = 1;
+    assert_int_equal(bp_config_validate(&cfg, NULL, 0), 0);
     assert_int_equal(bp_config_validate(NULL, NULL, 0), BP_EINVAL);
 }
 
@@ -130,6 +135,7 @@ static void test_env_values_are_parsed(void **state)
     setenv("BYTEPOOL_ARENA_CACHE_SIZE", "0", 1);
     setenv("BYTEPOOL_ARENA_CACHE_MAX_BYTES", "2M", 1);
     setenv("BYTEPOOL_RUN_CACHE_SIZE", "5", 1);
+    setenv("BYTEPOOL_RELEASE_CHECK", "1", 1);
     bp_config cfg;
     char why[160] = "";
     assert_int_equal(bp_config_from_env(&cfg, why, sizeof why), 0);
@@ -147,6 +153,7 @@ static void test_env_values_are_parsed(void **state)
     assert_int_equal(cfg.arena_cache_size, 0);
     assert_int_equal(cfg.arena_cache_max_bytes, 2 << 20);
     assert_int_equal(cfg.run_cache_size, 5);
+    assert_int_equal(cfg.release_check, 1);
     setenv("BYTEPOOL_CHUNK_SIZE", "1g", 1);
     assert_int_equal(bp_config_from_env(&cfg, why, sizeof why), 0);
     assert_int_equal(cfg.chunk_size, 1 << 30);
@@ -183,6 +190,8 @@ static void test_env_garbage_is_refused_with_its_name(void **state)
     expect_env_refused("BYTEPOOL_ARENAS", "5000000000", "BYTEPOOL_ARENAS=5000000000: too large");
     expect_env_refused("BYTEPOOL_ARENAS", "0", "BYTEPOOL_ARENAS=0: must be between 1 and 1024");
     expect_env_refused("BYTEPOOL_CHUNK_SIZE", "16K", "BYTEPOOL_CHUNK_SIZE=16K: must be at least 8 pages (8 x page_size)");
+    expect_env_refused("BYTEPOOL_RELEASE_CHECK", "yes", "BYTEPOOL_RELEASE_CHECK=yes: not a number");
+    expect_env_refused("BYTEPOOL_RELEASE_CHECK", "2", "BYTEPOOL_RELEASE_CHECK=2: must be 0 (off) or 1 (on)");
 }
 
 static void default_with_bad_env(void)
