@@ -207,9 +207,6 @@ static int drop_own(bp_buf *b, uint32_t n, uint32_t count, const char *func)
     uint32_t own;
     do {
         own = count & BP__REFCNT_MASK;
-        if (BP_UNLIKELY(own == 0)) /* a racing release took the last reference */
-            return bp__misuse(BP_EFREED, func, "buffer %p already released (refCnt: 0, decrement: %u)",
-                              (void *)b, n);
         if (BP_UNLIKELY(n > own))
             return own == 0 ? bp__misuse(BP_EFREED, func, "buffer %p already released (refCnt: 0)", (void *)b)
                             : bp__misuse(BP_EREFCNT, func, "decrement %u exceeds refCnt %u", n, own);
