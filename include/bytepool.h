@@ -108,18 +108,24 @@ BP_API const char *bp_err_name(int err);
  * BP_EREFCNT. Not called for BP_ENOMEM, BP_EOF, BP_EIO, BP_ESHARED, BP_ETOOLONG,
  * BP_ECORRUPT or BP_EFULL, which are not misuse (BP_ESHARED: a discard refused while other
  * holders share the bytes, which servers try opportunistically; the last three come from a
- * peer's bytes). `func` is the public function that detected it, `message` a one-line
+ * peer's bytes). `func` is the public function the program called (bp_release for a release
+ * through bp_release, bp_release_n for one through bp_release_n, ...), `message` a one-line
  * description with the values involved. */
 typedef void (*bp_misuse_handler)(int err, const char *func, const char *message,
                                   void *user_data);
 
-/* Installs a process-wide misuse handler (NULL: none, the default) and returns the
- * previous one. Safe to call from any thread; handlers run on the thread that misused. */
+/* Installs a process-wide misuse handler (NULL: none) and returns the previous one. Safe to
+ * call from any thread; handlers run on the thread that misused. The handler starts as
+ * NULL, or as bp_misuse_abort when BYTEPOOL_ABORT_ON_MISUSE=1 (see bp_misuse_abort);
+ * whatever the program installs replaces it, whenever it does. */
 BP_API bp_misuse_handler bp_set_misuse_handler(bp_misuse_handler handler, void *user_data);
 
 /* A ready handler: prints "bytepool: <func>: <message> (<BP_E...>)" to stderr and aborts.
- * Setting the environment variable BYTEPOOL_ABORT_ON_MISUSE=1 installs it at start-up of
- * the default allocator. */
+ * The environment variable BYTEPOOL_ABORT_ON_MISUSE=1 installs it for the whole process and
+ * every allocator. The variable is read once, at the first of: the first allocator made
+ * (bp_allocator_new, bp_allocator_new_unpooled, bp_allocator_default), the first misuse, the
+ * first bp_set_misuse_handler call; any other value, or none, leaves misuse unreported
+ * (errors are still returned). A handler the program installs, before or after, wins. */
 BP_API void bp_misuse_abort(int err, const char *func, const char *message, void *user_data);
 
 /* ---------------------------------------------------------------------------------------
@@ -219,10 +225,23 @@ BP_API int bp_config_from_env(bp_config *cfg, char *errbuf, size_t errbuf_len);
  * its value in errbuf (if errbuf_len > 0). */
 BP_API int bp_config_validate(const bp_config *cfg, char *errbuf, size_t errbuf_len);
 
+/* Fork. bytepool installs fork handlers (pthread_atfork) when the first allocator is made.
+ * A child process made by fork() - while other threads of the parent allocate, release,
+ * create or destroy allocators - may use every allocator that existed in the parent, the
+ * default one included: allocate, release, make and destroy allocators. Buffers alive in
+ * the parent at the fork are alive in the child (each process has its own copy): the child
+ * may use and release them, whichever thread allocated them. The parent's other threads do
+ * not exist in the child: their thread caches go back to the arenas, so that `threads` and
+ * `thread_caches` count the child's thread alone, and the buffers they held stay counted in
+ * active_buffers until the child releases them (a buffer one of them was allocating or
+ * releasing at the very instant of the fork may stay counted as in use for good). A
+ * child of vfork() or of a raw clone(), which run no fork handlers, must not use the
+ * library before it execs. */
+
 /* Creates a pooled allocator. cfg NULL means the defaults. Returns NULL on failure and
  * stores the reason in *err (if err is not NULL): BP_EINVAL for an invalid configuration,
- * BP_ENOMEM when memory, or a thread-local key, cannot be had. No memory is mapped until
- * the first allocation. */
+ * BP_ENOMEM when memory, a thread-local key, or (for the first allocator) the fork
+ * handlers cannot be had. No memory is mapped until the first allocation. */
 BP_API bp_allocator *bp_allocator_new(const bp_config *cfg, int *err);
 
 /* Creates an unpooled allocator: every buffer is a plain malloc'ed region, released with
@@ -233,8 +252,11 @@ BP_API bp_allocator *bp_allocator_new_unpooled(int *err);
 
 /* Destroys an allocator made by bp_allocator_new or bp_allocator_new_unpooled and unmaps
  * all of its memory, including that of buffers still alive (which must not be used
- * afterwards). No other thread may be using the allocator, or exiting after having used
- * it, while this runs. NULL and the default allocator are ignored. */
+ * afterwards). While this runs, no other thread may be using the allocator (calling a
+ * function on it or on one of its buffers) or exiting after having used it. Other threads
+ * that used it may stay alive - idle, or using other allocators - and exit later: their
+ * caches of it go with it, and they never read anything of it again. NULL and the default
+ * allocator are ignored. */
 BP_API void bp_allocator_destroy(bp_allocator *a);
 
 /* The process-wide pooled allocator (PooledByteBufAllocator.DEFAULT), created on first
@@ -460,6 +482,8 @@ typedef struct bp__buf_head {
  * last - mid-line in a 64-byte line of its own, away from the bytes programs write most
  * (4 KiB aliasing) - and, as offsets into the library's own structures (checked against
  * them when the library is built), its thread cache and an allocator's size-class table.
+ * The state is read only once the allocator's id, or a buffer's release tag, matches the
+ * copies kept here: another thread may have destroyed the allocator and freed the state.
  * All of it may change in any release; code compiled against this header must be rebuilt
  * with the library, as for the inline accessors. */
 struct bp__thread_state;
@@ -467,7 +491,9 @@ typedef struct bp__tls_cache {
     char line_start[16];
     uint64_t allocator_id;
     struct bp__thread_state *state; /* never NULL: an empty state stands in */
-    char line_end[32];
+    uint32_t tag_base;              /* the state's release tag base (one matching no tag
+                                       when it has no cache) */
+    char line_end[28];
 } __attribute__((aligned(64))) bp__tls_cache;
 BP_API extern __thread bp__tls_cache bp__tls_last __attribute__((tls_model("initial-exec")));
 #define BP__TS_TCACHE 0x100          /* the thread cache in a thread state */
@@ -575,17 +601,18 @@ BP_API int bp_retain_n(bp_buf *b, uint32_t n);
 /* The release fast path, shared by the inline bp_release and the library's bp_release_n:
  * the last `n` references of a plain root dropped on the thread that allocated it, with room
  * in that thread's cache - a plain store of the count (sole owner: no atomic
- * read-modify-write) and one push. 0, changing nothing, otherwise. */
+ * read-modify-write) and one push. 0, changing nothing, otherwise. The tag is compared with
+ * the thread's copy of its cache's base, so that the cache is read only when it is the
+ * buffer's (never a cache freed with its allocator: bases are never reused). */
 BP_API inline int bp__release_cached(bp_buf *b, uint32_t n)
 {
     if (BP__LIKELY(b != NULL)) {
         bp__buf_head *h = (bp__buf_head *)(void *)b;
         uint32_t count = __atomic_load_n(&h->refcnt, __ATOMIC_ACQUIRE);
-        char *tc = (char *)bp__tls_last.state + BP__TS_TCACHE;
         uint32_t tag = h->release_tag;
         /* The tag names this thread's cache and the bin of the buffer's class, or nothing. */
-        if (BP__LIKELY(count == n && (int32_t)count > 0 &&
-                       (tag & ~0xffu) == *(const uint32_t *)(const void *)(tc + BP__TC_TAG_BASE))) {
+        if (BP__LIKELY(count == n && (int32_t)count > 0 && (tag & ~0xffu) == bp__tls_last.tag_base)) {
+            char *tc = (char *)bp__tls_last.state + BP__TS_TCACHE;
             char *bin = tc + BP__TC_BINS + (size_t)(tag & 0xffu) * BP__BIN_SIZE;
             uint64_t state = __atomic_load_n((uint64_t *)(void *)bin, __ATOMIC_RELAXED);
             uint32_t entries = (uint32_t)state;

@@ -1,5 +1,6 @@
 /*
- * Allocator lifetime, thread states, the bp_buf recycler, regions and statistics.
+ * Allocator lifetime, thread states, the bp_buf recycler, regions, statistics, and the
+ * fork handlers that keep every allocator usable in a child process.
  */
 #include "allocator.h"
 
@@ -15,7 +16,23 @@ static atomic_uint_fast64_t next_allocator_id = 1;
  * so the release fast path fails its checks without testing for NULL. Never written. */
 bp__thread_state bp__no_thread_state;
 
-_Thread_local bp__tls_cache bp__tls_last = {.allocator_id = 0, .state = &bp__no_thread_state};
+_Thread_local bp__tls_cache bp__tls_last = {
+    .allocator_id = 0, .state = &bp__no_thread_state, .tag_base = BP__TAG_SPENT};
+
+/* Caches ts as this thread's state for allocator `id`, with a copy of its cache's tag base
+ * (BP__TAG_SPENT, which matches no tag, for no state or a state without a cache). The
+ * inline release compares a buffer's tag with the copy and reads the state only when they
+ * match, and the inline allocation reads it only when the allocator's id matches: a state
+ * left cached here when another thread destroys its allocator is then never read, since
+ * ids and tag bases are never reused. */
+static void tls_cache_set(uint64_t id, bp__thread_state *ts)
+{
+    bp__tls_last.allocator_id = id;
+    bp__tls_last.state = ts;
+    bp__tls_last.tag_base = ts->tcache.tag_base != 0 ? ts->tcache.tag_base : BP__TAG_SPENT;
+}
+
+static void tls_cache_clear(void) { tls_cache_set(0, &bp__no_thread_state); }
 
 /* ---------------------------------------------------------------------------------------
  * Thread states
@@ -83,10 +100,12 @@ static size_t take_back(bp__thread_state *ts, bp__remote_batch *list, bool cache
     return n;
 }
 
-void bp__remote_flush_slot(bp__thread_state *ts, struct bp__remote_slot *slot)
+/* bp__remote_flush_slot with a batch to push; out of line, so that the test for one stays
+ * small enough to inline into bp__remote_flush's pass over the slots (every cache miss). */
+static BP_NOINLINE void push_batch(bp__thread_state *ts, struct bp__remote_slot *slot)
 {
     bp__remote_batch *batch = slot->batch;
-    if (batch == NULL || batch->count == 0) return;
+    bp__state_enter(ts);
     bp__thread_state *owner = slot->owner;
     unsigned n = batch->count;
     slot->batch = NULL;
@@ -95,12 +114,20 @@ void bp__remote_flush_slot(bp__thread_state *ts, struct bp__remote_slot *slot)
         if (head == BP__REMOTE_CLOSED) { /* the owner exited: free them here */
             batch->next = NULL;
             take_back(ts, batch, ts->arena != NULL);
+            bp__state_leave(ts);
             return;
         }
         batch->next = head;
     } while (!atomic_compare_exchange_weak_explicit(&owner->remote_head, &head, batch, memory_order_release,
                                                     memory_order_relaxed));
     bp__counter_add(&ts->remote_releases, n);
+    bp__state_leave(ts);
+}
+
+void bp__remote_flush_slot(bp__thread_state *ts, struct bp__remote_slot *slot)
+{
+    bp__remote_batch *batch = slot->batch;
+    if (batch != NULL && batch->count != 0) push_batch(ts, slot);
 }
 
 void bp__remote_flush(bp__thread_state *ts)
@@ -125,27 +152,31 @@ void bp__remote_inject_batch_failure(bool fail) { atomic_store(&remote_batch_fai
 
 BP_NOINLINE void bp__remote_release_slow(bp__thread_state *ts, struct bp__remote_slot *slot, bp_buf *b)
 {
+    bp__state_enter(ts);
     bool fail = atomic_load_explicit(&remote_batch_failure, memory_order_relaxed);
     bp__remote_batch *batch = fail ? NULL : malloc(sizeof *batch);
     if (BP_UNLIKELY(batch == NULL)) {
         /* A release cannot fail: without a batch the region goes back from here, as it
          * does when the owner has exited. */
         take_back_one(ts, b, ts->arena != NULL);
-        return;
+    } else {
+        batch->next = NULL;
+        batch->count = 1;
+        batch->bufs[0] = b;
+        slot->batch = batch;
+        if (BP__REMOTE_BATCH == 1) bp__remote_flush_slot(ts, slot);
     }
-    batch->next = NULL;
-    batch->count = 1;
-    batch->bufs[0] = b;
-    slot->batch = batch;
-    if (BP__REMOTE_BATCH == 1) bp__remote_flush_slot(ts, slot);
+    bp__state_leave(ts);
 }
 
 size_t bp__remote_drain(bp__thread_state *ts)
 {
     if (atomic_load_explicit(&ts->remote_head, memory_order_relaxed) == NULL) return 0;
+    bp__state_enter(ts);
     bp__remote_batch *list = atomic_exchange_explicit(&ts->remote_head, NULL, memory_order_acquire);
     size_t n = take_back(ts, list, true);
     bp__counter_add(&ts->remote_drained, n);
+    bp__state_leave(ts);
     return n;
 }
 
@@ -262,10 +293,13 @@ static void thread_state_release(void *arg)
 {
     bp__thread_state *ts = arg;
     bp_allocator *a = ts->allocator;
+    bp__state_enter(ts); /* to the end: a fork finds the state before this or after */
     bp__remote_flush(ts);
     free_remote_slots(ts);
-    /* Close the remote stack: from now on releasers free for themselves. */
+    /* Close the remote stack: from now on releasers free for themselves. (Still closed
+     * when its thread vanished in a fork before it first opened it.) */
     bp__remote_batch *pending = atomic_exchange_explicit(&ts->remote_head, BP__REMOTE_CLOSED, memory_order_acquire);
+    if (pending == BP__REMOTE_CLOSED) pending = NULL;
     bp__counter_add(&ts->remote_drained, take_back(ts, pending, false));
     if (ts->arena != NULL) {
         bp__tcache_flush(&ts->tcache);
@@ -309,11 +343,12 @@ static void thread_state_release(void *arg)
     atomic_store_explicit(&ts->tcache.trims, 0, memory_order_relaxed);
     ts->in_use = false;
     ts->arena = NULL;
+    /* Unnested by hand before the state can be adopted (in_use false, under the lock): the
+     * next owner's bp__state_enter then counts from 0 and waits for the release below. */
+    ts->fork_depth = 0;
     pthread_mutex_unlock(&a->lock);
-    if (bp__tls_last.state == ts) {
-        bp__tls_last.state = &bp__no_thread_state;
-        bp__tls_last.allocator_id = 0;
-    }
+    bp__lock_release(&ts->fork_lock);
+    if (bp__tls_last.state == ts) tls_cache_clear();
 }
 
 /* What a thread's allocation clock counts leak samples with: 0 when nothing is tracked. */
@@ -321,6 +356,15 @@ static uint32_t leak_sample_interval(const bp_allocator *a)
 {
     return a->leak.level == BP_LEAK_DISABLED ? 0 : a->leak.interval;
 }
+
+static atomic_bool thread_state_failure; /* test hook, see allocator.h */
+
+void bp__inject_thread_state_failure(bool fail) { atomic_store(&thread_state_failure, fail); }
+
+/* Every live allocator, for the fork handlers, which also walk each one's thread states
+ * under this lock: a state joins a->threads under it (and a->lock). */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static bp_allocator *live_allocators;
 
 /* A state no thread owns, or a new one; owned by the caller on return. */
 static bp__thread_state *adopt_or_create(bp_allocator *a)
@@ -331,18 +375,32 @@ static bp__thread_state *adopt_or_create(bp_allocator *a)
     if (ts != NULL) ts->in_use = true;
     pthread_mutex_unlock(&a->lock);
     if (ts != NULL) return ts;
+    if (atomic_load_explicit(&thread_state_failure, memory_order_relaxed)) return NULL;
     ts = aligned_alloc(BP_CACHE_LINE, bp__align_up(sizeof *ts, BP_CACHE_LINE));
     if (ts == NULL) return NULL;
     memset(ts, 0, sizeof *ts);
     ts->allocator = a;
     atomic_init(&ts->remote_head, BP__REMOTE_CLOSED);
+    if (bp__lock_init(&ts->fork_lock) != 0) {
+        free(ts);
+        return NULL;
+    }
+    pthread_mutex_lock(&registry_lock);
     pthread_mutex_lock(&a->lock);
     ts->in_use = true;
     ts->next = a->threads;
     if (a->threads != NULL) a->threads->prev = ts;
     a->threads = ts;
     pthread_mutex_unlock(&a->lock);
+    pthread_mutex_unlock(&registry_lock);
     return ts;
+}
+
+void bp__count_stateless_release(bp_allocator *a)
+{
+    pthread_mutex_lock(&a->lock);
+    a->buffers_active_exited--; /* modulo 2^64, as the ledgers it is summed with */
+    pthread_mutex_unlock(&a->lock);
 }
 
 static void disown(bp_allocator *a, bp__thread_state *ts)
@@ -373,8 +431,7 @@ BP_NOINLINE bp__thread_state *bp__thread_state_slow(bp_allocator *a)
         }
         atomic_store_explicit(&ts->remote_head, NULL, memory_order_release); /* open */
     }
-    bp__tls_last.allocator_id = a->id;
-    bp__tls_last.state = ts;
+    tls_cache_set(a->id, ts);
     return ts;
 }
 
@@ -535,9 +592,125 @@ void bp__buf_object_quarantine(bp_allocator *a, bp_buf *b)
     pthread_mutex_unlock(&a->lock);
 }
 
+/* ---------------------------------------------------------------------------------------
+ * Fork
+ *
+ * A child process has only the thread that forked, and every lock as it was at that
+ * instant. So before a fork every lock a child could need is taken - the registry, the list
+ * of leak-tracked allocators, every thread state's fork lock (their owners hold them across
+ * multi-step changes: see bp__state_enter), then each allocator's lock, leak tracker and
+ * arenas, then the misuse and leak-sink locks: the order every other path takes them in -
+ * and they are let go after it in both processes. In the child, the states of the other
+ * threads, which it does not have, are then released as at those threads' exit: their
+ * caches go back to the arenas, their counters into the allocator's, their remote stacks
+ * close (a buffer of theirs released in the child goes back from the releasing thread), so
+ * that threads and thread_caches count the child's thread alone.
+ * ------------------------------------------------------------------------------------- */
+
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&registry_lock);
+    pthread_mutex_lock(&tracked_lock);
+    for (bp_allocator *a = live_allocators; a != NULL; a = a->next_live)
+        for (bp__thread_state *ts = a->threads; ts != NULL; ts = ts->next) bp__lock_acquire(&ts->fork_lock);
+    for (bp_allocator *a = live_allocators; a != NULL; a = a->next_live) {
+        pthread_mutex_lock(&a->lock);
+        bp__leak_tracker_atfork(&a->leak, BP__FORK_PREPARE);
+        for (unsigned i = 0; a->pooled && i < a->config.arenas; i++) bp__lock_acquire(&a->arenas[i].lock);
+    }
+    bp__leak_atfork(BP__FORK_PREPARE);
+    bp__misuse_atfork(BP__FORK_PREPARE);
+}
+
+/* Lets go of what fork_prepare took. The child starts the futex locks afresh instead:
+ * whoever waited on them is not there. */
+static void fork_unlock(int when)
+{
+    bool child = when == BP__FORK_CHILD;
+    bp__misuse_atfork(when);
+    bp__leak_atfork(when);
+    for (bp_allocator *a = live_allocators; a != NULL; a = a->next_live) {
+        for (unsigned i = 0; a->pooled && i < a->config.arenas; i++) {
+            if (child) bp__lock_init(&a->arenas[i].lock);
+            else bp__lock_release(&a->arenas[i].lock);
+        }
+        bp__leak_tracker_atfork(&a->leak, when);
+        pthread_mutex_unlock(&a->lock);
+        for (bp__thread_state *ts = a->threads; ts != NULL; ts = ts->next) {
+            if (!child) {
+                bp__lock_release(&ts->fork_lock);
+                continue;
+            }
+            bp__lock_init(&ts->fork_lock);
+            ts->fork_depth = 0; /* a vanished owner may have been waiting for it */
+        }
+    }
+    pthread_mutex_unlock(&tracked_lock);
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void fork_parent(void) { fork_unlock(BP__FORK_PARENT); }
+
+/* In the child: the states in use by threads other than this one are released as at their
+ * exit. Their caches are whole (no thread was inside a multi-step change); only an inline
+ * release may have been caught between pushing a buffer into a bin and storing its count
+ * 0: every cached buffer gets count 0, as the cache's invariants have it. */
+static void release_vanished_states(bp_allocator *a)
+{
+    bp__thread_state *mine = pthread_getspecific(a->thread_key);
+    for (bp__thread_state *ts = a->threads; ts != NULL; ts = ts->next) {
+        if (!ts->in_use || ts == mine) continue;
+        for (unsigned c = 0; ts->arena != NULL && c < ts->tcache.ncacheable; c++) {
+            bp__tcache_bin *bin = &ts->tcache.bins[c];
+            for (uint32_t i = 0; i < bp__bin_count(bin); i++) BP__REFCNT_STORE(bin->entries[i], 0, __ATOMIC_RELAXED);
+        }
+        thread_state_release(ts);
+    }
+}
+
+static void fork_child(void)
+{
+    fork_unlock(BP__FORK_CHILD);
+    pthread_mutex_lock(&registry_lock);
+    for (bp_allocator *a = live_allocators; a != NULL; a = a->next_live) release_vanished_states(a);
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static bool atfork_installed;
+
+static void install_fork_handlers(void)
+{
+    atfork_installed = pthread_atfork(fork_prepare, fork_parent, fork_child) == 0;
+}
+
+static void register_allocator(bp_allocator *a)
+{
+    pthread_mutex_lock(&registry_lock);
+    a->next_live = live_allocators;
+    live_allocators = a;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void unregister_allocator(bp_allocator *a)
+{
+    pthread_mutex_lock(&registry_lock);
+    for (bp_allocator **link = &live_allocators; *link != NULL; link = &(*link)->next_live) {
+        if (*link == a) {
+            *link = a->next_live;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
 static bp_allocator *allocator_create(const bp_config *cfg, bool pooled, int *err)
 {
     int rc = BP_ENOMEM;
+    bp__misuse_env_init(); /* BYTEPOOL_ABORT_ON_MISUSE applies from the first allocator */
+    /* Once, at the first allocator: no allocator exists without them. */
+    pthread_once(&atfork_once, install_fork_handlers);
+    if (!atfork_installed) goto fail;
     bp_allocator *a = calloc(1, sizeof *a);
     if (a == NULL) goto fail;
     a->id = atomic_fetch_add(&next_allocator_id, 1);
@@ -567,6 +740,7 @@ static bp_allocator *allocator_create(const bp_config *cfg, bool pooled, int *er
         }
     }
     if (cfg->leak_detection != BP_LEAK_DISABLED) track_allocator(a);
+    register_allocator(a);
     if (err != NULL) *err = 0;
     return a;
 
@@ -612,6 +786,7 @@ bp_allocator *bp_allocator_new_unpooled(int *err)
 void bp_allocator_destroy(bp_allocator *a)
 {
     if (a == NULL || a->is_default) return;
+    unregister_allocator(a); /* out of the fork handlers' reach before anything goes */
     if (a->config.leak_detection != BP_LEAK_DISABLED) untrack_allocator(a);
     bp__leak_report(&a->leak); /* what is still tracked now is a leak */
     bp__leak_destroy(&a->leak);
@@ -633,13 +808,13 @@ void bp_allocator_destroy(bp_allocator *a)
             pending = after;
         }
         free_remote_slots(ts);
+        bp__lock_destroy(&ts->fork_lock);
         free(ts);
         ts = next;
     }
-    if (bp__tls_last.allocator_id == a->id) {
-        bp__tls_last.allocator_id = 0;
-        bp__tls_last.state = &bp__no_thread_state;
-    }
+    /* Other threads may still cache a state freed above (bp__tls_last): never read again,
+     * as tls_cache_set says. */
+    if (bp__tls_last.allocator_id == a->id) tls_cache_clear();
     /* Unpooled buffers still alive own malloc'ed memory reachable only through their
      * bp_buf objects: free it before the slabs go. (Views and composites have no region:
      * a view keeps other fields in its place.) */
@@ -669,9 +844,6 @@ static bp_allocator *default_allocator;
 
 static void default_allocator_create(void)
 {
-    const char *abort_on_misuse = getenv("BYTEPOOL_ABORT_ON_MISUSE");
-    if (abort_on_misuse != NULL && strcmp(abort_on_misuse, "1") == 0)
-        bp_set_misuse_handler(bp_misuse_abort, NULL);
     bp_config cfg;
     char why[200];
     if (bp_config_from_env(&cfg, why, sizeof why) != 0) {

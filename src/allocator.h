@@ -60,10 +60,27 @@ typedef struct bp__thread_state {
      * threads write it. */
     _Alignas(BP_CACHE_LINE) _Atomic(struct bp__remote_batch *) remote_head;
     _Alignas(BP_CACHE_LINE) bp__tcache tcache; /* pooled allocators only */
-    /* Views made on this thread minus views ended on it (modulo 2^64), for stats; after the
-     * cache, whose offset the header's inline paths use. */
+    /* Views made on this thread minus views ended on it (modulo 2^64), for stats. */
     _Atomic uint64_t view_ledger;
+    /* Held by the owning thread while it changes its cache, recycler or remote batches in
+     * more than one step (bp__state_enter), and by the fork handlers, so that a child process
+     * never finds a state of a vanished thread half-changed (see the fork handlers). After the
+     * cache, whose offset the header's inline paths use. */
+    bp__lock fork_lock;
+    unsigned fork_depth;         /* the owning thread's nesting of bp__state_enter */
 } bp__thread_state;
+
+/* Brackets a multi-step change of ts by its own thread (nestable): the fork handlers wait
+ * for it to end before the process forks. An uncontended lock, taken on slow paths only. */
+BP_INLINE void bp__state_enter(bp__thread_state *ts)
+{
+    if (ts->fork_depth++ == 0) bp__lock_acquire(&ts->fork_lock);
+}
+
+BP_INLINE void bp__state_leave(bp__thread_state *ts)
+{
+    if (--ts->fork_depth == 0) bp__lock_release(&ts->fork_lock);
+}
 
 #define BP__REMOTE_CLOSED ((struct bp__remote_batch *)(uintptr_t)1)
 
@@ -90,6 +107,7 @@ struct bp_allocator {
     _Atomic uint64_t view_ledger_stateless; /* views ended where no thread state could be had */
     bp__leak_tracker leak;
     struct bp_allocator *next_tracked; /* in the list of allocators reported at exit */
+    struct bp_allocator *next_live;    /* in the list of every allocator (fork handlers) */
     /* Paranoid leak detection holds released bp_buf objects back from reuse (FIFO, under
      * `lock`), so a stale pointer keeps failing with BP_EFREED for a while. */
     bp_buf **quarantine;
@@ -121,6 +139,14 @@ extern bp__thread_state bp__no_thread_state; /* bp__tls_last.state when none is 
 
 /* Finds or creates this thread's state for `a`; NULL when out of memory. */
 bp__thread_state *bp__thread_state_slow(bp_allocator *a);
+
+/* A buffer released on a thread that has no state for its allocator (it could not be made):
+ * counted off the allocator's ledger of exited threads, so that active_buffers stays exact. */
+void bp__count_stateless_release(bp_allocator *a);
+
+/* Test hook: while `fail` is set, making a thread state fails as malloc would when out of
+ * memory. */
+void bp__inject_thread_state_failure(bool fail);
 
 /* This thread's state for `a`, created on first use; NULL when out of memory. */
 static inline bp__thread_state *bp__thread_state_get(bp_allocator *a)

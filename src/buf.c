@@ -63,23 +63,23 @@ BP_INLINE void init_root(bp_buf *b, size_t capacity, size_t max_capacity)
 }
 
 /* Everything bp_alloc_ex does: the checks, leak tracking, cache misses and trims,
- * unpooled memory. Named bp__ so that leak reports leave its frame out with the other
- * library frames. */
-static BP_NOINLINE bp_buf *bp__alloc_slow(bp_allocator *a, size_t capacity, size_t max_capacity, int *err)
+ * unpooled memory. `func` is the public function called (bp_alloc or bp_alloc_ex). Named
+ * bp__ so that leak reports leave its frame out with the other library frames. */
+static BP_NOINLINE bp_buf *bp__alloc_slow(bp_allocator *a, size_t capacity, size_t max_capacity, int *err,
+                                          const char *func)
 {
     int rc = BP_ENOMEM;
     if (BP_UNLIKELY(a == NULL)) {
-        rc = bp__misuse(BP_EINVAL, "bp_alloc_ex", "allocator is NULL");
+        rc = bp__misuse(BP_EINVAL, func, "allocator is NULL");
         goto fail;
     }
     if (BP_UNLIKELY(capacity > BP_CAPACITY_LIMIT || max_capacity > BP_CAPACITY_LIMIT)) {
-        rc = bp__misuse(BP_EOVERFLOW, "bp_alloc_ex", "capacity %zu / max capacity %zu above the limit %zu",
-                        capacity, max_capacity, BP_CAPACITY_LIMIT);
+        rc = bp__misuse(BP_EOVERFLOW, func, "capacity %zu / max capacity %zu above the limit %zu", capacity,
+                        max_capacity, BP_CAPACITY_LIMIT);
         goto fail;
     }
     if (BP_UNLIKELY(capacity > max_capacity)) {
-        rc = bp__misuse(BP_EINVAL, "bp_alloc_ex", "initialCapacity %zu exceeds maxCapacity %zu", capacity,
-                        max_capacity);
+        rc = bp__misuse(BP_EINVAL, func, "initialCapacity %zu exceeds maxCapacity %zu", capacity, max_capacity);
         goto fail;
     }
     bp__thread_state *ts = bp__thread_state_get(a);
@@ -114,13 +114,14 @@ bp_buf *bp_alloc_ex(bp_allocator *a, size_t capacity, size_t max_capacity, int *
         if (err != NULL) *err = 0;
         return b;
     }
-    return bp__alloc_slow(a, capacity, max_capacity, err);
+    return bp__alloc_slow(a, capacity, max_capacity, err, "bp_alloc_ex");
 }
 
 /* The header's bp_alloc has tried the thread cache (bp__alloc_cached). */
 bp_buf *bp__alloc(bp_allocator *a, size_t capacity)
 {
-    return bp__alloc_slow(a, capacity, capacity > BP_DEFAULT_MAX_CAPACITY ? capacity : BP_DEFAULT_MAX_CAPACITY, NULL);
+    return bp__alloc_slow(a, capacity, capacity > BP_DEFAULT_MAX_CAPACITY ? capacity : BP_DEFAULT_MAX_CAPACITY, NULL,
+                          "bp_alloc");
 }
 
 /* A view's life is over (its count owner released, its own last reference dropped, or
@@ -167,6 +168,7 @@ BP_INLINE void deallocate(bp_buf *b)
     /* From here the memory belongs to the pool: a raw pointer kept past release is caught. */
     if (b->region.kind != BP__KIND_MALLOC) BP_POISON(b->region.memory, b->region.length);
     if (BP_LIKELY(ts != NULL)) bp__tcache_ledger(&ts->tcache, -1);
+    else bp__count_stateless_release(a); /* no state to count it in (out of memory) */
     /* Released away from home: queued for the owner's remote stack, no lock. */
     if (BP_UNLIKELY(b->owner != ts) && b->region.kind != BP__KIND_MALLOC && ts != NULL) {
         bp__remote_release(ts, b->owner, b);
@@ -183,12 +185,14 @@ static bool owns_count(const bp_buf *b) { return b->root == NULL || b->count_own
 
 /* The buffer whose count b's references are: b, or the count owner of a plain view. */
 static bp_buf *count_holder(bp_buf *b) { return owns_count(b) ? b : b->count_owner; }
+static int retain_named(bp_buf *b, uint32_t n, const char *func);
+static int release_named(bp_buf *b, uint32_t n, const char *func);
 
 /* An indirect buffer's count: plain views act on their owner's, retained views and
  * composites on their own (the low 31 bits, with the indirect bit kept). */
 static int indirect_retain(bp_buf *b, uint32_t n, uint32_t count, const char *func)
 {
-    if (!owns_count(b)) return bp_retain_n(b->count_owner, n);
+    if (!owns_count(b)) return retain_named(b->count_owner, n, func);
     do {
         uint32_t own = count & BP__REFCNT_MASK;
         if (BP_UNLIKELY(own == 0))
@@ -235,7 +239,7 @@ static bp_buf *end_indirect(bp_buf *b, uint64_t *held_generation)
 
 static int indirect_release(bp_buf *b, uint32_t n, uint32_t count, const char *func)
 {
-    if (!owns_count(b)) return bp_release_n(b->count_owner, n);
+    if (!owns_count(b)) return release_named(b->count_owner, n, func);
     int rc = drop_own(b, n, count, func);
     if (rc != 1) return rc;
     /* Each retained view holds the buffer it was made from (Netty's parent): a chain of
@@ -250,7 +254,7 @@ static int indirect_release(bp_buf *b, uint32_t n, uint32_t count, const char *f
         }
         uint32_t held_count = bp__refcnt(held);
         if (!(held_count & BP__REFCNT_INDIRECT) || held->root == NULL) { /* a root or a composite */
-            bp_release_n(held, 1);
+            release_named(held, 1, func);
             break;
         }
         if (drop_own(held, 1, held_count, func) != 1) break;
@@ -259,18 +263,19 @@ static int indirect_release(bp_buf *b, uint32_t n, uint32_t count, const char *f
     return 1;
 }
 
-int bp_retain_n(bp_buf *b, uint32_t n)
+/* bp_retain_n, with misuse reported as `func`'s (the public function called). */
+static int retain_named(bp_buf *b, uint32_t n, const char *func)
 {
-    if (BP_UNLIKELY(b == NULL)) return bp__misuse(BP_EINVAL, __func__, "buffer is NULL");
-    if (BP_UNLIKELY(n == 0)) return bp__misuse(BP_EINVAL, __func__, "increment is 0");
+    if (BP_UNLIKELY(b == NULL)) return bp__misuse(BP_EINVAL, func, "buffer is NULL");
+    if (BP_UNLIKELY(n == 0)) return bp__misuse(BP_EINVAL, func, "increment is 0");
     uint32_t count = BP__REFCNT_LOAD(b, __ATOMIC_RELAXED);
-    if (BP_UNLIKELY(count & BP__REFCNT_INDIRECT)) return indirect_retain(b, n, count, __func__);
+    if (BP_UNLIKELY(count & BP__REFCNT_INDIRECT)) return indirect_retain(b, n, count, func);
     do {
         if (BP_UNLIKELY(count == 0))
-            return bp__misuse(BP_EFREED, __func__, "buffer %p already released (refCnt: 0, increment: %u)",
-                              (void *)b, n);
+            return bp__misuse(BP_EFREED, func, "buffer %p already released (refCnt: 0, increment: %u)", (void *)b,
+                              n);
         if (BP_UNLIKELY(n > (uint32_t)INT32_MAX - count))
-            return bp__misuse(BP_EREFCNT, __func__, "refCnt %u + increment %u overflows", count, n);
+            return bp__misuse(BP_EREFCNT, func, "refCnt %u + increment %u overflows", count, n);
     } while (!__atomic_compare_exchange_n(&b->head.refcnt, &count, count + n, true, __ATOMIC_RELAXED,
                                           __ATOMIC_RELAXED));
     /* Noted once the reference is ours: a retain racing the last release (misuse) that
@@ -279,14 +284,16 @@ int bp_retain_n(bp_buf *b, uint32_t n)
     return 0;
 }
 
-int bp_retain(bp_buf *b) { return bp_retain_n(b, 1); }
+int bp_retain_n(bp_buf *b, uint32_t n) { return retain_named(b, n, __func__); }
+
+int bp_retain(bp_buf *b) { return retain_named(b, 1, __func__); }
 
 /* Everything else bp_release_n does: shared counts, views, leak records, releases away from
- * home, misuse. */
-static BP_NOINLINE int release_slow(bp_buf *b, uint32_t n)
+ * home, misuse (reported as `func`'s, the public function called). */
+static BP_NOINLINE int release_slow(bp_buf *b, uint32_t n, const char *func)
 {
-    if (BP_UNLIKELY(b == NULL)) return bp__misuse(BP_EINVAL, "bp_release_n", "buffer is NULL");
-    if (BP_UNLIKELY(n == 0)) return bp__misuse(BP_EINVAL, "bp_release_n", "decrement is 0");
+    if (BP_UNLIKELY(b == NULL)) return bp__misuse(BP_EINVAL, func, "buffer is NULL");
+    if (BP_UNLIKELY(n == 0)) return bp__misuse(BP_EINVAL, func, "decrement is 0");
     uint32_t count = BP__REFCNT_LOAD(b, __ATOMIC_ACQUIRE);
     /* Sole owner: nobody else holds a reference that could change the count, so a plain
      * store will do (DPDK's trick; it saves a locked instruction per buffer). With
@@ -297,16 +304,15 @@ static BP_NOINLINE int release_slow(bp_buf *b, uint32_t n)
         deallocate(b);
         return 1;
     }
-    if (BP_UNLIKELY(count & BP__REFCNT_INDIRECT)) return indirect_release(b, n, count, "bp_release_n");
+    if (BP_UNLIKELY(count & BP__REFCNT_INDIRECT)) return indirect_release(b, n, count, func);
     /* The count first: a release that loses a race for the last reference (misuse) must not
      * read the record the winner drops. */
     if (count > n && BP_UNLIKELY(b->leak != NULL)) bp__leak_note(&b->allocator->leak, b->leak, "release", NULL);
     do {
         if (BP_UNLIKELY(count == 0))
-            return bp__misuse(BP_EFREED, "bp_release_n", "buffer %p already released (refCnt: 0, decrement: %u)",
-                              (void *)b, n);
-        if (BP_UNLIKELY(n > count))
-            return bp__misuse(BP_EREFCNT, "bp_release_n", "decrement %u exceeds refCnt %u", n, count);
+            return bp__misuse(BP_EFREED, func, "buffer %p already released (refCnt: 0, decrement: %u)", (void *)b,
+                              n);
+        if (BP_UNLIKELY(n > count)) return bp__misuse(BP_EREFCNT, func, "decrement %u exceeds refCnt %u", n, count);
     } while (!__atomic_compare_exchange_n(&b->head.refcnt, &count, count - n, true, __ATOMIC_ACQ_REL,
                                           __ATOMIC_ACQUIRE));
     if (count == n) {
@@ -316,14 +322,20 @@ static BP_NOINLINE int release_slow(bp_buf *b, uint32_t n)
     return 0;
 }
 
+static int release_named(bp_buf *b, uint32_t n, const char *func)
+{
+    if (BP_LIKELY(bp__release_cached(b, n))) return 1;
+    return release_slow(b, n, func);
+}
+
 int bp_release_n(bp_buf *b, uint32_t n)
 {
     if (BP_LIKELY(bp__release_cached(b, n))) return 1;
-    return release_slow(b, n);
+    return release_slow(b, n, __func__);
 }
 
 /* The header's bp_release has tried the thread cache (bp__release_cached). */
-int bp__release(bp_buf *b) { return release_slow(b, 1); }
+int bp__release(bp_buf *b) { return release_slow(b, 1, "bp_release"); }
 
 int bp_refcnt(const bp_buf *b)
 {
@@ -817,27 +829,35 @@ int bp_commit(bp_buf *b, size_t n)
  * bool, 24-bit, zeros
  * ------------------------------------------------------------------------------------- */
 
+/* Booleans go through the slow halves, which report misuse under the boolean function's
+ * own name (the u8 functions would report theirs). */
 int bp_get_bool(const bp_buf *b, size_t index, int *out)
 {
     uint8_t v = 0;
-    if (BP_UNLIKELY(out == NULL)) return bp__get_slow(b, index, NULL, 1, __func__); /* reports the first problem */
-    int rc = bp_get_u8(b, index, &v);
+    int rc = bp__get_slow(b, index, out != NULL ? &v : NULL, 1, __func__);
     if (rc == 0) *out = v != 0;
     return rc;
 }
 
-int bp_set_bool(bp_buf *b, size_t index, int value) { return bp_set_u8(b, index, value ? 1 : 0); }
+int bp_set_bool(bp_buf *b, size_t index, int value)
+{
+    uint8_t v = value ? 1 : 0;
+    return bp__set_slow(b, index, &v, 1, __func__);
+}
 
 int bp_read_bool(bp_buf *b, int *out)
 {
     uint8_t v = 0;
-    if (BP_UNLIKELY(out == NULL)) return bp__read_slow(b, NULL, 1, __func__); /* reports the first problem */
-    int rc = bp_read_u8(b, &v);
+    int rc = bp__read_slow(b, out != NULL ? &v : NULL, 1, __func__);
     if (rc == 0) *out = v != 0;
     return rc;
 }
 
-int bp_write_bool(bp_buf *b, int value) { return bp_write_u8(b, value ? 1 : 0); }
+int bp_write_bool(bp_buf *b, int value)
+{
+    uint8_t v = value ? 1 : 0;
+    return bp__write_slow(b, &v, 1, __func__);
+}
 
 static uint32_t load_u24(const uint8_t *p, bool big_endian)
 {
@@ -1164,12 +1184,12 @@ static bp_buf *make_view(bp_buf *b, size_t index, size_t length, unsigned kind, 
     /* A retained view holds a reference on what it is made from (Netty's parent): b, or the
      * buffer whose count a plain b shares. Plain views share that count. */
     bp_buf *holder = rc == 0 ? count_holder(b) : NULL;
-    if (rc == 0 && retained) rc = bp_retain_n(holder, 1);
+    if (rc == 0 && retained) rc = retain_named(holder, 1, func);
     bp__thread_state *ts = rc == 0 ? bp__thread_state_get(b->allocator) : NULL;
     bp_buf *v = ts != NULL ? bp__buf_object_get(ts) : NULL;
     if (rc == 0 && v == NULL) {
         rc = BP_ENOMEM;
-        if (retained) bp_release_n(holder, 1);
+        if (retained) release_named(holder, 1, func);
     }
     if (err != NULL) *err = rc;
     if (rc != 0) return NULL;

@@ -145,12 +145,13 @@ static int compare_segment(uint8_t *p, size_t n, size_t index, void *ctx)
     return 0;
 }
 
-int bp_compare(const bp_buf *x, const bp_buf *y, int *result)
+/* bp_compare, with misuse reported as `func`'s (the public function called). */
+static int compare_named(const bp_buf *x, const bp_buf *y, int *result, const char *func)
 {
-    int rc = bp__check_live(x, __func__);
-    if (rc == 0) rc = bp__check_live(y, __func__);
+    int rc = bp__check_live(x, func);
+    if (rc == 0) rc = bp__check_live(y, func);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(result == NULL)) return bp__misuse(BP_EINVAL, __func__, "result is NULL");
+    if (BP_UNLIKELY(result == NULL)) return bp__misuse(BP_EINVAL, func, "result is NULL");
     size_t nx = x->head.writer_index - x->head.reader_index, ny = y->head.writer_index - y->head.reader_index;
     size_t common = nx < ny ? nx : ny;
     compare_ctx c = {y, y->head.reader_index - x->head.reader_index, 0};
@@ -159,10 +160,12 @@ int bp_compare(const bp_buf *x, const bp_buf *y, int *result)
     return 0;
 }
 
+int bp_compare(const bp_buf *x, const bp_buf *y, int *result) { return compare_named(x, y, result, __func__); }
+
 int bp_equals(const bp_buf *x, const bp_buf *y)
 {
     int result = 0;
-    int rc = bp_compare(x, y, &result);
+    int rc = compare_named(x, y, &result, __func__);
     return rc != 0 ? rc : result == 0;
 }
 

@@ -99,8 +99,20 @@ BP_INLINE void bp__prefetch_for_write(const void *p, bool has_prefetchw)
 BP_COLD void bp__assert_fail(const char *cond, const char *file, int line);
 
 /* Reports misuse detected in public function `func` through the installed handler and
- * returns `err`, so callers can write `return bp__misuse(BP_ERANGE, __func__, ...)`. */
+ * returns `err`, so callers can write `return bp__misuse(BP_ERANGE, __func__, ...)`. `func`
+ * names the function the program called, not one the library called on its behalf. */
 BP_COLD int bp__misuse(int err, const char *func, const char *fmt, ...) BP_PRINTF(3, 4);
+
+/* Reads BYTEPOOL_ABORT_ON_MISUSE, once in the process's life: at the first allocator, the
+ * first misuse or the first bp_set_misuse_handler, whichever comes first. "1" installs
+ * bp_misuse_abort, which a handler the program installs replaces. */
+void bp__misuse_env_init(void);
+
+/* The moments of the fork handlers (pthread_atfork): before a fork, then after it in the
+ * parent or in the child. A module with process-wide locks takes them at PREPARE and lets
+ * them go at the other two. */
+enum { BP__FORK_PREPARE, BP__FORK_PARENT, BP__FORK_CHILD };
+void bp__misuse_atfork(int when);
 
 static inline bool bp__is_pow2(size_t x) { return x != 0 && (x & (x - 1)) == 0; }
 

@@ -1,6 +1,7 @@
 /*
  * Error codes and misuse reporting. The code list lives once, in BP_ERROR_MAP
- * (bytepool.h); the handler is process-wide and replaceable at any time.
+ * (bytepool.h); the handler is process-wide and replaceable at any time, and starts as
+ * bp_misuse_abort when BYTEPOOL_ABORT_ON_MISUSE=1.
  */
 #include "common.h"
 
@@ -8,6 +9,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 const char *bp_strerror(int err)
 {
@@ -37,8 +39,29 @@ static pthread_mutex_t hook_lock = PTHREAD_MUTEX_INITIALIZER;
 static bp_misuse_handler hook_handler = NULL;
 static void *hook_user_data = NULL;
 
+static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+
+static void read_env(void)
+{
+    const char *abort_on_misuse = getenv("BYTEPOOL_ABORT_ON_MISUSE");
+    if (abort_on_misuse == NULL || strcmp(abort_on_misuse, "1") != 0) return;
+    pthread_mutex_lock(&hook_lock);
+    hook_handler = bp_misuse_abort;
+    hook_user_data = NULL;
+    pthread_mutex_unlock(&hook_lock);
+}
+
+void bp__misuse_env_init(void) { pthread_once(&env_once, read_env); }
+
+void bp__misuse_atfork(int when)
+{
+    if (when == BP__FORK_PREPARE) pthread_mutex_lock(&hook_lock);
+    else pthread_mutex_unlock(&hook_lock);
+}
+
 bp_misuse_handler bp_set_misuse_handler(bp_misuse_handler handler, void *user_data)
 {
+    bp__misuse_env_init(); /* before: the program's choice is the one that stays */
     pthread_mutex_lock(&hook_lock);
     bp_misuse_handler previous = hook_handler;
     hook_handler = handler;
@@ -57,6 +80,7 @@ void bp_misuse_abort(int err, const char *func, const char *message, void *user_
 
 int bp__misuse(int err, const char *func, const char *fmt, ...)
 {
+    bp__misuse_env_init();
     pthread_mutex_lock(&hook_lock);
     bp_misuse_handler handler = hook_handler;
     void *user_data = hook_user_data;

@@ -160,6 +160,22 @@ static pthread_mutex_t sink_lock = PTHREAD_MUTEX_INITIALIZER;
 static bp_leak_sink sink_fn = stderr_sink;
 static void *sink_user_data;
 
+static void lock_for_fork(pthread_mutex_t *lock, int when)
+{
+    if (when == BP__FORK_PREPARE) pthread_mutex_lock(lock);
+    else pthread_mutex_unlock(lock);
+}
+
+void bp__leak_atfork(int when)
+{
+#ifdef BP_HAVE_LIBUNWIND
+    lock_for_fork(&tsan_walk_lock, when);
+#endif
+    lock_for_fork(&sink_lock, when);
+}
+
+void bp__leak_tracker_atfork(bp__leak_tracker *t, int when) { lock_for_fork(&t->lock, when); }
+
 bp_leak_sink bp_set_leak_sink(bp_leak_sink sink, void *user_data)
 {
     pthread_mutex_lock(&sink_lock);

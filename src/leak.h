@@ -67,5 +67,8 @@ bool bp__leak_has_line_info(void);
  * BYTEPOOL_LEAK_SYMBOLIZER again and loads `soname` as libdw (NULL: libdw.so.1). For tests,
  * while no report runs. */
 void bp__leak_symbolizer_reset(const char *soname);
+/* Fork handlers (see BP__FORK_PREPARE): the module's process-wide locks, and a tracker's. */
+void bp__leak_atfork(int when);
+void bp__leak_tracker_atfork(bp__leak_tracker *t, int when);
 
 #endif

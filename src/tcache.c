@@ -275,6 +275,10 @@ size_t bp__arena_cache_trim(bp__arena *arena, bp__thread_state *ts, bool all)
     return freed;
 }
 
+static _Atomic(void (*)(void)) gap_hook; /* test hook, see tcache.h */
+
+void bp__tcache_set_gap_hook(void (*hook)(void)) { atomic_store(&gap_hook, hook); }
+
 /* Gives entries [0, n) of a bin back and closes the gap: with `to_arena_cache` to the
  * arena's cache as far as it has room (a bin holds only its arena's regions), the rest to
  * the chunks. */
@@ -282,13 +286,18 @@ static void give_back_oldest(bp__tcache *tc, unsigned cls, uint32_t n, bool to_a
 {
     bp__tcache_bin *bin = &tc->bins[cls];
     if (n == 0) return;
+    /* Given away while still listed: a fork in between must wait (bp__state_enter). */
+    bp__state_enter(owner_of(tc));
     uint32_t count = bp__bin_count(bin), kept = 0;
     for (uint32_t i = 0; BP_DEBUG && i < n; i++) BP_ASSERT(bin->entries[i]->region.chunk->arena == tc->arena);
     if (to_arena_cache) kept = arena_cache_give(tc, cls, bin->entries, n);
     free_released(owner_of(tc), tc->sc, cls, bin->entries + kept, n - kept);
+    void (*hook)(void) = atomic_load_explicit(&gap_hook, memory_order_relaxed);
+    if (BP_UNLIKELY(hook != NULL)) hook();
     memmove(bin->entries, bin->entries + n, (count - n) * sizeof *bin->entries);
     bp__bin_set_count(bin, count - n);
     bp__tcache_ledger(tc, -(int64_t)n);
+    bp__state_leave(owner_of(tc));
 }
 
 static bool ensure_entries(bp__tcache_bin *bin)
@@ -317,12 +326,10 @@ bool bp__tcache_put_slow(bp__tcache *tc, unsigned cls, bp_buf *b)
     return bp__tcache_push_kept(tc, cls, b);
 }
 
-bp_buf *bp__tcache_refill(bp__tcache *tc, unsigned cls)
+/* bp__tcache_refill inside bp__state_enter: regions taken for the bin are in it, counted,
+ * before a fork can happen. */
+BP_INLINE bp_buf *refill_locked(bp__thread_state *ts, bp__tcache *tc, bp__tcache_bin *bin, unsigned cls)
 {
-    if (cls >= tc->ncacheable) return NULL;
-    bp__tcache_bin *bin = &tc->bins[cls];
-    if (bin->capacity == 0 || !ensure_entries(bin)) return NULL;
-    bp__thread_state *ts = owner_of(tc);
     bp_allocator *a = ts->allocator;
     /* Ready buffers from the arena's cache first, straight into the bin: pointers copied,
      * no chunk touched. Half a bin whatever the class (not the ~64 KiB bound of a fresh
@@ -364,9 +371,22 @@ bp_buf *bp__tcache_refill(bp__tcache *tc, unsigned cls)
     return objects[0];
 }
 
+bp_buf *bp__tcache_refill(bp__tcache *tc, unsigned cls)
+{
+    if (cls >= tc->ncacheable) return NULL;
+    bp__tcache_bin *bin = &tc->bins[cls];
+    if (bin->capacity == 0 || !ensure_entries(bin)) return NULL;
+    bp__thread_state *ts = owner_of(tc);
+    bp__state_enter(ts);
+    bp_buf *b = refill_locked(ts, tc, bin, cls);
+    bp__state_leave(ts);
+    return b;
+}
+
 size_t bp__tcache_trim(bp__tcache *tc)
 {
     size_t freed = 0;
+    bp__state_enter(owner_of(tc));
     for (unsigned c = 0; c < tc->ncacheable; c++) {
         bp__tcache_bin *bin = &tc->bins[c];
         uint32_t count = bp__bin_count(bin), hits = carry_hits(tc, bin);
@@ -377,38 +397,44 @@ size_t bp__tcache_trim(bp__tcache *tc)
         freed += unused;
     }
     bp__tcache_count(&tc->trims);
+    bp__state_leave(owner_of(tc));
     return freed;
 }
 
 void bp__tcache_scheduled_trim(bp__tcache *tc)
 {
+    bp__thread_state *ts = owner_of(tc);
+    bp__state_enter(ts);
     /* The thread's clock also bounds how long buffers it released for other threads wait
      * in a partial batch when its allocations do not miss the cache (see
      * bp__buf_alloc_miss). */
-    bp__remote_flush(owner_of(tc));
+    bp__remote_flush(ts);
     if (tc->trim_interval == 0) {
         /* Trimming is off; the countdown still bounds the bins' hit counts. */
         for (unsigned c = 0; c < tc->ncacheable; c++) carry_hits(tc, &tc->bins[c]);
-        return;
+    } else {
+        bp__tcache_trim(tc);
+        /* A busy thread is a clock for its arena too: what its cache did not need since the
+         * last trim goes, then empty chunks past their time. */
+        if (tc->arena != NULL) {
+            bp__arena_cache_trim(tc->arena, ts, false);
+            bp__arena_purge(tc->arena, false);
+            bp__buf_objects_reclaim(ts->allocator, ts, tc->arena);
+        }
     }
-    bp__tcache_trim(tc);
-    /* A busy thread is a clock for its arena too: what its cache did not need since the
-     * last trim goes, then empty chunks past their time. */
-    if (tc->arena != NULL) {
-        bp__arena_cache_trim(tc->arena, owner_of(tc), false);
-        bp__arena_purge(tc->arena, false);
-        bp__buf_objects_reclaim(owner_of(tc)->allocator, owner_of(tc), tc->arena);
-    }
+    bp__state_leave(ts);
 }
 
 void bp__tcache_flush(bp__tcache *tc)
 {
+    bp__state_enter(owner_of(tc));
     for (unsigned c = 0; c < tc->ncacheable; c++) {
         bp__tcache_bin *bin = &tc->bins[c];
         give_back_oldest(tc, c, bp__bin_count(bin), false);
         carry_hits(tc, bin);
     }
     bp__tcache_discard(tc);
+    bp__state_leave(owner_of(tc));
 }
 
 void bp__tcache_discard(bp__tcache *tc)

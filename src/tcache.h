@@ -130,6 +130,10 @@ void bp__tcache_fixed_sampling(bool fixed);
  * one to track. */
 bool bp__tcache_tick(bp__tcache *tc, bool buffer);
 
+/* Tests only: `hook` (NULL: none) is called when a bin has given regions back and still
+ * lists them - the window a fork must never see (see bp__state_enter). */
+void bp__tcache_set_gap_hook(void (*hook)(void));
+
 /* Tests only: the id the next cache's tag base is made from (to reach the spent ids). */
 void bp__tcache_set_next_tag_id(uint32_t id);
 

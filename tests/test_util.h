@@ -12,6 +12,7 @@
 #include <bytepool.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
 #include <sys/wait.h>
@@ -68,6 +69,35 @@ static inline int run_child(void (*fn)(void), char *err, size_t len)
         close(fds[0]);
         fn();
         _exit(0);
+    }
+    close(fds[1]);
+    size_t used = 0;
+    ssize_t n;
+    while (used + 1 < len && (n = read(fds[0], err + used, len - 1 - used)) > 0) used += (size_t)n;
+    err[used] = '\0';
+    close(fds[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return status;
+}
+
+/* Runs this test program again in a child process, as `<program> mode`, with the
+ * environment variable name=value set, its stderr captured into err (NUL-terminated): for
+ * what must start in a fresh process (settings read once in a process's life). The
+ * program's main runs the mode. Returns the child's wait status. */
+static inline int run_self(const char *mode, const char *name, const char *value, char *err, size_t len)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], STDERR_FILENO);
+        close(fds[0]);
+        setenv(name, value, 1);
+        execl("/proc/self/exe", "/proc/self/exe", mode, (char *)NULL);
+        _exit(127);
     }
     close(fds[1]);
     size_t used = 0;
