@@ -76,8 +76,8 @@ void bp_config_init(bp_config *cfg)
     cfg->cache_trim_interval = 8192;
     cfg->chunk_decay_ms = 1000;
     cfg->dirty_decay_ms = 1000;
-    /* Off by default, unlike Netty: simple tracking costs ~10 ns per allocation on the seed
-     * loop (a backtrace for 1 buffer in 128), two thirds of the whole hot path. */
+    /* Off by default, unlike Netty: even sampled, a stack capture per tracked buffer costs
+     * a large share of the allocation path (docs/design.md, Leak detection). */
     cfg->leak_detection = BP_LEAK_DISABLED;
     cfg->leak_sampling_interval = 128;
     /* Enough for a burst of about a thousand buffers per class (16 KiB ones included) to
@@ -88,9 +88,8 @@ void bp_config_init(bp_config *cfg)
     /* A burst of a thousand buffers of one normal class (64 KiB ones, say) comes back and
      * goes out again without splitting and coalescing runs. */
     cfg->run_cache_size = 1024;
-    /* Off: a compare-and-set on every last release, the inline one included, cost the seed
-     * loop 4 % and bursts of allocations and releases 18-59 % (AMD EPYC, bench-pair.sh);
-     * a sole owner's release stays a plain store. */
+    /* Off: a sole owner's release stays a plain store; a compare-and-set on every last
+     * release costs bursts of allocations and releases too much (docs/design.md). */
     cfg->release_check = 0;
 }
 

@@ -1,7 +1,7 @@
 /*
  * The arena lock: a futex mutex (Drepper's "Futexes Are Tricky", mutex 3) whose uncontended
  * acquire and release are one atomic instruction each, inline. pthread_mutex_lock/unlock
- * cost the same two atomics plus two calls and their bookkeeping (~55 instructions a pair);
+ * cost the same two atomics plus two calls and their bookkeeping;
  * an uncached 64 KiB buffer takes the arena lock twice (allocation and release).
  *
  * state: 0 free, 1 held, 2 held and a thread may be asleep on it (the releaser then wakes
