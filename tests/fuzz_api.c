@@ -531,7 +531,11 @@ static void op_frame(input *in, slot *s)
     CHECK(some == BP_ESHARED || some == 0);
     CHECK(bp_reader_index(s->b) == r + len && bp_writer_index(s->b) == w);
     if (take(in, 1) % 2 && bp_ensure_writable(s->b, take(in, 2) % 5000) == 0) follow_growth(s);
-    CHECK(bp_get_bytes(frame, 0, got, len) == 0 && memcmp(got, want, len) == 0);
+    CHECK(bp_get_bytes(frame, 0, got, len) == 0);
+    /* Bytes never written have no value (to Valgrind: undefined); each copy has the same. */
+    VALGRIND_MAKE_MEM_DEFINED(want, len);
+    VALGRIND_MAKE_MEM_DEFINED(got, len);
+    CHECK(memcmp(got, want, len) == 0);
     CHECK(bp_release(frame) == 1);
     frames++;
 }
