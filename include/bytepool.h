@@ -43,6 +43,16 @@
  *   original (or, for a retained view, its parent) was released behind its back, and a
  *   composite whose component was, fail every call with BP_EFREED - also once the object
  *   is someone else's buffer - and never read, write or release that buffer.
+ * - Versions: the inline functions compile the layout of some of the library's structures
+ *   into the program, so a program runs only with a library of the same layout (ABI):
+ *   rebuild it against the header of the library it will run with. The layout has a number
+ *   of its own, carried by the shared library's SONAME (libbytepool.so.<N>), so the dynamic
+ *   linker refuses a library of another layout; a program that meets one anyway (a static
+ *   library, a copied header) stops at its first bp_allocator_new,
+ *   bp_allocator_new_unpooled or bp_allocator_default with a message naming both numbers
+ *   (abort), before any buffer exists. Compiled without optimization, a program calls every
+ *   inline function in the library and has no layout compiled in, except the creators'
+ *   check (they are always inlined).
  */
 #ifndef BYTEPOOL_H
 #define BYTEPOOL_H
@@ -65,9 +75,20 @@ extern "C" {
 #  define BP_API
 #endif
 
+/* The version of this header: BP_VERSION is major * 10000 + minor * 100 + patch (0.1.0 is
+ * 100), BP_VERSION_STRING the same as text. bp_version() gives the library's. */
 #define BP_VERSION_MAJOR 0
 #define BP_VERSION_MINOR 1
 #define BP_VERSION_PATCH 0
+#define BP_VERSION (BP_VERSION_MAJOR * 10000 + BP_VERSION_MINOR * 100 + BP_VERSION_PATCH)
+#define BP__STRINGIFY(x) #x
+#define BP__VERSION_TEXT(major, minor, patch) BP__STRINGIFY(major) "." BP__STRINGIFY(minor) "." BP__STRINGIFY(patch)
+#define BP_VERSION_STRING BP__VERSION_TEXT(BP_VERSION_MAJOR, BP_VERSION_MINOR, BP_VERSION_PATCH)
+
+/* Private: the number of the layout of the structures the inline functions read (see
+ * "Private" below); it changes whenever they change, and the shared library's SONAME is
+ * libbytepool.so.<BP__ABI_VERSION>. */
+#define BP__ABI_VERSION 1
 
 /* ---------------------------------------------------------------------------------------
  * Errors
@@ -102,6 +123,11 @@ BP_API const char *bp_strerror(int err);
 
 /* The code's name ("BP_EINVAL", ...); "BP_OK" for 0, "BP_UNKNOWN" otherwise. */
 BP_API const char *bp_err_name(int err);
+
+/* The library's version (BP_VERSION of the header it was built with), and as text. A
+ * program may compare them with the macros of the header it was compiled against. */
+BP_API int bp_version(void);
+BP_API const char *bp_version_string(void);
 
 /* Misuse handler: called (before the failing function returns its error) for every misuse
  * detected through the API: BP_EINVAL, BP_EFREED, BP_ERANGE, BP_ECAPACITY, BP_EOVERFLOW,
@@ -241,14 +267,28 @@ BP_API int bp_config_validate(const bp_config *cfg, char *errbuf, size_t errbuf_
 /* Creates a pooled allocator. cfg NULL means the defaults. Returns NULL on failure and
  * stores the reason in *err (if err is not NULL): BP_EINVAL for an invalid configuration,
  * BP_ENOMEM when memory, a thread-local key, or (for the first allocator) the fork
- * handlers cannot be had. No memory is mapped until the first allocation. */
-BP_API bp_allocator *bp_allocator_new(const bp_config *cfg, int *err);
+ * handlers cannot be had. No memory is mapped until the first allocation.
+ * Inline (as bp_allocator_new_unpooled and bp_allocator_default): it passes the layout
+ * number of this header (BP__ABI_VERSION) to the library, which, when its own differs,
+ * prints "bytepool: ... rebuild the program against the installed bytepool.h" with both
+ * numbers to stderr and aborts: the program was compiled against another version's
+ * header (see Versions at the top). */
+BP_API bp_allocator *bp__allocator_new_abi(unsigned abi, const bp_config *cfg, int *err);
+BP_API inline __attribute__((always_inline)) bp_allocator *bp_allocator_new(const bp_config *cfg, int *err)
+{
+    return bp__allocator_new_abi(BP__ABI_VERSION, cfg, err);
+}
 
 /* Creates an unpooled allocator: every buffer is a plain malloc'ed region, released with
  * free. Same interface and checks; for comparison and for debugging with sanitizers. Its
  * releases always detect a release racing them, as with bp_config.release_check.
- * Returns NULL with *err = BP_ENOMEM when out of memory. */
-BP_API bp_allocator *bp_allocator_new_unpooled(int *err);
+ * Returns NULL with *err = BP_ENOMEM when out of memory. Aborts on a layout mismatch, as
+ * bp_allocator_new. */
+BP_API bp_allocator *bp__allocator_new_unpooled_abi(unsigned abi, int *err);
+BP_API inline __attribute__((always_inline)) bp_allocator *bp_allocator_new_unpooled(int *err)
+{
+    return bp__allocator_new_unpooled_abi(BP__ABI_VERSION, err);
+}
 
 /* Destroys an allocator made by bp_allocator_new or bp_allocator_new_unpooled and unmaps
  * all of its memory, including that of buffers still alive (which must not be used
@@ -261,8 +301,13 @@ BP_API void bp_allocator_destroy(bp_allocator *a);
 
 /* The process-wide pooled allocator (PooledByteBufAllocator.DEFAULT), created on first
  * call from bp_config_from_env. Returns NULL if the environment holds an invalid setting
- * (the reason is printed once to stderr) or memory is exhausted. Never destroyed. */
-BP_API bp_allocator *bp_allocator_default(void);
+ * (the reason is printed once to stderr) or memory is exhausted. Never destroyed. Aborts
+ * on a layout mismatch, as bp_allocator_new. */
+BP_API bp_allocator *bp__allocator_default_abi(unsigned abi);
+BP_API inline __attribute__((always_inline)) bp_allocator *bp_allocator_default(void)
+{
+    return bp__allocator_default_abi(BP__ABI_VERSION);
+}
 
 /* Whether buffers from this allocator come from the pool (1) or from malloc (0);
  * BP_EINVAL for NULL. */
@@ -437,8 +482,14 @@ BP_API int bp_allocator_print_stats(const bp_allocator *a, FILE *out);
 BP_API int bp_allocator_print_stats_json(const bp_allocator *a, FILE *out);
 
 /* ---------------------------------------------------------------------------------------
- * Private: what the inline fast paths below read. Every bp_buf begins with this head;
- * its layout may change in any release. Read and change buffers through the functions.
+ * Private: what the inline fast paths below read - the library's own structures, published
+ * as they are (as DPDK publishes struct rte_mempool_cache). Each is the first member of the
+ * library's struct: a bp_buf begins with a bp__buf_head, an allocator with a
+ * bp__allocator_head, a thread's cache of an allocator with a bp__tcache_head. Their layout
+ * is the library's ABI: BP__ABI_VERSION names it, the shared library's SONAME carries it
+ * (libbytepool.so.<BP__ABI_VERSION>), and a program compiled against another layout stops
+ * at its first allocator creation (see bp_allocator_new). Read and change buffers through
+ * the functions.
  * ------------------------------------------------------------------------------------- */
 
 typedef struct bp__buf_head {
@@ -452,6 +503,8 @@ typedef struct bp__buf_head {
                                  and written with atomic builtins */
     uint32_t release_tag;     /* the library's: whose thread cache, and which bin of it, a
                                  release may go to with no further check */
+    size_t marked_reader_index; /* bp_mark_reader_index; 0 until marked */
+    size_t marked_writer_index;
 } bp__buf_head;
 
 #define BP__LIKELY(x) __builtin_expect(!!(x), 1)
@@ -478,35 +531,86 @@ typedef struct bp__buf_head {
  * ------------------------------------------------------------------------------------- */
 
 /* Private: what the inline bp_alloc and bp_release below read (DPDK-style: the common case
- * needs no call at all). The thread's one-entry cache of its state for the allocator it used
- * last - mid-line in a 64-byte line of its own, away from the bytes programs write most
- * (4 KiB aliasing) - and, as offsets into the library's own structures (checked against
- * them when the library is built), its thread cache and an allocator's size-class table.
- * The state is read only once the allocator's id, or a buffer's release tag, matches the
- * copies kept here: another thread may have destroyed the allocator and freed the state.
- * All of it may change in any release; code compiled against this header must be rebuilt
- * with the library, as for the inline accessors. */
-struct bp__thread_state;
+ * needs no call at all).
+ * - A thread's cache of one allocator: its head holds the release tag base, the allocation
+ *   countdown and one bin per size class, inline, so that a bin is an offset from the head
+ *   (no further load). A bin is a stack of released bp_buf objects, their memory attached.
+ *   Only the owning thread writes a bin; its state is read and written with __atomic
+ *   builtins, relaxed, because the library's stats sum it from other threads.
+ * - An allocator's head: its id (unique for the life of the process, never reused) and the
+ *   size class of every size up to 4 KiB (an unpooled allocator's table is all 0, and class
+ *   0's bin of its threads' caches stays empty).
+ * - The thread's one-entry cache of the allocator it used last: its id, its thread cache and
+ *   a copy of that cache's tag base - mid-line in a 64-byte line of its own, away from the
+ *   bytes programs write most (4 KiB aliasing). The cache is read only once the allocator's
+ *   id, or a buffer's release tag, matches the copies kept here: another thread may have
+ *   destroyed the allocator and freed the cache. */
+#define BP__MAX_CLASSES 104        /* size classes up to a 1 GiB chunk */
+#define BP__INLINE_SIZE_LIMIT 4096 /* sizes the allocator head's table maps to a class */
+#define BP__BIN_HIT ((uint64_t)1 << 32)
+
+typedef struct bp__tcache_bin {
+    uint64_t state;           /* count | hits since the last trim << 32 (__atomic builtins) */
+    bp_buf **entries;         /* entries[count - 1] is the newest */
+    uint32_t limit;           /* the capacity once entries exist, 0 before: one compare
+                                 refuses a push into a full bin and into a missing one */
+    uint32_t capacity;        /* the library's: 0 when the class is not cached */
+    uint32_t refill;          /* the library's: regions a miss takes at once */
+} bp__tcache_bin;
+
+typedef struct bp__tcache_head {
+    uint32_t tag_base;        /* release tags this cache takes back: base + class */
+    uint32_t fast_left;       /* allocations the fast path may still serve, + 1 */
+    unsigned fast_classes;    /* classes above 4 KiB below this one may be popped */
+    unsigned ncacheable;      /* classes 0 .. ncacheable - 1 may have entries */
+    bp__tcache_bin bins[BP__MAX_CLASSES];
+} bp__tcache_head;
+
+typedef struct bp__allocator_head {
+    uint64_t id;
+    uint8_t classes[(BP__INLINE_SIZE_LIMIT >> 4) + 1]; /* (size + 15) >> 4 -> class */
+} bp__allocator_head;
+
 typedef struct bp__tls_cache {
     char line_start[16];
     uint64_t allocator_id;
-    struct bp__thread_state *state; /* never NULL: an empty state stands in */
-    uint32_t tag_base;              /* the state's release tag base (one matching no tag
-                                       when it has no cache) */
+    bp__tcache_head *cache;   /* never NULL: an empty cache stands in */
+    uint32_t tag_base;        /* the cache's release tag base (one matching no tag when
+                                 it keeps nothing) */
     char line_end[28];
 } __attribute__((aligned(64))) bp__tls_cache;
 BP_API extern __thread bp__tls_cache bp__tls_last __attribute__((tls_model("initial-exec")));
-#define BP__TS_TCACHE 0x100          /* the thread cache in a thread state */
-#define BP__TC_TAG_BASE 0            /* uint32_t: release tags this cache takes back, class byte 0 */
-#define BP__TC_FAST_LEFT 4           /* uint32_t: allocations the fast path may still serve, + 1 */
-#define BP__TC_FAST_CLASSES 8        /* unsigned: classes below it may be popped (0: none) */
-#define BP__TC_BINS 0x58             /* the bins, one per size class: */
-#define BP__BIN_SIZE 32              /*   uint64_t count | hits << 32; bp_buf **entries; */
-#define BP__BIN_ENTRIES 8            /*   uint32_t limit (the capacity, 0 before entries */
-#define BP__BIN_LIMIT 16             /*   exist) */
-#define BP__ALLOCATOR_CLASSES 0x978  /* uint8_t[257]: (size + 15) >> 4 -> class, size <= 4 KiB */
-#define BP__INLINE_SIZE_LIMIT 4096
-#define BP__BUF_MARKS 48             /* the two marked indices, after the head */
+
+/* Keeps a computed bin address in a register as it is: without it, gcc computes
+ * &bins[cls] once per field read (a shift and a move more per pop and per push). Generates
+ * no instruction. */
+#define BP__OPAQUE(p) __asm__("" : "+r"(p))
+
+/* A bin's state, for the bin's own thread or for stats. */
+BP_API inline uint64_t bp__bin_state(const bp__tcache_bin *bin)
+{
+    return __atomic_load_n(&bin->state, __ATOMIC_RELAXED);
+}
+
+/* Pops the newest entry of a bin whose state (just loaded) has a count above 0, counting a
+ * hit: count - 1 and hits + 1 in one store. */
+BP_API inline bp_buf *bp__bin_pop(bp__tcache_bin *bin, uint64_t state)
+{
+    __atomic_store_n(&bin->state, state + (BP__BIN_HIT - 1), __ATOMIC_RELAXED);
+    return bin->entries[(uint32_t)state - 1];
+}
+
+/* Pushes b onto a bin; 0, changing nothing, when the bin is full or has no entries yet. */
+BP_API inline int bp__bin_push(bp__tcache_bin *bin, bp_buf *b)
+{
+    BP__OPAQUE(bin);
+    uint64_t state = bp__bin_state(bin);
+    uint32_t count = (uint32_t)state;
+    if (BP__UNLIKELY(count == bin->limit)) return 0;
+    bin->entries[count] = b;
+    __atomic_store_n(&bin->state, state + 1, __ATOMIC_RELAXED);
+    return 1;
+}
 
 /* The size class of a size above 4 KiB (below 2^63): four classes per doubling, jemalloc's
  * and Netty's spacing (the library checks it against its own table in its tests). */
@@ -533,31 +637,31 @@ BP_API int bp__release(bp_buf *b);
  * it twice, which this project's VM charged in its slow stretches). */
 BP_API inline bp_buf *bp__alloc_cached(bp_allocator *a, size_t capacity, size_t max_capacity)
 {
-    if (BP__LIKELY(a != NULL && bp__tls_last.allocator_id == *(const uint64_t *)(const void *)a)) {
-        char *tc = (char *)bp__tls_last.state + BP__TS_TCACHE;
+    const bp__allocator_head *ah = (const bp__allocator_head *)(const void *)a;
+    if (BP__LIKELY(ah != NULL && bp__tls_last.allocator_id == ah->id)) {
+        bp__tcache_head *tc = bp__tls_last.cache;
         unsigned cls;
         if (BP__LIKELY(capacity <= BP__INLINE_SIZE_LIMIT)) { /* a table load */
-            cls = ((const unsigned char *)(const void *)a)[BP__ALLOCATOR_CLASSES + ((capacity + 15) >> 4)];
-        } else { /* computed; only classes a thread cache keeps have bins */
+            cls = ah->classes[(capacity + 15) >> 4];
+        } else { /* computed; only classes a thread cache keeps have bins (the array's
+                    bound, which fast_classes never passes, tells the compiler so) */
             cls = bp__class_above_4k(capacity);
-            if (cls >= *(const unsigned *)(const void *)(tc + BP__TC_FAST_CLASSES)) return NULL;
+            if (cls >= tc->fast_classes || cls >= BP__MAX_CLASSES) return NULL;
         }
-        uint32_t left = *(uint32_t *)(void *)(tc + BP__TC_FAST_LEFT);
-        char *bin = tc + BP__TC_BINS + (size_t)cls * BP__BIN_SIZE;
-        uint64_t state = __atomic_load_n((uint64_t *)(void *)bin, __ATOMIC_RELAXED);
-        uint32_t count = (uint32_t)state;
-        if (BP__LIKELY(left > 1 && count != 0)) {
-            /* count - 1 and hits + 1 in one store; the countdown stops before a trim or a
-             * leak sample is due */
-            __atomic_store_n((uint64_t *)(void *)bin, state + (((uint64_t)1 << 32) - 1), __ATOMIC_RELAXED);
-            bp_buf *b = (*(bp_buf ***)(void *)(bin + BP__BIN_ENTRIES))[count - 1];
-            *(uint32_t *)(void *)(tc + BP__TC_FAST_LEFT) = left - 1;
+        uint32_t left = tc->fast_left;
+        bp__tcache_bin *bin = &tc->bins[cls];
+        BP__OPAQUE(bin);
+        uint64_t state = bp__bin_state(bin);
+        if (BP__LIKELY(left > 1 && (uint32_t)state != 0)) {
+            /* the countdown stops before a trim or a leak sample is due */
+            bp_buf *b = bp__bin_pop(bin, state);
+            tc->fast_left = left - 1;
             bp__buf_head *h = (bp__buf_head *)(void *)b;
             h->reader_index = 0;
             h->writer_index = 0;
             h->capacity = capacity;
             h->max_capacity = max_capacity;
-            memset((char *)(void *)b + BP__BUF_MARKS, 0, 2 * sizeof(size_t));
+            memset(&h->marked_reader_index, 0, 2 * sizeof(size_t)); /* both marks */
             __atomic_store_n(&h->refcnt, 1, __ATOMIC_RELAXED);
             return b;
         }
@@ -611,17 +715,10 @@ BP_API inline int bp__release_cached(bp_buf *b, uint32_t n)
         uint32_t count = __atomic_load_n(&h->refcnt, __ATOMIC_ACQUIRE);
         uint32_t tag = h->release_tag;
         /* The tag names this thread's cache and the bin of the buffer's class, or nothing. */
-        if (BP__LIKELY(count == n && (int32_t)count > 0 && (tag & ~0xffu) == bp__tls_last.tag_base)) {
-            char *tc = (char *)bp__tls_last.state + BP__TS_TCACHE;
-            char *bin = tc + BP__TC_BINS + (size_t)(tag & 0xffu) * BP__BIN_SIZE;
-            uint64_t state = __atomic_load_n((uint64_t *)(void *)bin, __ATOMIC_RELAXED);
-            uint32_t entries = (uint32_t)state;
-            if (BP__LIKELY(entries != *(const uint32_t *)(const void *)(bin + BP__BIN_LIMIT))) {
-                (*(bp_buf ***)(void *)(bin + BP__BIN_ENTRIES))[entries] = b;
-                __atomic_store_n((uint64_t *)(void *)bin, state + 1, __ATOMIC_RELAXED);
-                __atomic_store_n(&h->refcnt, 0, __ATOMIC_RELAXED);
-                return 1;
-            }
+        if (BP__LIKELY(count == n && (int32_t)count > 0 && (tag & ~0xffu) == bp__tls_last.tag_base) &&
+            BP__LIKELY(bp__bin_push(&bp__tls_last.cache->bins[tag & 0xffu], b))) {
+            __atomic_store_n(&h->refcnt, 0, __ATOMIC_RELAXED);
+            return 1;
         }
     }
     return 0;

@@ -17,7 +17,7 @@ static atomic_uint_fast64_t next_allocator_id = 1;
 bp__thread_state bp__no_thread_state;
 
 _Thread_local bp__tls_cache bp__tls_last = {
-    .allocator_id = 0, .state = &bp__no_thread_state, .tag_base = BP__TAG_SPENT};
+    .allocator_id = 0, .cache = &bp__no_thread_state.tcache.head, .tag_base = BP__TAG_SPENT};
 
 /* Caches ts as this thread's state for allocator `id`, with a copy of its cache's tag base
  * (BP__TAG_SPENT, which matches no tag, for no state or a state without a cache). The
@@ -28,8 +28,8 @@ _Thread_local bp__tls_cache bp__tls_last = {
 static void tls_cache_set(uint64_t id, bp__thread_state *ts)
 {
     bp__tls_last.allocator_id = id;
-    bp__tls_last.state = ts;
-    bp__tls_last.tag_base = ts->tcache.tag_base != 0 ? ts->tcache.tag_base : BP__TAG_SPENT;
+    bp__tls_last.cache = &ts->tcache.head;
+    bp__tls_last.tag_base = ts->tcache.head.tag_base != 0 ? ts->tcache.head.tag_base : BP__TAG_SPENT;
 }
 
 static void tls_cache_clear(void) { tls_cache_set(0, &bp__no_thread_state); }
@@ -239,7 +239,7 @@ bp_buf *bp__buf_alloc_miss(bp_allocator *a, bp__thread_state *ts, size_t size, u
     bp_buf *b;
     if (ts->arena != NULL) {
         if (cls >= ts->arena->whole_from && cls < a->sc.nclasses) return alloc_whole(a, ts, cls, rc);
-        if (cls < ts->tcache.ncacheable) {
+        if (cls < ts->tcache.head.ncacheable) {
             /* A miss of a cached class (at most one per half a bin): what this thread holds
              * for other owners goes now. Not on every allocation of an uncached size, which
              * pushed batches of a buffer or two: a consumer allocating 64 KiB at every fourth
@@ -274,7 +274,7 @@ int bp__region_take(bp_allocator *a, bp__thread_state *ts, size_t size, bp__regi
 
 void bp__region_give(bp_allocator *a, bp__thread_state *ts, const bp__region *region)
 {
-    if (ts != NULL && bp__region_is_home(region, ts) && region->class_index < ts->tcache.ncacheable) {
+    if (ts != NULL && bp__region_is_home(region, ts) && region->class_index < ts->tcache.head.ncacheable) {
         bp_buf *b = bp__buf_object_get(ts);
         if (b != NULL) {
             b->region = *region;
@@ -348,7 +348,7 @@ static void thread_state_release(void *arg)
     ts->fork_depth = 0;
     pthread_mutex_unlock(&a->lock);
     bp__lock_release(&ts->fork_lock);
-    if (bp__tls_last.state == ts) tls_cache_clear();
+    if (bp__tls_last.cache == &ts->tcache.head) tls_cache_clear();
 }
 
 /* What a thread's allocation clock counts leak samples with: 0 when nothing is tracked. */
@@ -431,7 +431,7 @@ BP_NOINLINE bp__thread_state *bp__thread_state_slow(bp_allocator *a)
         }
         atomic_store_explicit(&ts->remote_head, NULL, memory_order_release); /* open */
     }
-    tls_cache_set(a->id, ts);
+    tls_cache_set(a->head.id, ts);
     return ts;
 }
 
@@ -660,8 +660,8 @@ static void release_vanished_states(bp_allocator *a)
     bp__thread_state *mine = pthread_getspecific(a->thread_key);
     for (bp__thread_state *ts = a->threads; ts != NULL; ts = ts->next) {
         if (!ts->in_use || ts == mine) continue;
-        for (unsigned c = 0; ts->arena != NULL && c < ts->tcache.ncacheable; c++) {
-            bp__tcache_bin *bin = &ts->tcache.bins[c];
+        for (unsigned c = 0; ts->arena != NULL && c < ts->tcache.head.ncacheable; c++) {
+            bp__tcache_bin *bin = &ts->tcache.head.bins[c];
             for (uint32_t i = 0; i < bp__bin_count(bin); i++) BP__REFCNT_STORE(bin->entries[i], 0, __ATOMIC_RELAXED);
         }
         thread_state_release(ts);
@@ -713,7 +713,7 @@ static bp_allocator *allocator_create(const bp_config *cfg, bool pooled, int *er
     if (!atfork_installed) goto fail;
     bp_allocator *a = calloc(1, sizeof *a);
     if (a == NULL) goto fail;
-    a->id = atomic_fetch_add(&next_allocator_id, 1);
+    a->head.id = atomic_fetch_add(&next_allocator_id, 1);
     a->pooled = pooled;
     a->has_prefetchw = bp__os_cpu_has_prefetchw();
     a->config = *cfg;
@@ -721,10 +721,11 @@ static bp_allocator *allocator_create(const bp_config *cfg, bool pooled, int *er
     if (pthread_mutex_init(&a->lock, NULL) != 0) goto fail_free;
     bp__leak_init(&a->leak, cfg->leak_detection, cfg->leak_sampling_interval);
     if (pthread_key_create(&a->thread_key, thread_state_release) != 0) goto fail_mutex;
-    /* Unpooled, the size classes stay zeroed: the lookup table sends every size to class
+    /* Unpooled, the size classes stay zeroed: the head's table sends every size to class
      * 0, whose bin in a thread's (empty) cache the allocation fast path finds empty. */
     if (pooled) {
         bp__size_classes_init(&a->sc, cfg->page_size, cfg->chunk_size);
+        bp__size_class_table_init(a->head.classes, sizeof a->head.classes);
         a->arenas = aligned_alloc(BP_CACHE_LINE, cfg->arenas * sizeof(bp__arena));
         if (a->arenas == NULL) goto fail_key;
         unsigned i = 0;
@@ -756,8 +757,26 @@ fail:
     return NULL;
 }
 
-bp_allocator *bp_allocator_new(const bp_config *cfg, int *err)
+/* A program compiled against a header of another layout would read and write this
+ * library's structures at the wrong places: it stops before its first allocator exists. */
+static void abi_check(unsigned abi, const char *func)
 {
+    if (BP_LIKELY(abi == BP__ABI_VERSION)) return;
+    fprintf(stderr,
+            "bytepool: %s: this program was compiled against a bytepool.h of layout (ABI) %u, but the "
+            "library it runs with (bytepool %s) has layout %u (libbytepool.so.%u); rebuild the program "
+            "against the installed bytepool.h\n",
+            func, abi, BP_VERSION_STRING, (unsigned)BP__ABI_VERSION, (unsigned)BP__ABI_VERSION);
+    abort();
+}
+
+int bp_version(void) { return BP_VERSION; }
+
+const char *bp_version_string(void) { return BP_VERSION_STRING; }
+
+bp_allocator *bp__allocator_new_abi(unsigned abi, const bp_config *cfg, int *err)
+{
+    abi_check(abi, "bp_allocator_new");
     bp_config defaults;
     if (cfg == NULL) {
         bp_config_init(&defaults);
@@ -772,8 +791,9 @@ bp_allocator *bp_allocator_new(const bp_config *cfg, int *err)
     return allocator_create(cfg, true, err);
 }
 
-bp_allocator *bp_allocator_new_unpooled(int *err)
+bp_allocator *bp__allocator_new_unpooled_abi(unsigned abi, int *err)
 {
+    abi_check(abi, "bp_allocator_new_unpooled");
     bp_config cfg;
     bp_config_init(&cfg);
     cfg.arenas = 0;
@@ -814,7 +834,7 @@ void bp_allocator_destroy(bp_allocator *a)
     }
     /* Other threads may still cache a state freed above (bp__tls_last): never read again,
      * as tls_cache_set says. */
-    if (bp__tls_last.allocator_id == a->id) tls_cache_clear();
+    if (bp__tls_last.allocator_id == a->head.id) tls_cache_clear();
     /* Unpooled buffers still alive own malloc'ed memory reachable only through their
      * bp_buf objects: free it before the slabs go. (Views and composites have no region:
      * a view keeps other fields in its place.) */
@@ -855,8 +875,9 @@ static void default_allocator_create(void)
     default_allocator->is_default = true;
 }
 
-bp_allocator *bp_allocator_default(void)
+bp_allocator *bp__allocator_default_abi(unsigned abi)
 {
+    abi_check(abi, "bp_allocator_default");
     pthread_once(&default_once, default_allocator_create);
     return default_allocator;
 }

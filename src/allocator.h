@@ -64,8 +64,7 @@ typedef struct bp__thread_state {
     _Atomic uint64_t view_ledger;
     /* Held by the owning thread while it changes its cache, recycler or remote batches in
      * more than one step (bp__state_enter), and by the fork handlers, so that a child process
-     * never finds a state of a vanished thread half-changed (see the fork handlers). After the
-     * cache, whose offset the header's inline paths use. */
+     * never finds a state of a vanished thread half-changed (see the fork handlers). */
     bp__lock fork_lock;
     unsigned fork_depth;         /* the owning thread's nesting of bp__state_enter */
 } bp__thread_state;
@@ -85,7 +84,8 @@ BP_INLINE void bp__state_leave(bp__thread_state *ts)
 #define BP__REMOTE_CLOSED ((struct bp__remote_batch *)(uintptr_t)1)
 
 struct bp_allocator {
-    uint64_t id;                 /* unique for the life of the process */
+    bp__allocator_head head;     /* first: the id (unique for the life of the process) and the
+                                    size-class table, which the inline bp_alloc reads */
     bool pooled;
     bool is_default;
     bool has_prefetchw;          /* bp__os_cpu_has_prefetchw(), for remote take-backs */
@@ -125,8 +125,9 @@ static inline void bp__counter_add(_Atomic uint64_t *counter, uint64_t n)
                           memory_order_relaxed);
 }
 
-/* One-entry cache: the state of the allocator this thread used last (bp__tls_last and its
- * type are in bytepool.h, which the inline bp_alloc and bp_release read). initial-exec keeps
+/* One-entry cache: the thread cache of the allocator this thread used last, the head of its
+ * state's `tcache` (bp__tls_last and its type are in bytepool.h, which the inline bp_alloc
+ * and bp_release read). initial-exec keeps
  * the access a single %fs-relative load, also inside the shared library.
  * Every allocation and release loads it, often right after the program wrote a buffer's
  * bytes, so it sits in the middle of a cache line of its own: a CPU treats a load as
@@ -135,7 +136,13 @@ static inline void bp__counter_add(_Atomic uint64_t *counter, uint64_t n)
  * for every power-of-two size - then never match it. Left wherever the TLS layout put it,
  * it once sat at page offset 0xbf0-0xbff, and bursts of 1 KiB buffers whose last byte
  * (0xbff) was written ran 15 % slower. */
-extern bp__thread_state bp__no_thread_state; /* bp__tls_last.state when none is cached */
+extern bp__thread_state bp__no_thread_state; /* its cache is bp__tls_last's when none is cached */
+
+/* The thread state whose cache bp__tls_last holds. */
+BP_INLINE bp__thread_state *bp__tls_last_state(void)
+{
+    return (bp__thread_state *)(void *)((char *)bp__tls_last.cache - offsetof(bp__thread_state, tcache.head));
+}
 
 /* Finds or creates this thread's state for `a`; NULL when out of memory. */
 bp__thread_state *bp__thread_state_slow(bp_allocator *a);
@@ -151,7 +158,7 @@ void bp__inject_thread_state_failure(bool fail);
 /* This thread's state for `a`, created on first use; NULL when out of memory. */
 static inline bp__thread_state *bp__thread_state_get(bp_allocator *a)
 {
-    if (BP_LIKELY(bp__tls_last.allocator_id == a->id)) return bp__tls_last.state;
+    if (BP_LIKELY(bp__tls_last.allocator_id == a->head.id)) return bp__tls_last_state();
     return bp__thread_state_slow(a);
 }
 
@@ -275,18 +282,26 @@ BP_INLINE bool bp__buf_cache_at_home(bp__thread_state *ts, bp_buf *b)
      * remote take-back then reads nothing else of an object another core wrote last). As
      * on the release fast path, BP__TAG_NONE matches no cache's base (see tcache.h). */
     uint32_t tag = b->head.release_tag;
-    if (!BP_POISONS && BP_LIKELY((tag & ~0xffu) == ts->tcache.tag_base)) /* (those builds: no tag) */
+    if (!BP_POISONS && BP_LIKELY((tag & ~0xffu) == ts->tcache.head.tag_base)) /* (those builds: no tag) */
         return bp__tcache_put(&ts->tcache, bp__release_tag_class(b), b);
     /* The class first: for one no cache keeps (every release of such a buffer comes here)
      * that answers without a look at the region's chunk. */
     unsigned cls = b->region.class_index;
-    if (cls >= ts->tcache.ncacheable || !bp__region_is_home(&b->region, ts)) return false;
+    if (cls >= ts->tcache.head.ncacheable || !bp__region_is_home(&b->region, ts)) return false;
     b->owner = ts;
     /* Stored only when it changes: a cache whose every release takes the slow path keeps
      * BP__TAG_NONE, which a release racing this one (and failing) may be reading. */
     uint32_t own = bp__release_tag(&ts->tcache, cls);
     if (tag != own) b->head.release_tag = own;
     return bp__tcache_put(&ts->tcache, cls, b);
+}
+
+/* The class of `size` for a pooled allocator (sc->nclasses when huge): up to 4 KiB from the
+ * table in the allocator's head, which the inline bp_alloc reads too. */
+BP_INLINE unsigned bp__allocator_class_of(const bp_allocator *a, size_t size)
+{
+    if (BP_LIKELY(size <= BP__INLINE_SIZE_LIMIT)) return a->head.classes[(size + 15) >> BP__LOG2_QUANTUM];
+    return bp__size_class_of(&a->sc, size);
 }
 
 /* A cache miss, an uncached size or an unpooled allocator: a released object with a fresh
@@ -304,7 +319,7 @@ BP_INLINE bp_buf *bp__buf_with_region(bp_allocator *a, bp__thread_state *ts, siz
     if (sample != NULL) *sample = due;
     unsigned cls = 0;
     if (BP_LIKELY(ts->arena != NULL)) {
-        cls = bp__size_class_of(&a->sc, size); /* once, for the miss too */
+        cls = bp__allocator_class_of(a, size); /* once, for the miss too */
         bp_buf *b = bp__tcache_take(&ts->tcache, cls);
         if (BP_LIKELY(b != NULL)) return b;
     }

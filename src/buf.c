@@ -11,27 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The header's inline bp_alloc and bp_release read these structures through offsets: keep
- * the two in step (a failure here means updating the BP__* offsets in bytepool.h). */
-_Static_assert(offsetof(bp__thread_state, tcache) == BP__TS_TCACHE, "BP__TS_TCACHE");
-_Static_assert(offsetof(bp__tcache, tag_base) == BP__TC_TAG_BASE, "BP__TC_TAG_BASE");
-_Static_assert(offsetof(bp__tcache, fast_left) == BP__TC_FAST_LEFT, "BP__TC_FAST_LEFT");
-_Static_assert(offsetof(bp__tcache, fast_classes) == BP__TC_FAST_CLASSES &&
-                   sizeof(((bp__tcache *)0)->fast_classes) == sizeof(unsigned),
-               "BP__TC_FAST_CLASSES");
-_Static_assert(offsetof(bp__tcache, bins) == BP__TC_BINS, "BP__TC_BINS");
-_Static_assert(sizeof(bp__tcache_bin) == BP__BIN_SIZE, "BP__BIN_SIZE");
-_Static_assert(offsetof(bp__tcache_bin, state) == 0, "bin state");
-_Static_assert(offsetof(bp__tcache_bin, entries) == BP__BIN_ENTRIES, "BP__BIN_ENTRIES");
-_Static_assert(offsetof(bp__tcache_bin, limit) == BP__BIN_LIMIT, "BP__BIN_LIMIT");
-_Static_assert(sizeof(((bp__tcache_bin *)0)->state) == sizeof(uint64_t), "bin state width");
-_Static_assert(offsetof(struct bp_allocator, id) == 0, "allocator id first");
-_Static_assert(offsetof(struct bp_allocator, sc) + offsetof(bp__size_classes, lookup) == BP__ALLOCATOR_CLASSES,
-               "BP__ALLOCATOR_CLASSES");
-_Static_assert(BP__INLINE_SIZE_LIMIT == BP__LOOKUP_LIMIT && BP__LOG2_QUANTUM == 4, "size-class table");
-_Static_assert(offsetof(bp_buf, head) == 0 && offsetof(bp_buf, marked_reader_index) == BP__BUF_MARKS &&
-                   offsetof(bp_buf, marked_writer_index) == BP__BUF_MARKS + sizeof(size_t),
-               "BP__BUF_MARKS");
+/* The header's inline paths reach these through pointers to their first members. */
+_Static_assert(offsetof(bp_buf, head) == 0 && offsetof(struct bp_allocator, head) == 0 &&
+                   offsetof(bp__tcache, head) == 0,
+               "published heads first");
 /* Three lines, each kind's fields where struct bp_buf says: views' links and records share
  * line 1 with what only roots and composites use, and nothing else moves. */
 _Static_assert(sizeof(bp_buf) == 3 * BP_CACHE_LINE && offsetof(bp_buf, region) == BP_CACHE_LINE &&
@@ -57,8 +40,8 @@ BP_INLINE void init_root(bp_buf *b, size_t capacity, size_t max_capacity)
     b->head.writer_index = 0;
     b->head.capacity = capacity;
     b->head.max_capacity = max_capacity;
-    b->marked_reader_index = 0;
-    b->marked_writer_index = 0;
+    b->head.marked_reader_index = 0;
+    b->head.marked_writer_index = 0;
     BP__REFCNT_STORE(b, 1, __ATOMIC_RELAXED);
 }
 
@@ -636,7 +619,7 @@ int bp_mark_reader_index(bp_buf *b)
 {
     int rc = bp__check_live(b, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    b->marked_reader_index = b->head.reader_index;
+    b->head.marked_reader_index = b->head.reader_index;
     return 0;
 }
 
@@ -644,10 +627,10 @@ int bp_reset_reader_index(bp_buf *b)
 {
     int rc = bp__check_live(b, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(b->marked_reader_index > b->head.writer_index))
+    if (BP_UNLIKELY(b->head.marked_reader_index > b->head.writer_index))
         return bp__misuse(BP_ERANGE, __func__, "markedReaderIndex %zu exceeds writerIndex %zu",
-                          b->marked_reader_index, b->head.writer_index);
-    b->head.reader_index = b->marked_reader_index;
+                          b->head.marked_reader_index, b->head.writer_index);
+    b->head.reader_index = b->head.marked_reader_index;
     return 0;
 }
 
@@ -655,7 +638,7 @@ int bp_mark_writer_index(bp_buf *b)
 {
     int rc = bp__check_live(b, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    b->marked_writer_index = b->head.writer_index;
+    b->head.marked_writer_index = b->head.writer_index;
     return 0;
 }
 
@@ -663,10 +646,10 @@ int bp_reset_writer_index(bp_buf *b)
 {
     int rc = bp__check_live(b, __func__);
     if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(b->marked_writer_index < b->head.reader_index || b->marked_writer_index > b->head.capacity))
+    if (BP_UNLIKELY(b->head.marked_writer_index < b->head.reader_index || b->head.marked_writer_index > b->head.capacity))
         return bp__misuse(BP_ERANGE, __func__, "markedWriterIndex %zu outside [readerIndex %zu, capacity %zu]",
-                          b->marked_writer_index, b->head.reader_index, b->head.capacity);
-    b->head.writer_index = b->marked_writer_index;
+                          b->head.marked_writer_index, b->head.reader_index, b->head.capacity);
+    b->head.writer_index = b->head.marked_writer_index;
     return 0;
 }
 
@@ -738,8 +721,8 @@ int bp_set_capacity(bp_buf *b, size_t capacity)
 
 static void shift_marks_down(bp_buf *b, size_t by)
 {
-    b->marked_reader_index = b->marked_reader_index > by ? b->marked_reader_index - by : 0;
-    b->marked_writer_index = b->marked_writer_index > by ? b->marked_writer_index - by : 0;
+    b->head.marked_reader_index = b->head.marked_reader_index > by ? b->head.marked_reader_index - by : 0;
+    b->head.marked_writer_index = b->head.marked_writer_index > by ? b->head.marked_writer_index - by : 0;
 }
 
 static int discard(bp_buf *b)
@@ -1216,8 +1199,8 @@ static bp_buf *make_view(bp_buf *b, size_t index, size_t length, unsigned kind, 
         v->head.reader_index = 0;
         v->head.writer_index = length;
     }
-    v->marked_reader_index = v->head.reader_index;
-    v->marked_writer_index = v->head.writer_index;
+    v->head.marked_reader_index = v->head.reader_index;
+    v->head.marked_writer_index = v->head.writer_index;
     BP__REFCNT_STORE(v, BP__REFCNT_INDIRECT | 1u, __ATOMIC_RELAXED);
     if (retained) {
         v->count_owner = v->next_view = v->prev_view = NULL;

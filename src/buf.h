@@ -51,9 +51,8 @@
 struct bp_buf {
     /* line 0 */
     _Alignas(BP_CACHE_LINE) bp__buf_head head; /* indices, memory (== region.memory), refcnt
-                                 (0: released); first, so the header's inline paths can read it */
-    size_t marked_reader_index; /* bp_mark_reader_index; 0 until marked */
-    size_t marked_writer_index;
+                                 (0: released), marks; first, so the header's inline paths
+                                 can read it */
     /* line 1 */
     union {
         struct { /* roots and composites */

@@ -381,7 +381,7 @@ bp_buf *bp_composite(bp_allocator *a, size_t max_components, int *err)
     memset(&b->region, 0, sizeof b->region);
     b->region.kind = BP__KIND_NONE;
     bp__buf_object_prepare(b, a, NULL); /* no owner: it never goes into a thread cache */
-    b->marked_reader_index = b->marked_writer_index = 0;
+    b->head.marked_reader_index = b->head.marked_writer_index = 0;
     b->view_offset = b->view_length = 0;
     b->composite = c;
     BP__REFCNT_STORE(b, BP__REFCNT_INDIRECT | 1u, __ATOMIC_RELAXED);
@@ -616,8 +616,8 @@ void bp__composite_discard(bp_buf *b, bool whole_only)
     b->head.capacity -= removed;
     b->head.reader_index -= removed;
     b->head.writer_index -= removed;
-    b->marked_reader_index = b->marked_reader_index > removed ? b->marked_reader_index - removed : 0;
-    b->marked_writer_index = b->marked_writer_index > removed ? b->marked_writer_index - removed : 0;
+    b->head.marked_reader_index = b->head.marked_reader_index > removed ? b->head.marked_reader_index - removed : 0;
+    b->head.marked_writer_index = b->head.marked_writer_index > removed ? b->head.marked_writer_index - removed : 0;
 }
 
 static int first_block(uint8_t *p, size_t n, size_t index, void *ctx)

@@ -5,6 +5,10 @@
  */
 #include "bytepool.h"
 
+extern inline bp_allocator *bp_allocator_new(const bp_config *cfg, int *err);
+extern inline bp_allocator *bp_allocator_new_unpooled(int *err);
+extern inline bp_allocator *bp_allocator_default(void);
+
 #define BP__EXTERN_TYPED(name, type)                                                       \
     extern inline int bp_get_##name(const bp_buf *b, size_t index, type *out);             \
     extern inline int bp_set_##name(bp_buf *b, size_t index, type value);                  \
@@ -30,6 +34,9 @@ BP__EXTERN_TYPED(f64, double)
 BP__EXTERN_TYPED(f32_le, float)
 BP__EXTERN_TYPED(f64_le, double)
 
+extern inline uint64_t bp__bin_state(const bp__tcache_bin *bin);
+extern inline bp_buf *bp__bin_pop(bp__tcache_bin *bin, uint64_t state);
+extern inline int bp__bin_push(bp__tcache_bin *bin, bp_buf *b);
 extern inline unsigned bp__class_above_4k(size_t size);
 extern inline bp_buf *bp__alloc_cached(bp_allocator *a, size_t capacity, size_t max_capacity);
 extern inline bp_buf *bp_alloc(bp_allocator *a, size_t capacity);

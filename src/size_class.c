@@ -1,6 +1,7 @@
 /*
- * Size class table. Everything here is computed once per allocator; the hot lookup is
- * the inline bp__size_class_of in size_class.h.
+ * Size class table. Everything here is computed once per allocator; the hot lookups are
+ * the table in the allocator's head (bp__allocator_head.classes) and the inline
+ * bp__size_class_of in size_class.h.
  */
 #include "size_class.h"
 
@@ -54,7 +55,9 @@ void bp__size_classes_init(bp__size_classes *sc, size_t page_size, size_t chunk_
         n++;
     }
     sc->nclasses = n;
+}
 
-    for (size_t i = 0; i < sizeof sc->lookup; i++)
-        sc->lookup[i] = (uint8_t)bp__size_class_compute(i << BP__LOG2_QUANTUM);
+void bp__size_class_table_init(uint8_t *table, size_t entries)
+{
+    for (size_t i = 0; i < entries; i++) table[i] = (uint8_t)bp__size_class_compute(i << BP__LOG2_QUANTUM);
 }

@@ -20,8 +20,9 @@
 #include <stdint.h>
 
 #define BP__LOG2_QUANTUM 4
-#define BP__MAX_CLASSES 104 /* up to a 1 GiB chunk: 4 + 4 * 24 classes */
-#define BP__LOOKUP_LIMIT 4096 /* sizes up to this are looked up in a table */
+/* BP__MAX_CLASSES (at least the 4 + 4 * 24 classes up to a 1 GiB chunk) is in bytepool.h, whose thread
+ * cache head has a bin per class, and so is BP__INLINE_SIZE_LIMIT: sizes up to it are looked
+ * up in a table (an allocator's, bp__allocator_head.classes). */
 
 typedef struct bp__size_classes {
     size_t page_size;
@@ -36,13 +37,15 @@ typedef struct bp__size_classes {
     uint32_t run_slots[BP__MAX_CLASSES];   /* small: slots in a run; normal: 1 */
     int16_t page_class_of[BP__MAX_CLASSES]; /* page class index, or -1 if not page-sized */
     uint32_t page_class_pages[BP__MAX_CLASSES]; /* pages of each page class */
-    uint8_t lookup[(BP__LOOKUP_LIMIT >> BP__LOG2_QUANTUM) + 1]; /* (size+15) >> 4 -> class;
-                                                                     [0] for size 0 */
 } bp__size_classes;
 
 /* Builds the table for a page and chunk size (powers of two, chunk >= 8 pages, as
  * bp_config_validate ensures). */
 void bp__size_classes_init(bp__size_classes *sc, size_t page_size, size_t chunk_size);
+
+/* Fills a lookup table of `entries` bytes: entry (size + 15) >> 4 is the smallest class
+ * >= size (the same for every chunk size; entry 0, for size 0, is class 0). */
+void bp__size_class_table_init(uint8_t *table, size_t entries);
 
 /* The smallest class >= size, computed without the table; valid for any size below
  * 2^62 and independent of the chunk size (it may exceed nclasses). Inline: the allocation
@@ -59,27 +62,10 @@ static inline unsigned bp__size_class_compute(size_t size)
 /* The size of class `index`, computed (not looked up). */
 size_t bp__size_class_size_compute(unsigned index);
 
-/* The smallest class >= size, for size <= BP__LOOKUP_LIMIT: one table load. */
-static inline unsigned bp__size_class_lookup(const bp__size_classes *sc, size_t size)
-{
-    BP_ASSERT(size <= BP__LOOKUP_LIMIT);
-    return sc->lookup[(size + 15) >> BP__LOG2_QUANTUM];
-}
-
-/* The smallest class >= size for any size below 2^62: >= nclasses when it is huge (the
- * chunk size is not looked at). */
-static inline unsigned bp__size_class_of_any(const bp__size_classes *sc, size_t size)
-{
-    /* Likely: buffers of up to 4 KiB are the common case, and the lookup then falls through
-     * (no jump out to it and back). */
-    if (BP_LIKELY(size <= BP__LOOKUP_LIMIT)) return bp__size_class_lookup(sc, size);
-    return bp__size_class_compute(size);
-}
-
 /* The smallest class >= size, or sc->nclasses when size is huge. O(1). */
 static inline unsigned bp__size_class_of(const bp__size_classes *sc, size_t size)
 {
-    return size > sc->chunk_size ? sc->nclasses : bp__size_class_of_any(sc, size);
+    return size > sc->chunk_size ? sc->nclasses : bp__size_class_compute(size);
 }
 
 static inline int bp__size_class_is_small(const bp__size_classes *sc, unsigned index)

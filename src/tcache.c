@@ -53,7 +53,7 @@ static void clock_arm(bp__tcache *tc)
     uint32_t next = tc->trim_in;
     if (tc->sample_interval != 0 && tc->sample_in < next) next = tc->sample_in;
     if (BP_POISONS) next = 1; /* every allocation through the slow path (see BP_POISONS) */
-    tc->fast_armed = tc->fast_left = next;
+    tc->fast_armed = tc->head.fast_left = next;
 }
 
 void bp__tcache_clock_init(bp__tcache *tc, uint32_t trim_interval, uint32_t sample_interval)
@@ -77,7 +77,7 @@ bool bp__tcache_tick(bp__tcache *tc, bool buffer)
     /* The fast path serves while fast_left > 1, so it served at most fast_armed - 1 since
      * arming, and fast_armed was at most trim_in and sample_in: neither goes below 0 here,
      * and a region for growth (not counted for sampling) cannot bring sample_in to 0. */
-    uint32_t served = tc->fast_armed - tc->fast_left;
+    uint32_t served = tc->fast_armed - tc->head.fast_left;
     bool sample = false;
     if (tc->sample_interval != 0) {
         tc->sample_in -= served + (buffer ? 1u : 0u);
@@ -101,33 +101,33 @@ void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *s
 {
     memset(tc, 0, sizeof *tc);
     if (cfg->release_check) { /* no tags: every release takes the slow path's compare-and-set */
-        tc->tag_base = BP__TAG_SPENT;
+        tc->head.tag_base = BP__TAG_SPENT;
     } else {
         uint32_t id = (uint32_t)atomic_fetch_add_explicit(&next_tag_id, 1, memory_order_relaxed);
         if (id >= 0xffffff) { /* spent: every release of this cache's buffers takes the slow path */
             atomic_store_explicit(&next_tag_id, 0xffffff, memory_order_relaxed);
-            tc->tag_base = BP__TAG_SPENT;
+            tc->head.tag_base = BP__TAG_SPENT;
         } else {
-            tc->tag_base = id << 8;
+            tc->head.tag_base = id << 8;
         }
     }
     tc->sc = sc;
     tc->arena = arena;
     bp__tcache_clock_init(tc, cfg->cache_trim_interval, sample_interval);
-    tc->ncacheable = bp__tcache_cacheable_classes(sc, cfg);
-    for (unsigned c = 0; c < tc->ncacheable; c++) {
+    tc->head.ncacheable = bp__tcache_cacheable_classes(sc, cfg);
+    for (unsigned c = 0; c < tc->head.ncacheable; c++) {
         bool small = c < sc->nsmall;
         uint32_t capacity = bp__tcache_class_capacity(sc, cfg, c);
-        tc->bins[c].capacity = capacity;
+        tc->head.bins[c].capacity = capacity;
         /* Half a bin per refill, but no more than about 64 KiB of memory taken ahead. */
         if (small && capacity > 0) {
             size_t by_bytes = (64 * 1024) / sc->class_size[c];
             uint32_t refill = capacity / 2 < by_bytes ? capacity / 2 : (uint32_t)by_bytes;
-            tc->bins[c].refill = refill > 0 ? refill : 1;
+            tc->head.bins[c].refill = refill > 0 ? refill : 1;
         }
     }
     /* With leak detection on too: the clock stops the fast path before a tracked one. */
-    tc->fast_classes = tc->ncacheable;
+    tc->head.fast_classes = tc->head.ncacheable;
 }
 
 void bp__arena_cache_init(bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg)
@@ -152,8 +152,8 @@ void bp__tcache_totals(const bp__tcache *tc, size_t *entries, size_t *bytes, uin
     *entries = 0;
     *bytes = 0;
     *hits = atomic_load_explicit((_Atomic uint64_t *)&tc->hits_before_trims, memory_order_relaxed);
-    for (unsigned c = 0; c < tc->ncacheable; c++) {
-        uint64_t state = bp__bin_state(&tc->bins[c]);
+    for (unsigned c = 0; c < tc->head.ncacheable; c++) {
+        uint64_t state = bp__bin_state(&tc->head.bins[c]);
         uint32_t count = (uint32_t)state;
         *entries += count;
         *bytes += (size_t)count * tc->sc->class_size[c];
@@ -200,8 +200,8 @@ static uint32_t arena_cache_give(bp__tcache *tc, unsigned cls, bp_buf *const *bu
     if (budget < room) room = (uint32_t)budget;
     uint32_t k = n < room ? n : room;
     if (k > 0) memcpy(ac->entries + ac->count, bufs, k * sizeof *bufs);
-    if (ac->count == 0) ac->giver = tc->tag_base;
-    else if (ac->giver != tc->tag_base) ac->giver = BP__TAG_NONE;
+    if (ac->count == 0) ac->giver = tc->head.tag_base;
+    else if (ac->giver != tc->head.tag_base) ac->giver = BP__TAG_NONE;
     ac->count += k;
     arena->cache_entries += k;
     arena->cache_bytes += (size_t)k * arena->sc->class_size[cls];
@@ -225,7 +225,7 @@ static uint32_t arena_cache_take(bp__thread_state *ts, unsigned cls, bp_buf **ou
     ac->count -= k;
     memcpy(out, ac->entries + ac->count, k * sizeof *out);
     if (ac->count < ac->low_water) ac->low_water = ac->count;
-    bool own = ac->giver == ts->tcache.tag_base && ac->giver != BP__TAG_SPENT;
+    bool own = ac->giver == ts->tcache.head.tag_base && ac->giver != BP__TAG_SPENT;
     arena->cache_entries -= k;
     arena->cache_bytes -= (size_t)k * arena->sc->class_size[cls];
     bp__lock_release(&arena->lock);
@@ -284,7 +284,7 @@ void bp__tcache_set_gap_hook(void (*hook)(void)) { atomic_store(&gap_hook, hook)
  * the chunks. */
 static void give_back_oldest(bp__tcache *tc, unsigned cls, uint32_t n, bool to_arena_cache)
 {
-    bp__tcache_bin *bin = &tc->bins[cls];
+    bp__tcache_bin *bin = &tc->head.bins[cls];
     if (n == 0) return;
     /* Given away while still listed: a fork in between must wait (bp__state_enter). */
     bp__state_enter(owner_of(tc));
@@ -313,13 +313,13 @@ static uint32_t carry_hits(bp__tcache *tc, bp__tcache_bin *bin)
 {
     uint64_t state = bp__bin_state(bin);
     bp__tcache_count_n(&tc->hits_before_trims, state >> 32);
-    atomic_store_explicit(&bin->state, (uint32_t)state, memory_order_relaxed);
+    __atomic_store_n(&bin->state, (uint64_t)(uint32_t)state, __ATOMIC_RELAXED);
     return (uint32_t)(state >> 32);
 }
 
 bool bp__tcache_put_slow(bp__tcache *tc, unsigned cls, bp_buf *b)
 {
-    bp__tcache_bin *bin = &tc->bins[cls];
+    bp__tcache_bin *bin = &tc->head.bins[cls];
     if (bin->capacity == 0 || !ensure_entries(bin)) return false;
     uint32_t count = bp__bin_count(bin);
     if (count == bin->capacity) give_back_oldest(tc, cls, (count + 1) / 2, true);
@@ -373,8 +373,8 @@ BP_INLINE bp_buf *refill_locked(bp__thread_state *ts, bp__tcache *tc, bp__tcache
 
 bp_buf *bp__tcache_refill(bp__tcache *tc, unsigned cls)
 {
-    if (cls >= tc->ncacheable) return NULL;
-    bp__tcache_bin *bin = &tc->bins[cls];
+    if (cls >= tc->head.ncacheable) return NULL;
+    bp__tcache_bin *bin = &tc->head.bins[cls];
     if (bin->capacity == 0 || !ensure_entries(bin)) return NULL;
     bp__thread_state *ts = owner_of(tc);
     bp__state_enter(ts);
@@ -387,8 +387,8 @@ size_t bp__tcache_trim(bp__tcache *tc)
 {
     size_t freed = 0;
     bp__state_enter(owner_of(tc));
-    for (unsigned c = 0; c < tc->ncacheable; c++) {
-        bp__tcache_bin *bin = &tc->bins[c];
+    for (unsigned c = 0; c < tc->head.ncacheable; c++) {
+        bp__tcache_bin *bin = &tc->head.bins[c];
         uint32_t count = bp__bin_count(bin), hits = carry_hits(tc, bin);
         uint32_t unused = count > hits ? count - hits : 0;
         /* The oldest entries are the ones nobody asked for: cold, so past the arena's
@@ -411,7 +411,7 @@ void bp__tcache_scheduled_trim(bp__tcache *tc)
     bp__remote_flush(ts);
     if (tc->trim_interval == 0) {
         /* Trimming is off; the countdown still bounds the bins' hit counts. */
-        for (unsigned c = 0; c < tc->ncacheable; c++) carry_hits(tc, &tc->bins[c]);
+        for (unsigned c = 0; c < tc->head.ncacheable; c++) carry_hits(tc, &tc->head.bins[c]);
     } else {
         bp__tcache_trim(tc);
         /* A busy thread is a clock for its arena too: what its cache did not need since the
@@ -428,8 +428,8 @@ void bp__tcache_scheduled_trim(bp__tcache *tc)
 void bp__tcache_flush(bp__tcache *tc)
 {
     bp__state_enter(owner_of(tc));
-    for (unsigned c = 0; c < tc->ncacheable; c++) {
-        bp__tcache_bin *bin = &tc->bins[c];
+    for (unsigned c = 0; c < tc->head.ncacheable; c++) {
+        bp__tcache_bin *bin = &tc->head.bins[c];
         give_back_oldest(tc, c, bp__bin_count(bin), false);
         carry_hits(tc, bin);
     }
@@ -439,10 +439,10 @@ void bp__tcache_flush(bp__tcache *tc)
 
 void bp__tcache_discard(bp__tcache *tc)
 {
-    for (unsigned c = 0; c < tc->ncacheable; c++) {
-        free(tc->bins[c].entries);
-        tc->bins[c].entries = NULL;
-        tc->bins[c].limit = 0;
-        bp__bin_set_count(&tc->bins[c], 0);
+    for (unsigned c = 0; c < tc->head.ncacheable; c++) {
+        free(tc->head.bins[c].entries);
+        tc->head.bins[c].entries = NULL;
+        tc->head.bins[c].limit = 0;
+        bp__bin_set_count(&tc->head.bins[c], 0);
     }
 }

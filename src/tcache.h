@@ -25,9 +25,9 @@
  *   jemalloc does), a normal class one region (a batch of fresh ones would hold too much
  *   memory). A trim and a flush free straight to the chunks: those regions are cold.
  * - Only the owning thread writes a bin's state (count and hits since the last trim, in one
- *   word so that a pop updates both with one store); it is a relaxed atomic so that stats
- *   can sum it from another thread (bp__tcache_totals) instead of the hot path keeping
- *   running totals. Hits cannot wrap: every pop also counts down to the next scheduled
+ *   word so that a pop updates both with one store); it is read and written with relaxed
+ *   __atomic builtins (plain moves) so that stats can sum it from another thread
+ *   (bp__tcache_totals) instead of the hot path keeping running totals. Hits cannot wrap: every pop also counts down to the next scheduled
  *   trim, which folds them into hits_before_trims at least every 2^32 - 1 allocations.
  * Only the owning thread touches a cache, except when the allocator is destroyed.
  */
@@ -40,15 +40,8 @@
 
 #include <stdatomic.h>
 
-typedef struct bp__tcache_bin {
-    _Atomic uint64_t state;    /* count | hits since the last trim << 32 */
-    bp_buf **entries;          /* released objects with their regions; allocated on first use */
-    uint32_t limit;            /* capacity once entries exist, 0 before */
-    uint32_t capacity;         /* 0: this class is not cached */
-    uint32_t refill;           /* small classes: regions taken from the arena per miss */
-} bp__tcache_bin;
-
-#define BP__BIN_HIT ((uint64_t)1 << 32)
+/* A bin (bp__tcache_bin) and the head of the cache that holds the bins (bp__tcache_head)
+ * are in bytepool.h, whose inline bp_alloc and bp_release pop and push them. */
 
 /* Release tags (bp__buf_head.release_tag) let a release find its bin from the buffer's
  * first cache line alone. A cache has a tag base, unique in the process for the life of one
@@ -65,11 +58,8 @@ typedef struct bp__tcache_bin {
                             with release_check: matches no tag */
 
 typedef struct bp__tcache {
-    /* What the allocation and release fast paths read, first. */
-    uint32_t tag_base;
-    uint32_t fast_left;        /* the allocation clock's countdown (see bp__tcache_tick) */
-    unsigned fast_classes;     /* classes the fast path may pop: ncacheable (0 when unpooled) */
-    unsigned ncacheable;       /* classes 0 .. ncacheable-1 may have a bin */
+    /* First: what the allocation and release fast paths read (tag base, countdown, bins). */
+    bp__tcache_head head;
     uint32_t trim_interval;
     /* The rest of the allocation clock, which only slow paths read. */
     uint32_t fast_armed;       /* fast_left when the clock was last armed */
@@ -86,9 +76,6 @@ typedef struct bp__tcache {
      * both terms and leaves it alone, so only slow paths write it (bp__tcache_ledger):
      * the fast paths keep no counter, and stats take the difference. */
     _Atomic uint64_t ledger;
-    bp__tcache_bin bins[BP__MAX_CLASSES];
-    /* After the bins: placed before them it moved the bins' offset, and gcc then spent an
-     * extra instruction on every pop's bin address (seed loop 98 -> 99, and slower). */
     uint64_t sample_rng;       /* xorshift state drawing the gaps between tracked buffers */
 } bp__tcache;
 
@@ -141,8 +128,8 @@ void bp__tcache_set_next_tag_id(uint32_t id);
  * none for a class it does not keep, so a matching tag names a bin that exists. */
 static inline uint32_t bp__release_tag(const bp__tcache *tc, unsigned cls)
 {
-    if (BP_POISONS || tc->tag_base == BP__TAG_SPENT || cls >= tc->ncacheable) return BP__TAG_NONE;
-    return tc->tag_base + cls;
+    if (BP_POISONS || tc->head.tag_base == BP__TAG_SPENT || cls >= tc->head.ncacheable) return BP__TAG_NONE;
+    return tc->head.tag_base + cls;
 }
 
 /* Entries a thread bin of class `cls` holds under `cfg` (0: the class is not cached). */
@@ -191,43 +178,29 @@ static inline void bp__tcache_count_n(_Atomic uint64_t *counter, uint64_t n)
 static inline void bp__tcache_count(_Atomic uint64_t *counter) { bp__tcache_count_n(counter, 1); }
 
 /* A bin's state is single-writer: relaxed loads and stores (plain moves), no
- * read-modify-write. */
-static inline uint64_t bp__bin_state(const bp__tcache_bin *bin)
-{
-    return atomic_load_explicit((_Atomic uint64_t *)&bin->state, memory_order_relaxed);
-}
-
+ * read-modify-write (bp__bin_state, in bytepool.h, loads it). */
 static inline uint32_t bp__bin_count(const bp__tcache_bin *bin) { return (uint32_t)bp__bin_state(bin); }
 
 /* A new count, the hits kept. */
 static inline void bp__bin_set_count(bp__tcache_bin *bin, uint32_t count)
 {
-    atomic_store_explicit(&bin->state, (bp__bin_state(bin) & ~(BP__BIN_HIT - 1)) | count, memory_order_relaxed);
+    __atomic_store_n(&bin->state, (bp__bin_state(bin) & ~(BP__BIN_HIT - 1)) | count, __ATOMIC_RELAXED);
 }
 
 /* What a cache holds and has served, summed from its bins (any thread may call it). */
 void bp__tcache_totals(const bp__tcache *tc, size_t *entries, size_t *bytes, uint64_t *hits);
-
-/* The newest object of a bin, counted as a hit; NULL when the bin is empty. (The header's
- * bp__alloc_cached pops the same way, through offsets.) */
-BP_INLINE bp_buf *bp__bin_pop(bp__tcache_bin *bin)
-{
-    uint64_t state = bp__bin_state(bin);
-    uint32_t count = (uint32_t)state;
-    if (BP_UNLIKELY(count == 0)) return NULL;
-    atomic_store_explicit(&bin->state, state + BP__BIN_HIT - 1, memory_order_relaxed); /* count-1, hits+1 */
-    return bin->entries[count - 1];
-}
 
 /* Takes a released object with a cached region of class `cls` (< sc->nclasses). NULL on a
  * miss (the caller counts it, looks at remote releases, then refills or goes to the arena).
  * The caller has ticked the clock (bp__tcache_tick). */
 BP_INLINE bp_buf *bp__tcache_take(bp__tcache *tc, unsigned cls)
 {
-    if (cls >= tc->ncacheable) return NULL;
-    bp_buf *b = bp__bin_pop(&tc->bins[cls]);
-    if (b != NULL) bp__tcache_ledger(tc, -1);
-    return b;
+    if (cls >= tc->head.ncacheable) return NULL;
+    bp__tcache_bin *bin = &tc->head.bins[cls];
+    uint64_t state = bp__bin_state(bin);
+    if (BP_UNLIKELY((uint32_t)state == 0)) return NULL;
+    bp__tcache_ledger(tc, -1);
+    return bp__bin_pop(bin, state);
 }
 
 /* For the release fast path: a push with no call in it, for a class this cache keeps (the
@@ -235,15 +208,8 @@ BP_INLINE bp_buf *bp__tcache_take(bp__tcache *tc, unsigned cls)
  * yet or full: the caller then goes through bp__tcache_put. */
 BP_INLINE bool bp__tcache_push_kept(bp__tcache *tc, unsigned cls, bp_buf *b)
 {
-    BP_ASSERT(cls < tc->ncacheable);
-    bp__tcache_bin *bin = &tc->bins[cls];
-    BP_OPAQUE(bin);
-    uint64_t state = bp__bin_state(bin);
-    uint32_t count = (uint32_t)state;
-    if (BP_UNLIKELY(count == bin->limit)) return false; /* full, or no entries yet */
-    bin->entries[count] = b;
-    atomic_store_explicit(&bin->state, state + 1, memory_order_relaxed);
-    return true;
+    BP_ASSERT(cls < tc->head.ncacheable);
+    return bp__bin_push(&tc->head.bins[cls], b); /* (which keeps the bin's address opaque) */
 }
 
 /* Caches a released object whose region has class `cls` (the bin invariants already hold
@@ -251,7 +217,7 @@ BP_INLINE bool bp__tcache_push_kept(bp__tcache *tc, unsigned cls, bp_buf *b)
  * the region to the arena. */
 BP_INLINE bool bp__tcache_put(bp__tcache *tc, unsigned cls, bp_buf *b)
 {
-    bool put = cls < tc->ncacheable && (bp__tcache_push_kept(tc, cls, b) || bp__tcache_put_slow(tc, cls, b));
+    bool put = cls < tc->head.ncacheable && (bp__tcache_push_kept(tc, cls, b) || bp__tcache_put_slow(tc, cls, b));
     if (put) bp__tcache_ledger(tc, 1);
     return put;
 }

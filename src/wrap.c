@@ -39,7 +39,7 @@ bp_buf *bp_wrap(bp_allocator *a, void *memory, size_t length, bp_wrap_free_fn fr
     b->head.writer_index = length;
     b->head.capacity = length;
     b->head.max_capacity = length;
-    b->marked_reader_index = b->marked_writer_index = 0;
+    b->head.marked_reader_index = b->head.marked_writer_index = 0;
     b->view_offset = b->view_length = 0;
     bp__tcache_ledger(&ts->tcache, 1);
     BP__REFCNT_STORE(b, 1, __ATOMIC_RELAXED);

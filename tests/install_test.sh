@@ -81,6 +81,27 @@ fi
 "$cc" "$tmp/consumer.c" -o "$tmp/static-plain" -DBP_STATIC_DEFINE -I"$includedir" -L"$libdir" \
   -Wl,-Bstatic -lbytepool -Wl,-Bdynamic -pthread
 "$tmp/static-plain"
+# The SONAME carries the header's layout number: libbytepool.so.<BP__ABI_VERSION>.
+abi=$(sed -n 's/^#define BP__ABI_VERSION \([0-9]*\)$/\1/p' "$includedir/bytepool.h")
+soname=$(readelf -d "$libdir/libbytepool.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+[ -n "$abi" ] && [ "$soname" = "libbytepool.so.$abi" ] || fail "SONAME '$soname' for BP__ABI_VERSION '$abi'"
+# The header, its inline functions and published structs included, compiles as C++17.
+cxx=$(command -v c++ || command -v g++ || command -v clang++ || true)
+if [ -n "$cxx" ]; then
+  cat > "$tmp/consumer.cpp" <<'CXX'
+#include <bytepool.h>
+int main()
+{
+    bp_buf *b = bp_alloc(bp_allocator_default(), 256);
+    int32_t v = 0;
+    int ok = b != nullptr && bp_write_i32(b, 7) == 0 && bp_read_i32(b, &v) == 0 && v == 7 && bp_release(b) == 1;
+    return ok && bp_version() == BP_VERSION ? 0 : 1;
+}
+CXX
+  "$cxx" -std=c++17 -O2 -Wall -Wextra -Wpedantic -Werror "$tmp/consumer.cpp" -o "$tmp/cxx" \
+    $(pkg-config --cflags --libs bytepool) -Wl,-rpath,"$libdir"
+  "$tmp/cxx" || fail "the C++ consumer failed"
+fi
 
 # A leak report from the installed shared library, in a program linked without libdw:
 # frame #0 is the program's function, with its file:line when libdw is there (loaded at the

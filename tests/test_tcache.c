@@ -567,11 +567,11 @@ static void *tls_cache_placement(void *arg)
     /* Aligned by its type, not by where this test's small TLS block happens to land. */
     assert_int_equal(_Alignof(bp__tls_cache), 64);
     assert_int_equal((uintptr_t)&bp__tls_last.allocator_id % 64, 16);
-    assert_int_equal((uintptr_t)&bp__tls_last.state % 64, 24);
+    assert_int_equal((uintptr_t)&bp__tls_last.cache % 64, 24);
     bp_buf *b = bp_alloc(a, 256);
     assert_non_null(b);
-    assert_int_equal(bp__tls_last.allocator_id, a->id);
-    assert_ptr_equal(bp__tls_last.state, bp__thread_state_get(a));
+    assert_int_equal(bp__tls_last.allocator_id, a->head.id);
+    assert_ptr_equal(bp__tls_last.cache, &bp__thread_state_get(a)->tcache.head);
     assert_int_equal(bp_release(b), 1);
     return NULL;
 }
