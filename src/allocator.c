@@ -102,7 +102,7 @@ static size_t take_back(bp__thread_state *ts, bp__remote_batch *list, bool cache
 
 /* bp__remote_flush_slot with a batch to push; out of line, so that the test for one stays
  * small enough to inline into bp__remote_flush's pass over the slots (every cache miss). */
-static BP_NOINLINE void push_batch(bp__thread_state *ts, struct bp__remote_slot *slot)
+static BP__NOINLINE void push_batch(bp__thread_state *ts, struct bp__remote_slot *slot)
 {
     bp__remote_batch *batch = slot->batch;
     bp__state_enter(ts);
@@ -146,16 +146,18 @@ static void free_remote_slots(bp__thread_state *ts)
     }
 }
 
-static atomic_bool remote_batch_failure; /* test hook, see allocator.h */
+static atomic_bool remote_batch_failure; /* test builds' hook, see allocator.h */
 
+#if BP__TESTING
 void bp__remote_inject_batch_failure(bool fail) { atomic_store(&remote_batch_failure, fail); }
+#endif
 
-BP_NOINLINE void bp__remote_release_slow(bp__thread_state *ts, struct bp__remote_slot *slot, bp_buf *b)
+BP__NOINLINE void bp__remote_release_slow(bp__thread_state *ts, struct bp__remote_slot *slot, bp_buf *b)
 {
     bp__state_enter(ts);
-    bool fail = atomic_load_explicit(&remote_batch_failure, memory_order_relaxed);
+    bool fail = BP__TESTING && atomic_load_explicit(&remote_batch_failure, memory_order_relaxed);
     bp__remote_batch *batch = fail ? NULL : malloc(sizeof *batch);
-    if (BP_UNLIKELY(batch == NULL)) {
+    if (BP__UNLIKELY(batch == NULL)) {
         /* A release cannot fail: without a batch the region goes back from here, as it
          * does when the owner has exited. */
         take_back_one(ts, b, ts->arena != NULL);
@@ -214,17 +216,17 @@ static bp_buf *alloc_whole(bp_allocator *a, bp__thread_state *ts, unsigned cls, 
     void *held, *loose;
     bp__region region;
     *rc = bp__arena_alloc_whole(ts->arena, cls, &region, &held, &loose);
-    if (BP_UNLIKELY(loose != NULL)) retire_loose(a, ts, loose);
+    if (BP__UNLIKELY(loose != NULL)) retire_loose(a, ts, loose);
     if (*rc != 0) return NULL;
     bp_buf *b = held;
     if (b != NULL) {
-        BP_ASSERT(b->region.memory == region.memory && b->head.memory == region.memory &&
+        BP__ASSERT(b->region.memory == region.memory && b->head.memory == region.memory &&
                   b->head.release_tag == BP__TAG_NONE && b->allocator == a);
         b->owner = ts;
         return b;
     }
     b = bp__buf_object_get(ts);
-    if (BP_UNLIKELY(b == NULL)) {
+    if (BP__UNLIKELY(b == NULL)) {
         bp__arena_free(ts->arena, &region);
         *rc = BP_ENOMEM;
         return NULL;
@@ -357,9 +359,11 @@ static uint32_t leak_sample_interval(const bp_allocator *a)
     return a->leak.level == BP_LEAK_DISABLED ? 0 : a->leak.interval;
 }
 
-static atomic_bool thread_state_failure; /* test hook, see allocator.h */
+static atomic_bool thread_state_failure; /* test builds' hook, see allocator.h */
 
+#if BP__TESTING
 void bp__inject_thread_state_failure(bool fail) { atomic_store(&thread_state_failure, fail); }
+#endif
 
 /* Every live allocator, for the fork handlers, which also walk each one's thread states
  * under this lock: a state joins a->threads under it (and a->lock). */
@@ -375,8 +379,8 @@ static bp__thread_state *adopt_or_create(bp_allocator *a)
     if (ts != NULL) ts->in_use = true;
     pthread_mutex_unlock(&a->lock);
     if (ts != NULL) return ts;
-    if (atomic_load_explicit(&thread_state_failure, memory_order_relaxed)) return NULL;
-    ts = aligned_alloc(BP_CACHE_LINE, bp__align_up(sizeof *ts, BP_CACHE_LINE));
+    if (BP__TESTING && atomic_load_explicit(&thread_state_failure, memory_order_relaxed)) return NULL;
+    ts = aligned_alloc(BP__CACHE_LINE, bp__align_up(sizeof *ts, BP__CACHE_LINE));
     if (ts == NULL) return NULL;
     memset(ts, 0, sizeof *ts);
     ts->allocator = a;
@@ -410,7 +414,7 @@ static void disown(bp_allocator *a, bp__thread_state *ts)
     pthread_mutex_unlock(&a->lock);
 }
 
-BP_NOINLINE bp__thread_state *bp__thread_state_slow(bp_allocator *a)
+BP__NOINLINE bp__thread_state *bp__thread_state_slow(bp_allocator *a)
 {
     bp__thread_state *ts = pthread_getspecific(a->thread_key);
     if (ts == NULL) {
@@ -440,7 +444,7 @@ BP_NOINLINE bp__thread_state *bp__thread_state_slow(bp_allocator *a)
  * ------------------------------------------------------------------------------------- */
 
 /* Refills the thread's recycler from the spare list, or from a new slab. */
-BP_NOINLINE bp_buf *bp__buf_object_refill(bp__thread_state *ts)
+BP__NOINLINE bp_buf *bp__buf_object_refill(bp__thread_state *ts)
 {
     bp_allocator *a = ts->allocator;
     /* Objects released by other threads come home first. */
@@ -484,7 +488,7 @@ BP_NOINLINE bp_buf *bp__buf_object_refill(bp__thread_state *ts)
 }
 
 /* The recycler is full: hand a batch to the spare list, where other threads find it. */
-BP_NOINLINE void bp__buf_object_overflow(bp_allocator *a, bp__thread_state *ts, bp_buf *b)
+BP__NOINLINE void bp__buf_object_overflow(bp_allocator *a, bp__thread_state *ts, bp_buf *b)
 {
     bp_buf *first = b, *last = b;
     size_t n = 1;
@@ -726,7 +730,7 @@ static bp_allocator *allocator_create(const bp_config *cfg, bool pooled, int *er
     if (pooled) {
         bp__size_classes_init(&a->sc, cfg->page_size, cfg->chunk_size);
         bp__size_class_table_init(a->head.classes, sizeof a->head.classes);
-        a->arenas = aligned_alloc(BP_CACHE_LINE, cfg->arenas * sizeof(bp__arena));
+        a->arenas = aligned_alloc(BP__CACHE_LINE, cfg->arenas * sizeof(bp__arena));
         if (a->arenas == NULL) goto fail_key;
         unsigned i = 0;
         for (; i < cfg->arenas; i++) {
@@ -761,7 +765,7 @@ fail:
  * library's structures at the wrong places: it stops before its first allocator exists. */
 static void abi_check(unsigned abi, const char *func)
 {
-    if (BP_LIKELY(abi == BP__ABI_VERSION)) return;
+    if (BP__LIKELY(abi == BP__ABI_VERSION)) return;
     fprintf(stderr,
             "bytepool: %s: this program was compiled against a bytepool.h of layout (ABI) %u, but the "
             "library it runs with (bytepool %s) has layout %u (libbytepool.so.%u); rebuild the program "

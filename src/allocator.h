@@ -8,8 +8,8 @@
  * and arena binding when the thread exits. Ids are never reused, so a cache entry for a
  * destroyed allocator can never match a new one.
  */
-#ifndef BP_ALLOCATOR_H
-#define BP_ALLOCATOR_H
+#ifndef BP__ALLOCATOR_H
+#define BP__ALLOCATOR_H
 
 #include "arena.h"
 #include "buf.h"
@@ -58,8 +58,8 @@ typedef struct bp__thread_state {
      * (Treiber) that other threads CAS onto and this thread takes whole with one exchange.
      * BP__REMOTE_CLOSED while no thread owns the state. On its own cache line: other
      * threads write it. */
-    _Alignas(BP_CACHE_LINE) _Atomic(struct bp__remote_batch *) remote_head;
-    _Alignas(BP_CACHE_LINE) bp__tcache tcache; /* pooled allocators only */
+    _Alignas(BP__CACHE_LINE) _Atomic(struct bp__remote_batch *) remote_head;
+    _Alignas(BP__CACHE_LINE) bp__tcache tcache; /* pooled allocators only */
     /* Views made on this thread minus views ended on it (modulo 2^64), for stats. */
     _Atomic uint64_t view_ledger;
     /* Held by the owning thread while it changes its cache, recycler or remote batches in
@@ -71,12 +71,12 @@ typedef struct bp__thread_state {
 
 /* Brackets a multi-step change of ts by its own thread (nestable): the fork handlers wait
  * for it to end before the process forks. An uncontended lock, taken on slow paths only. */
-BP_INLINE void bp__state_enter(bp__thread_state *ts)
+BP__INLINE void bp__state_enter(bp__thread_state *ts)
 {
     if (ts->fork_depth++ == 0) bp__lock_acquire(&ts->fork_lock);
 }
 
-BP_INLINE void bp__state_leave(bp__thread_state *ts)
+BP__INLINE void bp__state_leave(bp__thread_state *ts)
 {
     if (--ts->fork_depth == 0) bp__lock_release(&ts->fork_lock);
 }
@@ -139,7 +139,7 @@ static inline void bp__counter_add(_Atomic uint64_t *counter, uint64_t n)
 extern bp__thread_state bp__no_thread_state; /* its cache is bp__tls_last's when none is cached */
 
 /* The thread state whose cache bp__tls_last holds. */
-BP_INLINE bp__thread_state *bp__tls_last_state(void)
+BP__INLINE bp__thread_state *bp__tls_last_state(void)
 {
     return (bp__thread_state *)(void *)((char *)bp__tls_last.cache - offsetof(bp__thread_state, tcache.head));
 }
@@ -151,21 +151,23 @@ bp__thread_state *bp__thread_state_slow(bp_allocator *a);
  * counted off the allocator's ledger of exited threads, so that active_buffers stays exact. */
 void bp__count_stateless_release(bp_allocator *a);
 
+#if BP__TESTING
 /* Test hook: while `fail` is set, making a thread state fails as malloc would when out of
  * memory. */
 void bp__inject_thread_state_failure(bool fail);
+#endif
 
 /* This thread's state for `a`, created on first use; NULL when out of memory. */
 static inline bp__thread_state *bp__thread_state_get(bp_allocator *a)
 {
-    if (BP_LIKELY(bp__tls_last.allocator_id == a->head.id)) return bp__tls_last_state();
+    if (BP__LIKELY(bp__tls_last.allocator_id == a->head.id)) return bp__tls_last_state();
     return bp__thread_state_slow(a);
 }
 
 /* A view made (+1) or ended (-1) on this thread; ts NULL when its state could not be had. */
 static inline void bp__view_ledger(bp_allocator *a, bp__thread_state *ts, int64_t delta)
 {
-    if (BP_LIKELY(ts != NULL)) bp__counter_add(&ts->view_ledger, (uint64_t)delta);
+    if (BP__LIKELY(ts != NULL)) bp__counter_add(&ts->view_ledger, (uint64_t)delta);
     else atomic_fetch_add_explicit(&a->view_ledger_stateless, (uint64_t)delta, memory_order_relaxed);
 }
 
@@ -173,10 +175,10 @@ bp_buf *bp__buf_object_refill(bp__thread_state *ts);
 void bp__buf_object_overflow(bp_allocator *a, bp__thread_state *ts, bp_buf *b);
 
 /* A bp_buf object from the thread's recycler (or a new slab); NULL when out of memory. */
-BP_INLINE bp_buf *bp__buf_object_get(bp__thread_state *ts)
+BP__INLINE bp_buf *bp__buf_object_get(bp__thread_state *ts)
 {
     bp_buf *b = ts->free_bufs;
-    if (BP_LIKELY(b != NULL)) {
+    if (BP__LIKELY(b != NULL)) {
         ts->free_bufs = b->next_free;
         ts->nfree_bufs--;
         return b;
@@ -189,9 +191,9 @@ BP_INLINE bp_buf *bp__buf_object_get(bp__thread_state *ts)
 void bp__buf_object_quarantine(bp_allocator *a, bp_buf *b);
 
 /* Gives a released bp_buf object back to the thread's recycler (ts may be NULL). */
-BP_INLINE void bp__buf_object_put(bp__thread_state *ts, bp_allocator *a, bp_buf *b)
+BP__INLINE void bp__buf_object_put(bp__thread_state *ts, bp_allocator *a, bp_buf *b)
 {
-    if (BP_LIKELY(ts != NULL && ts->nfree_bufs < a->config.recycler_capacity)) {
+    if (BP__LIKELY(ts != NULL && ts->nfree_bufs < a->config.recycler_capacity)) {
         b->next_free = ts->free_bufs;
         ts->free_bufs = b;
         ts->nfree_bufs++;
@@ -202,11 +204,11 @@ BP_INLINE void bp__buf_object_put(bp__thread_state *ts, bp_allocator *a, bp_buf 
 
 /* A released object whose region went elsewhere: no memory reachable through it any more,
  * and back to the recycler - or, with hold_back (paranoid leak detection), to quarantine. */
-BP_INLINE void bp__buf_object_retire(bp__thread_state *ts, bp_allocator *a, bp_buf *b, bool hold_back)
+BP__INLINE void bp__buf_object_retire(bp__thread_state *ts, bp_allocator *a, bp_buf *b, bool hold_back)
 {
     b->head.memory = NULL;
     b->region.memory = NULL;
-    if (BP_UNLIKELY(hold_back)) bp__buf_object_quarantine(a, b);
+    if (BP__UNLIKELY(hold_back)) bp__buf_object_quarantine(a, b);
     else bp__buf_object_put(ts, a, b);
 }
 
@@ -229,7 +231,7 @@ void bp__region_free(bp_allocator *a, const bp__region *region);
 
 /* Whether a region belongs to ts's arena: only those go into ts's cache (a bin gives its
  * overflow to its arena's cache without looking at the objects). */
-BP_INLINE bool bp__region_is_home(const bp__region *region, const bp__thread_state *ts)
+BP__INLINE bool bp__region_is_home(const bp__region *region, const bp__thread_state *ts)
 {
     return region->chunk != NULL && region->chunk->arena == ts->arena;
 }
@@ -238,7 +240,7 @@ BP_INLINE bool bp__region_is_home(const bp__region *region, const bp__thread_sta
  * ts's base + class when its release may go straight into ts's cache. Not for a live root
  * a view or a composite recorded (odd generation, see buf.h): that one keeps BP__TAG_NONE
  * until it is released. */
-BP_INLINE uint32_t bp__buf_release_tag(const bp_buf *b, const bp__thread_state *ts)
+BP__INLINE uint32_t bp__buf_release_tag(const bp_buf *b, const bp__thread_state *ts)
 {
     if (ts == NULL) return BP__TAG_NONE;
     /* The class first, as in bp__buf_cache_at_home: no look at the chunk for a class the
@@ -249,7 +251,7 @@ BP_INLINE uint32_t bp__buf_release_tag(const bp_buf *b, const bp__thread_state *
 
 /* The class in a release tag (its low byte), read as a byte of its own: a load straight
  * into the bin index, not a word load and a zero-extension. */
-BP_INLINE unsigned bp__release_tag_class(const bp_buf *b)
+BP__INLINE unsigned bp__release_tag_class(const bp_buf *b)
 {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
     return ((const unsigned char *)&b->head.release_tag)[sizeof b->head.release_tag - 1];
@@ -260,7 +262,7 @@ BP_INLINE unsigned bp__release_tag_class(const bp_buf *b)
 
 /* Makes a released object (with its region set) meet the thread cache's invariants: what a
  * root fresh from bp_alloc_ex has, besides its indices and count. */
-BP_INLINE void bp__buf_object_prepare(bp_buf *b, bp_allocator *a, bp__thread_state *ts)
+BP__INLINE void bp__buf_object_prepare(bp_buf *b, bp_allocator *a, bp__thread_state *ts)
 {
     b->head.memory = b->region.memory;
     b->root = NULL;
@@ -276,13 +278,13 @@ BP_INLINE void bp__buf_object_prepare(bp_buf *b, bp_allocator *a, bp__thread_sta
  * release tag rewritten unless the tag is already this cache's (which says the owner, the
  * arena and the class are). False, changing nothing, for another arena's region, a class
  * not cached, or a bin that refuses. */
-BP_INLINE bool bp__buf_cache_at_home(bp__thread_state *ts, bp_buf *b)
+BP__INLINE bool bp__buf_cache_at_home(bp__thread_state *ts, bp_buf *b)
 {
     /* A tag of this cache says all of it - owner, arena, class - from the first line (a
      * remote take-back then reads nothing else of an object another core wrote last). As
      * on the release fast path, BP__TAG_NONE matches no cache's base (see tcache.h). */
     uint32_t tag = b->head.release_tag;
-    if (!BP_POISONS && BP_LIKELY((tag & ~0xffu) == ts->tcache.head.tag_base)) /* (those builds: no tag) */
+    if (!BP__POISONS && BP__LIKELY((tag & ~0xffu) == ts->tcache.head.tag_base)) /* (those builds: no tag) */
         return bp__tcache_put(&ts->tcache, bp__release_tag_class(b), b);
     /* The class first: for one no cache keeps (every release of such a buffer comes here)
      * that answers without a look at the region's chunk. */
@@ -298,9 +300,9 @@ BP_INLINE bool bp__buf_cache_at_home(bp__thread_state *ts, bp_buf *b)
 
 /* The class of `size` for a pooled allocator (sc->nclasses when huge): up to 4 KiB from the
  * table in the allocator's head, which the inline bp_alloc reads too. */
-BP_INLINE unsigned bp__allocator_class_of(const bp_allocator *a, size_t size)
+BP__INLINE unsigned bp__allocator_class_of(const bp_allocator *a, size_t size)
 {
-    if (BP_LIKELY(size <= BP__INLINE_SIZE_LIMIT)) return a->head.classes[(size + 15) >> BP__LOG2_QUANTUM];
+    if (BP__LIKELY(size <= BP__INLINE_SIZE_LIMIT)) return a->head.classes[(size + 15) >> BP__LOG2_QUANTUM];
     return bp__size_class_of(&a->sc, size);
 }
 
@@ -313,15 +315,15 @@ bp_buf *bp__buf_alloc_miss(bp_allocator *a, bp__thread_state *ts, size_t size, u
  * (one pop) when it has one, otherwise from bp__buf_alloc_miss. Ticks the thread's
  * allocation clock first: for a buffer when `sample` is not NULL (set to whether leak
  * detection tracks this one), else for a region growth takes. */
-BP_INLINE bp_buf *bp__buf_with_region(bp_allocator *a, bp__thread_state *ts, size_t size, int *rc, bool *sample)
+BP__INLINE bp_buf *bp__buf_with_region(bp_allocator *a, bp__thread_state *ts, size_t size, int *rc, bool *sample)
 {
     bool due = bp__tcache_tick(&ts->tcache, sample != NULL);
     if (sample != NULL) *sample = due;
     unsigned cls = 0;
-    if (BP_LIKELY(ts->arena != NULL)) {
+    if (BP__LIKELY(ts->arena != NULL)) {
         cls = bp__allocator_class_of(a, size); /* once, for the miss too */
         bp_buf *b = bp__tcache_take(&ts->tcache, cls);
-        if (BP_LIKELY(b != NULL)) return b;
+        if (BP__LIKELY(b != NULL)) return b;
     }
     return bp__buf_alloc_miss(a, ts, size, cls, rc);
 }
@@ -358,31 +360,33 @@ void bp__remote_release_slow(bp__thread_state *ts, struct bp__remote_slot *slot,
 
 /* The slot for an owner's batch: its state's address hashed (Fibonacci hashing of the
  * line number), no load. */
-BP_INLINE unsigned bp__remote_slot_of(const bp__thread_state *owner)
+BP__INLINE unsigned bp__remote_slot_of(const bp__thread_state *owner)
 {
-    uint32_t line = (uint32_t)((uintptr_t)owner / BP_CACHE_LINE);
+    uint32_t line = (uint32_t)((uintptr_t)owner / BP__CACHE_LINE);
     return (line * 2654435769u) >> (32 - BP__REMOTE_SLOT_BITS);
 }
 
+#if BP__TESTING
 /* Test hook: while `fail` is set, making a remote batch fails as malloc would when out of
  * memory. */
 void bp__remote_inject_batch_failure(bool fail);
+#endif
 
 /* Queues a buffer released on `ts` for its owner (another thread state). */
-BP_INLINE void bp__remote_release(bp__thread_state *ts, bp__thread_state *owner, bp_buf *b)
+BP__INLINE void bp__remote_release(bp__thread_state *ts, bp__thread_state *owner, bp_buf *b)
 {
     struct bp__remote_slot *slot = &ts->remote_slots[bp__remote_slot_of(owner)];
-    if (BP_UNLIKELY(slot->owner != owner)) { /* another owner had the slot: its batch goes */
+    if (BP__UNLIKELY(slot->owner != owner)) { /* another owner had the slot: its batch goes */
         bp__remote_flush_slot(ts, slot);
         slot->owner = owner;
     }
     bp__remote_batch *batch = slot->batch;
-    if (BP_UNLIKELY(batch == NULL)) {
+    if (BP__UNLIKELY(batch == NULL)) {
         bp__remote_release_slow(ts, slot, b);
         return;
     }
     batch->bufs[batch->count++] = b;
-    if (BP_UNLIKELY(batch->count == BP__REMOTE_BATCH)) bp__remote_flush_slot(ts, slot);
+    if (BP__UNLIKELY(batch->count == BP__REMOTE_BATCH)) bp__remote_flush_slot(ts, slot);
 }
 
 /* Takes every buffer other threads pushed to this thread: regions into the cache (or back

@@ -55,7 +55,7 @@ void bp__arena_destroy(bp__arena *arena)
     bp__arena_purge(arena, true);
     for (bp__huge *h = arena->huge_head; h != NULL;) {
         bp__huge *next = h->next;
-        BP_UNPOISON(h->memory, h->length);
+        BP__UNPOISON(h->memory, h->length);
         bp__os_unmap(h->memory, h->length);
         free(h);
         h = next;
@@ -106,7 +106,7 @@ static long alloc_run(bp__arena *arena, uint32_t pages, bp__chunk **out)
     }
     arena->chunks++;
     offset = bp__chunk_alloc_run_in(chunk, pages, page_class);
-    BP_ASSERT(offset == 0);
+    BP__ASSERT(offset == 0);
     bp__chunk_list_add(&arena->lists[BP__Q_INIT], chunk);
     *out = chunk;
     return offset;
@@ -190,12 +190,12 @@ static void loosen_locked(bp__arena *arena, void *object)
 
 /* Holds a freed normal run back from its chunk, with the object that came with it (or
  * NULL), if its class keeps runs and has room. */
-BP_INLINE bool run_cache_put(bp__arena *arena, const bp__region *region, void *object)
+BP__INLINE bool run_cache_put(bp__arena *arena, const bp__region *region, void *object)
 {
     unsigned cls = region->class_index;
     bp__run_cache_bin *bin = &arena->runs[cls];
     if (bin->count == bin->capacity) return false; /* full, or not kept (capacity 0) */
-    if (BP_UNLIKELY(bin->entries == NULL)) {
+    if (BP__UNLIKELY(bin->entries == NULL)) {
         bin->entries = malloc(bin->capacity * sizeof *bin->entries);
         if (bin->entries == NULL) return false; /* then into the chunk, as without the cache */
     }
@@ -207,7 +207,7 @@ BP_INLINE bool run_cache_put(bp__arena *arena, const bp__region *region, void *o
 
 /* The newest held-back run of normal class `cls` into *out, and the object held with it
  * into *object (a caller passing NULL leaves it loose); false when there is none. */
-BP_INLINE bool run_cache_take(bp__arena *arena, unsigned cls, bp__region *out, void **object)
+BP__INLINE bool run_cache_take(bp__arena *arena, unsigned cls, bp__region *out, void **object)
 {
     bp__run_cache_bin *bin = &arena->runs[cls];
     if (bin->count == 0) return false;
@@ -230,7 +230,7 @@ BP_INLINE bool run_cache_take(bp__arena *arena, unsigned cls, bp__region *out, v
 static void run_cache_release_oldest(bp__arena *arena, unsigned cls, uint32_t n)
 {
     bp__run_cache_bin *bin = &arena->runs[cls];
-    BP_ASSERT(n <= bin->count);
+    BP__ASSERT(n <= bin->count);
     if (n == 0) return; /* entries may not even exist yet */
     for (uint32_t i = 0; i < n; i++) {
         const bp__cached_region *run = &bin->entries[i].run;
@@ -425,7 +425,7 @@ int bp__arena_alloc(bp__arena *arena, size_t size, bp__region *out)
 
 int bp__arena_alloc_whole(bp__arena *arena, unsigned cls, bp__region *out, void **object, void **loose)
 {
-    BP_ASSERT(cls >= arena->whole_from && cls < arena->sc->nclasses);
+    BP__ASSERT(cls >= arena->whole_from && cls < arena->sc->nclasses);
     *object = NULL;
     bp__lock_acquire(&arena->lock);
     /* The run cache first, here rather than through alloc_normal: the common case of a
@@ -441,7 +441,7 @@ int bp__arena_alloc_whole(bp__arena *arena, unsigned cls, bp__region *out, void 
     arena->loose_objects = NULL;
     bp__chunk *doomed = take_doomed_locked(arena);
     bp__lock_release(&arena->lock);
-    if (BP_UNLIKELY(doomed != NULL)) delete_chunks(doomed);
+    if (BP__UNLIKELY(doomed != NULL)) delete_chunks(doomed);
     return rc;
 }
 
@@ -465,7 +465,7 @@ static void free_huge(bp__arena *arena, const bp__region *region)
     arena->active_bytes -= node->length;
     arena->deallocations[BP__KIND_HUGE]++;
     bp__lock_release(&arena->lock);
-    BP_UNPOISON(node->memory, node->length); /* the next mapping there starts clean */
+    BP__UNPOISON(node->memory, node->length); /* the next mapping there starts clean */
     bp__os_unmap(node->memory, node->length);
     free(node);
 }
@@ -494,7 +494,7 @@ static bp__chunk *free_locked(bp__arena *arena, bp__chunk *chunk, uint64_t handl
  * (with `object`, NULL for none) while a thread is bound and its class has room there,
  * anything else into its chunk. Returns whether the run cache took it; chunks to unmap go
  * to *dead. */
-BP_INLINE bool free_region_locked(bp__arena *arena, const bp__region *region, void *object, bp__chunk **dead)
+BP__INLINE bool free_region_locked(bp__arena *arena, const bp__region *region, void *object, bp__chunk **dead)
 {
     /* Held back only while a thread is bound to take it: the last thread to leave empties
      * the run cache after its count reached 0 (under this lock), so a run released here
@@ -534,7 +534,7 @@ bool bp__arena_free_with_object(bp__arena *arena, const bp__region *region, void
     bp__lock_acquire(&arena->lock);
     bool held = free_region_locked(arena, region, object, &dead);
     bp__lock_release(&arena->lock);
-    if (BP_UNLIKELY(dead != NULL)) delete_chunks(dead);
+    if (BP__UNLIKELY(dead != NULL)) delete_chunks(dead);
     return held;
 }
 

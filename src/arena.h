@@ -9,8 +9,8 @@
  *   possibly one empty subpage, kept to avoid churn).
  * - active_bytes == sum of region lengths handed out and not yet freed.
  */
-#ifndef BP_ARENA_H
-#define BP_ARENA_H
+#ifndef BP__ARENA_H
+#define BP__ARENA_H
 
 #include "chunk.h"
 #include "chunk_list.h"
@@ -138,7 +138,7 @@ typedef struct bp__arena {
     size_t object_link;   /* where a held object keeps the link of the loose list */
     void *loose_objects;  /* objects whose held runs went back to their chunks, linked at
                              object_link, for the buffer layer to take back */
-} __attribute__((aligned(BP_CACHE_LINE))) bp__arena;
+} __attribute__((aligned(BP__CACHE_LINE))) bp__arena;
 
 /* run_cache_size: capacity of each normal class's run cache (0: none). */
 int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index, unsigned decay_ms,

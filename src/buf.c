@@ -17,10 +17,10 @@ _Static_assert(offsetof(bp_buf, head) == 0 && offsetof(struct bp_allocator, head
                "published heads first");
 /* Three lines, each kind's fields where struct bp_buf says: views' links and records share
  * line 1 with what only roots and composites use, and nothing else moves. */
-_Static_assert(sizeof(bp_buf) == 3 * BP_CACHE_LINE && offsetof(bp_buf, region) == BP_CACHE_LINE &&
-                   offsetof(bp_buf, count_owner) == BP_CACHE_LINE && offsetof(bp_buf, views) == BP_CACHE_LINE + 56 &&
+_Static_assert(sizeof(bp_buf) == 3 * BP__CACHE_LINE && offsetof(bp_buf, region) == BP__CACHE_LINE &&
+                   offsetof(bp_buf, count_owner) == BP__CACHE_LINE && offsetof(bp_buf, views) == BP__CACHE_LINE + 56 &&
                    offsetof(bp_buf, held_generation) + sizeof(uint64_t) <= offsetof(bp_buf, views) &&
-                   offsetof(bp_buf, next_free) == 2 * BP_CACHE_LINE,
+                   offsetof(bp_buf, next_free) == 2 * BP__CACHE_LINE,
                "struct bp_buf layout");
 
 /* ---------------------------------------------------------------------------------------
@@ -33,9 +33,9 @@ _Static_assert(sizeof(bp_buf) == 3 * BP_CACHE_LINE && offsetof(bp_buf, region) =
 
 /* A root from a released object that meets the thread cache's invariants: only its
  * indices and count are left to set. (Counting it is the caller's: see bp__tcache.ledger.) */
-BP_INLINE void init_root(bp_buf *b, size_t capacity, size_t max_capacity)
+BP__INLINE void init_root(bp_buf *b, size_t capacity, size_t max_capacity)
 {
-    if (b->region.kind != BP__KIND_MALLOC) BP_UNPOISON(b->region.memory, b->region.length);
+    if (b->region.kind != BP__KIND_MALLOC) BP__UNPOISON(b->region.memory, b->region.length);
     b->head.reader_index = 0;
     b->head.writer_index = 0;
     b->head.capacity = capacity;
@@ -48,25 +48,25 @@ BP_INLINE void init_root(bp_buf *b, size_t capacity, size_t max_capacity)
 /* Everything bp_alloc_ex does: the checks, leak tracking, cache misses and trims,
  * unpooled memory. `func` is the public function called (bp_alloc or bp_alloc_ex). Named
  * bp__ so that leak reports leave its frame out with the other library frames. */
-static BP_NOINLINE bp_buf *bp__alloc_slow(bp_allocator *a, size_t capacity, size_t max_capacity, int *err,
+static BP__NOINLINE bp_buf *bp__alloc_slow(bp_allocator *a, size_t capacity, size_t max_capacity, int *err,
                                           const char *func)
 {
     int rc = BP_ENOMEM;
-    if (BP_UNLIKELY(a == NULL)) {
+    if (BP__UNLIKELY(a == NULL)) {
         rc = bp__misuse(BP_EINVAL, func, "allocator is NULL");
         goto fail;
     }
-    if (BP_UNLIKELY(capacity > BP_CAPACITY_LIMIT || max_capacity > BP_CAPACITY_LIMIT)) {
+    if (BP__UNLIKELY(capacity > BP_CAPACITY_LIMIT || max_capacity > BP_CAPACITY_LIMIT)) {
         rc = bp__misuse(BP_EOVERFLOW, func, "capacity %zu / max capacity %zu above the limit %zu", capacity,
                         max_capacity, BP_CAPACITY_LIMIT);
         goto fail;
     }
-    if (BP_UNLIKELY(capacity > max_capacity)) {
+    if (BP__UNLIKELY(capacity > max_capacity)) {
         rc = bp__misuse(BP_EINVAL, func, "initialCapacity %zu exceeds maxCapacity %zu", capacity, max_capacity);
         goto fail;
     }
     bp__thread_state *ts = bp__thread_state_get(a);
-    if (BP_UNLIKELY(ts == NULL)) {
+    if (BP__UNLIKELY(ts == NULL)) {
         rc = BP_ENOMEM;
         goto fail;
     }
@@ -74,10 +74,10 @@ static BP_NOINLINE bp_buf *bp__alloc_slow(bp_allocator *a, size_t capacity, size
      * count already as a new root needs them (the thread cache's invariants). */
     bool sample;
     bp_buf *b = bp__buf_with_region(a, ts, capacity, &rc, &sample);
-    if (BP_UNLIKELY(b == NULL)) goto fail;
+    if (BP__UNLIKELY(b == NULL)) goto fail;
     init_root(b, capacity, max_capacity);
     bp__tcache_ledger(&ts->tcache, 1);
-    if (BP_UNLIKELY(sample)) { /* the thread's clock kept the fast path off this one */
+    if (BP__UNLIKELY(sample)) { /* the thread's clock kept the fast path off this one */
         b->leak = bp__leak_track(&a->leak, capacity);
         if (b->leak != NULL) b->head.release_tag = BP__TAG_NONE; /* its release must untrack it */
     }
@@ -92,8 +92,8 @@ fail:
 bp_buf *bp_alloc_ex(bp_allocator *a, size_t capacity, size_t max_capacity, int *err)
 {
     bp_buf *b;
-    if (BP_LIKELY(a != NULL && capacity <= max_capacity && max_capacity <= BP_CAPACITY_LIMIT) &&
-        BP_LIKELY((b = bp__alloc_cached(a, capacity, max_capacity)) != NULL)) {
+    if (BP__LIKELY(a != NULL && capacity <= max_capacity && max_capacity <= BP_CAPACITY_LIMIT) &&
+        BP__LIKELY((b = bp__alloc_cached(a, capacity, max_capacity)) != NULL)) {
         if (err != NULL) *err = 0;
         return b;
     }
@@ -119,7 +119,7 @@ static void end_view(bp__thread_state *ts, bp_buf *v)
 }
 
 /* Plain views die with the buffer whose count they share. */
-static BP_NOINLINE void release_views(bp__thread_state *ts, bp_buf *b)
+static BP__NOINLINE void release_views(bp__thread_state *ts, bp_buf *b)
 {
     bp_buf *v = b->views;
     b->views = NULL;
@@ -131,34 +131,34 @@ static BP_NOINLINE void release_views(bp__thread_state *ts, bp_buf *b)
 }
 
 /* The last reference is gone: memory back to its arena, the object to this thread. */
-BP_INLINE void deallocate(bp_buf *b)
+BP__INLINE void deallocate(bp_buf *b)
 {
     bp_allocator *a = b->allocator;
     bool hold_back = false;
-    if (BP_UNLIKELY(b->leak != NULL)) {
+    if (BP__UNLIKELY(b->leak != NULL)) {
         bp__leak_untrack(&a->leak, b->leak);
         b->leak = NULL;
         hold_back = a->leak.level == BP_LEAK_PARANOID;
     }
     bp__thread_state *ts = bp__thread_state_get(a);
-    if (BP_UNLIKELY(b->views != NULL)) release_views(ts, b);
+    if (BP__UNLIKELY(b->views != NULL)) release_views(ts, b);
     /* A recorded buffer always has this tag, so no other release needs to look. */
-    if (BP_UNLIKELY(b->head.release_tag == BP__TAG_NONE)) bp__generation_end(b);
-    if (BP_UNLIKELY(b->region.kind == BP__KIND_WRAPPED)) { /* the program's memory, not the pool's */
+    if (BP__UNLIKELY(b->head.release_tag == BP__TAG_NONE)) bp__generation_end(b);
+    if (BP__UNLIKELY(b->region.kind == BP__KIND_WRAPPED)) { /* the program's memory, not the pool's */
         bp__wrap_release(ts, b);
         return;
     }
     /* From here the memory belongs to the pool: a raw pointer kept past release is caught. */
-    if (b->region.kind != BP__KIND_MALLOC) BP_POISON(b->region.memory, b->region.length);
-    if (BP_LIKELY(ts != NULL)) bp__tcache_ledger(&ts->tcache, -1);
+    if (b->region.kind != BP__KIND_MALLOC) BP__POISON(b->region.memory, b->region.length);
+    if (BP__LIKELY(ts != NULL)) bp__tcache_ledger(&ts->tcache, -1);
     else bp__count_stateless_release(a); /* no state to count it in (out of memory) */
     /* Released away from home: queued for the owner's remote stack, no lock. */
-    if (BP_UNLIKELY(b->owner != ts) && b->region.kind != BP__KIND_MALLOC && ts != NULL) {
+    if (BP__UNLIKELY(b->owner != ts) && b->region.kind != BP__KIND_MALLOC && ts != NULL) {
         bp__remote_release(ts, b->owner, b);
         return;
     }
     /* Home: object and region into the thread cache together (one push). */
-    if (BP_LIKELY(!hold_back && ts != NULL) && BP_LIKELY(bp__buf_cache_at_home(ts, b))) return;
+    if (BP__LIKELY(!hold_back && ts != NULL) && BP__LIKELY(bp__buf_cache_at_home(ts, b))) return;
     bp__buf_give_back(ts, a, b, hold_back);
 }
 
@@ -178,9 +178,9 @@ static int indirect_retain(bp_buf *b, uint32_t n, uint32_t count, const char *fu
     if (!owns_count(b)) return retain_named(b->count_owner, n, func);
     do {
         uint32_t own = count & BP__REFCNT_MASK;
-        if (BP_UNLIKELY(own == 0))
+        if (BP__UNLIKELY(own == 0))
             return bp__misuse(BP_EFREED, func, "buffer %p already released (refCnt: 0)", (void *)b);
-        if (BP_UNLIKELY(n > (uint32_t)INT32_MAX - own))
+        if (BP__UNLIKELY(n > (uint32_t)INT32_MAX - own))
             return bp__misuse(BP_EREFCNT, func, "refCnt %u + increment %u overflows", own, n);
     } while (!__atomic_compare_exchange_n(&b->head.refcnt, &count, count + n, true, __ATOMIC_RELAXED,
                                           __ATOMIC_RELAXED));
@@ -194,7 +194,7 @@ static int drop_own(bp_buf *b, uint32_t n, uint32_t count, const char *func)
     uint32_t own;
     do {
         own = count & BP__REFCNT_MASK;
-        if (BP_UNLIKELY(n > own))
+        if (BP__UNLIKELY(n > own))
             return own == 0 ? bp__misuse(BP_EFREED, func, "buffer %p already released (refCnt: 0)", (void *)b)
                             : bp__misuse(BP_EREFCNT, func, "decrement %u exceeds refCnt %u", n, own);
     } while (!__atomic_compare_exchange_n(&b->head.refcnt, &count, own == n ? 0 : count - n, true,
@@ -231,7 +231,7 @@ static int indirect_release(bp_buf *b, uint32_t n, uint32_t count, const char *f
     uint64_t generation;
     bp_buf *held = end_indirect(b, &generation);
     while (held != NULL) {
-        if (BP_UNLIKELY(!bp__generation_holds(held, generation))) {
+        if (BP__UNLIKELY(!bp__generation_holds(held, generation))) {
             bp__misuse(BP_EFREED, func, "buffer %p, held by a retained view, was released behind its back", (void *)held);
             break;
         }
@@ -249,21 +249,21 @@ static int indirect_release(bp_buf *b, uint32_t n, uint32_t count, const char *f
 /* bp_retain_n, with misuse reported as `func`'s (the public function called). */
 static int retain_named(bp_buf *b, uint32_t n, const char *func)
 {
-    if (BP_UNLIKELY(b == NULL)) return bp__misuse(BP_EINVAL, func, "buffer is NULL");
-    if (BP_UNLIKELY(n == 0)) return bp__misuse(BP_EINVAL, func, "increment is 0");
+    if (BP__UNLIKELY(b == NULL)) return bp__misuse(BP_EINVAL, func, "buffer is NULL");
+    if (BP__UNLIKELY(n == 0)) return bp__misuse(BP_EINVAL, func, "increment is 0");
     uint32_t count = BP__REFCNT_LOAD(b, __ATOMIC_RELAXED);
-    if (BP_UNLIKELY(count & BP__REFCNT_INDIRECT)) return indirect_retain(b, n, count, func);
+    if (BP__UNLIKELY(count & BP__REFCNT_INDIRECT)) return indirect_retain(b, n, count, func);
     do {
-        if (BP_UNLIKELY(count == 0))
+        if (BP__UNLIKELY(count == 0))
             return bp__misuse(BP_EFREED, func, "buffer %p already released (refCnt: 0, increment: %u)", (void *)b,
                               n);
-        if (BP_UNLIKELY(n > (uint32_t)INT32_MAX - count))
+        if (BP__UNLIKELY(n > (uint32_t)INT32_MAX - count))
             return bp__misuse(BP_EREFCNT, func, "refCnt %u + increment %u overflows", count, n);
     } while (!__atomic_compare_exchange_n(&b->head.refcnt, &count, count + n, true, __ATOMIC_RELAXED,
                                           __ATOMIC_RELAXED));
     /* Noted once the reference is ours: a retain racing the last release (misuse) that
      * loses reads nothing the release rewrites. */
-    if (BP_UNLIKELY(b->leak != NULL)) bp__leak_note(&b->allocator->leak, b->leak, "retain", NULL);
+    if (BP__UNLIKELY(b->leak != NULL)) bp__leak_note(&b->allocator->leak, b->leak, "retain", NULL);
     return 0;
 }
 
@@ -273,29 +273,29 @@ int bp_retain(bp_buf *b) { return retain_named(b, 1, __func__); }
 
 /* Everything else bp_release_n does: shared counts, views, leak records, releases away from
  * home, misuse (reported as `func`'s, the public function called). */
-static BP_NOINLINE int release_slow(bp_buf *b, uint32_t n, const char *func)
+static BP__NOINLINE int release_slow(bp_buf *b, uint32_t n, const char *func)
 {
-    if (BP_UNLIKELY(b == NULL)) return bp__misuse(BP_EINVAL, func, "buffer is NULL");
-    if (BP_UNLIKELY(n == 0)) return bp__misuse(BP_EINVAL, func, "decrement is 0");
+    if (BP__UNLIKELY(b == NULL)) return bp__misuse(BP_EINVAL, func, "buffer is NULL");
+    if (BP__UNLIKELY(n == 0)) return bp__misuse(BP_EINVAL, func, "decrement is 0");
     uint32_t count = BP__REFCNT_LOAD(b, __ATOMIC_ACQUIRE);
     /* Sole owner: nobody else holds a reference that could change the count, so a plain
      * store will do (DPDK's trick; it saves a locked instruction per buffer). With
      * release_check the compare-and-set below takes the last reference instead, so that of
      * two releases racing for it (misuse) exactly one succeeds. */
-    if (BP_LIKELY(count == n && !(count & BP__REFCNT_INDIRECT)) && BP_LIKELY(!b->allocator->release_check)) {
+    if (BP__LIKELY(count == n && !(count & BP__REFCNT_INDIRECT)) && BP__LIKELY(!b->allocator->release_check)) {
         BP__REFCNT_STORE(b, 0, __ATOMIC_RELAXED);
         deallocate(b);
         return 1;
     }
-    if (BP_UNLIKELY(count & BP__REFCNT_INDIRECT)) return indirect_release(b, n, count, func);
+    if (BP__UNLIKELY(count & BP__REFCNT_INDIRECT)) return indirect_release(b, n, count, func);
     /* The count first: a release that loses a race for the last reference (misuse) must not
      * read the record the winner drops. */
-    if (count > n && BP_UNLIKELY(b->leak != NULL)) bp__leak_note(&b->allocator->leak, b->leak, "release", NULL);
+    if (count > n && BP__UNLIKELY(b->leak != NULL)) bp__leak_note(&b->allocator->leak, b->leak, "release", NULL);
     do {
-        if (BP_UNLIKELY(count == 0))
+        if (BP__UNLIKELY(count == 0))
             return bp__misuse(BP_EFREED, func, "buffer %p already released (refCnt: 0, decrement: %u)", (void *)b,
                               n);
-        if (BP_UNLIKELY(n > count)) return bp__misuse(BP_EREFCNT, func, "decrement %u exceeds refCnt %u", n, count);
+        if (BP__UNLIKELY(n > count)) return bp__misuse(BP_EREFCNT, func, "decrement %u exceeds refCnt %u", n, count);
     } while (!__atomic_compare_exchange_n(&b->head.refcnt, &count, count - n, true, __ATOMIC_ACQ_REL,
                                           __ATOMIC_ACQUIRE));
     if (count == n) {
@@ -307,13 +307,13 @@ static BP_NOINLINE int release_slow(bp_buf *b, uint32_t n, const char *func)
 
 static int release_named(bp_buf *b, uint32_t n, const char *func)
 {
-    if (BP_LIKELY(bp__release_cached(b, n))) return 1;
+    if (BP__LIKELY(bp__release_cached(b, n))) return 1;
     return release_slow(b, n, func);
 }
 
 int bp_release_n(bp_buf *b, uint32_t n)
 {
-    if (BP_LIKELY(bp__release_cached(b, n))) return 1;
+    if (BP__LIKELY(bp__release_cached(b, n))) return 1;
     return release_slow(b, n, __func__);
 }
 
@@ -338,8 +338,8 @@ bp_allocator *bp_buf_allocator(const bp_buf *b) { return b ? b->allocator : NULL
 int bp_set_reader_index(bp_buf *b, size_t index)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(index > b->head.writer_index))
+    if (BP__UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(index > b->head.writer_index))
         return bp__misuse(BP_ERANGE, __func__, "readerIndex %zu exceeds writerIndex %zu", index,
                           b->head.writer_index);
     b->head.reader_index = index;
@@ -349,8 +349,8 @@ int bp_set_reader_index(bp_buf *b, size_t index)
 int bp_set_writer_index(bp_buf *b, size_t index)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(index < b->head.reader_index || index > b->head.capacity))
+    if (BP__UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(index < b->head.reader_index || index > b->head.capacity))
         return bp__misuse(BP_ERANGE, __func__, "writerIndex %zu outside [readerIndex %zu, capacity %zu]",
                           index, b->head.reader_index, b->head.capacity);
     b->head.writer_index = index;
@@ -374,13 +374,13 @@ size_t bp__calculate_new_capacity(size_t min_capacity, size_t max_capacity)
 static int move_to_new_region(bp_buf *b, size_t new_capacity, size_t keep)
 {
     bp__thread_state *ts = bp__thread_state_get(b->allocator);
-    if (BP_UNLIKELY(ts == NULL)) return BP_ENOMEM;
+    if (BP__UNLIKELY(ts == NULL)) return BP_ENOMEM;
     bp__region fresh;
     int rc = bp__region_take(b->allocator, ts, new_capacity, &fresh);
-    if (BP_UNLIKELY(rc != 0)) return rc;
-    if (fresh.kind != BP__KIND_MALLOC) BP_UNPOISON(fresh.memory, fresh.length);
+    if (BP__UNLIKELY(rc != 0)) return rc;
+    if (fresh.kind != BP__KIND_MALLOC) BP__UNPOISON(fresh.memory, fresh.length);
     memcpy(fresh.memory, b->head.memory, keep);
-    if (b->region.kind != BP__KIND_MALLOC) BP_POISON(b->region.memory, b->region.length);
+    if (b->region.kind != BP__KIND_MALLOC) BP__POISON(b->region.memory, b->region.length);
     bp__region_give(b->allocator, ts, &b->region);
     b->region = fresh;
     b->head.memory = fresh.memory;
@@ -403,15 +403,15 @@ static int grow_root(bp_buf *root, size_t writer, size_t n)
                                              : bp__calculate_new_capacity(writer + n, root->head.max_capacity);
     if (new_capacity > root->region.length) {
         int rc = move_to_new_region(root, new_capacity, root->head.capacity);
-        if (BP_UNLIKELY(rc != 0)) return rc;
+        if (BP__UNLIKELY(rc != 0)) return rc;
     }
     root->head.capacity = new_capacity;
     return 0;
 }
 
-BP_NOINLINE int bp__grow_for_write(bp_buf *b, size_t n, const char *func)
+BP__NOINLINE int bp__grow_for_write(bp_buf *b, size_t n, const char *func)
 {
-    if (BP_UNLIKELY(n > b->head.max_capacity - b->head.writer_index))
+    if (BP__UNLIKELY(n > b->head.max_capacity - b->head.writer_index))
         return bp__misuse(BP_ECAPACITY, func, "writerIndex %zu + minWritableBytes %zu exceeds maxCapacity %zu",
                           b->head.writer_index, n, b->head.max_capacity);
     if (b->root == NULL) return grow_root(b, b->head.writer_index, n);
@@ -424,7 +424,7 @@ BP_NOINLINE int bp__grow_for_write(bp_buf *b, size_t n, const char *func)
 int bp_ensure_writable(bp_buf *b, size_t n)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     return bp__ensure_writable(b, n, __func__);
 }
 
@@ -538,10 +538,10 @@ int bp__write_slow_v(bp_buf *b, uint64_t raw, size_t width, const char *func)
 int bp_get_bytes(const bp_buf *b, size_t index, void *dst, size_t n)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(dst == NULL && n > 0)) return bp__misuse(BP_EINVAL, __func__, "dst is NULL");
+    if (BP__UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(dst == NULL && n > 0)) return bp__misuse(BP_EINVAL, __func__, "dst is NULL");
     rc = bp__check_index(b, index, n, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     bp__bytes_out(b, index, dst, n);
     return 0;
 }
@@ -549,10 +549,10 @@ int bp_get_bytes(const bp_buf *b, size_t index, void *dst, size_t n)
 int bp_set_bytes(bp_buf *b, size_t index, const void *src, size_t n)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(src == NULL && n > 0)) return bp__misuse(BP_EINVAL, __func__, "src is NULL");
+    if (BP__UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(src == NULL && n > 0)) return bp__misuse(BP_EINVAL, __func__, "src is NULL");
     rc = bp__check_index(b, index, n, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     bp__bytes_in(b, index, src, n);
     return 0;
 }
@@ -560,10 +560,10 @@ int bp_set_bytes(bp_buf *b, size_t index, const void *src, size_t n)
 int bp_read_bytes(bp_buf *b, void *dst, size_t n)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(dst == NULL && n > 0)) return bp__misuse(BP_EINVAL, __func__, "dst is NULL");
+    if (BP__UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(dst == NULL && n > 0)) return bp__misuse(BP_EINVAL, __func__, "dst is NULL");
     rc = bp__check_readable(b, n, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     bp__bytes_out(b, b->head.reader_index, dst, n);
     b->head.reader_index += n;
     return 0;
@@ -572,10 +572,10 @@ int bp_read_bytes(bp_buf *b, void *dst, size_t n)
 int bp_write_bytes(bp_buf *b, const void *src, size_t n)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(src == NULL && n > 0)) return bp__misuse(BP_EINVAL, __func__, "src is NULL");
+    if (BP__UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(src == NULL && n > 0)) return bp__misuse(BP_EINVAL, __func__, "src is NULL");
     rc = bp__ensure_writable(b, n, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     bp__bytes_in(b, b->head.writer_index, src, n);
     b->head.writer_index += n;
     return 0;
@@ -588,8 +588,8 @@ int bp_write_bytes(bp_buf *b, const void *src, size_t n)
 int bp_set_index(bp_buf *b, size_t reader, size_t writer)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(reader > writer || writer > b->head.capacity))
+    if (BP__UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(reader > writer || writer > b->head.capacity))
         return bp__misuse(BP_ERANGE, __func__, "readerIndex %zu, writerIndex %zu (expected 0 <= readerIndex <= writerIndex <= capacity %zu)",
                           reader, writer, b->head.capacity);
     b->head.reader_index = reader;
@@ -600,9 +600,9 @@ int bp_set_index(bp_buf *b, size_t reader, size_t writer)
 int bp_skip_bytes(bp_buf *b, size_t n)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     rc = bp__check_readable(b, n, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     b->head.reader_index += n;
     return 0;
 }
@@ -610,7 +610,7 @@ int bp_skip_bytes(bp_buf *b, size_t n)
 int bp_clear(bp_buf *b)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     b->head.reader_index = b->head.writer_index = 0;
     return 0;
 }
@@ -618,7 +618,7 @@ int bp_clear(bp_buf *b)
 int bp_mark_reader_index(bp_buf *b)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     b->head.marked_reader_index = b->head.reader_index;
     return 0;
 }
@@ -626,8 +626,8 @@ int bp_mark_reader_index(bp_buf *b)
 int bp_reset_reader_index(bp_buf *b)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(b->head.marked_reader_index > b->head.writer_index))
+    if (BP__UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(b->head.marked_reader_index > b->head.writer_index))
         return bp__misuse(BP_ERANGE, __func__, "markedReaderIndex %zu exceeds writerIndex %zu",
                           b->head.marked_reader_index, b->head.writer_index);
     b->head.reader_index = b->head.marked_reader_index;
@@ -637,7 +637,7 @@ int bp_reset_reader_index(bp_buf *b)
 int bp_mark_writer_index(bp_buf *b)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     b->head.marked_writer_index = b->head.writer_index;
     return 0;
 }
@@ -645,8 +645,8 @@ int bp_mark_writer_index(bp_buf *b)
 int bp_reset_writer_index(bp_buf *b)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(b->head.marked_writer_index < b->head.reader_index || b->head.marked_writer_index > b->head.capacity))
+    if (BP__UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(b->head.marked_writer_index < b->head.reader_index || b->head.marked_writer_index > b->head.capacity))
         return bp__misuse(BP_ERANGE, __func__, "markedWriterIndex %zu outside [readerIndex %zu, capacity %zu]",
                           b->head.marked_writer_index, b->head.reader_index, b->head.capacity);
     b->head.writer_index = b->head.marked_writer_index;
@@ -674,7 +674,7 @@ size_t bp_max_fast_writable_bytes(const bp_buf *b)
 int bp_ensure_writable_ex(bp_buf *b, size_t n, int force)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     if (n <= b->head.capacity - b->head.writer_index) return 0;
     if (n > b->head.max_capacity - b->head.writer_index) {
         if (!force || b->head.capacity == b->head.max_capacity) return 1;
@@ -688,11 +688,11 @@ int bp_ensure_writable_ex(bp_buf *b, size_t n, int force)
 int bp_set_capacity(bp_buf *b, size_t capacity)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     /* A slice's capacity is fixed (Netty throws for any value, its own included). */
-    if (BP_UNLIKELY(b->root != NULL && b->view_length != SIZE_MAX))
+    if (BP__UNLIKELY(b->root != NULL && b->view_length != SIZE_MAX))
         return bp__misuse(BP_EINVAL, __func__, "the capacity of a slice cannot change");
-    if (BP_UNLIKELY(capacity > b->head.max_capacity))
+    if (BP__UNLIKELY(capacity > b->head.max_capacity))
         return bp__misuse(BP_ECAPACITY, __func__, "newCapacity %zu exceeds maxCapacity %zu", capacity,
                           b->head.max_capacity);
     if (b->root != NULL) { /* a duplicate changes its root's capacity */
@@ -702,14 +702,14 @@ int bp_set_capacity(bp_buf *b, size_t capacity)
     if (b->composite != NULL) return bp__composite_set_capacity(b, capacity);
     if (capacity > b->region.length) {
         rc = move_to_new_region(b, capacity, b->head.capacity);
-        if (BP_UNLIKELY(rc != 0)) return rc;
+        if (BP__UNLIKELY(rc != 0)) return rc;
     } else if (capacity < b->head.capacity && b->region.kind != BP__KIND_HUGE &&
                b->region.kind != BP__KIND_WRAPPED && capacity <= b->region.length / 2) {
         /* A big shrink gives the rest of the region back: move to a smaller one (as Netty's
          * reallocation does). A small one keeps the region and just lowers the capacity, and
          * so does any shrink of a huge or a wrapped region. */
         rc = move_to_new_region(b, capacity, capacity);
-        if (BP_UNLIKELY(rc != 0)) return rc;
+        if (BP__UNLIKELY(rc != 0)) return rc;
     }
     b->head.capacity = capacity;
     if (b->head.writer_index > capacity) {
@@ -734,7 +734,7 @@ static int discard(bp_buf *b)
         return 0;
     }
     int rc = bp__bytes_copy(b, 0, b, reader, readable); /* fails only for a view of a composite */
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     shift_marks_down(b, reader);
     b->head.reader_index = 0;
     b->head.writer_index = readable;
@@ -760,13 +760,13 @@ static bool bytes_shared(const bp_buf *b)
 
 static int refuse_shared(const bp_buf *b)
 {
-    return BP_UNLIKELY(bytes_shared(b)) ? BP_ESHARED : 0; /* not misuse: no report */
+    return BP__UNLIKELY(bytes_shared(b)) ? BP_ESHARED : 0; /* not misuse: no report */
 }
 
 int bp_discard_read_bytes(bp_buf *b)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     if (b->head.reader_index == 0) return 0;
     rc = refuse_shared(b);
     return rc != 0 ? rc : discard(b);
@@ -775,7 +775,7 @@ int bp_discard_read_bytes(bp_buf *b)
 int bp_discard_some_read_bytes(bp_buf *b)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     size_t reader = b->head.reader_index;
     bool due = b->composite != NULL ? bp__composite_discardable(b, true) > 0
                                     : reader > 0 && (reader == b->head.writer_index || reader >= b->head.capacity / 2);
@@ -800,8 +800,8 @@ void *bp_reserve(bp_buf *b, size_t n, int *err)
 int bp_commit(bp_buf *b, size_t n)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(n > b->head.capacity - b->head.writer_index))
+    if (BP__UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(n > b->head.capacity - b->head.writer_index))
         return bp__misuse(BP_ERANGE, __func__, "committing %zu bytes with only %zu writable", n,
                           b->head.capacity - b->head.writer_index);
     b->head.writer_index += n;
@@ -860,10 +860,10 @@ static int32_t sign_extend_24(uint32_t v) { return (int32_t)(v << 8) >> 8; }
 static int get_u24(const bp_buf *b, size_t index, uint32_t *out, bool big_endian, const char *func)
 {
     int rc = bp__check_live(b, func);
-    if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(out == NULL)) return bp__misuse(BP_EINVAL, func, "out is NULL");
+    if (BP__UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(out == NULL)) return bp__misuse(BP_EINVAL, func, "out is NULL");
     rc = bp__check_index(b, index, 3, func);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     uint8_t bytes[3];
     bp__bytes_out(b, index, bytes, 3);
     *out = load_u24(bytes, big_endian);
@@ -873,9 +873,9 @@ static int get_u24(const bp_buf *b, size_t index, uint32_t *out, bool big_endian
 static int set_u24(bp_buf *b, size_t index, uint32_t v, bool big_endian, const char *func)
 {
     int rc = bp__check_live(b, func);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     rc = bp__check_index(b, index, 3, func);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     uint8_t bytes[3];
     store_u24(bytes, v, big_endian);
     bp__bytes_in(b, index, bytes, 3);
@@ -885,10 +885,10 @@ static int set_u24(bp_buf *b, size_t index, uint32_t v, bool big_endian, const c
 static int read_u24(bp_buf *b, uint32_t *out, bool big_endian, const char *func)
 {
     int rc = bp__check_live(b, func);
-    if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(out == NULL)) return bp__misuse(BP_EINVAL, func, "out is NULL");
+    if (BP__UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(out == NULL)) return bp__misuse(BP_EINVAL, func, "out is NULL");
     rc = bp__check_readable(b, 3, func);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     uint8_t bytes[3];
     bp__bytes_out(b, b->head.reader_index, bytes, 3);
     *out = load_u24(bytes, big_endian);
@@ -899,9 +899,9 @@ static int read_u24(bp_buf *b, uint32_t *out, bool big_endian, const char *func)
 static int write_u24(bp_buf *b, uint32_t v, bool big_endian, const char *func)
 {
     int rc = bp__check_live(b, func);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     rc = bp__ensure_writable(b, 3, func);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     uint8_t bytes[3];
     store_u24(bytes, v, big_endian);
     bp__bytes_in(b, b->head.writer_index, bytes, 3);
@@ -953,9 +953,9 @@ int bp_read_i24_le(bp_buf *b, int32_t *out)
 int bp_set_zero(bp_buf *b, size_t index, size_t n)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     rc = bp__check_index(b, index, n, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     bp__bytes_fill(b, index, 0, n);
     return 0;
 }
@@ -963,9 +963,9 @@ int bp_set_zero(bp_buf *b, size_t index, size_t n)
 int bp_write_zero(bp_buf *b, size_t n)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     rc = bp__ensure_writable(b, n, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     bp__bytes_fill(b, b->head.writer_index, 0, n);
     b->head.writer_index += n;
     return 0;
@@ -994,7 +994,7 @@ static bool growth_touches_source(const bp_buf *dst, const bp_buf *src, size_t n
 
 /* A transfer whose growth could change src's bytes under it: they are copied out first.
  * src's reader index moves before dst grows, since a consolidation may end src. */
-static BP_NOINLINE int grow_after_copying_source(bp_buf *dst, bp_buf *src, size_t n, const char *func)
+static BP__NOINLINE int grow_after_copying_source(bp_buf *dst, bp_buf *src, size_t n, const char *func)
 {
     uint8_t small[BP__SMALL_COPY];
     uint8_t *copy = n <= sizeof small ? small : malloc(n);
@@ -1017,21 +1017,21 @@ static int transfer(bp_buf *dst, bp_buf *src, size_t n, const char *func)
 {
     int rc = bp__check_live(dst, func);
     if (rc == 0) rc = bp__check_live(src, func);
-    if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(dst == src)) return bp__misuse(BP_EINVAL, func, "source and destination are the same buffer");
+    if (BP__UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(dst == src)) return bp__misuse(BP_EINVAL, func, "source and destination are the same buffer");
     rc = bp__check_readable(src, n, func);
-    if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(n > dst->head.capacity - dst->head.writer_index)) {
-        if (BP_UNLIKELY(n > dst->head.max_capacity - dst->head.writer_index))
+    if (BP__UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(n > dst->head.capacity - dst->head.writer_index)) {
+        if (BP__UNLIKELY(n > dst->head.max_capacity - dst->head.writer_index))
             return bp__grow_for_write(dst, n, func); /* reports it */
         if (growth_touches_source(dst, src, n)) return grow_after_copying_source(dst, src, n, func);
         rc = bp__grow_for_write(dst, n, func);
-        if (BP_UNLIKELY(rc != 0)) return rc;
+        if (BP__UNLIKELY(rc != 0)) return rc;
         /* src's memory lies apart from everything the growth moved or added */
         bp__bytes_copy_disjoint(dst, dst->head.writer_index, src, src->head.reader_index, n);
     } else {
         rc = bp__bytes_copy(dst, dst->head.writer_index, src, src->head.reader_index, n);
-        if (BP_UNLIKELY(rc != 0)) return rc;
+        if (BP__UNLIKELY(rc != 0)) return rc;
     }
     dst->head.writer_index += n;
     src->head.reader_index += n;
@@ -1048,7 +1048,7 @@ static int copy_between(bp_buf *dst, size_t dst_index, const bp_buf *src, size_t
     if (rc == 0) rc = bp__check_live(src, func);
     if (rc == 0) rc = bp__check_index(src, src_index, n, func);
     if (rc == 0) rc = bp__check_index(dst, dst_index, n, func);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     return bp__bytes_copy(dst, dst_index, src, src_index, n);
 }
 
@@ -1115,7 +1115,7 @@ static bool view_resolve(bp_buf *v)
 
 int bp__view_refresh(bp_buf *b, const char *func)
 {
-    if (BP_LIKELY(view_resolve(b))) return 0;
+    if (BP__LIKELY(view_resolve(b))) return 0;
     return bp__misuse(BP_EFREED, func, "buffer %p: the buffer it derives from was released", (void *)b);
 }
 
@@ -1244,12 +1244,12 @@ bp_buf *bp_read_retained_slice(bp_buf *b, size_t length, int *err)
 
 int bp_view_free(bp_buf *v)
 {
-    if (BP_UNLIKELY(v == NULL)) return bp__misuse(BP_EINVAL, __func__, "view is NULL");
+    if (BP__UNLIKELY(v == NULL)) return bp__misuse(BP_EINVAL, __func__, "view is NULL");
     uint32_t count = bp__refcnt(v);
-    if (BP_UNLIKELY(count == 0))
+    if (BP__UNLIKELY(count == 0))
         return bp__misuse(BP_EFREED, __func__, "view %p is gone already (freed, or its original released)",
                           (void *)v);
-    if (BP_UNLIKELY(!(count & BP__REFCNT_INDIRECT) || v->root == NULL || v->count_owner == NULL))
+    if (BP__UNLIKELY(!(count & BP__REFCNT_INDIRECT) || v->root == NULL || v->count_owner == NULL))
         return bp__misuse(BP_EINVAL, __func__,
                           "buffer %p is not a plain view (roots, composites and retained views end with bp_release)",
                           (void *)v);
@@ -1278,7 +1278,7 @@ bp_buf *bp_copy(const bp_buf *b, size_t index, size_t length, int *err)
 int bp_touch(bp_buf *b, const char *hint)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     bp_buf *root = b->root != NULL ? b->root : b;
     if (root->leak != NULL) bp__leak_note(&root->allocator->leak, root->leak, "touch", hint);
     return 0;

@@ -29,8 +29,8 @@
  *   the release tag BP__TAG_NONE (its release goes through deallocate, which ends the
  *   generation) until it is released.
  */
-#ifndef BP_BUF_H
-#define BP_BUF_H
+#ifndef BP__BUF_H
+#define BP__BUF_H
 
 #include "arena.h"
 #include "common.h"
@@ -50,7 +50,7 @@
  * that share their place; `generation` belongs to no kind: the object's whole life. */
 struct bp_buf {
     /* line 0 */
-    _Alignas(BP_CACHE_LINE) bp__buf_head head; /* indices, memory (== region.memory), refcnt
+    _Alignas(BP__CACHE_LINE) bp__buf_head head; /* indices, memory (== region.memory), refcnt
                                  (0: released), marks; first, so the header's inline paths
                                  can read it */
     /* line 1 */
@@ -84,14 +84,14 @@ struct bp_buf {
 
 /* ---- Checks shared by every operation: each reports the problem and returns its code. */
 
-BP_INLINE uint32_t bp__refcnt(const bp_buf *b)
+BP__INLINE uint32_t bp__refcnt(const bp_buf *b)
 {
     return BP__REFCNT_LOAD(b, __ATOMIC_ACQUIRE);
 }
 
 /* ---- Generations (see the invariants above). */
 
-BP_INLINE uint64_t bp__generation(const bp_buf *b)
+BP__INLINE uint64_t bp__generation(const bp_buf *b)
 {
     return __atomic_load_n(&b->generation, __ATOMIC_RELAXED);
 }
@@ -103,14 +103,14 @@ uint64_t bp__generation_record(bp_buf *b);
 
 /* b's life is over (released, or a plain view freed): a generation recorded during it no
  * longer matches, whatever the object becomes next. */
-BP_INLINE void bp__generation_end(bp_buf *b)
+BP__INLINE void bp__generation_end(bp_buf *b)
 {
     uint64_t g = bp__generation(b);
     if (g & 1) __atomic_store_n(&b->generation, g + 1, __ATOMIC_RELAXED);
 }
 
 /* Whether b is still alive as the buffer whose generation `gen` was recorded. */
-BP_INLINE bool bp__generation_holds(const bp_buf *b, uint64_t gen)
+BP__INLINE bool bp__generation_holds(const bp_buf *b, uint64_t gen)
 {
     return (bp__refcnt(b) & BP__REFCNT_MASK) != 0 && bp__generation(b) == gen;
 }
@@ -125,28 +125,28 @@ int bp__indirect_check(bp_buf *b, const char *func);
 
 /* 0 when b is a live buffer (a view is refreshed on the way); otherwise reports and returns
  * the error. */
-BP_INLINE int bp__check_live(const bp_buf *b, const char *func)
+BP__INLINE int bp__check_live(const bp_buf *b, const char *func)
 {
-    if (BP_UNLIKELY(b == NULL)) return bp__misuse(BP_EINVAL, func, "buffer is NULL");
+    if (BP__UNLIKELY(b == NULL)) return bp__misuse(BP_EINVAL, func, "buffer is NULL");
     uint32_t count = bp__refcnt(b);
-    if (BP_UNLIKELY(count == 0))
+    if (BP__UNLIKELY(count == 0))
         return bp__misuse(BP_EFREED, func, "buffer %p already released (refCnt: 0)", (const void *)b);
-    if (BP_UNLIKELY(count & BP__REFCNT_INDIRECT)) return bp__indirect_check((bp_buf *)b, func);
+    if (BP__UNLIKELY(count & BP__REFCNT_INDIRECT)) return bp__indirect_check((bp_buf *)b, func);
     return 0;
 }
 
 /* 0 when [index, index + n) lies inside the capacity. */
-BP_INLINE int bp__check_index(const bp_buf *b, size_t index, size_t n, const char *func)
+BP__INLINE int bp__check_index(const bp_buf *b, size_t index, size_t n, const char *func)
 {
-    if (BP_UNLIKELY(index > b->head.capacity || n > b->head.capacity - index))
+    if (BP__UNLIKELY(index > b->head.capacity || n > b->head.capacity - index))
         return bp__misuse(BP_ERANGE, func, "index %zu + length %zu exceeds capacity %zu", index, n,
                           b->head.capacity);
     return 0;
 }
 
-BP_INLINE int bp__check_readable(const bp_buf *b, size_t n, const char *func)
+BP__INLINE int bp__check_readable(const bp_buf *b, size_t n, const char *func)
 {
-    if (BP_UNLIKELY(n > b->head.writer_index - b->head.reader_index))
+    if (BP__UNLIKELY(n > b->head.writer_index - b->head.reader_index))
         return bp__misuse(BP_ERANGE, func, "reading %zu bytes with only %zu readable (readerIndex %zu, writerIndex %zu)",
                           n, b->head.writer_index - b->head.reader_index, b->head.reader_index, b->head.writer_index);
     return 0;
@@ -156,7 +156,7 @@ BP_INLINE int bp__check_readable(const bp_buf *b, size_t n, const char *func)
  * serve buffers with contiguous memory (plain buffers and views of them), the rest walk. */
 
 /* Whether b's bytes are one block at head.memory (not a composite or a view of one). */
-BP_INLINE bool bp__contiguous(const bp_buf *b)
+BP__INLINE bool bp__contiguous(const bp_buf *b)
 {
     return b->composite == NULL && (b->root == NULL || b->root->composite == NULL);
 }
@@ -175,9 +175,9 @@ void bp__scattered_in(bp_buf *b, size_t index, const void *src, size_t n);
 void bp__scattered_fill(bp_buf *b, size_t index, uint8_t byte, size_t n);
 
 /* [index, index + n) of b to dst. */
-BP_INLINE void bp__bytes_out(const bp_buf *b, size_t index, void *dst, size_t n)
+BP__INLINE void bp__bytes_out(const bp_buf *b, size_t index, void *dst, size_t n)
 {
-    if (BP_LIKELY(bp__contiguous(b))) {
+    if (BP__LIKELY(bp__contiguous(b))) {
         if (n > 0) memcpy(dst, b->head.memory + index, n);
     } else {
         bp__scattered_out(b, index, dst, n);
@@ -185,18 +185,18 @@ BP_INLINE void bp__bytes_out(const bp_buf *b, size_t index, void *dst, size_t n)
 }
 
 /* src to [index, index + n) of b; src may lie inside b's own memory. */
-BP_INLINE void bp__bytes_in(bp_buf *b, size_t index, const void *src, size_t n)
+BP__INLINE void bp__bytes_in(bp_buf *b, size_t index, const void *src, size_t n)
 {
-    if (BP_LIKELY(bp__contiguous(b))) {
+    if (BP__LIKELY(bp__contiguous(b))) {
         if (n > 0) memmove(b->head.memory + index, src, n);
     } else {
         bp__scattered_in(b, index, src, n);
     }
 }
 
-BP_INLINE void bp__bytes_fill(bp_buf *b, size_t index, uint8_t byte, size_t n)
+BP__INLINE void bp__bytes_fill(bp_buf *b, size_t index, uint8_t byte, size_t n)
 {
-    if (BP_LIKELY(bp__contiguous(b))) {
+    if (BP__LIKELY(bp__contiguous(b))) {
         if (n > 0) memset(b->head.memory + index, byte, n);
     } else {
         bp__scattered_fill(b, index, byte, n);
@@ -268,9 +268,9 @@ void bp__composite_work(const bp_buf *c, size_t *resizes, size_t *visits);
 /* Grows b so that n more bytes fit after the writer index (slow half of ensure_writable). */
 int bp__grow_for_write(bp_buf *b, size_t n, const char *func);
 
-BP_INLINE int bp__ensure_writable(bp_buf *b, size_t n, const char *func)
+BP__INLINE int bp__ensure_writable(bp_buf *b, size_t n, const char *func)
 {
-    if (BP_LIKELY(n <= b->head.capacity - b->head.writer_index)) return 0;
+    if (BP__LIKELY(n <= b->head.capacity - b->head.writer_index)) return 0;
     return bp__grow_for_write(b, n, func);
 }
 

@@ -48,14 +48,14 @@ static int find_backward(uint8_t *p, size_t n, size_t index, void *ctx)
 int bp_index_of(const bp_buf *b, size_t from, size_t to, uint8_t value, size_t *index)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(index == NULL)) return bp__misuse(BP_EINVAL, __func__, "index is NULL");
+    if (BP__UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(index == NULL)) return bp__misuse(BP_EINVAL, __func__, "index is NULL");
     size_t capacity = b->head.capacity;
     bool forward = from <= to;
     if (!forward && from > capacity) from = capacity;
     size_t lo = forward ? from : to, hi = forward ? to : from; /* search [lo, hi) */
     if ((forward && from >= to) || capacity == 0) return 0;
-    if (BP_UNLIKELY(lo > hi || hi > capacity))
+    if (BP__UNLIKELY(lo > hi || hi > capacity))
         return bp__misuse(BP_ERANGE, __func__, "index %zu, length %td (expected: range(0, %zu))", lo,
                           (ptrdiff_t)(hi - lo), capacity);
     search_ctx c = {value, 0};
@@ -68,8 +68,8 @@ int bp_index_of(const bp_buf *b, size_t from, size_t to, uint8_t value, size_t *
 int bp_bytes_before(const bp_buf *b, uint8_t value, size_t *count)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(count == NULL)) return bp__misuse(BP_EINVAL, __func__, "count is NULL");
+    if (BP__UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(count == NULL)) return bp__misuse(BP_EINVAL, __func__, "count is NULL");
     size_t at;
     rc = bp_index_of(b, b->head.reader_index, b->head.writer_index, value, &at);
     if (rc == 1) *count = at - b->head.reader_index;
@@ -100,10 +100,10 @@ static int for_each(const bp_buf *b, size_t index, size_t length, bp_byte_fn fn,
                     bool descending, const char *func)
 {
     int rc = bp__check_live(b, func);
-    if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(fn == NULL)) return bp__misuse(BP_EINVAL, func, "callback is NULL");
+    if (BP__UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(fn == NULL)) return bp__misuse(BP_EINVAL, func, "callback is NULL");
     rc = bp__check_index(b, index, length, func);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     each_ctx c = {fn, ctx, descending, 0};
     rc = bp__walk(b, index, length, descending, each_byte, &c);
     if (rc <= 0) return rc;
@@ -150,8 +150,8 @@ static int compare_named(const bp_buf *x, const bp_buf *y, int *result, const ch
 {
     int rc = bp__check_live(x, func);
     if (rc == 0) rc = bp__check_live(y, func);
-    if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(result == NULL)) return bp__misuse(BP_EINVAL, func, "result is NULL");
+    if (BP__UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(result == NULL)) return bp__misuse(BP_EINVAL, func, "result is NULL");
     size_t nx = x->head.writer_index - x->head.reader_index, ny = y->head.writer_index - y->head.reader_index;
     size_t common = nx < ny ? nx : ny;
     compare_ctx c = {y, y->head.reader_index - x->head.reader_index, 0};
@@ -176,8 +176,8 @@ int bp_equals(const bp_buf *x, const bp_buf *y)
 long bp_hex_dump(const bp_buf *b, char *out, size_t out_len)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(out == NULL && out_len > 0)) return bp__misuse(BP_EINVAL, __func__, "out is NULL");
+    if (BP__UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(out == NULL && out_len > 0)) return bp__misuse(BP_EINVAL, __func__, "out is NULL");
     static const char digits[] = "0123456789abcdef";
     size_t n = b->head.writer_index - b->head.reader_index;
     size_t fits = out_len > 0 ? (out_len - 1) / 2 : 0; /* whole bytes that fit before the NUL */
@@ -198,8 +198,8 @@ long bp_hex_dump(const bp_buf *b, char *out, size_t out_len)
 int bp_pretty_hex_dump(const bp_buf *b, FILE *out)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(out == NULL)) return bp__misuse(BP_EINVAL, __func__, "out is NULL");
+    if (BP__UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(out == NULL)) return bp__misuse(BP_EINVAL, __func__, "out is NULL");
     size_t n = b->head.writer_index - b->head.reader_index;
     fputs("         +-------------------------------------------------+\n"
           "         |  0  1  2  3  4  5  6  7  8  9  a  b  c  d  e  f |\n"
@@ -224,7 +224,7 @@ int bp_pretty_hex_dump(const bp_buf *b, FILE *out)
 
 long bp_describe(const bp_buf *b, char *out, size_t out_len)
 {
-    if (BP_UNLIKELY(out == NULL && out_len > 0)) return bp__misuse(BP_EINVAL, __func__, "out is NULL");
+    if (BP__UNLIKELY(out == NULL && out_len > 0)) return bp__misuse(BP_EINVAL, __func__, "out is NULL");
     if (b == NULL) return snprintf(out, out_len, "NULL");
     uint32_t count = bp__refcnt(b);
     const char *kind = b->root != NULL             ? (b->view_length == SIZE_MAX ? "DuplicatedByteBuf" : "SlicedByteBuf")
@@ -252,10 +252,10 @@ long bp_describe(const bp_buf *b, char *out, size_t out_len)
 long bp_read_fd(bp_buf *b, int fd, size_t n)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
-    if (BP_UNLIKELY(n == 0)) return bp__misuse(BP_EINVAL, __func__, "length is 0");
+    if (BP__UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(n == 0)) return bp__misuse(BP_EINVAL, __func__, "length is 0");
     rc = bp__ensure_writable(b, n, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     ssize_t got;
     if (bp__contiguous(b)) {
         do {
@@ -277,7 +277,7 @@ long bp_read_fd(bp_buf *b, int fd, size_t n)
 long bp_write_fd(bp_buf *b, int fd, size_t n)
 {
     int rc = bp__check_live(b, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     size_t readable = b->head.writer_index - b->head.reader_index;
     if (n > readable) n = readable;
     if (n == 0) return 0;

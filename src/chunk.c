@@ -66,7 +66,7 @@ static uint32_t bucket_lowest(const bp__chunk *c, unsigned cls)
         unsigned w = s * 64 + (unsigned)__builtin_ctzll(summary[s]);
         return w * 64 + (unsigned)__builtin_ctzll(words[w]);
     }
-    BP_ASSERT(!"bucket_lowest on an empty bucket");
+    BP__ASSERT(!"bucket_lowest on an empty bucket");
     return 0;
 }
 
@@ -80,8 +80,8 @@ bp__chunk *bp__chunk_new(struct bp__arena *arena, const bp__size_classes *sc)
     /* One block for the struct and its arrays; 8-byte arrays first keeps them aligned. */
     size_t bytes = sizeof(bp__chunk) + (nclasses * (avail_words + summary_words) + 2 * avail_words) * sizeof(uint64_t) +
                    pages * sizeof(struct bp__subpage *) + pages * sizeof(uint32_t);
-    bytes = (bytes + BP_CACHE_LINE - 1) & ~(size_t)(BP_CACHE_LINE - 1);
-    bp__chunk *c = aligned_alloc(BP_CACHE_LINE, bytes); /* see the struct's first line */
+    bytes = (bytes + BP__CACHE_LINE - 1) & ~(size_t)(BP__CACHE_LINE - 1);
+    bp__chunk *c = aligned_alloc(BP__CACHE_LINE, bytes); /* see the struct's first line */
     if (c == NULL) return NULL;
     memset(c, 0, bytes);
     c->base = bp__os_map(sc->chunk_size);
@@ -89,7 +89,7 @@ bp__chunk *bp__chunk_new(struct bp__arena *arena, const bp__size_classes *sc)
         free(c);
         return NULL;
     }
-    BP_POISON(c->base, sc->chunk_size); /* nothing in it is handed out yet */
+    BP__POISON(c->base, sc->chunk_size); /* nothing in it is handed out yet */
     c->arena = arena;
     c->sc = sc;
     c->avail_words = avail_words;
@@ -108,7 +108,7 @@ bp__chunk *bp__chunk_new(struct bp__arena *arena, const bp__size_classes *sc)
 void bp__chunk_delete(bp__chunk *chunk)
 {
     if (chunk == NULL) return;
-    BP_UNPOISON(chunk->base, chunk->sc->chunk_size); /* the next mapping there starts clean */
+    BP__UNPOISON(chunk->base, chunk->sc->chunk_size); /* the next mapping there starts clean */
     bp__os_unmap(chunk->base, chunk->sc->chunk_size);
     free(chunk);
 }
@@ -125,7 +125,7 @@ static inline unsigned count_bits(uint64_t x)
 
 /* Sets (or clears) bits [from, from + n) of a page bitmap across words; returns how many
  * changed. */
-static BP_NOINLINE size_t set_page_bits_long(uint64_t *bits, uint32_t from, uint32_t n, bool value)
+static BP__NOINLINE size_t set_page_bits_long(uint64_t *bits, uint32_t from, uint32_t n, bool value)
 {
     size_t changed = 0;
     while (n > 0) {
@@ -143,7 +143,7 @@ static BP_NOINLINE size_t set_page_bits_long(uint64_t *bits, uint32_t from, uint
  * straddle a word: most of them), without the loop's prologue. */
 static inline size_t set_page_bits(uint64_t *bits, uint32_t from, uint32_t n, bool value)
 {
-    if (BP_UNLIKELY(from % 64 + n > 64)) return set_page_bits_long(bits, from, n, value);
+    if (BP__UNLIKELY(from % 64 + n > 64)) return set_page_bits_long(bits, from, n, value);
     uint64_t mask = (n == 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << (from % 64);
     uint64_t *word = &bits[from / 64];
     uint64_t flips = value ? mask & ~*word : mask & *word;
@@ -190,19 +190,19 @@ size_t bp__chunk_purge(bp__chunk *c, bool all)
 
 long bp__chunk_alloc_run(bp__chunk *c, uint32_t pages)
 {
-    BP_ASSERT(pages >= 1 && pages <= c->sc->chunk_pages);
+    BP__ASSERT(pages >= 1 && pages <= c->sc->chunk_pages);
     return bp__chunk_alloc_run_in(c, pages, bp__page_class_ceil(c->sc, pages));
 }
 
 long bp__chunk_alloc_run_in(bp__chunk *c, uint32_t pages, unsigned page_class)
 {
-    BP_ASSERT(page_class == bp__page_class_ceil(c->sc, pages) && c->sc->page_class_pages[page_class] == pages);
+    BP__ASSERT(page_class == bp__page_class_ceil(c->sc, pages) && c->sc->page_class_pages[page_class] == pages);
     if (((size_t)pages << c->sc->page_shift) > c->free_bytes) return -1;
     int cls = bp__bits128_first_from(c->nonempty, page_class);
     if (cls < 0) return -1;
     uint32_t offset = bucket_lowest(c, (unsigned)cls);
     uint32_t run_pages = run_info_pages(c->run_info[offset]);
-    BP_ASSERT(run_pages >= pages && run_info_free(c->run_info[offset]));
+    BP__ASSERT(run_pages >= pages && run_info_free(c->run_info[offset]));
     bucket_remove(c, offset, run_pages);
     if (run_pages > pages) bucket_insert(c, offset + pages, run_pages - pages);
     mark_run(c, offset, pages, false);
@@ -214,7 +214,7 @@ long bp__chunk_alloc_run_in(bp__chunk *c, uint32_t pages, unsigned page_class)
 
 void bp__chunk_free_run(bp__chunk *c, uint32_t offset, uint32_t pages)
 {
-    BP_ASSERT(!run_info_free(c->run_info[offset]) && run_info_pages(c->run_info[offset]) == pages);
+    BP__ASSERT(!run_info_free(c->run_info[offset]) && run_info_pages(c->run_info[offset]) == pages);
     c->free_bytes += (size_t)pages << c->sc->page_shift;
     c->dirty_pages += set_page_bits(c->dirty, offset, pages, true); /* it was used: resident */
     set_page_bits(c->young, offset, pages, true);

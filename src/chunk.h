@@ -18,8 +18,8 @@
  * Metadata (this struct and its arrays) is allocated with malloc, never inside the mapping
  * handed to users. Not thread-safe: the owning arena's lock guards it.
  */
-#ifndef BP_CHUNK_H
-#define BP_CHUNK_H
+#ifndef BP__CHUNK_H
+#define BP__CHUNK_H
 
 #include "size_class.h"
 

@@ -79,7 +79,7 @@ static void link_chunk(bp__chunk_list *list, bp__chunk *chunk)
 
 void bp__chunk_list_remove(bp__chunk_list *list, bp__chunk *chunk)
 {
-    BP_ASSERT(chunk->band == list->band);
+    BP__ASSERT(chunk->band == list->band);
     unfile_chunk(list, chunk);
     if (chunk->prev != NULL) chunk->prev->next = chunk->next;
     else list->head = chunk->next;
@@ -102,7 +102,7 @@ long bp__chunk_list_alloc_run(bp__chunk_list *list, uint32_t pages, unsigned pag
     /* Any chunk filed at k >= page_class has a free run of at least `pages` pages. */
     bp__chunk *c = list->by_class[k];
     long offset = bp__chunk_alloc_run_in(c, pages, page_class);
-    BP_ASSERT(offset >= 0);
+    BP__ASSERT(offset >= 0);
     if (bp__chunk_usage(c) >= list->max_usage && list->up != NULL) {
         bp__chunk_list_remove(list, c);
         bp__chunk_list_add(list->up, c);

@@ -19,8 +19,8 @@
  * most of a normal allocation). Every change to a chunk's runs goes through this file, which
  * files the chunk again.
  */
-#ifndef BP_CHUNK_LIST_H
-#define BP_CHUNK_LIST_H
+#ifndef BP__CHUNK_LIST_H
+#define BP__CHUNK_LIST_H
 
 #include "chunk.h"
 

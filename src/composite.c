@@ -68,7 +68,7 @@ static int walk_at(const bp_buf *b, size_t index, size_t n, bool descending, bp_
         if (b->root != NULL) return walk_at(b->root, b->view_offset + index, n, descending, fn, ctx, top, level);
         return fn(b->head.memory + index, n, top, ctx);
     }
-    if (BP_UNLIKELY(level >= BP_MAX_COMPOSITE_DEPTH)) return BP_EINVAL;
+    if (BP__UNLIKELY(level >= BP_MAX_COMPOSITE_DEPTH)) return BP_EINVAL;
     const bp__composite *c = b->composite;
     size_t first = component_at(c, index), last = component_at(c, index + n - 1);
     for (size_t k = 0; k <= last - first; k++) {
@@ -219,7 +219,7 @@ void bp__bytes_copy_disjoint(bp_buf *dst, size_t dst_index, const bp_buf *src, s
 /* Overlapping ranges with a scattered side: no order of segments is right for every layout
  * (a composite may show one buffer's bytes in any order, or twice), so every source byte is
  * read before the first is written. */
-static BP_NOINLINE int copy_through_temporary(bp_buf *dst, size_t dst_index, const bp_buf *src, size_t src_index,
+static BP__NOINLINE int copy_through_temporary(bp_buf *dst, size_t dst_index, const bp_buf *src, size_t src_index,
                                               size_t n)
 {
     uint8_t small[BP__SMALL_COPY];
@@ -267,21 +267,21 @@ static int check_indirect_component(bp_buf *buf, const char *func, unsigned leve
 static int check_components(const bp_buf *b, const char *func, unsigned level)
 {
     bp__composite *c = b->composite;
-    if (BP_UNLIKELY(level >= BP_MAX_COMPOSITE_DEPTH))
+    if (BP__UNLIKELY(level >= BP_MAX_COMPOSITE_DEPTH))
         return bp__misuse(BP_EINVAL, func, "composite %p nests deeper than BP_MAX_COMPOSITE_DEPTH (%d)",
                           (const void *)b, BP_MAX_COMPOSITE_DEPTH);
     c->visits += c->count;
     for (size_t i = 0; i < c->count; i++) {
         const bp__component *item = &c->items[i];
         uint32_t count = bp__refcnt(item->buf);
-        if (BP_UNLIKELY(!bp__generation_holds(item->buf, item->generation)))
+        if (BP__UNLIKELY(!bp__generation_holds(item->buf, item->generation)))
             return bp__misuse(BP_EFREED, func, "component %zu (%p) of composite %p was released behind its back", i,
                               (void *)item->buf, (const void *)b);
         if (count & BP__REFCNT_INDIRECT) {
             int rc = check_indirect_component(item->buf, func, level + 1);
-            if (BP_UNLIKELY(rc != 0)) return rc;
+            if (BP__UNLIKELY(rc != 0)) return rc;
         }
-        if (BP_UNLIKELY(item->buf->head.capacity < item->buf_index + item->length))
+        if (BP__UNLIKELY(item->buf->head.capacity < item->buf_index + item->length))
             return bp__misuse(BP_ERANGE, func, "component %zu (%p) of composite %p shrank below the %zu bytes it holds",
                               i, (void *)item->buf, (const void *)b, item->length);
     }
@@ -308,9 +308,9 @@ static int check_composite(const bp_buf *b, const char *func)
  * composite passes at once, anything else is reported as check_composite reports it. */
 static int check_composite_itself(const bp_buf *b, const char *func)
 {
-    if (BP_LIKELY(b != NULL)) {
+    if (BP__LIKELY(b != NULL)) {
         uint32_t count = bp__refcnt(b);
-        if (BP_LIKELY((count & BP__REFCNT_INDIRECT) && (count & BP__REFCNT_MASK) != 0 && b->composite != NULL))
+        if (BP__LIKELY((count & BP__REFCNT_INDIRECT) && (count & BP__REFCNT_MASK) != 0 && b->composite != NULL))
             return 0;
     }
     return check_composite(b, func);
@@ -334,7 +334,7 @@ static int holds(const bp_buf *x, const bp_buf *target, unsigned level)
     if (x == target) return 1;
     bp__composite *c = x->composite;
     if (c == NULL) return 0;
-    if (BP_UNLIKELY(level >= BP_MAX_COMPOSITE_DEPTH)) return BP_EINVAL;
+    if (BP__UNLIKELY(level >= BP_MAX_COMPOSITE_DEPTH)) return BP_EINVAL;
     for (size_t i = 0; i < c->count; i++) {
         c->visits++;
         int r = holds(c->items[i].buf, target, level + 1);
@@ -400,7 +400,7 @@ static _Thread_local bool releasing_doomed;
  * in the report only (it may have been recycled by then). */
 static void release_component(const void *b, const bp__component *item)
 {
-    if (BP_LIKELY(bp__generation_holds(item->buf, item->generation))) bp_release(item->buf);
+    if (BP__LIKELY(bp__generation_holds(item->buf, item->generation))) bp_release(item->buf);
     else
         bp__misuse(BP_EFREED, "bp_release", "component %p of composite %p was released behind its back",
                    (void *)item->buf, b);
@@ -533,24 +533,24 @@ int bp_composite_add(bp_buf *b, bp_buf *component, int advance_writer)
 {
     int rc = check_composite_itself(b, __func__);
     if (rc == 0) rc = bp__check_live(component, __func__);
-    if (BP_UNLIKELY(rc != 0)) return rc;
+    if (BP__UNLIKELY(rc != 0)) return rc;
     rc = contains(component, b);
-    if (BP_UNLIKELY(rc > 0))
+    if (BP__UNLIKELY(rc > 0))
         return bp__misuse(BP_EINVAL, __func__, "buffer %p is or contains composite %p: a composite cannot hold itself",
                           (void *)component, (void *)b);
-    if (BP_UNLIKELY(rc < 0 || depth_of(component) >= BP_MAX_COMPOSITE_DEPTH))
+    if (BP__UNLIKELY(rc < 0 || depth_of(component) >= BP_MAX_COMPOSITE_DEPTH))
         return bp__misuse(BP_EINVAL, __func__, "buffer %p nests %zu composites deep: adding it passes BP_MAX_COMPOSITE_DEPTH (%d)",
                           (void *)component, depth_of(component), BP_MAX_COMPOSITE_DEPTH);
     size_t length = component->head.writer_index - component->head.reader_index;
-    if (BP_UNLIKELY(length > b->head.max_capacity - b->head.capacity))
+    if (BP__UNLIKELY(length > b->head.max_capacity - b->head.capacity))
         return bp__misuse(BP_ECAPACITY, __func__, "capacity %zu + component %zu exceeds maxCapacity %zu",
                           b->head.capacity, length, b->head.max_capacity);
-    if (BP_UNLIKELY(advance_writer && length > b->head.max_capacity - b->head.writer_index))
+    if (BP__UNLIKELY(advance_writer && length > b->head.max_capacity - b->head.writer_index))
         return bp__misuse(BP_ECAPACITY, __func__, "writerIndex %zu + component %zu exceeds maxCapacity %zu",
                           b->head.writer_index, length, b->head.max_capacity);
     if (b->composite->count >= b->composite->max_components) { /* consolidates: reads them all */
         rc = check_components(b, __func__, 0);
-        if (BP_UNLIKELY(rc != 0)) return rc;
+        if (BP__UNLIKELY(rc != 0)) return rc;
     }
     rc = attach(b, b->head.capacity, component, component->head.reader_index, length);
     if (rc != 0) return rc;

@@ -5,13 +5,13 @@
  * Their headers, when bytepool is built with them, give only types and prototypes.
  *
  * Stacks are captured with libunwind's unw_backtrace (libunwind.so.8, loaded at the first
- * tracked buffer) when bytepool was built with its header (BP_HAVE_LIBUNWIND), otherwise
+ * tracked buffer) when bytepool was built with its header (BP__HAVE_LIBUNWIND), otherwise
  * with backtrace(3): the same return addresses, but glibc's walk through libgcc's unwinder
  * takes ~10x as long here (a tracked allocation and release ~8 us against ~0.8 us on a
  * busy 2-core AMD EPYC; libunwind caches what it learns about each frame), and every
  * tracked buffer pays it. They are named with
  * libdw (libdw.so.1, loaded at the first report; function and file:line from debug
- * information) when bytepool was built with its headers (BP_HAVE_LIBDW) and
+ * information) when bytepool was built with its headers (BP__HAVE_LIBDW) and
  * BYTEPOOL_LEAK_SYMBOLIZER does not say dladdr, otherwise with dladdr(3) (exported
  * function names). A library once loaded stays loaded: libunwind's per-thread caches are
  * freed by thread-exit destructors in its code.
@@ -26,18 +26,18 @@
 #include <strings.h>
 #include <unistd.h>
 
-#ifdef BP_HAVE_LIBDW
+#ifdef BP__HAVE_LIBDW
 #  include <dwarf.h>
 #  include <elfutils/libdwfl.h>
 #endif
-#ifdef BP_HAVE_LIBUNWIND
+#ifdef BP__HAVE_LIBUNWIND
 #  define UNW_LOCAL_ONLY
 #  include <libunwind.h>
 #endif
 
 /* ---- loading a library on need ---- */
 
-#if defined(BP_HAVE_LIBDW) || defined(BP_HAVE_LIBUNWIND)
+#if defined(BP__HAVE_LIBDW) || defined(BP__HAVE_LIBUNWIND)
 /* A function's name as the library exports it: the headers rename some (libunwind's
  * unw_step is _ULx86_64_step), so the name is taken after macro expansion. */
 #define BP__SYMBOL_NAME(f) BP__SYMBOL_NAME_(f)
@@ -67,7 +67,7 @@ static bool load_library(const char *soname, const char *const *names, void **sy
 
 /* ---- capturing stacks ---- */
 
-#ifdef BP_HAVE_LIBUNWIND
+#ifdef BP__HAVE_LIBUNWIND
 /* The libunwind functions used. unw_tdep_getcontext is one of them on x86_64; elsewhere it
  * is a macro that captures the registers in place. */
 #  ifdef __x86_64__
@@ -131,7 +131,7 @@ static int bp__leak_step_stack(void **frames, int max)
  * a report leaves its frame out with the library's own.) */
 static int bp__leak_capture_stack(void **frames, int max)
 {
-#ifdef BP_HAVE_LIBUNWIND
+#ifdef BP__HAVE_LIBUNWIND
     pthread_once(&unw_once, load_libunwind);
     if (unw_loaded) {
         if (__tsan_init != NULL) {
@@ -168,7 +168,7 @@ static void lock_for_fork(pthread_mutex_t *lock, int when)
 
 void bp__leak_atfork(int when)
 {
-#ifdef BP_HAVE_LIBUNWIND
+#ifdef BP__HAVE_LIBUNWIND
     lock_for_fork(&tsan_walk_lock, when);
 #endif
     lock_for_fork(&sink_lock, when);
@@ -248,7 +248,7 @@ void bp__leak_note(bp__leak_tracker *t, bp__leak_record *r, const char *what, co
 
 /* ---- naming frames ---- */
 
-#ifdef BP_HAVE_LIBDW
+#ifdef BP__HAVE_LIBDW
 /* The libdw functions used (looked up by these names in libdw.so.1). */
 #  define BP__DW_FUNCTIONS(X)                                                                \
     X(dwfl_begin) X(dwfl_end) X(dwfl_report_begin) X(dwfl_report_end) X(dwfl_linux_proc_report) \
@@ -264,7 +264,7 @@ typedef struct libdw_functions {
 #endif
 
 /* How frames are named: chosen, and libdw loaded, at the first report that names any (or
- * again after bp__leak_symbolizer_reset); fixed from then on. */
+ * again after bp__leak_symbolizer_reset in test builds); fixed from then on. */
 static struct {
     pthread_mutex_t lock;
     bool chosen;
@@ -272,13 +272,13 @@ static struct {
     char note[384]; /* for the reports: a setting not understood, why frames lack file:line
                        though libdw was wanted; else "" */
     const char *soname;
-#ifdef BP_HAVE_LIBDW
+#ifdef BP__HAVE_LIBDW
     libdw_functions dw;
     Dwfl_Callbacks callbacks;
 #endif
 } naming = {.lock = PTHREAD_MUTEX_INITIALIZER, .soname = "libdw.so.1"};
 
-#ifdef BP_HAVE_LIBDW
+#ifdef BP__HAVE_LIBDW
 static bool load_libdw(char *why, size_t len)
 {
     static const char *const names[] = {BP__DW_FUNCTIONS(BP__DW_NAME)};
@@ -309,7 +309,7 @@ static bool choose_naming(void)
     if (setting != NULL && strcasecmp(setting, "dladdr") == 0) return false;
     const char *invalid = setting != NULL && setting[0] != '\0' && strcasecmp(setting, "libdw") != 0 ? setting : NULL;
     char why[256] = "";
-#ifdef BP_HAVE_LIBDW
+#ifdef BP__HAVE_LIBDW
     if (!load_libdw(why, sizeof why)) snprintf(naming.note, sizeof naming.note, "frames without file:line: %s", why);
     else naming.with_libdw = true;
 #endif
@@ -321,6 +321,7 @@ static bool choose_naming(void)
     return naming.with_libdw;
 }
 
+#if BP__TESTING
 void bp__leak_symbolizer_reset(const char *soname)
 {
     pthread_mutex_lock(&naming.lock);
@@ -328,6 +329,7 @@ void bp__leak_symbolizer_reset(const char *soname)
     naming.soname = soname != NULL ? soname : "libdw.so.1";
     pthread_mutex_unlock(&naming.lock);
 }
+#endif
 
 bool bp__leak_has_line_info(void)
 {
@@ -341,7 +343,7 @@ bool bp__leak_has_line_info(void)
 typedef struct symbolizer {
     const char *note; /* naming.note */
     void *own_base;   /* where libbytepool.so is loaded; NULL in the static library */
-#ifdef BP_HAVE_LIBDW
+#ifdef BP__HAVE_LIBDW
     const libdw_functions *dw;
     Dwfl *dwfl;
 #endif
@@ -358,7 +360,7 @@ static void symbolizer_open(symbolizer *s)
     Dl_info self;
     if (dladdr(&naming, &self) != 0) s->own_base = self.dli_fbase;
 #endif
-#ifdef BP_HAVE_LIBDW
+#ifdef BP__HAVE_LIBDW
     s->dw = &naming.dw;
     s->dwfl = with_libdw ? s->dw->dwfl_begin(&naming.callbacks) : NULL;
     if (s->dwfl != NULL) {
@@ -376,7 +378,7 @@ static void symbolizer_open(symbolizer *s)
 
 static void symbolizer_close(symbolizer *s)
 {
-#ifdef BP_HAVE_LIBDW
+#ifdef BP__HAVE_LIBDW
     if (s->dwfl != NULL) s->dw->dwfl_end(s->dwfl);
 #else
     (void)s;
@@ -394,7 +396,7 @@ typedef struct frame_name {
     bool own_module;
 } frame_name;
 
-#ifdef BP_HAVE_LIBDW
+#ifdef BP__HAVE_LIBDW
 static bool is_public_header(const char *file)
 {
     size_t n = strlen(file);
@@ -456,7 +458,7 @@ static void name_frame(symbolizer *s, void *address, frame_name *name)
     uintptr_t pc = (uintptr_t)address - 1;
     name->function = NULL;
     name->own_module = false;
-#ifdef BP_HAVE_LIBDW
+#ifdef BP__HAVE_LIBDW
     if (s->dwfl != NULL && name_frame_with_libdw(s, pc, name->line, sizeof name->line, &name->function)) return;
 #endif
     Dl_info info;
@@ -480,7 +482,7 @@ typedef struct text {
     size_t used, size;
 } text;
 
-static void text_add(text *t, const char *fmt, ...) BP_PRINTF(2, 3);
+static void text_add(text *t, const char *fmt, ...) BP__PRINTF(2, 3);
 
 #include <stdarg.h>
 static void text_add(text *t, const char *fmt, ...)

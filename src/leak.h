@@ -7,8 +7,8 @@
  * Invariants: a record is in exactly one tracker's list from bp__leak_track until
  * bp__leak_untrack; `reported` records have been named once and are not named again.
  */
-#ifndef BP_LEAK_H
-#define BP_LEAK_H
+#ifndef BP__LEAK_H
+#define BP__LEAK_H
 
 #include "common.h"
 
@@ -48,12 +48,12 @@ void bp__leak_destroy(bp__leak_tracker *t);
 
 /* Starts tracking a buffer of `capacity` bytes allocated by the caller's caller. NULL when
  * out of memory (the buffer simply goes untracked). */
-BP_NOINLINE bp__leak_record *bp__leak_track(bp__leak_tracker *t, size_t capacity);
+BP__NOINLINE bp__leak_record *bp__leak_track(bp__leak_tracker *t, size_t capacity);
 
 void bp__leak_untrack(bp__leak_tracker *t, bp__leak_record *r);
 
 /* Notes an access (advanced and paranoid levels). */
-BP_NOINLINE void bp__leak_note(bp__leak_tracker *t, bp__leak_record *r, const char *what, const char *hint);
+BP__NOINLINE void bp__leak_note(bp__leak_tracker *t, bp__leak_record *r, const char *what, const char *hint);
 
 /* Writes one report of the records not reported yet to the sink; returns how many. */
 long bp__leak_report(bp__leak_tracker *t);
@@ -63,10 +63,12 @@ long bp__leak_report(bp__leak_tracker *t);
  * Makes that choice (loading libdw) if no report has yet. */
 bool bp__leak_has_line_info(void);
 
+#if BP__TESTING
 /* Forgets how frames are named: the next report (or bp__leak_has_line_info) reads
  * BYTEPOOL_LEAK_SYMBOLIZER again and loads `soname` as libdw (NULL: libdw.so.1). For tests,
  * while no report runs. */
 void bp__leak_symbolizer_reset(const char *soname);
+#endif
 /* Fork handlers (see BP__FORK_PREPARE): the module's process-wide locks, and a tracker's. */
 void bp__leak_atfork(int when);
 void bp__leak_tracker_atfork(bp__leak_tracker *t, int when);

@@ -10,8 +10,8 @@
  * Not recursive, no owner checks: a thread never takes an arena lock it holds. Elsewhere
  * than Linux it is a pthread mutex.
  */
-#ifndef BP_LOCK_H
-#define BP_LOCK_H
+#ifndef BP__LOCK_H
+#define BP__LOCK_H
 
 #include "common.h"
 
@@ -36,18 +36,18 @@ static inline void bp__lock_destroy(bp__lock *l) { (void)l; }
 void bp__lock_wait(bp__lock *l);
 void bp__lock_wake(bp__lock *l);
 
-BP_INLINE void bp__lock_acquire(bp__lock *l)
+BP__INLINE void bp__lock_acquire(bp__lock *l)
 {
     uint32_t expected = 0;
-    if (BP_LIKELY(atomic_compare_exchange_strong_explicit(&l->state, &expected, 1, memory_order_acquire,
+    if (BP__LIKELY(atomic_compare_exchange_strong_explicit(&l->state, &expected, 1, memory_order_acquire,
                                                           memory_order_relaxed)))
         return;
     bp__lock_wait(l);
 }
 
-BP_INLINE void bp__lock_release(bp__lock *l)
+BP__INLINE void bp__lock_release(bp__lock *l)
 {
-    if (BP_UNLIKELY(atomic_exchange_explicit(&l->state, 0, memory_order_release) == 2)) bp__lock_wake(l);
+    if (BP__UNLIKELY(atomic_exchange_explicit(&l->state, 0, memory_order_release) == 2)) bp__lock_wake(l);
 }
 
 #else

@@ -15,13 +15,13 @@
 
 static atomic_size_t mapped_bytes;
 static atomic_size_t mapping_count;
-static atomic_long maps_before_failure = -1; /* < 0: no failure injected */
+static atomic_long maps_before_failure = -1; /* test builds: < 0 while no failure is injected */
 
 size_t bp__os_page_size(void)
 {
     static atomic_size_t cached;
     size_t size = atomic_load_explicit(&cached, memory_order_relaxed);
-    if (BP_UNLIKELY(size == 0)) {
+    if (BP__UNLIKELY(size == 0)) {
         long value = sysconf(_SC_PAGESIZE);
         size = value > 0 ? (size_t)value : 4096;
         atomic_store_explicit(&cached, size, memory_order_relaxed);
@@ -60,10 +60,10 @@ static bool injected_failure(void)
 
 void *bp__os_map(size_t size)
 {
-    BP_ASSERT(size > 0 && size % bp__os_page_size() == 0);
-    if (BP_UNLIKELY(injected_failure())) return NULL;
+    BP__ASSERT(size > 0 && size % bp__os_page_size() == 0);
+    if (BP__TESTING && BP__UNLIKELY(injected_failure())) return NULL;
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (BP_UNLIKELY(p == MAP_FAILED)) return NULL;
+    if (BP__UNLIKELY(p == MAP_FAILED)) return NULL;
     atomic_fetch_add_explicit(&mapped_bytes, size, memory_order_relaxed);
     atomic_fetch_add_explicit(&mapping_count, 1, memory_order_relaxed);
     return p;
@@ -83,4 +83,6 @@ size_t bp__os_mapped_bytes(void) { return atomic_load(&mapped_bytes); }
 
 size_t bp__os_mapping_count(void) { return atomic_load(&mapping_count); }
 
+#if BP__TESTING
 void bp__os_inject_map_failure(long successes) { atomic_store(&maps_before_failure, successes); }
+#endif

@@ -1,15 +1,17 @@
 /*
  * The operating system's memory: mapping, unmapping and purging pages. Every byte the
  * pool hands out comes from bp__os_map. Process-wide counters of what is mapped let tests
- * check that huge buffers and empty chunks really go back, and a fault injector lets them
- * make a mapping fail on purpose.
+ * check that huge buffers and empty chunks really go back, and in test builds a fault
+ * injector lets them make a mapping fail on purpose.
  */
-#ifndef BP_OS_H
-#define BP_OS_H
+#ifndef BP__OS_H
+#define BP__OS_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "common.h"
 
 /* The OS page size (sysconf), read once. */
 size_t bp__os_page_size(void);
@@ -23,7 +25,7 @@ unsigned bp__os_cpu_count(void);
 bool bp__os_cpu_has_prefetchw(void);
 
 /* Maps `size` bytes (a multiple of the OS page) of zeroed read/write memory.
- * NULL when the OS refuses or a failure was injected. */
+ * NULL when the OS refuses or (test builds) a failure was injected. */
 void *bp__os_map(size_t size);
 
 /* Unmaps what bp__os_map returned, with the same size. */
@@ -38,8 +40,10 @@ bool bp__os_purge(void *p, size_t size);
 size_t bp__os_mapped_bytes(void);
 size_t bp__os_mapping_count(void);
 
+#if BP__TESTING
 /* Test hook: let `successes` more maps succeed, then fail every map until it is called
  * again with a negative value (the default: never fail). */
 void bp__os_inject_map_failure(long successes);
+#endif
 
 #endif

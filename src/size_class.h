@@ -11,8 +11,8 @@
  * Classes whose size is a whole number of pages are also "page classes"; chunks bucket
  * their free runs by page class.
  */
-#ifndef BP_SIZE_CLASS_H
-#define BP_SIZE_CLASS_H
+#ifndef BP__SIZE_CLASS_H
+#define BP__SIZE_CLASS_H
 
 #include "common.h"
 
@@ -80,7 +80,7 @@ static inline int bp__size_class_is_small(const bp__size_classes *sc, unsigned i
 static inline unsigned bp__page_class_ceil(const bp__size_classes *sc, uint32_t pages)
 {
     unsigned cls = bp__size_class_compute((size_t)pages << sc->page_shift);
-    BP_ASSERT(cls < sc->nclasses && sc->page_class_of[cls] >= 0);
+    BP__ASSERT(cls < sc->nclasses && sc->page_class_of[cls] >= 0);
     return (unsigned)sc->page_class_of[cls];
 }
 

@@ -30,7 +30,7 @@ void bp__subpage_delete(bp__subpage *sp) { free(sp); }
 
 void bp__subpage_pool_push(bp__subpage_pool *pool, bp__subpage *sp)
 {
-    BP_ASSERT(!sp->in_pool);
+    BP__ASSERT(!sp->in_pool);
     sp->prev = NULL;
     sp->next = pool->head;
     if (pool->head != NULL) pool->head->prev = sp;
@@ -41,7 +41,7 @@ void bp__subpage_pool_push(bp__subpage_pool *pool, bp__subpage *sp)
 
 void bp__subpage_pool_remove(bp__subpage_pool *pool, bp__subpage *sp)
 {
-    BP_ASSERT(sp->in_pool);
+    BP__ASSERT(sp->in_pool);
     if (sp->prev != NULL) sp->prev->next = sp->next;
     else pool->head = sp->next;
     if (sp->next != NULL) sp->next->prev = sp->prev;
@@ -52,7 +52,7 @@ void bp__subpage_pool_remove(bp__subpage_pool *pool, bp__subpage *sp)
 
 unsigned bp__subpage_alloc_slots(bp__subpage *sp, bp__subpage_pool *pool, uint32_t *slots, unsigned n)
 {
-    BP_ASSERT(sp->nfree > 0 && n > 0);
+    BP__ASSERT(sp->nfree > 0 && n > 0);
     unsigned want = n < sp->nfree ? n : sp->nfree, got = 0;
     uint32_t w = sp->search_from;
     for (;;) {
@@ -77,7 +77,7 @@ bool bp__subpage_free_slot(bp__subpage *sp, bp__subpage_pool *pool, uint32_t slo
 {
     uint32_t w = slot / 64;
     uint64_t mask = (uint64_t)1 << (slot % 64);
-    BP_ASSERT(slot < sp->nslots && (sp->used[w] & mask));
+    BP__ASSERT(slot < sp->nslots && (sp->used[w] & mask));
     sp->used[w] &= ~mask;
     if (w < sp->search_from) sp->search_from = w;
     if (sp->nfree++ == 0) bp__subpage_pool_push(pool, sp);

@@ -11,8 +11,8 @@
  *   there (slots are handed out lowest address first).
  * Guarded by the owning arena's lock.
  */
-#ifndef BP_SUBPAGE_H
-#define BP_SUBPAGE_H
+#ifndef BP__SUBPAGE_H
+#define BP__SUBPAGE_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -24,12 +24,22 @@ unsigned bp__tcache_cacheable_classes(const bp__size_classes *sc, const bp_confi
 
 static atomic_uint_fast32_t next_tag_id = 1; /* 0 and 2^24 - 1 are never a cache's */
 
+#if BP__TESTING
 void bp__tcache_set_next_tag_id(uint32_t id) { atomic_store_explicit(&next_tag_id, id, memory_order_relaxed); }
+#endif
 
-static atomic_bool fixed_sampling;             /* test hook */
+static atomic_bool fixed_sampling;             /* test builds' hook */
 static _Atomic uint64_t sample_streams;         /* a distinct seed for every clock */
 
+/* Whether the clocks sample at fixed gaps: never outside test builds. */
+static bool sampling_fixed(void)
+{
+    return BP__TESTING && atomic_load_explicit(&fixed_sampling, memory_order_relaxed);
+}
+
+#if BP__TESTING
 void bp__tcache_fixed_sampling(bool fixed) { atomic_store_explicit(&fixed_sampling, fixed, memory_order_relaxed); }
+#endif
 
 /* Buffer allocations from one tracked buffer to the next: uniform in
  * 1 .. 2 x interval - 1 (see bp__tcache_tick). xorshift64*: the top bits are good enough for
@@ -37,7 +47,7 @@ void bp__tcache_fixed_sampling(bool fixed) { atomic_store_explicit(&fixed_sampli
 static uint32_t next_sample_gap(bp__tcache *tc)
 {
     uint32_t interval = tc->sample_interval;
-    if (interval <= 1 || atomic_load_explicit(&fixed_sampling, memory_order_relaxed)) return interval;
+    if (interval <= 1 || sampling_fixed()) return interval;
     uint64_t x = tc->sample_rng;
     x ^= x >> 12;
     x ^= x << 25;
@@ -52,7 +62,7 @@ static void clock_arm(bp__tcache *tc)
 {
     uint32_t next = tc->trim_in;
     if (tc->sample_interval != 0 && tc->sample_in < next) next = tc->sample_in;
-    if (BP_POISONS) next = 1; /* every allocation through the slow path (see BP_POISONS) */
+    if (BP__POISONS) next = 1; /* every allocation through the slow path (see BP__POISONS) */
     tc->fast_armed = tc->head.fast_left = next;
 }
 
@@ -68,7 +78,7 @@ void bp__tcache_clock_init(bp__tcache *tc, uint32_t trim_interval, uint32_t samp
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     tc->sample_rng = (z ^ (z >> 31)) | 1;
     if (sample_interval == 0) tc->sample_in = 0;
-    else tc->sample_in = atomic_load_explicit(&fixed_sampling, memory_order_relaxed) ? 1 : next_sample_gap(tc);
+    else tc->sample_in = sampling_fixed() ? 1 : next_sample_gap(tc);
     clock_arm(tc);
 }
 
@@ -275,9 +285,11 @@ size_t bp__arena_cache_trim(bp__arena *arena, bp__thread_state *ts, bool all)
     return freed;
 }
 
-static _Atomic(void (*)(void)) gap_hook; /* test hook, see tcache.h */
+static _Atomic(void (*)(void)) gap_hook; /* test builds' hook, see tcache.h */
 
+#if BP__TESTING
 void bp__tcache_set_gap_hook(void (*hook)(void)) { atomic_store(&gap_hook, hook); }
+#endif
 
 /* Gives entries [0, n) of a bin back and closes the gap: with `to_arena_cache` to the
  * arena's cache as far as it has room (a bin holds only its arena's regions), the rest to
@@ -289,11 +301,11 @@ static void give_back_oldest(bp__tcache *tc, unsigned cls, uint32_t n, bool to_a
     /* Given away while still listed: a fork in between must wait (bp__state_enter). */
     bp__state_enter(owner_of(tc));
     uint32_t count = bp__bin_count(bin), kept = 0;
-    for (uint32_t i = 0; BP_DEBUG && i < n; i++) BP_ASSERT(bin->entries[i]->region.chunk->arena == tc->arena);
+    for (uint32_t i = 0; BP__DEBUG && i < n; i++) BP__ASSERT(bin->entries[i]->region.chunk->arena == tc->arena);
     if (to_arena_cache) kept = arena_cache_give(tc, cls, bin->entries, n);
     free_released(owner_of(tc), tc->sc, cls, bin->entries + kept, n - kept);
-    void (*hook)(void) = atomic_load_explicit(&gap_hook, memory_order_relaxed);
-    if (BP_UNLIKELY(hook != NULL)) hook();
+    void (*hook)(void) = BP__TESTING ? atomic_load_explicit(&gap_hook, memory_order_relaxed) : NULL;
+    if (BP__UNLIKELY(hook != NULL)) hook();
     memmove(bin->entries, bin->entries + n, (count - n) * sizeof *bin->entries);
     bp__bin_set_count(bin, count - n);
     bp__tcache_ledger(tc, -(int64_t)n);
@@ -328,7 +340,7 @@ bool bp__tcache_put_slow(bp__tcache *tc, unsigned cls, bp_buf *b)
 
 /* bp__tcache_refill inside bp__state_enter: regions taken for the bin are in it, counted,
  * before a fork can happen. */
-BP_INLINE bp_buf *refill_locked(bp__thread_state *ts, bp__tcache *tc, bp__tcache_bin *bin, unsigned cls)
+BP__INLINE bp_buf *refill_locked(bp__thread_state *ts, bp__tcache *tc, bp__tcache_bin *bin, unsigned cls)
 {
     bp_allocator *a = ts->allocator;
     /* Ready buffers from the arena's cache first, straight into the bin: pointers copied,

@@ -31,8 +31,8 @@
  *   trim, which folds them into hits_before_trims at least every 2^32 - 1 allocations.
  * Only the owning thread touches a cache, except when the allocator is destroyed.
  */
-#ifndef BP_TCACHE_H
-#define BP_TCACHE_H
+#ifndef BP__TCACHE_H
+#define BP__TCACHE_H
 
 #include "arena.h"
 #include "common.h"
@@ -96,9 +96,11 @@ void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *s
  * never samples. */
 void bp__tcache_clock_init(bp__tcache *tc, uint32_t trim_interval, uint32_t sample_interval);
 
+#if BP__TESTING
 /* Tests only: sample every sample_interval-th buffer exactly (the first one first) instead
  * of at random gaps, in clocks initialized or drawing a gap after this. */
 void bp__tcache_fixed_sampling(bool fixed);
+#endif
 
 /* The allocation clock. Two things fall due by counting allocations - the scheduled trim
  * (every trim_interval allocations of this thread: buffers and the regions growth takes)
@@ -117,18 +119,20 @@ void bp__tcache_fixed_sampling(bool fixed);
  * one to track. */
 bool bp__tcache_tick(bp__tcache *tc, bool buffer);
 
+#if BP__TESTING
 /* Tests only: `hook` (NULL: none) is called when a bin has given regions back and still
  * lists them - the window a fork must never see (see bp__state_enter). */
 void bp__tcache_set_gap_hook(void (*hook)(void));
 
 /* Tests only: the id the next cache's tag base is made from (to reach the spent ids). */
 void bp__tcache_set_next_tag_id(uint32_t id);
+#endif
 
 /* The release tag of an object of class `cls` that this cache may take back unchecked:
  * none for a class it does not keep, so a matching tag names a bin that exists. */
 static inline uint32_t bp__release_tag(const bp__tcache *tc, unsigned cls)
 {
-    if (BP_POISONS || tc->head.tag_base == BP__TAG_SPENT || cls >= tc->head.ncacheable) return BP__TAG_NONE;
+    if (BP__POISONS || tc->head.tag_base == BP__TAG_SPENT || cls >= tc->head.ncacheable) return BP__TAG_NONE;
     return tc->head.tag_base + cls;
 }
 
@@ -160,14 +164,14 @@ size_t bp__tcache_trim(bp__tcache *tc);
 /* Frees the bins' arrays without returning regions (the arenas are going away). */
 void bp__tcache_discard(bp__tcache *tc);
 
-BP_NOINLINE void bp__tcache_scheduled_trim(bp__tcache *tc);
-BP_NOINLINE bool bp__tcache_put_slow(bp__tcache *tc, unsigned cls, bp_buf *b);
+BP__NOINLINE void bp__tcache_scheduled_trim(bp__tcache *tc);
+BP__NOINLINE bool bp__tcache_put_slow(bp__tcache *tc, unsigned cls, bp_buf *b);
 
 /* A miss on a cached class: refills the bin with half a bin of ready buffers from the
  * arena's cache or, for a small class when that is empty, with a batch of fresh regions
  * (each given an object from the recycler), and returns one. NULL when neither can be had
  * (a normal class with the arena's cache empty, no memory, no objects). */
-BP_NOINLINE bp_buf *bp__tcache_refill(bp__tcache *tc, unsigned cls);
+BP__NOINLINE bp_buf *bp__tcache_refill(bp__tcache *tc, unsigned cls);
 
 static inline void bp__tcache_count_n(_Atomic uint64_t *counter, uint64_t n)
 {
@@ -193,12 +197,12 @@ void bp__tcache_totals(const bp__tcache *tc, size_t *entries, size_t *bytes, uin
 /* Takes a released object with a cached region of class `cls` (< sc->nclasses). NULL on a
  * miss (the caller counts it, looks at remote releases, then refills or goes to the arena).
  * The caller has ticked the clock (bp__tcache_tick). */
-BP_INLINE bp_buf *bp__tcache_take(bp__tcache *tc, unsigned cls)
+BP__INLINE bp_buf *bp__tcache_take(bp__tcache *tc, unsigned cls)
 {
     if (cls >= tc->head.ncacheable) return NULL;
     bp__tcache_bin *bin = &tc->head.bins[cls];
     uint64_t state = bp__bin_state(bin);
-    if (BP_UNLIKELY((uint32_t)state == 0)) return NULL;
+    if (BP__UNLIKELY((uint32_t)state == 0)) return NULL;
     bp__tcache_ledger(tc, -1);
     return bp__bin_pop(bin, state);
 }
@@ -206,16 +210,16 @@ BP_INLINE bp_buf *bp__tcache_take(bp__tcache *tc, unsigned cls)
 /* For the release fast path: a push with no call in it, for a class this cache keeps (the
  * class of a tag that matches its base). False, changing nothing, when the bin is not there
  * yet or full: the caller then goes through bp__tcache_put. */
-BP_INLINE bool bp__tcache_push_kept(bp__tcache *tc, unsigned cls, bp_buf *b)
+BP__INLINE bool bp__tcache_push_kept(bp__tcache *tc, unsigned cls, bp_buf *b)
 {
-    BP_ASSERT(cls < tc->head.ncacheable);
+    BP__ASSERT(cls < tc->head.ncacheable);
     return bp__bin_push(&tc->head.bins[cls], b); /* (which keeps the bin's address opaque) */
 }
 
 /* Caches a released object whose region has class `cls` (the bin invariants already hold
  * for it), making room in a full bin. False when the class is not cached: the caller gives
  * the region to the arena. */
-BP_INLINE bool bp__tcache_put(bp__tcache *tc, unsigned cls, bp_buf *b)
+BP__INLINE bool bp__tcache_put(bp__tcache *tc, unsigned cls, bp_buf *b)
 {
     bool put = cls < tc->head.ncacheable && (bp__tcache_push_kept(tc, cls, b) || bp__tcache_put_slow(tc, cls, b));
     if (put) bp__tcache_ledger(tc, 1);

@@ -4,7 +4,7 @@
 # Checks that the library depends on libc and pthreads only: libdw and libunwind, which leak
 # detection loads when it needs them, appear in no link line, flag or package file; and
 # that a leak report from the installed library still names file:line (with libdw) or
-# function names (dladdr).
+# function names (dladdr); and that the installed libraries hold no test hook.
 # Usage: install_test.sh BUILD_DIR C_COMPILER [LIBDW_HEADERS_FOUND]
 set -euo pipefail
 build=$1
@@ -134,6 +134,19 @@ if printf '%s\n' "$exported" | grep -v '^bp_' | grep -v '^_' | grep . >/dev/null
   echo "shared library exports non-API symbols:"; printf '%s\n' "$exported" | grep -v '^bp_'; exit 1
 fi
 printf '%s\n' "$exported" | grep -x 'bp_alloc' >/dev/null
+
+# The installed libraries are release builds: no test hook (built only into the tests'
+# library, with BP__TESTING=1). The state a hook sets is static and read only behind
+# BP__TESTING, so optimized builds drop it too (-O0 keeps it, unread).
+hooks='bp__os_inject_map_failure bp__remote_inject_batch_failure bp__inject_thread_state_failure
+bp__tcache_fixed_sampling bp__tcache_set_gap_hook bp__tcache_set_next_tag_id bp__leak_symbolizer_reset'
+# nm -D: what the shared library exports; nm: its hidden symbols too (unless stripped).
+symbols=$(nm -D "$libdir/libbytepool.so" | awk '{print $NF}'; nm "$libdir/libbytepool.so" 2>/dev/null | awk 'NF > 1 {print $NF}'
+          nm "$libdir/libbytepool.a" 2>/dev/null | awk 'NF > 1 {print $NF}')
+for hook in $hooks; do
+  if printf '%s\n' "$symbols" | grep -x "$hook" >/dev/null; then fail "the installed library holds the test hook $hook"; fi
+done
+printf '%s\n' "$symbols" | grep -x 'bp_alloc' >/dev/null || fail "nm lists no bp_alloc in the installed libraries"
 
 # CMake package
 mkdir -p "$tmp/cmake-consumer"

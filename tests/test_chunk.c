@@ -63,7 +63,7 @@ static void test_free_pages_are_purged_after_a_pass(void **state)
     assert_int_equal(bp__chunk_alloc_run(c, 8), 0);
     assert_int_equal(bp__chunk_alloc_run(c, 4), 8);
     assert_int_equal(bp__chunk_alloc_run(c, 2), 12);
-    BP_UNPOISON(c->base, 16 * sc.page_size); /* handed out, as the arena would */
+    BP__UNPOISON(c->base, 16 * sc.page_size); /* handed out, as the arena would */
     memset(c->base, 0xab, 14 * sc.page_size); /* touched: resident */
     assert_int_equal(resident_pages(c->base, 14), 14);
     bp__chunk_free_run(c, 0, 8);

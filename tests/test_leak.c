@@ -84,7 +84,7 @@ static void expect_in_report(const char *needle)
  * libdw-dev is). */
 static bool libdw_expected(void)
 {
-#ifdef BP_HAVE_LIBDW
+#ifdef BP__HAVE_LIBDW
     const char *setting = getenv("BYTEPOOL_LEAK_SYMBOLIZER");
     return setting == NULL || strcasecmp(setting, "dladdr") != 0;
 #else
@@ -136,7 +136,7 @@ static bool is_loaded(const char *soname)
     return handle != NULL;
 }
 
-#ifdef BP_HAVE_LIBUNWIND
+#ifdef BP__HAVE_LIBUNWIND
 #  define LIBUNWIND_EXPECTED true
 #else
 #  define LIBUNWIND_EXPECTED false
@@ -443,7 +443,7 @@ void test_report_without_libdw_names_exported_functions(void **state)
         fail_msg("report lacks the callers' names in order:\n%s", report);
     assert_null(strstr(report, "test_leak.c:"));
     assert_null(strstr(report, "bp_"));
-#ifdef BP_HAVE_LIBDW
+#ifdef BP__HAVE_LIBDW
     expect_in_report("\n  (frames without file:line: libbytepool-test-no-such-library.so.1: cannot open shared object file");
 #else
     assert_null(strstr(report, "frames without file:line"));
@@ -460,7 +460,7 @@ static void test_report_when_libdw_lacks_a_function(void **state)
     assert_int_equal(report_one_leak(), 1);
     expect_stack("1 buffer (256 bytes) allocated at:", "leaky_function");
     assert_null(strstr(report, "test_leak.c:"));
-#ifdef BP_HAVE_LIBDW
+#ifdef BP__HAVE_LIBDW
     expect_in_report("\n  (frames without file:line: ");
     expect_in_report("undefined symbol: dwfl_begin)\n");
 #endif
@@ -480,7 +480,7 @@ static void test_symbolizer_setting(void **state)
     set_naming("LibDW", NULL);
     assert_int_equal(report_one_leak(), 1);
     assert_null(strstr(report, "\n  ("));
-#ifdef BP_HAVE_LIBDW
+#ifdef BP__HAVE_LIBDW
     assert_true(bp__leak_has_line_info());
     expect_stack("1 buffer (256 bytes) allocated at:", "leaky_function");
     expect_in_report("test_leak.c:");
@@ -490,7 +490,7 @@ static void test_symbolizer_setting(void **state)
     expect_in_report("\n  (BYTEPOOL_LEAK_SYMBOLIZER=addr2line is neither libdw nor dladdr)\n");
     set_naming("addr2line", "libbytepool-test-no-such-library.so.1");
     assert_int_equal(report_one_leak(), 1);
-#ifdef BP_HAVE_LIBDW
+#ifdef BP__HAVE_LIBDW
     expect_in_report("\n  (BYTEPOOL_LEAK_SYMBOLIZER=addr2line is neither libdw nor dladdr; frames without file:line: "
                      "libbytepool-test-no-such-library.so.1: cannot open shared object file");
 #else

@@ -26,7 +26,7 @@ static void write_after_release(void)
 static void test_raw_pointer_after_release_is_caught(void **state)
 {
     (void)state;
-#if defined(BP_ASAN)
+#if defined(BP__ASAN)
     char err[8192];
     int status = run_child(write_after_release, err, sizeof err);
     assert_false(WIFEXITED(status) && WEXITSTATUS(status) == 0);

@@ -527,7 +527,7 @@ static void test_checked_buffers_carry_no_release_tag(void **state)
     bp_buf *bufs[BURST];
     bp_allocator *plain = bp_allocator_new(NULL, NULL);
     bufs[0] = bp_alloc(plain, 64);
-    if (!BP_POISONS) assert_int_not_equal(bufs[0]->head.release_tag, BP__TAG_NONE); /* the default: tagged */
+    if (!BP__POISONS) assert_int_not_equal(bufs[0]->head.release_tag, BP__TAG_NONE); /* the default: tagged */
     bp_release(bufs[0]);
     bp_allocator_destroy(plain);
 
