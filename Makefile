@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Thin wrapper over CMake. The two commands the README promises:
 #   make demo   build the library and run Netty's PoolBufTest in C (bytepool-demo)
 #   make test   build and run every test: a checked build (gcc, -Werror, internal checks),

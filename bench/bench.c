@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bytepool-bench: bytepool against glibc malloc, jemalloc, tcmalloc and mimalloc on buffer
  * traffic, all measured in the same run.

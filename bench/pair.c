@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * scripts/bench-pair.sh's driver: two builds of the library in one process, run in
  * alternating rounds, so that both see the same states of the machine. On this project's

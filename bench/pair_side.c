@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * One side of scripts/bench-pair.sh: the loops, compiled once against each build's own
  * header (so changes to the inline accessors are compared too) and renamed, with that

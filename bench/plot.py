@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Plots from bytepool-bench's JSON: ns/op per workload and backend, throughput against
 thread count, and resident memory against live bytes over the mixed run; and the README's
 results table (OUT_DIR/bench-table.md).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Netty's PoolBufTest, in C: two rounds of allocate (default allocator, default
  * capacity) -> write int 10 -> read it back -> release. Round two gets the same bp_buf

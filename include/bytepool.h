@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bytepool — pooled, reference-counted byte buffers for C (Netty's ByteBuf and
  * PooledByteBufAllocator, jemalloc's design).

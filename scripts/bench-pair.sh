@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Compares two builds of bytepool in one process (bench/pair.c): the way to tell whether a
 # change made a hot path faster on a machine whose speed changes every few milliseconds.
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Makes sure what a make target needs is installed. Usage: scripts/deps.sh demo|test|bench
 # As root, missing Debian packages are installed with apt-get; otherwise the exact command
 # to run is printed and the script fails.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Totals of the ctest runs of `make test`, ending with the plain "N passed, N failed" line.
 # Usage: scripts/test-summary.sh BUILD_DIR...
 set -euo pipefail

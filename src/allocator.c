@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Allocator lifetime, thread states, the bp_buf recycler, regions, statistics, and the
  * fork handlers that keep every allocator usable in a child process.

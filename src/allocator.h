@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The allocator object and the per-thread state it keeps: the arena a thread is bound to
  * and its recycler of bp_buf objects (Netty's Recycler), so that steady traffic allocates

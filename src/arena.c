@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Allocation inside an arena: small classes from subpage pools, normal classes as page
  * runs from the chunk lists (in Netty's order: q050, q025, q000, qInit, q075, then a new

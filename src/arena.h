@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * An arena: the chunk lists, the per-class subpage pools and the huge mappings of one
  * share of the allocator's threads (Netty's PoolArena), behind one lock. Threads are

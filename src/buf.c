@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * ByteBuf operations on bp_buf: allocation and release through the thread's recycler and
  * arena, reference counting, indices, growth, typed and bulk access. Every public function

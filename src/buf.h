@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The bp_buf object (Netty's PooledByteBuf): indices, reference count and the region of
  * memory behind it.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Around the buffer rather than inside it: search, comparison, hex dumps and one-line
  * descriptions, and I/O on file descriptors. Everything here reads indices and memory only

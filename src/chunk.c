@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Runs of pages inside a chunk: split on allocation, coalesced on free, bucketed by page
  * class with a two-level bitmap per bucket so that "lowest free run of at least n pages"

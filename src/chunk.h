@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A chunk: one mapping of chunk_size bytes cut into runs of whole pages (Netty's PoolChunk
  * since 4.1.52). Runs tile the chunk: each page belongs to exactly one run, free or used.

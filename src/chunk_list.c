@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Usage bands of chunks; see chunk_list.h for the table of moves.
  */

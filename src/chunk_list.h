@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Chunk lists: chunks grouped by usage into bands (Netty's PoolChunkList), so allocation
  * prefers chunks that are already well used and a chunk that empties can be unmapped.

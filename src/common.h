@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Things every module uses: branch hints, alignment helpers, debug checks and the one
  * route by which misuse is reported (bp__misuse -> the user's handler).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Composite buffers (Netty's CompositeByteBuf) and the walker every scattered byte goes
  * through.

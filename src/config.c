@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Settings: defaults, validation and BYTEPOOL_* environment variables, all driven by one
  * table so that a setting's field name, variable and limits are written once.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Frame decoders over a bp_input (Netty's LengthFieldBasedFrameDecoder,
  * LineBasedFrameDecoder, DelimiterBasedFrameDecoder, FixedLengthFrameDecoder) and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Error codes and misuse reporting. The code list lives once, in BP_ERROR_MAP
  * (bytepool.h); the handler is process-wide and replaceable at any time, and starts as

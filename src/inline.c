@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The external definitions of the inline functions in bytepool.h (C99 inline: exactly
  * one translation unit says `extern inline`), so callers that do not inline them - at -O0,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bp_input: a connection's received bytes, not consumed yet (Netty's ByteToMessageDecoder
  * cumulation). Built on the public buffer API only; common.h is included for bp__misuse.

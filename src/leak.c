@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Leak records, reports and stack symbolization. bytepool links neither of the libraries
  * that help here: each is loaded with dlopen the first time it is needed, its functions

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Leak tracking (Netty's ResourceLeakDetector): a sample of buffers carries a record with
  * the stack that allocated it and, at the advanced levels, its last accesses. Records of

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The arena lock's contended halves: spin briefly, then sleep on the futex.
  */

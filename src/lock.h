@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The arena lock: a futex mutex (Drepper's "Futexes Are Tricky", mutex 3) whose uncontended
  * acquire and release are one atomic instruction each, inline. pthread_mutex_lock/unlock

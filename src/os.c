@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * mmap-backed pages. Anonymous private mappings come zeroed and are returned to the OS
  * with munmap, so resident memory follows what the pool holds.

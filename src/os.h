@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The operating system's memory: mapping, unmapping and purging pages. Every byte the
  * pool hands out comes from bp__os_map. Process-wide counters of what is mapped let tests

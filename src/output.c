@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bp_output: buffers queued for one connection and written with gathering writes (Netty's
  * ChannelOutboundBuffer), with water marks on the bytes pending. Built on the public

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Size class table. Everything here is computed once per allocator; the hot lookups are
  * the table in the allocator's head (bp__allocator_head.classes) and the inline

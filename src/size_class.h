@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Size classes: jemalloc's table, as Netty >= 4.1.52 uses it. A 16-byte quantum and four
  * classes per doubling: 16 32 48 64 | 80 96 112 128 | 160 192 224 256 | 320 ... so no

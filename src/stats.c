@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Snapshots of the pool for people: arrays of per-chunk, per-class and per-thread-cache
  * figures, and the whole picture as text (Netty's dumpStats) or JSON (jemalloc's "J").

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Slots of one small size class inside a run. A used-bitmap plus a search hint: allocation
  * is a scan for the first word with a zero bit, starting at the hint.

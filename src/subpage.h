@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A subpage: one run of pages cut into equal slots of one small size class, with a bitmap
  * of the slots in use (Netty's PoolSubpage). A subpage with a free slot sits in its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Thread cache slow paths: bins allocated on first use, trimming, flushing.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A thread cache (Netty's PoolThreadCache): per thread and allocator, one bounded bin per
  * cacheable size class (every small class, and normal classes up to max_cached_size) of

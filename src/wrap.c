@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Wrapped memory (Netty's Unpooled.wrappedBuffer, libevent's evbuffer_add_reference): a
  * root bp_buf over bytes the program owns, with a region of kind BP__KIND_WRAPPED that

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A program built against bytepool.h, run against the library: with the header's own
  * layout number it must run; built against a copy of the header whose BP__ABI_VERSION
  * differs (BP_TEST_EXPECT_MISMATCH), each allocator creator must abort at once with a

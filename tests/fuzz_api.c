@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Fuzzing the public API: the input is a program of operations on a few buffer handles -
  * allocations of every size category, composites built of parts (added, grown,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Installs the build into a temporary prefix and builds consumers of the installed library
 # through pkg-config (shared and static) and through the CMake package, then runs them.
 # Checks that the library depends on libc and pthreads only: libdw and libunwind, which leak

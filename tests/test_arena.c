@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Arenas through the allocator: subpages, chunk lists, huge mappings, a random model. */
 #include "test_util.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The ByteBuf slice: every test runs against the pooled and the unpooled allocator, as
  * Netty runs its ByteBuf tests for every implementation. */
 #include "test_util.h"

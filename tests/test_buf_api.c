@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The wider ByteBuf API: indices and marks, more types, zeros, buffer-to-buffer copies,
  * reserve/commit, capacity changes, discarding, search, compare, dumps and fd I/O. Every
  * test runs against the pooled and the unpooled allocator. */

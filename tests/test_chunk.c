@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Runs of pages inside one chunk: split, coalesce, best fit, lowest address first. */
 #include "test_util.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Composite buffers: components added without copying, typed and bulk access across their
  * boundaries, growth, consolidation, nesting, views, discard, gathering (iovec, readv /
  * writev) and every misuse, against the pooled and the unpooled allocator. */

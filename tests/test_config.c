@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Configuration: defaults, validation with named settings, environment variables. */
 #include "test_util.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Frame decoders (length field, line, delimiter, fixed length) over bp_input, and
  * bp_index_of_bytes. Netty's documented examples, every length-field width and byte order,
  * frames fed byte by byte, split across reads and across components, frames too long with

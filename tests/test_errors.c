@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Error codes, their texts and names, and the misuse handler (including abort). */
 #include "test_util.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bp_input: reads from fds and added buffers, frames as retained slices that keep their
  * bytes while the input goes on, no memory held when idle, adaptive read sizes, the limit.
  * Against the pooled and the unpooled allocator. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Leak detection: reports with the right stacks, deduplicated, once; nothing for a clean
  * run; access records and hints; sampling; the default allocator at exit; the helper
  * libraries loaded only when needed, and reports without libdw.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Process and thread lifecycle: fork while other threads allocate and release (the child
  * allocates, releases what it inherited, counts exactly, makes and destroys allocators),

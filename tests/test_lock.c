@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The arena lock: mutual exclusion under contention, and sleepers woken. */
 #include "test_util.h"
 

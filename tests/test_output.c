@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bp_output (gathering writes, partial writes, water marks, release on close and error),
  * bp_wrap (the program's memory as a buffer), and a length-prefixed echo server over epoll
  * made of the server layer's pieces only. Against the pooled and the unpooled allocator. */

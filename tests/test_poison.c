@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Use after release through a raw pointer: in a build where the pool poisons free memory
  * (AddressSanitizer, or BP_VALGRIND under Valgrind) the tool must catch it; and paranoid
  * leak detection holds released bp_buf objects back, so a stale bp_buf keeps failing. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Releases racing for the same last reference (misuse): with bp_config.release_check,
  * exactly one of two racing releases succeeds on every path - the allocating thread's and
  * another's, uncached and huge sizes, views, composites, release_n, a retain against the

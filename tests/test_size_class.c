@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Size classes: table against computed function, smallest class >= size, categories. */
 #include "test_util.h"
 

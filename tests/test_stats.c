@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Metrics: per-chunk, per-class and per-thread-cache snapshots, and the text and JSON dumps,
  * checked for content. */
 #include "test_util.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Stress, in the style of mimalloc's test-stress: THREADS threads churn buffers of random
  * sizes (small, normal and now and then huge), keep some, hand others to whichever thread

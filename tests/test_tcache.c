@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Thread caches: hits without the arena, bounds, trimming, flushing, switching off. */
 #include "test_util.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Many threads on one allocator: arena binding, buffers released on other threads, thread
  * exit returning recycled objects, and the pool idle at the end. Smaller under TSan
  * (BP_TEST_SCALE=tsan). */

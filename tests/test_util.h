@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers shared by the cmocka tests. */
 #ifndef BP_TEST_UTIL_H
 #define BP_TEST_UTIL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Derived buffers: slices, duplicates, their retained variants, read slices and copies,
  * against the pooled and the unpooled allocator. */
 #include "test_util.h"
