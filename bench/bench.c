@@ -686,7 +686,10 @@ static void write_json(const char *path, const bench_case *cases, int ncases, in
         return;
     }
     char cpu[256], kernel[256], jemalloc[64], tcmalloc[64], mimalloc[64];
-    command_output("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'", cpu, sizeof cpu);
+    /* The model name alone ("AMD EPYC") can stand for several generations: family and model too. */
+    command_output("awk -F': ' '/^model name/{n=$2} /^cpu family/{f=$2} /^model\\t/{m=$2} "
+                   "END{printf \"%s (family %s, model %s)\", n, f, m}' /proc/cpuinfo",
+                   cpu, sizeof cpu);
     struct utsname u;
     snprintf(kernel, sizeof kernel, "%s", uname(&u) == 0 ? u.release : "unknown");
     command_output("dpkg-query -W -f '${Version}' libjemalloc2 2>/dev/null", jemalloc, sizeof jemalloc);
