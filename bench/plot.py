@@ -127,7 +127,7 @@ def write_table(data, backends, table, path):
         for b in backends[1:]:
             ns = row[b]["median_ns_per_op"] if b in row else None
             cells.append("-" if ns is None else f"{cell(ns)} ({ratio(ns / base)})")
-        label = "mixed (per step)" if w == "mixed" else w
+        label = {"mixed": "mixed (per step)", "seed": "PoolBufTest loop"}.get(w, w)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     scaling = {}
     for r in data.get("scaling", []):
