@@ -4,6 +4,7 @@
 #   make test   build and run every test: a checked build (gcc, -Werror, internal checks),
 #               ASan+UBSan (clang), TSan (gcc) and Valgrind; plus install and consumer checks
 #   make bench  the benchmark suite (make bench-quick: under a minute)
+#   make bench-servers  the example servers against redis-server and nginx (docs/servers-results.md)
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 # Debian's python3 (its matplotlib draws the benchmark plots)
 PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
@@ -14,7 +15,7 @@ CMAKE ?= cmake
 RELEASE_OPTIONS = -DCMAKE_BUILD_TYPE=Release -DBP_BUILD_TESTS=OFF -DBP_DEBUG_CHECKS=OFF -DBP_WERROR=OFF \
                   -DBP_SANITIZE= -DBP_VALGRIND=OFF -DBP_FUZZ=OFF
 
-.PHONY: all demo test test-checked test-asan test-tsan test-valgrind fuzz bench bench-quick install clean
+.PHONY: all demo test test-checked test-asan test-tsan test-valgrind fuzz bench bench-quick bench-servers install clean
 
 all:
 	@scripts/deps.sh demo
@@ -67,6 +68,11 @@ bench-quick:
 	@mkdir -p bench/results
 	./build/bench/bytepool-bench --quick --json bench/results/results-quick.json
 	$(PYTHON) bench/plot.py bench/results/results-quick.json bench/results
+
+# bytepool-resp against redis-server (redis-benchmark) and bytepool-http against nginx (wrk);
+# installs what it needs, builds the release build, writes docs/servers-results.{md,json}.
+bench-servers:
+	scripts/bench-servers.sh
 
 test-valgrind:
 	CC=gcc $(CMAKE) -S . -B build-valgrind -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBP_WERROR=ON -DBP_VALGRIND=ON -DBP_BUILD_BENCH=OFF -DBP_BUILD_EXAMPLES=OFF

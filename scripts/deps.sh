@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Makes sure what a make target needs is installed. Usage: scripts/deps.sh demo|test|bench
+# Makes sure what a make target needs is installed. Usage: scripts/deps.sh demo|test|bench|servers
 # As root, missing Debian packages are installed with apt-get; otherwise the exact command
 # to run is printed and the script fails.
 set -euo pipefail
@@ -31,8 +31,15 @@ bench)
   have_lib mimalloc || need+=(libmimalloc-dev)
   { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; } || need+=(python3-matplotlib)
   ;;
+servers) # make bench-servers: the reference servers, the clients, python3 for the report
+  have_cmd redis-server || need+=(redis-server)
+  have_cmd redis-benchmark || need+=(redis-tools)
+  have_cmd nginx || need+=(nginx-light)
+  have_cmd wrk || need+=(wrk)
+  have_cmd python3 || need+=(python3)
+  ;;
 demo) ;;
-*) echo "usage: $0 demo|test|bench" >&2; exit 2 ;;
+*) echo "usage: $0 demo|test|bench|servers" >&2; exit 2 ;;
 esac
 
 [ ${#need[@]} -eq 0 ] && exit 0
