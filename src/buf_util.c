@@ -5,6 +5,7 @@
  * through the same checks as buf.c.
  */
 #include "buf.h"
+#include "os.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -287,14 +288,7 @@ long bp_write_fd(bp_buf *b, int fd, size_t n)
     if (bp__contiguous(b)) iov[0] = (struct iovec){b->head.memory + b->head.reader_index, n};
     else blocks = bp__iovec(b, b->head.reader_index, n, iov, FD_IOV_MAX);
     if (blocks > FD_IOV_MAX) blocks = FD_IOV_MAX;
-    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)blocks};
-    ssize_t put;
-    /* sendmsg() with MSG_NOSIGNAL: a peer that went away is an error, not a SIGPIPE that
-     * ends the process. Not a socket: plain writev(). */
-    do {
-        put = sendmsg(fd, &msg, MSG_NOSIGNAL);
-        if (put < 0 && errno == ENOTSOCK) put = writev(fd, iov, blocks);
-    } while (put < 0 && errno == EINTR);
+    long put = bp__os_write_blocks(fd, iov, blocks);
     if (put < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : BP_EIO;
     b->head.reader_index += (size_t)put;
     return (long)put;

@@ -8,7 +8,10 @@
 #include "common.h"
 
 #include <stdatomic.h>
+#include <errno.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
 #  include <cpuid.h>
 #endif
@@ -87,3 +90,14 @@ size_t bp__os_mapping_count(void) { return atomic_load(&mapping_count); }
 #if BP__TESTING
 void bp__os_inject_map_failure(long successes) { atomic_store(&maps_before_failure, successes); }
 #endif
+
+long bp__os_write_blocks(int fd, struct iovec *iov, int blocks)
+{
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)blocks};
+    ssize_t put;
+    do {
+        put = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        if (put < 0 && errno == ENOTSOCK) put = writev(fd, iov, blocks);
+    } while (put < 0 && errno == EINTR);
+    return (long)put;
+}

@@ -38,6 +38,12 @@ void bp__os_unmap(void *p, size_t size);
 bool bp__os_purge(void *p, size_t size);
 
 /* Bytes and mappings currently alive, across every allocator of the process. */
+/* Writes up to `blocks` iovecs to fd in one call: sendmsg with MSG_NOSIGNAL (a peer that
+ * went away is EPIPE, not a SIGPIPE that ends the process), writev when fd is not a socket;
+ * EINTR is retried. Returns what write(2) returns, errno set on -1. */
+struct iovec;
+long bp__os_write_blocks(int fd, struct iovec *iov, int blocks);
+
 size_t bp__os_mapped_bytes(void);
 size_t bp__os_mapping_count(void);
 

@@ -2,7 +2,7 @@
 /*
  * bp_output: buffers queued for one connection and written with gathering writes (Netty's
  * ChannelOutboundBuffer), with water marks on the bytes pending. Built on the public
- * buffer API only; common.h is included for bp__misuse.
+ * buffer API only; common.h is included for bp__misuse, os.h for the gathering write.
  *
  * The queue is an array used from `head`: buffers in the order added, each holding the
  * reference the output took over. A flush describes the queued readable bytes as iovecs
@@ -11,6 +11,7 @@
  * its reader index advanced, and the next flush starts there.
  */
 #include "common.h"
+#include "os.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -149,19 +150,6 @@ static int gather(const bp_output *out, struct iovec *iov, size_t *bytes)
     return used;
 }
 
-/* sendmsg with MSG_NOSIGNAL (a gone peer is EPIPE, not a signal); writev when fd is not a
- * socket. */
-static ssize_t write_blocks(int fd, struct iovec *iov, int blocks)
-{
-    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)blocks};
-    ssize_t put;
-    do {
-        put = sendmsg(fd, &msg, MSG_NOSIGNAL);
-        if (put < 0 && errno == ENOTSOCK) put = writev(fd, iov, blocks);
-    } while (put < 0 && errno == EINTR);
-    return put;
-}
-
 /* n bytes went out: release the buffers written to their end, advance the one cut. */
 static void advance(bp_output *out, size_t n)
 {
@@ -191,7 +179,7 @@ long bp_output_flush(bp_output *out, int fd)
         size_t want = 0;
         int blocks = gather(out, iov, &want);
         if (blocks < 0) return blocks;
-        ssize_t put = write_blocks(fd, iov, blocks);
+        long put = bp__os_write_blocks(fd, iov, blocks);
         if (put < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
         if (put < 0) {
             int saved = errno;

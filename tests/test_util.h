@@ -56,6 +56,21 @@ static inline uint64_t test_rand(uint64_t *state)
     return *state = x;
 }
 
+/* The parent's half of run_child and run_self: the child's stderr (the read end of fds)
+ * into err, NUL-terminated, then its wait status. */
+static inline int collect_child(pid_t pid, int fds[2], char *err, size_t len)
+{
+    close(fds[1]);
+    size_t used = 0;
+    ssize_t n;
+    while (used + 1 < len && (n = read(fds[0], err + used, len - 1 - used)) > 0) used += (size_t)n;
+    err[used] = '\0';
+    close(fds[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return status;
+}
+
 /* Runs fn in a forked child with its stderr captured into err (NUL-terminated); the child
  * exits 0 if fn returns. Returns the child's wait status. */
 static inline int run_child(void (*fn)(void), char *err, size_t len)
@@ -71,15 +86,7 @@ static inline int run_child(void (*fn)(void), char *err, size_t len)
         fn();
         _exit(0);
     }
-    close(fds[1]);
-    size_t used = 0;
-    ssize_t n;
-    while (used + 1 < len && (n = read(fds[0], err + used, len - 1 - used)) > 0) used += (size_t)n;
-    err[used] = '\0';
-    close(fds[0]);
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    return status;
+    return collect_child(pid, fds, err, len);
 }
 
 /* Runs this test program again in a child process, as `<program> mode`, with the
@@ -100,15 +107,7 @@ static inline int run_self(const char *mode, const char *name, const char *value
         execl("/proc/self/exe", "/proc/self/exe", mode, (char *)NULL);
         _exit(127);
     }
-    close(fds[1]);
-    size_t used = 0;
-    ssize_t n;
-    while (used + 1 < len && (n = read(fds[0], err + used, len - 1 - used)) > 0) used += (size_t)n;
-    err[used] = '\0';
-    close(fds[0]);
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    return status;
+    return collect_child(pid, fds, err, len);
 }
 
 /* The exit code of a child that exited, -1 if it did not. */
