@@ -71,11 +71,10 @@ static inline int collect_child(pid_t pid, int fds[2], char *err, size_t len)
     return status;
 }
 
-/* Runs fn in a forked child with its stderr captured into err (NUL-terminated); the child
- * exits 0 if fn returns. Returns the child's wait status. */
-static inline int run_child(void (*fn)(void), char *err, size_t len)
+/* Forks with the child's stderr going into a pipe (fds) that collect_child reads:
+ * returns 0 in the child, the child's pid in the parent. */
+static inline pid_t fork_capturing_stderr(int fds[2])
 {
-    int fds[2];
     assert_int_equal(pipe(fds), 0);
     fflush(NULL);
     pid_t pid = fork();
@@ -83,6 +82,17 @@ static inline int run_child(void (*fn)(void), char *err, size_t len)
     if (pid == 0) {
         dup2(fds[1], STDERR_FILENO);
         close(fds[0]);
+    }
+    return pid;
+}
+
+/* Runs fn in a forked child with its stderr captured into err (NUL-terminated); the child
+ * exits 0 if fn returns. Returns the child's wait status. */
+static inline int run_child(void (*fn)(void), char *err, size_t len)
+{
+    int fds[2];
+    pid_t pid = fork_capturing_stderr(fds);
+    if (pid == 0) {
         fn();
         _exit(0);
     }
@@ -96,13 +106,8 @@ static inline int run_child(void (*fn)(void), char *err, size_t len)
 static inline int run_self(const char *mode, const char *name, const char *value, char *err, size_t len)
 {
     int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
+    pid_t pid = fork_capturing_stderr(fds);
     if (pid == 0) {
-        dup2(fds[1], STDERR_FILENO);
-        close(fds[0]);
         setenv(name, value, 1);
         execl("/proc/self/exe", "/proc/self/exe", mode, (char *)NULL);
         _exit(127);
