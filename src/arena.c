@@ -70,6 +70,85 @@ void bp__arena_destroy(bp__arena *arena)
     bp__lock_destroy(&arena->lock);
 }
 
+void bp__arena_configure_caches(bp__arena *arena, unsigned whole_from, const uint32_t *capacity, size_t max_bytes)
+{
+    arena->whole_from = whole_from;
+    arena->cache_max_bytes = max_bytes;
+    for (unsigned c = 0; c < arena->sc->nclasses; c++) arena->cache[c].capacity = capacity[c];
+}
+
+/* ---------------------------------------------------------------------------------------
+ * The arena's cache of ready buffers (see bp__arena_cache_bin): pointers only, never
+ * dereferenced here.
+ * ------------------------------------------------------------------------------------- */
+
+uint32_t bp__arena_cache_give(bp__arena *arena, unsigned cls, struct bp_buf *const *bufs, uint32_t n, uint32_t giver)
+{
+    bp__arena_cache_bin *ac = &arena->cache[cls];
+    if (ac->capacity == 0 || n == 0) return 0; /* capacity never changes: no lock needed */
+    bp__lock_acquire(&arena->lock);
+    if (ac->entries == NULL) ac->entries = malloc(ac->capacity * sizeof *ac->entries);
+    uint32_t room = ac->entries != NULL ? ac->capacity - ac->count : 0;
+    size_t budget = (arena->cache_max_bytes - arena->cache_bytes) / arena->sc->class_size[cls];
+    if (budget < room) room = (uint32_t)budget;
+    uint32_t k = n < room ? n : room;
+    if (k > 0) memcpy(ac->entries + ac->count, bufs, k * sizeof *bufs);
+    if (ac->count == 0) ac->giver = giver;
+    else if (ac->giver != giver) ac->giver = BP__ARENA_GIVERS_MIXED;
+    ac->count += k;
+    arena->cache_entries += k;
+    arena->cache_bytes += (size_t)k * arena->sc->class_size[cls];
+    bp__lock_release(&arena->lock);
+    return k;
+}
+
+uint32_t bp__arena_cache_take(bp__arena *arena, unsigned cls, struct bp_buf **out, uint32_t n, uint32_t taker,
+                              bool *same_giver)
+{
+    bp__arena_cache_bin *ac = &arena->cache[cls];
+    *same_giver = false;
+    if (ac->capacity == 0) return 0;
+    bp__lock_acquire(&arena->lock);
+    uint32_t k = n < ac->count ? n : ac->count;
+    if (k > 0) { /* (entries may not even exist yet) */
+        ac->count -= k;
+        memcpy(out, ac->entries + ac->count, k * sizeof *out);
+        if (ac->count < ac->low_water) ac->low_water = ac->count;
+        *same_giver = ac->giver == taker;
+        arena->cache_entries -= k;
+        arena->cache_bytes -= (size_t)k * arena->sc->class_size[cls];
+    }
+    bp__lock_release(&arena->lock);
+    return k;
+}
+
+size_t bp__arena_cache_entries(bp__arena *arena)
+{
+    bp__lock_acquire(&arena->lock);
+    size_t n = arena->cache_entries;
+    bp__lock_release(&arena->lock);
+    return n;
+}
+
+uint32_t bp__arena_cache_take_idle(bp__arena *arena, unsigned cls, struct bp_buf **out, uint32_t n, bool all)
+{
+    bp__arena_cache_bin *ac = &arena->cache[cls];
+    bp__lock_acquire(&arena->lock);
+    uint32_t idle = all ? ac->count : ac->low_water < ac->count ? ac->low_water : ac->count;
+    uint32_t k = idle < n ? idle : n;
+    if (k > 0) { /* (entries may not even exist yet) */
+        memcpy(out, ac->entries, k * sizeof *out);
+        memmove(ac->entries, ac->entries + k, (ac->count - k) * sizeof *ac->entries);
+        ac->count -= k;
+        arena->cache_entries -= k;
+        arena->cache_bytes -= (size_t)k * arena->sc->class_size[cls];
+    }
+    /* What stays is counted from now on: idle at the next call unless taken. */
+    ac->low_water = idle == k ? ac->count : ac->low_water - k;
+    bp__lock_release(&arena->lock);
+    return k;
+}
+
 static void run_cache_release_all_locked(bp__arena *arena);
 
 /* A run from the chunks in the lists, best-used first; -1 if none has one long enough. */
@@ -183,15 +262,15 @@ static void append_chunks(bp__chunk **list, bp__chunk *more)
 
 /* An object whose held run went back to its chunk: onto the loose list for the buffer
  * layer. Nothing touches an object while its run is held, so its link field is free. */
-static void loosen_locked(bp__arena *arena, void *object)
+static void loosen_locked(bp__arena *arena, bp__object_link *object)
 {
-    memcpy((char *)object + arena->object_link, &arena->loose_objects, sizeof arena->loose_objects);
+    object->next = arena->loose_objects;
     arena->loose_objects = object;
 }
 
 /* Holds a freed normal run back from its chunk, with the object that came with it (or
  * NULL), if its class keeps runs and has room. */
-BP__INLINE bool run_cache_put(bp__arena *arena, const bp__region *region, void *object)
+BP__INLINE bool run_cache_put(bp__arena *arena, const bp__region *region, bp__object_link *object)
 {
     unsigned cls = region->class_index;
     bp__run_cache_bin *bin = &arena->runs[cls];
@@ -208,7 +287,7 @@ BP__INLINE bool run_cache_put(bp__arena *arena, const bp__region *region, void *
 
 /* The newest held-back run of normal class `cls` into *out, and the object held with it
  * into *object (a caller passing NULL leaves it loose); false when there is none. */
-BP__INLINE bool run_cache_take(bp__arena *arena, unsigned cls, bp__region *out, void **object)
+BP__INLINE bool run_cache_take(bp__arena *arena, unsigned cls, bp__region *out, bp__object_link **object)
 {
     bp__run_cache_bin *bin = &arena->runs[cls];
     if (bin->count == 0) return false;
@@ -359,7 +438,7 @@ unsigned bp__arena_alloc_small_batch(bp__arena *arena, unsigned cls, bp__cached_
 
 /* A run of normal class `cls`: the run cache's newest (with its object, see
  * run_cache_take), else one from the chunks (*object untouched). */
-static int alloc_normal(bp__arena *arena, unsigned cls, bp__region *out, void **object)
+static int alloc_normal(bp__arena *arena, unsigned cls, bp__region *out, bp__object_link **object)
 {
     if (run_cache_take(arena, cls, out, object)) return 0;
     const bp__size_classes *sc = arena->sc;
@@ -424,7 +503,8 @@ int bp__arena_alloc(bp__arena *arena, size_t size, bp__region *out)
     return rc;
 }
 
-int bp__arena_alloc_whole(bp__arena *arena, unsigned cls, bp__region *out, void **object, void **loose)
+int bp__arena_alloc_whole(bp__arena *arena, unsigned cls, bp__region *out, bp__object_link **object,
+                          bp__object_link **loose)
 {
     BP__ASSERT(cls >= arena->whole_from && cls < arena->sc->nclasses);
     *object = NULL;
@@ -446,10 +526,10 @@ int bp__arena_alloc_whole(bp__arena *arena, unsigned cls, bp__region *out, void 
     return rc;
 }
 
-void *bp__arena_take_loose_objects(bp__arena *arena)
+bp__object_link *bp__arena_take_loose_objects(bp__arena *arena)
 {
     bp__lock_acquire(&arena->lock);
-    void *loose = arena->loose_objects;
+    bp__object_link *loose = arena->loose_objects;
     arena->loose_objects = NULL;
     bp__lock_release(&arena->lock);
     return loose;
@@ -495,7 +575,7 @@ static bp__chunk *free_locked(bp__arena *arena, bp__chunk *chunk, uint64_t handl
  * (with `object`, NULL for none) while a thread is bound and its class has room there,
  * anything else into its chunk. Returns whether the run cache took it; chunks to unmap go
  * to *dead. */
-BP__INLINE bool free_region_locked(bp__arena *arena, const bp__region *region, void *object, bp__chunk **dead)
+BP__INLINE bool free_region_locked(bp__arena *arena, const bp__region *region, bp__object_link *object, bp__chunk **dead)
 {
     /* Held back only while a thread is bound to take it: the last thread to leave empties
      * the run cache after its count reached 0 (under this lock), so a run released here
@@ -525,7 +605,7 @@ void bp__arena_free(bp__arena *arena, const bp__region *region)
     delete_chunks(dead);
 }
 
-bool bp__arena_free_with_object(bp__arena *arena, const bp__region *region, void *object)
+bool bp__arena_free_with_object(bp__arena *arena, const bp__region *region, bp__object_link *object)
 {
     if (region->kind != BP__KIND_NORMAL || region->class_index < arena->whole_from) {
         bp__arena_free(arena, region);

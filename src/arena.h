@@ -71,18 +71,26 @@ typedef struct bp__arena_cache_bin {
     uint32_t capacity;       /* 0: the class is not kept */
     uint32_t low_water;      /* the fewest entries since the last trim: that many were idle */
     uint32_t giver;          /* the tag base of the thread cache that gave every entry here,
-                                BP__TAG_NONE once two have: that thread takes them back
-                                without touching them (their owner and tags are its own) */
+                                BP__ARENA_GIVERS_MIXED once two have: that thread takes them
+                                back without touching them (their owner and tags are its own) */
 } bp__arena_cache_bin;
+
+#define BP__ARENA_GIVERS_MIXED UINT32_MAX /* no thread cache's tag base */
+
+/* The link of an object the arena holds with a run: the buffer layer embeds one in each of
+ * its objects and hands the arena a pointer to it. The arena writes `next` only while the
+ * object is loose (its run went back to its chunk), to list it in loose_objects. */
+typedef struct bp__object_link {
+    struct bp__object_link *next;
+} bp__object_link;
 
 /* A run in the run cache, and the released buffer object that came back with it: for a
  * class no thread cache keeps (class >= whole_from), a buffer's release leaves its object
  * on its run, and the next allocation of the class takes both - no object from the
- * recycler, none back to it. NULL for a run given back on its own. Opaque to the arena,
- * which only links it into loose_objects when the run goes back to its chunk. */
+ * recycler, none back to it. NULL for a run given back on its own. */
 typedef struct bp__held_run {
     bp__cached_region run;
-    void *object;
+    bp__object_link *object;
 } bp__held_run;
 
 /* The arena's run cache of one normal class: runs of exactly that class that were freed
@@ -135,15 +143,38 @@ typedef struct bp__arena {
     bp__run_cache_bin runs[BP__MAX_CLASSES];   /* entries sc->nsmall .. sc->nclasses - 1 used */
     unsigned whole_from;  /* the first normal class no thread cache keeps: from it up, a
                              released buffer's object is held with its run (sc->nclasses:
-                             none); set by the buffer layer, like object_link */
-    size_t object_link;   /* where a held object keeps the link of the loose list */
-    void *loose_objects;  /* objects whose held runs went back to their chunks, linked at
-                             object_link, for the buffer layer to take back */
+                             none); see bp__arena_configure_caches */
+    bp__object_link *loose_objects; /* objects whose held runs went back to their chunks,
+                             for the buffer layer to take back */
 } __attribute__((aligned(BP__CACHE_LINE))) bp__arena;
 
 /* run_cache_size: capacity of each normal class's run cache (0: none). */
 int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index, unsigned decay_ms,
                    unsigned dirty_decay_ms, unsigned run_cache_size);
+
+/* Sets, before the arena is first used, what the thread caches above it keep: classes from
+ * `whole_from` up hold their released objects with their runs, and the arena's cache keeps
+ * up to capacity[c] ready buffers of class c (0: none), max_bytes in all. */
+void bp__arena_configure_caches(bp__arena *arena, unsigned whole_from, const uint32_t *capacity, size_t max_bytes);
+
+/* The arena's cache (see bp__arena_cache_bin). Moves as many of bufs[0, n) as there is room
+ * for onto the top of class cls's cache, noting `giver` (a thread cache's tag base). Returns
+ * how many. */
+uint32_t bp__arena_cache_give(bp__arena *arena, unsigned cls, struct bp_buf *const *bufs, uint32_t n, uint32_t giver);
+
+/* Moves up to n of the newest entries of class cls's cache into out, oldest of them first.
+ * *same_giver: every entry there was given by `taker` since its cache began (a taker that
+ * gave them needs to change nothing in them). Returns how many. */
+uint32_t bp__arena_cache_take(bp__arena *arena, unsigned cls, struct bp_buf **out, uint32_t n, uint32_t taker,
+                              bool *same_giver);
+
+/* How many entries the cache holds in all its classes. */
+size_t bp__arena_cache_entries(bp__arena *arena);
+
+/* Moves up to n of the oldest entries of class cls's cache that stayed idle since the last
+ * call (below the low-water mark), or with `all` any entries, into out, for the caller to
+ * free. Returns how many: n when more may be left. */
+uint32_t bp__arena_cache_take_idle(bp__arena *arena, unsigned cls, struct bp_buf **out, uint32_t n, bool all);
 
 /* The arena a pooled region must go back to (NULL for a malloc'ed one). */
 static inline bp__arena *bp__region_arena(const bp__region *region)
@@ -167,16 +198,17 @@ void bp__arena_free(bp__arena *arena, const bp__region *region);
 /* Takes back a region as bp__arena_free does, and for a class from whole_from up keeps
  * `object` (the released buffer it belonged to) with the run when the run is held back.
  * Returns whether it did; if not, the object is still the caller's. */
-bool bp__arena_free_with_object(bp__arena *arena, const bp__region *region, void *object);
+bool bp__arena_free_with_object(bp__arena *arena, const bp__region *region, bp__object_link *object);
 
 /* Hands out a run of normal class `cls` (>= whole_from) as bp__arena_alloc would.
  * *object: the object held with it (its region is this run), or NULL; *loose: the arena's
  * loose objects, now the caller's (see bp__arena_take_loose_objects). 0 or BP_ENOMEM. */
-int bp__arena_alloc_whole(bp__arena *arena, unsigned cls, bp__region *out, void **object, void **loose);
+int bp__arena_alloc_whole(bp__arena *arena, unsigned cls, bp__region *out, bp__object_link **object,
+                          bp__object_link **loose);
 
-/* The objects whose held runs went back to their chunks (linked at object_link), now the
+/* The objects whose held runs went back to their chunks (linked through `next`), now the
  * caller's; NULL when there are none. */
-void *bp__arena_take_loose_objects(bp__arena *arena);
+bp__object_link *bp__arena_take_loose_objects(bp__arena *arena);
 
 /* Hands out up to n regions of small class `cls` under one lock, lowest address first.
  * Returns how many (0 only when memory cannot be mapped). */

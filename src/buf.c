@@ -7,6 +7,8 @@
 #include "buf.h"
 
 #include "allocator.h"
+#include "remote.h"
+#include "thread.h"
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -116,7 +118,7 @@ static void end_view(bp__thread_state *ts, bp_buf *v)
     v->head.memory = NULL;
     bp__generation_end(v);
     bp__view_ledger(v->allocator, ts, -1);
-    bp__buf_object_put(ts, v->allocator, v);
+    bp__object_put(&v->allocator->objects, bp__recycler_of(ts), v);
 }
 
 /* Plain views die with the buffer whose count they share. */
@@ -160,7 +162,7 @@ BP__INLINE void deallocate(bp_buf *b)
     }
     /* Home: object and region into the thread cache together (one push). */
     if (BP__LIKELY(!hold_back && ts != NULL) && BP__LIKELY(bp__buf_cache_at_home(ts, b))) return;
-    bp__buf_give_back(ts, a, b, hold_back);
+    bp__buf_free(ts, a, b, hold_back);
 }
 
 /* Whether an indirect buffer counts its own references (retained views and composites) or
@@ -217,7 +219,7 @@ static bp_buf *end_indirect(bp_buf *b, uint64_t *held_generation)
     bp__generation_end(b);
     b->head.memory = NULL;
     if (view) bp__view_ledger(b->allocator, ts, -1);
-    bp__buf_object_put(ts, b->allocator, b);
+    bp__object_put(&b->allocator->objects, bp__recycler_of(ts), b);
     return held;
 }
 
@@ -1170,7 +1172,7 @@ static bp_buf *make_view(bp_buf *b, size_t index, size_t length, unsigned kind, 
     bp_buf *holder = rc == 0 ? count_holder(b) : NULL;
     if (rc == 0 && retained) rc = retain_named(holder, 1, func);
     bp__thread_state *ts = rc == 0 ? bp__thread_state_get(b->allocator) : NULL;
-    bp_buf *v = ts != NULL ? bp__buf_object_get(ts) : NULL;
+    bp_buf *v = ts != NULL ? bp__thread_object_get(ts) : NULL;
     if (rc == 0 && v == NULL) {
         rc = BP_ENOMEM;
         if (retained) release_named(holder, 1, func);

@@ -16,6 +16,7 @@
 #include "buf.h"
 
 #include "allocator.h"
+#include "thread.h"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -367,7 +368,7 @@ bp_buf *bp_composite(bp_allocator *a, size_t max_components, int *err)
     else if (max_components == 0) rc = bp__misuse(BP_EINVAL, __func__, "maxNumComponents: 0 (expected: >= 1)");
     bp__thread_state *ts = rc == 0 ? bp__thread_state_get(a) : NULL;
     if (rc == 0 && ts != NULL) c = calloc(1, sizeof *c);
-    if (c != NULL) b = bp__buf_object_get(ts);
+    if (c != NULL) b = bp__thread_object_get(ts);
     if (rc == 0 && b == NULL) {
         free(c);
         rc = BP_ENOMEM;

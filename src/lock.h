@@ -66,4 +66,22 @@ static inline void bp__lock_release(bp__lock *l) { pthread_mutex_unlock(&l->mute
 
 #endif
 
+/* A lock its one owner takes around multi-step changes, nestable (depth counts the owner's
+ * nesting), that another party (the fork handlers) takes to wait for such a change to end.
+ * Uncontended for its owner. */
+typedef struct bp__guard {
+    bp__lock lock;
+    unsigned depth;
+} bp__guard;
+
+static inline void bp__guard_enter(bp__guard *g)
+{
+    if (g->depth++ == 0) bp__lock_acquire(&g->lock);
+}
+
+static inline void bp__guard_leave(bp__guard *g)
+{
+    if (--g->depth == 0) bp__lock_release(&g->lock);
+}
+
 #endif

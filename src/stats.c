@@ -1,15 +1,107 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Snapshots of the pool for people: arrays of per-chunk, per-class and per-thread-cache
- * figures, and the whole picture as text (Netty's dumpStats) or JSON (jemalloc's "J").
- * Everything here only reads, under the locks that guard what it reads.
+ * Statistics: an allocator's and its arenas' counters, arrays of per-chunk, per-class and
+ * per-thread-cache figures, and the whole picture as text (Netty's dumpStats) or JSON
+ * (jemalloc's "J"). Everything here only reads, under the locks that guard what it reads.
  */
 #include "allocator.h"
+#include "state.h"
+#include "tcache.h"
 
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static void copy_out(void *out, size_t out_size, const void *full, size_t full_size)
+{
+    memcpy(out, full, out_size < full_size ? out_size : full_size);
+}
+
+int bp_arena_get_stats(const bp_allocator *a, unsigned index, bp_arena_stats *out, size_t out_size)
+{
+    if (a == NULL || out == NULL || out_size == 0)
+        return bp__misuse(BP_EINVAL, __func__, "NULL argument or zero out_size");
+    if (!a->pooled || index >= a->config.arenas)
+        return bp__misuse(BP_ERANGE, __func__, "arena %u does not exist (the allocator has %u)",
+                          index, a->pooled ? a->config.arenas : 0);
+    bp_arena_stats full;
+    bp__arena_get_stats(&a->arenas[index], &full);
+    copy_out(out, out_size, &full, sizeof full);
+    return 0;
+}
+
+int bp_allocator_get_stats(const bp_allocator *a, bp_allocator_stats *out, size_t out_size)
+{
+    if (a == NULL || out == NULL || out_size == 0)
+        return bp__misuse(BP_EINVAL, __func__, "NULL argument or zero out_size");
+    bp_allocator_stats full;
+    memset(&full, 0, sizeof full);
+    bp_allocator *mutable_a = (bp_allocator *)a; /* the lock is not part of the value */
+    if (a->pooled) {
+        full.arenas = a->config.arenas;
+        full.page_size = a->config.page_size;
+        full.chunk_size = a->config.chunk_size;
+        for (unsigned i = 0; i < a->config.arenas; i++) {
+            bp_arena_stats s;
+            bp__arena_get_stats(&mutable_a->arenas[i], &s);
+            full.mapped_bytes += (s.chunks + s.retained_chunks) * a->config.chunk_size + s.huge_mapped_bytes;
+            full.retained_chunks += s.retained_chunks;
+            full.dirty_bytes += s.dirty_bytes;
+            full.purged_bytes += s.purged_bytes;
+            full.active_bytes += s.active_bytes;
+            full.chunks += s.chunks;
+            full.allocations += s.allocations_small + s.allocations_normal + s.allocations_huge;
+            full.deallocations += s.deallocations_small + s.deallocations_normal + s.deallocations_huge;
+            full.arena_cached_entries += s.cached_entries;
+            full.arena_cached_bytes += s.cached_bytes;
+            full.arena_cached_runs += s.cached_runs;
+            full.arena_cached_run_bytes += s.cached_run_bytes;
+        }
+    } else {
+        full.allocations = atomic_load(&mutable_a->unpooled_allocations);
+        full.deallocations = atomic_load(&mutable_a->unpooled_deallocations);
+        full.active_bytes = atomic_load(&mutable_a->unpooled_active_bytes);
+    }
+    pthread_mutex_lock(&mutable_a->lock);
+    uint64_t active = a->buffers_active_exited;
+    full.cache_hits = a->cache_hits_exited;
+    full.cache_misses = a->cache_misses_exited;
+    full.cache_trims = a->cache_trims_exited;
+    full.remote_releases = a->remote_releases_exited;
+    full.remote_drained = a->remote_drained_exited;
+    uint64_t views = a->views_active_exited + atomic_load_explicit(&mutable_a->view_ledger_stateless, memory_order_relaxed);
+    for (bp__thread_state *ts = a->threads; ts != NULL; ts = ts->next) {
+        active += atomic_load_explicit(&ts->tcache.ledger, memory_order_relaxed);
+        views += atomic_load_explicit(&ts->view_ledger, memory_order_relaxed);
+        full.remote_releases += atomic_load_explicit(&ts->remote_releases, memory_order_relaxed);
+        full.remote_drained += atomic_load_explicit(&ts->remote_drained, memory_order_relaxed);
+        if (!ts->in_use) continue;
+        full.threads++;
+        if (ts->arena == NULL) continue;
+        full.thread_caches++;
+        size_t entries, bytes;
+        uint64_t hits;
+        bp__tcache_totals(&ts->tcache, &entries, &bytes, &hits);
+        full.cached_entries += entries;
+        full.cached_bytes += bytes;
+        full.cache_hits += hits;
+        full.cache_misses += atomic_load_explicit(&ts->tcache.misses, memory_order_relaxed);
+        full.cache_trims += atomic_load_explicit(&ts->tcache.trims, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&mutable_a->lock);
+    /* Each ledger counts its bins' entries too (see bp__tcache.ledger). Read while threads
+     * run: a moment's disagreement must not wrap below zero. */
+    int64_t outstanding = (int64_t)(active - full.cached_entries);
+    full.active_buffers = outstanding > 0 ? (uint64_t)outstanding : 0;
+    full.active_views = (int64_t)views > 0 ? views : 0; /* (a view may end on another thread) */
+    /* Cache counters are read without stopping their threads: never let the difference
+     * go below zero while a region moves between a cache and a buffer. */
+    size_t held = full.cached_bytes + full.arena_cached_bytes;
+    full.active_bytes = full.active_bytes > held ? full.active_bytes - held : 0;
+    copy_out(out, out_size, &full, sizeof full);
+    return 0;
+}
 
 /* The arguments every array snapshot takes (arena: which one, or UINT_MAX for none): 0, or
  * the reported error. */

@@ -4,7 +4,6 @@
  */
 #include "tcache.h"
 
-#include "allocator.h"
 #include "chunk.h"
 
 #include <stdlib.h>
@@ -83,7 +82,7 @@ void bp__tcache_clock_init(bp__tcache *tc, uint32_t trim_interval, uint32_t samp
     clock_arm(tc);
 }
 
-bool bp__tcache_tick(bp__tcache *tc, bool buffer)
+unsigned bp__tcache_tick(bp__tcache *tc, bool buffer)
 {
     /* The fast path serves while fast_left > 1, so it served at most fast_armed - 1 since
      * arming, and fast_armed was at most trim_in and sample_in: neither goes below 0 here,
@@ -103,14 +102,17 @@ bool bp__tcache_tick(bp__tcache *tc, bool buffer)
     clock_arm(tc);
     /* Every allocation counts, cached class or not: the schedule is also the clock of the
      * arena's caches and purges, which a thread allocating only uncached sizes drives too. */
-    if (trim && tc->arena != NULL) bp__tcache_scheduled_trim(tc);
-    return sample;
+    return (sample ? BP__TICK_SAMPLE : 0u) | (trim && tc->arena != NULL ? BP__TICK_TRIM : 0u);
 }
 
-void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg,
-                     uint32_t sample_interval)
+void bp__tcache_init(bp__tcache *tc, const bp__tcache_thread *thread, bp__arena *arena, const bp__size_classes *sc,
+                     const bp_config *cfg, uint32_t sample_interval)
 {
     memset(tc, 0, sizeof *tc);
+    tc->allocator = thread->allocator;
+    tc->owner = thread->owner;
+    tc->recycler = thread->recycler;
+    tc->guard = thread->guard;
     if (cfg->release_check) { /* no tags: every release takes the slow path's compare-and-set */
         tc->head.tag_base = BP__TAG_SPENT;
     } else {
@@ -141,21 +143,20 @@ void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *s
     tc->head.fast_classes = tc->head.ncacheable;
 }
 
-void bp__arena_cache_init(bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg)
+void bp__tcache_configure_arena(bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg)
 {
-    arena->cache_max_bytes = cfg->arena_cache_max_bytes;
-    /* Normal classes no thread cache keeps are a suffix (the larger sizes; all of them with
-     * normal_cache_size 0): their runs keep the released objects (see bp__held_run), linked
-     * through the recycler's own link once their runs go back. */
-    arena->object_link = offsetof(bp_buf, next_free);
-    unsigned cacheable = bp__tcache_cacheable_classes(sc, cfg);
-    arena->whole_from = cacheable > sc->nsmall ? cacheable : sc->nsmall;
+    uint32_t capacity[BP__MAX_CLASSES] = {0};
     for (unsigned c = 0; c < sc->nclasses; c++) {
         /* Only thread bins feed it: a class they do not keep is not kept here either. */
         if (bp__tcache_class_capacity(sc, cfg, c) == 0) continue;
         size_t by_bytes = cfg->arena_cache_max_bytes / sc->class_size[c];
-        arena->cache[c].capacity = cfg->arena_cache_size < by_bytes ? cfg->arena_cache_size : (uint32_t)by_bytes;
+        capacity[c] = cfg->arena_cache_size < by_bytes ? cfg->arena_cache_size : (uint32_t)by_bytes;
     }
+    /* Normal classes no thread cache keeps are a suffix (the larger sizes; all of them with
+     * normal_cache_size 0): their runs keep the released objects (see bp__held_run). */
+    unsigned cacheable = bp__tcache_cacheable_classes(sc, cfg);
+    bp__arena_configure_caches(arena, cacheable > sc->nsmall ? cacheable : sc->nsmall, capacity,
+                               cfg->arena_cache_max_bytes);
 }
 
 void bp__tcache_totals(const bp__tcache *tc, size_t *entries, size_t *bytes, uint64_t *hits)
@@ -172,17 +173,10 @@ void bp__tcache_totals(const bp__tcache *tc, size_t *entries, size_t *bytes, uin
     }
 }
 
-/* The thread state this cache is part of: its recycler takes the objects whose regions go
- * back to the arena. */
-static bp__thread_state *owner_of(bp__tcache *tc)
-{
-    return (bp__thread_state *)(void *)((char *)tc - offsetof(bp__thread_state, tcache));
-}
-
 /* Gives released objects of class `cls` back for good: regions to their arenas (a batch
- * per lock), objects to ts's recycler (ts may be NULL: then to the spare list). */
-static void free_released(bp__thread_state *ts, const bp__size_classes *sc, unsigned cls, bp_buf *const *bufs,
-                          uint32_t n)
+ * per lock), objects to r (which may be NULL: then to the pool's spare list). */
+static void free_released(bp__object_pool *pool, bp__recycler *r, const bp__size_classes *sc, unsigned cls,
+                          bp_buf *const *bufs, uint32_t n)
 {
     bp__cached_region regions[64];
     for (uint32_t done = 0; done < n;) {
@@ -190,98 +184,48 @@ static void free_released(bp__thread_state *ts, const bp__size_classes *sc, unsi
         for (uint32_t i = 0; i < k; i++) {
             bp_buf *b = bufs[done + i];
             regions[i] = (bp__cached_region){b->region.memory, b->region.chunk, b->region.handle};
-            bp__buf_object_retire(ts, b->allocator, b, false);
+            bp__object_retire(pool, r, b, false);
         }
         bp__regions_free_batch(sc, cls, regions, k);
         done += k;
     }
 }
 
-/* Moves as many of bufs[0, n) as there is room for from cache tc's bin onto the top of its
- * arena's cache of `cls`. Returns how many. */
-static uint32_t arena_cache_give(bp__tcache *tc, unsigned cls, bp_buf *const *bufs, uint32_t n)
-{
-    bp__arena *arena = tc->arena;
-    bp__arena_cache_bin *ac = &arena->cache[cls];
-    if (ac->capacity == 0 || n == 0) return 0; /* capacity never changes: no lock needed */
-    bp__lock_acquire(&arena->lock);
-    if (ac->entries == NULL) ac->entries = malloc(ac->capacity * sizeof *ac->entries);
-    uint32_t room = ac->entries != NULL ? ac->capacity - ac->count : 0;
-    size_t budget = (arena->cache_max_bytes - arena->cache_bytes) / arena->sc->class_size[cls];
-    if (budget < room) room = (uint32_t)budget;
-    uint32_t k = n < room ? n : room;
-    if (k > 0) memcpy(ac->entries + ac->count, bufs, k * sizeof *bufs);
-    if (ac->count == 0) ac->giver = tc->head.tag_base;
-    else if (ac->giver != tc->head.tag_base) ac->giver = BP__TAG_NONE;
-    ac->count += k;
-    arena->cache_entries += k;
-    arena->cache_bytes += (size_t)k * arena->sc->class_size[cls];
-    bp__lock_release(&arena->lock);
-    return k;
-}
-
 /* Moves up to n of the newest entries of the arena's cache of `cls` into out, oldest of
- * them first, and makes them ts's (owner and tag). Returns how many. */
-static uint32_t arena_cache_take(bp__thread_state *ts, unsigned cls, bp_buf **out, uint32_t n)
+ * them first, and makes them tc's (owner and tag). Returns how many. */
+static uint32_t arena_cache_take(bp__tcache *tc, unsigned cls, bp_buf **out, uint32_t n)
 {
-    bp__arena *arena = ts->tcache.arena;
-    bp__arena_cache_bin *ac = &arena->cache[cls];
-    if (ac->capacity == 0) return 0;
-    bp__lock_acquire(&arena->lock);
-    uint32_t k = n < ac->count ? n : ac->count;
-    if (k == 0) { /* entries may not even exist yet */
-        bp__lock_release(&arena->lock);
-        return 0;
-    }
-    ac->count -= k;
-    memcpy(out, ac->entries + ac->count, k * sizeof *out);
-    if (ac->count < ac->low_water) ac->low_water = ac->count;
-    bool own = ac->giver == ts->tcache.head.tag_base && ac->giver != BP__TAG_SPENT;
-    arena->cache_entries -= k;
-    arena->cache_bytes -= (size_t)k * arena->sc->class_size[cls];
-    bp__lock_release(&arena->lock);
-    if (own) return k; /* its own, given back since its binding began: nothing to rewrite */
+    bool same_giver;
+    uint32_t k = bp__arena_cache_take(tc->arena, cls, out, n, tc->head.tag_base, &same_giver);
+    /* Its own, given back since its binding began: nothing to rewrite. */
+    if (k == 0 || (same_giver && tc->head.tag_base != BP__TAG_SPENT)) return k;
     /* Owner and tag only written when they change (a matching tag says the owner matches
      * too): the objects' lines stay shared if nothing changes. */
-    uint32_t tag = bp__release_tag(&ts->tcache, cls);
+    uint32_t tag = bp__release_tag(tc, cls);
     for (uint32_t i = 0; i < k; i++) {
         bp_buf *b = out[i];
         if (b->head.release_tag != tag || tag == BP__TAG_NONE) {
-            b->owner = ts;
+            b->owner = tc->owner;
             b->head.release_tag = tag;
         }
     }
     return k;
 }
 
-size_t bp__arena_cache_trim(bp__arena *arena, bp__thread_state *ts, bool all)
+size_t bp__tcache_trim_arena(bp__arena *arena, bp__object_pool *pool, bp__recycler *r, bool all)
 {
     size_t freed = 0;
+    /* Empty, every class's low-water mark is 0 already (it never exceeds the count). */
+    if (bp__arena_cache_entries(arena) == 0) return 0;
     for (unsigned c = 0; c < arena->sc->nclasses; c++) {
-        bp__arena_cache_bin *ac = &arena->cache[c];
-        if (ac->capacity == 0) continue;
-        uint32_t idle;
+        if (arena->cache[c].capacity == 0) continue; /* set before the arena's first use */
+        uint32_t k;
         do { /* the oldest idle entries, 64 at a time, freed outside the lock */
             bp_buf *batch[64];
-            bp__lock_acquire(&arena->lock);
-            if (ac->entries == NULL) { /* never given to: nothing to free or mark */
-                bp__lock_release(&arena->lock);
-                break;
-            }
-            idle = all ? ac->count : ac->low_water < ac->count ? ac->low_water : ac->count;
-            uint32_t k = idle < 64 ? idle : 64;
-            memcpy(batch, ac->entries, k * sizeof *batch);
-            memmove(ac->entries, ac->entries + k, (ac->count - k) * sizeof *ac->entries);
-            ac->count -= k;
-            idle -= k;
-            /* What stays is counted from now on: idle at the next trim unless taken. */
-            ac->low_water = idle == 0 ? ac->count : ac->low_water - k;
-            arena->cache_entries -= k;
-            arena->cache_bytes -= (size_t)k * arena->sc->class_size[c];
-            bp__lock_release(&arena->lock);
-            free_released(ts, arena->sc, c, batch, k);
+            k = bp__arena_cache_take_idle(arena, c, batch, 64, all);
+            if (k > 0) free_released(pool, r, arena->sc, c, batch, k);
             freed += k;
-        } while (idle > 0);
+        } while (k == 64);
     }
     return freed;
 }
@@ -299,18 +243,18 @@ static void give_back_oldest(bp__tcache *tc, unsigned cls, uint32_t n, bool to_a
 {
     bp__tcache_bin *bin = &tc->head.bins[cls];
     if (n == 0) return;
-    /* Given away while still listed: a fork in between must wait (bp__state_enter). */
-    bp__state_enter(owner_of(tc));
+    /* Given away while still listed: a fork in between must wait. */
+    bp__guard_enter(tc->guard);
     uint32_t count = bp__bin_count(bin), kept = 0;
     for (uint32_t i = 0; BP__DEBUG && i < n; i++) BP__ASSERT(bin->entries[i]->region.chunk->arena == tc->arena);
-    if (to_arena_cache) kept = arena_cache_give(tc, cls, bin->entries, n);
-    free_released(owner_of(tc), tc->sc, cls, bin->entries + kept, n - kept);
+    if (to_arena_cache) kept = bp__arena_cache_give(tc->arena, cls, bin->entries, n, tc->head.tag_base);
+    free_released(tc->recycler->pool, tc->recycler, tc->sc, cls, bin->entries + kept, n - kept);
     void (*hook)(void) = BP__TESTING ? atomic_load_explicit(&gap_hook, memory_order_relaxed) : NULL;
     if (BP__UNLIKELY(hook != NULL)) hook();
     memmove(bin->entries, bin->entries + n, (count - n) * sizeof *bin->entries);
     bp__bin_set_count(bin, count - n);
     bp__tcache_ledger(tc, -(int64_t)n);
-    bp__state_leave(owner_of(tc));
+    bp__guard_leave(tc->guard);
 }
 
 static bool ensure_entries(bp__tcache_bin *bin)
@@ -339,11 +283,24 @@ bool bp__tcache_put_slow(bp__tcache *tc, unsigned cls, bp_buf *b)
     return bp__tcache_push_kept(tc, cls, b);
 }
 
-/* bp__tcache_refill inside bp__state_enter: regions taken for the bin are in it, counted,
- * before a fork can happen. */
-BP__INLINE bp_buf *refill_locked(bp__thread_state *ts, bp__tcache *tc, bp__tcache_bin *bin, unsigned cls)
+/* An object with a fresh region of class `cls` from tc's arena, made to meet the bins'
+ * invariants. */
+static void prepare_for_bin(bp__tcache *tc, bp_buf *b, unsigned cls)
 {
-    bp_allocator *a = ts->allocator;
+    b->head.memory = b->region.memory;
+    b->root = NULL;
+    b->views = NULL;
+    b->leak = NULL;
+    b->composite = NULL;
+    b->allocator = tc->allocator;
+    b->owner = tc->owner;
+    b->head.release_tag = bp__release_tag(tc, cls);
+}
+
+/* bp__tcache_refill inside the guard: regions taken for the bin are in it, counted, before
+ * a fork can happen. */
+BP__INLINE bp_buf *refill_locked(bp__tcache *tc, bp__tcache_bin *bin, unsigned cls)
+{
     /* Ready buffers from the arena's cache first, straight into the bin: pointers copied,
      * no chunk touched. Half a bin whatever the class (not the ~64 KiB bound of a fresh
      * refill): these regions are held already, and a burst of 4 KiB buffers then takes one
@@ -351,18 +308,17 @@ BP__INLINE bp_buf *refill_locked(bp__thread_state *ts, bp__tcache *tc, bp__tcach
     uint32_t count = bp__bin_count(bin);
     uint32_t want = (bin->capacity + 1) / 2;
     if (want > bin->capacity - count) want = bin->capacity - count;
-    uint32_t got = arena_cache_take(ts, cls, bin->entries + count, want);
+    uint32_t got = arena_cache_take(tc, cls, bin->entries + count, want);
     if (got > 0) {
         bp__bin_set_count(bin, count + got - 1);
         bp__tcache_ledger(tc, got - 1);
         return bin->entries[count + got - 1]; /* the newest goes out now */
     }
     if (bin->refill == 0) return NULL; /* normal classes: one region from the arena */
-    /* Objects first: getting them may drain remote releases into this very bin. */
     bp_buf *objects[512];
     want = bin->refill < 512 ? bin->refill : 512;
     uint32_t have = 0;
-    while (have < want && (objects[have] = bp__buf_object_get(ts)) != NULL) have++;
+    while (have < want && (objects[have] = bp__object_get(tc->recycler)) != NULL) have++;
     uint32_t room = bin->capacity - bp__bin_count(bin) + 1; /* one goes out now */
     uint32_t take = have < room ? have : room;
     /* Taken in address order; the lowest goes out now, the next lowest ends on top. */
@@ -373,9 +329,9 @@ BP__INLINE bp_buf *refill_locked(bp__thread_state *ts, bp__tcache *tc, bp__tcach
         b->region = (bp__region){.memory = batch[i].memory, .length = tc->sc->class_size[cls],
                                  .kind = BP__KIND_SMALL, .class_index = cls, .chunk = batch[i].chunk,
                                  .handle = batch[i].handle};
-        bp__buf_object_prepare(b, a, ts);
+        prepare_for_bin(tc, b, cls);
     }
-    for (uint32_t i = got; i < have; i++) bp__buf_object_put(ts, a, objects[i]);
+    for (uint32_t i = got; i < have; i++) bp__object_put(tc->recycler->pool, tc->recycler, objects[i]);
     if (got == 0) return NULL;
     count = bp__bin_count(bin);
     for (unsigned i = got - 1; i >= 1; i--) bin->entries[count++] = objects[i];
@@ -389,17 +345,16 @@ bp_buf *bp__tcache_refill(bp__tcache *tc, unsigned cls)
     if (cls >= tc->head.ncacheable) return NULL;
     bp__tcache_bin *bin = &tc->head.bins[cls];
     if (bin->capacity == 0 || !ensure_entries(bin)) return NULL;
-    bp__thread_state *ts = owner_of(tc);
-    bp__state_enter(ts);
-    bp_buf *b = refill_locked(ts, tc, bin, cls);
-    bp__state_leave(ts);
+    bp__guard_enter(tc->guard);
+    bp_buf *b = refill_locked(tc, bin, cls);
+    bp__guard_leave(tc->guard);
     return b;
 }
 
 size_t bp__tcache_trim(bp__tcache *tc)
 {
     size_t freed = 0;
-    bp__state_enter(owner_of(tc));
+    bp__guard_enter(tc->guard);
     for (unsigned c = 0; c < tc->head.ncacheable; c++) {
         bp__tcache_bin *bin = &tc->head.bins[c];
         uint32_t count = bp__bin_count(bin), hits = carry_hits(tc, bin);
@@ -410,44 +365,35 @@ size_t bp__tcache_trim(bp__tcache *tc)
         freed += unused;
     }
     bp__tcache_count(&tc->trims);
-    bp__state_leave(owner_of(tc));
+    bp__guard_leave(tc->guard);
     return freed;
 }
 
 void bp__tcache_scheduled_trim(bp__tcache *tc)
 {
-    bp__thread_state *ts = owner_of(tc);
-    bp__state_enter(ts);
-    /* The thread's clock also bounds how long buffers it released for other threads wait
-     * in a partial batch when its allocations do not miss the cache (see
-     * bp__buf_alloc_miss). */
-    bp__remote_flush(ts);
+    bp__guard_enter(tc->guard);
     if (tc->trim_interval == 0) {
         /* Trimming is off; the countdown still bounds the bins' hit counts. */
         for (unsigned c = 0; c < tc->head.ncacheable; c++) carry_hits(tc, &tc->head.bins[c]);
     } else {
         bp__tcache_trim(tc);
-        /* A busy thread is a clock for its arena too: what its cache did not need since the
-         * last trim goes, then empty chunks past their time. */
-        if (tc->arena != NULL) {
-            bp__arena_cache_trim(tc->arena, ts, false);
-            bp__arena_purge(tc->arena, false);
-            bp__buf_objects_reclaim(ts->allocator, ts, tc->arena);
-        }
+        bp__tcache_trim_arena(tc->arena, tc->recycler->pool, tc->recycler, false);
+        bp__arena_purge(tc->arena, false);
+        bp__objects_put_loose(tc->recycler->pool, tc->recycler, bp__arena_take_loose_objects(tc->arena));
     }
-    bp__state_leave(ts);
+    bp__guard_leave(tc->guard);
 }
 
 void bp__tcache_flush(bp__tcache *tc)
 {
-    bp__state_enter(owner_of(tc));
+    bp__guard_enter(tc->guard);
     for (unsigned c = 0; c < tc->head.ncacheable; c++) {
         bp__tcache_bin *bin = &tc->head.bins[c];
         give_back_oldest(tc, c, bp__bin_count(bin), false);
         carry_hits(tc, bin);
     }
     bp__tcache_discard(tc);
-    bp__state_leave(owner_of(tc));
+    bp__guard_leave(tc->guard);
 }
 
 void bp__tcache_discard(bp__tcache *tc)

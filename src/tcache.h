@@ -30,6 +30,8 @@
  *   __atomic builtins (plain moves) so that stats can sum it from another thread
  *   (bp__tcache_totals) instead of the hot path keeping running totals. Hits cannot wrap: every pop also counts down to the next scheduled
  *   trim, which folds them into hits_before_trims at least every 2^32 - 1 allocations.
+ * - Every multi-step change of the bins runs inside the owner's guard (see bp__guard), so
+ *   that a fork never sees one half done.
  * Only the owning thread touches a cache, except when the allocator is destroyed.
  */
 #ifndef BP__TCACHE_H
@@ -37,6 +39,9 @@
 
 #include "arena.h"
 #include "common.h"
+#include "lock.h"
+#include "object.h"
+#include "recycler.h"
 #include "size_class.h"
 
 #include <stdatomic.h>
@@ -69,6 +74,11 @@ typedef struct bp__tcache {
     uint32_t sample_interval;  /* track 1 buffer in this many; 0: leak detection is off */
     const bp__size_classes *sc;
     bp__arena *arena;          /* the thread's arena */
+    /* The thread this cache is part of, as the objects it hands out name them. */
+    bp_allocator *allocator;
+    struct bp__thread_state *owner;
+    bp__recycler *recycler;    /* the thread's: objects for fresh regions, and back */
+    bp__guard *guard;          /* the thread's (see the invariants) */
     _Atomic uint64_t hits_before_trims; /* hits counted in the bins' states, then
                                             carried here at each trim */
     _Atomic uint64_t misses, trims;
@@ -88,9 +98,18 @@ static inline void bp__tcache_ledger(bp__tcache *tc, int64_t delta)
                           memory_order_relaxed);
 }
 
+/* The thread a cache is part of: what its objects name as allocator and owner, the
+ * recycler it takes objects from and gives them back to, the guard of its changes. */
+typedef struct bp__tcache_thread {
+    bp_allocator *allocator;
+    struct bp__thread_state *owner;
+    bp__recycler *recycler;
+    bp__guard *guard;
+} bp__tcache_thread;
+
 /* A pooled thread's cache, its clock included (see bp__tcache_clock_init). */
-void bp__tcache_init(bp__tcache *tc, bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg,
-                     uint32_t sample_interval);
+void bp__tcache_init(bp__tcache *tc, const bp__tcache_thread *thread, bp__arena *arena, const bp__size_classes *sc,
+                     const bp_config *cfg, uint32_t sample_interval);
 
 /* The allocation clock alone, for a thread state with no cache (an unpooled allocator's),
  * which still samples for leak detection. trim_interval 0: never trims; sample_interval 0:
@@ -116,13 +135,16 @@ void bp__tcache_fixed_sampling(bool fixed);
  * fixed gap, a program allocating in a repeating pattern would have the same allocation
  * site tracked every time and another never (a loop allocating two buffers per turn and
  * leaking the second, sampled every 128th: never the leaking one). `buffer` is false for a
- * region growth takes (it counts toward the trim only). True when this allocation is the
- * one to track. */
-bool bp__tcache_tick(bp__tcache *tc, bool buffer);
+ * region growth takes (it counts toward the trim only). Returns BP__TICK_SAMPLE when this
+ * allocation is the one to track, and BP__TICK_TRIM when the scheduled trim is due (the
+ * caller runs bp__tcache_scheduled_trim, and what else its thread does on that clock). */
+#define BP__TICK_SAMPLE 1u
+#define BP__TICK_TRIM 2u
+unsigned bp__tcache_tick(bp__tcache *tc, bool buffer);
 
 #if BP__TESTING
 /* Tests only: `hook` (NULL: none) is called when a bin has given regions back and still
- * lists them - the window a fork must never see (see bp__state_enter). */
+ * lists them - the window a fork must never see (see bp__guard). */
 void bp__tcache_set_gap_hook(void (*hook)(void));
 
 /* Tests only: the id the next cache's tag base is made from (to reach the spent ids). */
@@ -145,15 +167,16 @@ uint32_t bp__tcache_class_capacity(const bp__size_classes *sc, const bp_config *
  * has capacity 0. */
 unsigned bp__tcache_cacheable_classes(const bp__size_classes *sc, const bp_config *cfg);
 
-/* Sizes the arena's cache (see bp__arena_cache_bin): arena_cache_size entries per class
- * that thread caches keep, at most arena_cache_max_bytes of them. */
-void bp__arena_cache_init(bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg);
+/* Sets up what an arena keeps for the thread caches of `cfg` (bp__arena_configure_caches):
+ * its cache holds arena_cache_size entries per class that thread caches keep, at most
+ * arena_cache_max_bytes of them, and objects are held with runs from the first normal class
+ * no thread cache keeps. */
+void bp__tcache_configure_arena(bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg);
 
-/* Frees (regions to chunks, objects to ts's recycler; ts may be NULL) the entries of the
- * arena's cache that stayed idle since the last trim - every class's low-water mark, the
- * oldest first - or, with `all`, every entry. Returns how many. */
-struct bp__thread_state;
-size_t bp__arena_cache_trim(bp__arena *arena, struct bp__thread_state *ts, bool all);
+/* Frees (regions to chunks, objects to r, which may be NULL, or else to the pool) the
+ * entries of the arena's cache that stayed idle since the last trim - every class's
+ * low-water mark, the oldest first - or, with `all`, every entry. Returns how many. */
+size_t bp__tcache_trim_arena(bp__arena *arena, bp__object_pool *pool, bp__recycler *r, bool all);
 
 /* Gives every cached region back to its arena and frees the bins. */
 void bp__tcache_flush(bp__tcache *tc);
@@ -165,13 +188,19 @@ size_t bp__tcache_trim(bp__tcache *tc);
 /* Frees the bins' arrays without returning regions (the arenas are going away). */
 void bp__tcache_discard(bp__tcache *tc);
 
+/* The scheduled trim, when bp__tcache_tick says it is due: the bins (bp__tcache_trim), then,
+ * a busy thread being a clock for its arena too, the arena's cache (what no thread cache
+ * needed since the last trim), its idle runs and empty chunks (bp__arena_purge), and the
+ * objects its held runs let loose. With trimming off, only carries the bins' hit counts. */
 BP__NOINLINE void bp__tcache_scheduled_trim(bp__tcache *tc);
+
 BP__NOINLINE bool bp__tcache_put_slow(bp__tcache *tc, unsigned cls, bp_buf *b);
 
 /* A miss on a cached class: refills the bin with half a bin of ready buffers from the
  * arena's cache or, for a small class when that is empty, with a batch of fresh regions
- * (each given an object from the recycler), and returns one. NULL when neither can be had
- * (a normal class with the arena's cache empty, no memory, no objects). */
+ * (each given an object from the recycler, with its cache's invariants), and returns one.
+ * NULL when neither can be had (a normal class with the arena's cache empty, no memory,
+ * no objects). */
 BP__NOINLINE bp_buf *bp__tcache_refill(bp__tcache *tc, unsigned cls);
 
 static inline void bp__tcache_count_n(_Atomic uint64_t *counter, uint64_t n)

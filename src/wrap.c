@@ -9,6 +9,7 @@
 #include "buf.h"
 
 #include "allocator.h"
+#include "thread.h"
 
 #include <string.h>
 
@@ -23,7 +24,7 @@ bp_buf *bp_wrap(bp_allocator *a, void *memory, size_t length, bp_wrap_free_fn fr
     else if (length > BP_CAPACITY_LIMIT)
         rc = bp__misuse(BP_EOVERFLOW, __func__, "length %zu above the limit %zu", length, BP_CAPACITY_LIMIT);
     bp__thread_state *ts = rc == 0 ? bp__thread_state_get(a) : NULL;
-    bp_buf *b = ts != NULL ? bp__buf_object_get(ts) : NULL;
+    bp_buf *b = ts != NULL ? bp__thread_object_get(ts) : NULL;
     if (rc == 0 && b == NULL) rc = BP_ENOMEM;
     if (err != NULL) *err = rc;
     if (rc != 0) return NULL;
@@ -56,6 +57,6 @@ void bp__wrap_release(bp__thread_state *ts, bp_buf *b)
     memset(&b->region, 0, sizeof b->region);
     b->region.kind = BP__KIND_WRAPPED; /* bp_describe names it once released too */
     /* The object first: free_fn may allocate and release buffers of its own. */
-    bp__buf_object_retire(ts, a, b, false);
+    bp__object_retire(&a->objects, bp__recycler_of(ts), b, false);
     if (free_fn != NULL) free_fn(memory, user_data);
 }

@@ -3,6 +3,7 @@
 #include "test_util.h"
 
 #include "allocator.h"
+#include "thread.h"
 #include "os.h"
 
 #include <stdlib.h>
@@ -567,11 +568,11 @@ static void test_a_released_buffer_stays_on_its_held_run(void **state)
     uint8_t *memory = bp_data(b, 0);
     assert_int_equal(bp_write_u32(b, 7), 0);
     bp__thread_state *ts = bp__thread_state_get(a);
-    size_t recycled = ts->nfree_bufs;
+    size_t recycled = ts->recycler.count;
     assert_int_equal(bp_release(b), 1);
     assert_int_equal(arena->runs[cls].count, 1);
-    assert_ptr_equal(arena->runs[cls].entries[0].object, b);
-    assert_int_equal(ts->nfree_bufs, recycled); /* not retired to the recycler */
+    assert_ptr_equal(arena->runs[cls].entries[0].object, &b->arena_link);
+    assert_int_equal(ts->recycler.count, recycled); /* not retired to the recycler */
     bp_arena_stats s = arena_stats(a, 0);
     assert_int_equal(s.cached_runs, 1); /* counted as the run cache counts a run */
     assert_int_equal(s.deallocations_normal, 1);
@@ -581,7 +582,7 @@ static void test_a_released_buffer_stays_on_its_held_run(void **state)
     bp_buf *again = bp_alloc(a, 64 * 1024);
     assert_ptr_equal(again, b);
     assert_ptr_equal(bp_data(again, 0), memory);
-    assert_int_equal(ts->nfree_bufs, recycled); /* nor taken from it */
+    assert_int_equal(ts->recycler.count, recycled); /* nor taken from it */
     assert_int_equal(arena->runs[cls].count, 0);
     assert_int_equal(bp_refcnt(again), 1); /* a fresh root */
     assert_int_equal(bp_reader_index(again), 0);
@@ -597,7 +598,7 @@ static void test_a_released_buffer_stays_on_its_held_run(void **state)
     assert_int_equal(bp_release(again), 1);
     bp_buf *other = bp_alloc(a, 40 * 1024);
     assert_true((uint8_t *)bp_data(other, 0) != memory);
-    assert_ptr_equal(arena->runs[cls].entries[0].object, b);
+    assert_ptr_equal(arena->runs[cls].entries[0].object, &b->arena_link);
     assert_true(bp__arena_check(arena));
     assert_int_equal(bp_release(other), 1);
     bp_allocator_destroy(a);
@@ -632,7 +633,7 @@ static void test_objects_stay_on_runs_only_where_no_thread_cache_keeps_the_class
     cls = b->region.class_index;
     assert_int_equal(cls, a->sc.nsmall);
     assert_int_equal(bp_release(b), 1);
-    assert_ptr_equal(arena->runs[cls].entries[0].object, b);
+    assert_ptr_equal(arena->runs[cls].entries[0].object, &b->arena_link);
     assert_ptr_equal(bp_alloc(a, a->sc.class_size[a->sc.nsmall]), b);
     assert_int_equal(bp_release(b), 1);
     assert_true(bp__arena_check(arena));
@@ -654,14 +655,14 @@ static void test_objects_on_runs_that_go_back_are_reclaimed(void **state)
     bp_release(quarters[2]);
     unsigned cls = quarters[1]->region.class_index;
     assert_int_equal(arena->runs[cls].count, 2);
-    size_t recycled = ts->nfree_bufs;
+    size_t recycled = ts->recycler.count;
     /* 2 MiB needs the two quarters back in the chunk: their objects are let loose, and this
      * very allocation (a class whose runs keep objects too) takes them into the recycler. */
     bp_buf *half = bp_alloc(a, 2 * 1024 * 1024);
     assert_non_null(half);
     assert_int_equal(arena->runs[cls].count, 0);
     assert_null(arena->loose_objects);
-    assert_int_equal(ts->nfree_bufs, recycled + 2 - 1); /* one of them is `half` */
+    assert_int_equal(ts->recycler.count, recycled + 2 - 1); /* one of them is `half` */
     assert_true(half == quarters[1] || half == quarters[2]);
     assert_int_equal(arena_stats(a, 0).chunks, 1);
 
@@ -669,11 +670,11 @@ static void test_objects_on_runs_that_go_back_are_reclaimed(void **state)
     bp_release(quarters[0]);
     bp_release(quarters[3]);
     assert_int_equal(arena->runs[cls].count, 2);
-    size_t spare = a->nspare_bufs;
+    size_t spare = a->objects.nspare;
     assert_true(bp_allocator_purge(a) >= 0);
     assert_int_equal(arena->runs[cls].count, 0);
     assert_null(arena->loose_objects);
-    assert_int_equal(a->nspare_bufs, spare + 2);
+    assert_int_equal(a->objects.nspare, spare + 2);
     assert_int_equal(arena_stats(a, 0).cached_runs, 0);
     assert_true(bp__arena_check(arena));
     bp_release(half);
@@ -695,12 +696,12 @@ static void test_scheduled_trims_reclaim_the_objects_of_idle_runs(void **state)
     bp_buf *b = bp_alloc(a, 1024 * 1024);
     unsigned cls = b->region.class_index;
     assert_int_equal(bp_release(b), 1);
-    assert_ptr_equal(arena->runs[cls].entries[0].object, b);
+    assert_ptr_equal(arena->runs[cls].entries[0].object, &b->arena_link);
     for (int i = 0; i < 200; i++) bp_release(bp_alloc(a, 64)); /* three trims: two checks idle */
     assert_int_equal(arena->runs[cls].count, 0);
     assert_null(arena->loose_objects);
     bool recycled = false;
-    for (bp_buf *o = bp__thread_state_get(a)->free_bufs; o != NULL; o = o->next_free) recycled |= o == b;
+    for (bp_buf *o = bp__thread_state_get(a)->recycler.top; o != NULL; o = o->next_free) recycled |= o == b;
     assert_true(recycled);
     assert_true(bp__arena_check(arena));
     bp_allocator_destroy(a);
@@ -721,7 +722,7 @@ static void test_last_thread_of_an_arena_reclaims_the_objects_on_its_runs(void *
     bp_allocator *a = run_cache_allocator(1024);
     assert_int_equal((uintptr_t)run_on_thread(alloc_release_1m, a), 3); /* held with their objects */
     assert_null(a->arenas[0].loose_objects);
-    assert_int_equal(a->nspare_bufs, BP__SLAB_BUFS); /* every object the thread made is spare */
+    assert_int_equal(a->objects.nspare, BP__SLAB_BUFS); /* every object the thread made is spare */
     assert_int_equal(arena_stats(a, 0).cached_runs, 0);
     bp_allocator_destroy(a);
 }

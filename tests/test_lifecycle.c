@@ -10,6 +10,7 @@
 #include "test_util.h"
 
 #include "allocator.h"
+#include "thread.h"
 #include "os.h"
 
 #include <signal.h>

@@ -5,6 +5,7 @@
 #include "test_util.h"
 
 #include "allocator.h"
+#include "thread.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,7 +73,7 @@ static void test_paranoid_holds_released_objects_back(void **state)
     misuse_capture_start();
     assert_int_equal(bp_write_u32(stale, 1), BP_EFREED);
     misuse_capture_stop();
-    assert_int_equal(a->quarantine_count, 2001);
+    assert_int_equal(a->objects.quarantine_count, 2001);
     bp_allocator_destroy(a);
 
     /* Without it, the object comes straight back (that is what makes steady traffic free). */

@@ -8,6 +8,7 @@
 #include "test_util.h"
 
 #include "allocator.h"
+#include "thread.h"
 
 #include <sched.h>
 #include <stdatomic.h>

@@ -3,6 +3,7 @@
 #include "test_util.h"
 
 #include "allocator.h"
+#include "thread.h"
 
 #include <pthread.h>
 #include <stdlib.h>

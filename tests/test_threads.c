@@ -5,6 +5,7 @@
 #include "test_util.h"
 
 #include "allocator.h"
+#include "thread.h"
 #include "os.h"
 
 #include <pthread.h>
@@ -145,7 +146,7 @@ static size_t objects_made(bp_allocator *a)
 {
     size_t made = 0;
     pthread_mutex_lock(&a->lock);
-    for (bp__buf_slab *slab = a->slabs; slab != NULL; slab = slab->next) made += BP__SLAB_BUFS;
+    for (bp__buf_slab *slab = a->objects.slabs; slab != NULL; slab = slab->next) made += BP__SLAB_BUFS;
     pthread_mutex_unlock(&a->lock);
     return made;
 }
@@ -251,7 +252,7 @@ static void test_thread_exit_returns_recycled_objects(void **state)
     pthread_create(&t, NULL, alloc_and_exit, a);
     pthread_join(t, NULL);
     pthread_mutex_lock(&a->lock);
-    size_t spare = a->nspare_bufs;
+    size_t spare = a->objects.nspare;
     pthread_mutex_unlock(&a->lock);
     assert_int_equal(spare, 2 * BP__SLAB_BUFS); /* all 128 objects made are spare again */
     bp_allocator_stats s;
@@ -293,7 +294,7 @@ static size_t slab_count(bp_allocator *a)
 {
     size_t n = 0;
     pthread_mutex_lock(&a->lock);
-    for (bp__buf_slab *slab = a->slabs; slab != NULL; slab = slab->next) n++;
+    for (bp__buf_slab *slab = a->objects.slabs; slab != NULL; slab = slab->next) n++;
     pthread_mutex_unlock(&a->lock);
     return n;
 }

@@ -4,6 +4,7 @@
 #include "test_util.h"
 
 #include "allocator.h"
+#include "thread.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
@@ -45,7 +46,7 @@ static uint64_t active_views(bp_allocator *a)
 static size_t slab_count(bp_allocator *a)
 {
     size_t slabs = 0;
-    for (bp__buf_slab *slab = a->slabs; slab != NULL; slab = slab->next) slabs++;
+    for (bp__buf_slab *slab = a->objects.slabs; slab != NULL; slab = slab->next) slabs++;
     return slabs;
 }
 
@@ -324,7 +325,7 @@ static void test_views_are_recycled(void **state)
     }
     assert_int_equal(bp_release(root), 1); /* the 1000 plain slices die with it */
     size_t slabs = 0;
-    for (bp__buf_slab *slab = a->slabs; slab != NULL; slab = slab->next) slabs++;
+    for (bp__buf_slab *slab = a->objects.slabs; slab != NULL; slab = slab->next) slabs++;
     assert_true(slabs <= 1100 / BP__SLAB_BUFS + 2); /* objects were reused, not piled up */
 }
 

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One thread's state for one allocator: its arena binding, its recycler of bp_buf objects,
+ * its cache, and its ends of the remote release hand-off (remote.h). Only the layout and the
+ * few inline helpers every layer above uses; thread.c makes, finds and ends states.
+ *
+ * Invariants
+ * - Only the owning thread changes a state's cache, recycler, slots and counters; other
+ *   threads push onto remote_head and read counters (relaxed). The fork handlers take
+ *   `guard` to wait for the owner's multi-step changes (bp__state_enter) to end.
+ * - in_use, prev and next are guarded by the allocator's lock: a state stays listed until
+ *   the allocator is destroyed, and a thread that exits leaves it unowned for another to
+ *   adopt (other threads may still hold it as the owner of buffers).
+ * - Counters have a single writer and are updated with a load and a store, never a
+ *   read-modify-write (bp__counter_add).
+ */
+#ifndef BP__STATE_H
+#define BP__STATE_H
+
+#include "arena.h"
+#include "common.h"
+#include "lock.h"
+#include "object.h"
+#include "recycler.h"
+#include "tcache.h"
+
+#include <stdatomic.h>
+
+#ifndef BP__REMOTE_BATCH
+#define BP__REMOTE_BATCH 64 /* buffers per remote push; 1 = a CAS per buffer */
+#endif
+
+#define BP__REMOTE_SLOT_BITS 3 /* 8 slots: owners a thread collects remote releases for at once */
+#define BP__REMOTE_SLOTS (1u << BP__REMOTE_SLOT_BITS)
+
+/* Buffers released on one thread for another owner, as an array: the owner's take-back
+ * reads the pointers in sequence (and can prefetch the objects) instead of chasing a list
+ * linked through objects that another core wrote last. malloc'ed by the releasing thread,
+ * freed by the owner. */
+typedef struct bp__remote_batch {
+    struct bp__remote_batch *next; /* in the owner's remote stack */
+    unsigned count;
+    bp_buf *bufs[BP__REMOTE_BATCH];
+} bp__remote_batch;
+
+/* remote_head of a state no thread owns: releasers free for themselves. */
+#define BP__REMOTE_CLOSED ((bp__remote_batch *)(uintptr_t)1)
+
+typedef struct bp__thread_state {
+    bp_allocator *allocator;
+    bp__arena *arena;            /* bound on first use; NULL for unpooled or while unused */
+    bool in_use;                 /* a live thread owns it */
+    _Atomic uint64_t remote_releases; /* buffers this thread pushed to other owners */
+    _Atomic uint64_t remote_drained;  /* buffers other threads pushed to this one */
+    struct bp__thread_state *prev, *next; /* in the allocator's list */
+    /* Released buffers of other owners, collected to be pushed a batch at a time (snmalloc's
+     * batching): one CAS per batch instead of per buffer. One batch per slot, each slot for
+     * the owners that hash to it (bp__remote_slot_of), so a thread releasing buffers of a
+     * few owners in turn (a worker serving several event loops) fills a batch for each
+     * instead of pushing one at every change of owner. */
+    struct bp__remote_slot {
+        struct bp__thread_state *owner;
+        bp__remote_batch *batch; /* NULL until a release needs one */
+    } remote_slots[BP__REMOTE_SLOTS];
+    /* Batches of buffers allocated here and released by other threads: a push-only stack
+     * (Treiber) that other threads CAS onto and this thread takes whole with one exchange.
+     * BP__REMOTE_CLOSED while no thread owns the state. On its own cache line: other
+     * threads write it. */
+    _Alignas(BP__CACHE_LINE) _Atomic(bp__remote_batch *) remote_head;
+    _Alignas(BP__CACHE_LINE) bp__tcache tcache; /* pooled allocators only */
+    /* Views made on this thread minus views ended on it (modulo 2^64), for stats. */
+    _Atomic uint64_t view_ledger;
+    bp__recycler recycler;
+    bp__guard guard;             /* see the invariants */
+} bp__thread_state;
+
+/* Brackets a multi-step change of ts by its own thread (nestable): the fork handlers wait
+ * for it to end before the process forks. An uncontended lock, taken on slow paths only. */
+BP__INLINE void bp__state_enter(bp__thread_state *ts) { bp__guard_enter(&ts->guard); }
+
+BP__INLINE void bp__state_leave(bp__thread_state *ts) { bp__guard_leave(&ts->guard); }
+
+/* Adds to a counter that only this thread writes: a load and a store, no locked
+ * instruction, and still a clean read for other threads (relaxed atomics). */
+static inline void bp__counter_add(_Atomic uint64_t *counter, uint64_t n)
+{
+    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+/* What bp__tls_last (bytepool.h) points at when no state is cached (see thread.c). */
+extern bp__thread_state bp__no_thread_state; /* its cache is bp__tls_last's when none is cached */
+
+/* The thread state whose cache bp__tls_last holds. */
+BP__INLINE bp__thread_state *bp__tls_last_state(void)
+{
+    return (bp__thread_state *)(void *)((char *)bp__tls_last.cache - offsetof(bp__thread_state, tcache.head));
+}
+
+/* The slot for an owner's batch: its state's address hashed (Fibonacci hashing of the
+ * line number), no load. */
+BP__INLINE unsigned bp__remote_slot_of(const bp__thread_state *owner)
+{
+    uint32_t line = (uint32_t)((uintptr_t)owner / BP__CACHE_LINE);
+    return (line * 2654435769u) >> (32 - BP__REMOTE_SLOT_BITS);
+}
+
+#endif
