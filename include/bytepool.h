@@ -224,6 +224,18 @@ typedef struct bp_config {
                                    fast path is not taken). Default 0: a sole owner's
                                    release is a plain store, and such a race is undefined
                                    behaviour (see bp_release) */
+    unsigned background_purge;  /* 1: one thread of the process (started with the first
+                                   allocator that asks for it; never in a child made by
+                                   fork) wakes every quarter of the shortest decay time
+                                   (10 ms .. 1 s) and does for this allocator what its
+                                   threads' allocations otherwise drive: idle entries of the
+                                   arena caches and idle runs go back to their chunks,
+                                   emptied chunks are unmapped after chunk_decay_ms and free
+                                   pages given back after dirty_decay_ms - so a program that
+                                   releases its buffers and stops allocating gets its memory
+                                   back without another call. Thread caches stay with their
+                                   threads (bp_thread_cache_flush). Default 1; 0: only
+                                   allocations and bp_allocator_purge do it */
 } bp_config;
 
 /* dirty_decay_ms: keep free pages resident for good. */
@@ -326,11 +338,13 @@ BP_API int bp_thread_cache_trim(bp_allocator *a);
  * how many went back; errors as bp_thread_cache_trim. Thread exit does this by itself. */
 BP_API int bp_thread_cache_flush(bp_allocator *a);
 
-/* Frees every region the arenas' caches hold (see arena_cache_size), unmaps every empty
- * chunk the allocator keeps for reuse (see chunk_decay_ms) and gives every free page still
- * resident back to the OS (see dirty_decay_ms), now rather than when their time is up.
- * Thread caches are left alone (see bp_thread_cache_flush). Returns how many chunks were
- * unmapped, BP_EINVAL for NULL. */
+/* Frees every region the arenas' caches hold (see arena_cache_size) and every run they hold
+ * back (run_cache_size), gives back the empty subpage each small class keeps, unmaps every
+ * empty chunk (those kept for reuse, see chunk_decay_ms, included) and gives every free page
+ * still resident back to the OS (see dirty_decay_ms), now rather than when their time is
+ * up: with no buffer alive and the thread caches flushed, no chunk stays mapped. Thread
+ * caches are left alone (see bp_thread_cache_flush). Returns how many chunks were unmapped,
+ * BP_EINVAL for NULL. */
 BP_API int bp_allocator_purge(bp_allocator *a);
 
 /* ---------------------------------------------------------------------------------------

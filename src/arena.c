@@ -53,6 +53,7 @@ void bp__arena_destroy(bp__arena *arena)
         }
         arena->lists[b].head = NULL;
     }
+    memset(arena->pools, 0, sizeof arena->pools); /* their subpages went with the chunks */
     bp__arena_purge(arena, true);
     for (bp__huge *h = arena->huge_head; h != NULL;) {
         bp__huge *next = h->next;
@@ -231,10 +232,19 @@ static void purge_dirty_locked(bp__arena *arena, bool all, uint64_t now)
 
 /* After a run was freed: move the chunk between bands; an emptied chunk is retained for
  * reuse (or, with no decay time, handed back to unmap). Returns chunks to unmap. */
+static bp__chunk *retain_empty_locked(bp__arena *arena, bp__chunk *chunk);
+
 static bp__chunk *settle_after_free(bp__arena *arena, bp__chunk *chunk)
 {
     if (bp__chunk_list_after_free(&arena->lists[chunk->band], chunk)) return NULL;
     arena->chunks--;
+    return retain_empty_locked(arena, chunk);
+}
+
+/* An empty chunk out of the lists: retained for reuse, or (with no decay time) to unmap.
+ * Returns chunks to unmap. */
+static bp__chunk *retain_empty_locked(bp__arena *arena, bp__chunk *chunk)
+{
     if (arena->decay_ms == 0) {
         chunk->next = NULL;
         return chunk;
@@ -360,16 +370,99 @@ void bp__arena_run_cache_flush(bp__arena *arena)
     delete_chunks(doomed);
 }
 
+/* The empty subpage each small class's pool keeps for steady use (see
+ * bp__subpage_free_slot) gives its run back, so that nothing pins an otherwise empty chunk.
+ * Emptied chunks collect in arena->doomed or the retained list. */
+static void release_kept_subpages_locked(bp__arena *arena)
+{
+    for (unsigned c = 0; c < arena->sc->nsmall; c++) {
+        bp__subpage_pool *pool = &arena->pools[c];
+        bp__subpage *sp = pool->head;
+        if (pool->count != 1 || sp->nfree != sp->nslots) continue;
+        bp__subpage_pool_remove(pool, sp);
+        bp__chunk *chunk = sp->chunk;
+        chunk->subpages[sp->run_offset] = NULL;
+        bp__chunk_free_run(chunk, sp->run_offset, sp->run_pages);
+        bp__subpage_delete(sp);
+        append_chunks(&arena->doomed, settle_after_free(arena, chunk));
+    }
+}
+
+/* Chunks of qInit with every page free (qInit keeps them, as Netty's does, so that a class
+ * in steady use does not map and unmap chunks) go to the retained list like any emptied
+ * chunk. */
+static void release_empty_new_chunks_locked(bp__arena *arena)
+{
+    bp__chunk_list *list = &arena->lists[BP__Q_INIT];
+    for (bp__chunk *c = list->head; c != NULL;) {
+        bp__chunk *next = c->next;
+        if (bp__chunk_longest_free_run(c) == arena->sc->chunk_pages) {
+            bp__chunk_list_remove(list, c);
+            arena->chunks--;
+            append_chunks(&arena->doomed, retain_empty_locked(arena, c));
+        }
+        c = next;
+    }
+}
+
+/* The purge under the lock: `all`, or what has been idle long enough, where idle_ms is how
+ * long nothing was allocated from or released to the arena (0: unknown). */
+static bp__chunk *purge_locked(bp__arena *arena, bool all, uint64_t idle_ms, uint64_t now)
+{
+    if (all) run_cache_release_all_locked(arena);
+    else run_cache_release_idle_locked(arena);
+    if (all || (idle_ms > 0 && idle_ms >= arena->decay_ms)) {
+        release_kept_subpages_locked(arena);
+        release_empty_new_chunks_locked(arena);
+    }
+    bp__chunk *expired = take_expired_locked(arena, all);
+    append_chunks(&expired, take_doomed_locked(arena));
+    /* Idle for dirty_decay_ms: every free page has been free at least that long. */
+    bool all_dirty = all || (arena->dirty_decay_ms != BP_DECAY_NEVER && idle_ms > 0 && idle_ms >= arena->dirty_decay_ms);
+    bool pass_due = arena->dirty_decay_ms != BP_DECAY_NEVER && now - arena->last_dirty_pass_ms >= arena->dirty_decay_ms;
+    if (all_dirty || pass_due) purge_dirty_locked(arena, all_dirty, now);
+    return expired;
+}
+
 size_t bp__arena_purge(bp__arena *arena, bool all)
 {
     uint64_t now = now_ms();
     bp__lock_acquire(&arena->lock);
-    if (all) run_cache_release_all_locked(arena);
-    else run_cache_release_idle_locked(arena);
-    bp__chunk *expired = take_expired_locked(arena, all);
-    append_chunks(&expired, take_doomed_locked(arena));
-    bool pass_due = arena->dirty_decay_ms != BP_DECAY_NEVER && now - arena->last_dirty_pass_ms >= arena->dirty_decay_ms;
-    if (all || pass_due) purge_dirty_locked(arena, all, now);
+    bp__chunk *expired = purge_locked(arena, all, 0, now);
+    bp__lock_release(&arena->lock);
+    return delete_chunks(expired);
+}
+
+/* Every allocation and release the arena has counted. */
+static uint64_t operations_locked(const bp__arena *arena)
+{
+    uint64_t n = 0;
+    for (unsigned k = 0; k < BP__NKINDS; k++) n += arena->allocations[k] + arena->deallocations[k];
+    return n;
+}
+
+bool bp__arena_idle(bp__arena *arena, uint64_t *idle_ms)
+{
+    uint64_t now = now_ms();
+    bp__lock_acquire(&arena->lock);
+    uint64_t ops = operations_locked(arena);
+    bool idle = ops == arena->idle_ops;
+    if (!idle) {
+        arena->idle_ops = ops;
+        arena->idle_since_ms = now;
+    }
+    *idle_ms = now - arena->idle_since_ms;
+    bp__lock_release(&arena->lock);
+    return idle;
+}
+
+size_t bp__arena_purge_idle(bp__arena *arena, uint64_t idle_ms)
+{
+    uint64_t now = now_ms();
+    bp__lock_acquire(&arena->lock);
+    bp__chunk *expired = purge_locked(arena, false, idle_ms > 0 ? idle_ms : 1, now);
+    /* What the purge itself gave back is no sign of life. */
+    arena->idle_ops = operations_locked(arena);
     bp__lock_release(&arena->lock);
     return delete_chunks(expired);
 }

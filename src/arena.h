@@ -146,6 +146,8 @@ typedef struct bp__arena {
                              none); see bp__arena_configure_caches */
     bp__object_link *loose_objects; /* objects whose held runs went back to their chunks,
                              for the buffer layer to take back */
+    uint64_t idle_ops;    /* operations counted at the last bp__arena_idle ... */
+    uint64_t idle_since_ms; /* ... and when that count last changed */
 } __attribute__((aligned(BP__CACHE_LINE))) bp__arena;
 
 /* run_cache_size: capacity of each normal class's run cache (0: none). */
@@ -221,11 +223,23 @@ void bp__regions_free_batch(const bp__size_classes *sc, unsigned cls, const bp__
                             unsigned n);
 
 /* Gives the run cache's runs back to their chunks: all of them, or those idle since the
- * last call (the low-water mark). Then unmaps retained empty chunks: all of them, or only
- * those empty for decay_ms or more. Then, with `all` or when dirty_decay_ms has passed
- * since the last pass, purges the free pages of the chunks in use: all of them, or those
- * free since the last pass. Returns how many chunks were unmapped. */
+ * last call (the low-water mark); with `all`, also the empty subpage each small class keeps.
+ * Then unmaps retained empty chunks: all of them, or only those empty for decay_ms or more.
+ * Then, with `all` or when dirty_decay_ms has passed since the last pass, purges the free
+ * pages of the chunks in use: all of them, or those free since the last pass. Returns how
+ * many chunks were unmapped. */
 size_t bp__arena_purge(bp__arena *arena, bool all);
+
+/* Whether nothing was allocated from or released to the arena since the last call (or the
+ * last bp__arena_purge_idle); *idle_ms: for how long. For the background purge, which
+ * leaves busy arenas to the purges their threads' allocations drive. */
+bool bp__arena_idle(bp__arena *arena, uint64_t *idle_ms);
+
+/* bp__arena_purge(arena, false) for an arena idle for idle_ms: in addition, once idle for
+ * dirty_decay_ms every free page goes back (each has been free that long), and once idle
+ * for chunk_decay_ms the empty subpage each small class keeps gives its run back. What
+ * this purge releases does not count as activity for bp__arena_idle. */
+size_t bp__arena_purge_idle(bp__arena *arena, uint64_t idle_ms);
 
 /* Gives every run in the run cache back to its chunk (an arena nobody is bound to). */
 void bp__arena_run_cache_flush(bp__arena *arena);

@@ -45,6 +45,7 @@ static const setting settings[] = {
      KIND_SIZE},
     {"run_cache_size", "BYTEPOOL_RUN_CACHE_SIZE", offsetof(bp_config, run_cache_size), KIND_UNSIGNED},
     {"release_check", "BYTEPOOL_RELEASE_CHECK", offsetof(bp_config, release_check), KIND_UNSIGNED},
+    {"background_purge", "BYTEPOOL_BACKGROUND_PURGE", offsetof(bp_config, background_purge), KIND_UNSIGNED},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -92,6 +93,9 @@ void bp_config_init(bp_config *cfg)
     /* Off: a sole owner's release stays a plain store; a compare-and-set on every last
      * release costs bursts of allocations and releases too much (docs/design.md). */
     cfg->release_check = 0;
+    /* On: memory follows live bytes without the program calling anything (a thread that
+     * wakes a few times a second; docs/design.md, Returning memory). */
+    cfg->background_purge = 1;
 }
 
 /* Why setting `s` is invalid in `cfg` (NULL when it is fine). */
@@ -128,7 +132,7 @@ static const char *setting_problem(const bp_config *cfg, const setting *s)
         if (v < 1 || v > (1u << 30)) return "must be between 1 and 1073741824";
     } else if (s->offset == offsetof(bp_config, arena_cache_max_bytes)) {
         if (v > ((size_t)1 << 30)) return "must not exceed 1 GiB";
-    } else if (s->offset == offsetof(bp_config, release_check)) {
+    } else if (s->offset == offsetof(bp_config, release_check) || s->offset == offsetof(bp_config, background_purge)) {
         if (v > 1) return "must be 0 (off) or 1 (on)";
     }
     return NULL;

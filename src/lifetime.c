@@ -6,6 +6,7 @@
  */
 #include "allocator.h"
 #include "os.h"
+#include "purger.h"
 #include "thread.h"
 
 #include <stdio.h>
@@ -131,6 +132,7 @@ static void release_vanished_states(bp_allocator *a)
 static void fork_child(void)
 {
     fork_unlock(BP__FORK_CHILD);
+    bp__purger_atfork_child();
     pthread_mutex_lock(&bp__registry_lock);
     for (bp_allocator *a = bp__live_allocators; a != NULL; a = a->next_live) release_vanished_states(a);
     pthread_mutex_unlock(&bp__registry_lock);
@@ -183,6 +185,9 @@ static bp_allocator *allocator_create(const bp_config *cfg, bool pooled, int *er
     }
     if (cfg->leak_detection != BP_LEAK_DISABLED) track_allocator(a);
     bp__registry_add(a);
+    /* Without the thread the allocator still works: its allocations drive the purges, and
+     * the next scheduled trim tries again. */
+    if (pooled && cfg->background_purge && bp__purger_ensure()) bp__purger_wake();
     if (err != NULL) *err = 0;
     return a;
 

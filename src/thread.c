@@ -5,6 +5,8 @@
  */
 #include "thread.h"
 
+#include "purger.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -218,6 +220,8 @@ BP__NOINLINE bp_buf *bp__thread_object_refill(bp__thread_state *ts)
 
 BP__NOINLINE void bp__thread_maintain(bp__thread_state *ts)
 {
+    /* Not running when it could not be started: this is its next chance. */
+    if (ts->allocator->config.background_purge) bp__purger_ensure();
     bp__state_enter(ts);
     bp__remote_flush(ts);
     bp__tcache_scheduled_trim(&ts->tcache);

@@ -45,6 +45,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.arena_cache_max_bytes, 16 << 20);
     assert_int_equal(cfg.run_cache_size, 1024);
     assert_int_equal(cfg.release_check, 0);
+    assert_int_equal(cfg.background_purge, 1);
     char why[128] = "";
     assert_int_equal(bp_config_validate(&cfg, why, sizeof why), 0);
 }
@@ -116,6 +117,9 @@ static void test_invalid_settings_are_named(void **state)
     cfg.release_check = 2;
     expect_invalid(&cfg, "release_check=2: must be 0 (off) or 1 (on)");
     cfg.release_check = 1;
+    cfg.background_purge = 2;
+    expect_invalid(&cfg, "background_purge=2: must be 0 (off) or 1 (on)");
+    cfg.background_purge = 0;
     assert_int_equal(bp_config_validate(&cfg, NULL, 0), 0);
     assert_int_equal(bp_config_validate(NULL, NULL, 0), BP_EINVAL);
 }
@@ -137,6 +141,7 @@ static void test_env_values_are_parsed(void **state)
     setenv("BYTEPOOL_ARENA_CACHE_MAX_BYTES", "2M", 1);
     setenv("BYTEPOOL_RUN_CACHE_SIZE", "5", 1);
     setenv("BYTEPOOL_RELEASE_CHECK", "1", 1);
+    setenv("BYTEPOOL_BACKGROUND_PURGE", "0", 1);
     bp_config cfg;
     char why[160] = "";
     assert_int_equal(bp_config_from_env(&cfg, why, sizeof why), 0);
@@ -155,6 +160,7 @@ static void test_env_values_are_parsed(void **state)
     assert_int_equal(cfg.arena_cache_max_bytes, 2 << 20);
     assert_int_equal(cfg.run_cache_size, 5);
     assert_int_equal(cfg.release_check, 1);
+    assert_int_equal(cfg.background_purge, 0);
     setenv("BYTEPOOL_CHUNK_SIZE", "1g", 1);
     assert_int_equal(bp_config_from_env(&cfg, why, sizeof why), 0);
     assert_int_equal(cfg.chunk_size, 1 << 30);

@@ -20,6 +20,7 @@ static bp_allocator *allocator_caching(unsigned small, unsigned normal, size_t m
     cfg.cache_trim_interval = trim_interval;
     cfg.arena_cache_size = arena_cache;
     cfg.arena_cache_max_bytes = arena_cache_bytes;
+    cfg.background_purge = 0; /* the counts below are the allocations' doing alone */
     bp_allocator *a = bp_allocator_new(&cfg, NULL);
     assert_non_null(a);
     return a;

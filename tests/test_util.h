@@ -19,6 +19,33 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#if defined(__has_include)
+#  if __has_include(<valgrind/valgrind.h>)
+#    include <valgrind/valgrind.h>
+#  endif
+#endif
+#ifndef RUNNING_ON_VALGRIND
+#  define RUNNING_ON_VALGRIND 0
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#  define UNDER_SANITIZER 1
+#elif defined(__has_feature)
+#  if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#    define UNDER_SANITIZER 1
+#  endif
+#endif
+#ifndef UNDER_SANITIZER
+#  define UNDER_SANITIZER 0
+#endif
+
+/* Whether this run is slowed down (sanitizers, Valgrind, BP_TEST_SCALE=tsan): long loops
+ * then run a fraction of their iterations. */
+static inline bool slowed_down(void)
+{
+    const char *scale = getenv("BP_TEST_SCALE");
+    return UNDER_SANITIZER || RUNNING_ON_VALGRIND || (scale != NULL && strcmp(scale, "tsan") == 0);
+}
+
 /* Records the last misuse report instead of aborting. */
 typedef struct misuse_record {
     int count;

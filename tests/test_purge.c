@@ -1,0 +1,235 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Memory back to the OS: the background purge of a program that released everything and
+ * makes no further call, and bp_allocator_purge with nothing live.
+ */
+#include "allocator.h"
+#include "purger.h"
+#include "test_util.h"
+
+#include <pthread.h>
+#include <time.h>
+#include <unistd.h>
+
+static bp_allocator *allocator_with(unsigned background_purge, unsigned decay_ms)
+{
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.chunk_decay_ms = decay_ms;
+    cfg.dirty_decay_ms = decay_ms;
+    cfg.background_purge = background_purge;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    return a;
+}
+
+static bp_allocator_stats stats_of(bp_allocator *a)
+{
+    bp_allocator_stats s;
+    assert_int_equal(bp_allocator_get_stats(a, &s, sizeof s), 0);
+    return s;
+}
+
+/* Resident bytes of this process (/proc/self/statm). */
+static size_t resident_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    assert_non_null(f);
+    unsigned long size, resident;
+    assert_int_equal(fscanf(f, "%lu %lu", &size, &resident), 2);
+    fclose(f);
+    return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&t, &t) != 0) {}
+}
+
+enum { NBUFS = 600 };
+
+/* Sizes from 64 B to 1 MiB, mostly above what thread caches keep, every byte written. */
+static size_t fill(bp_allocator *a, bp_buf **bufs)
+{
+    static const size_t sizes[] = {64, 1000, 40 * 1024, 64 * 1024, 100 * 1024, 200 * 1024, 1024 * 1024};
+    size_t total = 0;
+    for (int i = 0; i < NBUFS; i++) {
+        size_t n = sizes[i % 7];
+        bufs[i] = bp_alloc_ex(a, n, n, NULL);
+        assert_non_null(bufs[i]);
+        assert_int_equal(bp_write_zero(bufs[i], n), 0);
+        total += n;
+    }
+    return total;
+}
+
+/* Polls until the arenas hold no retained chunk, no dirty page and nothing in their caches,
+ * for up to `ms`; returns the milliseconds it took, or -1. */
+static long wait_until_purged(bp_allocator *a, unsigned ms)
+{
+    for (unsigned waited = 0; waited <= ms; waited += 20) {
+        bp_allocator_stats s = stats_of(a);
+        if (s.retained_chunks == 0 && s.dirty_bytes == 0 && s.arena_cached_bytes == 0 && s.arena_cached_run_bytes == 0)
+            return (long)waited;
+        sleep_ms(20);
+    }
+    return -1;
+}
+
+/* The issue's goal: released, no further call (reading statistics aside), and within the
+ * decay time plus a second the memory is back. */
+static void test_background_purge_returns_memory_with_no_further_call(void **state)
+{
+    (void)state;
+    bp_allocator *a = allocator_with(1, 200);
+    bp_buf **bufs = calloc(NBUFS, sizeof *bufs);
+    size_t before = resident_bytes();
+    size_t live = fill(a, bufs);
+    size_t peak = resident_bytes();
+    if (!slowed_down()) assert_true(peak - before >= live / 2); /* the buffers' pages are resident */
+    for (int i = 0; i < NBUFS; i++) assert_int_equal(bp_release(bufs[i]), 1);
+    /* What may stay is the thread cache's (at most its bins' worth of 64 B, 1000 B and
+     * 40 KiB buffers), a little metadata, and 10 % of the peak. */
+    bp_allocator_stats s = stats_of(a);
+    assert_true(s.cached_bytes <= 256 * (64 + 1024) + 64 * 40 * 1024);
+    size_t allowed = (peak - before) / 10 + s.cached_bytes;
+    unsigned waited = 0;
+    /* Resident memory is the sanitizers' and Valgrind's too (shadow, redzones): there the
+     * arenas' own account tells. */
+    while (!slowed_down() && resident_bytes() - before > allowed && waited < 200 + 1000) {
+        sleep_ms(20);
+        waited += 20;
+    }
+    if (!slowed_down()) assert_true(resident_bytes() - before <= allowed);
+    assert_true(wait_until_purged(a, slowed_down() ? 5000 : 200 + 1000 - waited) >= 0);
+    assert_true(bp__purger_passes() > 0);
+    free(bufs);
+    bp_allocator_destroy(a);
+}
+
+/* Without it, the same program keeps the memory (the check above can fail). */
+static void test_without_background_purge_memory_stays(void **state)
+{
+    (void)state;
+    bp_allocator *a = allocator_with(0, 200);
+    bp_buf **bufs = calloc(NBUFS, sizeof *bufs);
+    fill(a, bufs);
+    for (int i = 0; i < NBUFS; i++) assert_int_equal(bp_release(bufs[i]), 1);
+    assert_int_equal(wait_until_purged(a, 600), -1);
+    bp_allocator_stats s = stats_of(a);
+    assert_true(s.dirty_bytes + s.retained_chunks * s.chunk_size + s.arena_cached_run_bytes > 0);
+    assert_true(bp_allocator_purge(a) >= 0); /* the call does it at once */
+    assert_true(wait_until_purged(a, 0) == 0);
+    free(bufs);
+    bp_allocator_destroy(a);
+}
+
+/* A busy arena is its threads' business: the background purge leaves it alone (its
+ * purges come from the allocations' clock). */
+static void test_background_purge_leaves_busy_arenas_alone(void **state)
+{
+    (void)state;
+    bp_allocator *a = allocator_with(1, 40);
+    bp__arena *arena = &a->arenas[0];
+    uint64_t idle_ms;
+    bp_release(bp_alloc(a, 64 * 1024));
+    assert_false(bp__arena_idle(arena, &idle_ms)); /* it just released */
+    assert_true(bp__arena_idle(arena, &idle_ms));  /* nothing since */
+    bp_release(bp_alloc(a, 64 * 1024));
+    assert_false(bp__arena_idle(arena, &idle_ms));
+    assert_true(idle_ms == 0);
+    bp_allocator_destroy(a);
+}
+
+static void *churn(void *arg)
+{
+    bp_allocator *a = arg;
+    bp_buf *bufs[256];
+    for (int round = 0; round < 20; round++) {
+        for (int i = 0; i < 256; i++) {
+            size_t n = (size_t)16 << (i % 14); /* 16 B .. 128 KiB: small classes and runs */
+            bufs[i] = bp_alloc_ex(a, n, n, NULL);
+            assert_non_null(bufs[i]);
+            bp_write_zero(bufs[i], n);
+        }
+        for (int i = 0; i < 256; i++) bp_release(bufs[i]);
+    }
+    return NULL;
+}
+
+/* 16 threads end with nothing live; one purge later no chunk stays mapped (each small
+ * class's kept empty subpage used to pin one). */
+static void test_purge_with_nothing_live_unmaps_the_chunks(void **state)
+{
+    (void)state;
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 4;
+    cfg.background_purge = 0;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    pthread_t threads[16];
+    for (int i = 0; i < 16; i++) assert_int_equal(pthread_create(&threads[i], NULL, churn, a), 0);
+    for (int i = 0; i < 16; i++) pthread_join(threads[i], NULL);
+    bp_allocator_stats s = stats_of(a);
+    assert_int_equal(s.active_buffers, 0);
+    assert_true(s.chunks > 0);
+    assert_true(bp_allocator_purge(a) > 0);
+    s = stats_of(a);
+    assert_int_equal(s.chunks, 0);
+    assert_int_equal(s.retained_chunks, 0);
+    assert_int_equal(s.mapped_bytes, 0);
+    assert_true(bp__arena_check(&a->arenas[0]));
+    /* And the arenas work as before. */
+    bp_buf *b = bp_alloc(a, 100);
+    assert_non_null(b);
+    assert_int_equal(bp_write_i32(b, 7), 0);
+    bp_release(b);
+    bp_allocator_destroy(a);
+}
+
+static void child_starts_no_thread(void)
+{
+    bp_allocator *mine = allocator_with(1, 100);
+    bp_buf **bufs = calloc(NBUFS, sizeof *bufs);
+    fill(mine, bufs);
+    for (int i = 0; i < NBUFS; i++) bp_release(bufs[i]);
+    free(bufs);
+    uint64_t passes = bp__purger_passes();
+    sleep_ms(300);
+    if (bp__purger_passes() != passes) _exit(3); /* a thread ran here */
+    if (wait_until_purged(mine, 0) == 0) _exit(4);   /* and did the purge */
+    if (bp_allocator_purge(mine) < 0 || wait_until_purged(mine, 0) != 0) _exit(5);
+    bp_allocator_destroy(mine);
+}
+
+/* A child of a process with the thread (so, multi-threaded) must not create threads: it
+ * gets none, and purges when it calls or allocates. */
+static void test_a_forked_child_starts_no_purge_thread(void **state)
+{
+    (void)state;
+    bp_allocator *parent = allocator_with(1, 100); /* the parent's thread runs */
+    uint64_t passes = bp__purger_passes();
+    for (int waited = 0; bp__purger_passes() == passes && waited < 2000; waited += 10) sleep_ms(10);
+    assert_true(bp__purger_passes() > passes);
+    char err[4096];
+    int status = run_child(child_starts_no_thread, err, sizeof err);
+    if (exit_code(status) != 0) fprintf(stderr, "child: status %d, stderr: %s\n", status, err);
+    assert_int_equal(exit_code(status), 0);
+    bp_allocator_destroy(parent);
+}
+
+int main(int argc, char **argv)
+{
+    test_filters(argc, argv);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_background_purge_returns_memory_with_no_further_call),
+        cmocka_unit_test(test_without_background_purge_memory_stays),
+        cmocka_unit_test(test_background_purge_leaves_busy_arenas_alone),
+        cmocka_unit_test(test_purge_with_nothing_live_unmaps_the_chunks),
+        cmocka_unit_test(test_a_forked_child_starts_no_purge_thread),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
