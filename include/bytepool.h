@@ -407,6 +407,8 @@ typedef struct bp_arena_stats {
     size_t cached_bytes;      /* their regions' bytes (still counted in active_bytes) */
     size_t cached_runs;       /* freed runs held back from their chunks (run_cache_size) */
     size_t cached_run_bytes;  /* their bytes (not active; their chunks count them as used) */
+    size_t free_page_bytes;   /* free pages of the chunks in use, resident (dirty) or not */
+    size_t free_slot_bytes;   /* free slots of the subpages in use (small classes) */
 } bp_arena_stats;
 
 /* Counters of a whole allocator: the arenas summed, plus settings. */
@@ -436,6 +438,14 @@ typedef struct bp_allocator_stats {
     size_t arena_cached_run_bytes; /* their bytes (not active, but out of the chunks) */
     uint64_t active_views;    /* live views (plain and retained; not counted in
                                  active_buffers): each holds a bp_buf object until it ends */
+    /* Where mapped memory goes. For a pooled allocator, at a moment no thread allocates or
+     * releases: mapped_bytes == active_bytes (live buffers) + cached_bytes +
+     * arena_cached_bytes + arena_cached_run_bytes (caches) + free_slot_bytes + free_page_bytes
+     * (fragmentation inside chunks) + retained_chunks x chunk_size (empty chunks kept). */
+    size_t free_page_bytes;   /* free pages of the chunks in use (dirty_bytes of them resident) */
+    size_t free_slot_bytes;   /* free slots of the subpages in use */
+    size_t object_bytes;      /* bookkeeping outside mapped_bytes: bp_buf slabs and thread
+                                 states (malloc'ed) */
 } bp_allocator_stats;
 
 /* Copies the allocator's counters into *out. `out_size` is sizeof(*out) as the caller

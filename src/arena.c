@@ -751,8 +751,13 @@ void bp__arena_get_stats(bp__arena *arena, bp_arena_stats *out)
     out->cached_runs = arena->run_cache_entries;
     out->cached_run_bytes = arena->run_cache_bytes;
     for (unsigned b = 0; b < BP__NBANDS; b++)
-        for (bp__chunk *c = arena->lists[b].head; c != NULL; c = c->next)
+        for (bp__chunk *c = arena->lists[b].head; c != NULL; c = c->next) {
             out->dirty_bytes += c->dirty_pages << arena->sc->page_shift;
+            out->free_page_bytes += c->free_bytes;
+        }
+    for (unsigned cls = 0; cls < arena->sc->nsmall; cls++)
+        for (const bp__subpage *sp = arena->pools[cls].head; sp != NULL; sp = sp->next)
+            out->free_slot_bytes += (size_t)sp->nfree * sp->slot_size;
     for (unsigned b = 0; b < BP__NBANDS; b++) out->chunks_in_band[b] = arena->lists[b].count;
     bp__lock_release(&arena->lock);
     out->active_small = out->allocations_small - out->deallocations_small;

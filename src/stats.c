@@ -57,6 +57,8 @@ int bp_allocator_get_stats(const bp_allocator *a, bp_allocator_stats *out, size_
             full.arena_cached_bytes += s.cached_bytes;
             full.arena_cached_runs += s.cached_runs;
             full.arena_cached_run_bytes += s.cached_run_bytes;
+            full.free_page_bytes += s.free_page_bytes;
+            full.free_slot_bytes += s.free_slot_bytes;
         }
     } else {
         full.allocations = atomic_load(&mutable_a->unpooled_allocations);
@@ -71,7 +73,11 @@ int bp_allocator_get_stats(const bp_allocator *a, bp_allocator_stats *out, size_
     full.remote_releases = a->remote_releases_exited;
     full.remote_drained = a->remote_drained_exited;
     uint64_t views = a->views_active_exited + atomic_load_explicit(&mutable_a->view_ledger_stateless, memory_order_relaxed);
+    size_t slabs = 0;
+    for (const bp__buf_slab *slab = a->objects.slabs; slab != NULL; slab = slab->next) slabs++;
+    full.object_bytes = slabs * sizeof(bp__buf_slab);
     for (bp__thread_state *ts = a->threads; ts != NULL; ts = ts->next) {
+        full.object_bytes += sizeof *ts;
         active += atomic_load_explicit(&ts->tcache.ledger, memory_order_relaxed);
         views += atomic_load_explicit(&ts->view_ledger, memory_order_relaxed);
         full.remote_releases += atomic_load_explicit(&ts->remote_releases, memory_order_relaxed);
@@ -227,8 +233,10 @@ static void write_text(const bp_allocator *a, const picture *pp, FILE *out)
         fprintf(out, "  %llu buffers alive, %llu views, %zu bytes in use, %zu bytes mapped (chunks in use: %zu, retained empty: %zu, plus huge mappings)\n",
                 (unsigned long long)s->active_buffers, (unsigned long long)s->active_views, s->active_bytes,
                 s->mapped_bytes, s->chunks, s->retained_chunks);
-        fprintf(out, "  %zu bytes free in chunks and still resident, %llu bytes given back to the OS by purging\n",
-                s->dirty_bytes, (unsigned long long)s->purged_bytes);
+        fprintf(out, "  free inside chunks: %zu bytes of pages (%zu of them still resident), %zu bytes of small slots; "
+                     "%llu bytes given back to the OS by purging; %zu bytes of bookkeeping outside\n",
+                s->free_page_bytes, s->dirty_bytes, s->free_slot_bytes, (unsigned long long)s->purged_bytes,
+                s->object_bytes);
         fprintf(out, "  %u threads, %u thread caches: %zu regions (%zu bytes) cached; %llu hits, %llu misses, %llu trims\n",
                 s->threads, s->thread_caches, s->cached_entries, s->cached_bytes, (unsigned long long)s->cache_hits,
                 (unsigned long long)s->cache_misses, (unsigned long long)s->cache_trims);
@@ -282,7 +290,8 @@ static void write_json(const bp_allocator *a, const picture *pp, FILE *out)
             "\"thread_caches\": %u, \"cached_entries\": %zu, \"cached_bytes\": %zu, \"cache_hits\": %llu, "
             "\"cache_misses\": %llu, \"cache_trims\": %llu, \"remote_releases\": %llu, \"remote_drained\": %llu, "
             "\"dirty_bytes\": %zu, \"purged_bytes\": %llu, \"arena_cached_entries\": %zu, \"arena_cached_bytes\": %zu, "
-            "\"arena_cached_runs\": %zu, \"arena_cached_run_bytes\": %zu},\n",
+            "\"arena_cached_runs\": %zu, \"arena_cached_run_bytes\": %zu, \"free_page_bytes\": %zu, "
+            "\"free_slot_bytes\": %zu, \"object_bytes\": %zu},\n",
             a->pooled ? "true" : "false", s->arenas, s->page_size, s->chunk_size, s->mapped_bytes, s->active_bytes,
             (unsigned long long)s->active_buffers, (unsigned long long)s->active_views, s->chunks, s->retained_chunks,
             (unsigned long long)s->allocations,
@@ -290,7 +299,7 @@ static void write_json(const bp_allocator *a, const picture *pp, FILE *out)
             (unsigned long long)s->cache_hits, (unsigned long long)s->cache_misses, (unsigned long long)s->cache_trims,
             (unsigned long long)s->remote_releases, (unsigned long long)s->remote_drained, s->dirty_bytes,
             (unsigned long long)s->purged_bytes, s->arena_cached_entries, s->arena_cached_bytes, s->arena_cached_runs,
-            s->arena_cached_run_bytes);
+            s->arena_cached_run_bytes, s->free_page_bytes, s->free_slot_bytes, s->object_bytes);
     fprintf(out, " \"arenas\": [");
     for (unsigned i = 0; i < p.narenas; i++) {
         const arena_picture *ap = &p.arenas[i];
@@ -301,7 +310,7 @@ static void write_json(const bp_allocator *a, const picture *pp, FILE *out)
                 "\"active\": {\"small\": %llu, \"normal\": %llu, \"huge\": %llu}, \"active_bytes\": %zu, "
                 "\"huge_mapped_bytes\": %zu, \"chunks\": %zu, \"retained_chunks\": %zu, \"dirty_bytes\": %zu, "
                 "\"purged_bytes\": %llu, \"cached_entries\": %zu, \"cached_bytes\": %zu, \"cached_runs\": %zu, "
-                "\"cached_run_bytes\": %zu,\n   \"chunk_lists\": [",
+                "\"cached_run_bytes\": %zu, \"free_page_bytes\": %zu, \"free_slot_bytes\": %zu,\n   \"chunk_lists\": [",
                 i ? "," : "", i, as->threads, (unsigned long long)as->allocations_small,
                 (unsigned long long)as->allocations_normal, (unsigned long long)as->allocations_huge,
                 (unsigned long long)as->deallocations_small, (unsigned long long)as->deallocations_normal,
@@ -309,7 +318,7 @@ static void write_json(const bp_allocator *a, const picture *pp, FILE *out)
                 (unsigned long long)as->active_normal, (unsigned long long)as->active_huge, as->active_bytes,
                 as->huge_mapped_bytes, as->chunks, as->retained_chunks, as->dirty_bytes,
                 (unsigned long long)as->purged_bytes, as->cached_entries, as->cached_bytes, as->cached_runs,
-                as->cached_run_bytes);
+                as->cached_run_bytes, as->free_page_bytes, as->free_slot_bytes);
         for (unsigned b = 0; b < BP_CHUNK_BANDS; b++) {
             fprintf(out, "%s{\"band\": \"%s\", \"chunks\": [", b ? ", " : "", band_names[b]);
             bool first = true;

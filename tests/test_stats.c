@@ -197,13 +197,18 @@ static void test_text_and_json_dumps(void **state)
     snprintf(line, sizeof line, "cache %zu (%zu B); runs held 1 (1048576 B); chunks 1", s.arena_cached_entries,
              s.arena_cached_bytes);
     expect(text, line);
+    snprintf(line, sizeof line,
+             "free inside chunks: %zu bytes of pages (%zu of them still resident), %zu bytes of small slots; ",
+             s.free_page_bytes, s.dirty_bytes, s.free_slot_bytes);
+    expect(text, line);
     free(text);
     json = dump(a, true);
     assert_true(json_well_formed(json));
     snprintf(line, sizeof line,
              "\"arena_cached_entries\": %zu, \"arena_cached_bytes\": %zu, \"arena_cached_runs\": 1, "
-             "\"arena_cached_run_bytes\": 1048576}",
-             s.arena_cached_entries, s.arena_cached_bytes);
+             "\"arena_cached_run_bytes\": 1048576, \"free_page_bytes\": %zu, \"free_slot_bytes\": %zu, "
+             "\"object_bytes\": %zu}",
+             s.arena_cached_entries, s.arena_cached_bytes, s.free_page_bytes, s.free_slot_bytes, s.object_bytes);
     expect(json, line);
     snprintf(line, sizeof line,
              "\"cached_entries\": %zu, \"cached_bytes\": %zu, \"cached_runs\": 1, \"cached_run_bytes\": 1048576,",
@@ -223,10 +228,73 @@ static void test_text_and_json_dumps(void **state)
     bp_allocator_destroy(a);
 }
 
+/* The parts of mapped memory the stats name add up to it exactly, whatever mix of sizes is
+ * live and whatever sits in caches (thread, arena, runs), freed pages, freed slots and
+ * retained chunks. */
+static void assert_parts_add_up(bp_allocator *a, const char *when)
+{
+    bp_allocator_stats s;
+    assert_int_equal(bp_allocator_get_stats(a, &s, sizeof s), 0);
+    size_t parts = s.active_bytes + s.cached_bytes + s.arena_cached_bytes + s.arena_cached_run_bytes +
+                   s.free_slot_bytes + s.free_page_bytes + s.retained_chunks * s.chunk_size;
+    if (parts != s.mapped_bytes)
+        fail_msg("%s: mapped %zu != live %zu + thread caches %zu + arena caches %zu + runs held %zu + free slots "
+                 "%zu + free pages %zu + retained %zu x %zu",
+                 when, s.mapped_bytes, s.active_bytes, s.cached_bytes, s.arena_cached_bytes, s.arena_cached_run_bytes,
+                 s.free_slot_bytes, s.free_page_bytes, s.retained_chunks, s.chunk_size);
+    assert_true(s.dirty_bytes <= s.free_page_bytes);
+}
+
+static void test_mapped_bytes_are_accounted_for(void **state)
+{
+    (void)state;
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.background_purge = 0; /* nothing moves between the reads */
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    enum { SLOTS = 3000 };
+    bp_buf **live = calloc(SLOTS, sizeof *live);
+    uint64_t rng = 42;
+    assert_parts_add_up(a, "empty");
+    for (int step = 0; step < 60000; step++) {
+        size_t i = test_rand(&rng) % SLOTS;
+        if (live[i] != NULL) {
+            bp_release(live[i]);
+            live[i] = NULL;
+        } else {
+            uint64_t r = test_rand(&rng);
+            /* 70 % up to 1 KiB, 25 % up to 64 KiB, 5 % up to 8 MiB (huge above the chunk) */
+            size_t n = r % 100 < 70 ? 1 + r % 1024 : r % 100 < 95 ? 1 + r % 65536 : 1 + r % (8 << 20);
+            live[i] = bp_alloc_ex(a, n, n, NULL);
+            assert_non_null(live[i]);
+        }
+        if (step % 5000 == 0) assert_parts_add_up(a, "mixed");
+    }
+    assert_parts_add_up(a, "after the mix");
+    bp_allocator_stats mid;
+    assert_int_equal(bp_allocator_get_stats(a, &mid, sizeof mid), 0);
+    assert_true(mid.object_bytes >= 64 * 3 * 64); /* at least a slab: 64 objects of three 64 B lines */
+    assert_true(mid.free_slot_bytes > 0 && mid.free_page_bytes > 0 && mid.active_bytes > 0);
+    for (size_t i = 0; i < SLOTS; i++) bp_release(live[i]);
+    assert_parts_add_up(a, "all released");
+    bp_thread_cache_flush(a);
+    assert_parts_add_up(a, "thread cache flushed");
+    assert_true(bp_allocator_purge(a) >= 0);
+    assert_parts_add_up(a, "purged");
+    bp_allocator_stats s;
+    assert_int_equal(bp_allocator_get_stats(a, &s, sizeof s), 0);
+    assert_int_equal(s.mapped_bytes, 0);
+    free(live);
+    bp_allocator_destroy(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chunk_stats),
+        cmocka_unit_test(test_mapped_bytes_are_accounted_for),
         cmocka_unit_test(test_class_stats),
         cmocka_unit_test(test_thread_cache_stats),
         cmocka_unit_test(test_errors),
