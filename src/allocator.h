@@ -40,6 +40,7 @@ struct bp_allocator {
     uint64_t remote_releases_exited, remote_drained_exited;
     uint64_t views_active_exited;   /* the view ledgers of threads that have exited */
     _Atomic uint64_t view_ledger_stateless; /* views ended where no thread state could be had */
+    atomic_bool vanished_states; /* some state is marked vanished (see bp__thread_states_reap) */
     bp__leak_tracker leak;
     struct bp_allocator *next_tracked; /* in the list of allocators reported at exit */
     struct bp_allocator *next_live;    /* in the registry (bp__registry_lock) */

@@ -112,21 +112,26 @@ static void fork_unlock(int when)
 
 static void fork_parent(void) { fork_unlock(BP__FORK_PARENT); }
 
-/* In the child: the states in use by threads other than this one are released as at their
- * exit. Their caches are whole (no thread was inside a multi-step change); only an inline
- * release may have been caught between pushing a buffer into a bin and storing its count
- * 0: every cached buffer gets count 0, as the cache's invariants have it. */
-static void release_vanished_states(bp_allocator *a)
+/* In the child: the states in use by threads other than this one are marked vanished, to be
+ * released as at their exit by the child's next call that can afford it
+ * (bp__thread_states_reap): a fork handler must not allocate or free. Their caches are whole
+ * (no thread was inside a multi-step change); only an inline release may have been caught
+ * between pushing a buffer into a bin and storing its count 0: every cached buffer gets
+ * count 0, as the cache's invariants have it. */
+static void mark_vanished_states(bp_allocator *a)
 {
     bp__thread_state *mine = pthread_getspecific(a->thread_key);
+    bool any = false;
     for (bp__thread_state *ts = a->threads; ts != NULL; ts = ts->next) {
         if (!ts->in_use || ts == mine) continue;
         for (unsigned c = 0; ts->arena != NULL && c < ts->tcache.head.ncacheable; c++) {
             bp__tcache_bin *bin = &ts->tcache.head.bins[c];
             for (uint32_t i = 0; i < bp__bin_count(bin); i++) BP__REFCNT_STORE(bin->entries[i], 0, __ATOMIC_RELAXED);
         }
-        bp__thread_state_end(ts);
+        ts->vanished = true;
+        any = true;
     }
+    atomic_store_explicit(&a->vanished_states, any, memory_order_relaxed);
 }
 
 static void fork_child(void)
@@ -134,7 +139,7 @@ static void fork_child(void)
     fork_unlock(BP__FORK_CHILD);
     bp__purger_atfork_child();
     pthread_mutex_lock(&bp__registry_lock);
-    for (bp_allocator *a = bp__live_allocators; a != NULL; a = a->next_live) release_vanished_states(a);
+    for (bp_allocator *a = bp__live_allocators; a != NULL; a = a->next_live) mark_vanished_states(a);
     pthread_mutex_unlock(&bp__registry_lock);
 }
 
@@ -302,6 +307,7 @@ int bp_allocator_is_pooled(const bp_allocator *a)
 int bp_thread_cache_trim(bp_allocator *a)
 {
     if (a == NULL) return bp__misuse(BP_EINVAL, __func__, "allocator is NULL");
+    bp__thread_states_reap(a);
     bp__thread_state *ts = bp__thread_state_get(a);
     if (ts == NULL) return BP_ENOMEM;
     bp__remote_flush(ts); /* as the scheduled trim does */
@@ -318,6 +324,7 @@ long bp_leak_report(bp_allocator *a)
 int bp_allocator_purge(bp_allocator *a)
 {
     if (a == NULL) return bp__misuse(BP_EINVAL, __func__, "allocator is NULL");
+    bp__thread_states_reap(a);
     size_t purged = 0;
     for (unsigned i = 0; a->pooled && i < a->config.arenas; i++) {
         bp__tcache_trim_arena(&a->arenas[i], &a->objects, NULL, true); /* first: it may empty chunks */
@@ -330,6 +337,7 @@ int bp_allocator_purge(bp_allocator *a)
 int bp_thread_cache_flush(bp_allocator *a)
 {
     if (a == NULL) return bp__misuse(BP_EINVAL, __func__, "allocator is NULL");
+    bp__thread_states_reap(a);
     bp__thread_state *ts = bp__thread_state_get(a);
     if (ts == NULL) return BP_ENOMEM;
     bp__remote_flush(ts);

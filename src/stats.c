@@ -7,6 +7,7 @@
 #include "allocator.h"
 #include "state.h"
 #include "tcache.h"
+#include "thread.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -38,6 +39,7 @@ int bp_allocator_get_stats(const bp_allocator *a, bp_allocator_stats *out, size_
     bp_allocator_stats full;
     memset(&full, 0, sizeof full);
     bp_allocator *mutable_a = (bp_allocator *)a; /* the lock is not part of the value */
+    bp__thread_states_reap(mutable_a); /* after a fork: threads that are not there count no more */
     if (a->pooled) {
         full.arenas = a->config.arenas;
         full.page_size = a->config.page_size;
@@ -138,6 +140,7 @@ long bp_allocator_thread_cache_stats(const bp_allocator *a, bp_thread_cache_stat
     int rc = check_snapshot_args(a, UINT_MAX, out, max, elem_size, __func__);
     if (rc != 0) return rc;
     bp_allocator *mutable_a = (bp_allocator *)a; /* the lock is not part of the value */
+    bp__thread_states_reap(mutable_a);
     size_t n = 0;
     pthread_mutex_lock(&mutable_a->lock);
     for (const bp__thread_state *ts = a->threads; ts != NULL; ts = ts->next) {

@@ -165,8 +165,22 @@ static void disown(bp_allocator *a, bp__thread_state *ts)
     pthread_mutex_unlock(&a->lock);
 }
 
+BP__NOINLINE void bp__thread_states_reap_slow(bp_allocator *a)
+{
+    pthread_mutex_lock(&bp__registry_lock);
+    if (atomic_exchange_explicit(&a->vanished_states, false, memory_order_relaxed)) {
+        for (bp__thread_state *ts = a->threads; ts != NULL; ts = ts->next) {
+            if (!ts->vanished) continue;
+            ts->vanished = false;
+            bp__thread_state_end(ts);
+        }
+    }
+    pthread_mutex_unlock(&bp__registry_lock);
+}
+
 BP__NOINLINE bp__thread_state *bp__thread_state_slow(bp_allocator *a)
 {
+    bp__thread_states_reap(a);
     bp__thread_state *ts = pthread_getspecific(a->thread_key);
     if (ts == NULL) {
         ts = adopt_or_create(a);
@@ -222,6 +236,7 @@ BP__NOINLINE void bp__thread_maintain(bp__thread_state *ts)
 {
     /* Not running when it could not be started: this is its next chance. */
     if (ts->allocator->config.background_purge) bp__purger_ensure();
+    bp__thread_states_reap(ts->allocator);
     bp__state_enter(ts);
     bp__remote_flush(ts);
     bp__tcache_scheduled_trim(&ts->tcache);

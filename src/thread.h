@@ -44,6 +44,17 @@ void bp__count_stateless_release(bp_allocator *a);
  * allocator's, and it stays listed, unowned. */
 void bp__thread_state_end(bp__thread_state *ts);
 
+/* In a child made by fork, the states of the threads that did not come along are marked
+ * vanished by the fork handler (which must not allocate or free) and ended here, as at their
+ * threads' exit, by the child's first call that reaches a slow path: a new thread state, a
+ * scheduled trim, statistics, purge, trim or flush. */
+void bp__thread_states_reap_slow(bp_allocator *a);
+
+static inline void bp__thread_states_reap(bp_allocator *a)
+{
+    if (BP__UNLIKELY(atomic_load_explicit(&a->vanished_states, memory_order_relaxed))) bp__thread_states_reap_slow(a);
+}
+
 /* The allocator is being destroyed: frees every state (their regions go with the arenas,
  * their objects with the slabs). */
 void bp__thread_states_free(bp_allocator *a);
