@@ -3,7 +3,7 @@
 #   make demo   build the library and run Netty's PoolBufTest in C (bytepool-demo)
 #   make test   build and run every test: a checked build (gcc, -Werror, internal checks),
 #               ASan+UBSan (clang), TSan (gcc) and Valgrind; plus install and consumer checks
-#   make bench  the benchmark suite (make bench-quick: under a minute)
+#   make bench  the benchmark suite (make bench-quick: about 2 minutes)
 #   make bench-servers  the example servers against redis-server and nginx (docs/servers-results.md)
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 # Debian's python3 (its matplotlib draws the benchmark plots)

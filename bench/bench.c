@@ -7,7 +7,9 @@
  * family is the child's real malloc: glibc as is, the others preloaded (LD_PRELOAD) from
  * Debian's packages. A malloc "buffer" is malloc(size) plus the same reads and writes the
  * bytepool version does, so it does strictly less work than a ref-counted ByteBuf.
- * Backends are interleaved within each repetition; the table shows medians.
+ * Backends are interleaved within each repetition; the table shows medians. Resident
+ * memory (mixed, churn) is read from /proc/self/statm in that child, so each backend is
+ * measured in a process of its own, with nothing left by another.
  *
  *   bytepool-bench [--quick] [--reps N] [--only WORKLOAD] [--json FILE]
  *
@@ -15,9 +17,14 @@
  */
 #include <bytepool.h>
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -41,10 +48,10 @@
  * ------------------------------------------------------------------------------------- */
 
 typedef struct ops {
-    /* The allocator handle (NULL for malloc), read once per workload into a local, as the
-     * seed's test holds its allocator in a local variable. Read from a global at every
-     * call, it was a load the compiler cannot hoist past the calls: ~0.25 ns of a 5 ns seed
-     * iteration that malloc, which takes no handle, does not pay. */
+    /* The allocator handle (NULL for malloc), read once per workload into a local, as
+     * Netty's PoolBufTest holds its allocator in a local variable. Read from a global at
+     * every call, it would be a load the compiler cannot hoist past the calls: ~0.25 ns of
+     * a 5 ns poolbuftest iteration that malloc, which takes no handle, does not pay. */
     void *(*context)(void);
     void *(*alloc)(void *ctx, size_t size);
     void (*release)(void *buf);
@@ -143,15 +150,35 @@ static double now_ns(void)
     return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
 }
 
+/* Resident bytes of this process (/proc/self/statm), read without allocating: while the
+ * mixed workload watches memory after its release, the malloc under test must see no call,
+ * and fopen would allocate its FILE with it. */
 static size_t resident_bytes(void)
 {
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long size = 0, resident = 0;
-    if (f != NULL) {
-        if (fscanf(f, "%lu %lu", &size, &resident) != 2) resident = 0;
-        fclose(f);
+    char text[128];
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    text[n] = '\0';
+    char *end;
+    (void)strtoul(text, &end, 10); /* the mapped size, then the resident pages */
+    return strtoul(end, NULL, 10) * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Sleeps until `ms` milliseconds after `origin` (CLOCK_MONOTONIC): samples every 100 ms
+ * without drift. */
+static void sleep_until(const struct timespec *origin, uint64_t ms)
+{
+    struct timespec at = *origin;
+    at.tv_sec += (time_t)(ms / 1000);
+    at.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (at.tv_nsec >= 1000000000) {
+        at.tv_sec++;
+        at.tv_nsec -= 1000000000;
     }
-    return resident * (size_t)sysconf(_SC_PAGESIZE);
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, NULL) == EINTR) continue;
 }
 
 static uint64_t rng_next(uint64_t *state)
@@ -168,18 +195,35 @@ typedef struct result {
     double ns_per_op;
     uint64_t ops;
     uint64_t checksum;
-    double peak_live, peak_rss, rss_after; /* mixed only */
-    char samples[6144];                    /* mixed: [[live, rss], ...]; threads: each
-                                              thread's own ns per buffer */
+    double peak_live, peak_rss, rss_after; /* mixed and churn */
+    char samples[32768];                   /* mixed: [[live, rss], ...]; churn: [[ms, live,
+                                              rss], ...]; threads: each thread's own ns per
+                                              buffer */
+    char extra[16384];                     /* more members of the child's JSON object, each
+                                              with its leading comma */
+    size_t extra_used;
 } result;
+
+/* Appends members to r->extra (printf-style, starting with a comma). */
+static void extra_add(result *r, const char *format, ...) __attribute__((format(printf, 2, 3)));
+static void extra_add(result *r, const char *format, ...)
+{
+    if (r->extra_used >= sizeof r->extra - 1) return;
+    va_list args;
+    va_start(args, format);
+    int n = vsnprintf(r->extra + r->extra_used, sizeof r->extra - r->extra_used, format, args);
+    va_end(args);
+    size_t room = sizeof r->extra - r->extra_used;
+    if (n > 0) r->extra_used += (size_t)n < room ? (size_t)n : room - 1;
+}
 
 /* ---------------------------------------------------------------------------------------
  * Workloads
  * ------------------------------------------------------------------------------------- */
 
-/* seed: the seed's PoolBufTest in a loop: allocate 256 B, write an int, read it back,
+/* poolbuftest: Netty's PoolBufTest in a loop: allocate 256 B, write an int, read it back,
  * release. The request/response buffer of a protocol codec. */
-ALWAYS_INLINE void seed_loop(const ops *o, uint64_t iterations, result *r)
+ALWAYS_INLINE void poolbuftest_loop(const ops *o, uint64_t iterations, result *r)
 {
     void *ctx = o->context();
     uint64_t sum = 0;
@@ -331,10 +375,128 @@ ALWAYS_INLINE void xthread_loop(const ops *o, void *(*consumer)(void *), uint64_
     free(q);
 }
 
+/* ---------------------------------------------------------------------------------------
+ * Memory: bytepool's own account, the backends' purge calls, the watch after a release
+ * ------------------------------------------------------------------------------------- */
+
+/* bytepool's account of its memory at one moment, as the member "name": {...} (bytes),
+ * next to what the bench holds (`live`, requested sizes) and resident memory over the
+ * workload's baseline (`rss`): it says where resident memory beyond the live bytes is.
+ * malloc_heap and malloc_used are glibc's (mallinfo2): bytepool keeps its metadata there
+ * (bp_buf slabs, chunk bitmaps, cache arrays), as does the bench its own arrays. */
+static void bytepool_snapshot(result *r, const char *name, double live, double rss)
+{
+    bp_allocator_stats s;
+    if (bench_allocator == NULL || bp_allocator_get_stats(bench_allocator, &s, sizeof s) != 0) return;
+    static bp_chunk_stats chunks[4096];
+    bp_class_stats classes[128];
+    size_t chunk_free = 0, small_free = 0;
+    for (unsigned i = 0; i < s.arenas; i++) {
+        long n = bp_arena_chunk_stats(bench_allocator, i, chunks, 4096, sizeof chunks[0]);
+        for (long k = 0; k < n && k < 4096; k++) chunk_free += chunks[k].free_bytes;
+        long m = bp_arena_class_stats(bench_allocator, i, classes, 128, sizeof classes[0]);
+        for (long k = 0; k < m && k < 128; k++) small_free += classes[k].slots_free * classes[k].size;
+    }
+    size_t heap = 0, heap_used = 0;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+    struct mallinfo2 mi = mallinfo2();
+    heap = mi.arena + mi.hblkhd;
+    heap_used = mi.uordblks + mi.hblkhd;
+#endif
+    extra_add(r,
+              ",\"%s\":{\"live\":%.0f,\"rss\":%.0f,\"mapped\":%zu,\"chunks\":%zu,\"retained_chunks\":%zu,"
+              "\"active\":%zu,\"thread_caches\":%zu,\"arena_cache\":%zu,\"run_cache\":%zu,\"small_free\":%zu,"
+              "\"chunk_free\":%zu,\"dirty\":%zu,\"purged\":%llu,\"buffers\":%llu,\"malloc_heap\":%zu,"
+              "\"malloc_used\":%zu}",
+              name, live, rss, s.mapped_bytes, s.chunks, s.retained_chunks, s.active_bytes, s.cached_bytes,
+              s.arena_cached_bytes, s.arena_cached_run_bytes, small_free, chunk_free, s.dirty_bytes,
+              (unsigned long long)s.purged_bytes, (unsigned long long)s.active_buffers, heap, heap_used);
+}
+
+typedef void (*any_function)(void);
+
+/* A function of the preloaded malloc, or NULL. */
+static any_function find_function(const char *name)
+{
+    void *p = dlsym(RTLD_DEFAULT, name);
+    any_function f = NULL;
+    if (p != NULL) memcpy(&f, &p, sizeof f);
+    return f;
+}
+
+/* Calls the backend's way to give free memory back to the OS now, as bp_allocator_purge
+ * does for bytepool, and returns its name (NULL: the library has none). Like
+ * bp_allocator_purge, none of them empties the thread caches but mimalloc's. */
+static const char *explicit_purge(const backend *be)
+{
+    if (be->bytepool && be->pooled) {
+        bp_allocator_purge(bench_allocator);
+        return "bp_allocator_purge";
+    }
+    if (be->preload == NULL) { /* glibc, and bytepool-unpooled, whose buffers are glibc's */
+        malloc_trim(0);
+        return "malloc_trim(0)";
+    }
+    any_function f = find_function("mallctl");
+    if (f != NULL) {
+        ((int (*)(const char *, void *, size_t *, void *, size_t))f)("arena.4096.purge", NULL, NULL, NULL, 0);
+        return "mallctl(arena.<all>.purge)";
+    }
+    if ((f = find_function("MallocExtension_ReleaseFreeMemory")) != NULL) {
+        ((void (*)(void))f)();
+        return "MallocExtension_ReleaseFreeMemory()";
+    }
+    if ((f = find_function("mi_collect")) != NULL) {
+        ((void (*)(bool))f)(true);
+        return "mi_collect(true)";
+    }
+    return NULL;
+}
+
+enum { WATCH_MS = 2000, WATCH_STEP_MS = 100, WATCH_SAMPLES = WATCH_MS / WATCH_STEP_MS + 1 };
+
+/* After everything is released: resident memory at once and then every 100 ms for 2 s,
+ * the program making no call to the allocator under test meanwhile, nor to malloc (samples
+ * go to locals, read with open and read, and are written out after the 2 s), as a program
+ * that goes idle. Then the backend's purge call; for bytepool also a flush of this
+ * thread's cache with another purge. Members: release [[ms, rss], ...], rss_2s,
+ * purge_call, rss_purged (bytepool: rss_flushed, and snapshots bp_idle, bp_purged,
+ * bp_flushed). */
+static void watch_release(const backend *be, result *r, size_t baseline)
+{
+    double at_ms[WATCH_SAMPLES], rss[WATCH_SAMPLES];
+    struct timespec origin;
+    clock_gettime(CLOCK_MONOTONIC, &origin);
+    double start = now_ns();
+    for (int k = 0; k < WATCH_SAMPLES; k++) {
+        if (k > 0) sleep_until(&origin, (uint64_t)k * WATCH_STEP_MS);
+        at_ms[k] = (now_ns() - start) / 1e6;
+        rss[k] = (double)resident_bytes() - (double)baseline;
+    }
+    r->rss_after = rss[0];
+    extra_add(r, ",\"release\":[");
+    for (int k = 0; k < WATCH_SAMPLES; k++) extra_add(r, "%s[%.0f,%.0f]", k ? "," : "", at_ms[k], rss[k]);
+    extra_add(r, "],\"rss_2s\":%.0f", rss[WATCH_SAMPLES - 1]);
+    bool pooled = be->bytepool && be->pooled;
+    if (pooled) bytepool_snapshot(r, "bp_idle", 0, rss[WATCH_SAMPLES - 1]);
+    const char *call = explicit_purge(be);
+    if (call == NULL) return;
+    double purged = (double)resident_bytes() - (double)baseline;
+    extra_add(r, ",\"purge_call\":\"%s\",\"rss_purged\":%.0f", call, purged);
+    if (!pooled) return;
+    bytepool_snapshot(r, "bp_purged", 0, purged);
+    bp_thread_cache_flush(bench_allocator);
+    bp_allocator_purge(bench_allocator);
+    double flushed = (double)resident_bytes() - (double)baseline;
+    extra_add(r, ",\"rss_flushed\":%.0f", flushed);
+    bytepool_snapshot(r, "bp_flushed", 0, flushed);
+}
+
 /* mixed: 20 000 live buffers, each step replaces a random one; sizes 70% 64 B-1 KiB,
  * 25% 1-64 KiB, 5% 64 KiB-1 MiB, log-uniform in each band: a server holding many
  * connections' buffers. Every buffer is filled (so its pages are resident, as a real
- * message's are) and checked; tracks live bytes against resident memory. */
+ * message's are) and checked; tracks live bytes against resident memory, then releases
+ * every buffer and watches resident memory fall, or not (watch_release). */
 static size_t mixed_size(uint64_t *rng)
 {
     uint64_t x = rng_next(rng);
@@ -345,7 +507,7 @@ static size_t mixed_size(uint64_t *rng)
     return (size_t)exp(log(lo) + u * (log(hi) - log(lo)));
 }
 
-ALWAYS_INLINE void mixed_loop(const ops *o, uint64_t steps, result *r)
+ALWAYS_INLINE void mixed_loop(const ops *o, const backend *be, uint64_t steps, result *r)
 {
     enum { LIVE = 20000 };
     void *ctx = o->context();
@@ -390,8 +552,10 @@ ALWAYS_INLINE void mixed_loop(const ops *o, uint64_t steps, result *r)
         }
     }
     elapsed = now_ns() - start;
+    if (be->bytepool && be->pooled)
+        bytepool_snapshot(r, "bp_steady", (double)live_bytes, (double)resident_bytes() - (double)baseline);
     for (int i = 0; i < LIVE; i++) o->release(live[i]);
-    r->rss_after = (double)resident_bytes() - (double)baseline;
+    watch_release(be, r, baseline); /* before the arrays are freed: free is a malloc call */
     snprintf(r->samples + used, sizeof r->samples - used, "]");
     r->ns_per_op = elapsed / (double)steps;
     r->ops = steps;
@@ -400,6 +564,147 @@ ALWAYS_INLINE void mixed_loop(const ops *o, uint64_t steps, result *r)
     r->peak_rss = peak_rss;
     free(live);
     free(sizes);
+}
+
+/* churn: a producer thread allocates buffers of mixed's sizes (up to 1 MiB), fills them
+ * and passes them through a bounded ring to a consumer thread, which checks each and
+ * releases it once CHURN_HOLD newer ones are in flight (the producer waits at CHURN_HOLD +
+ * CHURN_SLACK): about 65 MiB live (3072 buffers of 22 KiB on average), varying with the
+ * sizes in flight, turned over for the whole run, every buffer released on the other
+ * thread. The main thread samples resident memory and the bytes in flight (the bench's
+ * own count) every 100 ms. The checksum is the number of buffers whose bytes were not what
+ * the producer wrote: 0. */
+enum { CHURN_RING = 4096, CHURN_HOLD = 3072, CHURN_SLACK = 64, CHURN_SAMPLE_MS = 100, CHURN_SETTLE_MS = 5000 };
+
+typedef struct churn_slot {
+    void *buf;
+    size_t size;
+} churn_slot;
+
+typedef struct churn {
+    _Atomic uint64_t head; /* buffers released; written by the consumer */
+    _Atomic uint64_t released_bytes;
+    char pad1[48];
+    _Atomic uint64_t tail; /* buffers handed over; written by the producer */
+    _Atomic uint64_t produced_bytes;
+    char pad2[48];
+    atomic_bool stop;  /* main -> producer: hand over no more */
+    atomic_bool drain; /* main -> consumer: release everything left, then return */
+    uint64_t errors;   /* the consumer's */
+    churn_slot slot[CHURN_RING];
+} churn;
+
+/* A wait for the other thread: on a 2-vCPU machine the sampling thread needs a CPU too. */
+static void churn_wait(void) { sched_yield(); }
+
+ALWAYS_INLINE void churn_produce(const ops *o, churn *q)
+{
+    void *ctx = o->context();
+    uint64_t rng = 0x2545F4914F6CDD1Dull, tail = 0, bytes = 0;
+    while (!atomic_load_explicit(&q->stop, memory_order_relaxed)) {
+        if (tail - atomic_load_explicit(&q->head, memory_order_acquire) >= CHURN_HOLD + CHURN_SLACK) {
+            churn_wait();
+            continue;
+        }
+        size_t size = mixed_size(&rng);
+        void *b = o->alloc(ctx, size);
+        o->fill(b, size, (uint8_t)tail);
+        o->write_u32(b, (uint32_t)tail);
+        q->slot[tail % CHURN_RING] = (churn_slot){b, size};
+        bytes += size;
+        atomic_store_explicit(&q->produced_bytes, bytes, memory_order_relaxed);
+        atomic_store_explicit(&q->tail, ++tail, memory_order_release);
+    }
+}
+
+ALWAYS_INLINE void churn_consume(const ops *o, churn *q)
+{
+    uint64_t head = 0, bytes = 0, errors = 0;
+    for (;;) {
+        bool drain = atomic_load_explicit(&q->drain, memory_order_acquire);
+        uint64_t tail = atomic_load_explicit(&q->tail, memory_order_acquire);
+        if (tail - head <= (drain ? 0 : CHURN_HOLD)) {
+            if (drain) break; /* drain is set after the producer returned: tail is final */
+            churn_wait();
+            continue;
+        }
+        churn_slot s = q->slot[head % CHURN_RING];
+        errors += o->read_u32(s.buf) != (uint32_t)head || o->get_u8(s.buf, s.size - 1) != (uint8_t)head;
+        o->release(s.buf);
+        bytes += s.size;
+        atomic_store_explicit(&q->released_bytes, bytes, memory_order_relaxed);
+        atomic_store_explicit(&q->head, ++head, memory_order_release);
+    }
+    q->errors = errors;
+}
+
+static void *churn_producer_bytepool(void *arg)
+{
+    churn_produce(&bytepool_ops, arg);
+    return NULL;
+}
+
+static void *churn_consumer_bytepool(void *arg)
+{
+    churn_consume(&bytepool_ops, arg);
+    return NULL;
+}
+
+static void *churn_producer_malloc(void *arg)
+{
+    churn_produce(&malloc_ops, arg);
+    return NULL;
+}
+
+static void *churn_consumer_malloc(void *arg)
+{
+    churn_consume(&malloc_ops, arg);
+    return NULL;
+}
+
+/* Runs churn for duration_ms. Besides the samples: peak_live and peak_rss, churn_live and
+ * churn_rss (the last sample's), churn_end_ratio (resident / live there) and
+ * churn_max_ratio (the highest resident / live of the samples after the first 5 s). */
+static void churn_run(const backend *be, uint64_t duration_ms, result *r)
+{
+    churn *q = calloc(1, sizeof *q);
+    if (q == NULL) exit(1);
+    size_t baseline = resident_bytes();
+    pthread_t producer, consumer;
+    struct timespec origin;
+    clock_gettime(CLOCK_MONOTONIC, &origin);
+    double start = now_ns();
+    pthread_create(&consumer, NULL, be->bytepool ? churn_consumer_bytepool : churn_consumer_malloc, q);
+    pthread_create(&producer, NULL, be->bytepool ? churn_producer_bytepool : churn_producer_malloc, q);
+    size_t used = (size_t)snprintf(r->samples, sizeof r->samples, "[");
+    double live = 0, rss = 0, max_ratio = 0;
+    for (uint64_t at = CHURN_SAMPLE_MS; at <= duration_ms; at += CHURN_SAMPLE_MS) {
+        sleep_until(&origin, at);
+        double ms = (now_ns() - start) / 1e6;
+        live = (double)atomic_load_explicit(&q->produced_bytes, memory_order_relaxed) -
+               (double)atomic_load_explicit(&q->released_bytes, memory_order_relaxed);
+        rss = (double)resident_bytes() - (double)baseline;
+        if (live > r->peak_live) r->peak_live = live;
+        if (rss > r->peak_rss) r->peak_rss = rss;
+        if (ms >= CHURN_SETTLE_MS && live > 0 && rss / live > max_ratio) max_ratio = rss / live;
+        if (used < sizeof r->samples - 64)
+            used += (size_t)snprintf(r->samples + used, sizeof r->samples - used, "%s[%.0f,%.0f,%.0f]",
+                                     at == CHURN_SAMPLE_MS ? "" : ",", ms, live, rss);
+    }
+    snprintf(r->samples + used, sizeof r->samples - used, "]");
+    atomic_store_explicit(&q->stop, true, memory_order_relaxed);
+    pthread_join(producer, NULL);
+    double elapsed = now_ns() - start;
+    uint64_t produced = atomic_load_explicit(&q->tail, memory_order_relaxed);
+    if (be->bytepool && be->pooled) bytepool_snapshot(r, "bp_end", live, rss);
+    atomic_store_explicit(&q->drain, true, memory_order_release);
+    pthread_join(consumer, NULL);
+    extra_add(r, ",\"churn_live\":%.0f,\"churn_rss\":%.0f,\"churn_end_ratio\":%.4f,\"churn_max_ratio\":%.4f", live,
+              rss, live > 0 ? rss / live : 0, max_ratio);
+    r->ns_per_op = produced ? elapsed / (double)produced : 0;
+    r->ops = produced;
+    r->checksum = q->errors;
+    free(q);
 }
 
 /* threads-T: T threads each running batch-256 on their own: does throughput scale?
@@ -487,9 +792,11 @@ static void threads_run(void *(*fn)(void *), unsigned nthreads, uint64_t window_
 
 typedef struct bench_case {
     char name[32];
-    char kind[16];  /* seed, batch, alloc, random-slots, xthread, mixed, threads */
-    uint64_t param; /* batch, alloc: size; threads: T */
-    uint64_t count; /* iterations, rounds or steps; threads: the window in ms */
+    char kind[16];    /* poolbuftest, batch, alloc, random-slots, xthread, mixed, churn, threads */
+    uint64_t param;   /* batch, alloc: size; threads: T */
+    uint64_t count;   /* iterations, rounds or steps; threads, churn: the window in ms */
+    int reps;         /* repetitions; 0: the run's */
+    bool no_unpooled; /* not run on bytepool-unpooled */
 } bench_case;
 
 static void run_case(const backend *be, const bench_case *c, result *r)
@@ -511,9 +818,9 @@ static void run_case(const backend *be, const bench_case *c, result *r)
         }
     }
     const ops *o = be->bytepool ? &bytepool_ops : &malloc_ops;
-    if (strcmp(c->kind, "seed") == 0) {
-        if (be->bytepool) seed_loop(&bytepool_ops, c->count, r);
-        else seed_loop(&malloc_ops, c->count, r);
+    if (strcmp(c->kind, "poolbuftest") == 0) {
+        if (be->bytepool) poolbuftest_loop(&bytepool_ops, c->count, r);
+        else poolbuftest_loop(&malloc_ops, c->count, r);
     } else if (strcmp(c->kind, "batch") == 0) { /* constant `touch`: each loop its own code */
         if (be->bytepool) burst_loop(&bytepool_ops, c->param, c->count, true, r);
         else burst_loop(&malloc_ops, c->param, c->count, true, r);
@@ -527,8 +834,10 @@ static void run_case(const backend *be, const bench_case *c, result *r)
         if (be->bytepool) xthread_loop(&bytepool_ops, consumer_bytepool, c->count, r);
         else xthread_loop(&malloc_ops, consumer_malloc, c->count, r);
     } else if (strcmp(c->kind, "mixed") == 0) {
-        if (be->bytepool) mixed_loop(&bytepool_ops, c->count, r);
-        else mixed_loop(&malloc_ops, c->count, r);
+        if (be->bytepool) mixed_loop(&bytepool_ops, be, c->count, r);
+        else mixed_loop(&malloc_ops, be, c->count, r);
+    } else if (strcmp(c->kind, "churn") == 0) {
+        churn_run(be, c->count, r);
     } else if (strcmp(c->kind, "threads") == 0) {
         threads_run(be->bytepool ? batch_thread_bytepool : batch_thread_malloc, (unsigned)c->param,
                     c->count, r);
@@ -542,12 +851,12 @@ static int child_main(const char *backend_name, const bench_case *c)
     for (size_t i = 0; i < NBACKENDS; i++)
         if (strcmp(backends[i].name, backend_name) == 0) be = &backends[i];
     if (be == NULL) return 2;
-    result r;
+    static result r; /* 48 KiB: not on the stack */
     run_case(be, c, &r);
     printf("{\"ns_per_op\":%.3f,\"ops\":%llu,\"checksum\":%llu,\"peak_live\":%.0f,\"peak_rss\":%.0f,"
-           "\"rss_after\":%.0f,\"samples\":%s}\n",
+           "\"rss_after\":%.0f,\"samples\":%s%s}\n",
            r.ns_per_op, (unsigned long long)r.ops, (unsigned long long)r.checksum, r.peak_live,
-           r.peak_rss, r.rss_after, r.samples[0] ? r.samples : "[]");
+           r.peak_rss, r.rss_after, r.samples[0] ? r.samples : "[]", r.extra);
     return 0;
 }
 
@@ -561,7 +870,7 @@ static int child_main(const char *backend_name, const bench_case *c)
 typedef struct measurement {
     double ns[MAX_REPS];
     int rep[MAX_REPS];           /* the repetition each run belongs to */
-    char raw[MAX_REPS][6600];
+    char *raw[MAX_REPS];         /* each run's JSON object */
     uint64_t checksum;
     bool checksum_mismatch;
     int n;
@@ -619,15 +928,6 @@ static double median(const double *values, int n)
     return n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
 }
 
-static int median_index(const double *values, int n)
-{
-    double m = median(values, n);
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (fabs(values[i] - m) < fabs(values[best] - m)) best = i;
-    return best;
-}
-
 static void command_output(const char *command, char *out, size_t len)
 {
     out[0] = '\0';
@@ -644,7 +944,7 @@ static void command_output(const char *command, char *out, size_t len)
 static void measure_once(const char *self, const bench_case *bc, int c, size_t b, int rep)
 {
     measurement *m = &table[c][b];
-    char out[6600];
+    static char out[65536]; /* a child's JSON object: the churn's samples are ~20 KB */
     if (!run_child(self, &backends[b], bc, out, sizeof out)) {
         fprintf(stderr, "bench: %s on %s failed\n", bc->name, backends[b].name);
         return;
@@ -655,8 +955,63 @@ static void measure_once(const char *self, const bench_case *bc, int c, size_t b
     if (table[c][0].n > 0 && checksum != table[c][0].checksum) m->checksum_mismatch = true;
     m->ns[m->n] = json_number(out, "ns_per_op");
     m->rep[m->n] = rep;
-    snprintf(m->raw[m->n], sizeof m->raw[m->n], "%s", out);
+    m->raw[m->n] = strdup(out);
+    if (m->raw[m->n] == NULL) {
+        fprintf(stderr, "bench: out of memory\n");
+        exit(1);
+    }
     m->n++;
+}
+
+/* The median over a backend's runs of one member of their JSON objects (NAN if none has
+ * it); `ratio_of`, if not NULL, divides each run's value by that member's first. */
+static double median_member(const measurement *m, const char *key, const char *ratio_of)
+{
+    double values[MAX_REPS];
+    int n = 0;
+    for (int i = 0; i < m->n; i++) {
+        double v = json_number(m->raw[i], key);
+        if (ratio_of != NULL) v /= json_number(m->raw[i], ratio_of);
+        if (!isnan(v)) values[n++] = v;
+    }
+    return n > 0 ? median(values, n) : NAN;
+}
+
+/* mixed's memory, medians over the runs: the peak, resident 2 s after everything was
+ * released (no call made meanwhile), and after the backend's purge call. */
+static void print_mixed_memory(const measurement *row)
+{
+    printf("\nmixed: memory (MiB; %% of the peak), median of the runs\n%-19s %9s %9s %8s %9s %9s  %s\n", "backend",
+           "peak live", "peak RSS", "RSS/live", "RSS at 2s", "purged",
+           "(purge call; bytepool: then with its thread cache flushed)");
+    for (size_t b = 0; b < NBACKENDS; b++) {
+        const measurement *m = &row[b];
+        if (m->n == 0) continue;
+        const char *raw = m->raw[0], *call = strstr(raw, "\"purge_call\":\"");
+        char name[64] = "";
+        if (call != NULL) sscanf(call + 14, "%63[^\"]", name);
+        printf("%-19s %9.1f %9.1f %8.2f %8.1f%% %8.1f%%  %s", backends[b].name,
+               median_member(m, "peak_live", NULL) / 1048576, median_member(m, "peak_rss", NULL) / 1048576,
+               median_member(m, "peak_rss", "peak_live"), 100 * median_member(m, "rss_2s", "peak_rss"),
+               100 * median_member(m, "rss_purged", "peak_rss"), name);
+        if (backends[b].bytepool && backends[b].pooled)
+            printf("; %.1f%%", 100 * median_member(m, "rss_flushed", "peak_rss"));
+        printf("\n");
+    }
+}
+
+/* churn's memory: resident per live byte at the end and at worst after the first 5 s. */
+static void print_churn_memory(const measurement *row)
+{
+    printf("\nchurn: memory (MiB), one run each\n%-19s %9s %9s %12s %20s\n", "backend", "peak live", "peak RSS",
+           "RSS/live end", "max RSS/live >5 s");
+    for (size_t b = 0; b < NBACKENDS; b++) {
+        const measurement *m = &row[b];
+        if (m->n == 0) continue;
+        printf("%-19s %9.1f %9.1f %12.2f %20.2f\n", backends[b].name,
+               median_member(m, "peak_live", NULL) / 1048576, median_member(m, "peak_rss", NULL) / 1048576,
+               median_member(m, "churn_end_ratio", NULL), median_member(m, "churn_max_ratio", NULL));
+    }
 }
 
 /* Throughput of threads-T over threads-1 for one backend: the median of the ratios of runs
@@ -746,7 +1101,7 @@ static int make_cases(bench_case *cases, bool quick, const char *only)
             n++;                                                                           \
         }                                                                                  \
     } while (0)
-    ADD("seed", "seed", 0, 10000000 * scale); /* ~0.3 s a run: short runs caught this VM's bursts of noise */
+    ADD("poolbuftest", "poolbuftest", 0, 10000000 * scale); /* ~0.3 s a run: shorter ones catch this VM's bursts of noise */
     static const size_t sizes[] = {64, 256, 1024, 4096, 16384, 65536};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         char name[32];
@@ -761,6 +1116,12 @@ static int make_cases(bench_case *cases, bool quick, const char *only)
     ADD("random-slots", "random-slots", 0, 400000 * scale);
     ADD("xthread", "xthread", 0, 400000 * scale);
     ADD("mixed", "mixed", 0, 50000 * scale);
+    /* One run a backend: 60 s (quick: 6 s, the first 5 of which the ratio leaves out). */
+    ADD("churn", "churn", 0, quick ? 6000 : 60000);
+    if (n > 0 && strcmp(cases[n - 1].kind, "churn") == 0) {
+        cases[n - 1].reps = 1;
+        cases[n - 1].no_unpooled = true;
+    }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned max_threads = cores > 2 ? (unsigned)cores : 2;
     for (unsigned t = 1; t <= max_threads && t <= 16; t++) {
@@ -806,8 +1167,8 @@ int main(int argc, char **argv)
 
     static bench_case cases[MAX_CASES];
     int ncases = make_cases(cases, quick, only);
-    printf("bytepool-bench: %d workloads x %zu backends x %d repetitions%s\n", ncases, NBACKENDS, reps,
-           quick ? " (quick)" : "");
+    printf("bytepool-bench: %d workloads x %zu backends x %d repetitions (churn: one run)%s\n", ncases, NBACKENDS,
+           reps, quick ? " (quick)" : "");
     for (int c = 0; c < ncases;) {
         /* The threads-T cases run as one group: in each repetition each backend runs
          * threads-1, threads-2, ... back to back. Run one case after the other, threads-1
@@ -817,10 +1178,14 @@ int main(int argc, char **argv)
         if (strcmp(cases[c].kind, "threads") == 0)
             while (group_end < ncases && strcmp(cases[group_end].kind, "threads") == 0) group_end++;
         double start = now_ns();
-        for (int rep = 0; rep < reps; rep++)
-            for (size_t k = 0; k < NBACKENDS; k++)
+        int case_reps = cases[c].reps > 0 ? cases[c].reps : reps;
+        for (int rep = 0; rep < case_reps; rep++)
+            for (size_t k = 0; k < NBACKENDS; k++) {
+                size_t b = (k + (size_t)rep) % NBACKENDS; /* rotate who goes first */
                 for (int g = c; g < group_end; g++)
-                    measure_once(self, &cases[g], g, (k + (size_t)rep) % NBACKENDS, rep); /* rotate who goes first */
+                    if (!(cases[g].no_unpooled && backends[b].bytepool && !backends[b].pooled))
+                        measure_once(self, &cases[g], g, b, rep);
+            }
         for (int g = c; g < group_end; g++)
             printf("  %-14s done in %5.1f s%s\n", cases[g].name, (now_ns() - start) / 1e9,
                    group_end - c > 1 ? " (with the other threads-T, interleaved)" : "");
@@ -850,17 +1215,8 @@ int main(int argc, char **argv)
         printf("\n");
     }
     for (int c = 0; c < ncases; c++) {
-        if (strcmp(cases[c].kind, "mixed") != 0) continue;
-        printf("\nmixed: memory (MiB), median run\n%-19s %10s %10s %8s %12s\n", "backend", "peak live", "peak RSS",
-               "RSS/live", "RSS after");
-        for (size_t b = 0; b < NBACKENDS; b++) {
-            measurement *m = &table[c][b];
-            if (m->n == 0) continue;
-            const char *raw = m->raw[median_index(m->ns, m->n)];
-            double live = json_number(raw, "peak_live"), rss = json_number(raw, "peak_rss");
-            printf("%-19s %10.1f %10.1f %8.2f %12.1f\n", backends[b].name, live / 1048576, rss / 1048576,
-                   rss / live, json_number(raw, "rss_after") / 1048576);
-        }
+        if (strcmp(cases[c].kind, "mixed") == 0) print_mixed_memory(&table[c][0]);
+        if (strcmp(cases[c].kind, "churn") == 0) print_churn_memory(&table[c][0]);
     }
     int one = threads_one_case(cases, ncases);
     bool scaling_header = false;

@@ -8,8 +8,8 @@
  * not. Prints each build's 10th percentile (the quiet state), median, 90th percentile
  * (the slow one) and mean, and in how many rounds B beat A, on one line.
  *
- * usage: bench-pair KIND SIZE ROUNDS N ORDER   (KIND: seed, alloc or batch; N buffers a
- * round; ORDER 0 makes A's allocator first, 1 B's. Where each side's code, static data and
+ * usage: bench-pair KIND SIZE ROUNDS N ORDER  (KIND: poolbuftest, alloc or batch; N buffers
+ * a round; ORDER 0 makes A's allocator first, 1 B's. Where each side's code, static data and
  * allocator land can favour one side for a whole process - with the same code on both, by
  * up to 15 % - so the script alternates this order, and the link order, from process to
  * process.)
@@ -51,16 +51,16 @@ static void report(const char *name, const double *times, int rounds)
 int main(int argc, char **argv)
 {
     if (argc != 6) {
-        fprintf(stderr, "usage: %s seed|alloc|batch SIZE ROUNDS N ORDER\n", argv[0]);
+        fprintf(stderr, "usage: %s poolbuftest|alloc|batch SIZE ROUNDS N ORDER\n", argv[0]);
         return 2;
     }
-    int kind = strcmp(argv[1], "seed") == 0 ? 0 : strcmp(argv[1], "alloc") == 0 ? 1 : strcmp(argv[1], "batch") == 0 ? 2 : -1;
+    int kind = strcmp(argv[1], "poolbuftest") == 0 ? 0 : strcmp(argv[1], "alloc") == 0 ? 1 : strcmp(argv[1], "batch") == 0 ? 2 : -1;
     size_t size = strtoul(argv[2], NULL, 10);
     int rounds = atoi(argv[3]);
     long n = atol(argv[4]);
     int b_first = atoi(argv[5]) != 0;
     if (kind < 0 || size == 0 || rounds < 10 || n < 1000) {
-        fprintf(stderr, "%s: bad arguments (KIND seed|alloc|batch, SIZE >= 1, ROUNDS >= 10, N >= 1000)\n", argv[0]);
+        fprintf(stderr, "%s: bad arguments (KIND poolbuftest|alloc|batch, SIZE >= 1, ROUNDS >= 10, N >= 1000)\n", argv[0]);
         return 2;
     }
     void *a = NULL, *b = NULL;

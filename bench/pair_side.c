@@ -34,9 +34,9 @@ void *PAIR(open)(void) { return bp_allocator_new(NULL, NULL); }
 void PAIR(close)(void *allocator) { bp_allocator_destroy(allocator); }
 
 /* The bench's workloads (bench/bench.c), in rounds of `n` buffers: ns per buffer.
- *   seed   allocate `size` bytes, write an int, read it back, release
- *   alloc  bursts of 1000 allocations, then 1000 releases
- *   batch  the same bursts, each buffer touched (an int at the front, a byte at the end)
+ *   poolbuftest  allocate `size` bytes, write an int, read it back, release
+ *   alloc        bursts of 1000 allocations, then 1000 releases
+ *   batch        the same bursts, each buffer touched (an int at the front, a byte at the end)
  * `slots` holds a burst's buffers: one array for both sides, so that neither has an array
  * at a page offset of its own (where it lands decides which buffer bytes alias it). */
 double PAIR(run)(void *allocator, int kind, size_t size, long n, void **slots, uint64_t *sum)

@@ -5,9 +5,9 @@
 #
 #   scripts/bench-pair.sh A B [KIND [SIZE [ROUNDS [N [PROCESSES]]]]]
 #
-# A and B are git revisions, or "." for the working tree as it is. KIND is seed (default),
-# alloc or batch (bench/bench.c's workloads of those names), SIZE the buffer size (256),
-# ROUNDS the number of alternating rounds (300), N the buffers in a round (100000),
+# A and B are git revisions, or "." for the working tree as it is. KIND is poolbuftest
+# (default), alloc or batch (bench/bench.c's workloads of those names), SIZE the buffer
+# size (256), ROUNDS the alternating rounds (300), N the buffers in a round (100000),
 # PROCESSES how many processes run them (5): where code and data land (address space
 # randomization, link order) moves either side by up to 15-30 % for a whole process, so
 # one process is not enough: the processes alternate which side is linked and made first,
@@ -24,7 +24,7 @@ if [ $# -lt 2 ]; then
 fi
 A=$1
 B=$2
-KIND=${3:-seed}
+KIND=${3:-poolbuftest}
 SIZE=${4:-256}
 ROUNDS=${5:-300}
 N=${6:-100000}
