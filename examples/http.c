@@ -9,9 +9,15 @@
  * of those closes the connection. Request bodies (Content-Length) are skipped.
  *
  * Responses are made of buffers built before they are asked for and sent as retained
- * duplicates (no copy): the bodies once at start-up, the header blocks (and, for "/",
- * header and body in one buffer) once a second, since they carry a Date header as nginx's
- * do. Error responses are written into the turn's reply buffer.
+ * duplicates (no copy): the header blocks (and, for "/", header and body in one buffer)
+ * once a second, since they carry a Date header as nginx's do. The /64k body is a file,
+ * sent as a file region (sendfile: the kernel hands the file's pages to the socket, as
+ * nginx's sendfile does): a temporary file written at start-up and unlinked, or the file
+ * given with --body-file (its size then is the body's). One fd serves every response; it
+ * is closed at exit, once every region queued has been released. With --copy-body the body
+ * is a pooled buffer instead, sent as a retained duplicate in the gathering write (copied
+ * into the kernel by the write), for comparison. Error responses are written into the
+ * turn's reply buffer.
  *
  * `bytepool-http --write-resources DIR` writes the two bodies to DIR/hello and DIR/64k
  * (for serving the same bytes with another server) and exits.
@@ -19,11 +25,14 @@
 #define _GNU_SOURCE
 #include "server.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define NAME "bytepool-http"
 #define DEFAULT_PORT 8080
@@ -40,7 +49,10 @@ static const char *const connection_header[CONN_KINDS] = {"", "Connection: keep-
 
 typedef struct http {
     srv *s;
-    bp_buf *body[RESOURCES];
+    bp_buf *body[RESOURCES];              /* NULL: the /64k body is the file */
+    size_t length[RESOURCES];             /* of the bodies */
+    int body_fd;                          /* the /64k body's file, or -1 */
+    long regions;                         /* file regions queued and not released */
     bp_buf *head[RESOURCES][CONN_KINDS];  /* header blocks */
     bp_buf *whole[CONN_KINDS];            /* header block and body of "/" */
     time_t date_second;                   /* when the blocks above were made */
@@ -102,7 +114,7 @@ static int refresh(http *h, time_t now)
             int n = snprintf(text, sizeof text,
                              "HTTP/1.1 200 OK\r\nServer: bytepool\r\n%sContent-Type: text/plain\r\n"
                              "Content-Length: %zu\r\n%s\r\n",
-                             h->date, bp_readable_bytes(h->body[r]), connection_header[k]);
+                             h->date, h->length[r], connection_header[k]);
             h->head[r][k] = text_buffer(a, text, (size_t)n, NULL);
             if (r == RES_HELLO) h->whole[k] = text_buffer(a, text, (size_t)n, h->body[r]);
             if (h->head[r][k] == NULL || (r == RES_HELLO && h->whole[k] == NULL)) return BP_ENOMEM;
@@ -117,6 +129,20 @@ static int send_dup(srv *s, srv_conn *c, bp_buf *b)
     int err;
     bp_buf *dup = bp_retained_duplicate(b, &err);
     return dup != NULL ? srv_send(s, c, dup) : err;
+}
+
+static void region_released(int fd, int completed, void *ctx)
+{
+    (void)fd, (void)completed;
+    ((http *)ctx)->regions--;
+}
+
+/* A body after its header block: the pooled buffer's duplicate, or the file as a region. */
+static int send_body(http *h, srv_conn *c, int res)
+{
+    if (h->body[res] != NULL) return send_dup(h->s, c, h->body[res]);
+    h->regions++;
+    return srv_send_file(h->s, c, h->body_fd, 0, h->length[res], region_released, h);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -291,7 +317,7 @@ static long on_request(void *ctx, srv *s, srv_conn *c, bp_buf *buf, size_t at, c
     else if (res < 0) rc = error_response(h, c, 404, kind, head_only);
     else if (head_only) rc = send_dup(s, c, h->head[res][kind]);
     else if (res == RES_HELLO) rc = send_dup(s, c, h->whole[kind]);
-    else if ((rc = send_dup(s, c, h->head[res][kind])) == 0) rc = send_dup(s, c, h->body[res]);
+    else if ((rc = send_dup(s, c, h->head[res][kind])) == 0) rc = send_body(h, c, res);
     if (rc != 0) return SRV_CLOSE;
     if (!keep) srv_close_after(c);
     return (long)(header + q.content_length);
@@ -320,14 +346,83 @@ static int write_resources(const char *dir)
     return write_file(dir, "hello", hello_body, sizeof hello_body - 1) | write_file(dir, "64k", large, sizeof large);
 }
 
-static int make_bodies(http *h)
+/* The /64k body as a file: `path`, or a temporary file of the built-in body, unlinked
+ * at once (its fd keeps it). Returns the fd, or -1 after a message. */
+static int open_body_file(const char *path, size_t *length)
+{
+    char temp[4096];
+    int fd;
+    if (path != NULL) {
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    } else {
+        const char *dir = getenv("TMPDIR");
+        snprintf(temp, sizeof temp, "%s/bytepool-http-XXXXXX", dir != NULL && *dir != '\0' ? dir : "/tmp");
+        fd = mkostemp(temp, O_CLOEXEC);
+        path = temp;
+    }
+    struct stat st;
+    if (fd >= 0 && path == temp) {
+        static uint8_t large[LARGE_SIZE];
+        large_body(large);
+        unlink(temp);
+        if (write(fd, large, sizeof large) != (ssize_t)sizeof large) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size == 0)) {
+        fprintf(stderr, "%s: %s: not a regular file with bytes in it\n", NAME, path);
+        close(fd);
+        return -1;
+    }
+    if (fd < 0) {
+        perror(path);
+        return -1;
+    }
+    *length = (size_t)st.st_size;
+    return fd;
+}
+
+static int make_bodies(http *h, bool copy, const char *path)
 {
     bp_allocator *a = srv_allocator(h->s);
     h->body[RES_HELLO] = text_buffer(a, hello_body, sizeof hello_body - 1, NULL);
+    if (h->body[RES_HELLO] == NULL) return BP_ENOMEM;
+    h->length[RES_HELLO] = sizeof hello_body - 1;
+    if (!copy) {
+        h->body_fd = open_body_file(path, &h->length[RES_64K]);
+        return h->body_fd >= 0 ? 0 : BP_EIO;
+    }
     h->body[RES_64K] = bp_alloc(a, LARGE_SIZE);
-    if (h->body[RES_HELLO] == NULL || h->body[RES_64K] == NULL) return BP_ENOMEM;
+    if (h->body[RES_64K] == NULL) return BP_ENOMEM;
     large_body(bp_data(h->body[RES_64K], 0));
+    h->length[RES_64K] = LARGE_SIZE;
     return bp_set_writer_index(h->body[RES_64K], LARGE_SIZE);
+}
+
+/* Takes this server's own options out of argv (the rest are the common ones): --copy-body,
+ * --body-file PATH. Returns the new argc, or -1 after a message. */
+static int own_options(int argc, char **argv, bool *copy, const char **path)
+{
+    int kept = 1;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--copy-body") == 0) {
+            *copy = true;
+        } else if (strcmp(argv[i], "--body-file") == 0) {
+            if (i + 1 == argc) {
+                fprintf(stderr, "%s: --body-file needs a path\n", NAME);
+                return -1;
+            }
+            *path = argv[++i];
+        } else {
+            argv[kept++] = argv[i];
+        }
+    }
+    if (*copy && *path != NULL) {
+        fprintf(stderr, "%s: --copy-body and --body-file exclude each other\n", NAME);
+        return -1;
+    }
+    return kept;
 }
 
 int main(int argc, char **argv)
@@ -336,16 +431,29 @@ int main(int argc, char **argv)
     srv_options o = {.address = "127.0.0.1", .port = DEFAULT_PORT, .max_request = DEFAULT_MAX_BODY,
                      .high_water = (size_t)1 << 20, .low_water = (size_t)256 << 10,
                      .max_read = (size_t)64 << 10, .spin_us = 20};
+    bool copy = false;
+    const char *path = NULL;
+    argc = own_options(argc, argv, &copy, &path);
+    if (argc < 0) return 2;
     int rc = srv_parse_options(argc, argv, &o, NAME);
+    if (rc > 0)
+        printf("  --body-file PATH    serve /64k from this file (default: a temporary file)\n"
+               "  --copy-body         serve /64k from memory with the gathering write, not from\n"
+               "                      a file with sendfile\n");
     if (rc != 0) return rc > 0 ? 0 : 2;
     static const srv_protocol proto = {NAME, on_request};
-    http h = {0};
+    http h = {.body_fd = -1};
     h.s = srv_new(&o, &proto, &h);
     if (h.s == NULL) return 1;
-    rc = make_bodies(&h) == 0 && refresh(&h, time(NULL)) == 0 ? srv_run(h.s) : -1;
+    rc = make_bodies(&h, copy, path) == 0 && refresh(&h, time(NULL)) == 0 ? srv_run(h.s) : -1;
     release_heads(&h);
     for (int r = 0; r < RESOURCES; r++)
         if (h.body[r] != NULL) bp_release(h.body[r]);
     int status = srv_finish(h.s);
+    if (h.regions != 0) { /* srv_run closed every connection, releasing their regions */
+        fprintf(stderr, "%s: %ld file regions never released\n", NAME, h.regions);
+        if (o.check_leaks) status = 3;
+    }
+    if (h.body_fd >= 0) close(h.body_fd);
     return rc != 0 ? 1 : status;
 }

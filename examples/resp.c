@@ -5,6 +5,8 @@
  * asks at start-up), INFO, QUIT; multibulk and inline requests, pipelining. Unknown
  * commands get Redis's "-ERR unknown command" reply; malformed requests a
  * "-ERR Protocol error: ..." reply, after which the connection is closed, as Redis does.
+ * Inline requests are split as Redis splits them (sdssplitargs: "double" and 'single'
+ * quoted arguments, with escapes).
  *
  * Requests are parsed in place from the connection's bp_input. A stored value is one
  * pooled buffer holding its whole bulk reply ("$5\r\nhello\r\n"), so that a GET queues it
@@ -56,6 +58,8 @@ typedef struct resp {
     size_t mask, used;
     arg *argv;
     size_t argv_room;
+    uint8_t *unquoted;     /* the decoded bytes of an inline request's quoted arguments */
+    size_t unquoted_room;
     size_t argc;
     bool multibulk;
     const char *error; /* the protocol error found by the parser */
@@ -521,7 +525,112 @@ static long parse_multibulk(resp *r, const uint8_t *p, size_t n, size_t max)
     return (long)pos;
 }
 
-/* An inline request: words separated by spaces or tabs, ending in "\n" or "\r\n". */
+static bool is_space(uint8_t c) { return c == ' ' || (c >= '\t' && c <= '\r'); } /* C's isspace */
+
+static int hex_value(uint8_t c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* The escape "\c" inside double quotes (sdssplitargs'): \n \r \t \b \a, else c itself. */
+static uint8_t escaped(uint8_t c)
+{
+    switch (c) {
+    case 'n': return '\n';
+    case 'r': return '\r';
+    case 't': return '\t';
+    case 'b': return '\b';
+    case 'a': return '\a';
+    default: return c;
+    }
+}
+
+/* One argument of an inline line p[*i .. end) that holds a quote, decoded into `out`:
+ * Redis's sdssplitargs token, unquoted bytes and "double" or 'single' quoted parts. Moves
+ * *i past it; returns its length, or -1 for unbalanced quotes (a quote not closed, or not
+ * followed by a blank or the end). */
+static long unquote(const uint8_t *p, size_t *i, size_t end, uint8_t *out)
+{
+    size_t at = *i, n = 0;
+    int quote = 0; /* '"' or '\'' while inside one */
+    for (;;) {
+        if (at == end) {
+            if (quote != 0) return -1;
+            break;
+        }
+        uint8_t c = p[at];
+        if (quote == '"' && c == '\\' && end - at >= 4 && p[at + 1] == 'x' && hex_value(p[at + 2]) >= 0 &&
+            hex_value(p[at + 3]) >= 0) {
+            out[n++] = (uint8_t)(hex_value(p[at + 2]) * 16 + hex_value(p[at + 3]));
+            at += 4;
+        } else if (quote == '"' && c == '\\' && end - at >= 2) {
+            out[n++] = escaped(p[at + 1]);
+            at += 2;
+        } else if (quote == '\'' && c == '\\' && end - at >= 2 && p[at + 1] == '\'') {
+            out[n++] = '\'';
+            at += 2;
+        } else if (quote != 0 && c == quote) {
+            if (at + 1 < end && !is_space(p[at + 1])) return -1;
+            at++;
+            break;
+        } else if (quote == 0 && (c == ' ' || c == '\n' || c == '\r' || c == '\t')) {
+            break;
+        } else if (quote == 0 && (c == '"' || c == '\'')) {
+            quote = c;
+            at++;
+        } else {
+            out[n++] = c;
+            at++;
+        }
+    }
+    *i = at;
+    return (long)n;
+}
+
+/* Splits an inline line p[0 .. end) as Redis's sdssplitargs does: arguments separated by
+ * blanks (C's isspace), "double quoted" (with escapes \n \r \t \b \a \\ \" and \xHH) or
+ * 'single quoted' (with \'). A NUL is a byte like any other (Redis finds the line's end
+ * with strchr, which stops there, and waits for more). An argument with no quote in it
+ * points into the line; quoted ones are decoded into r->unquoted. Returns 0, or BAD with
+ * r->error. */
+static int split_inline(resp *r, const uint8_t *p, size_t end)
+{
+    size_t used = 0; /* of r->unquoted */
+    for (size_t i = 0;;) {
+        while (i < end && is_space(p[i])) i++;
+        if (i == end) return 0;
+        size_t start = i;
+        while (i < end && p[i] != ' ' && p[i] != '\n' && p[i] != '\r' && p[i] != '\t' && p[i] != '"' &&
+               p[i] != '\'')
+            i++;
+        const uint8_t *bytes = p + start;
+        long n = (long)(i - start);
+        if (i < end && (p[i] == '"' || p[i] == '\'')) { /* decoded bytes fit in the line's length */
+            if (r->unquoted_room < end) {
+                free(r->unquoted);
+                r->unquoted = malloc(end);
+                r->unquoted_room = r->unquoted != NULL ? end : 0;
+                if (r->unquoted == NULL) break;
+            }
+            i = start;
+            bytes = r->unquoted + used;
+            n = unquote(p, &i, end, r->unquoted + used);
+            if (n < 0) {
+                r->error = "Protocol error: unbalanced quotes in request";
+                return BAD;
+            }
+            used += (size_t)n;
+        }
+        if (i < end) i++; /* the blank after it */
+        if (push_arg(r, bytes, (size_t)n, 0) != 0) break;
+    }
+    r->error = "out of memory";
+    return BAD;
+}
+
+/* An inline request: a line ending in "\n" or "\r\n", split as Redis splits it. */
 static long parse_inline(resp *r, const uint8_t *p, size_t n)
 {
     size_t limit = n < MAX_INLINE ? n : MAX_INLINE;
@@ -532,15 +641,7 @@ static long parse_inline(resp *r, const uint8_t *p, size_t n)
         return BAD;
     }
     size_t end = (size_t)(nl - p), line_end = end > 0 && p[end - 1] == '\r' ? end - 1 : end;
-    for (size_t i = 0; i < line_end;) {
-        while (i < line_end && (p[i] == ' ' || p[i] == '\t')) i++;
-        size_t start = i;
-        while (i < line_end && p[i] != ' ' && p[i] != '\t') i++;
-        if (i > start && push_arg(r, p + start, i - start, 0) != 0) {
-            r->error = "out of memory";
-            return BAD;
-        }
-    }
+    if (split_inline(r, p, line_end) != 0) return BAD;
     return (long)end + 1;
 }
 
@@ -583,6 +684,7 @@ int main(int argc, char **argv)
     rc = srv_run(r.s);
     free_keyspace(&r);
     free(r.argv);
+    free(r.unquoted);
     int status = srv_finish(r.s);
     return rc != 0 ? 1 : status;
 }

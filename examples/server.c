@@ -3,13 +3,14 @@
  * The event loop of the example servers (see server.h): level-triggered epoll on one
  * thread. A readable connection gets one read into its bp_input (a second event comes if
  * more is waiting) and the protocol answers every complete request in it; the replies -
- * small ones copied into one pooled buffer per turn, stored bytes queued as retained views -
- * are written with one gathering write per connection once every event of the batch epoll
- * returned has been handled, as Redis writes in its beforeSleep: a client with many
- * connections then finds several replies per wakeup, which is what it spends its time on
- * when requests are not pipelined. Epoll is asked for writability only while replies wait,
- * and reading stops while the output is above its high water mark (backpressure): the
- * requests already read wait in the input until the output falls below the low water mark.
+ * small ones copied into one pooled buffer per turn, stored bytes queued as retained views,
+ * files as file regions - are written with one flush per connection (a gathering write,
+ * and sendfile for a file) once every event of the batch epoll returned has been handled,
+ * as Redis writes in its beforeSleep: a client with many connections then finds several
+ * replies per wakeup, which is what it spends its time on when requests are not
+ * pipelined. Epoll is asked for writability only while replies wait, and reading stops
+ * while the output is above its high water mark (backpressure): the requests already read
+ * wait in the input until the output falls below the low water mark.
  */
 #define _GNU_SOURCE
 #include "server.h"
@@ -393,6 +394,17 @@ int srv_send(srv *s, srv_conn *c, bp_buf *b)
     if (rc == 0) rc = bp_output_add(c->out, b);
     if (rc < 0) {
         bp_release(b);
+        return rc;
+    }
+    return 0;
+}
+
+int srv_send_file(srv *s, srv_conn *c, int fd, int64_t offset, uint64_t length, bp_file_release_fn release, void *ctx)
+{
+    int rc = queue_reply(s, c);
+    if (rc == 0) rc = bp_output_add_file(c->out, fd, offset, length, release, ctx);
+    if (rc < 0) {
+        if (release != NULL) release(fd, 0, ctx);
         return rc;
     }
     return 0;

@@ -86,6 +86,13 @@ int srv_reply(srv *s, srv_conn *c, const void *bytes, size_t n);
  * reference is released, the connection closes). */
 int srv_send(srv *s, srv_conn *c, bp_buf *b);
 
+/* Queues `length` bytes of the file fd from `offset` after the replies so far (a file
+ * region: sent with sendfile, no copy; see bp_output_add_file). fd stays the caller's
+ * and must stay open until release(fd, completed, ctx) has been called, once: when the
+ * bytes are written or dropped, or at once when this fails. Returns 0, or an error (the
+ * connection closes). */
+int srv_send_file(srv *s, srv_conn *c, int fd, int64_t offset, uint64_t length, bp_file_release_fn release, void *ctx);
+
 /* Closes the connection once what is queued so far is written; no further request of it
  * is read. */
 void srv_close_after(srv_conn *c);

@@ -1548,20 +1548,26 @@ BP_API void bp_frame_decoder_free(bp_frame_decoder *d);
  * (nothing consumed). */
 BP_API int bp_frame_decode(bp_frame_decoder *d, bp_input *in, bp_buf **frame);
 
-/* ---- Output queue (Netty's ChannelOutboundBuffer) ----
+/* ---- Output queue (Netty's ChannelOutboundBuffer and FileRegion) ----
  *
- * Buffers queued for one connection, written to its fd with gathering writes: sendmsg(2)
- * with MSG_NOSIGNAL on a socket (a gone peer is EPIPE, not a signal), writev(2) otherwise,
- * up to IOV_MAX blocks a call (a composite takes one per component). A partial write
- * advances the reader index of the buffer it stops in; the next flush goes on from there.
- * Each buffer is released once written to its end. Water marks on the pending bytes give
- * backpressure: above high_water_mark the output turns unwritable (stop reading from the
- * peer), below low_water_mark writable again (Netty's channelWritabilityChanged). */
+ * Buffers and file regions queued for one connection, written to its fd in the order
+ * queued: the buffers before a region with gathering writes, sendmsg(2) with MSG_NOSIGNAL
+ * on a socket (a gone peer is EPIPE, not a signal), writev(2) otherwise, up to IOV_MAX
+ * blocks a call (a composite takes one per component), with MSG_MORE when a region comes
+ * next (a small header then leaves in the same TCP segment as the file's first bytes); a
+ * region with sendfile(2), which hands the file's pages to the socket without copying
+ * them (see bp_output_add_file). A
+ * partial write advances the reader index of the buffer it stops in, or the offset of the
+ * region; the next flush goes on from there. Each buffer is released once written to its
+ * end, each region's release callback called. Water marks on the pending bytes (file
+ * bytes too) give backpressure: above high_water_mark the output turns unwritable (stop
+ * reading from the peer), below low_water_mark writable again (Netty's
+ * channelWritabilityChanged). */
 
 typedef struct bp_output bp_output;
 
-/* Called whenever bp_output_writable's answer changes (from bp_output_add, flush or clear),
- * with the new answer. */
+/* Called whenever bp_output_writable's answer changes (from bp_output_add, _add_file,
+ * flush or clear), with the new answer. */
 typedef void (*bp_writability_fn)(int writable, void *user_data);
 
 typedef struct bp_output_config {
@@ -1578,7 +1584,8 @@ BP_API void bp_output_config_init(bp_output_config *cfg);
  * in *err (if not NULL): BP_EINVAL (low_water_mark > high_water_mark), BP_ENOMEM. */
 BP_API bp_output *bp_output_new(const bp_output_config *cfg, int *err);
 
-/* Releases every queued buffer and frees the output (no callback). NULL is ignored. */
+/* Releases every queued buffer and region (each region's release callback is called,
+ * `completed` 0; no writability callback) and frees the output. NULL is ignored. */
 BP_API void bp_output_free(bp_output *out);
 
 /* Queues buf's readable bytes, taking over the caller's reference (any buffer: plain, a
@@ -1588,26 +1595,54 @@ BP_API void bp_output_free(bp_output *out);
  * nothing changes: BP_EINVAL (NULL), BP_EFREED (buf released), BP_ENOMEM. */
 BP_API int bp_output_add(bp_output *out, bp_buf *buf);
 
+/* Called once for each region queued by bp_output_add_file, with its fd and user_data:
+ * from bp_output_flush once its last byte is written (completed 1), or when it is dropped
+ * with bytes unwritten (completed 0) by bp_output_clear, bp_output_free or a flush's error.
+ * It may close fd (when no other region uses it); it must not call the same output. */
+typedef void (*bp_file_release_fn)(int fd, int completed, void *user_data);
+
+/* Queues `length` bytes of the file open as fd, from `offset`, after what is queued so far
+ * (Netty's DefaultFileRegion, libevent's evbuffer_add_file). The caller owns fd: the output
+ * never closes it and reads it only at explicit offsets (sendfile, pread), never moving
+ * its file offset, so one fd may back any number of regions, in one output or many, as
+ * long as it stays open until each one's release has been called (release may be NULL).
+ * bp_output_flush writes the region with sendfile(2) on Linux; where sendfile cannot read
+ * fd (EINVAL, ENOSYS, EOPNOTSUPP or EOVERFLOW: files sendfile does not take, such as most
+ * of /proc) and elsewhere than Linux, it copies with pread(2) and a write, 16 KiB a call.
+ * Since sendfile takes no MSG_NOSIGNAL, SIGPIPE is blocked in the calling thread while it
+ * runs and the one a gone peer raises is discarded: EPIPE, no signal, as for buffers. The
+ * bytes count in bp_output_pending and the water marks. They are read when written, not
+ * when queued (a file changed in between sends what it holds then), and the file must
+ * hold them then: the flush that finds it ending early fails with BP_EIO, errno ENODATA; an
+ * fd that cannot be read at an offset (a pipe, a socket) fails it with BP_EIO, ESPIPE.
+ * Returns 0, or 1 when this add turned the output unwritable; on failure nothing is
+ * queued and release is not called: BP_EINVAL (NULL output, fd < 0, offset < 0, length
+ * 0), BP_EOVERFLOW (offset + length past the largest off_t, or the pending bytes would
+ * pass SIZE_MAX), BP_ENOMEM. */
+BP_API int bp_output_add_file(bp_output *out, int fd, int64_t offset, uint64_t length, bp_file_release_fn release,
+                              void *user_data);
+
 /* Writes queued bytes to fd, in order, until everything is written or the fd takes no more
  * (a partial write or EAGAIN). Returns the bytes written by this call (0 when nothing could
  * be written now or nothing is queued); BP_EIO with errno set on an error (EPIPE: the peer
- * is gone), after which every queued buffer has been released (errno kept); BP_EINVAL
- * (NULL); BP_EFREED when a queued buffer was released behind the output's back (bytes
- * this call wrote before reaching it stay written and accounted). EINTR is retried. */
+ * is gone; also a region's file failing to be read, see bp_output_add_file), after which
+ * every queued buffer and region has been released (errno kept); BP_EINVAL (NULL);
+ * BP_EFREED when a queued buffer was released behind the output's back (bytes this call
+ * wrote before reaching it stay written and accounted). EINTR is retried. */
 BP_API long bp_output_flush(bp_output *out, int fd);
 
 /* 1 while writable (pending bytes have not passed high_water_mark since they were last
  * below low_water_mark), 0 while not; BP_EINVAL for NULL. */
 BP_API int bp_output_writable(const bp_output *out);
 
-/* The bytes queued and not written yet (0 for NULL). */
+/* The bytes queued and not written yet, file regions' included (0 for NULL). */
 BP_API size_t bp_output_pending(const bp_output *out);
 
-/* The number of buffers queued (0 for NULL). */
+/* The number of buffers and file regions queued (0 for NULL). */
 BP_API size_t bp_output_count(const bp_output *out);
 
-/* Releases every queued buffer (close, error); the output is then empty and writable. NULL
- * is ignored. */
+/* Releases every queued buffer and region (close, error; each region's release callback
+ * is called, `completed` 0); the output is then empty and writable. NULL is ignored. */
 BP_API void bp_output_clear(bp_output *out);
 
 #ifdef __cplusplus

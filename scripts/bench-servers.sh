@@ -8,10 +8,12 @@
 # runs every server on 127.0.0.1 on free ports (redis-server: one thread, no persistence;
 # nginx: one worker, no access log, the same bytes from a temporary directory), and writes
 # docs/servers-results.md and docs/servers-results.json. Each row is run ROUNDS times, the
-# servers taking turns, and the median is reported. Servers and clients share the machine's
-# cores: the clients compete with both servers alike.
+# servers taking turns, and the median is reported. Every server runs pinned to one CPU and
+# every client to another (taskset), so that neither takes the other's CPU and each server
+# gets the same one.
 # Settings (environment): ROUNDS (3), RESP_N1 (200000 requests at -P 1), RESP_N16 (2000000
-# at -P 16), WRK_SECONDS (4), IDLE (10000 connections), OUT (docs/servers-results).
+# at -P 16), WRK_SECONDS (4), IDLE (10000 connections), SERVER_CPU (0), CLIENT_CPU (1; with
+# a single CPU nothing is pinned), OUT (docs/servers-results).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ROUNDS=${ROUNDS:-3}
@@ -19,7 +21,21 @@ RESP_N1=${RESP_N1:-200000}
 RESP_N16=${RESP_N16:-2000000}
 WRK_SECONDS=${WRK_SECONDS:-4}
 IDLE=${IDLE:-10000}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
 OUT=${OUT:-$ROOT/docs/servers-results}
+
+# Servers on SERVER_CPU, clients on CLIENT_CPU; children (nginx's worker, redis-server's
+# threads) inherit it.
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+  ON_SERVER_CPU=(taskset -c "$SERVER_CPU")
+  ON_CLIENT_CPU=(taskset -c "$CLIENT_CPU")
+  PINNING="Each server is pinned to CPU $SERVER_CPU and each client to CPU $CLIENT_CPU (taskset)"
+else
+  ON_SERVER_CPU=()
+  ON_CLIENT_CPU=()
+  PINNING="Nothing is pinned: the servers and the clients share the CPUs"
+fi
 
 "$ROOT/scripts/deps.sh" servers
 make -C "$ROOT" all >/dev/null
@@ -61,14 +77,14 @@ start() { # start NAME PORT: starts one of the four servers, sets SERVER_PID
   local name=$1 port=$2
   case "$name" in
   redis)
-    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --protected-mode no \
+    "${ON_SERVER_CPU[@]}" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --protected-mode no \
       --daemonize no --io-threads 1 --maxclients $((IDLE + 100)) --dir "$WORK" \
       --logfile "$WORK/redis.log" &
     ;;
-  bytepool-resp) "$BIN/examples/bytepool-resp" --port "$port" >"$WORK/resp.log" 2>&1 & ;;
-  nginx) nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" -g "pid $WORK/nginx/nginx.pid;" \
+  bytepool-resp) "${ON_SERVER_CPU[@]}" "$BIN/examples/bytepool-resp" --port "$port" >"$WORK/resp.log" 2>&1 & ;;
+  nginx) "${ON_SERVER_CPU[@]}" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" -g "pid $WORK/nginx/nginx.pid;" \
            2>"$WORK/nginx/stderr.log" & ;;
-  bytepool-http) "$BIN/examples/bytepool-http" --port "$port" >"$WORK/http.log" 2>&1 & ;;
+  bytepool-http) "${ON_SERVER_CPU[@]}" "$BIN/examples/bytepool-http" --port "$port" >"$WORK/http.log" 2>&1 & ;;
   esac
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
@@ -139,7 +155,7 @@ run_resp() { # run_resp SERVER PORT PIPELINE SIZE ROUND
   [ "$3" -gt 1 ] && n=$RESP_N16
   for test in ping_inline ping_mbulk set get; do
     t0=$(cpu_ticks "$SERVER_PID")
-    line=$(redis-benchmark -h 127.0.0.1 -p "$2" -c 50 -n "$n" -P "$3" -d "$4" -t "$test" --csv 2>"$WORK/rb.err" |
+    line=$("${ON_CLIENT_CPU[@]}" redis-benchmark -h 127.0.0.1 -p "$2" -c 50 -n "$n" -P "$3" -d "$4" -t "$test" --csv 2>"$WORK/rb.err" |
       tr -d '"' | awk -F, 'NR > 1 && NF > 1 { print $1 "\t" $2; exit }')
     [ -n "$line" ] || { echo "bench-servers: redis-benchmark $test against $1 gave nothing:" >&2; cat "$WORK/rb.err" >&2; exit 1; }
     record resp "P$3 d$4" "${line%%$'\t'*}" "$1" "$5" "${line#*$'\t'}" \
@@ -150,7 +166,7 @@ run_resp() { # run_resp SERVER PORT PIPELINE SIZE ROUND
 run_wrk() { # run_wrk SERVER PORT PATH CONNECTIONS ROUND
   local out t0 requests
   t0=$(cpu_ticks "$SERVER_PID")
-  out=$(wrk -t1 -c"$4" -d"${WRK_SECONDS}s" "http://127.0.0.1:$2$3")
+  out=$("${ON_CLIENT_CPU[@]}" wrk -t1 -c"$4" -d"${WRK_SECONDS}s" "http://127.0.0.1:$2$3")
   if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
     echo "bench-servers: wrk against $1 $3 -c$4 saw errors:" >&2
     echo "$out" >&2
@@ -167,7 +183,7 @@ run_idle() { # run_idle SERVER PORT: resident bytes per idle connection
   sleep 1
   local before after client
   before=$(rss_kb "$SERVER_PID")
-  "$BIN/bench/bytepool-idle-clients" 127.0.0.1 "$2" "$IDLE" >"$WORK/idle.out" &
+  "${ON_CLIENT_CPU[@]}" "$BIN/bench/bytepool-idle-clients" 127.0.0.1 "$2" "$IDLE" >"$WORK/idle.out" &
   client=$!
   PIDS+=("$client")
   for _ in $(seq 600); do
@@ -185,7 +201,7 @@ run_idle() { # run_idle SERVER PORT: resident bytes per idle connection
 
 load() { awk '{ print $1 }' /proc/loadavg; }
 LOAD_BEFORE=$(load)
-echo "bench-servers: load average $LOAD_BEFORE before the runs; $ROUNDS rounds"
+echo "bench-servers: load average $LOAD_BEFORE before the runs; $ROUNDS rounds; $PINNING"
 
 for round in $(seq "$ROUNDS"); do
   for pipeline in 1 16; do
@@ -226,10 +242,12 @@ LOAD_AFTER=$(load)
 mkdir -p "$(dirname "$OUT")"
 CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 python3 - "$RESULTS" "$OUT" "$CPU" "$(nproc)" "$LOAD_BEFORE" "$LOAD_AFTER" "$ROUNDS" "$RESP_N1" "$RESP_N16" \
-  "$WRK_SECONDS" "$(redis-server --version | awk '{ print $3 }')" "$(nginx -v 2>&1 | awk -F/ '{ print $2 }')" <<'EOF'
+  "$WRK_SECONDS" "$(redis-server --version | awk '{ print $3 }')" "$(nginx -v 2>&1 | awk -F/ '{ print $2 }')" \
+  "$PINNING" "${ON_SERVER_CPU[*]:+$SERVER_CPU}" "${ON_CLIENT_CPU[*]:+$CLIENT_CPU}" <<'EOF'
 import json, statistics, sys
 from collections import defaultdict
-tsv, out, cpu_model, cores, load0, load1, rounds, n1, n16, secs, redis_v, nginx_v = sys.argv[1:]
+(tsv, out, cpu_model, cores, load0, load1, rounds, n1, n16, secs, redis_v, nginx_v, pinning, server_cpu,
+ client_cpu) = sys.argv[1:]
 values = defaultdict(list)
 cpu = defaultdict(list)
 order = []
@@ -254,13 +272,15 @@ for kind, config, test in order:
         row["reference_cpu_us"] = statistics.median(cpu[(kind, config, test, theirs)])
     rows.append(row)
 meta = {"cpu": cpu_model, "cores": int(cores), "load_before": float(load0), "load_after": float(load1), "rounds": int(rounds),
-        "redis": redis_v, "nginx": nginx_v, "resp_requests": {"P1": int(n1), "P16": int(n16)}, "wrk_seconds": int(secs)}
+        "redis": redis_v, "nginx": nginx_v, "resp_requests": {"P1": int(n1), "P16": int(n16)}, "wrk_seconds": int(secs),
+        "server_cpu": int(server_cpu) if server_cpu else None, "client_cpu": int(client_cpu) if client_cpu else None}
 json.dump({"meta": meta, "rows": rows}, open(out + ".json", "w"), indent=1)
 md = [f"# bytepool servers against redis-server {redis_v} and nginx {nginx_v}", "",
-      f"CPU: {cpu_model} ({cores} cores, shared by the servers and the clients). Load average {load0} before, "
+      f"CPU: {cpu_model} ({cores} cores). {pinning}. Load average {load0} before, "
       f"{load1} after. Median of {rounds} rounds. Requests per second, and the server's CPU time (user + "
       f"system) per request in microseconds. The bytepool servers run with their defaults (--spin 20: after a "
-      f"batch of events they poll epoll for 20 µs before sleeping in it); redis-server with one thread and no "
+      f"batch of events they poll epoll for 20 µs before sleeping in it; bytepool-http sends the /64k body "
+      f"from a file with sendfile, a file region of its output queue); redis-server with one thread and no "
       f"persistence; nginx with one worker, sendfile, open_file_cache and no access log. "
       f"`make bench-servers` (scripts/bench-servers.sh) wrote this.", "",
       "| protocol | run | test | bytepool | reference | bytepool / reference | CPU µs per request, bytepool / reference |",

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * mmap-backed pages. Anonymous private mappings come zeroed and are returned to the OS
- * with munmap, so resident memory follows what the pool holds.
+ * with munmap, so resident memory follows what the pool holds. Also the writes of
+ * bp_output: gathering writes, and file bytes with sendfile or a copy.
  */
 #include "os.h"
 
@@ -16,6 +17,16 @@
 #  include <cpuid.h>
 #endif
 #include <unistd.h>
+#ifdef __linux__
+#  include <pthread.h>
+#  include <signal.h>
+#  include <sys/sendfile.h>
+#  include <time.h>
+#endif
+
+#ifndef ENODATA
+#define ENODATA EIO
+#endif
 
 static atomic_size_t mapped_bytes;
 static atomic_size_t mapping_count;
@@ -93,11 +104,72 @@ void bp__os_inject_map_failure(long successes) { atomic_store(&maps_before_failu
 
 long bp__os_write_blocks(int fd, struct iovec *iov, int blocks)
 {
+    return bp__os_write_blocks_flags(fd, iov, blocks, 0);
+}
+
+long bp__os_write_blocks_flags(int fd, struct iovec *iov, int blocks, int flags)
+{
     struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)blocks};
     ssize_t put;
     do {
-        put = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        put = sendmsg(fd, &msg, MSG_NOSIGNAL | flags);
         if (put < 0 && errno == ENOTSOCK) put = writev(fd, iov, blocks);
     } while (put < 0 && errno == EINTR);
     return (long)put;
+}
+
+#ifdef __linux__
+/* The SIGPIPE a write to a gone peer raised in this thread while it was blocked (it is
+ * pending then, not delivered): taken, so that unblocking does not deliver it. */
+static void take_sigpipe(const sigset_t *pipe_set)
+{
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(pipe_set, NULL, &zero) < 0 && errno == EINTR) {}
+}
+#endif
+
+long bp__os_send_file(int out_fd, int in_fd, int64_t offset, size_t count)
+{
+#ifdef __linux__
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    bool masked = pthread_sigmask(SIG_BLOCK, &pipe_set, &old) == 0;
+    off_t at = (off_t)offset;
+    ssize_t put;
+    do put = sendfile(out_fd, in_fd, &at, count);
+    while (put < 0 && errno == EINTR);
+    int saved = errno;
+    if (masked && !sigismember(&old, SIGPIPE)) {
+        if (put < 0 && saved == EPIPE) take_sigpipe(&pipe_set);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    errno = saved;
+    return (long)put;
+#else
+    (void)out_fd, (void)in_fd, (void)offset, (void)count;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+bool bp__os_send_file_refused(int err)
+{
+    return err == EINVAL || err == ENOSYS || err == EOPNOTSUPP || err == ENOTSUP || err == EOVERFLOW;
+}
+
+long bp__os_copy_file(int out_fd, int in_fd, int64_t offset, size_t count, size_t *copied)
+{
+    char chunk[16384];
+    ssize_t got;
+    *copied = 0;
+    do got = pread(in_fd, chunk, count < sizeof chunk ? count : sizeof chunk, (off_t)offset);
+    while (got < 0 && errno == EINTR);
+    if (got <= 0) {
+        if (got == 0) errno = ENODATA;
+        return -1;
+    }
+    *copied = (size_t)got;
+    struct iovec iov = {.iov_base = chunk, .iov_len = (size_t)got};
+    return bp__os_write_blocks(out_fd, &iov, 1);
 }

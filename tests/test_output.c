@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* bp_output (gathering writes, partial writes, water marks, release on close and error),
- * bp_wrap (the program's memory as a buffer), and a length-prefixed echo server over epoll
- * made of the server layer's pieces only. Against the pooled and the unpooled allocator. */
+/* bp_output (gathering writes, partial writes, water marks, release on close and error;
+ * file regions: sendfile between buffers, the copy where sendfile refuses, their release
+ * callbacks and errors), bp_wrap (the program's memory as a buffer), and a length-prefixed
+ * echo server over epoll made of the server layer's pieces only. Against the pooled and
+ * the unpooled allocator. */
 #include "test_util.h"
 
 #include <errno.h>
@@ -9,7 +11,9 @@
 #include <poll.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <sys/epoll.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 
 static int teardown(void **state)
@@ -338,6 +342,433 @@ static void test_output_misuse(void **state)
 }
 
 /* ---------------------------------------------------------------------------------------
+ * File regions
+ * ------------------------------------------------------------------------------------- */
+
+/* The bytes of the test files: unlike pattern(), so that a region's bytes written from the
+ * wrong offset or in a buffer's place show. */
+static uint8_t file_byte(size_t i) { return (uint8_t)(i * 13 + i / 509 + 101); }
+
+/* An unlinked temporary file of n bytes of file_byte(i); its file offset left at 0. */
+static int file_of(size_t n)
+{
+    char path[] = "/tmp/bytepool-test-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    uint8_t *bytes = malloc(n + 1);
+    for (size_t i = 0; i < n; i++) bytes[i] = file_byte(i);
+    assert_int_equal(write(fd, bytes, n), (ssize_t)n);
+    assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+    free(bytes);
+    return fd;
+}
+
+/* Counts one region's release calls. */
+typedef struct region_record {
+    int calls;
+    int completed;
+    int fd;
+} region_record;
+
+static void record_region(int fd, int completed, void *user_data)
+{
+    region_record *r = user_data;
+    r->calls++;
+    r->completed = completed;
+    r->fd = fd;
+}
+
+/* The expected stream: what was queued, in order. */
+typedef struct byte_stream {
+    uint8_t *bytes;
+    size_t n;
+} byte_stream;
+
+static void expect_pattern(byte_stream *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++, s->n++) s->bytes[s->n] = pattern(s->n);
+}
+
+static void expect_file(byte_stream *s, size_t offset, size_t n)
+{
+    for (size_t i = 0; i < n; i++) s->bytes[s->n++] = file_byte(offset + i);
+}
+
+/* A socketpair, both ends non-blocking, the writing end's send buffer small: flushes stop
+ * short. */
+static void small_socketpair(int fds[2])
+{
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+    nonblocking(fds[0]);
+    nonblocking(fds[1]);
+    int small = 16384;
+    assert_int_equal(setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+}
+
+/* Flushes out to fds[0] until nothing is pending, reading fds[1] a part at a time in
+ * between; checks the pending count after every flush and that some flush stopped short.
+ * Returns the bytes received (`room` at most). */
+static size_t flush_through(bp_output *out, int fds[2], uint8_t *got, size_t room)
+{
+    size_t total = bp_output_pending(out), written = 0, received = 0;
+    bool stopped_short = false;
+    while (written < total) {
+        long w = bp_output_flush(out, fds[0]);
+        assert_true(w >= 0);
+        written += (size_t)w;
+        assert_int_equal(bp_output_pending(out), total - written);
+        stopped_short = stopped_short || (written < total && w > 0);
+        drain(fds[1], got, &received, room - received < 5000 ? room - received : 5000);
+    }
+    while (drain(fds[1], got, &received, room - received) > 0) {}
+    assert_true(stopped_short);
+    return received;
+}
+
+/* Regions of one shared fd between buffers of every kind, regions back to back: the bytes
+ * arrive in the order queued, partial writes cut
+ * buffers and regions alike, each region is released once, completed, when its last byte
+ * is written (not before), and the fd's own offset never moves. */
+static void test_file_regions_between_buffers(void **state)
+{
+    bp_allocator *a = *state;
+    enum { FILE_SIZE = 300000, REGIONS = 8 };
+    int file = file_of(FILE_SIZE);
+    int fds[2];
+    small_socketpair(fds);
+    bp_output *out = bp_output_new(NULL, NULL);
+    static const size_t at[REGIONS] = {0, 1, 4095, 0, 200000, 123, 299999, 7};
+    static const size_t len[REGIONS] = {FILE_SIZE, 1, 70000, 100, 100000, 5000, 1, 150000};
+    region_record records[REGIONS] = {{0}};
+    byte_stream want = {malloc(4 * FILE_SIZE), 0};
+    free_record frees = {0};
+    size_t items = 0;
+    for (int i = 0; i < REGIONS; i++) {
+        if (i % 3 != 1) { /* regions 1, 4 and 7 follow another region directly */
+            size_t n = 1 + (size_t)i * 3001;
+            assert_true(bp_output_add(out, patterned(a, want.n, n, i, &frees)) >= 0);
+            expect_pattern(&want, n);
+            items++;
+        }
+        assert_true(bp_output_add_file(out, file, (int64_t)at[i], len[i], record_region, &records[i]) >= 0);
+        expect_file(&want, at[i], len[i]);
+        items++;
+    }
+    assert_int_equal(bp_output_add(out, patterned(a, want.n, 10, 0, NULL)), 0);
+    expect_pattern(&want, 10);
+    assert_int_equal(bp_output_pending(out), want.n);
+    assert_int_equal(bp_output_count(out), items + 1);
+    for (int i = 0; i < REGIONS; i++) assert_int_equal(records[i].calls, 0);
+    uint8_t *got = malloc(want.n + 1);
+    size_t total = want.n, written = 0, received = 0;
+    bool stopped_short = false;
+    while (written < total) {
+        long w = bp_output_flush(out, fds[0]);
+        assert_true(w >= 0);
+        written += (size_t)w;
+        assert_int_equal(bp_output_pending(out), total - written);
+        stopped_short = stopped_short || (written < total && w > 0);
+        /* A region is released exactly when the bytes up to its end are written. */
+        size_t end = 0;
+        for (int i = 0; i < REGIONS; i++) {
+            end += i % 3 != 1 ? 1 + (size_t)i * 3001 : 0;
+            end += len[i];
+            assert_int_equal(records[i].calls, written >= end ? 1 : 0);
+        }
+        drain(fds[1], got, &received, total - received < 5000 ? total - received : 5000);
+    }
+    while (drain(fds[1], got, &received, total - received) > 0) {}
+    assert_true(stopped_short);
+    assert_int_equal(received, want.n);
+    for (size_t i = 0; i < want.n; i++)
+        if (got[i] != want.bytes[i]) fail_msg("byte %zu: %u, expected %u", i, got[i], want.bytes[i]);
+    for (int i = 0; i < REGIONS; i++) {
+        assert_int_equal(records[i].calls, 1);
+        assert_int_equal(records[i].completed, 1);
+        assert_int_equal(records[i].fd, file);
+    }
+    assert_int_equal(bp_output_count(out), 0);
+    assert_int_equal(lseek(file, 0, SEEK_CUR), 0);
+    free(got);
+    free(want.bytes);
+    bp_output_free(out);
+    for (int i = 0; i < REGIONS; i++) assert_int_equal(records[i].calls, 1); /* not again */
+    close(file);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* Netty's marks count file bytes as buffer bytes: a region takes the output past the high
+ * mark, and its partial writes (sendfile into a pipe of one page) bring it back below the
+ * low one, not before. */
+static void test_file_region_water_marks(void **state)
+{
+    bp_allocator *a = *state;
+    int file = file_of(20000);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    nonblocking(fds[0]);
+    nonblocking(fds[1]);
+    assert_true(fcntl(fds[1], F_SETPIPE_SZ, 4096) >= 4096);
+    assert_int_equal(fcntl(fds[1], F_GETPIPE_SZ), 4096);
+    flips f = {0, -1};
+    bp_output_config cfg;
+    bp_output_config_init(&cfg);
+    cfg.low_water_mark = 3000;
+    cfg.high_water_mark = 10000;
+    cfg.on_writability = on_writability;
+    cfg.user_data = &f;
+    bp_output *out = bp_output_new(&cfg, NULL);
+    region_record r = {0};
+    assert_int_equal(bp_output_add(out, patterned(a, 0, 1000, 0, NULL)), 0);
+    assert_int_equal(bp_output_add_file(out, file, 0, 9000, record_region, &r), 0); /* exactly the mark */
+    assert_int_equal(bp_output_writable(out), 1);
+    assert_int_equal(f.count, 0);
+    assert_int_equal(bp_output_add_file(out, file, 9000, 1, record_region, &r), 1); /* past it */
+    assert_int_equal(bp_output_writable(out), 0);
+    assert_int_equal(f.count, 1);
+    assert_int_equal(f.last, 0);
+    assert_int_equal(bp_output_pending(out), 10001);
+    uint8_t sink[12000];
+    size_t received = 0, written = 0;
+    bool between_marks = false;
+    while (bp_output_pending(out) > 0) {
+        long w = bp_output_flush(out, fds[1]);
+        assert_true(w >= 0 && w <= 4096);
+        written += (size_t)w;
+        size_t pending = bp_output_pending(out);
+        assert_int_equal(pending, 10001 - written);
+        assert_int_equal(bp_output_writable(out), pending < cfg.low_water_mark);
+        assert_int_equal(f.count, pending < cfg.low_water_mark ? 2 : 1);
+        between_marks = between_marks || (pending >= cfg.low_water_mark && pending < cfg.high_water_mark);
+        drain(fds[0], sink, &received, sizeof sink - received);
+    }
+    assert_true(between_marks);
+    assert_int_equal(f.last, 1);
+    drain(fds[0], sink, &received, sizeof sink - received);
+    assert_int_equal(received, 10001);
+    for (size_t i = 0; i < 1000; i++) assert_int_equal(sink[i], pattern(i));
+    for (size_t i = 1000; i < 10001; i++) assert_int_equal(sink[i], file_byte(i - 1000));
+    assert_int_equal(r.calls, 2);
+    assert_int_equal(r.completed, 1);
+    bp_output_free(out);
+    close(file);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* A region dropped unwritten or half written, by clear, by free, or by a gone peer (EPIPE
+ * from sendfile, which cannot be told MSG_NOSIGNAL: the test would die of SIGPIPE, whose
+ * default action ends the process), is released once, not completed; the thread's signal
+ * mask is left as it was and no SIGPIPE is left pending. */
+static void test_file_region_release_on_clear_free_error(void **state)
+{
+    bp_allocator *a = *state;
+    int file = file_of(100000);
+    region_record r[6] = {{0}};
+    bp_output *out = bp_output_new(NULL, NULL);
+    assert_int_equal(bp_output_add_file(out, file, 0, 10, record_region, &r[0]), 0);
+    assert_int_equal(bp_output_add(out, patterned(a, 0, 100, 1, NULL)), 0);
+    assert_int_equal(bp_output_add_file(out, file, 10, 100000 - 10, record_region, &r[1]), 1);
+    bp_output_clear(out);
+    assert_int_equal(bp_output_count(out), 0);
+    assert_int_equal(bp_output_pending(out), 0);
+    assert_int_equal(bp_output_writable(out), 1);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].completed, 0);
+        assert_int_equal(r[i].fd, file);
+    }
+    /* Half written, then cleared; then one freed with the output. */
+    int fds[2];
+    small_socketpair(fds);
+    assert_int_equal(bp_output_add_file(out, file, 0, 100000, record_region, &r[2]), 1);
+    long w = bp_output_flush(out, fds[0]);
+    assert_true(w > 0 && w < 100000);
+    assert_int_equal(bp_output_pending(out), 100000 - (size_t)w);
+    assert_int_equal(r[2].calls, 0);
+    bp_output_clear(out);
+    assert_int_equal(r[2].calls, 1);
+    assert_int_equal(r[2].completed, 0);
+    assert_int_equal(bp_output_add_file(out, file, 5, 5, record_region, &r[3]), 0);
+    bp_output_free(out);
+    assert_int_equal(r[3].calls, 1);
+    assert_int_equal(r[3].completed, 0);
+    close(fds[0]);
+    close(fds[1]);
+    /* The peer gone: sendfile is what finds it (the region is at the head), then sendmsg. */
+    sigset_t before, after, pending;
+    assert_int_equal(pthread_sigmask(SIG_SETMASK, NULL, &before), 0);
+    assert_false(sigismember(&before, SIGPIPE));
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+        close(fds[1]);
+        out = bp_output_new(NULL, NULL);
+        if (k == 1) assert_int_equal(bp_output_add(out, patterned(a, 0, 500, 0, NULL)), 0);
+        assert_int_equal(bp_output_add_file(out, file, 0, 1000, record_region, &r[4 + k]), 0);
+        errno = 0;
+        assert_int_equal(bp_output_flush(out, fds[0]), BP_EIO);
+        assert_int_equal(errno, EPIPE);
+        assert_int_equal(bp_output_count(out), 0);
+        assert_int_equal(bp_output_pending(out), 0);
+        assert_int_equal(r[4 + k].calls, 1);
+        assert_int_equal(r[4 + k].completed, 0);
+        bp_output_free(out);
+        assert_int_equal(r[4 + k].calls, 1);
+        close(fds[0]);
+    }
+    assert_int_equal(pthread_sigmask(SIG_SETMASK, NULL, &after), 0);
+    assert_false(sigismember(&after, SIGPIPE));
+    assert_int_equal(sigpending(&pending), 0);
+    assert_false(sigismember(&pending, SIGPIPE));
+    close(file);
+}
+
+/* Files sendfile refuses to read, and the region still goes out, copied with pread and
+ * write, in order, across partial writes. /proc/self/mem at an address of this program is
+ * one: pread reads the program's memory there, sendfile does not take it. */
+static void test_file_region_copy_when_sendfile_refuses(void **state)
+{
+    bp_allocator *a = *state;
+    enum { SIZE = 200000 };
+    static uint8_t memory[SIZE];
+    for (size_t i = 0; i < SIZE; i++) memory[i] = file_byte(i);
+    int mem = open("/proc/self/mem", O_RDONLY);
+    if (mem < 0) skip();
+    int64_t address = (int64_t)(uintptr_t)memory;
+    int fds[2];
+    small_socketpair(fds);
+    off_t at = (off_t)address;
+    errno = 0;
+    if (sendfile(fds[0], mem, &at, 10) >= 0 || (errno != EINVAL && errno != EOVERFLOW)) {
+        close(mem); /* this kernel sends it: no copy to test */
+        skip();
+    }
+    bp_output *out = bp_output_new(NULL, NULL);
+    region_record r = {0};
+    byte_stream want = {malloc(SIZE + 1000), 0};
+    assert_int_equal(bp_output_add(out, patterned(a, 0, 300, 1, NULL)), 0);
+    expect_pattern(&want, 300);
+    assert_int_equal(bp_output_add_file(out, mem, address, SIZE, record_region, &r), 1);
+    expect_file(&want, 0, SIZE);
+    assert_int_equal(bp_output_add(out, patterned(a, want.n, 500, 0, NULL)), 0);
+    expect_pattern(&want, 500);
+    uint8_t *got = malloc(want.n);
+    assert_int_equal(flush_through(out, fds, got, want.n), want.n);
+    assert_memory_equal(got, want.bytes, want.n);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.completed, 1);
+    free(got);
+    free(want.bytes);
+    bp_output_free(out);
+    close(mem);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* A file shorter than its region: the bytes it has go out, then BP_EIO with ENODATA; an fd
+ * that cannot be read at an offset (a pipe): BP_EIO with ESPIPE. Released, not completed. */
+static void test_file_region_file_errors(void **state)
+{
+    (void)state;
+    int file = file_of(5000);
+    int fds[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+    bp_output *out = bp_output_new(NULL, NULL);
+    region_record r[3] = {{0}};
+    assert_int_equal(bp_output_add_file(out, file, 1000, 4001, record_region, &r[0]), 0);
+    assert_int_equal(bp_output_add_file(out, file, 0, 10, record_region, &r[1]), 0);
+    long total = 0, w;
+    errno = 0;
+    while ((w = bp_output_flush(out, fds[0])) > 0) total += w;
+    assert_int_equal(w, BP_EIO);
+    assert_int_equal(errno, ENODATA);
+    assert_int_equal(total, 4000);
+    uint8_t got[4000];
+    assert_int_equal(read(fds[1], got, sizeof got), 4000);
+    for (size_t i = 0; i < 4000; i++) assert_int_equal(got[i], file_byte(1000 + i));
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].completed, 0);
+    }
+    assert_int_equal(bp_output_pending(out), 0);
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(write(p[1], "bytes", 5), 5);
+    assert_int_equal(bp_output_add_file(out, p[0], 0, 5, record_region, &r[2]), 0);
+    errno = 0;
+    assert_int_equal(bp_output_flush(out, fds[0]), BP_EIO);
+    assert_int_equal(errno, ESPIPE);
+    assert_int_equal(r[2].calls, 1);
+    assert_int_equal(r[2].completed, 0);
+    bp_output_free(out);
+    close(p[0]);
+    close(p[1]);
+    close(file);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* Bad regions: a misuse report, the error, nothing queued, no release call; the limits
+ * themselves are taken. */
+static void test_file_region_misuse(void **state)
+{
+    (void)state;
+    misuse_capture_start();
+    bp_output *out = bp_output_new(NULL, NULL);
+    region_record r = {0};
+    assert_int_equal(bp_output_add_file(out, 0, 0, 1, record_region, &r), 0); /* one to keep */
+    static const struct {
+        int fd;
+        int64_t offset;
+        uint64_t length;
+        int err;
+        const char *message;
+    } cases[] = {
+        {-1, 0, 1, BP_EINVAL, "fd -1 is negative"},
+        {0, -1, 1, BP_EINVAL, "offset -1 is negative"},
+        {0, INT64_MIN, 1, BP_EINVAL, "offset -9223372036854775808 is negative"},
+        {0, 0, 0, BP_EINVAL, "length is 0"},
+        {0, INT64_MAX - 10, 11, BP_EOVERFLOW, "offset 9223372036854775797 + length 11 is past the largest file offset"},
+        {0, 0, (uint64_t)INT64_MAX + 1, BP_EOVERFLOW, "offset 0 + length 9223372036854775808 is past the largest file offset"},
+        {0, 1, UINT64_MAX, BP_EOVERFLOW, "offset 1 + length 18446744073709551615 is past the largest file offset"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int before = last_misuse.count;
+        assert_int_equal(bp_output_add_file(out, cases[i].fd, cases[i].offset, cases[i].length, record_region, &r),
+                         cases[i].err);
+        assert_int_equal(last_misuse.count, before + 1);
+        assert_int_equal(last_misuse.err, cases[i].err);
+        assert_string_equal(last_misuse.func, "bp_output_add_file");
+        assert_string_equal(last_misuse.message, cases[i].message);
+        assert_int_equal(bp_output_count(out), 1);
+        assert_int_equal(bp_output_pending(out), 1);
+    }
+    assert_int_equal(bp_output_add_file(NULL, 0, 0, 1, record_region, &r), BP_EINVAL);
+    assert_string_equal(last_misuse.message, "output is NULL");
+    assert_int_equal(r.calls, 0);
+    /* The largest region that ends within off_t. */
+    assert_int_equal(bp_output_add_file(out, 0, INT64_MAX - 10, 10, record_region, &r), 0);
+    assert_int_equal(bp_output_pending(out), 11);
+    bp_output_clear(out);
+    assert_int_equal(r.calls, 2);
+    /* Pending bytes up to SIZE_MAX, not past it. */
+    if (sizeof(size_t) >= 8) {
+        assert_int_equal(bp_output_add_file(out, 0, 0, INT64_MAX, NULL, NULL), 1);
+        assert_int_equal(bp_output_add_file(out, 0, 0, INT64_MAX, NULL, NULL), 0);
+        assert_int_equal(bp_output_add_file(out, 0, 0, 1, NULL, NULL), 0);
+        assert_int_equal(bp_output_pending(out), SIZE_MAX);
+        assert_int_equal(bp_output_add_file(out, 0, 0, 1, record_region, &r), BP_EOVERFLOW);
+        assert_string_equal(last_misuse.message, "length 1 + 18446744073709551615 bytes pending overflows");
+        assert_int_equal(bp_output_count(out), 3);
+        assert_int_equal(bp_output_pending(out), SIZE_MAX);
+    }
+    bp_output_free(out);
+    assert_int_equal(r.calls, 2);
+}
+
+/* ---------------------------------------------------------------------------------------
  * bp_wrap
  * ------------------------------------------------------------------------------------- */
 
@@ -570,6 +1001,12 @@ int main(void)
         BOTH(test_clear_and_free_release_everything, teardown),
         BOTH(test_error_releases_queue, teardown),
         BOTH(test_output_misuse, teardown),
+        BOTH(test_file_regions_between_buffers, teardown),
+        BOTH(test_file_region_water_marks, teardown),
+        BOTH(test_file_region_release_on_clear_free_error, teardown),
+        BOTH(test_file_region_copy_when_sendfile_refuses, teardown),
+        BOTH(test_file_region_file_errors, teardown),
+        BOTH(test_file_region_misuse, teardown),
         BOTH(test_wrap_shows_the_memory_and_cannot_grow, teardown),
         BOTH(test_wrap_statistics_and_release_elsewhere, teardown),
         BOTH(test_wrap_errors, teardown),

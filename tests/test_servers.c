@@ -132,6 +132,14 @@ static int setup_resp_small(void **state)
     return setup_with(state, resp_path, extra);
 }
 
+/* For a test that starts its own servers (into *state, which the teardown stops if left). */
+static int setup_nothing(void **state)
+{
+    server *s = calloc(1, sizeof *s);
+    *state = s;
+    return 0;
+}
+
 static void assert_clean_exit(server *s) { assert_int_equal(stop_server(s), 0); }
 
 /* ---------------------------------------------------------------------------------------
@@ -432,6 +440,43 @@ static void test_resp_commands_and_error_replies(void **state)
     expect(fd, "+OK\r\n");
     expect_eof(fd);
     close(fd);
+    assert_clean_exit(s);
+}
+
+/* Inline requests split as Redis's sdssplitargs splits them: "double" and 'single' quoted
+ * arguments with their escapes, a quote closing part of an argument, empty quoted
+ * arguments, blanks other than spaces (redis-server 7 gives these very replies); unbalanced
+ * quotes are a protocol error that closes the connection. */
+static void test_resp_inline_quotes(void **state)
+{
+    server *s = *state;
+    int fd = dial(s->port);
+    send_str(fd, "SET \"a b\" 'c d'\r\n*2\r\n$3\r\nGET\r\n$3\r\na b\r\n");
+    expect(fd, "+OK\r\n$3\r\nc d\r\n");
+    send_str(fd, "SET k2 \"x\\n\\x41\\\\\\\"\\t\\b\\a\\r\\q\"\r\n*2\r\n$3\r\nGET\r\n$2\r\nk2\r\n");
+    expect(fd, "+OK\r\n$10\r\nx\nA\\\"\t\b\a\rq\r\n");
+    send_str(fd, "SET k3 'it\\'s \\n'\r\n*2\r\n$3\r\nGET\r\n$2\r\nk3\r\n");
+    expect(fd, "+OK\r\n$7\r\nit's \\n\r\n");
+    send_str(fd, "SET ab\"c d\" x\r\nGET \"abc d\"\r\nSET \"\" empty\r\n*2\r\n$3\r\nGET\r\n$0\r\n\r\n");
+    expect(fd, "+OK\r\n$1\r\nx\r\n+OK\r\n$5\r\nempty\r\n");
+    send_str(fd, "ECHO \"\\x00\\xff\\xZZ\\x4\"\r\nECHO \v''\f\r\nECHO a\vb\r\nECHO \"\\\\\"\r\nECHO  a\rb\r\n");
+    static const uint8_t hex[] = "$7\r\n\0\xffxZZx4\r\n";
+    uint8_t got[sizeof hex - 1];
+    recv_exact(fd, got, sizeof got);
+    assert_bytes(got, hex, sizeof got);
+    expect(fd, "$0\r\n\r\n$3\r\na\vb\r\n$1\r\n\\\r\n-ERR wrong number of arguments for 'echo' command\r\n");
+    close(fd);
+    static const char *const unbalanced[] = {"SET \"abc def\r\n", "ECHO \"a\"b\r\n", "ECHO 'a'b\r\n", "ECHO 'a\\'\r\n",
+                                             "ECHO \"a\\\"\r\n"};
+    for (size_t i = 0; i < sizeof unbalanced / sizeof unbalanced[0]; i++) {
+        fd = dial(s->port);
+        send_str(fd, "PING\r\n");
+        send_str(fd, unbalanced[i]);
+        send_str(fd, "PING\r\n");
+        expect(fd, "+PONG\r\n-ERR Protocol error: unbalanced quotes in request\r\n");
+        expect_eof(fd);
+        close(fd);
+    }
     assert_clean_exit(s);
 }
 
@@ -881,6 +926,56 @@ static void test_http_header_limit_and_split_request(void **state)
     assert_clean_exit(s);
 }
 
+/* The /64k body from each source: the default temporary file (sendfile), memory
+ * (--copy-body: the gathering write), and a file of the caller's (--body-file: its size is
+ * the body's, here 200 000 bytes that are not the built-in body), pipelined GETs and HEADs
+ * answered whole, interleaved with "/" and with one another. The exit status also says
+ * that every file region queued was released. */
+static void test_http_body_sources(void **state)
+{
+    server *s = *state;
+    enum { FILE_SIZE = 200000 };
+    char path[] = "/tmp/bytepool-http-body-XXXXXX";
+    int file = mkstemp(path);
+    assert_true(file >= 0);
+    uint64_t rng = 5;
+    uint8_t *random = random_value(FILE_SIZE, &rng);
+    assert_int_equal(write(file, random, FILE_SIZE), FILE_SIZE);
+    close(file);
+    uint8_t *large = large_body();
+    char head[512];
+    snprintf(head, sizeof head, "%s", LARGE_HEAD);
+    char *cl = strstr(head, "65536");
+    memcpy(cl, "200000", 6);
+    strcpy(cl + 6, strstr(LARGE_HEAD, "65536") + 5);
+    const char *const sources[][3] = {{NULL}, {"--copy-body", NULL}, {"--body-file", path, NULL}};
+    for (int k = 0; k < 3; k++) {
+        *s = start_server(http_path, sources[k][0] != NULL ? sources[k] : NULL);
+        const char *want_head = k == 2 ? head : LARGE_HEAD;
+        const uint8_t *want = k == 2 ? random : large;
+        size_t want_len = k == 2 ? FILE_SIZE : LARGE_SIZE;
+        int fd = dial(s->port);
+        bytes req = {0};
+        static const char *const kinds[] = {"GET /64k HTTP/1.1\r\nHost: x\r\n\r\n", "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                                            "HEAD /64k HTTP/1.1\r\nHost: x\r\n\r\n"};
+        for (int i = 0; i < 30; i++) put(&req, kinds[i * 5 / 3 % 3], strlen(kinds[i * 5 / 3 % 3]));
+        send_all(fd, req.p, req.n);
+        for (int i = 0; i < 30; i++) {
+            switch (i * 5 / 3 % 3) { /* 0 1 0 2 0 2 1 2 1 0 ... */
+            case 0: expect_response(fd, want_head, "", false, want, want_len); break;
+            case 1: expect_response(fd, HELLO_HEAD, "", false, "Hello, World!\n", 14); break;
+            default: expect_response(fd, want_head, "", true, "", 0); break;
+            }
+        }
+        close(fd);
+        free(req.p);
+        assert_clean_exit(s);
+    }
+    unlink(path);
+    free(random);
+    free(large);
+}
+
 int main(int argc, char **argv)
 {
     for (int i = 1; i + 1 < argc; i++) {
@@ -897,6 +992,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_resp_pipelined_set_get, setup_resp, teardown_server),
         cmocka_unit_test_setup_teardown(test_resp_requests_across_reads, setup_resp, teardown_server),
         cmocka_unit_test_setup_teardown(test_resp_commands_and_error_replies, setup_resp, teardown_server),
+        cmocka_unit_test_setup_teardown(test_resp_inline_quotes, setup_resp, teardown_server),
         cmocka_unit_test_setup_teardown(test_resp_malformed_requests_close, setup_resp_small, teardown_server),
         cmocka_unit_test_setup_teardown(test_resp_truncated_request_then_disconnect, setup_resp, teardown_server),
         cmocka_unit_test_setup_teardown(test_resp_slow_reader_backpressure, setup_resp_small, teardown_server),
@@ -906,6 +1002,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_http_close_delivers_whole_response, setup_http, teardown_server),
         cmocka_unit_test_setup_teardown(test_http_malformed_requests, setup_http, teardown_server),
         cmocka_unit_test_setup_teardown(test_http_header_limit_and_split_request, setup_http, teardown_server),
+        cmocka_unit_test_setup_teardown(test_http_body_sources, setup_nothing, teardown_server),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
