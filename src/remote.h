@@ -45,8 +45,15 @@ BP__INLINE void bp__remote_release(bp__thread_state *ts, bp__thread_state *owner
         bp__remote_release_slow(ts, slot, b);
         return;
     }
-    batch->bufs[batch->count++] = b;
-    if (BP__UNLIKELY(batch->count == BP__REMOTE_BATCH)) bp__remote_flush_slot(ts, slot);
+    unsigned n = batch->count;
+    batch->bufs[n] = b;
+    /* The entry before the count that names it: this path takes no guard, so a fork may
+     * catch the thread between the two stores, and the child then ends this state's batch
+     * (bp__thread_states_reap). It must find the buffer missing (its memory unused in the
+     * child), never a count naming an entry not yet written. */
+    atomic_signal_fence(memory_order_release);
+    batch->count = n + 1;
+    if (BP__UNLIKELY(n + 1 == BP__REMOTE_BATCH)) bp__remote_flush_slot(ts, slot);
 }
 
 /* Takes every buffer other threads pushed to this thread: regions into the cache (or back
