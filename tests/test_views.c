@@ -995,8 +995,9 @@ static void test_views_counted_across_threads(void **state)
     assert_int_equal(active_views(a), 0);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    test_filters(argc, argv);
     const struct CMUnitTest tests[] = {
         BOTH(test_slice_shares_contents_not_indices, teardown),
         BOTH(test_plain_slice_shares_the_reference_count, teardown),
