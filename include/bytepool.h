@@ -87,9 +87,9 @@ extern "C" {
 #define BP_VERSION_STRING BP__VERSION_TEXT(BP_VERSION_MAJOR, BP_VERSION_MINOR, BP_VERSION_PATCH)
 
 /* Private: the number of the layout of the structures the inline functions read (see
- * "Private" below); it changes whenever they change, and the shared library's SONAME is
- * libbytepool.so.<BP__ABI_VERSION>. */
-#define BP__ABI_VERSION 1
+ * "Private" below) and of bp_config, which programs allocate; it changes whenever they
+ * change, and the shared library's SONAME is libbytepool.so.<BP__ABI_VERSION>. */
+#define BP__ABI_VERSION 2
 
 /* ---------------------------------------------------------------------------------------
  * Errors
@@ -224,6 +224,13 @@ typedef struct bp_config {
                                    fast path is not taken). Default 0: a sole owner's
                                    release is a plain store, and such a race is undefined
                                    behaviour (see bp_release) */
+    unsigned dirty_max_percent; /* bounds each arena's free pages still resident (and the
+                                   runs run_cache_size holds) to this percentage of its peak
+                                   of handed-out bytes over the last one to two
+                                   dirty_decay_ms (1 s if that is 0 or never): past it the
+                                   least recently used chunks' free pages go back to the OS
+                                   at once, before their decay time. 0 .. 1000, default 10;
+                                   0 = no bound, only dirty_decay_ms */
     unsigned background_purge;  /* 1: one thread of the process (started with the first
                                    allocator that asks for it; never in a child made by
                                    fork) wakes every quarter of the shortest decay time

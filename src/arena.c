@@ -20,7 +20,7 @@ static uint64_t now_ms(void)
 }
 
 int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index, unsigned decay_ms,
-                   unsigned dirty_decay_ms, unsigned run_cache_size)
+                   unsigned dirty_decay_ms, unsigned dirty_max_percent, unsigned run_cache_size)
 {
     memset(arena, 0, sizeof *arena);
     if (bp__lock_init(&arena->lock) != 0) return BP_ENOMEM;
@@ -28,7 +28,8 @@ int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index,
     arena->index = index;
     arena->decay_ms = decay_ms;
     arena->dirty_decay_ms = dirty_decay_ms;
-    arena->last_dirty_pass_ms = now_ms();
+    arena->dirty_max_percent = dirty_max_percent;
+    arena->last_dirty_pass_ms = arena->peak_since_ms = now_ms();
     atomic_init(&arena->threads, 0);
     bp__chunk_lists_init(arena->lists);
     for (unsigned c = sc->nsmall; c < sc->nclasses; c++) arena->runs[c].capacity = run_cache_size;
@@ -152,15 +153,123 @@ uint32_t bp__arena_cache_take_idle(bp__arena *arena, unsigned cls, struct bp_buf
 
 static void run_cache_release_all_locked(bp__arena *arena);
 
-/* A run from the chunks in the lists, best-used first; -1 if none has one long enough. */
+/* ---------------------------------------------------------------------------------------
+ * The bound on free resident pages (dirty_max_percent)
+ * ------------------------------------------------------------------------------------- */
+
+/* After active_bytes grew: the window's peak follows. */
+static inline void note_active_locked(bp__arena *arena)
+{
+    if (arena->active_bytes > arena->peak_active) arena->peak_active = arena->active_bytes;
+}
+
+/* At a purge check: a window of dirty_decay_ms (1 s when that is 0 or never) ends, and the
+ * peak that counts is the higher of the two last windows'. */
+static void roll_peak_locked(bp__arena *arena, uint64_t now)
+{
+    unsigned decay = arena->dirty_decay_ms;
+    uint64_t window = decay == 0 || decay == BP_DECAY_NEVER ? 1000 : decay;
+    if (now - arena->peak_since_ms < window) return;
+    arena->peak_before = arena->peak_active;
+    arena->peak_active = arena->active_bytes;
+    arena->peak_since_ms = now;
+}
+
+enum { BP__LRU_BATCH = 16 };
+
+/* Up to BP__LRU_BATCH chunks with dirty pages, in the lists or retained, that took or gave
+ * back a run the longest ago, oldest first, in lru[]; returns how many. One walk over the
+ * chunks serves that many purges. */
+static unsigned least_recently_used_dirty(bp__arena *arena, bp__chunk *lru[BP__LRU_BATCH])
+{
+    unsigned n = 0;
+    for (unsigned b = 0; b <= BP__NBANDS; b++)
+        for (bp__chunk *c = b < BP__NBANDS ? arena->lists[b].head : arena->retained; c != NULL; c = c->next) {
+            if (c->dirty_pages == 0 || (n == BP__LRU_BATCH && c->last_used >= lru[n - 1]->last_used)) continue;
+            unsigned i = n < BP__LRU_BATCH ? n++ : n - 1; /* insertion, dropping the newest */
+            for (; i > 0 && lru[i - 1]->last_used > c->last_used; i--) lru[i] = lru[i - 1];
+            lru[i] = c;
+        }
+    return n;
+}
+
+/* Handed-out bytes plus free resident ones (dirty pages, held runs) may reach the peak of
+ * handed-out bytes plus dirty_max_percent of it. Past that, the least recently used
+ * chunks' free pages go back until a quarter of the allowance is free again, so that a
+ * steady state purges in batches rather than a page at every allocation. Free pages in
+ * chunks that runs were recently taken from or given back to are the likeliest to be used
+ * again soon (the placement prefers dirty pages); those in chunks nobody touched for
+ * longest, the least. Called after a run was taken: giving one back changes handed-out
+ * bytes into free resident bytes, the sum stays. */
+static void bound_dirty_locked(bp__arena *arena)
+{
+    if (arena->dirty_max_percent == 0) return;
+    const unsigned shift = arena->sc->page_shift;
+    size_t peak = arena->peak_active > arena->peak_before ? arena->peak_active : arena->peak_before;
+    size_t allowance = peak / 100 * arena->dirty_max_percent + peak % 100 * arena->dirty_max_percent / 100;
+    size_t resident = arena->active_bytes + arena->run_cache_bytes +
+                      ((arena->dirty_pages + arena->retained_dirty_pages) << shift);
+    if (resident <= peak + allowance) return;
+    size_t excess = (resident - (peak + allowance - allowance / 4)) >> shift;
+    while (excess > 0) {
+        bp__chunk *lru[BP__LRU_BATCH];
+        unsigned n = least_recently_used_dirty(arena, lru);
+        size_t before = excess;
+        for (unsigned i = 0; i < n && excess > 0; i++) {
+            size_t bytes = bp__chunk_purge_some(lru[i], true, excess);
+            arena->purged_bytes += bytes;
+            excess -= bytes >> shift;
+        }
+        if (excess == before) break; /* no dirty page left anywhere */
+    }
+}
+
+/* A run from the chunks in the lists, or -1 if none has one long enough. Best fit over all
+ * of them: for a length that is no page class's, a run of its own class that is long
+ * enough; else the lowest class with room in any band, the fuller band on a tie; within
+ * the class, the chunk with the most dirty pages (bp__chunk_list_pick). */
 static long alloc_run_in_lists(bp__arena *arena, uint32_t pages, unsigned page_class, bp__chunk **out)
 {
-    static const unsigned order[] = {BP__Q050, BP__Q025, BP__Q000, BP__Q_INIT, BP__Q075};
-    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
-        long offset = bp__chunk_list_alloc_run(&arena->lists[order[i]], pages, page_class, out);
-        if (offset >= 0) return offset;
+    static const unsigned fuller_first[] = {BP__Q075, BP__Q050, BP__Q025, BP__Q000, BP__Q_INIT};
+    enum { NORDER = sizeof fuller_first / sizeof fuller_first[0] };
+    if (arena->sc->page_class_pages[page_class] != pages) {
+        bp__chunk *fit = NULL;
+        bp__chunk_list *fit_list = NULL;
+        long offset = -1;
+        for (unsigned i = 0; i < NORDER; i++) {
+            bp__chunk_list *list = &arena->lists[fuller_first[i]];
+            long at;
+            bp__chunk *c = bp__chunk_list_pick_fit(list, pages, page_class - 1, &at);
+            if (c == NULL || (fit != NULL && c->dirty_pages < pages)) continue;
+            fit = c;
+            fit_list = list;
+            offset = at;
+            if (c->dirty_pages >= pages) break;
+        }
+        if (fit != NULL) {
+            bp__chunk_take_run(fit, (uint32_t)offset, pages);
+            bp__chunk_list_took(fit_list, fit);
+            *out = fit;
+            return offset;
+        }
     }
-    return -1;
+    int best = -1;
+    bp__chunk_list *best_list = NULL;
+    for (unsigned i = 0; i < NORDER; i++) {
+        bp__chunk_list *list = &arena->lists[fuller_first[i]];
+        int k = bp__bits128_first_from(list->filed, page_class);
+        if (k >= 0 && (best < 0 || k < best)) {
+            best = k;
+            best_list = list;
+        }
+    }
+    if (best < 0) return -1;
+    bp__chunk *c = bp__chunk_list_pick(best_list, (unsigned)best);
+    long offset = bp__chunk_alloc_run(c, pages); /* any run at class best or above fits */
+    BP__ASSERT(offset >= 0);
+    bp__chunk_list_took(best_list, c);
+    *out = c;
+    return offset;
 }
 
 /* A run from the chunks we have; else, once the run cache's runs are back in their chunks
@@ -170,25 +279,33 @@ static long alloc_run(bp__arena *arena, uint32_t pages, bp__chunk **out)
 {
     unsigned page_class = bp__page_class_ceil(arena->sc, pages); /* once, for every chunk tried */
     long offset = alloc_run_in_lists(arena, pages, page_class, out);
-    if (offset >= 0) return offset;
-    if (arena->run_cache_entries > 0) {
+    if (offset < 0 && arena->run_cache_entries > 0) {
         run_cache_release_all_locked(arena);
         offset = alloc_run_in_lists(arena, pages, page_class, out);
-        if (offset >= 0) return offset;
+    }
+    if (offset >= 0) {
+        (*out)->last_used = ++arena->clock;
+        bound_dirty_locked(arena);
+        return offset;
     }
     bp__chunk *chunk = arena->retained;
     if (chunk != NULL) { /* an empty chunk kept for reuse: still one free run, still mapped */
         arena->retained = chunk->next;
         arena->nretained--;
         chunk->next = NULL;
+        arena->retained_dirty_pages -= chunk->dirty_pages;
     } else {
         chunk = bp__chunk_new(arena, arena->sc);
         if (chunk == NULL) return -1;
     }
     arena->chunks++;
-    offset = bp__chunk_alloc_run_in(chunk, pages, page_class);
+    chunk->dirty_sum = &arena->dirty_pages; /* counted while in the lists */
+    arena->dirty_pages += chunk->dirty_pages;
+    chunk->last_used = ++arena->clock;
+    offset = bp__chunk_alloc_run(chunk, pages);
     BP__ASSERT(offset == 0);
     bp__chunk_list_add(&arena->lists[BP__Q_INIT], chunk);
+    bound_dirty_locked(arena);
     *out = chunk;
     return offset;
 }
@@ -204,7 +321,11 @@ static bp__chunk *take_expired_locked(bp__arena *arena, bool all)
     while (*link != NULL && !all && now - (*link)->empty_since_ms < arena->decay_ms) link = &(*link)->next;
     bp__chunk *expired = *link;
     *link = NULL;
-    for (bp__chunk *c = expired; c != NULL; c = c->next) arena->nretained--;
+    for (bp__chunk *c = expired; c != NULL; c = c->next) {
+        arena->nretained--;
+        arena->retained_dirty_pages -= c->dirty_pages;
+        c->dirty_sum = NULL;
+    }
     return expired;
 }
 
@@ -245,10 +366,14 @@ static bp__chunk *settle_after_free(bp__arena *arena, bp__chunk *chunk)
  * Returns chunks to unmap. */
 static bp__chunk *retain_empty_locked(bp__arena *arena, bp__chunk *chunk)
 {
+    arena->dirty_pages -= chunk->dirty_pages;
+    chunk->dirty_sum = NULL;
     if (arena->decay_ms == 0) {
         chunk->next = NULL;
         return chunk;
     }
+    chunk->dirty_sum = &arena->retained_dirty_pages;
+    arena->retained_dirty_pages += chunk->dirty_pages;
     bp__chunk *expired = take_expired_locked(arena, false);
     chunk->empty_since_ms = now_ms();
     chunk->next = arena->retained;
@@ -285,6 +410,9 @@ BP__INLINE bool run_cache_put(bp__arena *arena, const bp__region *region, bp__ob
     unsigned cls = region->class_index;
     bp__run_cache_bin *bin = &arena->runs[cls];
     if (bin->count == bin->capacity) return false; /* full, or not kept (capacity 0) */
+    /* Only runs of the class's length: any request of the class can take one. A shorter run
+     * (see alloc_normal) goes back to its chunk, where a run of any length can use it. */
+    if (bp__handle_pages(region->handle) != arena->sc->run_pages[cls]) return false;
     if (BP__UNLIKELY(bin->entries == NULL)) {
         bin->entries = malloc(bin->capacity * sizeof *bin->entries);
         if (bin->entries == NULL) return false; /* then into the chunk, as without the cache */
@@ -325,6 +453,7 @@ static void run_cache_release_oldest(bp__arena *arena, unsigned cls, uint32_t n)
     for (uint32_t i = 0; i < n; i++) {
         const bp__cached_region *run = &bin->entries[i].run;
         bp__chunk_free_run(run->chunk, bp__handle_offset(run->handle), bp__handle_pages(run->handle));
+        run->chunk->last_used = ++arena->clock;
         append_chunks(&arena->doomed, settle_after_free(arena, run->chunk));
         if (bin->entries[i].object != NULL) loosen_locked(arena, bin->entries[i].object);
     }
@@ -409,6 +538,7 @@ static void release_empty_new_chunks_locked(bp__arena *arena)
  * long nothing was allocated from or released to the arena (0: unknown). */
 static bp__chunk *purge_locked(bp__arena *arena, bool all, uint64_t idle_ms, uint64_t now)
 {
+    roll_peak_locked(arena, now);
     if (all) run_cache_release_all_locked(arena);
     else run_cache_release_idle_locked(arena);
     if (all || (idle_ms > 0 && idle_ms >= arena->decay_ms)) {
@@ -523,25 +653,30 @@ unsigned bp__arena_alloc_small_batch(bp__arena *arena, unsigned cls, bp__cached_
     }
     arena->allocations[BP__KIND_SMALL] += taken;
     arena->active_bytes += taken * arena->sc->class_size[cls];
+    note_active_locked(arena);
     bp__chunk *doomed = take_doomed_locked(arena); /* a subpage run may have released runs */
     bp__lock_release(&arena->lock);
     delete_chunks(doomed);
     return taken;
 }
 
-/* A run of normal class `cls`: the run cache's newest (with its object, see
- * run_cache_take), else one from the chunks (*object untouched). */
-static int alloc_normal(bp__arena *arena, unsigned cls, bp__region *out, bp__object_link **object)
+/* A run for `size` bytes of normal class `cls`: from the run cache (with its object, see
+ * run_cache_take), else from the chunks (*object untouched). A class thread caches keep
+ * gets the class's length, as any of its regions may serve any size of the class; above
+ * them (cls >= whole_from) a run is as many pages as the size needs, which spares the
+ * class rounding's untouched tail (up to a fifth of the run) when the pages are reused. */
+BP__INLINE int alloc_normal(bp__arena *arena, unsigned cls, size_t size, bp__region *out, bp__object_link **object)
 {
-    if (run_cache_take(arena, cls, out, object)) return 0;
     const bp__size_classes *sc = arena->sc;
+    uint32_t pages = cls >= arena->whole_from ? (uint32_t)(bp__align_up(size, sc->page_size) >> sc->page_shift)
+                                              : sc->run_pages[cls];
+    if (pages == sc->run_pages[cls] && run_cache_take(arena, cls, out, object)) return 0;
     bp__chunk *chunk;
-    uint32_t pages = sc->run_pages[cls];
     long offset = alloc_run(arena, pages, &chunk);
     if (offset < 0) return BP_ENOMEM;
     out->chunk = chunk;
     out->memory = chunk->base + ((size_t)offset << sc->page_shift);
-    out->length = sc->class_size[cls];
+    out->length = (size_t)pages << sc->page_shift;
     out->handle = bp__handle_make((uint32_t)offset, pages, false, 0);
     return 0;
 }
@@ -565,6 +700,7 @@ static int alloc_huge(bp__arena *arena, size_t size, bp__region *out)
     arena->huge_head = node;
     arena->huge_mapped_bytes += length;
     arena->active_bytes += length;
+    note_active_locked(arena);
     arena->allocations[BP__KIND_HUGE]++;
     bp__lock_release(&arena->lock);
     out->memory = node->memory;
@@ -583,12 +719,13 @@ int bp__arena_alloc(bp__arena *arena, size_t size, bp__region *out)
     if (cls >= sc->nclasses) return alloc_huge(arena, size, out);
     unsigned kind = bp__size_class_is_small(sc, cls) ? BP__KIND_SMALL : BP__KIND_NORMAL;
     bp__lock_acquire(&arena->lock);
-    int rc = kind == BP__KIND_SMALL ? alloc_small(arena, cls, out) : alloc_normal(arena, cls, out, NULL);
+    int rc = kind == BP__KIND_SMALL ? alloc_small(arena, cls, out) : alloc_normal(arena, cls, size, out, NULL);
     if (rc == 0) {
         out->kind = kind;
         out->class_index = cls;
         arena->allocations[kind]++;
         arena->active_bytes += out->length;
+        note_active_locked(arena);
     }
     bp__chunk *doomed = take_doomed_locked(arena); /* a new run may have released runs */
     bp__lock_release(&arena->lock);
@@ -596,20 +733,19 @@ int bp__arena_alloc(bp__arena *arena, size_t size, bp__region *out)
     return rc;
 }
 
-int bp__arena_alloc_whole(bp__arena *arena, unsigned cls, bp__region *out, bp__object_link **object,
+int bp__arena_alloc_whole(bp__arena *arena, unsigned cls, size_t size, bp__region *out, bp__object_link **object,
                           bp__object_link **loose)
 {
     BP__ASSERT(cls >= arena->whole_from && cls < arena->sc->nclasses);
     *object = NULL;
     bp__lock_acquire(&arena->lock);
-    /* The run cache first, here rather than through alloc_normal: the common case of a
-     * class no thread keeps, with no chunk work and nothing to unmap. */
-    int rc = run_cache_take(arena, cls, out, object) ? 0 : alloc_normal(arena, cls, out, object);
+    int rc = alloc_normal(arena, cls, size, out, object);
     if (rc == 0) {
         out->kind = BP__KIND_NORMAL;
         out->class_index = cls;
         arena->allocations[BP__KIND_NORMAL]++;
         arena->active_bytes += out->length;
+        note_active_locked(arena);
     }
     *loose = arena->loose_objects; /* a new run may have sent held runs back */
     arena->loose_objects = NULL;
@@ -661,6 +797,7 @@ static bp__chunk *free_locked(bp__arena *arena, bp__chunk *chunk, uint64_t handl
     } else {
         bp__chunk_free_run(chunk, offset, bp__handle_pages(handle));
     }
+    chunk->last_used = ++arena->clock;
     return settle_after_free(arena, chunk);
 }
 
@@ -797,18 +934,26 @@ static bool run_cache_check_locked(bp__arena *arena)
 bool bp__arena_check(bp__arena *arena)
 {
     bool ok = true;
-    size_t chunks = 0;
+    size_t chunks = 0, dirty = 0;
     bp__lock_acquire(&arena->lock);
     for (unsigned b = 0; b < BP__NBANDS && ok; b++) {
         size_t count = 0;
         for (bp__chunk *c = arena->lists[b].head; c != NULL && ok; c = c->next) {
-            ok = c->band == b && c->arena == arena && bp__chunk_check(c);
+            ok = c->band == b && c->arena == arena && c->dirty_sum == &arena->dirty_pages &&
+                 c->last_used <= arena->clock && bp__chunk_check(c);
+            dirty += c->dirty_pages;
             count++;
         }
         ok = ok && count == arena->lists[b].count && bp__chunk_list_check(&arena->lists[b]);
         chunks += count;
     }
-    ok = ok && chunks == arena->chunks && run_cache_check_locked(arena);
+    size_t retained_dirty = 0;
+    for (bp__chunk *c = arena->retained; c != NULL && ok; c = c->next) {
+        ok = c->dirty_sum == &arena->retained_dirty_pages;
+        retained_dirty += c->dirty_pages;
+    }
+    ok = ok && chunks == arena->chunks && dirty == arena->dirty_pages &&
+         retained_dirty == arena->retained_dirty_pages && run_cache_check_locked(arena);
     bp__lock_release(&arena->lock);
     return ok;
 }

@@ -133,6 +133,13 @@ typedef struct bp__arena {
     unsigned dirty_decay_ms;
     uint64_t last_dirty_pass_ms; /* the last purge pass over the chunks' free pages */
     uint64_t purged_bytes;
+    size_t dirty_pages;   /* of the chunks in the lists (each one's dirty_sum points here) */
+    size_t retained_dirty_pages; /* of the retained chunks (theirs points here) */
+    uint64_t clock;       /* counts runs taken and given back: chunks' last_used */
+    unsigned dirty_max_percent;
+    size_t peak_active;   /* the most active_bytes since peak_since_ms ... */
+    size_t peak_before;   /* ... and in the window before */
+    uint64_t peak_since_ms;
     atomic_uint threads;  /* threads bound to this arena (changed without the lock) */
     unsigned index;
     size_t cache_entries, cache_bytes; /* summed over `cache` */
@@ -150,9 +157,10 @@ typedef struct bp__arena {
     uint64_t idle_since_ms; /* ... and when that count last changed */
 } __attribute__((aligned(BP__CACHE_LINE))) bp__arena;
 
-/* run_cache_size: capacity of each normal class's run cache (0: none). */
+/* dirty_max_percent: the bound on free resident bytes (bp_config); run_cache_size: capacity
+ * of each normal class's run cache (0: none). */
 int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index, unsigned decay_ms,
-                   unsigned dirty_decay_ms, unsigned run_cache_size);
+                   unsigned dirty_decay_ms, unsigned dirty_max_percent, unsigned run_cache_size);
 
 /* Sets, before the arena is first used, what the thread caches above it keep: classes from
  * `whole_from` up hold their released objects with their runs, and the arena's cache keeps
@@ -202,10 +210,11 @@ void bp__arena_free(bp__arena *arena, const bp__region *region);
  * Returns whether it did; if not, the object is still the caller's. */
 bool bp__arena_free_with_object(bp__arena *arena, const bp__region *region, bp__object_link *object);
 
-/* Hands out a run of normal class `cls` (>= whole_from) as bp__arena_alloc would.
+/* Hands out a run for `size` bytes of normal class `cls` (>= whole_from) as
+ * bp__arena_alloc would.
  * *object: the object held with it (its region is this run), or NULL; *loose: the arena's
  * loose objects, now the caller's (see bp__arena_take_loose_objects). 0 or BP_ENOMEM. */
-int bp__arena_alloc_whole(bp__arena *arena, unsigned cls, bp__region *out, bp__object_link **object,
+int bp__arena_alloc_whole(bp__arena *arena, unsigned cls, size_t size, bp__region *out, bp__object_link **object,
                           bp__object_link **loose);
 
 /* The objects whose held runs went back to their chunks (linked through `next`), now the

@@ -152,19 +152,33 @@ static inline size_t set_page_bits(uint64_t *bits, uint32_t from, uint32_t n, bo
     return flips == 0 ? 0 : count_bits(flips);
 }
 
+static inline void note_dirty(bp__chunk *c, size_t pages)
+{
+    c->dirty_pages += pages;
+    if (c->dirty_sum != NULL) *c->dirty_sum += pages;
+}
+
+static inline void note_clean(bp__chunk *c, size_t pages)
+{
+    c->dirty_pages -= pages;
+    if (c->dirty_sum != NULL) *c->dirty_sum -= pages;
+}
+
 /* Pages of word w to purge now: dirty, and (unless all) not freed since the last pass. */
 static inline uint64_t ripe_pages(const bp__chunk *c, unsigned w, bool all)
 {
     return c->dirty[w] & (all ? ~(uint64_t)0 : ~c->young[w]);
 }
 
-size_t bp__chunk_purge(bp__chunk *c, bool all)
+/* Purges ripe pages (with `all`, every dirty one) from the lowest up, a range a call,
+ * until max_pages have gone; returns how many went. */
+static size_t purge_pages(bp__chunk *c, bool all, size_t max_pages)
 {
     size_t purged = 0;
     const unsigned shift = c->sc->page_shift;
     const uint32_t limit = c->avail_words * 64;
     uint32_t page = 0;
-    while (page < limit) {
+    while (page < limit && purged < max_pages) {
         unsigned w = page / 64;
         uint64_t ripe = ripe_pages(c, w, all) & (~(uint64_t)0 << (page % 64));
         if (ripe == 0) {
@@ -180,19 +194,78 @@ size_t bp__chunk_purge(bp__chunk *c, bool all)
             }
             end = (end / 64 + 1) * 64;
         }
+        if (end - start > max_pages - purged) end = start + (uint32_t)(max_pages - purged);
         bp__os_purge(c->base + ((size_t)start << shift), (size_t)(end - start) << shift);
-        purged += (size_t)(end - start) << shift;
-        c->dirty_pages -= set_page_bits(c->dirty, start, end - start, false);
+        purged += end - start;
+        note_clean(c, set_page_bits(c->dirty, start, end - start, false));
+        set_page_bits(c->young, start, end - start, false); /* young pages are dirty ones */
         page = end;
     }
-    memset(c->young, 0, c->avail_words * sizeof *c->young);
     return purged;
+}
+
+size_t bp__chunk_purge(bp__chunk *c, bool all)
+{
+    size_t pages = purge_pages(c, all, SIZE_MAX);
+    memset(c->young, 0, c->avail_words * sizeof *c->young);
+    return pages << c->sc->page_shift;
+}
+
+size_t bp__chunk_purge_some(bp__chunk *c, bool young, size_t max_pages)
+{
+    return purge_pages(c, young, max_pages) << c->sc->page_shift;
+}
+
+/* The lowest run of at least `pages` pages in bucket cls, or -1. */
+static long bucket_first_fit(const bp__chunk *c, unsigned cls, uint32_t pages)
+{
+    const uint64_t *summary = bucket_summary(c, cls);
+    const uint64_t *words = bucket_words(c, cls);
+    for (unsigned s = 0; s < c->summary_words; s++) {
+        for (uint64_t sw = summary[s]; sw != 0; sw &= sw - 1) {
+            unsigned w = s * 64 + (unsigned)__builtin_ctzll(sw);
+            for (uint64_t bits = words[w]; bits != 0; bits &= bits - 1) {
+                uint32_t offset = w * 64 + (unsigned)__builtin_ctzll(bits);
+                if (run_info_pages(c->run_info[offset]) >= pages) return offset;
+            }
+        }
+    }
+    return -1;
+}
+
+long bp__chunk_find_run(const bp__chunk *c, uint32_t pages)
+{
+    BP__ASSERT(pages >= 1 && pages <= c->sc->chunk_pages);
+    if (((size_t)pages << c->sc->page_shift) > c->free_bytes) return -1;
+    unsigned ceil = bp__page_class_ceil(c->sc, pages);
+    if (c->sc->page_class_pages[ceil] != pages) {
+        unsigned own = ceil - 1; /* pages is no class's length: its bucket is the one below */
+        if (c->nonempty[own / 64] & ((uint64_t)1 << (own % 64))) {
+            long offset = bucket_first_fit(c, own, pages);
+            if (offset >= 0) return offset;
+        }
+    }
+    int cls = bp__bits128_first_from(c->nonempty, ceil);
+    return cls < 0 ? -1 : (long)bucket_lowest(c, (unsigned)cls);
+}
+
+void bp__chunk_take_run(bp__chunk *c, uint32_t offset, uint32_t pages)
+{
+    uint32_t run_pages = run_info_pages(c->run_info[offset]);
+    BP__ASSERT(run_pages >= pages && run_info_free(c->run_info[offset]));
+    bucket_remove(c, offset, run_pages);
+    if (run_pages > pages) bucket_insert(c, offset + pages, run_pages - pages);
+    mark_run(c, offset, pages, false);
+    c->free_bytes -= (size_t)pages << c->sc->page_shift;
+    note_clean(c, set_page_bits(c->dirty, offset, pages, false));
+    set_page_bits(c->young, offset, pages, false);
 }
 
 long bp__chunk_alloc_run(bp__chunk *c, uint32_t pages)
 {
-    BP__ASSERT(pages >= 1 && pages <= c->sc->chunk_pages);
-    return bp__chunk_alloc_run_in(c, pages, bp__page_class_ceil(c->sc, pages));
+    long offset = bp__chunk_find_run(c, pages);
+    if (offset >= 0) bp__chunk_take_run(c, (uint32_t)offset, pages);
+    return offset;
 }
 
 long bp__chunk_alloc_run_in(bp__chunk *c, uint32_t pages, unsigned page_class)
@@ -202,14 +275,7 @@ long bp__chunk_alloc_run_in(bp__chunk *c, uint32_t pages, unsigned page_class)
     int cls = bp__bits128_first_from(c->nonempty, page_class);
     if (cls < 0) return -1;
     uint32_t offset = bucket_lowest(c, (unsigned)cls);
-    uint32_t run_pages = run_info_pages(c->run_info[offset]);
-    BP__ASSERT(run_pages >= pages && run_info_free(c->run_info[offset]));
-    bucket_remove(c, offset, run_pages);
-    if (run_pages > pages) bucket_insert(c, offset + pages, run_pages - pages);
-    mark_run(c, offset, pages, false);
-    c->free_bytes -= (size_t)pages << c->sc->page_shift;
-    c->dirty_pages -= set_page_bits(c->dirty, offset, pages, false);
-    set_page_bits(c->young, offset, pages, false);
+    bp__chunk_take_run(c, offset, pages);
     return offset;
 }
 
@@ -217,7 +283,7 @@ void bp__chunk_free_run(bp__chunk *c, uint32_t offset, uint32_t pages)
 {
     BP__ASSERT(!run_info_free(c->run_info[offset]) && run_info_pages(c->run_info[offset]) == pages);
     c->free_bytes += (size_t)pages << c->sc->page_shift;
-    c->dirty_pages += set_page_bits(c->dirty, offset, pages, true); /* it was used: resident */
+    note_dirty(c, set_page_bits(c->dirty, offset, pages, true)); /* it was used: resident */
     set_page_bits(c->young, offset, pages, true);
     if (offset > 0 && run_info_free(c->run_info[offset - 1])) {
         uint32_t left_pages = run_info_pages(c->run_info[offset - 1]);

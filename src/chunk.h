@@ -9,8 +9,11 @@
  *   through the page just before it and the page just after it, always run ends).
  * - No two free runs touch: freeing coalesces with free neighbours on both sides.
  * - Each free run is in exactly one bucket: the largest page class not above its length.
- *   A request for n pages searches from the smallest page class >= n upwards (best fit)
- *   and takes the lowest offset in that bucket (lowest address first).
+ *   A request for n pages takes, when n is not a page class's length, the lowest run of at
+ *   least n pages in n's own bucket (the runs there are shorter than the next class, so
+ *   this is the closest fit); else, and for a class's length, the lowest offset in the
+ *   first non-empty bucket from the smallest page class >= n up (best fit by bucket,
+ *   lowest address first), whose every run is long enough.
  * - free_bytes == chunk_size - pages in used runs * page_size.
  * - Dirty pages (free, and touched since they were last purged, so likely resident) are
  *   marked in `dirty`; those freed since the last purge pass also in `young`. Both bits are
@@ -66,6 +69,9 @@ typedef struct bp__chunk {
     uint64_t *dirty;             /* per page: free and maybe resident (avail_words words) */
     uint64_t *young;             /* per page: freed since the last purge pass */
     size_t dirty_pages;
+    size_t *dirty_sum;           /* NULL, or a sum of dirty_pages over chunks (the arena's,
+                                    while the chunk is in its lists), kept in step here */
+    uint64_t last_used;          /* the owner's clock at the last run taken or given back */
     unsigned avail_words, summary_words;
 } bp__chunk;
 
@@ -96,14 +102,21 @@ bp__chunk *bp__chunk_new(struct bp__arena *arena, const bp__size_classes *sc);
 /* Unmaps the chunk and frees its metadata. */
 void bp__chunk_delete(bp__chunk *chunk);
 
-/* Takes a run of `pages` pages: best fit, lowest offset. `pages` must be the length of a
- * page class (every normal class and every subpage run is): then each run in a bucket at or
- * above its class is long enough, so the search never looks inside a bucket. Returns the
- * run's first page, or -1 if no free run is long enough. */
+/* Where a run of `pages` pages (1 .. chunk pages) would be taken (see the invariants), or
+ * -1 if no free run is long enough. Only a length that is no page class's looks inside a
+ * bucket, at the runs of its own. */
+long bp__chunk_find_run(const bp__chunk *chunk, uint32_t pages);
+
+/* Takes [offset, offset + pages) from the free run starting at offset, which must be at
+ * least that long (an offset bp__chunk_find_run gave for that length). */
+void bp__chunk_take_run(bp__chunk *chunk, uint32_t offset, uint32_t pages);
+
+/* Finds and takes a run of `pages` pages; returns its first page, or -1. */
 long bp__chunk_alloc_run(bp__chunk *chunk, uint32_t pages);
 
-/* The same, with bp__page_class_ceil(pages) computed by the caller once for every chunk it
- * tries. */
+/* The same for a page class's length (`page_class` = bp__page_class_ceil(pages), computed
+ * by the caller once for every chunk it tries): then every run in a bucket at or above the
+ * class is long enough, and the search never looks inside a bucket. */
 long bp__chunk_alloc_run_in(bp__chunk *chunk, uint32_t pages, unsigned page_class);
 
 /* Returns the run [offset, offset + pages) and coalesces it with free neighbours. */
@@ -113,6 +126,11 @@ void bp__chunk_free_run(bp__chunk *chunk, uint32_t offset, uint32_t pages);
  * `all`), in as few calls as there are ranges; then every remaining dirty page counts as
  * old for the next pass. Returns the bytes purged. */
 size_t bp__chunk_purge(bp__chunk *chunk, bool all);
+
+/* Gives the OS back up to max_pages dirty pages, lowest first: those free since before the
+ * last pass, or with `young` any. The pass goes on (nothing becomes old). Returns the bytes
+ * purged. */
+size_t bp__chunk_purge_some(bp__chunk *chunk, bool young, size_t max_pages);
 
 /* Whether [offset, offset + pages) is exactly one run, in use. */
 bool bp__chunk_run_in_use(const bp__chunk *chunk, uint32_t offset, uint32_t pages);

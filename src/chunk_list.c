@@ -96,20 +96,49 @@ void bp__chunk_list_add(bp__chunk_list *list, bp__chunk *chunk)
     link_chunk(list, chunk);
 }
 
+bp__chunk *bp__chunk_list_pick(const bp__chunk_list *list, unsigned k)
+{
+    bp__chunk *best = list->by_class[k];
+    unsigned n = 1;
+    for (bp__chunk *c = best->class_next; c != NULL && n < BP__CHUNK_PICK_SPAN; c = c->class_next, n++)
+        if (c->dirty_pages > best->dirty_pages) best = c;
+    return best;
+}
+
+bp__chunk *bp__chunk_list_pick_fit(const bp__chunk_list *list, uint32_t pages, unsigned own, long *offset)
+{
+    bp__chunk *fit = NULL;
+    unsigned n = 0;
+    for (bp__chunk *c = list->by_class[own]; c != NULL && n < 2 * BP__CHUNK_PICK_SPAN; c = c->class_next, n++) {
+        if (fit != NULL && c->dirty_pages < pages) continue; /* no better than the one found */
+        long at = bp__chunk_find_run(c, pages);
+        if (at < 0) continue;
+        fit = c;
+        *offset = at;
+        if (c->dirty_pages >= pages) break;
+    }
+    return fit;
+}
+
+void bp__chunk_list_took(bp__chunk_list *list, bp__chunk *chunk)
+{
+    if (bp__chunk_usage(chunk) >= list->max_usage && list->up != NULL) {
+        bp__chunk_list_remove(list, chunk);
+        bp__chunk_list_add(list->up, chunk);
+    } else {
+        refile_chunk(list, chunk);
+    }
+}
+
 long bp__chunk_list_alloc_run(bp__chunk_list *list, uint32_t pages, unsigned page_class, bp__chunk **out)
 {
     int k = bp__bits128_first_from(list->filed, page_class); /* lowest class with a chunk filed */
     if (k < 0) return -1;
     /* Any chunk filed at k >= page_class has a free run of at least `pages` pages. */
-    bp__chunk *c = list->by_class[k];
+    bp__chunk *c = bp__chunk_list_pick(list, (unsigned)k);
     long offset = bp__chunk_alloc_run_in(c, pages, page_class);
     BP__ASSERT(offset >= 0);
-    if (bp__chunk_usage(c) >= list->max_usage && list->up != NULL) {
-        bp__chunk_list_remove(list, c);
-        bp__chunk_list_add(list->up, c);
-    } else {
-        refile_chunk(list, c);
-    }
+    bp__chunk_list_took(list, c);
     *out = c;
     return offset;
 }

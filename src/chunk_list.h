@@ -54,9 +54,28 @@ void bp__chunk_list_add(bp__chunk_list *list, bp__chunk *chunk);
 
 void bp__chunk_list_remove(bp__chunk_list *list, bp__chunk *chunk);
 
-/* Tries each chunk of the list for a run of `pages` pages; on success returns the offset,
- * stores the chunk in *out and moves the chunk up if it crossed the band's max usage.
- * Returns -1 when no chunk in the list has room. */
+/* How many chunks filed under one class a pick looks at. */
+#define BP__CHUNK_PICK_SPAN 8
+
+/* Of the chunks filed under page class k (there must be one), among the first
+ * BP__CHUNK_PICK_SPAN the one with the most dirty pages: its free pages are likelier still
+ * resident, and using them spares a page fault for each, and leaves pages long given back
+ * given back. */
+bp__chunk *bp__chunk_list_pick(const bp__chunk_list *list, unsigned k);
+
+/* For a length that is no page class's, whose own class is `own` (the class below its
+ * ceiling): a chunk filed under own with a free run of at least `pages` pages (at
+ * *offset, see bp__chunk_find_run), preferring one with that many dirty pages, among the
+ * first 2 * BP__CHUNK_PICK_SPAN; NULL if none of them has one. */
+bp__chunk *bp__chunk_list_pick_fit(const bp__chunk_list *list, uint32_t pages, unsigned own, long *offset);
+
+/* To be called after a run was taken from `chunk` (a member of `list`): files it again and
+ * moves it up as its usage demands. */
+void bp__chunk_list_took(bp__chunk_list *list, bp__chunk *chunk);
+
+/* Takes a run of `pages` pages (a page class's length, `page_class`) from the chunk the
+ * list picks at the lowest class with room (bp__chunk_list_pick); on success returns the
+ * offset and stores the chunk in *out. Returns -1 when no chunk in the list has room. */
 long bp__chunk_list_alloc_run(bp__chunk_list *list, uint32_t pages, unsigned page_class, bp__chunk **out);
 
 /* To be called after a run of `chunk` (a member of `list`) was freed: files it again and

@@ -37,6 +37,7 @@ static const setting settings[] = {
      KIND_UNSIGNED},
     {"chunk_decay_ms", "BYTEPOOL_CHUNK_DECAY_MS", offsetof(bp_config, chunk_decay_ms), KIND_UNSIGNED},
     {"dirty_decay_ms", "BYTEPOOL_DIRTY_DECAY_MS", offsetof(bp_config, dirty_decay_ms), KIND_UNSIGNED},
+    {"dirty_max_percent", "BYTEPOOL_DIRTY_MAX_PERCENT", offsetof(bp_config, dirty_max_percent), KIND_UNSIGNED},
     {"leak_detection", "BYTEPOOL_LEAK_DETECTION", offsetof(bp_config, leak_detection), KIND_LEAK_LEVEL},
     {"leak_sampling_interval", "BYTEPOOL_LEAK_SAMPLING_INTERVAL", offsetof(bp_config, leak_sampling_interval),
      KIND_UNSIGNED},
@@ -78,6 +79,9 @@ void bp_config_init(bp_config *cfg)
     cfg->cache_trim_interval = 8192;
     cfg->chunk_decay_ms = 1000;
     cfg->dirty_decay_ms = 1000;
+    /* Resident memory within about a tenth of the recent peak of live bytes, at a page
+     * fault for each purged page that is used again (docs/design.md, Returning memory). */
+    cfg->dirty_max_percent = 10;
     /* Off by default, unlike Netty: even sampled, a stack capture per tracked buffer costs
      * a large share of the allocation path (docs/design.md, Leak detection). */
     cfg->leak_detection = BP_LEAK_DISABLED;
@@ -126,6 +130,8 @@ static const char *setting_problem(const bp_config *cfg, const setting *s)
         if (v > 3600000) return "must not exceed 3600000 (one hour)";
     } else if (s->offset == offsetof(bp_config, dirty_decay_ms)) {
         if (v > 3600000 && v != BP_DECAY_NEVER) return "must not exceed 3600000 (one hour), or be 4294967295 (never)";
+    } else if (s->offset == offsetof(bp_config, dirty_max_percent)) {
+        if (v > 1000) return "must not exceed 1000";
     } else if (s->offset == offsetof(bp_config, leak_detection)) {
         if (v > BP_LEAK_PARANOID) return "must be 0 (disabled), 1 (simple), 2 (advanced) or 3 (paranoid)";
     } else if (s->offset == offsetof(bp_config, leak_sampling_interval)) {

@@ -179,7 +179,7 @@ static bp_allocator *allocator_create(const bp_config *cfg, bool pooled, int *er
         unsigned i = 0;
         for (; i < cfg->arenas; i++) {
             if (bp__arena_init(&a->arenas[i], &a->sc, i, cfg->chunk_decay_ms, cfg->dirty_decay_ms,
-                               cfg->run_cache_size) != 0) break;
+                               cfg->dirty_max_percent, cfg->run_cache_size) != 0) break;
             bp__tcache_configure_arena(&a->arenas[i], &a->sc, cfg);
         }
         if (i < cfg->arenas) {

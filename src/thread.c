@@ -246,7 +246,7 @@ BP__NOINLINE void bp__thread_maintain(bp__thread_state *ts)
 /* A normal class no thread cache keeps: a run from the arena, which comes with the object
  * released with it when the run cache had one (nothing else to set but the owner: the rest
  * is as a root's, and the tag stays BP__TAG_NONE); else the object from the recycler. */
-static bp_buf *alloc_whole(bp_allocator *a, bp__thread_state *ts, unsigned cls, int *rc)
+static bp_buf *alloc_whole(bp_allocator *a, bp__thread_state *ts, size_t size, unsigned cls, int *rc)
 {
     /* What consumers released for us comes back (onto its runs) before the arena is asked:
      * taken back only when the recycler ran dry, after a fresh run had been cut, a 64 KiB
@@ -254,7 +254,7 @@ static bp_buf *alloc_whole(bp_allocator *a, bp__thread_state *ts, unsigned cls, 
     bp__remote_drain(ts);
     bp__object_link *held, *loose;
     bp__region region;
-    *rc = bp__arena_alloc_whole(ts->arena, cls, &region, &held, &loose);
+    *rc = bp__arena_alloc_whole(ts->arena, cls, size, &region, &held, &loose);
     if (BP__UNLIKELY(loose != NULL)) bp__objects_put_loose(&a->objects, &ts->recycler, loose);
     if (*rc != 0) return NULL;
     if (held != NULL) {
@@ -279,7 +279,7 @@ bp_buf *bp__buf_alloc_miss(bp_allocator *a, bp__thread_state *ts, size_t size, u
 {
     bp_buf *b;
     if (ts->arena != NULL) {
-        if (cls >= ts->arena->whole_from && cls < a->sc.nclasses) return alloc_whole(a, ts, cls, rc);
+        if (cls >= ts->arena->whole_from && cls < a->sc.nclasses) return alloc_whole(a, ts, size, cls, rc);
         if (cls < ts->tcache.head.ncacheable) {
             /* A miss of a cached class (at most one per half a bin): what this thread holds
              * for other owners goes now. Not on every allocation of an uncached size, which

@@ -7,7 +7,10 @@
 #include "os.h"
 
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 /* One arena, no thread cache, no run cache and no retained chunks: every allocation and
  * release reaches the arena's chunks, and an emptied chunk is unmapped at once, so the
@@ -159,7 +162,7 @@ static void test_allocation_prefers_well_used_chunks(void **state)
     bp_buf *b1 = bp_alloc(a, 2 * mib);   /* does not fit A's last MiB: new chunk B */
     assert_int_equal(arena_stats(a, 0).chunks, 2);
     bp_release(b1);
-    bp_buf *b2 = bp_alloc(a, 64 * 1024); /* B in qInit; from q050 first, so it lands in A */
+    bp_buf *b2 = bp_alloc(a, 64 * 1024); /* best fit: A's free MiB, not B's empty 4 */
     uint8_t *a_base = bp_data(a1, 0);
     uint8_t *p = bp_data(b2, 0);
     assert_true(p >= a_base && p < a_base + 4 * mib);
@@ -975,6 +978,150 @@ static void test_random_model_small_run_cache(void **state)
     bp_allocator_destroy(a);
 }
 
+/* Above the thread-cached classes a buffer's run is as many pages as its size needs (its
+ * class's length would leave an untouched tail); cached classes keep their class's length,
+ * and only runs of a class's length are held back for reuse. */
+static void test_uncached_sizes_get_whole_pages(void **state)
+{
+    (void)state;
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.background_purge = 0;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    const size_t page = 8192;
+    struct { size_t size, region; } cases[] = {
+        {20000, 20480},            /* a small class: its slot */
+        {30000, 32768},            /* 32 KiB, thread-cached: the class */
+        {32769, 5 * page},         /* above max_cached_size: 5 pages, not 40 KiB's... */
+        {65537, 9 * page},         /* ... 9 pages, not 80 KiB's 10 */
+        {100000, 13 * page},
+        {(size_t)1 << 20, (size_t)1 << 20},
+        {(1 << 20) + 1, (1 << 20) + page},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t before = arena_stats(a, 0).active_bytes;
+        bp_buf *b = bp_alloc(a, cases[i].size);
+        assert_non_null(b);
+        if (cases[i].size > 32768) /* (a cached class's refill takes several) */
+            assert_int_equal(arena_stats(a, 0).active_bytes - before, cases[i].region);
+        assert_int_equal(bp_capacity(b), cases[i].size);
+        assert_int_equal(bp_max_fast_writable_bytes(b), cases[i].region);
+        /* every byte of it is the buffer's */
+        assert_int_equal(bp_set_capacity(b, cases[i].region), 0);
+        assert_int_equal(bp_set_u8(b, cases[i].region - 1, 0x5a), 0);
+        assert_true(bp__arena_check(&a->arenas[0]));
+        bp_release(b);
+    }
+    /* 9 pages are held back by no run cache (no 80 KiB request could use them); 8 are. */
+    bp_buf *keep = bp_alloc(a, 200000);
+    bp_buf *nine = bp_alloc(a, 65537), *eight = bp_alloc(a, 65536);
+    size_t held = arena_stats(a, 0).cached_runs;
+    bp_release(nine);
+    assert_int_equal(arena_stats(a, 0).cached_runs, held);
+    bp_release(eight);
+    assert_int_equal(arena_stats(a, 0).cached_runs, held + 1);
+    assert_true(bp__arena_check(&a->arenas[0]));
+    bp_release(keep);
+    bp_allocator_destroy(a);
+}
+
+/* One arena, no caches, free pages never purged by age: what goes back before its time is
+ * what dirty_max_percent bounds. */
+static bp_allocator *bounded_allocator(unsigned percent)
+{
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.small_cache_size = 0;
+    cfg.normal_cache_size = 0;
+    cfg.run_cache_size = 0;
+    cfg.dirty_decay_ms = BP_DECAY_NEVER;
+    cfg.dirty_max_percent = percent;
+    cfg.background_purge = 0;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    return a;
+}
+
+static size_t resident_bytes_of(const void *p, size_t bytes)
+{
+    size_t os_page = (size_t)sysconf(_SC_PAGESIZE), n = bytes / os_page, resident = 0;
+    unsigned char *vec = calloc(n, 1);
+    assert_non_null(vec);
+    assert_int_equal(mincore((void *)(uintptr_t)p, n * os_page, vec), 0);
+    for (size_t i = 0; i < n; i++) resident += vec[i] & 1;
+    free(vec);
+    return resident * os_page;
+}
+
+/* Handed-out bytes plus free resident ones stay within the recent peak of handed-out bytes
+ * plus dirty_max_percent of it: a burst that comes back and goes out again purges nothing;
+ * growing into new memory while free pages sit elsewhere purges the least recently used
+ * chunk's; 0 purges nothing. */
+static void test_free_resident_pages_are_bounded_by_the_peak(void **state)
+{
+    (void)state;
+    const size_t mib = 1024 * 1024;
+    for (unsigned percent = 0; percent <= 10; percent += 10) {
+        bp_allocator *a = bounded_allocator(percent);
+        bp_buf *b[16], *big[4];
+        for (int round = 0; round < 3; round++) { /* 16 MiB out, all back, again */
+            for (int i = 0; i < 16; i++) {
+                b[i] = bp_alloc(a, mib);
+                assert_int_equal(bp_set_capacity(b[i], mib), 0);
+                memset(bp_data(b[i], 0), i, mib);
+            }
+            if (round < 2)
+                for (int i = 0; i < 16; i++) bp_release(b[i]);
+        }
+        bp_arena_stats s = arena_stats(a, 0);
+        assert_int_equal(s.purged_bytes, 0);
+        assert_int_equal(s.active_bytes, 16 * mib);
+        assert_int_equal(s.chunks, 4);
+        /* Every other MiB back, the first chunk's first: the first chunk is the least
+         * recently used of those with free pages. */
+        uint8_t *first_hole = bp_data(b[0], 0);
+        for (int i = 0; i < 16; i += 2) bp_release(b[i]);
+        s = arena_stats(a, 0);
+        assert_int_equal(s.dirty_bytes, 8 * mib);
+        assert_int_equal(s.purged_bytes, 0);
+        size_t peak = 16 * mib, allowance = peak / 100 * percent;
+        /* 2 MiB runs fit no 1 MiB hole: each takes new pages. */
+        for (int i = 0; i < 4; i++) {
+            big[i] = bp_alloc(a, 2 * mib);
+            memset(bp_data(big[i], 0), 0x77, 2 * mib);
+            s = arena_stats(a, 0);
+            if (percent > 0) /* checked before the new run counts: within one run of it */
+                assert_true(s.active_bytes + s.dirty_bytes <= peak + allowance + 2 * mib);
+            assert_true(bp__arena_check(&a->arenas[0]));
+        }
+        s = arena_stats(a, 0);
+        if (percent == 0) {
+            assert_int_equal(s.purged_bytes, 0);
+            assert_int_equal(s.dirty_bytes, 8 * mib);
+            assert_int_equal(resident_bytes_of(first_hole, mib), mib);
+        } else {
+            /* 16 + 8 MiB would be resident; within 16 MiB + 10 % and the last run's 2 MiB
+             * (counted after the check), at least 4.4 MiB went. Each purge goes down to
+             * three quarters of the allowance, 0.4 MiB below: 4.8 MiB in all. */
+            assert_true(s.purged_bytes >= 44 * mib / 10 && s.purged_bytes <= 5 * mib);
+            assert_int_equal(s.dirty_bytes, 8 * mib - s.purged_bytes);
+            assert_int_equal(resident_bytes_of(first_hole, mib), 0); /* the LRU chunk's went first */
+        }
+        for (int i = 1; i < 16; i += 2) { /* the live bytes are untouched */
+            const uint8_t *p = bp_data(b[i], 0);
+            assert_int_equal(p[0], i);
+            assert_int_equal(p[mib - 1], i);
+            bp_release(b[i]);
+        }
+        for (int i = 0; i < 4; i++) bp_release(big[i]);
+        assert_true(bp__arena_check(&a->arenas[0]));
+        bp_allocator_destroy(a);
+    }
+}
+
 static void test_destroy_unmaps_leaked_buffers(void **state)
 {
     (void)state;
@@ -1020,6 +1167,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_release_into_an_unbound_arena_is_not_held_back),
         cmocka_unit_test(test_out_of_memory_with_runs_held_back),
         cmocka_unit_test(test_destroy_unmaps_leaked_buffers),
+        cmocka_unit_test(test_uncached_sizes_get_whole_pages),
+        cmocka_unit_test(test_free_resident_pages_are_bounded_by_the_peak),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -163,11 +163,16 @@ static void random_runs(size_t page_size, size_t chunk_size, uint64_t seed, int 
     for (int step = 0; step < steps; step++) {
         bool do_alloc = nlive == 0 || test_rand(&rng) % 100 < 55;
         if (do_alloc) {
-            /* Page-class lengths up to an eighth of the chunk, as the arena asks for. */
+            /* Up to an eighth of the chunk: page-class lengths, as subpages and
+             * thread-cached classes ask for, or any length, as larger sizes do. */
             uint32_t pages;
-            do {
-                pages = geometry.page_class_pages[test_rand(&rng) % geometry.npage_classes];
-            } while (pages > npages / 8);
+            if (test_rand(&rng) % 2 == 0) {
+                do {
+                    pages = geometry.page_class_pages[test_rand(&rng) % geometry.npage_classes];
+                } while (pages > npages / 8);
+            } else {
+                pages = 1 + (uint32_t)(test_rand(&rng) % (npages / 8));
+            }
             long offset = bp__chunk_alloc_run(c, pages);
             if (offset < 0) {
                 /* Refusal must be honest: no free stretch of that length exists. */
@@ -249,6 +254,69 @@ static void test_handle_round_trip(void **state)
     assert_false(bp__handle_is_subpage(h));
 }
 
+/* A length that is no page class's (9, 11: between 8, 10 and 12) takes the closest run of
+ * its own bucket when one there is long enough, else a run from the buckets above. */
+static void test_any_length_takes_the_closest_run(void **state)
+{
+    (void)state;
+    bp__chunk *c = bp__chunk_new(NULL, &sc);
+    assert_non_null(c);
+    size_t sum = 0;
+    c->dirty_sum = &sum;
+    assert_int_equal(bp__chunk_alloc_run(c, 9), 0);
+    assert_int_equal(bp__chunk_alloc_run(c, 1), 9);   /* spacers keep the holes apart */
+    assert_int_equal(bp__chunk_alloc_run(c, 20), 10);
+    assert_int_equal(bp__chunk_alloc_run(c, 1), 30);
+    assert_int_equal(bp__chunk_alloc_run(c, 8), 31);
+    assert_int_equal(bp__chunk_alloc_run(c, 1), 39);
+    bp__chunk_free_run(c, 0, 9);   /* holes: 9 pages at 0 (bucket 8), 20 at 10, 8 at 31 */
+    bp__chunk_free_run(c, 10, 20);
+    bp__chunk_free_run(c, 31, 8);
+    assert_int_equal(c->dirty_pages, 37);
+    assert_int_equal(sum, 37); /* the owner's sum follows */
+    assert_true(bp__chunk_check(c));
+    assert_int_equal(bp__chunk_find_run(c, 9), 0);  /* its own bucket: the 9-page hole */
+    assert_int_equal(bp__chunk_alloc_run(c, 9), 0);
+    assert_int_equal(bp__chunk_find_run(c, 9), 10); /* the 8 at 31 is too short: from 10 up */
+    assert_int_equal(bp__chunk_alloc_run(c, 9), 10); /* leaves 11 pages at 19 */
+    assert_int_equal(bp__chunk_alloc_run(c, 11), 19); /* bucket 10 holds them: exact */
+    assert_int_equal(bp__chunk_alloc_run(c, 8), 31);
+    assert_int_equal(bp__chunk_alloc_run(c, 13), 40); /* the rest of the chunk */
+    assert_int_equal(c->dirty_pages, 0);
+    assert_int_equal(sum, 0);
+    assert_true(bp__chunk_check(c));
+    bp__chunk_delete(c);
+}
+
+/* A bounded purge takes the lowest dirty pages first, the young too when asked, clears
+ * their marks and does not end the pass: what stays young stays young. */
+static void test_bounded_purge_takes_the_lowest_pages(void **state)
+{
+    (void)state;
+    bp__chunk *c = bp__chunk_new(NULL, &sc);
+    assert_non_null(c);
+    size_t sum = 0;
+    c->dirty_sum = &sum;
+    assert_int_equal(bp__chunk_alloc_run(c, 16), 0);
+    assert_int_equal(bp__chunk_alloc_run(c, 1), 16);
+    BP__UNPOISON(c->base, 16 * sc.page_size);
+    memset(c->base, 0xcd, 16 * sc.page_size);
+    bp__chunk_free_run(c, 0, 16);
+    assert_int_equal(sum, 16);
+    assert_int_equal(bp__chunk_purge_some(c, false, 8), 0); /* all young: none ripe */
+    assert_int_equal(bp__chunk_purge_some(c, true, 6), 6 * sc.page_size);
+    assert_int_equal(c->dirty_pages, 10);
+    assert_int_equal(sum, 10);
+    assert_int_equal(resident_pages(c->base, 6), 0);
+    assert_int_equal(resident_pages(c->base + 6 * sc.page_size, 10), 10);
+    assert_true(bp__chunk_check(c)); /* purged pages are neither dirty nor young */
+    assert_int_equal(bp__chunk_purge(c, false), 0); /* the rest is still young: a pass ages it */
+    assert_int_equal(bp__chunk_purge(c, false), 10 * sc.page_size);
+    assert_int_equal(sum, 0);
+    assert_true(bp__chunk_check(c));
+    bp__chunk_delete(c);
+}
+
 /* A band hands out runs from the chunk whose largest free run is the smallest that fits
  * (best fit across chunks, as within one), found through its per-class filing without
  * walking the chunks; refiled after every change. */
@@ -298,6 +366,45 @@ static void test_band_takes_the_best_fitting_chunk(void **state)
     bp__chunk_delete(roomy);
 }
 
+/* Of chunks filed under the same class, a band picks the one with the most dirty pages: its
+ * free pages are likelier still resident. */
+static void test_band_prefers_the_dirtier_chunk(void **state)
+{
+    (void)state;
+    bp__chunk_list lists[BP__NBANDS];
+    bp__chunk_lists_init(lists);
+    bp__chunk_list *q050 = &lists[BP__Q050];
+    bp__chunk *clean = bp__chunk_new(NULL, &sc), *dirty = bp__chunk_new(NULL, &sc);
+    assert_non_null(clean);
+    assert_non_null(dirty);
+    assert_int_equal(bp__chunk_alloc_run(clean, 256), 0); /* both: 256 pages free at 256 */
+    assert_int_equal(bp__chunk_alloc_run(dirty, 256), 0);
+    assert_int_equal(bp__chunk_alloc_run(dirty, 256), 256);
+    bp__chunk_free_run(dirty, 256, 256); /* freed after use: 256 dirty pages */
+    assert_int_equal(dirty->dirty_pages, 256);
+    bp__chunk_list_add(q050, dirty);
+    bp__chunk_list_add(q050, clean); /* first in the list */
+    assert_int_equal(clean->filed_class, dirty->filed_class);
+    unsigned k = (unsigned)clean->filed_class;
+    assert_ptr_equal(q050->by_class[k], clean);
+    assert_ptr_equal(bp__chunk_list_pick(q050, k), dirty);
+    bp__chunk *from = NULL;
+    unsigned eight = bp__page_class_ceil(&sc, 8);
+    assert_int_equal(bp__chunk_list_alloc_run(q050, 8, eight, &from), 256);
+    assert_ptr_equal(from, dirty);
+    assert_int_equal(dirty->dirty_pages, 248);
+    bp__chunk_free_run(dirty, 256, 8);
+    assert_true(bp__chunk_list_after_free(q050, dirty));
+    /* Of a length that is no class's, the dirty chunk's own-bucket run is preferred too. */
+    long at = -1;
+    assert_ptr_equal(bp__chunk_list_pick_fit(q050, 9, eight, &at), NULL); /* none filed at 8 */
+    for (unsigned b = 0; b < BP__NBANDS; b++) assert_true(bp__chunk_list_check(&lists[b]));
+    bp__chunk_list_remove(q050, clean);
+    bp__chunk_list_remove(q050, dirty);
+    bp__chunk_delete(clean);
+    bp__chunk_delete(dirty);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -310,6 +417,9 @@ int main(void)
         cmocka_unit_test(test_chunk_map_failure),
         cmocka_unit_test(test_handle_round_trip),
         cmocka_unit_test(test_band_takes_the_best_fitting_chunk),
+        cmocka_unit_test(test_any_length_takes_the_closest_run),
+        cmocka_unit_test(test_bounded_purge_takes_the_lowest_pages),
+        cmocka_unit_test(test_band_prefers_the_dirtier_chunk),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

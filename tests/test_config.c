@@ -15,7 +15,8 @@ static const char *const env_names[] = {"BYTEPOOL_PAGE_SIZE", "BYTEPOOL_CHUNK_SI
                                         "BYTEPOOL_CACHE_TRIM_INTERVAL", "BYTEPOOL_CHUNK_DECAY_MS", "BYTEPOOL_DIRTY_DECAY_MS",
                                         "BYTEPOOL_LEAK_DETECTION", "BYTEPOOL_LEAK_SAMPLING_INTERVAL",
                                         "BYTEPOOL_ARENA_CACHE_SIZE", "BYTEPOOL_ARENA_CACHE_MAX_BYTES",
-                                        "BYTEPOOL_RUN_CACHE_SIZE", "BYTEPOOL_RELEASE_CHECK"};
+                                        "BYTEPOOL_RUN_CACHE_SIZE", "BYTEPOOL_RELEASE_CHECK",
+                                        "BYTEPOOL_BACKGROUND_PURGE", "BYTEPOOL_DIRTY_MAX_PERCENT"};
 
 static int clear_env(void **state)
 {
@@ -39,6 +40,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.cache_trim_interval, 8192);
     assert_int_equal(cfg.chunk_decay_ms, 1000);
     assert_int_equal(cfg.dirty_decay_ms, 1000);
+    assert_int_equal(cfg.dirty_max_percent, 10);
     assert_int_equal(cfg.leak_detection, BP_LEAK_DISABLED);
     assert_int_equal(cfg.leak_sampling_interval, 128);
     assert_int_equal(cfg.arena_cache_size, 8192);
@@ -121,6 +123,12 @@ static void test_invalid_settings_are_named(void **state)
     expect_invalid(&cfg, "background_purge=2: must be 0 (off) or 1 (on)");
     cfg.background_purge = 0;
     assert_int_equal(bp_config_validate(&cfg, NULL, 0), 0);
+    cfg.dirty_max_percent = 1001;
+    expect_invalid(&cfg, "dirty_max_percent=1001: must not exceed 1000");
+    cfg.dirty_max_percent = 1000;
+    assert_int_equal(bp_config_validate(&cfg, NULL, 0), 0);
+    cfg.dirty_max_percent = 0;
+    assert_int_equal(bp_config_validate(&cfg, NULL, 0), 0);
     assert_int_equal(bp_config_validate(NULL, NULL, 0), BP_EINVAL);
 }
 
@@ -142,6 +150,7 @@ static void test_env_values_are_parsed(void **state)
     setenv("BYTEPOOL_RUN_CACHE_SIZE", "5", 1);
     setenv("BYTEPOOL_RELEASE_CHECK", "1", 1);
     setenv("BYTEPOOL_BACKGROUND_PURGE", "0", 1);
+    setenv("BYTEPOOL_DIRTY_MAX_PERCENT", "3", 1);
     bp_config cfg;
     char why[160] = "";
     assert_int_equal(bp_config_from_env(&cfg, why, sizeof why), 0);
@@ -161,6 +170,7 @@ static void test_env_values_are_parsed(void **state)
     assert_int_equal(cfg.run_cache_size, 5);
     assert_int_equal(cfg.release_check, 1);
     assert_int_equal(cfg.background_purge, 0);
+    assert_int_equal(cfg.dirty_max_percent, 3);
     setenv("BYTEPOOL_CHUNK_SIZE", "1g", 1);
     assert_int_equal(bp_config_from_env(&cfg, why, sizeof why), 0);
     assert_int_equal(cfg.chunk_size, 1 << 30);
