@@ -8,9 +8,8 @@
  * Stacks are captured with libunwind's unw_backtrace (libunwind.so.8, loaded at the first
  * tracked buffer) when bytepool was built with its header (BP__HAVE_LIBUNWIND), otherwise
  * with backtrace(3): the same return addresses, but glibc's walk through libgcc's unwinder
- * takes ~10x as long here (a tracked allocation and release ~8 us against ~0.8 us on a
- * busy 2-core AMD EPYC; libunwind caches what it learns about each frame), and every
- * tracked buffer pays it. They are named with
+ * takes about ten times as long (libunwind caches what it learns about each frame; figures
+ * in docs/design.md, Leak detection), and every tracked buffer pays it. They are named with
  * libdw (libdw.so.1, loaded at the first report; function and file:line from debug
  * information) when bytepool was built with its headers (BP__HAVE_LIBDW) and
  * BYTEPOOL_LEAK_SYMBOLIZER does not say dladdr, otherwise with dladdr(3) (exported

@@ -24,9 +24,9 @@ static size_t take_back(bp__thread_state *ts, bp__remote_batch *list, bool cache
 {
     /* Both lines the next allocation of each buffer writes - the object's first and the
      * data's first - were last touched on the releasing core; fetched now, for writing, they
-     * are this core's when the producer gets to them (the data line alone: 44 -> 30 ns per
-     * buffer in the producer/consumer benchmark). Objects a few ahead, first line only (the
-     * tag there is all a take-back reads); the data line once the object's line is here. */
+     * are this core's when the producer gets to them. Objects a few ahead, first line only
+     * (the tag there is all a take-back reads); the data line once the object's line is
+     * here. */
     enum { AHEAD = 4 };
     bool has_prefetchw = ts->allocator->has_prefetchw;
     size_t n = 0;

@@ -249,8 +249,8 @@ BP__NOINLINE void bp__thread_maintain(bp__thread_state *ts)
 static bp_buf *alloc_whole(bp_allocator *a, bp__thread_state *ts, size_t size, unsigned cls, int *rc)
 {
     /* What consumers released for us comes back (onto its runs) before the arena is asked:
-     * taken back only when the recycler ran dry, after a fresh run had been cut, a 64 KiB
-     * producer/consumer pair mapped 104 MiB where 64 MiB are in flight. */
+     * taken back only when the recycler ran dry, it would wait while the arena cuts fresh
+     * runs beside it. */
     bp__remote_drain(ts);
     bp__object_link *held, *loose;
     bp__region region;
@@ -283,9 +283,9 @@ bp_buf *bp__buf_alloc_miss(bp_allocator *a, bp__thread_state *ts, size_t size, u
         if (cls < ts->tcache.head.ncacheable) {
             /* A miss of a cached class (at most one per half a bin): what this thread holds
              * for other owners goes now. Not on every allocation of an uncached size, which
-             * pushed batches of a buffer or two: a consumer allocating 64 KiB at every fourth
-             * release ran its hand-off 3x slower. Such a thread's partial batch goes at its
-             * scheduled trim instead (bp__thread_maintain), or when full. */
+             * would push batches of a buffer or two and make every hand-off dear; such a
+             * thread's partial batch goes at its scheduled trim (bp__thread_maintain), or
+             * when full. */
             bp__remote_flush(ts);
             bp__tcache_count(&ts->tcache.misses);
             /* What consumers released for us comes back before the arena is asked. */
