@@ -31,18 +31,22 @@ demo:
 	  || { cat build/make-demo.log; echo "build failed (output above)"; exit 1; }
 	@./build/examples/bytepool-demo
 
-# The four builds compile in one make of $(JOBS) jobs (CMake's makefiles join its jobserver,
-# so that one build's serial steps leave no core idle while another has work). The other
-# builds' tests run after that, one build at a time: a threaded test sharing the cores with
-# more than it has (compiling, another build's tests) slows and costs more, its threads
-# waiting on each other. Valgrind runs one thread at a time, so the Valgrind build's tests
-# run as soon as it is compiled, first, while the others compile.
+# make test, on $(JOBS) cores: the TSan and Valgrind builds compile first (the smallest; TSan's
+# tests take longest). Then four jobs at once: TSan's tests, and at the lowest priority
+# (nice 19) the checked and ASan builds' compiles and Valgrind's tests, which so take only
+# the cores that TSan's tests leave idle (TSan sleeps 1 s as each program exits; the last
+# long entries run alone) and leave its threads the cores they need. The checked and ASan
+# tests run last, both builds at once, so that one build's long entries overlap the other's.
 test:
 	@scripts/deps.sh test
-	+@$(MAKE) --no-print-directory --output-sync=target -j $(JOBS) MAKE_TEST=1 \
-	  test-valgrind compile-checked compile-asan compile-tsan
-	@$(MAKE) --no-print-directory MAKE_TEST=1 test-checked test-asan test-tsan
+	+@$(MAKE) --no-print-directory --output-sync=target -j $(JOBS) MAKE_TEST=1 compile-tsan compile-valgrind
+	+@$(MAKE) --no-print-directory --output-sync=target -j 4 MAKE_TEST=1 \
+	  test-tsan idle-compile-checked idle-compile-asan idle-test-valgrind
+	+@$(MAKE) --no-print-directory --output-sync=target -j 2 MAKE_TEST=1 test-checked test-asan
 	@scripts/test-summary.sh build-checked build-asan build-tsan build-valgrind
+
+idle-%:
+	+@nice -n 19 $(MAKE) --no-print-directory $*
 
 # Each build alone: compile with $(JOBS) jobs, then run its tests (make test: compiled already).
 BUILD_JOBS = -j $(JOBS)
@@ -57,7 +61,7 @@ test-checked: $(call COMPILED,checked)
 	cd build-checked && ctest --output-on-failure -j $(JOBS)
 
 compile-checked:
-	CC=gcc $(CMAKE) -S . -B build-checked -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBP_WERROR=ON -DBP_DEBUG_CHECKS=ON
+	CC=gcc $(CMAKE) -S . -B build-checked -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBP_DEBUG_INFO=-g1 -DBP_WERROR=ON -DBP_DEBUG_CHECKS=ON
 	+$(CMAKE) --build build-checked $(BUILD_JOBS)
 
 # The sanitizer builds and the Valgrind one build no shared library: only the checked build's
@@ -66,7 +70,7 @@ test-asan: $(call COMPILED,asan)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
 
 compile-asan:
-	CC=clang $(CMAKE) -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBP_WERROR=ON -DBP_DEBUG_CHECKS=ON -DBP_SANITIZE=address -DBP_BUILD_BENCH=OFF -DBP_BUILD_SHARED=OFF
+	CC=clang $(CMAKE) -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBP_DEBUG_INFO=-g1 "-DBP_TEST_OPTIMIZE=-O0;-g" -DBP_WERROR=ON -DBP_DEBUG_CHECKS=ON -DBP_SANITIZE=address -DBP_BUILD_BENCH=OFF -DBP_BUILD_SHARED=OFF
 	+$(CMAKE) --build build-asan $(BUILD_JOBS)
 
 # No examples under TSan: their tests (test_servers) do not run there.
@@ -74,7 +78,7 @@ test-tsan: $(call COMPILED,tsan)
 	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:allocator_may_return_null=1 BP_TEST_SCALE=tsan ctest --output-on-failure -j $(JOBS)
 
 compile-tsan:
-	CC=gcc $(CMAKE) -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBP_WERROR=ON -DBP_SANITIZE=thread -DBP_BUILD_BENCH=OFF -DBP_BUILD_EXAMPLES=OFF -DBP_BUILD_SHARED=OFF
+	CC=gcc $(CMAKE) -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBP_DEBUG_INFO=-g1 -DBP_TEST_OPTIMIZE=-Og -DBP_WERROR=ON -DBP_SANITIZE=thread -DBP_BUILD_BENCH=OFF -DBP_BUILD_EXAMPLES=OFF -DBP_BUILD_SHARED=OFF
 	+$(CMAKE) --build build-tsan $(BUILD_JOBS)
 
 # Benchmarks: Release build, every backend in the same run. The full run writes its JSON
@@ -100,14 +104,12 @@ bench-quick:
 bench-servers:
 	scripts/bench-servers.sh
 
-# Only the programs the valgrind_ entries run are built (target valgrind_programs). Compiled
-# by the recipe itself, so that in make test the tests follow at once on the same job.
-test-valgrind:
-	+@$(MAKE) --no-print-directory compile-valgrind
+# Only the programs the valgrind_ entries run are built (target valgrind_programs).
+test-valgrind: $(call COMPILED,valgrind)
 	cd build-valgrind && ctest --output-on-failure -j $(JOBS) -R valgrind_
 
 compile-valgrind:
-	CC=gcc $(CMAKE) -S . -B build-valgrind -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBP_WERROR=ON -DBP_VALGRIND=ON -DBP_BUILD_BENCH=OFF -DBP_BUILD_EXAMPLES=OFF -DBP_BUILD_SHARED=OFF
+	CC=gcc $(CMAKE) -S . -B build-valgrind -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBP_DEBUG_INFO=-g1 -DBP_TEST_OPTIMIZE=-Og -DBP_WERROR=ON -DBP_VALGRIND=ON -DBP_BUILD_BENCH=OFF -DBP_BUILD_EXAMPLES=OFF -DBP_BUILD_SHARED=OFF
 	+$(CMAKE) --build build-valgrind $(BUILD_JOBS) --target valgrind_programs
 
 # libFuzzer over the API with ASan+UBSan (clang); FUZZ_SECONDS to taste.

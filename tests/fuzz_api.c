@@ -611,8 +611,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 int main(int argc, char **argv)
 {
     int inputs = argc > 1 ? atoi(argv[1]) : 2000;
+    /* Under TSan (BP_TEST_SCALE=tsan) every 10th input: the same inputs as the other builds
+     * replay, of every length, in a tenth of the time. */
     const char *scale = getenv("BP_TEST_SCALE");
-    if (scale != NULL && strcmp(scale, "tsan") == 0) inputs /= 5;
+    int every = scale != NULL && strcmp(scale, "tsan") == 0 ? 10 : 1;
+    int replayed = 0;
     uint64_t x = 0x243F6A8885A308D3ull;
     uint8_t data[4096];
     for (int i = 0; i < inputs; i++) {
@@ -621,11 +624,13 @@ int main(int argc, char **argv)
             x ^= x << 13, x ^= x >> 7, x ^= x << 17;
             data[k] = (uint8_t)x;
         }
+        if (i % every != 0) continue;
         run(data, size);
+        replayed++;
     }
     printf("fuzz_api: %d inputs replayed (%lu composite parts added, %lu gathers checked, %lu betrayals, %lu view "
-           "loops, %lu frames)\n", inputs, parts_added, gathers_checked, betrayals, view_loops, frames);
-    printf("%d passed, 0 failed\n", inputs);
+           "loops, %lu frames)\n", replayed, parts_added, gathers_checked, betrayals, view_loops, frames);
+    printf("%d passed, 0 failed\n", replayed);
     return 0;
 }
 #endif

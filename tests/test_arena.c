@@ -396,16 +396,25 @@ static size_t random_size(uint64_t *rng)
     return ((size_t)4 << 20) + test_rand(rng) % (2 << 20);      /* huge */
 }
 
+/* The random model's steps: half under TSan (BP_TEST_SCALE=tsan), where filling and
+ * checking the buffers' bytes costs most of its time; still thousands, and every check. */
+static int model_steps(void)
+{
+    const char *scale = getenv("BP_TEST_SCALE");
+    return scale != NULL && strcmp(scale, "tsan") == 0 ? 6000 : 12000;
+}
+
 /* Thousands of random sizes allocated and released in random order against a model: no two
  * live buffers overlap, each keeps its pattern, and at the end every arena is idle. */
 static void random_model(bp_allocator *a, uint64_t seed)
 {
-    enum { LIVE_MAX = 2000, STEPS = 12000 };
+    enum { LIVE_MAX = 2000 };
+    const int steps = model_steps();
     live_buf *live = calloc(LIVE_MAX, sizeof *live);
     assert_non_null(live);
     size_t nlive = 0;
     uint64_t rng = seed;
-    for (int step = 0; step < STEPS; step++) {
+    for (int step = 0; step < steps; step++) {
         bool do_alloc = nlive < LIVE_MAX && (nlive == 0 || test_rand(&rng) % 100 < 55);
         if (do_alloc) {
             size_t size = random_size(&rng);

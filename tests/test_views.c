@@ -321,14 +321,21 @@ typedef struct world {
 } world;
 
 /* Appends n pseudo-random bytes (a random block repeated, each copy shifted: cheap for huge
- * buffers, and no two nearby indices alike). */
+ * buffers, and no two nearby indices alike). The shift adds `round` to every byte eight
+ * bytes at a time (no carry crosses a byte): the same bytes as a byte loop, for an eighth of
+ * the memory accesses that TSan and Valgrind instrument. */
 static void append_pattern(bp_buf *b, size_t n, uint64_t *seed)
 {
-    uint8_t block[4093];
-    for (size_t i = 0; i < sizeof block; i++) block[i] = (uint8_t)test_rand(seed);
+    enum { BLOCK = 4093 };
+    const uint64_t high = 0x8080808080808080u;
+    uint64_t words[(BLOCK + 7) / 8] = {0};
+    uint8_t *block = (uint8_t *)words;
+    for (size_t i = 0; i < BLOCK; i++) block[i] = (uint8_t)test_rand(seed);
     for (size_t done = 0, round = 0; done < n; round++) {
-        size_t len = n - done < sizeof block ? n - done : sizeof block;
-        for (size_t i = 0; i < len; i++) block[i] = (uint8_t)(block[i] + round);
+        size_t len = n - done < BLOCK ? n - done : BLOCK;
+        uint64_t add = (uint8_t)round * 0x0101010101010101u;
+        for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+            words[i] = ((words[i] & ~high) + (add & ~high)) ^ ((words[i] ^ add) & high);
         assert_int_equal(bp_write_bytes(b, block, len), 0);
         done += len;
     }
@@ -405,8 +412,9 @@ static void check_expectation(bp_buf *dst, expectation *e, size_t known_end, con
     uint8_t *got = malloc(e->hi - e->lo);
     assert_non_null(got);
     assert_int_equal(bp_get_bytes(dst, e->lo, got, hi - e->lo), 0);
-    for (size_t i = 0; i < hi - e->lo; i++)
-        if (got[i] != e->bytes[i]) fail_msg("%s: byte %zu is %u, expected %u", what, e->lo + i, got[i], e->bytes[i]);
+    if (memcmp(got, e->bytes, hi - e->lo) != 0) /* then the byte loop, to name the first wrong byte */
+        for (size_t i = 0; i < hi - e->lo; i++)
+            if (got[i] != e->bytes[i]) fail_msg("%s: byte %zu is %u, expected %u", what, e->lo + i, got[i], e->bytes[i]);
     free(got);
     free(e->bytes);
 }
