@@ -179,19 +179,26 @@ static void sleep_ms(long ms)
     nanosleep(&t, NULL);
 }
 
-static bp_allocator *uncached_allocator(unsigned dirty_decay_ms)
+/* One arena, no caches: releases reach the chunks at once. */
+static bp_allocator *uncached_allocator_bounded(unsigned dirty_decay_ms, unsigned dirty_max_percent)
 {
     bp_config cfg;
     bp_config_init(&cfg);
     cfg.arenas = 1;
-    cfg.small_cache_size = 0; /* releases reach the chunks at once */
+    cfg.small_cache_size = 0;
     cfg.normal_cache_size = 0;
     cfg.run_cache_size = 0;
     cfg.dirty_decay_ms = dirty_decay_ms;
+    cfg.dirty_max_percent = dirty_max_percent;
     cfg.background_purge = 0; /* these tests drive the purges themselves (see test_purge) */
     bp_allocator *a = bp_allocator_new(&cfg, NULL);
     assert_non_null(a);
     return a;
+}
+
+static bp_allocator *uncached_allocator(unsigned dirty_decay_ms)
+{
+    return uncached_allocator_bounded(dirty_decay_ms, 10);
 }
 
 /* Free pages inside a chunk in use go back to the OS once they stayed free for a whole
@@ -1036,24 +1043,6 @@ static void test_uncached_sizes_get_whole_pages(void **state)
     bp_allocator_destroy(a);
 }
 
-/* One arena, no caches, free pages never purged by age: what goes back before its time is
- * what dirty_max_percent bounds. */
-static bp_allocator *bounded_allocator(unsigned percent)
-{
-    bp_config cfg;
-    bp_config_init(&cfg);
-    cfg.arenas = 1;
-    cfg.small_cache_size = 0;
-    cfg.normal_cache_size = 0;
-    cfg.run_cache_size = 0;
-    cfg.dirty_decay_ms = BP_DECAY_NEVER;
-    cfg.dirty_max_percent = percent;
-    cfg.background_purge = 0;
-    bp_allocator *a = bp_allocator_new(&cfg, NULL);
-    assert_non_null(a);
-    return a;
-}
-
 static size_t resident_bytes_of(const void *p, size_t bytes)
 {
     size_t os_page = (size_t)sysconf(_SC_PAGESIZE), n = bytes / os_page, resident = 0;
@@ -1074,7 +1063,9 @@ static void test_free_resident_pages_are_bounded_by_the_peak(void **state)
     (void)state;
     const size_t mib = 1024 * 1024;
     for (unsigned percent = 0; percent <= 10; percent += 10) {
-        bp_allocator *a = bounded_allocator(percent);
+        /* free pages never purged by age: what goes back before its time is what
+         * dirty_max_percent bounds */
+        bp_allocator *a = uncached_allocator_bounded(BP_DECAY_NEVER, percent);
         bp_buf *b[16], *big[4];
         for (int round = 0; round < 3; round++) { /* 16 MiB out, all back, again */
             for (int i = 0; i < 16; i++) {
