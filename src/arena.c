@@ -263,13 +263,7 @@ static long alloc_run_in_lists(bp__arena *arena, uint32_t pages, unsigned page_c
             best_list = list;
         }
     }
-    if (best < 0) return -1;
-    bp__chunk *c = bp__chunk_list_pick(best_list, (unsigned)best);
-    long offset = bp__chunk_alloc_run(c, pages); /* any run at class best or above fits */
-    BP__ASSERT(offset >= 0);
-    bp__chunk_list_took(best_list, c);
-    *out = c;
-    return offset;
+    return best < 0 ? -1 : bp__chunk_list_alloc_run(best_list, pages, page_class, out);
 }
 
 /* A run from the chunks we have; else, once the run cache's runs are back in their chunks

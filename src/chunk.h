@@ -69,8 +69,9 @@ typedef struct bp__chunk {
     uint64_t *dirty;             /* per page: free and maybe resident (avail_words words) */
     uint64_t *young;             /* per page: freed since the last purge pass */
     size_t dirty_pages;
-    size_t *dirty_sum;           /* NULL, or a sum of dirty_pages over chunks (the arena's,
-                                    while the chunk is in its lists), kept in step here */
+    size_t *dirty_sum;           /* NULL, or a sum of dirty_pages over chunks (the arena's
+                                    for its lists, or for its retained chunks), kept in step
+                                    here */
     uint64_t last_used;          /* the owner's clock at the last run taken or given back */
     unsigned avail_words, summary_words;
 } bp__chunk;

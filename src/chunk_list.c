@@ -136,7 +136,8 @@ long bp__chunk_list_alloc_run(bp__chunk_list *list, uint32_t pages, unsigned pag
     if (k < 0) return -1;
     /* Any chunk filed at k >= page_class has a free run of at least `pages` pages. */
     bp__chunk *c = bp__chunk_list_pick(list, (unsigned)k);
-    long offset = bp__chunk_alloc_run_in(c, pages, page_class);
+    long offset = c->sc->page_class_pages[page_class] == pages ? bp__chunk_alloc_run_in(c, pages, page_class)
+                                                               : bp__chunk_alloc_run(c, pages);
     BP__ASSERT(offset >= 0);
     bp__chunk_list_took(list, c);
     *out = c;

@@ -73,9 +73,9 @@ bp__chunk *bp__chunk_list_pick_fit(const bp__chunk_list *list, uint32_t pages, u
  * moves it up as its usage demands. */
 void bp__chunk_list_took(bp__chunk_list *list, bp__chunk *chunk);
 
-/* Takes a run of `pages` pages (a page class's length, `page_class`) from the chunk the
- * list picks at the lowest class with room (bp__chunk_list_pick); on success returns the
- * offset and stores the chunk in *out. Returns -1 when no chunk in the list has room. */
+/* Takes a run of `pages` pages (page_class = bp__page_class_ceil(pages)) from the chunk
+ * the list picks at the lowest class with room (bp__chunk_list_pick); on success returns
+ * the offset and stores the chunk in *out. Returns -1 when no chunk in the list has room. */
 long bp__chunk_list_alloc_run(bp__chunk_list *list, uint32_t pages, unsigned page_class, bp__chunk **out);
 
 /* To be called after a run of `chunk` (a member of `list`) was freed: files it again and
