@@ -54,7 +54,7 @@ static bool stamped(const bp_buf *b, uint64_t *seed)
  * fork() while other threads allocate and release
  * ------------------------------------------------------------------------------------- */
 
-#define FORK_WORKERS 4
+#define FORK_WORKERS_MAX 8
 #define FORK_RING 32
 #define FORK_MAILBOXES 16
 #define CHILD_BUFS 48
@@ -209,9 +209,13 @@ static void test_fork_while_threads_allocate(void **state)
     fork_world *w = calloc(1, sizeof *w);
     w->a = bp_allocator_default();
     assert_non_null(w->a);
-    pthread_t threads[FORK_WORKERS];
-    fork_worker_args args[FORK_WORKERS];
-    for (int i = 0; i < FORK_WORKERS; i++) {
+    /* A busy worker per CPU (at least two, so that releases cross threads): every CPU is
+     * inside the allocator when fork() comes; more would only wait for a CPU. */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int workers = cpus < 2 ? 2 : cpus > FORK_WORKERS_MAX ? FORK_WORKERS_MAX : (int)cpus;
+    pthread_t threads[FORK_WORKERS_MAX];
+    fork_worker_args args[FORK_WORKERS_MAX];
+    for (int i = 0; i < workers; i++) {
         args[i] = (fork_worker_args){w, 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1)};
         assert_int_equal(pthread_create(&threads[i], NULL, fork_worker, &args[i]), 0);
     }
@@ -240,7 +244,7 @@ static void test_fork_while_threads_allocate(void **state)
         assert_int_equal(bp_release(own), 1);
     }
     atomic_store(&w->stop, true);
-    for (int i = 0; i < FORK_WORKERS; i++) pthread_join(threads[i], NULL);
+    for (int i = 0; i < workers; i++) pthread_join(threads[i], NULL);
     for (unsigned m = 0; m < FORK_MAILBOXES; m++) release_checked(w, atomic_exchange(&w->mailbox[m], NULL));
     if (hangs != 0 || failed != 0)
         fail_msg("%d of %d children failed (%d hung; first exit code %d)", failed, forks, hangs, first_failure);

@@ -10,10 +10,14 @@
 #include "allocator.h"
 #include "thread.h"
 
+#include <limits.h>
+#include <linux/futex.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 static int scale_divisor(void)
 {
@@ -23,24 +27,38 @@ static int scale_divisor(void)
 
 enum { ROUNDS = 4000, CHUNK = 256 * 1024, HUGE_SIZE = CHUNK + 4096, UNCACHED_SIZE = 64 * 1024 };
 
-/* A barrier for the two racers that spins (yielding now and then, for a machine with few
- * cores): both leave it within a few hundred nanoseconds, and the jitter below makes their
- * releases overlap in many rounds. */
+/* A barrier for the two racers that spins, so that both leave it within a few hundred
+ * nanoseconds and the jitter below makes their releases overlap in many rounds. A racer
+ * whose partner has not come after a bounded spin sleeps on a futex instead: when other
+ * programs share the cores (make test runs several at once), the partner may not be
+ * running at all, and a spinning or yielding waiter only keeps it off its CPU. */
 typedef struct spin_barrier {
     _Atomic unsigned arrived;
-    _Atomic unsigned generation;
+    _Atomic unsigned generation; /* the futex word */
+    _Atomic unsigned sleepers;
 } spin_barrier;
+
+enum { SPIN_BEFORE_SLEEP = 4096 };
 
 static void spin_wait(spin_barrier *b)
 {
     unsigned generation = atomic_load_explicit(&b->generation, memory_order_acquire);
     if (atomic_fetch_add_explicit(&b->arrived, 1, memory_order_acq_rel) == 1) {
         atomic_store_explicit(&b->arrived, 0, memory_order_relaxed);
-        atomic_fetch_add_explicit(&b->generation, 1, memory_order_release);
+        atomic_fetch_add_explicit(&b->generation, 1, memory_order_seq_cst);
+        if (atomic_load_explicit(&b->sleepers, memory_order_seq_cst) != 0)
+            syscall(SYS_futex, &b->generation, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
         return;
     }
-    for (unsigned spins = 1; atomic_load_explicit(&b->generation, memory_order_acquire) == generation; spins++)
-        if (spins % 256 == 0) sched_yield();
+    for (unsigned spins = 0; atomic_load_explicit(&b->generation, memory_order_acquire) == generation; spins++) {
+        if (spins < SPIN_BEFORE_SLEEP) continue;
+        /* sleepers is raised before generation is read again: the waker either sees it or
+         * the kernel sees the new generation and does not sleep */
+        atomic_fetch_add_explicit(&b->sleepers, 1, memory_order_seq_cst);
+        if (atomic_load_explicit(&b->generation, memory_order_seq_cst) == generation)
+            syscall(SYS_futex, &b->generation, FUTEX_WAIT_PRIVATE, generation, NULL, NULL, 0);
+        atomic_fetch_sub_explicit(&b->sleepers, 1, memory_order_relaxed);
+    }
 }
 
 /* What a round races on. Racer 0 prepares each round's buffer (it is the allocating
@@ -452,7 +470,7 @@ static void *retain_release_churn(void *arg)
 
 static void retain_release_race(bp_allocator *a)
 {
-    spin_barrier start = {0, 0};
+    spin_barrier start = {0, 0, 0};
     int iterations = 20000 / scale_divisor();
     for (int kind = 0; kind < 2; kind++) {
         bp_buf *root = bp_alloc(a, kind == 0 ? 64 : UNCACHED_SIZE);
