@@ -250,12 +250,12 @@ void bp__leak_note(bp__leak_tracker *t, bp__leak_record *r, const char *what, co
 
 #ifdef BP__HAVE_LIBDW
 /* The libdw functions used (looked up by these names in libdw.so.1). */
-#  define BP__DW_FUNCTIONS(X)                                                                \
+#  define BP__DW_FUNCTIONS(X)                                                                 \
     X(dwfl_begin) X(dwfl_end) X(dwfl_report_begin) X(dwfl_report_end) X(dwfl_linux_proc_report) \
-    X(dwfl_linux_proc_find_elf) X(dwfl_standard_find_debuginfo) X(dwfl_addrmodule)            \
-    X(dwfl_module_addrname) X(dwfl_module_getsrc) X(dwfl_lineinfo) X(dwfl_module_info)        \
-    X(dwfl_module_addrdie) X(dwarf_getsrcfiles) X(dwarf_getscopes) X(dwarf_tag) X(dwarf_attr) \
-    X(dwarf_formudata) X(dwarf_filesrc)
+    X(dwfl_linux_proc_find_elf) X(dwfl_standard_find_debuginfo) X(dwfl_addrmodule)             \
+    X(dwfl_module_addrname) X(dwfl_module_info) X(dwfl_module_addrdie) X(dwfl_module_nextcu)   \
+    X(dwarf_haspc) X(dwarf_getsrc_die) X(dwarf_linesrc) X(dwarf_lineno) X(dwarf_getsrcfiles)   \
+    X(dwarf_getscopes) X(dwarf_tag) X(dwarf_attr) X(dwarf_formudata) X(dwarf_filesrc)
 #  define BP__DW_MEMBER(f) __typeof__(f) *f;
 #  define BP__DW_NAME(f) BP__SYMBOL_NAME(f),
 typedef struct libdw_functions {
@@ -403,19 +403,31 @@ static bool is_public_header(const char *file)
     return n >= 10 && strcmp(file + n - 10, "bytepool.h") == 0 && (n == 10 || file[n - 11] == '/');
 }
 
+/* The compilation unit holding pc. libdw looks it up in .debug_aranges, which clang does
+ * not emit unless asked (-gdwarf-aranges): for code of such a unit it finds none, or a
+ * neighbour that does not hold pc (a program built with clang and linked with this
+ * library built with gcc). Then every unit's own address ranges are searched: a walk over
+ * the units per frame, once per report. */
+static Dwarf_Die *unit_of(const libdw_functions *dw, Dwfl_Module *module, uintptr_t pc, Dwarf_Addr *bias)
+{
+    Dwarf_Die *cu = dw->dwfl_module_addrdie(module, pc, bias);
+    if (cu != NULL && dw->dwarf_haspc(cu, pc - *bias) == 1) return cu;
+    for (cu = NULL; (cu = dw->dwfl_module_nextcu(module, cu, bias)) != NULL;)
+        if (dw->dwarf_haspc(cu, pc - *bias) == 1) return cu;
+    return NULL;
+}
+
 /* An allocation site inside the header's inline bp_alloc (or another inline function of
  * it) would name the header's line; the line to show is where the program called it: the
  * call site of the innermost inlined scope that was called from outside the header. False
  * when the address is in no such scope or the debug information does not say. */
-static bool call_site_of_inline(const libdw_functions *dw, Dwfl_Module *module, uintptr_t pc, const char **file,
+static bool call_site_of_inline(const libdw_functions *dw, Dwarf_Die *cu, Dwarf_Addr address, const char **file,
                                 int *lineno)
 {
-    Dwarf_Addr bias = 0;
-    Dwarf_Die *cu = dw->dwfl_module_addrdie(module, pc, &bias);
     Dwarf_Files *files = NULL;
-    if (cu == NULL || dw->dwarf_getsrcfiles(cu, &files, NULL) != 0) return false;
+    if (dw->dwarf_getsrcfiles(cu, &files, NULL) != 0) return false;
     Dwarf_Die *scopes = NULL;
-    int n = dw->dwarf_getscopes(cu, pc - bias, &scopes);
+    int n = dw->dwarf_getscopes(cu, address, &scopes);
     bool found = false;
     for (int i = 0; i < n && !found; i++) { /* innermost first */
         if (dw->dwarf_tag(&scopes[i]) != DW_TAG_inlined_subroutine) continue;
@@ -441,10 +453,12 @@ static bool name_frame_with_libdw(symbolizer *s, uintptr_t pc, char *out, size_t
     Dwfl_Module *module = dw->dwfl_addrmodule(s->dwfl, pc);
     const char *name = module != NULL ? dw->dwfl_module_addrname(module, pc) : NULL;
     if (name == NULL) return false;
-    Dwfl_Line *line = dw->dwfl_module_getsrc(module, pc);
+    Dwarf_Addr bias = 0;
+    Dwarf_Die *cu = unit_of(dw, module, pc, &bias);
+    Dwarf_Line *line = cu != NULL ? dw->dwarf_getsrc_die(cu, pc - bias) : NULL;
     int lineno = 0;
-    const char *file = line != NULL ? dw->dwfl_lineinfo(line, NULL, &lineno, NULL, NULL, NULL) : NULL;
-    if (file != NULL && is_public_header(file)) call_site_of_inline(dw, module, pc, &file, &lineno);
+    const char *file = line != NULL && dw->dwarf_lineno(line, &lineno) == 0 ? dw->dwarf_linesrc(line, NULL, NULL) : NULL;
+    if (file != NULL && is_public_header(file)) call_site_of_inline(dw, cu, pc - bias, &file, &lineno);
     *function = name;
     if (file != NULL) snprintf(out, len, "%s (%s:%d)", name, file, lineno);
     else snprintf(out, len, "%s (%s)", name, dw->dwfl_module_info(module, NULL, NULL, NULL, NULL, NULL, NULL, NULL));
