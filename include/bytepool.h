@@ -89,7 +89,7 @@ extern "C" {
 /* Private: the number of the layout of the structures the inline functions read (see
  * "Private" below) and of bp_config, which programs allocate; it changes whenever they
  * change, and the shared library's SONAME is libbytepool.so.<BP__ABI_VERSION>. */
-#define BP__ABI_VERSION 2
+#define BP__ABI_VERSION 3
 
 /* ---------------------------------------------------------------------------------------
  * Errors
@@ -566,9 +566,13 @@ typedef struct bp__buf_head {
  * needs no call at all).
  * - A thread's cache of one allocator: its head holds the release tag base, the allocation
  *   countdown and one bin per size class, inline, so that a bin is an offset from the head
- *   (no further load). A bin is a stack of released bp_buf objects, their memory attached.
- *   Only the owning thread writes a bin; its state is read and written with __atomic
- *   builtins, relaxed, because the library's stats sum it from other threads.
+ *   (no further load). A bin holds released bp_buf objects, their memory attached: one in
+ *   its hot slot, the rest in a stack. The slot makes a release followed by an allocation
+ *   of the same class (the common request/response turn) a pointer handed through one
+ *   word: through the stack alone, the pop loads the count before the entry and the
+ *   release loads the class from the buffer before the count, and each turn waits on both.
+ *   Only the owning thread writes a bin; its fields are read and written with __atomic
+ *   builtins, relaxed, because the library's stats sum them from other threads.
  * - An allocator's head: its id (unique for the life of the process, never reused) and the
  *   size class of every size up to 4 KiB (an unpooled allocator's table is all 0, and class
  *   0's bin of its threads' caches stays empty).
@@ -582,12 +586,13 @@ typedef struct bp__buf_head {
 #define BP__BIN_HIT ((uint64_t)1 << 32)
 
 typedef struct bp__tcache_bin {
-    uint64_t state;           /* count | hits since the last trim << 32 (__atomic builtins) */
-    bp_buf **entries;         /* entries[count - 1] is the newest */
-    uint32_t limit;           /* the capacity once entries exist, 0 before: one compare
-                                 refuses a push into a full bin and into a missing one */
-    uint32_t capacity;        /* the library's: 0 when the class is not cached */
-    uint32_t refill;          /* the library's: regions a miss takes at once */
+    uint64_t state;           /* the stack's count | hits since the last trim << 32 */
+    bp_buf **entries;         /* the stack: entries[count - 1] is the newest */
+    bp_buf *hot;              /* the slot: taken first, filled first; NULL when empty */
+    uint32_t limit;           /* the stack's capacity once entries exist, 0 before: one
+                                 compare refuses a push into a full stack and a missing one */
+    uint32_t capacity;        /* the library's: entries of the whole bin, slot included;
+                                 0 when the class is not cached */
 } bp__tcache_bin;
 
 typedef struct bp__tcache_head {
@@ -624,18 +629,30 @@ BP_API inline uint64_t bp__bin_state(const bp__tcache_bin *bin)
     return __atomic_load_n(&bin->state, __ATOMIC_RELAXED);
 }
 
-/* Pops the newest entry of a bin whose state (just loaded) has a count above 0, counting a
- * hit: count - 1 and hits + 1 in one store. */
+/* A bin's slot, for the bin's own thread or for stats. */
+BP_API inline bp_buf *bp__bin_hot(const bp__tcache_bin *bin)
+{
+    return __atomic_load_n(&bin->hot, __ATOMIC_RELAXED);
+}
+
+/* Pops the newest entry of a bin's stack whose state (just loaded) has a count above 0,
+ * counting a hit: count - 1 and hits + 1 in one store. */
 BP_API inline bp_buf *bp__bin_pop(bp__tcache_bin *bin, uint64_t state)
 {
     __atomic_store_n(&bin->state, state + (BP__BIN_HIT - 1), __ATOMIC_RELAXED);
     return bin->entries[(uint32_t)state - 1];
 }
 
-/* Pushes b onto a bin; 0, changing nothing, when the bin is full or has no entries yet. */
+/* Puts b into a bin: into its slot when that is empty, else onto its stack; 0, changing
+ * nothing, when both are full (or the stack has no entries yet). Either way one store
+ * commits it (a fork sees it in the bin or not). */
 BP_API inline int bp__bin_push(bp__tcache_bin *bin, bp_buf *b)
 {
     BP__OPAQUE(bin);
+    if (BP__LIKELY(bp__bin_hot(bin) == NULL)) {
+        __atomic_store_n(&bin->hot, b, __ATOMIC_RELAXED);
+        return 1;
+    }
     uint64_t state = bp__bin_state(bin);
     uint32_t count = (uint32_t)state;
     if (BP__UNLIKELY(count == bin->limit)) return 0;
@@ -659,9 +676,10 @@ BP_API bp_buf *bp__alloc(bp_allocator *a, size_t capacity);
 BP_API int bp__release(bp_buf *b);
 
 /* The allocation fast path, shared by the inline bp_alloc and the library's bp_alloc_ex: a
- * root of `capacity` bytes (max capacity `max_capacity`, which the caller checked) popped
- * from this thread's cache when it holds a released buffer of the size class and no trim
- * or leak sample is due - one pop and six stores. NULL, changing nothing, otherwise.
+ * root of `capacity` bytes (max capacity `max_capacity`, which the caller checked) taken
+ * from this thread's cache when it holds a released buffer of the size class (the bin's
+ * slot first, else its stack) and no trim or leak sample is due - one take and six
+ * stores. NULL, changing nothing, otherwise.
  * Only a class computed for a size above 4 KiB is compared with the classes the cache
  * keeps: a looked-up class is below the allocator's class count (an unpooled allocator's
  * empty table gives 0), so its bin exists, empty unless the cache keeps the class. The
@@ -683,10 +701,16 @@ BP_API inline bp_buf *bp__alloc_cached(bp_allocator *a, size_t capacity, size_t 
         uint32_t left = tc->fast_left;
         bp__tcache_bin *bin = &tc->bins[cls];
         BP__OPAQUE(bin);
+        bp_buf *b = bp__bin_hot(bin);
         uint64_t state = bp__bin_state(bin);
-        if (BP__LIKELY(left > 1 && (uint32_t)state != 0)) {
-            /* the countdown stops before a trim or a leak sample is due */
-            bp_buf *b = bp__bin_pop(bin, state);
+        /* the countdown stops before a trim or a leak sample is due */
+        if (BP__LIKELY(left > 1 && (b != NULL || (uint32_t)state != 0))) {
+            if (BP__LIKELY(b != NULL)) {
+                __atomic_store_n(&bin->hot, (bp_buf *)NULL, __ATOMIC_RELAXED); /* taken */
+                __atomic_store_n(&bin->state, state + BP__BIN_HIT, __ATOMIC_RELAXED);
+            } else {
+                b = bp__bin_pop(bin, state);
+            }
             tc->fast_left = left - 1;
             bp__buf_head *h = (bp__buf_head *)(void *)b;
             h->reader_index = 0;
@@ -706,7 +730,7 @@ BP_API inline bp_buf *bp__alloc_cached(bp_allocator *a, size_t capacity, size_t 
  * Returns NULL on failure (NULL allocator, capacity above BP_CAPACITY_LIMIT, out of
  * memory); bp_alloc_ex tells which.
  * Inline: with this thread's cache holding a released buffer of the size class, it is one
- * pop and six stores; anything else goes to the library. (A size a thread cache serves is
+ * take and six stores; anything else goes to the library. (A size a thread cache serves is
  * far below the default max capacity, so the fast path stores that max as it is.) */
 BP_API inline bp_buf *bp_alloc(bp_allocator *a, size_t capacity)
 {

@@ -36,6 +36,7 @@ BP__EXTERN_TYPED(f32_le, float)
 BP__EXTERN_TYPED(f64_le, double)
 
 extern inline uint64_t bp__bin_state(const bp__tcache_bin *bin);
+extern inline bp_buf *bp__bin_hot(const bp__tcache_bin *bin);
 extern inline bp_buf *bp__bin_pop(bp__tcache_bin *bin, uint64_t state);
 extern inline int bp__bin_push(bp__tcache_bin *bin, bp_buf *b);
 extern inline unsigned bp__class_above_4k(size_t size);

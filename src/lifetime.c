@@ -127,6 +127,7 @@ static void mark_vanished_states(bp_allocator *a)
         for (unsigned c = 0; ts->arena != NULL && c < ts->tcache.head.ncacheable; c++) {
             bp__tcache_bin *bin = &ts->tcache.head.bins[c];
             for (uint32_t i = 0; i < bp__bin_count(bin); i++) BP__REFCNT_STORE(bin->entries[i], 0, __ATOMIC_RELAXED);
+            if (bp__bin_hot(bin) != NULL) BP__REFCNT_STORE(bp__bin_hot(bin), 0, __ATOMIC_RELAXED);
         }
         ts->vanished = true;
         any = true;

@@ -136,7 +136,7 @@ void bp__tcache_init(bp__tcache *tc, const bp__tcache_thread *thread, bp__arena 
         if (small && capacity > 0) {
             size_t by_bytes = (64 * 1024) / sc->class_size[c];
             uint32_t refill = capacity / 2 < by_bytes ? capacity / 2 : (uint32_t)by_bytes;
-            tc->head.bins[c].refill = refill > 0 ? refill : 1;
+            tc->refill[c] = refill > 0 ? refill : 1;
         }
     }
     /* With leak detection on too: the clock stops the fast path before a tracked one. */
@@ -165,8 +165,9 @@ void bp__tcache_totals(const bp__tcache *tc, size_t *entries, size_t *bytes, uin
     *bytes = 0;
     *hits = atomic_load_explicit((_Atomic uint64_t *)&tc->hits_before_trims, memory_order_relaxed);
     for (unsigned c = 0; c < tc->head.ncacheable; c++) {
-        uint64_t state = bp__bin_state(&tc->head.bins[c]);
-        uint32_t count = (uint32_t)state;
+        const bp__tcache_bin *bin = &tc->head.bins[c];
+        uint64_t state = bp__bin_state(bin);
+        uint32_t count = bp__bin_entries(bin);
         *entries += count;
         *bytes += (size_t)count * tc->sc->class_size[c];
         *hits += state >> 32;
@@ -257,12 +258,28 @@ static void give_back_oldest(bp__tcache *tc, unsigned cls, uint32_t n, bool to_a
     bp__guard_leave(tc->guard);
 }
 
+/* The stack's share of a bin's capacity: the rest is the slot. */
+static uint32_t stack_capacity(const bp__tcache_bin *bin) { return bin->capacity - 1; }
+
 static bool ensure_entries(bp__tcache_bin *bin)
 {
     if (bin->entries == NULL) bin->entries = malloc(bin->capacity * sizeof *bin->entries);
     if (bin->entries == NULL) return false;
-    bin->limit = bin->capacity;
+    bin->limit = stack_capacity(bin);
     return true;
+}
+
+/* Gives the slot's entry back to the chunks (a trim or a flush: it is cold). */
+static void give_back_hot(bp__tcache *tc, unsigned cls)
+{
+    bp__tcache_bin *bin = &tc->head.bins[cls];
+    bp_buf *hot = bp__bin_hot(bin);
+    if (hot == NULL) return;
+    bp__guard_enter(tc->guard);
+    __atomic_store_n(&bin->hot, (bp_buf *)NULL, __ATOMIC_RELAXED);
+    free_released(tc->recycler->pool, tc->recycler, tc->sc, cls, &hot, 1);
+    bp__tcache_ledger(tc, -1);
+    bp__guard_leave(tc->guard);
 }
 
 /* The hits since the last trim go to the cache's running total; the count stays. */
@@ -279,7 +296,7 @@ bool bp__tcache_put_slow(bp__tcache *tc, unsigned cls, bp_buf *b)
     bp__tcache_bin *bin = &tc->head.bins[cls];
     if (bin->capacity == 0 || !ensure_entries(bin)) return false;
     uint32_t count = bp__bin_count(bin);
-    if (count == bin->capacity) give_back_oldest(tc, cls, (count + 1) / 2, true);
+    if (count == stack_capacity(bin)) give_back_oldest(tc, cls, (count + 1) / 2, true);
     return bp__tcache_push_kept(tc, cls, b);
 }
 
@@ -305,22 +322,21 @@ BP__INLINE bp_buf *refill_locked(bp__tcache *tc, bp__tcache_bin *bin, unsigned c
      * no chunk touched. Half a bin whatever the class (not the ~64 KiB bound of a fresh
      * refill): these regions are held already, and a burst of 4 KiB buffers then takes one
      * lock per 128 instead of per 16. */
-    uint32_t count = bp__bin_count(bin);
+    uint32_t count = bp__bin_count(bin), room = stack_capacity(bin) - count;
     uint32_t want = (bin->capacity + 1) / 2;
-    if (want > bin->capacity - count) want = bin->capacity - count;
+    if (want > room + 1) want = room + 1; /* one goes out now */
     uint32_t got = arena_cache_take(tc, cls, bin->entries + count, want);
     if (got > 0) {
         bp__bin_set_count(bin, count + got - 1);
         bp__tcache_ledger(tc, got - 1);
         return bin->entries[count + got - 1]; /* the newest goes out now */
     }
-    if (bin->refill == 0) return NULL; /* normal classes: one region from the arena */
+    if (tc->refill[cls] == 0) return NULL; /* normal classes: one region from the arena */
     bp_buf *objects[512];
-    want = bin->refill < 512 ? bin->refill : 512;
+    want = tc->refill[cls] < 512 ? tc->refill[cls] : 512;
     uint32_t have = 0;
     while (have < want && (objects[have] = bp__object_get(tc->recycler)) != NULL) have++;
-    uint32_t room = bin->capacity - bp__bin_count(bin) + 1; /* one goes out now */
-    uint32_t take = have < room ? have : room;
+    uint32_t take = have < room + 1 ? have : room + 1; /* one goes out now */
     /* Taken in address order; the lowest goes out now, the next lowest ends on top. */
     bp__cached_region batch[512];
     got = take > 0 ? bp__arena_alloc_small_batch(tc->arena, cls, batch, take) : 0;
@@ -357,11 +373,12 @@ size_t bp__tcache_trim(bp__tcache *tc)
     bp__guard_enter(tc->guard);
     for (unsigned c = 0; c < tc->head.ncacheable; c++) {
         bp__tcache_bin *bin = &tc->head.bins[c];
-        uint32_t count = bp__bin_count(bin), hits = carry_hits(tc, bin);
-        uint32_t unused = count > hits ? count - hits : 0;
+        uint32_t count = bp__bin_count(bin), held = bp__bin_entries(bin), hits = carry_hits(tc, bin);
+        uint32_t unused = held > hits ? held - hits : 0;
         /* The oldest entries are the ones nobody asked for: cold, so past the arena's
-         * cache too. */
-        give_back_oldest(tc, c, unused, false);
+         * cache too. The stack's go first; the slot's when none of the bin was asked for. */
+        give_back_oldest(tc, c, unused < count ? unused : count, false);
+        if (unused > count) give_back_hot(tc, c);
         freed += unused;
     }
     bp__tcache_count(&tc->trims);
@@ -390,6 +407,7 @@ void bp__tcache_flush(bp__tcache *tc)
     for (unsigned c = 0; c < tc->head.ncacheable; c++) {
         bp__tcache_bin *bin = &tc->head.bins[c];
         give_back_oldest(tc, c, bp__bin_count(bin), false);
+        give_back_hot(tc, c);
         carry_hits(tc, bin);
     }
     bp__tcache_discard(tc);
@@ -402,6 +420,7 @@ void bp__tcache_discard(bp__tcache *tc)
         free(tc->head.bins[c].entries);
         tc->head.bins[c].entries = NULL;
         tc->head.bins[c].limit = 0;
+        __atomic_store_n(&tc->head.bins[c].hot, (bp_buf *)NULL, __ATOMIC_RELAXED);
         bp__bin_set_count(&tc->head.bins[c], 0);
     }
 }

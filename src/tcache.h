@@ -16,9 +16,13 @@
  *   bp__release_tag(cache, class), root, views, leak and composite NULL (what bp_alloc_ex
  *   would otherwise have to store on every allocation). Slow paths put objects in through
  *   bp__buf_cache_at_home, which checks the arena and rewrites owner and tag.
- * - count <= capacity; entries[0] is the oldest, entries[count-1] the newest (bins are
- *   stacks: the warmest region is reused first). limit is capacity once entries exist and 0
- *   before, so that one compare refuses a push into a full bin and into one not set up yet.
+ * - A bin is its slot (hot) and its stack: count + (hot != NULL) <= capacity, the stack
+ *   holding at most capacity - 1. The slot is taken first and filled first; the stack's
+ *   entries[0] is its oldest, entries[count-1] its newest (the warmest region is reused
+ *   first; a release into a full slot goes onto the stack, so the slot may hold an older
+ *   one than the stack's top). limit is the stack's capacity once entries exist and 0
+ *   before, so that one compare refuses a push into a full stack and into one not set up
+ *   yet. A class whose capacity is 0 gets no release tag: no fast path fills its slot.
  * - A full bin gives its older half back in one pass, to the arena's cache of ready buffers
  *   (bp__arena_cache_bin) as far as it has room, the rest to the chunks. A miss takes a
  *   batch (half a bin) from the arena's cache; if it is empty, a small class takes a batch
@@ -26,10 +30,11 @@
  *   jemalloc does), a normal class one region (a batch of fresh ones would hold too much
  *   memory). A trim and a flush free straight to the chunks: those regions are cold.
  * - Only the owning thread writes a bin's state (count and hits since the last trim, in one
- *   word so that a pop updates both with one store); it is read and written with relaxed
- *   __atomic builtins (plain moves) so that stats can sum it from another thread
- *   (bp__tcache_totals) instead of the hot path keeping running totals. Hits cannot wrap: every pop also counts down to the next scheduled
- *   trim, which folds them into hits_before_trims at least every 2^32 - 1 allocations.
+ *   word so that a pop updates both with one store) and its slot; they are read and
+ *   written with relaxed __atomic builtins (plain moves) so that stats can sum them from
+ *   another thread (bp__tcache_totals) instead of the hot path keeping running totals.
+ *   Hits cannot wrap: every take also counts down to the next scheduled trim, which folds
+ *   them into hits_before_trims at least every 2^32 - 1 allocations.
  * - Every multi-step change of the bins runs inside the owner's guard (see bp__guard), so
  *   that a fork never sees one half done.
  * Only the owning thread touches a cache, except when the allocator is destroyed.
@@ -78,6 +83,7 @@ typedef struct bp__tcache {
     bp_allocator *allocator;
     struct bp__thread_state *owner;
     bp__recycler *recycler;    /* the thread's: objects for fresh regions, and back */
+    uint32_t refill[BP__MAX_CLASSES]; /* fresh regions a miss of a small class takes at once */
     bp__guard *guard;          /* the thread's (see the invariants) */
     _Atomic uint64_t hits_before_trims; /* hits counted in the bins' states, then
                                             carried here at each trim */
@@ -155,7 +161,9 @@ void bp__tcache_set_next_tag_id(uint32_t id);
  * none for a class it does not keep, so a matching tag names a bin that exists. */
 static inline uint32_t bp__release_tag(const bp__tcache *tc, unsigned cls)
 {
-    if (BP__POISONS || tc->head.tag_base == BP__TAG_SPENT || cls >= tc->head.ncacheable) return BP__TAG_NONE;
+    if (BP__POISONS || tc->head.tag_base == BP__TAG_SPENT || cls >= tc->head.ncacheable ||
+        tc->head.bins[cls].capacity == 0)
+        return BP__TAG_NONE;
     return tc->head.tag_base + cls;
 }
 
@@ -215,6 +223,12 @@ static inline void bp__tcache_count(_Atomic uint64_t *counter) { bp__tcache_coun
  * read-modify-write (bp__bin_state, in bytepool.h, loads it). */
 static inline uint32_t bp__bin_count(const bp__tcache_bin *bin) { return (uint32_t)bp__bin_state(bin); }
 
+/* What a bin holds: its stack and its slot. */
+static inline uint32_t bp__bin_entries(const bp__tcache_bin *bin)
+{
+    return bp__bin_count(bin) + (bp__bin_hot(bin) != NULL);
+}
+
 /* A new count, the hits kept. */
 static inline void bp__bin_set_count(bp__tcache_bin *bin, uint32_t count)
 {
@@ -232,14 +246,22 @@ BP__INLINE bp_buf *bp__tcache_take(bp__tcache *tc, unsigned cls)
     if (cls >= tc->head.ncacheable) return NULL;
     bp__tcache_bin *bin = &tc->head.bins[cls];
     uint64_t state = bp__bin_state(bin);
+    bp_buf *hot = bp__bin_hot(bin);
+    if (hot != NULL) {
+        __atomic_store_n(&bin->hot, (bp_buf *)NULL, __ATOMIC_RELAXED);
+        __atomic_store_n(&bin->state, state + BP__BIN_HIT, __ATOMIC_RELAXED);
+        bp__tcache_ledger(tc, -1);
+        return hot;
+    }
     if (BP__UNLIKELY((uint32_t)state == 0)) return NULL;
     bp__tcache_ledger(tc, -1);
     return bp__bin_pop(bin, state);
 }
 
 /* For the release fast path: a push with no call in it, for a class this cache keeps (the
- * class of a tag that matches its base). False, changing nothing, when the bin is not there
- * yet or full: the caller then goes through bp__tcache_put. */
+ * class of a tag that matches its base: its capacity is not 0). False, changing nothing,
+ * when the bin's stack is not there yet or the bin is full: the caller then goes through
+ * bp__tcache_put. */
 BP__INLINE bool bp__tcache_push_kept(bp__tcache *tc, unsigned cls, bp_buf *b)
 {
     BP__ASSERT(cls < tc->head.ncacheable);
@@ -251,7 +273,8 @@ BP__INLINE bool bp__tcache_push_kept(bp__tcache *tc, unsigned cls, bp_buf *b)
  * the region to the arena. */
 BP__INLINE bool bp__tcache_put(bp__tcache *tc, unsigned cls, bp_buf *b)
 {
-    bool put = cls < tc->head.ncacheable && (bp__tcache_push_kept(tc, cls, b) || bp__tcache_put_slow(tc, cls, b));
+    bool put = cls < tc->head.ncacheable && tc->head.bins[cls].capacity != 0 &&
+               (bp__tcache_push_kept(tc, cls, b) || bp__tcache_put_slow(tc, cls, b));
     if (put) bp__tcache_ledger(tc, 1);
     return put;
 }

@@ -361,6 +361,109 @@ static void test_active_buffers_through_every_path(void **state)
     bp_allocator_destroy(a);
 }
 
+/* The bin of the 32 KiB class on this thread's cache of `a`. */
+static bp__tcache_bin *bin_of_32k(bp_allocator *a)
+{
+    bp__thread_state *ts = bp__thread_state_get(a);
+    assert_non_null(ts);
+    return &ts->tcache.head.bins[bp__size_class_of(&a->sc, 32 * 1024)];
+}
+
+/* A release fills the bin's slot, and the next allocation of the class takes that same
+ * buffer back; with the slot full a release goes onto the stack, and the slot is taken
+ * first. A bin holds its capacity in all, the slot counted. */
+static void test_the_slot_takes_the_last_release(void **state)
+{
+    (void)state;
+    bp_allocator *a = allocator_with(8, 3, 32 * 1024, 0 /* no trims */);
+    bp_buf *x = bp_alloc(a, 32 * 1024), *y = bp_alloc(a, 32 * 1024), *z = bp_alloc(a, 32 * 1024);
+    bp_buf *w = bp_alloc(a, 32 * 1024);
+    bp__tcache_bin *bin = bin_of_32k(a);
+    assert_null(bp__bin_hot(bin));
+    assert_int_equal(bp_release(x), 1);
+    assert_ptr_equal(bp__bin_hot(bin), x);
+    assert_int_equal(bp__bin_count(bin), 0);
+    assert_int_equal(stats(a).cached_entries, 1);
+    assert_int_equal(stats(a).cached_bytes, 32 * 1024);
+    uint64_t hits = stats(a).cache_hits;
+    assert_ptr_equal(bp_alloc(a, 32 * 1024), x); /* the slot, counted as a hit */
+    assert_null(bp__bin_hot(bin));
+    assert_int_equal(stats(a).cache_hits, hits + 1);
+    assert_int_equal(stats(a).cached_entries, 0);
+
+    assert_int_equal(bp_release(x), 1);
+    assert_int_equal(bp_release(y), 1); /* the slot is full: onto the stack */
+    assert_ptr_equal(bp__bin_hot(bin), x);
+    assert_int_equal(bp__bin_count(bin), 1);
+    assert_int_equal(bp_release(z), 1);
+    assert_int_equal(bp__bin_count(bin), 2);
+    assert_int_equal(stats(a).cached_entries, 3);
+    uint64_t to_arena = arena_stats(a).deallocations_normal + stats(a).arena_cached_entries;
+    /* The bin is full (3): the older half of its stack (y) gives way, w goes on top. */
+    assert_int_equal(bp_release(w), 1);
+    assert_int_equal(stats(a).cached_entries, 3);
+    assert_int_equal(arena_stats(a).deallocations_normal + stats(a).arena_cached_entries, to_arena + 1);
+    assert_ptr_equal(bp__bin_hot(bin), x);
+    assert_ptr_equal(bp_alloc(a, 32 * 1024), x); /* the slot first, then the stack, newest first */
+    assert_ptr_equal(bp_alloc(a, 32 * 1024), w);
+    assert_ptr_equal(bp_alloc(a, 32 * 1024), z);
+    assert_int_equal(stats(a).cached_entries, 0);
+    bp_release(x);
+    bp_release(w);
+    bp_release(z);
+    assert_int_equal(bp_thread_cache_flush(a), 3);
+    bp_allocator_stats s = stats(a);
+    assert_int_equal(s.cached_entries, 0);
+    assert_int_equal(s.active_buffers, 0);
+    bp_allocator_destroy(a);
+}
+
+/* Capacity 1 is the slot alone; capacity 0 (the small classes here) caches nothing, though
+ * the class has a bin: its releases get no fast path and fill no slot. */
+static void test_a_bin_of_one_is_its_slot(void **state)
+{
+    (void)state;
+    bp_allocator *a = allocator_with(0, 1, 32 * 1024, 0);
+    bp_buf *x = bp_alloc(a, 32 * 1024), *y = bp_alloc(a, 32 * 1024);
+    bp_buf *small = bp_alloc(a, 64);
+    assert_int_equal(bp_release(x), 1);
+    assert_int_equal(bp_release(y), 1);
+    assert_int_equal(bp_release(small), 1);
+    bp__tcache_bin *bin = bin_of_32k(a);
+    assert_ptr_equal(bp__bin_hot(bin), x);
+    assert_int_equal(bp__bin_count(bin), 0);
+    bp_allocator_stats s = stats(a);
+    assert_int_equal(s.cached_entries, 1);
+    assert_int_equal(s.active_buffers, 0);
+    assert_int_equal(arena_stats(a).deallocations_small, 1);
+    assert_int_equal(bp_thread_cache_flush(a), 1);
+    assert_int_equal(arena_stats(a).active_bytes, 0);
+    bp_allocator_destroy(a);
+}
+
+/* A trim gives the slot back only when nothing in the bin was asked for since the last. */
+static void test_trim_keeps_a_used_slot(void **state)
+{
+    (void)state;
+    bp_allocator *a = allocator_with(8, 4, 32 * 1024, 0 /* only on demand */);
+    bp_buf *x = bp_alloc(a, 32 * 1024);
+    bp_release(x);
+    assert_int_equal(bp_thread_cache_trim(a), 1); /* not asked for: it goes */
+    assert_int_equal(stats(a).cached_entries, 0);
+    x = bp_alloc(a, 32 * 1024);
+    bp_release(x);
+    assert_int_equal(bp_thread_cache_trim(a), 1);
+    x = bp_alloc(a, 32 * 1024); /* a miss */
+    bp_release(x);
+    bp_release(bp_alloc(a, 32 * 1024)); /* a hit on the slot */
+    assert_int_equal(bp_thread_cache_trim(a), 0); /* used: it stays */
+    assert_ptr_equal(bp__bin_hot(bin_of_32k(a)), x);
+    assert_int_equal(bp_thread_cache_trim(a), 1); /* not since: it goes */
+    assert_null(bp__bin_hot(bin_of_32k(a)));
+    assert_int_equal(arena_stats(a).active_bytes, 0);
+    bp_allocator_destroy(a);
+}
+
 /* Normal classes move one region at a time, which keeps the counts easy to follow. */
 static void test_trim_returns_unused_entries(void **state)
 {
@@ -602,6 +705,9 @@ int main(void)
         cmocka_unit_test(test_last_thread_of_an_arena_empties_its_cache),
         cmocka_unit_test(test_idle_arena_cache_is_trimmed_and_purged),
         cmocka_unit_test(test_active_buffers_through_every_path),
+        cmocka_unit_test(test_the_slot_takes_the_last_release),
+        cmocka_unit_test(test_a_bin_of_one_is_its_slot),
+        cmocka_unit_test(test_trim_keeps_a_used_slot),
         cmocka_unit_test(test_trim_returns_unused_entries),
         cmocka_unit_test(test_trim_runs_on_schedule),
         cmocka_unit_test(test_uncached_allocations_count_toward_the_trim),
