@@ -183,6 +183,8 @@ typedef struct bp_config {
     unsigned small_cache_size;  /* thread cache entries per small class; default 256, 0 = off */
     unsigned normal_cache_size; /* thread cache entries per cached normal class; default 64 */
     size_t max_cached_size;     /* largest size class kept in thread caches; default 32 KiB */
+    size_t cache_class_max_bytes; /* fewer entries for larger classes: a thread cache bin holds
+                                     at most this many bytes (but 8 entries); default 512 KiB */
     unsigned cache_trim_interval; /* allocations between cache trims; default 8192, 0 = never */
     unsigned chunk_decay_ms;    /* an emptied chunk stays mapped this long for reuse before
                                    it is unmapped; default 1000, 0 = unmap at once */
@@ -683,8 +685,8 @@ BP_API int bp__release(bp_buf *b);
  * Only a class computed for a size above 4 KiB is compared with the classes the cache
  * keeps: a looked-up class is below the allocator's class count (an unpooled allocator's
  * empty table gives 0), so its bin exists, empty unless the cache keeps the class. The
- * countdown is loaded and stored once (written as a decrement after the test, gcc loaded
- * it twice, which this project's VM charged in its slow stretches). */
+ * countdown is loaded once and stored once (written as a decrement after the test, gcc
+ * loads it twice). */
 BP_API inline bp_buf *bp__alloc_cached(bp_allocator *a, size_t capacity, size_t max_capacity)
 {
     const bp__allocator_head *ah = (const bp__allocator_head *)(const void *)a;

@@ -33,6 +33,8 @@ static const setting settings[] = {
     {"small_cache_size", "BYTEPOOL_SMALL_CACHE_SIZE", offsetof(bp_config, small_cache_size), KIND_UNSIGNED},
     {"normal_cache_size", "BYTEPOOL_NORMAL_CACHE_SIZE", offsetof(bp_config, normal_cache_size), KIND_UNSIGNED},
     {"max_cached_size", "BYTEPOOL_MAX_CACHED_SIZE", offsetof(bp_config, max_cached_size), KIND_SIZE},
+    {"cache_class_max_bytes", "BYTEPOOL_CACHE_CLASS_MAX_BYTES", offsetof(bp_config, cache_class_max_bytes),
+     KIND_SIZE},
     {"cache_trim_interval", "BYTEPOOL_CACHE_TRIM_INTERVAL", offsetof(bp_config, cache_trim_interval),
      KIND_UNSIGNED},
     {"chunk_decay_ms", "BYTEPOOL_CHUNK_DECAY_MS", offsetof(bp_config, chunk_decay_ms), KIND_UNSIGNED},
@@ -76,6 +78,7 @@ void bp_config_init(bp_config *cfg)
     cfg->small_cache_size = 256;
     cfg->normal_cache_size = 64;
     cfg->max_cached_size = 32 * 1024;
+    cfg->cache_class_max_bytes = 512 * 1024;
     cfg->cache_trim_interval = 8192;
     cfg->chunk_decay_ms = 1000;
     cfg->dirty_decay_ms = 1000;
@@ -136,7 +139,8 @@ static const char *setting_problem(const bp_config *cfg, const setting *s)
         if (v > BP_LEAK_PARANOID) return "must be 0 (disabled), 1 (simple), 2 (advanced) or 3 (paranoid)";
     } else if (s->offset == offsetof(bp_config, leak_sampling_interval)) {
         if (v < 1 || v > (1u << 30)) return "must be between 1 and 1073741824";
-    } else if (s->offset == offsetof(bp_config, arena_cache_max_bytes)) {
+    } else if (s->offset == offsetof(bp_config, arena_cache_max_bytes) ||
+               s->offset == offsetof(bp_config, cache_class_max_bytes)) {
         if (v > ((size_t)1 << 30)) return "must not exceed 1 GiB";
     } else if (s->offset == offsetof(bp_config, release_check) || s->offset == offsetof(bp_config, background_purge)) {
         if (v > 1) return "must be 0 (off) or 1 (on)";

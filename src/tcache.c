@@ -9,10 +9,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Bins of the larger classes are bounded by bytes too (as jemalloc gives its large bins
+ * fewer slots): 256 entries of a 28 KiB class would hold 7 MiB a thread. */
+enum { MIN_BOUNDED_ENTRIES = 8 };
+
 uint32_t bp__tcache_class_capacity(const bp__size_classes *sc, const bp_config *cfg, unsigned cls)
 {
-    if (sc->class_size[cls] > cfg->max_cached_size) return 0;
-    return cls < sc->nsmall ? cfg->small_cache_size : cfg->normal_cache_size;
+    size_t size = sc->class_size[cls];
+    if (size > cfg->max_cached_size) return 0;
+    uint32_t entries = cls < sc->nsmall ? cfg->small_cache_size : cfg->normal_cache_size;
+    if (cfg->cache_class_max_bytes != 0) {
+        size_t bound = cfg->cache_class_max_bytes / size;
+        if (bound < MIN_BOUNDED_ENTRIES) bound = MIN_BOUNDED_ENTRIES;
+        if (bound < entries) entries = (uint32_t)bound;
+    }
+    return entries;
 }
 
 unsigned bp__tcache_cacheable_classes(const bp__size_classes *sc, const bp_config *cfg)

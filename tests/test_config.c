@@ -16,7 +16,8 @@ static const char *const env_names[] = {"BYTEPOOL_PAGE_SIZE", "BYTEPOOL_CHUNK_SI
                                         "BYTEPOOL_LEAK_DETECTION", "BYTEPOOL_LEAK_SAMPLING_INTERVAL",
                                         "BYTEPOOL_ARENA_CACHE_SIZE", "BYTEPOOL_ARENA_CACHE_MAX_BYTES",
                                         "BYTEPOOL_RUN_CACHE_SIZE", "BYTEPOOL_RELEASE_CHECK",
-                                        "BYTEPOOL_BACKGROUND_PURGE", "BYTEPOOL_DIRTY_MAX_PERCENT"};
+                                        "BYTEPOOL_BACKGROUND_PURGE", "BYTEPOOL_DIRTY_MAX_PERCENT",
+                                        "BYTEPOOL_CACHE_CLASS_MAX_BYTES"};
 
 static int clear_env(void **state)
 {
@@ -45,6 +46,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.leak_sampling_interval, 128);
     assert_int_equal(cfg.arena_cache_size, 8192);
     assert_int_equal(cfg.arena_cache_max_bytes, 16 << 20);
+    assert_int_equal(cfg.cache_class_max_bytes, 512 * 1024);
     assert_int_equal(cfg.run_cache_size, 1024);
     assert_int_equal(cfg.release_check, 0);
     assert_int_equal(cfg.background_purge, 1);
@@ -112,6 +114,9 @@ static void test_invalid_settings_are_named(void **state)
     cfg.arena_cache_max_bytes = ((size_t)1 << 30) + 1;
     expect_invalid(&cfg, "arena_cache_max_bytes=1073741825: must not exceed 1 GiB");
     bp_config_init(&cfg);
+    cfg.cache_class_max_bytes = ((size_t)1 << 30) + 1;
+    expect_invalid(&cfg, "cache_class_max_bytes=1073741825: must not exceed 1 GiB");
+    bp_config_init(&cfg);
     cfg.run_cache_size = 65537;
     expect_invalid(&cfg, "run_cache_size=65537: must not exceed 65536");
     cfg.run_cache_size = 65536;
@@ -151,6 +156,7 @@ static void test_env_values_are_parsed(void **state)
     setenv("BYTEPOOL_RELEASE_CHECK", "1", 1);
     setenv("BYTEPOOL_BACKGROUND_PURGE", "0", 1);
     setenv("BYTEPOOL_DIRTY_MAX_PERCENT", "3", 1);
+    setenv("BYTEPOOL_CACHE_CLASS_MAX_BYTES", "1M", 1);
     bp_config cfg;
     char why[160] = "";
     assert_int_equal(bp_config_from_env(&cfg, why, sizeof why), 0);
@@ -167,6 +173,7 @@ static void test_env_values_are_parsed(void **state)
     assert_int_equal(cfg.dirty_decay_ms, 250);
     assert_int_equal(cfg.arena_cache_size, 0);
     assert_int_equal(cfg.arena_cache_max_bytes, 2 << 20);
+    assert_int_equal(cfg.cache_class_max_bytes, 1 << 20);
     assert_int_equal(cfg.run_cache_size, 5);
     assert_int_equal(cfg.release_check, 1);
     assert_int_equal(cfg.background_purge, 0);

@@ -17,6 +17,7 @@ static bp_allocator *allocator_caching(unsigned small, unsigned normal, size_t m
     cfg.small_cache_size = small;
     cfg.normal_cache_size = normal;
     cfg.max_cached_size = max_cached;
+    cfg.cache_class_max_bytes = 0; /* entries as given (test_bins_are_bounded_by_bytes) */
     cfg.cache_trim_interval = trim_interval;
     cfg.arena_cache_size = arena_cache;
     cfg.arena_cache_max_bytes = arena_cache_bytes;
@@ -38,10 +39,13 @@ static bp_allocator *allocator_with(unsigned small, unsigned normal, size_t max_
 /* One arena, every cache setting at its default. */
 static bp_allocator *default_cached(void)
 {
-    bp_config d;
-    bp_config_init(&d);
-    return allocator_caching(d.small_cache_size, d.normal_cache_size, d.max_cached_size, d.cache_trim_interval,
-                             d.arena_cache_size, d.arena_cache_max_bytes);
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.background_purge = 0;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    return a;
 }
 
 static uint64_t arena_allocations(bp_allocator *a)
@@ -418,6 +422,45 @@ static void test_the_slot_takes_the_last_release(void **state)
     bp_allocator_destroy(a);
 }
 
+/* cache_class_max_bytes bounds a bin by bytes: 256 entries of 64 B, but of 8 KiB only
+ * 64 KiB's worth, and never fewer than 8 entries; 0 lifts the bound. */
+static size_t cached_after_burst(size_t max_bytes, size_t size)
+{
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.background_purge = 0;
+    cfg.arena_cache_size = 0; /* what a bin gives back goes to the chunks */
+    cfg.cache_class_max_bytes = max_bytes;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    bp_buf *bufs[300];
+    for (int i = 0; i < 300; i++) bufs[i] = bp_alloc(a, size);
+    for (int i = 0; i < 300; i++) assert_int_equal(bp_release(bufs[i]), 1);
+    bp_allocator_stats s = stats(a);
+    assert_int_equal(s.cached_bytes, s.cached_entries * size);
+    assert_int_equal(s.active_buffers, 0);
+    bp_allocator_destroy(a);
+    return s.cached_entries;
+}
+
+static void test_bins_are_bounded_by_bytes(void **state)
+{
+    (void)state;
+    /* A bin that fills gives its older half back, so a burst leaves between half and all
+     * of the capacity; the capacity itself is what a burst of exactly its size leaves. */
+    size_t n64 = cached_after_burst(64 * 1024, 64), n8k = cached_after_burst(64 * 1024, 8192);
+    size_t n28k = cached_after_burst(64 * 1024, 28 * 1024), nfree = cached_after_burst(0, 8192);
+    assert_true(n64 > 128 && n64 <= 256);  /* 256 x 64 B = 16 KiB: under the bound */
+    assert_true(n8k > 4 && n8k <= 8);      /* 64 KiB / 8 KiB */
+    assert_true(n28k > 4 && n28k <= 8);    /* 2 would fit: 8 at least */
+    assert_true(nfree > 128 && nfree <= 256);
+    assert_int_equal(cached_after_burst(128 * 1024, 8192), 16); /* a burst of 300 into 16 ends full */
+    bp_config cfg;
+    bp_config_init(&cfg);
+    assert_int_equal(cfg.cache_class_max_bytes, 512 * 1024);
+}
+
 /* Capacity 1 is the slot alone; capacity 0 (the small classes here) caches nothing, though
  * the class has a bin: its releases get no fast path and fill no slot. */
 static void test_a_bin_of_one_is_its_slot(void **state)
@@ -627,7 +670,8 @@ static void test_thread_exit_flushes_its_cache(void **state)
 {
     (void)state;
     bp_allocator *a = default_cached();
-    assert_int_equal((uintptr_t)run_on_thread(cache_and_exit, a), 64); /* cached before it exited */
+    /* cached before it exited: as many as 512 KiB of the class hold */
+    assert_int_equal((uintptr_t)run_on_thread(cache_and_exit, a), 16);
     bp_allocator_stats s = stats(a);
     assert_int_equal(s.cached_entries, 0);
     assert_int_equal(s.thread_caches, 0);
@@ -707,6 +751,7 @@ int main(void)
         cmocka_unit_test(test_active_buffers_through_every_path),
         cmocka_unit_test(test_the_slot_takes_the_last_release),
         cmocka_unit_test(test_a_bin_of_one_is_its_slot),
+        cmocka_unit_test(test_bins_are_bounded_by_bytes),
         cmocka_unit_test(test_trim_keeps_a_used_slot),
         cmocka_unit_test(test_trim_returns_unused_entries),
         cmocka_unit_test(test_trim_runs_on_schedule),
