@@ -174,7 +174,8 @@ typedef struct bp_buf bp_buf;
 #define BP_DEFAULT_MAX_CAPACITY ((size_t)INT32_MAX)
 
 /* Settings of a pooled allocator. Obtain defaults with bp_config_init, change fields,
- * pass to bp_allocator_new. Sizes are in bytes. */
+ * pass to bp_allocator_new. Sizes are in bytes. The configuration table of README.md gives
+ * each field's limits and environment variable; docs/design.md what each one trades. */
 typedef struct bp_config {
     size_t page_size;   /* power of two, 4 KiB .. 64 KiB, at least the OS page; default 8 KiB */
     size_t chunk_size;  /* power of two, 8 pages .. 1 GiB; default 4 MiB */
@@ -189,62 +190,22 @@ typedef struct bp_config {
     unsigned chunk_decay_ms;    /* an emptied chunk stays mapped this long for reuse before
                                    it is unmapped; default 1000, 0 = unmap at once */
     unsigned leak_detection;    /* a bp_leak_level; default BP_LEAK_DISABLED */
-    unsigned leak_sampling_interval; /* simple/advanced: track 1 buffer in this many on
-                                        average, per thread, at random gaps (1 to twice
-                                        this, so no repeating pattern of allocations can
-                                        keep one site out of the sample); untracked
-                                        buffers take the fast path; default 128 */
-    unsigned dirty_decay_ms;    /* free pages inside chunks that stay free this long (up to
-                                   twice as long) go back to the OS (madvise DONTNEED) and
-                                   stay mapped; default 1000, 0 = at every check (every
-                                   cache_trim_interval allocations), BP_DECAY_NEVER = never */
-    unsigned arena_cache_size;  /* released buffers each arena keeps per thread-cached class,
-                                   given back by its threads' full bins and taken by their
-                                   misses in batches (tcmalloc's transfer cache); default
-                                   8192 (a burst of up to ~8400 buffers of a class of up
-                                   to 2 KiB then never reaches a chunk; larger classes
-                                   are held to arena_cache_max_bytes), 0 = off */
+    unsigned leak_sampling_interval; /* simple/advanced: track 1 buffer in this many, at
+                                        random gaps; default 128 */
+    unsigned dirty_decay_ms;    /* free pages inside chunks free this long (up to twice) go back
+                                   to the OS; default 1000, 0 = at every check, BP_DECAY_NEVER */
+    unsigned arena_cache_size;  /* released buffers each arena keeps per thread-cached class for
+                                   its threads' misses (transfer cache); default 8192, 0 = off */
     size_t arena_cache_max_bytes; /* ... and their bytes, all classes of one arena together;
                                      default 16 MiB */
-    unsigned run_cache_size;    /* freed runs each arena keeps per normal class without
-                                   giving them back to their chunks (deferred coalescing,
-                                   as jemalloc's dirty extents): the next allocation of that
-                                   class takes one with no chunk work. They go back to their
-                                   chunks before the arena would take an empty or new chunk,
-                                   when idle between two purge checks, on
-                                   bp_allocator_purge and when the arena's last thread
-                                   exits (none is held while no thread is bound). For a
-                                   class no thread cache keeps, the released bp_buf stays
-                                   on its run and is reused with it. Default 1024, 0 = off */
-    unsigned release_check;     /* 1: releases of this allocator's buffers detect a release
-                                   racing them for the same last reference: the last one is
-                                   dropped with a compare-and-set (1 -> 0), so of two threads
-                                   releasing a buffer whose count is 1 exactly one gets 1
-                                   and the other BP_EFREED - on the allocating thread or
-                                   another, for views, composites and every size. Costs a
-                                   call and a locked instruction per release (the inline
-                                   fast path is not taken). Default 0: a sole owner's
-                                   release is a plain store, and such a race is undefined
-                                   behaviour (see bp_release) */
-    unsigned dirty_max_percent; /* bounds each arena's free pages still resident (and the
-                                   runs run_cache_size holds) to this percentage of its peak
-                                   of handed-out bytes over the last one to two
-                                   dirty_decay_ms (1 s if that is 0 or never): past it the
-                                   least recently used chunks' free pages go back to the OS
-                                   at once, before their decay time. 0 .. 1000, default 10;
-                                   0 = no bound, only dirty_decay_ms */
-    unsigned background_purge;  /* 1: one thread of the process (started with the first
-                                   allocator that asks for it; never in a child made by
-                                   fork) wakes every quarter of the shortest decay time
-                                   (10 ms .. 1 s) and does for this allocator what its
-                                   threads' allocations otherwise drive: idle entries of the
-                                   arena caches and idle runs go back to their chunks,
-                                   emptied chunks are unmapped after chunk_decay_ms and free
-                                   pages given back after dirty_decay_ms - so a program that
-                                   releases its buffers and stops allocating gets its memory
-                                   back without another call. Thread caches stay with their
-                                   threads (bp_thread_cache_flush). Default 1; 0: only
-                                   allocations and bp_allocator_purge do it */
+    unsigned run_cache_size;    /* freed runs each arena holds back uncoalesced per normal
+                                   class; default 1024, 0 = off */
+    unsigned release_check;     /* 1: of two releases racing for the last reference exactly
+                                   one wins (see bp_release); default 0 */
+    unsigned dirty_max_percent; /* free pages still resident stay within this % of the arena's
+                                   recent peak of handed-out bytes; default 10, 0 = no bound */
+    unsigned background_purge;  /* 1: a thread gives idle arenas' memory back with no call from
+                                   the program (not thread caches); default 1 */
 } bp_config;
 
 /* dirty_decay_ms: keep free pages resident for good. */
