@@ -185,7 +185,7 @@ typedef struct bp_config {
     unsigned normal_cache_size; /* thread cache entries per cached normal class; default 64 */
     size_t max_cached_size;     /* largest size class kept in thread caches; default 32 KiB */
     size_t cache_class_max_bytes; /* fewer entries for larger classes: a thread cache bin holds
-                                     at most this many bytes (but 8 entries); default 512 KiB */
+                                     at most this many bytes (but 8 entries); default 1 MiB */
     unsigned cache_trim_interval; /* allocations between cache trims; default 8192, 0 = never */
     unsigned chunk_decay_ms;    /* an emptied chunk stays mapped this long for reuse before
                                    it is unmapped; default 1000, 0 = unmap at once */
@@ -1498,9 +1498,8 @@ typedef struct bp_delimiter {
 /* Settings of a decoder. bp_frame_config_init gives a type's defaults (Netty's). */
 typedef struct bp_frame_config {
     bp_frame_type type;
-    size_t max_frame_length; /* length field: the whole frame, header included, before
-                                stripping; line, delimiter: the frame without its
-                                delimiter; default 65536; >= 1 */
+    size_t max_frame_length; /* >= 1, default 65536: a length-field frame with its header,
+                                before stripping; a line or delimited frame without delimiter */
     int fail_fast;           /* default 1, 0 for lines (Netty's) */
     /* BP_FRAME_LENGTH_FIELD: the frame is length_field_offset bytes, the length field,
      * then value + length_adjustment bytes; initial_bytes_to_strip bytes are cut off its

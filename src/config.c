@@ -78,7 +78,7 @@ void bp_config_init(bp_config *cfg)
     cfg->small_cache_size = 256;
     cfg->normal_cache_size = 64;
     cfg->max_cached_size = 32 * 1024;
-    cfg->cache_class_max_bytes = 512 * 1024;
+    cfg->cache_class_max_bytes = 1024 * 1024;
     cfg->cache_trim_interval = 8192;
     cfg->chunk_decay_ms = 1000;
     cfg->dirty_decay_ms = 1000;

@@ -46,7 +46,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.leak_sampling_interval, 128);
     assert_int_equal(cfg.arena_cache_size, 8192);
     assert_int_equal(cfg.arena_cache_max_bytes, 16 << 20);
-    assert_int_equal(cfg.cache_class_max_bytes, 512 * 1024);
+    assert_int_equal(cfg.cache_class_max_bytes, 1024 * 1024);
     assert_int_equal(cfg.run_cache_size, 1024);
     assert_int_equal(cfg.release_check, 0);
     assert_int_equal(cfg.background_purge, 1);

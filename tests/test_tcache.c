@@ -458,7 +458,7 @@ static void test_bins_are_bounded_by_bytes(void **state)
     assert_int_equal(cached_after_burst(128 * 1024, 8192), 16); /* a burst of 300 into 16 ends full */
     bp_config cfg;
     bp_config_init(&cfg);
-    assert_int_equal(cfg.cache_class_max_bytes, 512 * 1024);
+    assert_int_equal(cfg.cache_class_max_bytes, 1024 * 1024);
 }
 
 /* Capacity 1 is the slot alone; capacity 0 (the small classes here) caches nothing, though
@@ -670,8 +670,8 @@ static void test_thread_exit_flushes_its_cache(void **state)
 {
     (void)state;
     bp_allocator *a = default_cached();
-    /* cached before it exited: as many as 512 KiB of the class hold */
-    assert_int_equal((uintptr_t)run_on_thread(cache_and_exit, a), 16);
+    /* cached before it exited: as many as 1 MiB of the class hold */
+    assert_int_equal((uintptr_t)run_on_thread(cache_and_exit, a), 32);
     bp_allocator_stats s = stats(a);
     assert_int_equal(s.cached_entries, 0);
     assert_int_equal(s.thread_caches, 0);
