@@ -1000,12 +1000,7 @@ static void test_random_model_small_run_cache(void **state)
 static void test_uncached_sizes_get_whole_pages(void **state)
 {
     (void)state;
-    bp_config cfg;
-    bp_config_init(&cfg);
-    cfg.arenas = 1;
-    cfg.background_purge = 0;
-    bp_allocator *a = bp_allocator_new(&cfg, NULL);
-    assert_non_null(a);
+    bp_allocator *a = quiet_allocator(1);
     const size_t page = 8192;
     struct { size_t size, region; } cases[] = {
         {20000, 20480},            /* a small class: its slot */

@@ -164,12 +164,7 @@ static void *churn(void *arg)
 static void test_purge_with_nothing_live_unmaps_the_chunks(void **state)
 {
     (void)state;
-    bp_config cfg;
-    bp_config_init(&cfg);
-    cfg.arenas = 4;
-    cfg.background_purge = 0;
-    bp_allocator *a = bp_allocator_new(&cfg, NULL);
-    assert_non_null(a);
+    bp_allocator *a = quiet_allocator(4);
     pthread_t threads[16];
     for (int i = 0; i < 16; i++) assert_int_equal(pthread_create(&threads[i], NULL, churn, a), 0);
     for (int i = 0; i < 16; i++) pthread_join(threads[i], NULL);

@@ -36,18 +36,6 @@ static bp_allocator *allocator_with(unsigned small, unsigned normal, size_t max_
                              defaults.arena_cache_max_bytes);
 }
 
-/* One arena, every cache setting at its default. */
-static bp_allocator *default_cached(void)
-{
-    bp_config cfg;
-    bp_config_init(&cfg);
-    cfg.arenas = 1;
-    cfg.background_purge = 0;
-    bp_allocator *a = bp_allocator_new(&cfg, NULL);
-    assert_non_null(a);
-    return a;
-}
-
 static uint64_t arena_allocations(bp_allocator *a)
 {
     bp_arena_stats s;
@@ -65,7 +53,7 @@ static bp_allocator_stats stats(bp_allocator *a)
 static void test_second_32k_allocation_hits_the_cache(void **state)
 {
     (void)state;
-    bp_allocator *a = default_cached();
+    bp_allocator *a = quiet_allocator(1);
     bp_buf *b = bp_alloc(a, 32 * 1024);
     void *memory = bp_data(b, 0);
     bp_release(b);
@@ -85,7 +73,7 @@ static void test_second_32k_allocation_hits_the_cache(void **state)
 static void test_above_max_cached_size_is_not_cached(void **state)
 {
     (void)state;
-    bp_allocator *a = default_cached();
+    bp_allocator *a = quiet_allocator(1);
     bp_buf *b = bp_alloc(a, 32 * 1024 + 1);
     bp_release(b);
     assert_int_equal(stats(a).cached_entries, 0);
@@ -207,7 +195,7 @@ static void test_bursts_move_through_the_arena_cache(void **state)
 static void test_a_burst_of_thousands_stays_out_of_the_chunks(void **state)
 {
     (void)state;
-    bp_allocator *a = default_cached();
+    bp_allocator *a = quiet_allocator(1);
     enum { BURST = 8000 };
     bp_buf **bufs = calloc(BURST, sizeof *bufs);
     assert_non_null(bufs);
@@ -609,7 +597,7 @@ static void *use_a_spent_cache(void *arg)
 static void test_a_spent_cache_matches_no_tag(void **state)
 {
     (void)state;
-    bp_allocator *a = default_cached();
+    bp_allocator *a = quiet_allocator(1);
     bp__tcache_set_next_tag_id(0xffffff); /* as if 2^24 - 2 caches had been made */
     uintptr_t failures = (uintptr_t)run_on_thread(use_a_spent_cache, a);
     bp__tcache_set_next_tag_id(1000); /* a fresh id for later caches (tests, this process) */
@@ -624,7 +612,7 @@ static void test_a_spent_cache_matches_no_tag(void **state)
 static void test_small_miss_refills_a_batch(void **state)
 {
     (void)state;
-    bp_allocator *a = default_cached();
+    bp_allocator *a = quiet_allocator(1);
     /* 64 B: half a bin (128) per refill; the 64 KiB bound (1024) does not bite. */
     bp_buf *bufs[129];
     bufs[0] = bp_alloc(a, 64);
@@ -669,7 +657,7 @@ static void *cache_and_exit(void *arg)
 static void test_thread_exit_flushes_its_cache(void **state)
 {
     (void)state;
-    bp_allocator *a = default_cached();
+    bp_allocator *a = quiet_allocator(1);
     /* cached before it exited: as many as 1 MiB of the class hold */
     assert_int_equal((uintptr_t)run_on_thread(cache_and_exit, a), 32);
     bp_allocator_stats s = stats(a);
@@ -687,7 +675,7 @@ static void test_thread_exit_flushes_its_cache(void **state)
 static void test_destroy_with_cached_regions(void **state)
 {
     (void)state;
-    bp_allocator *a = default_cached();
+    bp_allocator *a = quiet_allocator(1);
     for (int i = 0; i < 100; i++) bp_release(bp_alloc(a, (size_t)i * 300));
     assert_true(stats(a).cached_entries > 0);
     bp_allocator_destroy(a); /* no leak under ASan, no crash */

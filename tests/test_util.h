@@ -158,6 +158,19 @@ static inline int setup_unpooled(void **state)
     return *state == NULL;
 }
 
+/* An allocator at its defaults but for `arenas` arenas and no background purge thread, so
+ * that every count a test reads is its own allocations' doing. */
+static inline bp_allocator *quiet_allocator(unsigned arenas)
+{
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = arenas;
+    cfg.background_purge = 0;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    return a;
+}
+
 /* A buffer of `capacity` bytes holding `text` (writer index at its end). */
 static inline bp_buf *buf_with_text(bp_allocator *a, size_t capacity, const char *text)
 {
