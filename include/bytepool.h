@@ -598,6 +598,15 @@ BP_API inline bp_buf *bp__bin_hot(const bp__tcache_bin *bin)
     return __atomic_load_n(&bin->hot, __ATOMIC_RELAXED);
 }
 
+/* Takes `hot`, the bin's slot's entry (just loaded, not NULL), counting a hit in the
+ * state (just loaded). */
+BP_API inline bp_buf *bp__bin_take_hot(bp__tcache_bin *bin, bp_buf *hot, uint64_t state)
+{
+    __atomic_store_n(&bin->hot, (bp_buf *)NULL, __ATOMIC_RELAXED);
+    __atomic_store_n(&bin->state, state + BP__BIN_HIT, __ATOMIC_RELAXED);
+    return hot;
+}
+
 /* Pops the newest entry of a bin's stack whose state (just loaded) has a count above 0,
  * counting a hit: count - 1 and hits + 1 in one store. */
 BP_API inline bp_buf *bp__bin_pop(bp__tcache_bin *bin, uint64_t state)
@@ -668,12 +677,7 @@ BP_API inline bp_buf *bp__alloc_cached(bp_allocator *a, size_t capacity, size_t 
         uint64_t state = bp__bin_state(bin);
         /* the countdown stops before a trim or a leak sample is due */
         if (BP__LIKELY(left > 1 && (b != NULL || (uint32_t)state != 0))) {
-            if (BP__LIKELY(b != NULL)) {
-                __atomic_store_n(&bin->hot, (bp_buf *)NULL, __ATOMIC_RELAXED); /* taken */
-                __atomic_store_n(&bin->state, state + BP__BIN_HIT, __ATOMIC_RELAXED);
-            } else {
-                b = bp__bin_pop(bin, state);
-            }
+            b = BP__LIKELY(b != NULL) ? bp__bin_take_hot(bin, b, state) : bp__bin_pop(bin, state);
             tc->fast_left = left - 1;
             bp__buf_head *h = (bp__buf_head *)(void *)b;
             h->reader_index = 0;

@@ -37,6 +37,7 @@ BP__EXTERN_TYPED(f64_le, double)
 
 extern inline uint64_t bp__bin_state(const bp__tcache_bin *bin);
 extern inline bp_buf *bp__bin_hot(const bp__tcache_bin *bin);
+extern inline bp_buf *bp__bin_take_hot(bp__tcache_bin *bin, bp_buf *hot, uint64_t state);
 extern inline bp_buf *bp__bin_pop(bp__tcache_bin *bin, uint64_t state);
 extern inline int bp__bin_push(bp__tcache_bin *bin, bp_buf *b);
 extern inline unsigned bp__class_above_4k(size_t size);

@@ -247,15 +247,9 @@ BP__INLINE bp_buf *bp__tcache_take(bp__tcache *tc, unsigned cls)
     bp__tcache_bin *bin = &tc->head.bins[cls];
     uint64_t state = bp__bin_state(bin);
     bp_buf *hot = bp__bin_hot(bin);
-    if (hot != NULL) {
-        __atomic_store_n(&bin->hot, (bp_buf *)NULL, __ATOMIC_RELAXED);
-        __atomic_store_n(&bin->state, state + BP__BIN_HIT, __ATOMIC_RELAXED);
-        bp__tcache_ledger(tc, -1);
-        return hot;
-    }
-    if (BP__UNLIKELY((uint32_t)state == 0)) return NULL;
+    if (hot == NULL && BP__UNLIKELY((uint32_t)state == 0)) return NULL;
     bp__tcache_ledger(tc, -1);
-    return bp__bin_pop(bin, state);
+    return hot != NULL ? bp__bin_take_hot(bin, hot, state) : bp__bin_pop(bin, state);
 }
 
 /* For the release fast path: a push with no call in it, for a class this cache keeps (the
