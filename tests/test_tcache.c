@@ -443,10 +443,23 @@ static void test_bins_are_bounded_by_bytes(void **state)
     assert_true(n8k > 4 && n8k <= 8);      /* 64 KiB / 8 KiB */
     assert_true(n28k > 4 && n28k <= 8);    /* 2 would fit: 8 at least */
     assert_true(nfree > 128 && nfree <= 256);
-    assert_int_equal(cached_after_burst(128 * 1024, 8192), 16); /* a burst of 300 into 16 ends full */
+    size_t n8k_128k = cached_after_burst(128 * 1024, 8192);
+    assert_true(n8k_128k > 8 && n8k_128k <= 16); /* 128 KiB / 8 KiB */
+    /* The capacities themselves, from the defaults (1 MiB): min(entries, max(bytes / size, 8)). */
+    bp_allocator *a = quiet_allocator(1);
     bp_config cfg;
     bp_config_init(&cfg);
     assert_int_equal(cfg.cache_class_max_bytes, 1024 * 1024);
+    struct { size_t size; uint32_t capacity; } expect[] = {
+        {64, 256}, {4096, 256}, {8192, 128}, {16384, 64}, {28 * 1024, 36}, {32 * 1024, 32}, {64 * 1024, 0}};
+    for (size_t i = 0; i < sizeof expect / sizeof expect[0]; i++)
+        assert_int_equal(bp__tcache_class_capacity(&a->sc, &cfg, bp__size_class_of(&a->sc, expect[i].size)),
+                         expect[i].capacity);
+    cfg.cache_class_max_bytes = 64 * 1024;
+    assert_int_equal(bp__tcache_class_capacity(&a->sc, &cfg, bp__size_class_of(&a->sc, 28 * 1024)), 8);
+    cfg.cache_class_max_bytes = 0;
+    assert_int_equal(bp__tcache_class_capacity(&a->sc, &cfg, bp__size_class_of(&a->sc, 28 * 1024)), 256);
+    bp_allocator_destroy(a);
 }
 
 /* Capacity 1 is the slot alone; capacity 0 (the small classes here) caches nothing, though
