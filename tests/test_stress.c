@@ -41,11 +41,8 @@ static size_t random_size(uint64_t *rng)
     return ((size_t)4 << 20) + test_rand(rng) % (1 << 20);
 }
 
-/* Buffers are filled sparsely, plus the last byte: every 97th byte, and in huge buffers
- * one byte in every 16 pages. A huge buffer is a mapping of its own, so this still finds
- * one that overlaps another; touching all its pages would make the kernel's page faults
- * most of this test's time. */
-static size_t fill_stride(size_t size) { return size >= ((size_t)4 << 20) ? 16 * 4096 + 97 : 97; }
+/* Buffers are filled sparsely (every 97th byte; see sparse_stride), plus the last byte. */
+static size_t fill_stride(size_t size) { return sparse_stride(size, 97); }
 
 static bp_buf *make(uint64_t *rng)
 {

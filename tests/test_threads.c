@@ -107,9 +107,8 @@ static size_t pick_size(uint64_t *rng)
     return ((size_t)4 << 20) + test_rand(rng) % 100000; /* huge */
 }
 
-/* Every 61st byte, and in huge buffers (mappings of their own) one in every 16 pages:
- * touching each of their pages would make page faults most of the test's time. */
-static size_t fill_stride(size_t size) { return size >= ((size_t)4 << 20) ? 16 * 4096 + 61 : 61; }
+/* Every 61st byte (in huge buffers fewer: see sparse_stride). */
+static size_t fill_stride(size_t size) { return sparse_stride(size, 61); }
 
 /* Fill a buffer with bytes derived from its size, so any thread can check it. */
 static void fill(bp_buf *b, size_t size)

@@ -171,6 +171,15 @@ static inline bp_allocator *quiet_allocator(unsigned arenas)
     return a;
 }
 
+/* The step between the bytes a test fills and checks in a buffer of `size` bytes: `step`,
+ * and in huge buffers (4 MiB and up: mappings of their own at the default chunk size) one
+ * byte in every 16 pages past that - still enough to find one overlapping another, while
+ * touching each of their pages would make the kernel's page faults most of the test. */
+static inline size_t sparse_stride(size_t size, size_t step)
+{
+    return size >= ((size_t)4 << 20) ? 16 * 4096 + step : step;
+}
+
 /* A buffer of `capacity` bytes holding `text` (writer index at its end). */
 static inline bp_buf *buf_with_text(bp_allocator *a, size_t capacity, const char *text)
 {
