@@ -183,7 +183,7 @@ typedef struct bp_config {
     unsigned recycler_capacity; /* bp_buf objects kept per thread; default 4096, 0 = none */
     unsigned small_cache_size;  /* thread cache entries per small class; default 256, 0 = off */
     unsigned normal_cache_size; /* thread cache entries per cached normal class; default 64 */
-    size_t max_cached_size;     /* largest size class kept in thread caches; default 32 KiB */
+    size_t max_cached_size;     /* largest size class kept in thread caches; default 64 KiB */
     size_t cache_class_max_bytes; /* fewer entries for larger classes: a thread cache bin holds
                                      at most this many bytes (but 8 entries); default 1 MiB */
     unsigned cache_trim_interval; /* allocations between cache trims; default 8192, 0 = never */

@@ -675,6 +675,29 @@ BP__INLINE int alloc_normal(bp__arena *arena, unsigned cls, size_t size, bp__reg
     return 0;
 }
 
+unsigned bp__arena_alloc_normal_batch(bp__arena *arena, unsigned cls, bp__cached_region *out, unsigned n)
+{
+    BP__ASSERT(cls >= arena->sc->nsmall && cls < arena->whole_from && n > 0);
+    unsigned k = 0;
+    bp__region run;
+    bp__lock_acquire(&arena->lock);
+    /* Runs of a class thread caches keep come back with no object (only whole-class runs
+     * carry one); should one have an object, run_cache_take loosens it. */
+    while (k < n && run_cache_take(arena, cls, &run, NULL))
+        out[k++] = (bp__cached_region){run.memory, run.chunk, run.handle};
+    if (k == 0 && alloc_normal(arena, cls, arena->sc->class_size[cls], &run, NULL) == 0)
+        out[k++] = (bp__cached_region){run.memory, run.chunk, run.handle};
+    if (k > 0) {
+        arena->allocations[BP__KIND_NORMAL] += k;
+        arena->active_bytes += (size_t)k * arena->sc->class_size[cls];
+        note_active_locked(arena);
+    }
+    bp__chunk *doomed = take_doomed_locked(arena); /* a new run may have released runs */
+    bp__lock_release(&arena->lock);
+    delete_chunks(doomed);
+    return k;
+}
+
 static int alloc_huge(bp__arena *arena, size_t size, bp__region *out)
 {
     size_t length = bp__align_up(size, bp__os_page_size());
@@ -843,20 +866,29 @@ bool bp__arena_free_with_object(bp__arena *arena, const bp__region *region, bp__
     return held;
 }
 
-/* Straight into the chunks, past the run cache: batches come from trims and overflowing
- * caches, the regions nobody asked for lately. */
 void bp__regions_free_batch(const bp__size_classes *sc, unsigned cls, const bp__cached_region *regions,
-                            unsigned n)
+                            unsigned n, bool hold)
 {
     unsigned kind = cls < sc->nsmall ? BP__KIND_SMALL : BP__KIND_NORMAL;
     size_t length = sc->class_size[cls];
+    hold = hold && kind == BP__KIND_NORMAL;
     bp__chunk *dead = NULL;
     unsigned i = 0;
     while (i < n) {
         bp__arena *arena = regions[i].chunk->arena;
         bp__lock_acquire(&arena->lock);
-        for (; i < n && regions[i].chunk->arena == arena; i++)
-            append_chunks(&dead, free_locked(arena, regions[i].chunk, regions[i].handle, kind, length));
+        for (; i < n && regions[i].chunk->arena == arena; i++) {
+            if (hold) {
+                const bp__region region = {.memory = regions[i].memory, .length = length, .kind = kind,
+                                           .class_index = cls, .chunk = regions[i].chunk,
+                                           .handle = regions[i].handle};
+                bp__chunk *gone = NULL;
+                free_region_locked(arena, &region, NULL, &gone);
+                append_chunks(&dead, gone);
+            } else {
+                append_chunks(&dead, free_locked(arena, regions[i].chunk, regions[i].handle, kind, length));
+            }
+        }
         bp__lock_release(&arena->lock);
     }
     delete_chunks(dead);

@@ -225,11 +225,17 @@ bp__object_link *bp__arena_take_loose_objects(bp__arena *arena);
  * Returns how many (0 only when memory cannot be mapped). */
 unsigned bp__arena_alloc_small_batch(bp__arena *arena, unsigned cls, bp__cached_region *out, unsigned n);
 
+/* Hands out up to n runs of normal class `cls` (one thread caches keep) under one lock:
+ * those its run cache holds, newest first, or when it holds none, one run cut from the
+ * chunks. Returns how many (0: memory cannot be mapped). */
+unsigned bp__arena_alloc_normal_batch(bp__arena *arena, unsigned cls, bp__cached_region *out, unsigned n);
+
 /* Takes back n regions of class `cls`, each to its own arena, locking each arena once per
- * run of regions that belong to it; into their chunks, past the run cache (trimmed and
- * overflowing caches are what is not in demand). */
+ * run of regions that belong to it. With `hold` (an overflowing cache: a burst that may
+ * come back), normal runs go to the run cache as far as it has room, with no object; else
+ * (trims: what is not in demand) into their chunks. */
 void bp__regions_free_batch(const bp__size_classes *sc, unsigned cls, const bp__cached_region *regions,
-                            unsigned n);
+                            unsigned n, bool hold);
 
 /* Gives the run cache's runs back to their chunks: all of them, or those idle since the
  * last call (the low-water mark); with `all`, also the empty subpage each small class keeps.

@@ -77,7 +77,7 @@ void bp_config_init(bp_config *cfg)
     cfg->recycler_capacity = 4096;
     cfg->small_cache_size = 256;
     cfg->normal_cache_size = 64;
-    cfg->max_cached_size = 32 * 1024;
+    cfg->max_cached_size = 64 * 1024;
     cfg->cache_class_max_bytes = 1024 * 1024;
     cfg->cache_trim_interval = 8192;
     cfg->chunk_decay_ms = 1000;
@@ -127,8 +127,6 @@ static const char *setting_problem(const bp_config *cfg, const setting *s)
                s->offset == offsetof(bp_config, arena_cache_size) ||
                s->offset == offsetof(bp_config, run_cache_size)) {
         if (v > 65536) return "must not exceed 65536";
-    } else if (s->offset == offsetof(bp_config, max_cached_size)) {
-        if (v > cfg->chunk_size) return "must not exceed chunk_size";
     } else if (s->offset == offsetof(bp_config, chunk_decay_ms)) {
         if (v > 3600000) return "must not exceed 3600000 (one hour)";
     } else if (s->offset == offsetof(bp_config, dirty_decay_ms)) {
@@ -140,7 +138,8 @@ static const char *setting_problem(const bp_config *cfg, const setting *s)
     } else if (s->offset == offsetof(bp_config, leak_sampling_interval)) {
         if (v < 1 || v > (1u << 30)) return "must be between 1 and 1073741824";
     } else if (s->offset == offsetof(bp_config, arena_cache_max_bytes) ||
-               s->offset == offsetof(bp_config, cache_class_max_bytes)) {
+               s->offset == offsetof(bp_config, cache_class_max_bytes) ||
+               s->offset == offsetof(bp_config, max_cached_size)) {
         if (v > ((size_t)1 << 30)) return "must not exceed 1 GiB";
     } else if (s->offset == offsetof(bp_config, release_check) || s->offset == offsetof(bp_config, background_purge)) {
         if (v > 1) return "must be 0 (off) or 1 (on)";

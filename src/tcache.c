@@ -186,9 +186,10 @@ void bp__tcache_totals(const bp__tcache *tc, size_t *entries, size_t *bytes, uin
 }
 
 /* Gives released objects of class `cls` back for good: regions to their arenas (a batch
- * per lock), objects to r (which may be NULL: then to the pool's spare list). */
+ * per lock; `hold`: see bp__regions_free_batch), objects to r (which may be NULL: then to
+ * the pool's spare list). */
 static void free_released(bp__object_pool *pool, bp__recycler *r, const bp__size_classes *sc, unsigned cls,
-                          bp_buf *const *bufs, uint32_t n)
+                          bp_buf *const *bufs, uint32_t n, bool hold)
 {
     bp__cached_region regions[64];
     for (uint32_t done = 0; done < n;) {
@@ -198,7 +199,7 @@ static void free_released(bp__object_pool *pool, bp__recycler *r, const bp__size
             regions[i] = (bp__cached_region){b->region.memory, b->region.chunk, b->region.handle};
             bp__object_retire(pool, r, b, false);
         }
-        bp__regions_free_batch(sc, cls, regions, k);
+        bp__regions_free_batch(sc, cls, regions, k, hold);
         done += k;
     }
 }
@@ -235,7 +236,7 @@ size_t bp__tcache_trim_arena(bp__arena *arena, bp__object_pool *pool, bp__recycl
         do { /* the oldest idle entries, 64 at a time, freed outside the lock */
             bp_buf *batch[64];
             k = bp__arena_cache_take_idle(arena, c, batch, 64, all);
-            if (k > 0) free_released(pool, r, arena->sc, c, batch, k);
+            if (k > 0) free_released(pool, r, arena->sc, c, batch, k, false);
             freed += k;
         } while (k == 64);
     }
@@ -260,7 +261,7 @@ static void give_back_oldest(bp__tcache *tc, unsigned cls, uint32_t n, bool to_a
     uint32_t count = bp__bin_count(bin), kept = 0;
     for (uint32_t i = 0; BP__DEBUG && i < n; i++) BP__ASSERT(bin->entries[i]->region.chunk->arena == tc->arena);
     if (to_arena_cache) kept = bp__arena_cache_give(tc->arena, cls, bin->entries, n, tc->head.tag_base);
-    free_released(tc->recycler->pool, tc->recycler, tc->sc, cls, bin->entries + kept, n - kept);
+    free_released(tc->recycler->pool, tc->recycler, tc->sc, cls, bin->entries + kept, n - kept, to_arena_cache);
     void (*hook)(void) = BP__TESTING ? atomic_load_explicit(&gap_hook, memory_order_relaxed) : NULL;
     if (BP__UNLIKELY(hook != NULL)) hook();
     memmove(bin->entries, bin->entries + n, (count - n) * sizeof *bin->entries);
@@ -288,7 +289,7 @@ static void give_back_hot(bp__tcache *tc, unsigned cls)
     if (hot == NULL) return;
     bp__guard_enter(tc->guard);
     __atomic_store_n(&bin->hot, (bp_buf *)NULL, __ATOMIC_RELAXED);
-    free_released(tc->recycler->pool, tc->recycler, tc->sc, cls, &hot, 1);
+    free_released(tc->recycler->pool, tc->recycler, tc->sc, cls, &hot, 1, false);
     bp__tcache_ledger(tc, -1);
     bp__guard_leave(tc->guard);
 }
@@ -342,20 +343,27 @@ BP__INLINE bp_buf *refill_locked(bp__tcache *tc, bp__tcache_bin *bin, unsigned c
         bp__tcache_ledger(tc, got - 1);
         return bin->entries[count + got - 1]; /* the newest goes out now */
     }
-    if (tc->refill[cls] == 0) return NULL; /* normal classes: one region from the arena */
+    /* Small classes: fresh slots, about 64 KiB ahead. Normal classes: the runs the arena
+     * holds back for the class (an earlier burst's overflow), half a bin's worth, or one
+     * fresh run. */
+    bool small = cls < tc->sc->nsmall;
     bp_buf *objects[512];
-    want = tc->refill[cls] < 512 ? tc->refill[cls] : 512;
+    want = small ? tc->refill[cls] : want;
+    if (want > 512) want = 512;
     uint32_t have = 0;
     while (have < want && (objects[have] = bp__object_get(tc->recycler)) != NULL) have++;
     uint32_t take = have < room + 1 ? have : room + 1; /* one goes out now */
-    /* Taken in address order; the lowest goes out now, the next lowest ends on top. */
+    /* Small slots come in address order; the lowest goes out now, the next lowest ends on
+     * top. */
     bp__cached_region batch[512];
-    got = take > 0 ? bp__arena_alloc_small_batch(tc->arena, cls, batch, take) : 0;
+    got = take == 0 ? 0
+          : small   ? bp__arena_alloc_small_batch(tc->arena, cls, batch, take)
+                    : bp__arena_alloc_normal_batch(tc->arena, cls, batch, take);
     for (unsigned i = 0; i < got; i++) {
         bp_buf *b = objects[i];
         b->region = (bp__region){.memory = batch[i].memory, .length = tc->sc->class_size[cls],
-                                 .kind = BP__KIND_SMALL, .class_index = cls, .chunk = batch[i].chunk,
-                                 .handle = batch[i].handle};
+                                 .kind = small ? BP__KIND_SMALL : BP__KIND_NORMAL, .class_index = cls,
+                                 .chunk = batch[i].chunk, .handle = batch[i].handle};
         prepare_for_bin(tc, b, cls);
     }
     for (uint32_t i = got; i < have; i++) bp__object_put(tc->recycler->pool, tc->recycler, objects[i]);

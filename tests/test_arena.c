@@ -520,6 +520,7 @@ static bp_allocator *run_cache_allocator(unsigned run_cache_size)
     bp_config_init(&cfg);
     cfg.arenas = 1;
     cfg.run_cache_size = run_cache_size;
+    cfg.max_cached_size = 32 * 1024; /* 64 KiB buffers: a class no thread cache keeps */
     cfg.background_purge = 0; /* these tests drive the purges themselves (see test_purge) */
     bp_allocator *a = bp_allocator_new(&cfg, NULL);
     assert_non_null(a);
@@ -957,6 +958,7 @@ static void test_release_into_an_unbound_arena_is_not_held_back(void **state)
     bp_config cfg;
     bp_config_init(&cfg);
     cfg.arenas = 2;
+    cfg.max_cached_size = 32 * 1024; /* 64 KiB buffers: a class no thread cache keeps */
     bp_allocator *a = bp_allocator_new(&cfg, NULL);
     assert_non_null(a);
     bp_buf *mine = bp_alloc(a, 64 * 1024); /* this thread takes arena 0 */
@@ -1005,9 +1007,9 @@ static void test_uncached_sizes_get_whole_pages(void **state)
     struct { size_t size, region; } cases[] = {
         {20000, 20480},            /* a small class: its slot */
         {30000, 32768},            /* 32 KiB, thread-cached: the class */
-        {32769, 5 * page},         /* above max_cached_size: 5 pages, not 40 KiB's... */
-        {65537, 9 * page},         /* ... 9 pages, not 80 KiB's 10 */
-        {100000, 13 * page},
+        {40000, 5 * page},         /* 40 KiB, thread-cached too (max_cached_size 64 KiB) */
+        {65537, 9 * page},         /* above max_cached_size: 9 pages, not 80 KiB's 10 */
+        {100000, 13 * page},       /* 13, not 112 KiB's 14 */
         {(size_t)1 << 20, (size_t)1 << 20},
         {(1 << 20) + 1, (1 << 20) + page},
     };
@@ -1015,7 +1017,7 @@ static void test_uncached_sizes_get_whole_pages(void **state)
         size_t before = arena_stats(a, 0).active_bytes;
         bp_buf *b = bp_alloc(a, cases[i].size);
         assert_non_null(b);
-        if (cases[i].size > 32768) /* (a cached class's refill takes several) */
+        if (cases[i].size > 32768) /* (a small class's refill takes several) */
             assert_int_equal(arena_stats(a, 0).active_bytes - before, cases[i].region);
         assert_int_equal(bp_capacity(b), cases[i].size);
         assert_int_equal(bp_max_fast_writable_bytes(b), cases[i].region);
@@ -1025,13 +1027,14 @@ static void test_uncached_sizes_get_whole_pages(void **state)
         assert_true(bp__arena_check(&a->arenas[0]));
         bp_release(b);
     }
-    /* 9 pages are held back by no run cache (no 80 KiB request could use them); 8 are. */
+    /* 11 pages are held back by no run cache (no 96 KiB request could use them); 80 KiB's
+     * 10 are. */
     bp_buf *keep = bp_alloc(a, 200000);
-    bp_buf *nine = bp_alloc(a, 65537), *eight = bp_alloc(a, 65536);
+    bp_buf *eleven = bp_alloc(a, 80 * 1024 + 1), *ten = bp_alloc(a, 80 * 1024);
     size_t held = arena_stats(a, 0).cached_runs;
-    bp_release(nine);
+    bp_release(eleven);
     assert_int_equal(arena_stats(a, 0).cached_runs, held);
-    bp_release(eight);
+    bp_release(ten);
     assert_int_equal(arena_stats(a, 0).cached_runs, held + 1);
     assert_true(bp__arena_check(&a->arenas[0]));
     bp_release(keep);

@@ -37,7 +37,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.recycler_capacity, 4096);
     assert_int_equal(cfg.small_cache_size, 256);
     assert_int_equal(cfg.normal_cache_size, 64);
-    assert_int_equal(cfg.max_cached_size, 32768);
+    assert_int_equal(cfg.max_cached_size, 65536);
     assert_int_equal(cfg.cache_trim_interval, 8192);
     assert_int_equal(cfg.chunk_decay_ms, 1000);
     assert_int_equal(cfg.dirty_decay_ms, 1000);
@@ -102,8 +102,10 @@ static void test_invalid_settings_are_named(void **state)
     cfg.dirty_decay_ms = BP_DECAY_NEVER;
     assert_int_equal(bp_config_validate(&cfg, NULL, 0), 0);
     bp_config_init(&cfg);
-    cfg.max_cached_size = cfg.chunk_size + 1;
-    expect_invalid(&cfg, "max_cached_size=4194305: must not exceed chunk_size");
+    cfg.max_cached_size = cfg.chunk_size + 1; /* every normal class: valid */
+    assert_int_equal(bp_config_validate(&cfg, NULL, 0), 0);
+    cfg.max_cached_size = ((size_t)1 << 30) + 1;
+    expect_invalid(&cfg, "max_cached_size=1073741825: must not exceed 1 GiB");
     cfg.max_cached_size = 0;
     cfg.small_cache_size = 65537;
     expect_invalid(&cfg, "small_cache_size=65537: must not exceed 65536");

@@ -134,10 +134,10 @@ static void test_background_purge_leaves_busy_arenas_alone(void **state)
     bp_allocator *a = allocator_with(1, 40);
     bp__arena *arena = &a->arenas[0];
     uint64_t idle_ms;
-    bp_release(bp_alloc(a, 64 * 1024));
+    bp_release(bp_alloc(a, 128 * 1024)); /* above max_cached_size: through the arena */
     assert_false(bp__arena_idle(arena, &idle_ms)); /* it just released */
     assert_true(bp__arena_idle(arena, &idle_ms));  /* nothing since */
-    bp_release(bp_alloc(a, 64 * 1024));
+    bp_release(bp_alloc(a, 128 * 1024));
     assert_false(bp__arena_idle(arena, &idle_ms));
     assert_true(idle_ms == 0);
     bp_allocator_destroy(a);

@@ -25,7 +25,7 @@ static int scale_divisor(void)
     return scale != NULL && strcmp(scale, "tsan") == 0 ? 10 : 1;
 }
 
-enum { ROUNDS = 4000, CHUNK = 256 * 1024, HUGE_SIZE = CHUNK + 4096, UNCACHED_SIZE = 64 * 1024 };
+enum { ROUNDS = 4000, CHUNK = 256 * 1024, HUGE_SIZE = CHUNK + 4096, UNCACHED_SIZE = 128 * 1024 };
 
 /* A barrier for the two racers that spins, so that both leave it within a few hundred
  * nanoseconds and the jitter below makes their releases overlap in many rounds. A racer
@@ -66,7 +66,7 @@ static void spin_wait(spin_barrier *b)
 typedef enum race_kind {
     RACE_OWNER_VS_REMOTE, /* 64 B, a thread-cached class: racer 0's release is the owner's */
     RACE_BOTH_REMOTE,     /* 64 B allocated by the main thread: both releases are remote */
-    RACE_UNCACHED,        /* 64 KiB, above max_cached_size */
+    RACE_UNCACHED,        /* 128 KiB, above max_cached_size */
     RACE_HUGE,            /* above the chunk size: a mapping of its own */
     RACE_RETAINED_SLICE,  /* a retained slice (holding the root), released by both */
     RACE_PLAIN_SLICE,     /* racer 0 releases the root, racer 1 a plain slice sharing its count */

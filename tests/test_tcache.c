@@ -74,10 +74,10 @@ static void test_above_max_cached_size_is_not_cached(void **state)
 {
     (void)state;
     bp_allocator *a = quiet_allocator(1);
-    bp_buf *b = bp_alloc(a, 32 * 1024 + 1);
+    bp_buf *b = bp_alloc(a, 64 * 1024 + 1); /* the default max_cached_size is 64 KiB */
     bp_release(b);
     assert_int_equal(stats(a).cached_entries, 0);
-    b = bp_alloc(a, 32 * 1024 + 1);
+    b = bp_alloc(a, 64 * 1024 + 1);
     bp_release(b);
     assert_int_equal(arena_allocations(a), 2);
     bp_arena_stats as;
@@ -451,7 +451,7 @@ static void test_bins_are_bounded_by_bytes(void **state)
     bp_config_init(&cfg);
     assert_int_equal(cfg.cache_class_max_bytes, 1024 * 1024);
     struct { size_t size; uint32_t capacity; } expect[] = {
-        {64, 256}, {4096, 256}, {8192, 128}, {16384, 64}, {28 * 1024, 36}, {32 * 1024, 32}, {64 * 1024, 0}};
+        {64, 256}, {4096, 256}, {8192, 128}, {16384, 64}, {28 * 1024, 36}, {32 * 1024, 32}, {64 * 1024, 16}, {80 * 1024, 0}};
     for (size_t i = 0; i < sizeof expect / sizeof expect[0]; i++)
         assert_int_equal(bp__tcache_class_capacity(&a->sc, &cfg, bp__size_class_of(&a->sc, expect[i].size)),
                          expect[i].capacity);
@@ -459,6 +459,82 @@ static void test_bins_are_bounded_by_bytes(void **state)
     assert_int_equal(bp__tcache_class_capacity(&a->sc, &cfg, bp__size_class_of(&a->sc, 28 * 1024)), 8);
     cfg.cache_class_max_bytes = 0;
     assert_int_equal(bp__tcache_class_capacity(&a->sc, &cfg, bp__size_class_of(&a->sc, 28 * 1024)), 256);
+    bp_allocator_destroy(a);
+}
+
+/* A cached normal class's burst that overflows the thread's bin and the arena's cache:
+ * the overflow is held in the arena's run cache (not coalesced into its chunk), and the
+ * next burst's misses take those runs back, half a bin under one lock, instead of cutting
+ * fresh ones. */
+static void test_overflow_of_a_normal_class_is_held_for_the_next_burst(void **state)
+{
+    (void)state;
+    enum { N = 40, SIZE = 64 * 1024 };
+    bp_allocator *a = allocator_caching(256, 16, SIZE, 1u << 30, 0, 0); /* no arena cache */
+    bp_buf *bufs[N];
+    void *first[N];
+    for (int i = 0; i < N; i++) {
+        bufs[i] = bp_alloc(a, SIZE);
+        assert_non_null(bufs[i]);
+        first[i] = bp_data(bufs[i], 0);
+    }
+    bp_chunk_stats chunk;
+    assert_int_equal(bp_arena_chunk_stats(a, 0, &chunk, 1, sizeof chunk), 1);
+    size_t chunk_free = chunk.free_bytes;
+    assert_int_equal(chunk_free, (4u << 20) - N * SIZE);
+    for (int i = 0; i < N; i++) assert_int_equal(bp_release(bufs[i]), 1);
+    bp_allocator_stats s = stats(a);
+    bp_arena_stats as;
+    assert_int_equal(bp_arena_get_stats(a, 0, &as, sizeof as), 0);
+    assert_int_equal(s.cached_entries + as.cached_runs, N); /* every run kept: bin or held */
+    assert_true(as.cached_runs >= N - 16);
+    assert_int_equal(as.cached_run_bytes, as.cached_runs * SIZE);
+    assert_int_equal(s.arena_cached_run_bytes, as.cached_runs * SIZE);
+    assert_int_equal(s.active_bytes, 0);
+    assert_int_equal(bp_arena_chunk_stats(a, 0, &chunk, 1, sizeof chunk), 1);
+    assert_int_equal(chunk.free_bytes, chunk_free); /* nothing went back into the chunk */
+
+    uint64_t before = arena_allocations(a);
+    for (int i = 0; i < N; i++) {
+        bufs[i] = bp_alloc(a, SIZE);
+        assert_non_null(bufs[i]);
+        bool reused = false;
+        for (int k = 0; k < N; k++) reused |= bp_data(bufs[i], 0) == first[k];
+        assert_true(reused);
+        assert_int_equal(bp_set_u32(bufs[i], SIZE - 4, (uint32_t)i), 0);
+    }
+    assert_int_equal(bp_arena_chunk_stats(a, 0, &chunk, 1, sizeof chunk), 1);
+    assert_int_equal(chunk.free_bytes, chunk_free); /* no run cut */
+    assert_int_equal(bp_arena_get_stats(a, 0, &as, sizeof as), 0);
+    assert_int_equal(as.cached_runs, 0);
+    assert_int_equal(arena_allocations(a) - before, N - s.cached_entries); /* the held ones */
+    assert_true(as.allocations_normal >= 2 * N - 16);
+    for (int i = 0; i < N; i++) {
+        uint32_t v = 0;
+        assert_int_equal(bp_get_u32(bufs[i], SIZE - 4, &v), 0);
+        assert_int_equal(v, (uint32_t)i);
+        assert_int_equal(bp_release(bufs[i]), 1);
+    }
+    assert_true(bp__arena_check(&a->arenas[0]));
+    bp_allocator_destroy(a);
+}
+
+/* A trim gives what nobody asked for straight back to the chunks: nothing is held. */
+static void test_trimmed_normal_entries_are_not_held(void **state)
+{
+    (void)state;
+    enum { N = 12, SIZE = 64 * 1024 };
+    bp_allocator *a = allocator_caching(256, 16, SIZE, 1u << 30, 0, 0);
+    bp_buf *bufs[N];
+    for (int i = 0; i < N; i++) bufs[i] = bp_alloc(a, SIZE);
+    for (int i = 0; i < N; i++) assert_int_equal(bp_release(bufs[i]), 1);
+    assert_int_equal(stats(a).cached_entries, N); /* within the bin */
+    bp_thread_cache_flush(a);
+    bp_arena_stats as;
+    assert_int_equal(bp_arena_get_stats(a, 0, &as, sizeof as), 0);
+    assert_int_equal(as.cached_runs, 0);
+    assert_int_equal(stats(a).cached_entries, 0);
+    assert_true(bp__arena_check(&a->arenas[0]));
     bp_allocator_destroy(a);
 }
 
@@ -753,6 +829,8 @@ int main(void)
         cmocka_unit_test(test_the_slot_takes_the_last_release),
         cmocka_unit_test(test_a_bin_of_one_is_its_slot),
         cmocka_unit_test(test_bins_are_bounded_by_bytes),
+        cmocka_unit_test(test_overflow_of_a_normal_class_is_held_for_the_next_burst),
+        cmocka_unit_test(test_trimmed_normal_entries_are_not_held),
         cmocka_unit_test(test_trim_keeps_a_used_slot),
         cmocka_unit_test(test_trim_returns_unused_entries),
         cmocka_unit_test(test_trim_runs_on_schedule),
