@@ -24,11 +24,13 @@
  *   before, so that one compare refuses a push into a full stack and into one not set up
  *   yet. A class whose capacity is 0 gets no release tag: no fast path fills its slot.
  * - A full bin gives its older half back in one pass, to the arena's cache of ready buffers
- *   (bp__arena_cache_bin) as far as it has room, the rest to the chunks. A miss takes a
- *   batch (half a bin) from the arena's cache; if it is empty, a small class takes a batch
- *   of fresh regions (half a bin, at most ~64 KiB) from the arena under one lock (as
- *   jemalloc does), a normal class one region (a batch of fresh ones would hold too much
- *   memory). A trim and a flush free straight to the chunks: those regions are cold.
+ *   (bp__arena_cache_bin) as far as it has room, the rest to the chunks (a normal class's
+ *   runs to the arena's run cache, as far as it has room). A miss takes a batch (half a
+ *   bin) from the arena's cache; if it is empty, a small class takes a batch of fresh
+ *   regions (half a bin, at most ~64 KiB) from the arena under one lock (as jemalloc does),
+ *   a normal class the runs the run cache holds for it (up to half a bin), else one fresh
+ *   run (a batch of fresh ones would hold too much memory). A trim and a flush free
+ *   straight to the chunks: those regions are cold.
  * - Only the owning thread writes a bin's state (count and hits since the last trim, in one
  *   word so that a pop updates both with one store) and its slot; they are read and
  *   written with relaxed __atomic builtins (plain moves) so that stats can sum them from
