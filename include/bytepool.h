@@ -184,8 +184,9 @@ typedef struct bp_config {
     unsigned small_cache_size;  /* thread cache entries per small class; default 256, 0 = off */
     unsigned normal_cache_size; /* thread cache entries per cached normal class; default 64 */
     size_t max_cached_size;     /* largest size class kept in thread caches; default 64 KiB */
-    size_t cache_class_max_bytes; /* fewer entries for larger classes: a thread cache bin holds
-                                     at most this many bytes (but 8 entries); default 1 MiB */
+    size_t cache_class_max_bytes; /* a bin holds at most this many bytes (but 8 entries), and
+                                     one that keeps overflowing grows up to 4x within it;
+                                     default 1 MiB; 0 = no bound, bins never grow */
     unsigned cache_trim_interval; /* allocations between cache trims; default 8192, 0 = never */
     unsigned chunk_decay_ms;    /* an emptied chunk stays mapped this long for reuse before
                                    it is unmapped; default 1000, 0 = unmap at once */

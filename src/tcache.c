@@ -13,6 +13,12 @@
  * fewer slots): 256 entries of a 28 KiB class would hold 7 MiB a thread. */
 enum { MIN_BOUNDED_ENTRIES = 8 };
 
+/* A bin grows to at most this many times its configured capacity, never past
+ * cache_class_max_bytes (with no byte bound, bins keep their size), and only after it
+ * overflowed this many times, each after a miss, between two trims: bursts larger than
+ * the bin that keep coming back. */
+enum { GROWTH_LIMIT = 4, CYCLES_TO_GROW = 2 };
+
 uint32_t bp__tcache_class_capacity(const bp__size_classes *sc, const bp_config *cfg, unsigned cls)
 {
     size_t size = sc->class_size[cls];
@@ -142,7 +148,14 @@ void bp__tcache_init(bp__tcache *tc, const bp__tcache_thread *thread, bp__arena 
     for (unsigned c = 0; c < tc->head.ncacheable; c++) {
         bool small = c < sc->nsmall;
         uint32_t capacity = bp__tcache_class_capacity(sc, cfg, c);
-        tc->head.bins[c].capacity = capacity;
+        tc->head.bins[c].capacity = tc->base_capacity[c] = tc->max_capacity[c] = capacity;
+        if (capacity > 0 && cfg->cache_class_max_bytes != 0) { /* else bins keep their size */
+            uint64_t most = (uint64_t)(small ? cfg->small_cache_size : cfg->normal_cache_size) * GROWTH_LIMIT;
+            size_t bound = cfg->cache_class_max_bytes / sc->class_size[c];
+            if (bound < MIN_BOUNDED_ENTRIES) bound = MIN_BOUNDED_ENTRIES;
+            if (bound < most) most = bound;
+            if (most > capacity) tc->max_capacity[c] = (uint32_t)most;
+        }
         /* Half a bin per refill, but no more than about 64 KiB of memory taken ahead. */
         if (small && capacity > 0) {
             size_t by_bytes = (64 * 1024) / sc->class_size[c];
@@ -273,12 +286,41 @@ static void give_back_oldest(bp__tcache *tc, unsigned cls, uint32_t n, bool to_a
 /* The stack's share of a bin's capacity: the rest is the slot. */
 static uint32_t stack_capacity(const bp__tcache_bin *bin) { return bin->capacity - 1; }
 
-static bool ensure_entries(bp__tcache_bin *bin)
+static bool ensure_entries(bp__tcache *tc, unsigned cls)
 {
-    if (bin->entries == NULL) bin->entries = malloc(bin->capacity * sizeof *bin->entries);
-    if (bin->entries == NULL) return false;
+    bp__tcache_bin *bin = &tc->head.bins[cls];
+    if (bin->entries == NULL) {
+        bin->entries = malloc(bin->capacity * sizeof *bin->entries);
+        if (bin->entries == NULL) return false;
+        tc->entries_room[cls] = bin->capacity;
+    }
     bin->limit = stack_capacity(bin);
     return true;
+}
+
+/* Sets a bin's capacity (its stack's array has room for it), inside the guard: a fork sees
+ * the old capacity or the new one. */
+static void set_capacity(bp__tcache *tc, unsigned cls, bp_buf **entries, uint32_t capacity)
+{
+    bp__tcache_bin *bin = &tc->head.bins[cls];
+    bin->entries = entries;
+    bin->capacity = capacity;
+    bin->limit = stack_capacity(bin);
+}
+
+/* Doubles a full bin's capacity, up to max_capacity; false when it cannot grow. */
+static bool grow_bin(bp__tcache *tc, unsigned cls)
+{
+    bp__tcache_bin *bin = &tc->head.bins[cls];
+    uint32_t capacity = bin->capacity < tc->max_capacity[cls] / 2 ? 2 * bin->capacity : tc->max_capacity[cls];
+    if (capacity <= bin->capacity) return false;
+    bp__guard_enter(tc->guard); /* the array may move: not while a fork reads it */
+    bp_buf **entries = bin->entries;
+    if (tc->entries_room[cls] < capacity && (entries = realloc(entries, capacity * sizeof *entries)) != NULL)
+        tc->entries_room[cls] = capacity;
+    if (entries != NULL) set_capacity(tc, cls, entries, capacity);
+    bp__guard_leave(tc->guard);
+    return entries != NULL;
 }
 
 /* Gives the slot's entry back to the chunks (a trim or a flush: it is cold). */
@@ -306,9 +348,21 @@ static uint32_t carry_hits(bp__tcache *tc, bp__tcache_bin *bin)
 bool bp__tcache_put_slow(bp__tcache *tc, unsigned cls, bp_buf *b)
 {
     bp__tcache_bin *bin = &tc->head.bins[cls];
-    if (bin->capacity == 0 || !ensure_entries(bin)) return false;
+    if (bin->capacity == 0 || !ensure_entries(tc, cls)) return false;
     uint32_t count = bp__bin_count(bin);
-    if (count == stack_capacity(bin)) give_back_oldest(tc, cls, (count + 1) / 2, true);
+    if (count == stack_capacity(bin)) {
+        /* Full again after a miss: a burst larger than the bin went round through the
+         * arena's cache. The second time between two trims, the bin grows instead. */
+        bool grown = false;
+        if (tc->missed[cls]) {
+            tc->missed[cls] = 0;
+            if (++tc->cycles[cls] >= CYCLES_TO_GROW && grow_bin(tc, cls)) {
+                tc->cycles[cls] = 0;
+                grown = true;
+            }
+        }
+        if (!grown) give_back_oldest(tc, cls, (count + 1) / 2, true);
+    }
     return bp__tcache_push_kept(tc, cls, b);
 }
 
@@ -379,7 +433,8 @@ bp_buf *bp__tcache_refill(bp__tcache *tc, unsigned cls)
 {
     if (cls >= tc->head.ncacheable) return NULL;
     bp__tcache_bin *bin = &tc->head.bins[cls];
-    if (bin->capacity == 0 || !ensure_entries(bin)) return NULL;
+    if (bin->capacity == 0 || !ensure_entries(tc, cls)) return NULL;
+    tc->missed[cls] = 1;
     bp__guard_enter(tc->guard);
     bp_buf *b = refill_locked(tc, bin, cls);
     bp__guard_leave(tc->guard);
@@ -399,6 +454,17 @@ size_t bp__tcache_trim(bp__tcache *tc)
         give_back_oldest(tc, c, unused < count ? unused : count, false);
         if (unused > count) give_back_hot(tc, c);
         freed += unused;
+        /* A grown bin that served less than half its capacity since the last trim halves. */
+        if (bin->capacity > tc->base_capacity[c] && hits < bin->capacity / 2) {
+            uint32_t capacity = bin->capacity / 2 > tc->base_capacity[c] ? bin->capacity / 2 : tc->base_capacity[c];
+            count = bp__bin_count(bin);
+            if (count > capacity - 1) {
+                give_back_oldest(tc, c, count - (capacity - 1), false);
+                freed += count - (capacity - 1);
+            }
+            set_capacity(tc, c, bin->entries, capacity);
+        }
+        tc->missed[c] = tc->cycles[c] = 0;
     }
     bp__tcache_count(&tc->trims);
     bp__guard_leave(tc->guard);
@@ -439,6 +505,9 @@ void bp__tcache_discard(bp__tcache *tc)
         free(tc->head.bins[c].entries);
         tc->head.bins[c].entries = NULL;
         tc->head.bins[c].limit = 0;
+        tc->head.bins[c].capacity = tc->base_capacity[c];
+        tc->entries_room[c] = 0;
+        tc->missed[c] = tc->cycles[c] = 0;
         __atomic_store_n(&tc->head.bins[c].hot, (bp_buf *)NULL, __ATOMIC_RELAXED);
         bp__bin_set_count(&tc->head.bins[c], 0);
     }

@@ -25,7 +25,9 @@
  *   yet. A class whose capacity is 0 gets no release tag: no fast path fills its slot.
  * - A full bin gives its older half back in one pass, to the arena's cache of ready buffers
  *   (bp__arena_cache_bin) as far as it has room, the rest to the chunks (a normal class's
- *   runs to the arena's run cache, as far as it has room). A miss takes a batch (half a
+ *   runs to the arena's run cache, as far as it has room); filling for the second time
+ *   after a miss since the last trim, it doubles instead, up to max_capacity, and a trim
+ *   halves it again when it served less than half of it. A miss takes a batch (half a
  *   bin) from the arena's cache; if it is empty, a small class takes a batch of fresh
  *   regions (half a bin, at most ~64 KiB) from the arena under one lock (as jemalloc does),
  *   a normal class the runs the run cache holds for it (up to half a bin), else one fresh
@@ -86,6 +88,15 @@ typedef struct bp__tcache {
     struct bp__thread_state *owner;
     bp__recycler *recycler;    /* the thread's: objects for fresh regions, and back */
     uint32_t refill[BP__MAX_CLASSES]; /* fresh regions a miss of a small class takes at once */
+    /* Bins that keep cycling through the arena's cache grow (see bp__tcache_put_slow): per
+     * class, the capacity a bin starts with and shrinks back to, the most it may grow to,
+     * how many entries its stack's array has room for, whether it missed since it last
+     * overflowed, and its overflows after a miss since it last grew or was trimmed. */
+    uint32_t base_capacity[BP__MAX_CLASSES];
+    uint32_t max_capacity[BP__MAX_CLASSES];
+    uint32_t entries_room[BP__MAX_CLASSES];
+    uint8_t missed[BP__MAX_CLASSES];
+    uint8_t cycles[BP__MAX_CLASSES];
     bp__guard *guard;          /* the thread's (see the invariants) */
     _Atomic uint64_t hits_before_trims; /* hits counted in the bins' states, then
                                             carried here at each trim */

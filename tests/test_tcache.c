@@ -519,6 +519,133 @@ static void test_overflow_of_a_normal_class_is_held_for_the_next_burst(void **st
     bp_allocator_destroy(a);
 }
 
+/* The defaults (cache_class_max_bytes 1 MiB: bins may grow), one arena, no scheduled trim. */
+static bp_allocator *growing_allocator(void)
+{
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.background_purge = 0;
+    cfg.cache_trim_interval = 0;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    return a;
+}
+
+static bp__tcache_bin *bin_of(bp_allocator *a, size_t size, unsigned *cls)
+{
+    *cls = bp__size_class_of(&a->sc, size);
+    return &bp__thread_state_get(a)->tcache.head.bins[*cls];
+}
+
+static void burst(bp_allocator *a, bp_buf **bufs, int n, size_t size)
+{
+    for (int i = 0; i < n; i++) {
+        bufs[i] = bp_alloc(a, size);
+        assert_non_null(bufs[i]);
+        assert_int_equal(bp_write_u32(bufs[i], (uint32_t)i), 0);
+    }
+    for (int i = 0; i < n; i++) {
+        uint32_t v = 0;
+        assert_int_equal(bp_read_u32(bufs[i], &v), 0);
+        assert_int_equal(v, (uint32_t)i);
+        assert_int_equal(bp_release(bufs[i]), 1);
+    }
+}
+
+/* A burst larger than its bin that keeps coming back grows the bin (doubling, up to four
+ * times the configured entries) until the burst fits; then a round takes nothing from the
+ * arena. One burst alone does not grow it. */
+static void test_a_bin_that_keeps_overflowing_grows(void **state)
+{
+    (void)state;
+    enum { N = 600 };
+    bp_allocator *a = growing_allocator();
+    bp_buf *bufs[N];
+    unsigned cls;
+    burst(a, bufs, N, 64);
+    bp__tcache_bin *bin = bin_of(a, 64, &cls);
+    assert_int_equal(bin->capacity, 256); /* one overflow after a miss: not yet */
+    burst(a, bufs, N, 64);
+    assert_int_equal(bin->capacity, 512);
+    burst(a, bufs, N, 64);
+    burst(a, bufs, N, 64);
+    assert_int_equal(bin->capacity, 1024);
+    assert_int_equal(bin->limit, 1023);
+    burst(a, bufs, N, 64);
+    uint64_t before = arena_allocations(a);
+    bp_allocator_stats s = stats(a);
+    assert_true(s.cached_entries >= N && s.cached_entries <= 1024); /* the whole burst in the bin */
+    assert_int_equal(s.arena_cached_entries, 0);
+    burst(a, bufs, N, 64);
+    assert_int_equal(arena_allocations(a), before);
+    assert_int_equal(stats(a).cache_misses, s.cache_misses);
+    /* Never past four times: bursts of 2000 leave at most 1024. */
+    bp_buf *more[2000];
+    for (int r = 0; r < 4; r++) burst(a, more, 2000, 64);
+    assert_int_equal(bin->capacity, 1024);
+    assert_true(stats(a).cached_entries <= 1024);
+    assert_true(bp__arena_check(&a->arenas[0]));
+    bp_allocator_destroy(a);
+}
+
+/* Growth stays within cache_class_max_bytes: 32 KiB is 512 entries of 64 B. */
+static void test_a_bin_grows_within_its_byte_bound(void **state)
+{
+    (void)state;
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.background_purge = 0;
+    cfg.cache_class_max_bytes = 32 * 1024;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    bp_buf *bufs[1000];
+    for (int r = 0; r < 8; r++) burst(a, bufs, 1000, 64);
+    unsigned cls;
+    bp__tcache_bin *bin = bin_of(a, 64, &cls);
+    assert_int_equal(bin->capacity, 512);
+    assert_true(stats(a).cached_entries <= 512);
+    /* 8 KiB buffers: 4 entries' worth, so at least 8, and never more. */
+    for (int r = 0; r < 8; r++) burst(a, bufs, 100, 8192);
+    assert_int_equal(bin_of(a, 8192, &cls)->capacity, 8);
+    bp_allocator_destroy(a);
+}
+
+/* A grown bin that serves less than half its capacity between two trims halves, back to
+ * its configured size, giving back what no longer fits. */
+static void test_a_grown_bin_shrinks_when_idle(void **state)
+{
+    (void)state;
+    enum { N = 600 };
+    bp_allocator *a = growing_allocator();
+    bp_buf *bufs[N];
+    for (int r = 0; r < 5; r++) burst(a, bufs, N, 64);
+    unsigned cls;
+    bp__tcache_bin *bin = bin_of(a, 64, &cls);
+    assert_int_equal(bin->capacity, 1024);
+    assert_true(bp_thread_cache_trim(a) >= 0); /* busy since the last trim: stays */
+    assert_int_equal(bin->capacity, 1024);
+    assert_true(stats(a).cached_entries >= N);
+    assert_true(bp_thread_cache_trim(a) >= 0); /* nothing asked for: all back, and halves */
+    assert_int_equal(bin->capacity, 512);
+    assert_int_equal(stats(a).cached_entries, 0);
+    assert_true(bp_thread_cache_trim(a) >= 0);
+    assert_int_equal(bin->capacity, 256);
+    assert_true(bp_thread_cache_trim(a) >= 0);
+    assert_int_equal(bin->capacity, 256); /* not below the configured size */
+    assert_int_equal(bin->limit, 255);
+    /* It still works, and grows again. */
+    for (int r = 0; r < 5; r++) burst(a, bufs, N, 64);
+    assert_int_equal(bin->capacity, 1024);
+    /* A flush returns it to its configured size too. */
+    assert_true(bp_thread_cache_flush(a) >= N); /* what it gave back */
+    assert_int_equal(bp__thread_state_get(a)->tcache.head.bins[cls].capacity, 256);
+    burst(a, bufs, N, 64);
+    assert_true(bp__arena_check(&a->arenas[0]));
+    bp_allocator_destroy(a);
+}
+
 /* A trim gives what nobody asked for straight back to the chunks: nothing is held. */
 static void test_trimmed_normal_entries_are_not_held(void **state)
 {
@@ -831,6 +958,9 @@ int main(void)
         cmocka_unit_test(test_bins_are_bounded_by_bytes),
         cmocka_unit_test(test_overflow_of_a_normal_class_is_held_for_the_next_burst),
         cmocka_unit_test(test_trimmed_normal_entries_are_not_held),
+        cmocka_unit_test(test_a_bin_that_keeps_overflowing_grows),
+        cmocka_unit_test(test_a_bin_grows_within_its_byte_bound),
+        cmocka_unit_test(test_a_grown_bin_shrinks_when_idle),
         cmocka_unit_test(test_trim_keeps_a_used_slot),
         cmocka_unit_test(test_trim_returns_unused_entries),
         cmocka_unit_test(test_trim_runs_on_schedule),
