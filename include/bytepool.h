@@ -681,12 +681,14 @@ BP_API inline bp_buf *bp__alloc_cached(bp_allocator *a, size_t capacity, size_t 
             b = BP__LIKELY(b != NULL) ? bp__bin_take_hot(bin, b, state) : bp__bin_pop(bin, state);
             tc->fast_left = left - 1;
             bp__buf_head *h = (bp__buf_head *)(void *)b;
+            /* The count first: stored after the fields, its atomic store would make the
+             * compiler forget them, and the accessors that follow would load them again. */
+            __atomic_store_n(&h->refcnt, 1, __ATOMIC_RELAXED);
             h->reader_index = 0;
             h->writer_index = 0;
             h->capacity = capacity;
             h->max_capacity = max_capacity;
             memset(&h->marked_reader_index, 0, 2 * sizeof(size_t)); /* both marks */
-            __atomic_store_n(&h->refcnt, 1, __ATOMIC_RELAXED);
             return b;
         }
     }
@@ -923,7 +925,7 @@ BP_API void *bp__data_slow(bp_buf *b, size_t index);
 BP_API inline void *bp_data(bp_buf *b, size_t index)
 {
     const bp__buf_head *h = BP__HEAD(b);
-    return h != NULL && BP__LIVE(h) && index <= h->capacity ? h->memory + index : bp__data_slow(b, index);
+    return h != NULL && index <= h->capacity && BP__LIVE(h) ? h->memory + index : bp__data_slow(b, index);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -970,23 +972,27 @@ BP_API int bp__write_slow_v(bp_buf *b, uint64_t raw, size_t width, const char *f
 /* Defines get/set/read/write for one type. The fast path is inline; anything else (a view,
  * a composite, a NULL or released buffer, an index out of range, growth) goes to the
  * library, which checks and reports, and moves the bytes. Values move through memcpy, so
- * unaligned indices are fine. A write stores its new writer index before the bytes: after
- * them, the compiler has to load the index again (a byte store may alias any field). */
+ * unaligned indices are fine. Get, set and write load the fields they check before the
+ * count: the count is loaded atomically, and past an atomic access the compiler forgets
+ * what it knew of the fields - right after bp_alloc, that the indices are 0 and the
+ * capacity is the size, which spares their loads and compares. (Before a read, the bytes
+ * a write stored may, for the compiler, have changed any field.) A write stores its new
+ * writer index before the bytes: after them, the compiler would load the index again. */
 #define BP__DEFINE_TYPED(name, type, utype, bits, order)                                   \
     BP_API inline int bp_get_##name(const bp_buf *b, size_t index, type *out)              \
     {                                                                                      \
         const bp__buf_head *h = (const bp__buf_head *)(const void *)b;                    \
         utype raw;                                                                         \
-        if (BP__LIKELY(h != NULL && out != NULL && BP__LIVE(h) && index <= h->capacity &&  \
-                       sizeof(type) <= h->capacity - index)) {                             \
+        if (BP__LIKELY(h != NULL && out != NULL && index <= h->capacity &&                 \
+                       sizeof(type) <= h->capacity - index && BP__LIVE(h))) {              \
             memcpy(&raw, h->memory + index, sizeof raw);                                   \
-        } else {                                                                           \
-            bp__slow_value v = bp__get_slow_v(b, index, sizeof raw, out != NULL,           \
-                                              "bp_get_" #name);                            \
-            if (v.rc != 0) return v.rc;                                                    \
-            raw = (utype)v.raw;                                                            \
+            raw = order(bits, raw);                                                        \
+            memcpy(out, &raw, sizeof raw);                                                 \
+            return 0;                                                                      \
         }                                                                                  \
-        raw = order(bits, raw);                                                            \
+        bp__slow_value v = bp__get_slow_v(b, index, sizeof raw, out != NULL, "bp_get_" #name); \
+        if (v.rc != 0) return v.rc;                                                        \
+        raw = order(bits, (utype)v.raw);                                                   \
         memcpy(out, &raw, sizeof raw);                                                     \
         return 0;                                                                          \
     }                                                                                      \
@@ -996,8 +1002,8 @@ BP_API int bp__write_slow_v(bp_buf *b, uint64_t raw, size_t width, const char *f
         utype raw;                                                                         \
         memcpy(&raw, &value, sizeof raw);                                                  \
         raw = order(bits, raw);                                                            \
-        if (BP__LIKELY(h != NULL && BP__LIVE(h) && index <= h->capacity &&                 \
-                       sizeof(type) <= h->capacity - index)) {                             \
+        if (BP__LIKELY(h != NULL && index <= h->capacity &&                                \
+                       sizeof(type) <= h->capacity - index && BP__LIVE(h))) {              \
             memcpy(h->memory + index, &raw, sizeof raw);                                   \
             return 0;                                                                      \
         }                                                                                  \
@@ -1011,12 +1017,13 @@ BP_API int bp__write_slow_v(bp_buf *b, uint64_t raw, size_t width, const char *f
                        sizeof(type) <= h->writer_index - h->reader_index)) {               \
             memcpy(&raw, h->memory + h->reader_index, sizeof raw);                         \
             h->reader_index += sizeof(type);                                               \
-        } else {                                                                           \
-            bp__slow_value v = bp__read_slow_v(b, sizeof raw, out != NULL, "bp_read_" #name); \
-            if (v.rc != 0) return v.rc;                                                    \
-            raw = (utype)v.raw;                                                            \
+            raw = order(bits, raw);                                                        \
+            memcpy(out, &raw, sizeof raw);                                                 \
+            return 0;                                                                      \
         }                                                                                  \
-        raw = order(bits, raw);                                                            \
+        bp__slow_value v = bp__read_slow_v(b, sizeof raw, out != NULL, "bp_read_" #name); \
+        if (v.rc != 0) return v.rc;                                                        \
+        raw = order(bits, (utype)v.raw);                                                   \
         memcpy(out, &raw, sizeof raw);                                                     \
         return 0;                                                                          \
     }                                                                                      \
@@ -1026,12 +1033,13 @@ BP_API int bp__write_slow_v(bp_buf *b, uint64_t raw, size_t width, const char *f
         utype raw;                                                                         \
         memcpy(&raw, &value, sizeof raw);                                                  \
         raw = order(bits, raw);                                                            \
-        if (BP__LIKELY(h != NULL && BP__LIVE(h) &&                                         \
-                       sizeof(type) <= h->capacity - h->writer_index)) {                   \
-            size_t index_ = h->writer_index;                                               \
-            h->writer_index = index_ + sizeof(type);                                       \
-            memcpy(h->memory + index_, &raw, sizeof raw);                                  \
-            return 0;                                                                      \
+        if (BP__LIKELY(h != NULL)) {                                                       \
+            size_t writer_ = h->writer_index;                                              \
+            if (BP__LIKELY(sizeof(type) <= h->capacity - writer_ && BP__LIVE(h))) {        \
+                h->writer_index = writer_ + sizeof(type);                                  \
+                memcpy(h->memory + writer_, &raw, sizeof raw);                             \
+                return 0;                                                                  \
+            }                                                                              \
         }                                                                                  \
         return bp__write_slow_v(b, raw, sizeof raw, "bp_write_" #name);                    \
     }
