@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Allocation inside an arena: small classes from subpage pools, normal classes as page
- * runs from the chunk lists (in Netty's order: q050, q025, q000, qInit, q075, then a new
- * chunk), huge sizes as exact mappings.
+ * runs from its chunks (the closest fit over all of them, through the fit index; then a
+ * retained or new chunk), huge sizes as exact mappings.
  */
 #include "arena.h"
 
@@ -31,7 +31,7 @@ int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index,
     arena->dirty_max_percent = dirty_max_percent;
     arena->last_dirty_pass_ms = arena->peak_since_ms = now_ms();
     atomic_init(&arena->threads, 0);
-    bp__chunk_lists_init(arena->lists);
+    bp__chunk_lists_init(arena->lists, &arena->fit);
     for (unsigned c = sc->nsmall; c < sc->nclasses; c++) arena->runs[c].capacity = run_cache_size;
     arena->whole_from = sc->nclasses;
     return 0;
@@ -224,46 +224,53 @@ static void bound_dirty_locked(bp__arena *arena)
     }
 }
 
-/* A run from the chunks in the lists, or -1 if none has one long enough. Best fit over all
- * of them: for a length that is no page class's, a run of its own class that is long
- * enough; else the lowest class with room in any band, the fuller band on a tie; within
- * the class, the chunk with the most dirty pages (bp__chunk_list_pick). */
+/* How many chunks of a class's list in the fit index a run request looks at: all of them
+ * in most arenas, a bounded scan in arenas of hundreds of chunks. */
+enum { BP__FIT_SPAN = 32 };
+
+/* The shortest run of bucket k that holds `pages`, over the first `span` chunks of the fit
+ * index's list k; more dirty pages (free but resident: no page fault to reuse them) break
+ * a tie. NULL when none of them has one. */
+static bp__chunk *shortest_in_class(const bp__fit_index *fit, unsigned k, uint32_t pages, unsigned span, long *offset)
+{
+    bp__chunk *best = NULL;
+    uint32_t best_pages = UINT32_MAX;
+    unsigned n = 0;
+    for (bp__chunk *c = fit->head[k]; c != NULL && n < span; c = c->fit_links[2 * k + 1], n++) {
+        uint32_t length;
+        long at = bp__chunk_shortest_run(c, k, pages, &length);
+        if (at < 0) continue;
+        if (length < best_pages || (length == best_pages && c->dirty_pages > best->dirty_pages)) {
+            best = c;
+            best_pages = length;
+            *offset = at;
+        }
+    }
+    return best;
+}
+
+/* A run from the chunks in the lists, or -1 if none has one long enough: the closest fit
+ * over all of them (see shortest_in_class). */
 static long alloc_run_in_lists(bp__arena *arena, uint32_t pages, unsigned page_class, bp__chunk **out)
 {
-    static const unsigned fuller_first[] = {BP__Q075, BP__Q050, BP__Q025, BP__Q000, BP__Q_INIT};
-    enum { NORDER = sizeof fuller_first / sizeof fuller_first[0] };
-    if (arena->sc->page_class_pages[page_class] != pages) {
-        bp__chunk *fit = NULL;
-        bp__chunk_list *fit_list = NULL;
-        long offset = -1;
-        for (unsigned i = 0; i < NORDER; i++) {
-            bp__chunk_list *list = &arena->lists[fuller_first[i]];
-            long at;
-            bp__chunk *c = bp__chunk_list_pick_fit(list, pages, page_class - 1, &at);
-            if (c == NULL || (fit != NULL && c->dirty_pages < pages)) continue;
-            fit = c;
-            fit_list = list;
-            offset = at;
-            if (c->dirty_pages >= pages) break;
-        }
-        if (fit != NULL) {
-            bp__chunk_take_run(fit, (uint32_t)offset, pages);
-            bp__chunk_list_took(fit_list, fit);
-            *out = fit;
-            return offset;
-        }
+    const bp__size_classes *sc = arena->sc;
+    const bp__fit_index *fit = &arena->fit;
+    bp__chunk *chunk = NULL;
+    long offset = -1;
+    /* A length that is no class's: its own bucket (between the class below and this one)
+     * may hold a run long enough. */
+    if (sc->page_class_pages[page_class] != pages)
+        chunk = shortest_in_class(fit, page_class - 1, pages, BP__FIT_SPAN, &offset);
+    if (chunk == NULL) {
+        int k = bp__bits128_first_from(fit->nonempty, page_class);
+        if (k < 0) return -1;
+        chunk = shortest_in_class(fit, (unsigned)k, pages, BP__FIT_SPAN, &offset);
+        BP__ASSERT(chunk != NULL);
     }
-    int best = -1;
-    bp__chunk_list *best_list = NULL;
-    for (unsigned i = 0; i < NORDER; i++) {
-        bp__chunk_list *list = &arena->lists[fuller_first[i]];
-        int k = bp__bits128_first_from(list->filed, page_class);
-        if (k >= 0 && (best < 0 || k < best)) {
-            best = k;
-            best_list = list;
-        }
-    }
-    return best < 0 ? -1 : bp__chunk_list_alloc_run(best_list, pages, page_class, out);
+    bp__chunk_take_run(chunk, (uint32_t)offset, pages);
+    bp__chunk_list_took(&arena->lists[chunk->band], chunk);
+    *out = chunk;
+    return offset;
 }
 
 /* A run from the chunks we have; else, once the run cache's runs are back in their chunks
@@ -521,6 +528,7 @@ static void release_empty_new_chunks_locked(bp__arena *arena)
         bp__chunk *next = c->next;
         if (bp__chunk_longest_free_run(c) == arena->sc->chunk_pages) {
             bp__chunk_list_remove(list, c);
+            bp__chunk_fit_leave(c);
             arena->chunks--;
             append_chunks(&arena->doomed, retain_empty_locked(arena, c));
         }
@@ -973,9 +981,17 @@ bool bp__arena_check(bp__arena *arena)
         ok = ok && count == arena->lists[b].count && bp__chunk_list_check(&arena->lists[b]);
         chunks += count;
     }
+    size_t memberships = 0;
+    for (unsigned b = 0; b < BP__NBANDS && ok; b++)
+        for (bp__chunk *c = arena->lists[b].head; c != NULL && ok; c = c->next) {
+            ok = c->fit == &arena->fit;
+            for (unsigned w = 0; w < 2; w++)
+                for (uint64_t bits = c->nonempty[w]; bits != 0; bits &= bits - 1) memberships++;
+        }
+    ok = ok && bp__fit_index_check(&arena->fit, memberships);
     size_t retained_dirty = 0;
     for (bp__chunk *c = arena->retained; c != NULL && ok; c = c->next) {
-        ok = c->dirty_sum == &arena->retained_dirty_pages;
+        ok = c->dirty_sum == &arena->retained_dirty_pages && c->fit == NULL;
         retained_dirty += c->dirty_pages;
     }
     ok = ok && chunks == arena->chunks && dirty == arena->dirty_pages &&

@@ -120,6 +120,7 @@ typedef struct bp__arena {
     bp__lock lock;
     const bp__size_classes *sc;
     bp__chunk_list lists[BP__NBANDS];
+    bp__fit_index fit;                          /* the chunks of the lists by free run class */
     bp__subpage_pool pools[BP__MAX_CLASSES]; /* entries 0 .. sc->nsmall - 1 used */
     bp__huge *huge_head;
     uint64_t allocations[BP__NKINDS];

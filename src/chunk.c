@@ -33,13 +33,72 @@ static void mark_run(bp__chunk *c, uint32_t offset, uint32_t pages, bool free)
     c->run_info[offset + pages - 1] = info;
 }
 
+static void fit_link(bp__chunk *c, unsigned k)
+{
+    bp__fit_index *fit = c->fit;
+    bp__chunk *head = fit->head[k];
+    c->fit_links[2 * k] = NULL;
+    c->fit_links[2 * k + 1] = head;
+    if (head != NULL) head->fit_links[2 * k] = c;
+    fit->head[k] = c;
+    fit->nonempty[k / 64] |= (uint64_t)1 << (k % 64);
+}
+
+static void fit_unlink(bp__chunk *c, unsigned k)
+{
+    bp__fit_index *fit = c->fit;
+    bp__chunk *prev = c->fit_links[2 * k], *next = c->fit_links[2 * k + 1];
+    if (prev != NULL) prev->fit_links[2 * k + 1] = next;
+    else fit->head[k] = next;
+    if (next != NULL) next->fit_links[2 * k] = prev;
+    if (fit->head[k] == NULL) fit->nonempty[k / 64] &= ~((uint64_t)1 << (k % 64));
+}
+
+void bp__chunk_fit_join(bp__chunk *c, bp__fit_index *fit)
+{
+    BP__ASSERT(c->fit == NULL);
+    c->fit = fit;
+    for (unsigned w = 0; w < 2; w++)
+        for (uint64_t bits = c->nonempty[w]; bits != 0; bits &= bits - 1)
+            fit_link(c, w * 64 + (unsigned)__builtin_ctzll(bits));
+}
+
+void bp__chunk_fit_leave(bp__chunk *c)
+{
+    if (c->fit == NULL) return;
+    for (unsigned w = 0; w < 2; w++)
+        for (uint64_t bits = c->nonempty[w]; bits != 0; bits &= bits - 1)
+            fit_unlink(c, w * 64 + (unsigned)__builtin_ctzll(bits));
+    c->fit = NULL;
+}
+
+bool bp__fit_index_check(const bp__fit_index *fit, size_t memberships)
+{
+    size_t seen = 0;
+    for (unsigned k = 0; k < 128; k++) {
+        bool bit = (fit->nonempty[k / 64] >> (k % 64)) & 1;
+        if (bit != (fit->head[k] != NULL)) return false;
+        const bp__chunk *prev = NULL;
+        for (const bp__chunk *c = fit->head[k]; c != NULL; prev = c, c = c->fit_links[2 * k + 1]) {
+            if (c->fit != fit || c->fit_links[2 * k] != prev || !((c->nonempty[k / 64] >> (k % 64)) & 1))
+                return false;
+            if (++seen > memberships) return false;
+        }
+    }
+    return seen == memberships;
+}
+
 static void bucket_insert(bp__chunk *c, uint32_t offset, uint32_t pages)
 {
     unsigned cls = bp__page_class_floor(c->sc, pages);
     uint64_t *words = bucket_words(c, cls);
     words[offset / 64] |= (uint64_t)1 << (offset % 64);
     bucket_summary(c, cls)[offset / 4096] |= (uint64_t)1 << ((offset / 64) % 64);
-    c->nonempty[cls / 64] |= (uint64_t)1 << (cls % 64);
+    uint64_t bit = (uint64_t)1 << (cls % 64);
+    if (!(c->nonempty[cls / 64] & bit)) {
+        c->nonempty[cls / 64] |= bit;
+        if (c->fit != NULL) fit_link(c, cls);
+    }
     mark_run(c, offset, pages, true);
 }
 
@@ -55,6 +114,7 @@ static void bucket_remove(bp__chunk *c, uint32_t offset, uint32_t pages)
     for (unsigned s = 0; s < c->summary_words; s++)
         if (summary[s] != 0) return;
     c->nonempty[cls / 64] &= ~((uint64_t)1 << (cls % 64));
+    if (c->fit != NULL) fit_unlink(c, cls);
 }
 
 /* Lowest run start in a bucket known to be non-empty. */
@@ -80,7 +140,8 @@ bp__chunk *bp__chunk_new(struct bp__arena *arena, const bp__size_classes *sc)
 
     /* One block for the struct and its arrays; 8-byte arrays first keeps them aligned. */
     size_t bytes = sizeof(bp__chunk) + (nclasses * (avail_words + summary_words) + 2 * avail_words) * sizeof(uint64_t) +
-                   pages * sizeof(struct bp__subpage *) + pages * sizeof(uint32_t);
+                   2 * nclasses * sizeof(bp__chunk *) + pages * sizeof(struct bp__subpage *) +
+                   pages * sizeof(uint32_t);
     bytes = (bytes + BP__CACHE_LINE - 1) & ~(size_t)(BP__CACHE_LINE - 1);
     bp__chunk *c = aligned_alloc(BP__CACHE_LINE, bytes); /* see the struct's first line */
     if (c == NULL) return NULL;
@@ -99,7 +160,8 @@ bp__chunk *bp__chunk_new(struct bp__arena *arena, const bp__size_classes *sc)
     c->avail_summary = c->avail + nclasses * avail_words;
     c->dirty = c->avail_summary + nclasses * summary_words;
     c->young = c->dirty + avail_words; /* a fresh mapping: nothing resident, nothing dirty */
-    c->subpages = (struct bp__subpage **)(c->young + avail_words);
+    c->fit_links = (bp__chunk **)(c->young + avail_words);
+    c->subpages = (struct bp__subpage **)(c->fit_links + 2 * nclasses);
     c->run_info = (uint32_t *)(c->subpages + pages);
     c->free_bytes = sc->chunk_size;
     bucket_insert(c, 0, pages);
@@ -231,6 +293,33 @@ static long bucket_first_fit(const bp__chunk *c, unsigned cls, uint32_t pages)
         }
     }
     return -1;
+}
+
+long bp__chunk_shortest_run(const bp__chunk *c, unsigned cls, uint32_t pages, uint32_t *length)
+{
+    const uint64_t *summary = bucket_summary(c, cls);
+    const uint64_t *words = bucket_words(c, cls);
+    long best = -1;
+    uint32_t best_pages = UINT32_MAX;
+    unsigned looked = 0;
+    for (unsigned s = 0; s < c->summary_words; s++) {
+        for (uint64_t sw = summary[s]; sw != 0; sw &= sw - 1) {
+            unsigned w = s * 64 + (unsigned)__builtin_ctzll(sw);
+            for (uint64_t bits = words[w]; bits != 0; bits &= bits - 1) {
+                uint32_t offset = w * 64 + (unsigned)__builtin_ctzll(bits);
+                uint32_t run = run_info_pages(c->run_info[offset]);
+                if (run >= pages && run < best_pages) {
+                    best = offset;
+                    best_pages = run;
+                    if (run == pages) goto done;
+                }
+                if (++looked == BP__SHORTEST_RUN_LOOKS) goto done;
+            }
+        }
+    }
+done:
+    *length = best_pages;
+    return best;
 }
 
 long bp__chunk_find_run(const bp__chunk *c, uint32_t pages)

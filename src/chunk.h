@@ -45,6 +45,15 @@ static inline uint32_t bp__handle_pages(uint64_t h) { return (uint32_t)(h >> 17)
 static inline bool bp__handle_is_subpage(uint64_t h) { return (h >> 16) & 1u; }
 static inline uint32_t bp__handle_slot(uint64_t h) { return (uint32_t)(h & 0xffffu); }
 
+/* An arena's index of the chunks in its lists by every page class they have a free run of
+ * (every non-empty bucket, not only the largest): the first chunk of the lowest class from
+ * a request's up holds a best fit over all of them. head[k] lists the chunks whose bucket
+ * k is non-empty (linked through their fit_links); bit k of nonempty is set <=> head[k]. */
+typedef struct bp__fit_index {
+    struct bp__chunk *head[128];
+    uint64_t nonempty[2];
+} bp__fit_index;
+
 typedef struct bp__chunk {
     /* First cache line: what a chunk list's scan for a run reads of every chunk it passes
      * (a busy arena has dozens, mostly not in cache), so that a chunk that cannot serve
@@ -57,9 +66,6 @@ typedef struct bp__chunk {
     struct bp__chunk *prev;
     uint8_t *base;               /* the mapping, sc->chunk_size bytes */
     /* The rest. */
-    struct bp__chunk *class_prev, *class_next; /* in its band's list of chunks with the same
-                                                  largest free run class (chunk_list.h) */
-    int filed_class;             /* that class, or -1: in no such list */
     unsigned band;               /* index of the chunk list holding it */
     uint64_t empty_since_ms;     /* while retained: when it became empty */
     uint32_t *run_info;          /* per page, see above */
@@ -74,10 +80,14 @@ typedef struct bp__chunk {
                                     here */
     uint64_t last_used;          /* the owner's clock at the last run taken or given back */
     unsigned avail_words, summary_words;
+    bp__fit_index *fit;          /* the index it is in (its arena's while in the lists), or
+                                    NULL: its buckets' changes update it */
+    struct bp__chunk **fit_links; /* per page class k: [2k] previous, [2k + 1] next in
+                                     fit->head[k]'s list */
 } bp__chunk;
 
 /* The lowest set bit at or above k (< 128) of a 128-bit map, or -1: "the first non-empty
- * page class from k up", for a chunk's buckets and a band's filing alike. */
+ * page class from k up", for a chunk's buckets and the fit index alike. */
 static inline int bp__bits128_first_from(const uint64_t bits[2], unsigned k)
 {
     for (unsigned w = k / 64; w < 2; w++) {
@@ -88,14 +98,20 @@ static inline int bp__bits128_first_from(const uint64_t bits[2], unsigned k)
     return -1;
 }
 
-/* The page class of the chunk's largest free run (the highest non-empty bucket), or -1
- * when every page is used. */
-static inline int bp__chunk_largest_free_class(const bp__chunk *c)
-{
-    if (c->nonempty[1] != 0) return 127 - __builtin_clzll(c->nonempty[1]);
-    if (c->nonempty[0] != 0) return 63 - __builtin_clzll(c->nonempty[0]);
-    return -1;
-}
+/* Puts the chunk into `fit` under every class it has a free run of, or takes it out of its
+ * index; from then on its buckets' changes keep the index in step. */
+void bp__chunk_fit_join(bp__chunk *chunk, bp__fit_index *fit);
+void bp__chunk_fit_leave(bp__chunk *chunk);
+
+/* Whether `fit` is consistent (links, bits, every listed chunk's bucket non-empty), and
+ * lists `memberships` (chunk, class) pairs in all. */
+bool bp__fit_index_check(const bp__fit_index *fit, size_t memberships);
+
+/* The shortest free run of bucket `cls` that is at least `pages` long, among its first
+ * BP__SHORTEST_RUN_LOOKS runs (lowest first): its offset and, in *length, its pages; -1
+ * (and UINT32_MAX) when none of them is long enough. */
+#define BP__SHORTEST_RUN_LOOKS 64
+long bp__chunk_shortest_run(const bp__chunk *chunk, unsigned cls, uint32_t pages, uint32_t *length);
 
 /* Maps a new chunk, all of it one free run. NULL when memory cannot be had. */
 bp__chunk *bp__chunk_new(struct bp__arena *arena, const bp__size_classes *sc);

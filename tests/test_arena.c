@@ -1041,6 +1041,39 @@ static void test_uncached_sizes_get_whole_pages(void **state)
     bp_allocator_destroy(a);
 }
 
+/* A run comes from the chunk whose free run fits it most closely, over all chunks, not
+ * from the chunk the index lists first: with holes of 19 and 17 pages in two chunks (the
+ * 19 listed first), 17 pages go into the 17-page hole. */
+static void test_runs_take_the_closest_fit_over_all_chunks(void **state)
+{
+    (void)state;
+    bp_allocator *a = quiet_allocator(1);
+    const size_t page = 8192;
+    bp_buf *x19 = bp_alloc(a, 19 * page), *fill1 = bp_alloc(a, 493 * page); /* chunk 1, full */
+    bp_buf *x17 = bp_alloc(a, 17 * page), *fill2 = bp_alloc(a, 495 * page); /* chunk 2, full */
+    assert_non_null(x19);
+    assert_non_null(fill1);
+    assert_non_null(x17);
+    assert_non_null(fill2);
+    assert_int_equal(arena_stats(a, 0).chunks, 2);
+    uint8_t *hole17 = bp_data(x17, 0), *hole19 = bp_data(x19, 0);
+    assert_int_equal(bp_release(x17), 1); /* neither length is its class's: not held back */
+    assert_int_equal(bp_release(x19), 1);
+    assert_int_equal(arena_stats(a, 0).cached_runs, 0);
+    bp_buf *y = bp_alloc(a, 17 * page - 100);
+    assert_ptr_equal(bp_data(y, 0), hole17);
+    bp_buf *z = bp_alloc(a, 18 * page); /* then the 19-page hole is the only fit */
+    assert_ptr_equal(bp_data(z, 0), hole19);
+    assert_int_equal(arena_stats(a, 0).chunks, 2);
+    assert_true(bp__arena_check(&a->arenas[0]));
+    bp_release(y);
+    bp_release(z);
+    bp_release(fill1);
+    bp_release(fill2);
+    assert_true(bp__arena_check(&a->arenas[0]));
+    bp_allocator_destroy(a);
+}
+
 static size_t resident_bytes_of(const void *p, size_t bytes)
 {
     size_t os_page = (size_t)sysconf(_SC_PAGESIZE), n = bytes / os_page, resident = 0;
@@ -1166,6 +1199,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_out_of_memory_with_runs_held_back),
         cmocka_unit_test(test_destroy_unmaps_leaked_buffers),
         cmocka_unit_test(test_uncached_sizes_get_whole_pages),
+        cmocka_unit_test(test_runs_take_the_closest_fit_over_all_chunks),
         cmocka_unit_test(test_free_resident_pages_are_bounded_by_the_peak),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -317,92 +317,109 @@ static void test_bounded_purge_takes_the_lowest_pages(void **state)
     bp__chunk_delete(c);
 }
 
-/* A band hands out runs from the chunk whose largest free run is the smallest that fits
- * (best fit across chunks, as within one), found through its per-class filing without
- * walking the chunks; refiled after every change. */
-static void test_band_takes_the_best_fitting_chunk(void **state)
+/* The fit index lists a chunk under every page class it has a free run of, from when it
+ * enters the bands until it leaves them, following every split and coalescing; band
+ * moves keep it listed. */
+static size_t memberships(const bp__chunk *const *chunks, size_t n)
 {
-    (void)state;
-    bp__chunk_list lists[BP__NBANDS];
-    bp__chunk_lists_init(lists);
-    bp__chunk_list *q050 = &lists[BP__Q050];
-    bp__chunk *tight = bp__chunk_new(NULL, &sc), *roomy = bp__chunk_new(NULL, &sc);
-    assert_non_null(tight);
-    assert_non_null(roomy);
-    assert_int_equal(bp__chunk_alloc_run(tight, 448), 0); /* run lengths are page classes */
-    assert_int_equal(bp__chunk_alloc_run(tight, 48), 448); /* 16 pages left */
-    assert_int_equal(bp__chunk_alloc_run(roomy, 256), 0); /* 256 pages left */
-    bp__chunk_list_add(q050, tight);
-    bp__chunk_list_add(q050, roomy); /* first in the list */
-    assert_ptr_equal(q050->head, roomy);
-    assert_true(bp__chunk_list_check(q050));
-    unsigned eight = bp__page_class_ceil(&sc, 8), thirty_two = bp__page_class_ceil(&sc, 32);
-    bp__chunk *from = NULL;
-    assert_int_equal(bp__chunk_list_alloc_run(q050, 8, eight, &from), 496);
-    assert_ptr_equal(from, tight); /* not the list's first chunk: its 256 pages stay whole */
-    assert_true(bp__chunk_list_check(q050));
-    assert_int_equal(bp__chunk_list_alloc_run(q050, 32, thirty_two, &from), 256);
-    assert_ptr_equal(from, roomy); /* tight has 8 pages left */
-    assert_int_equal(bp__chunk_list_alloc_run(q050, 8, eight, &from), 504);
-    assert_ptr_equal(from, tight);
-    assert_int_equal(bp__chunk_largest_free_class(tight), -1); /* full: filed nowhere */
-    assert_int_equal(tight->band, BP__Q100);                   /* and moved up */
-    for (unsigned b = 0; b < BP__NBANDS; b++) assert_true(bp__chunk_list_check(&lists[b]));
-    bp__chunk_free_run(tight, 496, 8);
-    assert_true(bp__chunk_list_after_free(&lists[BP__Q100], tight)); /* down to q075, filed */
-    assert_int_equal(tight->band, BP__Q075);
-    for (unsigned b = 0; b < BP__NBANDS; b++) assert_true(bp__chunk_list_check(&lists[b]));
-    assert_int_equal(bp__chunk_list_alloc_run(&lists[BP__Q075], 8, eight, &from), 496);
-    assert_ptr_equal(from, tight);
-    assert_int_equal(bp__chunk_list_alloc_run(&lists[BP__Q075], 8, eight, &from), -1); /* none left */
-    bp__chunk_list_remove(&lists[tight->band], tight);
-    bp__chunk_list_remove(&lists[roomy->band], roomy);
-    for (unsigned b = 0; b < BP__NBANDS; b++) {
-        assert_true(bp__chunk_list_check(&lists[b]));
-        assert_null(lists[b].head);
-        assert_int_equal(lists[b].filed[0] | lists[b].filed[1], 0);
-    }
-    bp__chunk_delete(tight);
-    bp__chunk_delete(roomy);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        for (unsigned w = 0; w < 2; w++)
+            for (uint64_t bits = chunks[i]->nonempty[w]; bits != 0; bits &= bits - 1) m++;
+    return m;
 }
 
-/* Of chunks filed under the same class, a band picks the one with the most dirty pages: its
- * free pages are likelier still resident. */
-static void test_band_prefers_the_dirtier_chunk(void **state)
+static bool listed(const bp__fit_index *fit, const bp__chunk *c, unsigned k)
+{
+    for (const bp__chunk *x = fit->head[k]; x != NULL; x = x->fit_links[2 * k + 1])
+        if (x == c) return true;
+    return false;
+}
+
+static void test_fit_index_follows_the_chunks_runs(void **state)
 {
     (void)state;
+    bp__fit_index fit;
     bp__chunk_list lists[BP__NBANDS];
-    bp__chunk_lists_init(lists);
-    bp__chunk_list *q050 = &lists[BP__Q050];
-    bp__chunk *clean = bp__chunk_new(NULL, &sc), *dirty = bp__chunk_new(NULL, &sc);
-    assert_non_null(clean);
-    assert_non_null(dirty);
-    assert_int_equal(bp__chunk_alloc_run(clean, 256), 0); /* both: 256 pages free at 256 */
-    assert_int_equal(bp__chunk_alloc_run(dirty, 256), 0);
-    assert_int_equal(bp__chunk_alloc_run(dirty, 256), 256);
-    bp__chunk_free_run(dirty, 256, 256); /* freed after use: 256 dirty pages */
-    assert_int_equal(dirty->dirty_pages, 256);
-    bp__chunk_list_add(q050, dirty);
-    bp__chunk_list_add(q050, clean); /* first in the list */
-    assert_int_equal(clean->filed_class, dirty->filed_class);
-    unsigned k = (unsigned)clean->filed_class;
-    assert_ptr_equal(q050->by_class[k], clean);
-    assert_ptr_equal(bp__chunk_list_pick(q050, k), dirty);
-    bp__chunk *from = NULL;
-    unsigned eight = bp__page_class_ceil(&sc, 8);
-    assert_int_equal(bp__chunk_list_alloc_run(q050, 8, eight, &from), 256);
-    assert_ptr_equal(from, dirty);
-    assert_int_equal(dirty->dirty_pages, 248);
-    bp__chunk_free_run(dirty, 256, 8);
-    assert_true(bp__chunk_list_after_free(q050, dirty));
-    /* Of a length that is no class's, the dirty chunk's own-bucket run is preferred too. */
-    long at = -1;
-    assert_ptr_equal(bp__chunk_list_pick_fit(q050, 9, eight, &at), NULL); /* none filed at 8 */
-    for (unsigned b = 0; b < BP__NBANDS; b++) assert_true(bp__chunk_list_check(&lists[b]));
-    bp__chunk_list_remove(q050, clean);
-    bp__chunk_list_remove(q050, dirty);
-    bp__chunk_delete(clean);
-    bp__chunk_delete(dirty);
+    bp__chunk_lists_init(lists, &fit);
+    bp__chunk *a = bp__chunk_new(NULL, &sc), *b = bp__chunk_new(NULL, &sc);
+    assert_non_null(a);
+    assert_non_null(b);
+    const bp__chunk *both[] = {a, b};
+    assert_int_equal(bp__chunk_alloc_run(a, 448), 0);
+    assert_int_equal(bp__chunk_alloc_run(a, 48), 448); /* 16 pages left at 496 */
+    assert_null(a->fit);
+    assert_true(bp__fit_index_check(&fit, 0)); /* not in the bands: not indexed */
+    bp__chunk_list_add(&lists[BP__Q050], a);
+    bp__chunk_list_add(&lists[BP__Q000], b); /* all 512 pages free */
+    assert_ptr_equal(a->fit, &fit);
+    unsigned sixteen = bp__page_class_floor(&sc, 16), all = bp__page_class_floor(&sc, 512);
+    assert_true(listed(&fit, a, sixteen));
+    assert_false(listed(&fit, b, sixteen));
+    assert_true(listed(&fit, b, all));
+    assert_true(bp__fit_index_check(&fit, memberships(both, 2)));
+    /* Splitting b's run lists it under the remainder's class instead. */
+    assert_int_equal(bp__chunk_alloc_run(b, 256), 0);
+    bp__chunk_list_took(&lists[b->band], b);
+    unsigned half = bp__page_class_floor(&sc, 256);
+    assert_true(listed(&fit, b, half));
+    assert_false(listed(&fit, b, all));
+    assert_true(bp__fit_index_check(&fit, memberships(both, 2)));
+    /* Filling a takes it out of every class, though it stays in a band (q100). */
+    assert_int_equal(bp__chunk_alloc_run(a, 16), 496);
+    bp__chunk_list_took(&lists[a->band], a);
+    assert_int_equal(a->band, BP__Q100);
+    assert_false(listed(&fit, a, sixteen));
+    assert_true(bp__fit_index_check(&fit, memberships(both, 2)));
+    /* Freeing coalesces: b is whole again, listed under all 512 pages once more, and as it
+     * empties below q000 it leaves the bands and the index. */
+    bp__chunk_free_run(a, 496, 16);
+    assert_true(bp__chunk_list_after_free(&lists[a->band], a));
+    assert_true(listed(&fit, a, sixteen));
+    bp__chunk_free_run(b, 0, 256);
+    assert_false(bp__chunk_list_after_free(&lists[b->band], b));
+    assert_null(b->fit);
+    assert_false(listed(&fit, b, all));
+    const bp__chunk *only_a[] = {a};
+    assert_true(bp__fit_index_check(&fit, memberships(only_a, 1)));
+    for (unsigned band = 0; band < BP__NBANDS; band++) assert_true(bp__chunk_list_check(&lists[band]));
+    bp__chunk_list_remove(&lists[a->band], a);
+    bp__chunk_fit_leave(a);
+    assert_true(bp__fit_index_check(&fit, 0));
+    assert_int_equal(fit.nonempty[0] | fit.nonempty[1], 0);
+    bp__chunk_delete(a);
+    bp__chunk_delete(b);
+}
+
+/* The shortest run of a bucket that holds a length, wherever it is in the bucket. */
+static void test_shortest_run_of_a_bucket(void **state)
+{
+    (void)state;
+    bp__chunk *c = bp__chunk_new(NULL, &sc);
+    assert_non_null(c);
+    /* Free runs of 19, 17 and 18 pages (one bucket: 16 to 19), kept apart by used pages. */
+    assert_int_equal(bp__chunk_alloc_run(c, 19), 0);
+    assert_int_equal(bp__chunk_alloc_run(c, 1), 19);
+    assert_int_equal(bp__chunk_alloc_run(c, 17), 20);
+    assert_int_equal(bp__chunk_alloc_run(c, 1), 37);
+    assert_int_equal(bp__chunk_alloc_run(c, 18), 38);
+    assert_int_equal(bp__chunk_alloc_run(c, 1), 56);
+    bp__chunk_free_run(c, 0, 19);
+    bp__chunk_free_run(c, 20, 17);
+    bp__chunk_free_run(c, 38, 18);
+    unsigned k = bp__page_class_floor(&sc, 17);
+    assert_int_equal(bp__page_class_floor(&sc, 19), k);
+    uint32_t length = 0;
+    assert_int_equal(bp__chunk_shortest_run(c, k, 17, &length), 20);
+    assert_int_equal(length, 17);
+    assert_int_equal(bp__chunk_shortest_run(c, k, 18, &length), 38);
+    assert_int_equal(length, 18);
+    assert_int_equal(bp__chunk_shortest_run(c, k, 19, &length), 0);
+    assert_int_equal(length, 19);
+    assert_int_equal(bp__chunk_shortest_run(c, k, 20, &length), -1);
+    assert_int_equal(length, UINT32_MAX);
+    assert_true(bp__chunk_check(c));
+    bp__chunk_delete(c);
 }
 
 int main(void)
@@ -416,10 +433,10 @@ int main(void)
         cmocka_unit_test(test_random_runs_large_chunk),
         cmocka_unit_test(test_chunk_map_failure),
         cmocka_unit_test(test_handle_round_trip),
-        cmocka_unit_test(test_band_takes_the_best_fitting_chunk),
+        cmocka_unit_test(test_fit_index_follows_the_chunks_runs),
+        cmocka_unit_test(test_shortest_run_of_a_bucket),
         cmocka_unit_test(test_any_length_takes_the_closest_run),
         cmocka_unit_test(test_bounded_purge_takes_the_lowest_pages),
-        cmocka_unit_test(test_band_prefers_the_dirtier_chunk),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
