@@ -357,17 +357,6 @@ long bp__chunk_alloc_run(bp__chunk *c, uint32_t pages)
     return offset;
 }
 
-long bp__chunk_alloc_run_in(bp__chunk *c, uint32_t pages, unsigned page_class)
-{
-    BP__ASSERT(page_class == bp__page_class_ceil(c->sc, pages) && c->sc->page_class_pages[page_class] == pages);
-    if (((size_t)pages << c->sc->page_shift) > c->free_bytes) return -1;
-    int cls = bp__bits128_first_from(c->nonempty, page_class);
-    if (cls < 0) return -1;
-    uint32_t offset = bucket_lowest(c, (unsigned)cls);
-    bp__chunk_take_run(c, offset, pages);
-    return offset;
-}
-
 void bp__chunk_free_run(bp__chunk *c, uint32_t offset, uint32_t pages)
 {
     BP__ASSERT(!run_info_free(c->run_info[offset]) && run_info_pages(c->run_info[offset]) == pages);

@@ -50,7 +50,7 @@ static inline uint32_t bp__handle_slot(uint64_t h) { return (uint32_t)(h & 0xfff
  * a request's up holds a best fit over all of them. head[k] lists the chunks whose bucket
  * k is non-empty (linked through their fit_links); bit k of nonempty is set <=> head[k]. */
 typedef struct bp__fit_index {
-    struct bp__chunk *head[128];
+    struct bp__chunk *head[128]; /* a class per bit of bp__chunk.nonempty */
     uint64_t nonempty[2];
 } bp__fit_index;
 
@@ -130,11 +130,6 @@ void bp__chunk_take_run(bp__chunk *chunk, uint32_t offset, uint32_t pages);
 
 /* Finds and takes a run of `pages` pages; returns its first page, or -1. */
 long bp__chunk_alloc_run(bp__chunk *chunk, uint32_t pages);
-
-/* The same for a page class's length (`page_class` = bp__page_class_ceil(pages), computed
- * by the caller once for every chunk it tries): then every run in a bucket at or above the
- * class is long enough, and the search never looks inside a bucket. */
-long bp__chunk_alloc_run_in(bp__chunk *chunk, uint32_t pages, unsigned page_class);
 
 /* Returns the run [offset, offset + pages) and coalesces it with free neighbours. */
 void bp__chunk_free_run(bp__chunk *chunk, uint32_t offset, uint32_t pages);
