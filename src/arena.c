@@ -968,7 +968,7 @@ static bool run_cache_check_locked(bp__arena *arena)
 bool bp__arena_check(bp__arena *arena)
 {
     bool ok = true;
-    size_t chunks = 0, dirty = 0;
+    size_t chunks = 0, dirty = 0, memberships = 0; /* (chunk, free run class) pairs */
     bp__lock_acquire(&arena->lock);
     for (unsigned b = 0; b < BP__NBANDS && ok; b++) {
         size_t count = 0;
@@ -977,18 +977,13 @@ bool bp__arena_check(bp__arena *arena)
                  c->last_used <= arena->clock && bp__chunk_check(c);
             dirty += c->dirty_pages;
             count++;
+            for (unsigned w = 0; w < 2; w++)
+                for (uint64_t bits = c->nonempty[w]; bits != 0; bits &= bits - 1) memberships++;
         }
         ok = ok && count == arena->lists[b].count && bp__chunk_list_check(&arena->lists[b]);
         chunks += count;
     }
-    size_t memberships = 0;
-    for (unsigned b = 0; b < BP__NBANDS && ok; b++)
-        for (bp__chunk *c = arena->lists[b].head; c != NULL && ok; c = c->next) {
-            ok = c->fit == &arena->fit;
-            for (unsigned w = 0; w < 2; w++)
-                for (uint64_t bits = c->nonempty[w]; bits != 0; bits &= bits - 1) memberships++;
-        }
-    ok = ok && bp__fit_index_check(&arena->fit, memberships);
+    ok = ok && bp__fit_index_check(&arena->fit, memberships); /* the lists checked each chunk's fit */
     size_t retained_dirty = 0;
     for (bp__chunk *c = arena->retained; c != NULL && ok; c = c->next) {
         ok = c->dirty_sum == &arena->retained_dirty_pages && c->fit == NULL;
