@@ -19,17 +19,27 @@ enum { MIN_BOUNDED_ENTRIES = 8 };
  * the bin that keep coming back. */
 enum { GROWTH_LIMIT = 4, CYCLES_TO_GROW = 2 };
 
+/* The configured entries of class `cls`'s bins. */
+static uint32_t configured_entries(const bp__size_classes *sc, const bp_config *cfg, unsigned cls)
+{
+    return cls < sc->nsmall ? cfg->small_cache_size : cfg->normal_cache_size;
+}
+
+/* `entries`, or fewer if cache_class_max_bytes bounds class `cls`'s bins to fewer. */
+static uint32_t within_byte_bound(const bp__size_classes *sc, const bp_config *cfg, unsigned cls, uint64_t entries)
+{
+    if (cfg->cache_class_max_bytes != 0) {
+        size_t bound = cfg->cache_class_max_bytes / sc->class_size[cls];
+        if (bound < MIN_BOUNDED_ENTRIES) bound = MIN_BOUNDED_ENTRIES;
+        if (bound < entries) entries = bound;
+    }
+    return (uint32_t)entries;
+}
+
 uint32_t bp__tcache_class_capacity(const bp__size_classes *sc, const bp_config *cfg, unsigned cls)
 {
-    size_t size = sc->class_size[cls];
-    if (size > cfg->max_cached_size) return 0;
-    uint32_t entries = cls < sc->nsmall ? cfg->small_cache_size : cfg->normal_cache_size;
-    if (cfg->cache_class_max_bytes != 0) {
-        size_t bound = cfg->cache_class_max_bytes / size;
-        if (bound < MIN_BOUNDED_ENTRIES) bound = MIN_BOUNDED_ENTRIES;
-        if (bound < entries) entries = (uint32_t)bound;
-    }
-    return entries;
+    if (sc->class_size[cls] > cfg->max_cached_size) return 0;
+    return within_byte_bound(sc, cfg, cls, configured_entries(sc, cfg, cls));
 }
 
 unsigned bp__tcache_cacheable_classes(const bp__size_classes *sc, const bp_config *cfg)
@@ -149,13 +159,9 @@ void bp__tcache_init(bp__tcache *tc, const bp__tcache_thread *thread, bp__arena 
         bool small = c < sc->nsmall;
         uint32_t capacity = bp__tcache_class_capacity(sc, cfg, c);
         tc->head.bins[c].capacity = tc->base_capacity[c] = tc->max_capacity[c] = capacity;
-        if (capacity > 0 && cfg->cache_class_max_bytes != 0) { /* else bins keep their size */
-            uint64_t most = (uint64_t)(small ? cfg->small_cache_size : cfg->normal_cache_size) * GROWTH_LIMIT;
-            size_t bound = cfg->cache_class_max_bytes / sc->class_size[c];
-            if (bound < MIN_BOUNDED_ENTRIES) bound = MIN_BOUNDED_ENTRIES;
-            if (bound < most) most = bound;
-            if (most > capacity) tc->max_capacity[c] = (uint32_t)most;
-        }
+        if (capacity > 0 && cfg->cache_class_max_bytes != 0) /* else bins keep their size */
+            tc->max_capacity[c] =
+                within_byte_bound(sc, cfg, c, (uint64_t)configured_entries(sc, cfg, c) * GROWTH_LIMIT);
         /* Half a bin per refill, but no more than about 64 KiB of memory taken ahead. */
         if (small && capacity > 0) {
             size_t by_bytes = (64 * 1024) / sc->class_size[c];
