@@ -199,8 +199,9 @@ typedef struct bp_config {
                                    its threads' misses (transfer cache); default 8192, 0 = off */
     size_t arena_cache_max_bytes; /* ... and their bytes, all classes of one arena together;
                                      default 16 MiB */
-    unsigned run_cache_size;    /* freed runs each arena holds back uncoalesced per normal
-                                   class; default 1024, 0 = off */
+    unsigned run_cache_size;    /* runs of each normal class thread caches keep that overflow
+                                   the caches, held back uncoalesced by their arena for the
+                                   next burst; default 1024, 0 = off */
     unsigned release_check;     /* 1: of two releases racing for the last reference exactly
                                    one wins (see bp_release); default 0 */
     unsigned dirty_max_percent; /* free pages still resident stay within this % of the arena's

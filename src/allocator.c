@@ -58,7 +58,6 @@ void bp__region_free(bp_allocator *a, const bp__region *region)
 
 void bp__buf_free(bp__thread_state *ts, bp_allocator *a, bp_buf *b, bool hold_back)
 {
-    if (hold_back || b->region.kind != BP__KIND_NORMAL) bp__region_free(a, &b->region);
-    else if (bp__arena_free_with_object(b->region.chunk->arena, &b->region, &b->arena_link)) return;
+    bp__region_free(a, &b->region);
     bp__object_retire(&a->objects, bp__recycler_of(ts), b, hold_back);
 }

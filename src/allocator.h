@@ -75,10 +75,9 @@ int bp__region_alloc(bp_allocator *a, bp__arena *arena, size_t size, bp__region 
 /* Gives a region back to its arena, or to free() when it was malloc'ed. */
 void bp__region_free(bp_allocator *a, const bp__region *region);
 
-/* A released buffer whose region goes to no thread cache: the region back to its arena,
- * with the object held on it where the arena keeps objects with the runs of its class (see
- * bp__held_run); otherwise the object to ts's recycler (ts may be NULL), or with hold_back
- * to quarantine (and not held on the run). */
+/* A released buffer whose region goes to no thread cache: the region back to its arena (or
+ * to free()), the object to ts's recycler (ts may be NULL), or with hold_back to
+ * quarantine. */
 void bp__buf_free(bp__thread_state *ts, bp_allocator *a, bp_buf *b, bool hold_back);
 
 /* Whether a region belongs to ts's arena: only those go into ts's cache (a bin gives its

@@ -39,8 +39,7 @@ int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index,
 
 void bp__arena_destroy(bp__arena *arena)
 {
-    /* Held-back runs go with their chunks, unmapped below: forgotten, not given back (their
-     * objects, and the loose ones, live in the allocator's slabs). */
+    /* Held-back runs go with their chunks, unmapped below: forgotten, not given back. */
     for (unsigned c = 0; c < BP__MAX_CLASSES; c++) arena->runs[c].count = arena->runs[c].low_water = 0;
     arena->run_cache_entries = arena->run_cache_bytes = 0;
     for (unsigned b = 0; b < BP__NBANDS; b++) {
@@ -77,6 +76,9 @@ void bp__arena_configure_caches(bp__arena *arena, unsigned whole_from, const uin
     arena->whole_from = whole_from;
     arena->cache_max_bytes = max_bytes;
     for (unsigned c = 0; c < arena->sc->nclasses; c++) arena->cache[c].capacity = capacity[c];
+    /* A run held back for a class no bin keeps would wait for a request of its exact
+     * length; in the chunk, the closest fit reuses it for any (see bp__run_cache_bin). */
+    for (unsigned c = whole_from; c < arena->sc->nclasses; c++) arena->runs[c].capacity = 0;
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -396,44 +398,31 @@ static void append_chunks(bp__chunk **list, bp__chunk *more)
  * The run cache (see bp__run_cache_bin)
  * ------------------------------------------------------------------------------------- */
 
-/* An object whose held run went back to its chunk: onto the loose list for the buffer
- * layer. Nothing touches an object while its run is held, so its link field is free. */
-static void loosen_locked(bp__arena *arena, bp__object_link *object)
-{
-    object->next = arena->loose_objects;
-    arena->loose_objects = object;
-}
-
-/* Holds a freed normal run back from its chunk, with the object that came with it (or
- * NULL), if its class keeps runs and has room. */
-BP__INLINE bool run_cache_put(bp__arena *arena, const bp__region *region, bp__object_link *object)
+/* Holds a freed normal run back from its chunk if its class keeps runs and has room. */
+BP__INLINE bool run_cache_put(bp__arena *arena, const bp__region *region)
 {
     unsigned cls = region->class_index;
     bp__run_cache_bin *bin = &arena->runs[cls];
     if (bin->count == bin->capacity) return false; /* full, or not kept (capacity 0) */
-    /* Only runs of the class's length: any request of the class can take one. A shorter run
-     * (see alloc_normal) goes back to its chunk, where a run of any length can use it. */
-    if (bp__handle_pages(region->handle) != arena->sc->run_pages[cls]) return false;
+    /* A class that keeps runs is one thread caches keep: its runs have the class's length
+     * (see alloc_normal), so any request of the class can take one. */
+    BP__ASSERT(bp__handle_pages(region->handle) == arena->sc->run_pages[cls]);
     if (BP__UNLIKELY(bin->entries == NULL)) {
         bin->entries = malloc(bin->capacity * sizeof *bin->entries);
         if (bin->entries == NULL) return false; /* then into the chunk, as without the cache */
     }
-    bin->entries[bin->count++] = (bp__held_run){{region->memory, region->chunk, region->handle}, object};
+    bin->entries[bin->count++] = (bp__cached_region){region->memory, region->chunk, region->handle};
     arena->run_cache_entries++;
     arena->run_cache_bytes += region->length;
     return true;
 }
 
-/* The newest held-back run of normal class `cls` into *out, and the object held with it
- * into *object (a caller passing NULL leaves it loose); false when there is none. */
-BP__INLINE bool run_cache_take(bp__arena *arena, unsigned cls, bp__region *out, bp__object_link **object)
+/* The newest held-back run of normal class `cls` into *out; false when there is none. */
+BP__INLINE bool run_cache_take(bp__arena *arena, unsigned cls, bp__region *out)
 {
     bp__run_cache_bin *bin = &arena->runs[cls];
     if (bin->count == 0) return false;
-    const bp__held_run *held = &bin->entries[--bin->count];
-    const bp__cached_region *run = &held->run;
-    if (object != NULL) *object = held->object;
-    else if (held->object != NULL) loosen_locked(arena, held->object);
+    const bp__cached_region *run = &bin->entries[--bin->count];
     if (bin->count < bin->low_water) bin->low_water = bin->count;
     out->memory = run->memory;
     out->chunk = run->chunk;
@@ -452,11 +441,10 @@ static void run_cache_release_oldest(bp__arena *arena, unsigned cls, uint32_t n)
     BP__ASSERT(n <= bin->count);
     if (n == 0) return; /* entries may not even exist yet */
     for (uint32_t i = 0; i < n; i++) {
-        const bp__cached_region *run = &bin->entries[i].run;
+        const bp__cached_region *run = &bin->entries[i];
         bp__chunk_free_run(run->chunk, bp__handle_offset(run->handle), bp__handle_pages(run->handle));
         run->chunk->last_used = ++arena->clock;
         append_chunks(&arena->doomed, settle_after_free(arena, run->chunk));
-        if (bin->entries[i].object != NULL) loosen_locked(arena, bin->entries[i].object);
     }
     memmove(bin->entries, bin->entries + n, (bin->count - n) * sizeof *bin->entries);
     bin->count -= n;
@@ -662,25 +650,33 @@ unsigned bp__arena_alloc_small_batch(bp__arena *arena, unsigned cls, bp__cached_
     return taken;
 }
 
-/* A run for `size` bytes of normal class `cls`: from the run cache (with its object, see
- * run_cache_take), else from the chunks (*object untouched). A class thread caches keep
- * gets the class's length, as any of its regions may serve any size of the class; above
- * them (cls >= whole_from) a run is as many pages as the size needs, which spares the
- * class rounding's untouched tail (up to a fifth of the run) when the pages are reused. */
-BP__INLINE int alloc_normal(bp__arena *arena, unsigned cls, size_t size, bp__region *out, bp__object_link **object)
+/* A run of `pages` pages from the chunks. */
+static int alloc_pages(bp__arena *arena, uint32_t pages, bp__region *out)
 {
-    const bp__size_classes *sc = arena->sc;
-    uint32_t pages = cls >= arena->whole_from ? (uint32_t)(bp__align_up(size, sc->page_size) >> sc->page_shift)
-                                              : sc->run_pages[cls];
-    if (pages == sc->run_pages[cls] && run_cache_take(arena, cls, out, object)) return 0;
     bp__chunk *chunk;
     long offset = alloc_run(arena, pages, &chunk);
     if (offset < 0) return BP_ENOMEM;
     out->chunk = chunk;
-    out->memory = chunk->base + ((size_t)offset << sc->page_shift);
-    out->length = (size_t)pages << sc->page_shift;
+    out->memory = chunk->base + ((size_t)offset << arena->sc->page_shift);
+    out->length = (size_t)pages << arena->sc->page_shift;
     out->handle = bp__handle_make((uint32_t)offset, pages, false, 0);
     return 0;
+}
+
+/* A run for `size` bytes of normal class `cls`: from the run cache, else from the chunks.
+ * A class thread caches keep gets the class's length, as any of its regions may serve any
+ * size of the class; above them (cls >= whole_from) a run is as many pages as the size
+ * needs, which spares the class rounding's untouched tail (up to a fifth of the run) when
+ * the pages are reused. */
+BP__INLINE int alloc_normal(bp__arena *arena, unsigned cls, size_t size, bp__region *out)
+{
+    const bp__size_classes *sc = arena->sc;
+    if (cls >= arena->whole_from) {
+        uint32_t pages = (uint32_t)(bp__align_up(size, sc->page_size) >> sc->page_shift);
+        return alloc_pages(arena, pages, out);
+    }
+    if (run_cache_take(arena, cls, out)) return 0;
+    return alloc_pages(arena, sc->run_pages[cls], out);
 }
 
 unsigned bp__arena_alloc_normal_batch(bp__arena *arena, unsigned cls, bp__cached_region *out, unsigned n)
@@ -689,11 +685,8 @@ unsigned bp__arena_alloc_normal_batch(bp__arena *arena, unsigned cls, bp__cached
     unsigned k = 0;
     bp__region run;
     bp__lock_acquire(&arena->lock);
-    /* Runs of a class thread caches keep come back with no object (only whole-class runs
-     * carry one); should one have an object, run_cache_take loosens it. */
-    while (k < n && run_cache_take(arena, cls, &run, NULL))
-        out[k++] = (bp__cached_region){run.memory, run.chunk, run.handle};
-    if (k == 0 && alloc_normal(arena, cls, arena->sc->class_size[cls], &run, NULL) == 0)
+    while (k < n && run_cache_take(arena, cls, &run)) out[k++] = (bp__cached_region){run.memory, run.chunk, run.handle};
+    if (k == 0 && alloc_normal(arena, cls, arena->sc->class_size[cls], &run) == 0)
         out[k++] = (bp__cached_region){run.memory, run.chunk, run.handle};
     if (k > 0) {
         arena->allocations[BP__KIND_NORMAL] += k;
@@ -744,7 +737,7 @@ int bp__arena_alloc(bp__arena *arena, size_t size, bp__region *out)
     if (cls >= sc->nclasses) return alloc_huge(arena, size, out);
     unsigned kind = bp__size_class_is_small(sc, cls) ? BP__KIND_SMALL : BP__KIND_NORMAL;
     bp__lock_acquire(&arena->lock);
-    int rc = kind == BP__KIND_SMALL ? alloc_small(arena, cls, out) : alloc_normal(arena, cls, size, out, NULL);
+    int rc = kind == BP__KIND_SMALL ? alloc_small(arena, cls, out) : alloc_normal(arena, cls, size, out);
     if (rc == 0) {
         out->kind = kind;
         out->class_index = cls;
@@ -756,37 +749,6 @@ int bp__arena_alloc(bp__arena *arena, size_t size, bp__region *out)
     bp__lock_release(&arena->lock);
     delete_chunks(doomed);
     return rc;
-}
-
-int bp__arena_alloc_whole(bp__arena *arena, unsigned cls, size_t size, bp__region *out, bp__object_link **object,
-                          bp__object_link **loose)
-{
-    BP__ASSERT(cls >= arena->whole_from && cls < arena->sc->nclasses);
-    *object = NULL;
-    bp__lock_acquire(&arena->lock);
-    int rc = alloc_normal(arena, cls, size, out, object);
-    if (rc == 0) {
-        out->kind = BP__KIND_NORMAL;
-        out->class_index = cls;
-        arena->allocations[BP__KIND_NORMAL]++;
-        arena->active_bytes += out->length;
-        note_active_locked(arena);
-    }
-    *loose = arena->loose_objects; /* a new run may have sent held runs back */
-    arena->loose_objects = NULL;
-    bp__chunk *doomed = take_doomed_locked(arena);
-    bp__lock_release(&arena->lock);
-    if (BP__UNLIKELY(doomed != NULL)) delete_chunks(doomed);
-    return rc;
-}
-
-bp__object_link *bp__arena_take_loose_objects(bp__arena *arena)
-{
-    bp__lock_acquire(&arena->lock);
-    bp__object_link *loose = arena->loose_objects;
-    arena->loose_objects = NULL;
-    bp__lock_release(&arena->lock);
-    return loose;
 }
 
 static void free_huge(bp__arena *arena, const bp__region *region)
@@ -827,22 +789,20 @@ static bp__chunk *free_locked(bp__arena *arena, bp__chunk *chunk, uint64_t handl
 }
 
 /* Takes back a small or normal region under the lock: a normal run into the run cache
- * (with `object`, NULL for none) while a thread is bound and its class has room there,
- * anything else into its chunk. Returns whether the run cache took it; chunks to unmap go
- * to *dead. */
-BP__INLINE bool free_region_locked(bp__arena *arena, const bp__region *region, bp__object_link *object, bp__chunk **dead)
+ * while a thread is bound and its class has room there, anything else into its chunk.
+ * Chunks to unmap go to *dead. */
+BP__INLINE void free_region_locked(bp__arena *arena, const bp__region *region, bp__chunk **dead)
 {
     /* Held back only while a thread is bound to take it: the last thread to leave empties
      * the run cache after its count reached 0 (under this lock), so a run released here
      * either sees the count at 0 or is put before that emptying. */
     if (region->kind == BP__KIND_NORMAL && atomic_load_explicit(&arena->threads, memory_order_relaxed) > 0 &&
-        run_cache_put(arena, region, object)) {
+        run_cache_put(arena, region)) {
         arena->deallocations[BP__KIND_NORMAL]++; /* freed, as far as anyone but its chunk knows */
         arena->active_bytes -= region->length;
-        return true;
+        return;
     }
     *dead = free_locked(arena, region->chunk, region->handle, region->kind, region->length);
-    return false;
 }
 
 void bp__arena_free(bp__arena *arena, const bp__region *region)
@@ -853,25 +813,11 @@ void bp__arena_free(bp__arena *arena, const bp__region *region)
     }
     bp__chunk *dead = NULL;
     bp__lock_acquire(&arena->lock);
-    free_region_locked(arena, region, NULL, &dead);
+    free_region_locked(arena, region, &dead);
     bp__lock_release(&arena->lock);
     /* Chunks to unmap are out of every list: unmap them without holding the lock. Subpages
      * of a chunk that emptied were all deleted when their last slot went. */
     delete_chunks(dead);
-}
-
-bool bp__arena_free_with_object(bp__arena *arena, const bp__region *region, bp__object_link *object)
-{
-    if (region->kind != BP__KIND_NORMAL || region->class_index < arena->whole_from) {
-        bp__arena_free(arena, region);
-        return false;
-    }
-    bp__chunk *dead = NULL;
-    bp__lock_acquire(&arena->lock);
-    bool held = free_region_locked(arena, region, object, &dead);
-    bp__lock_release(&arena->lock);
-    if (BP__UNLIKELY(dead != NULL)) delete_chunks(dead);
-    return held;
 }
 
 void bp__regions_free_batch(const bp__size_classes *sc, unsigned cls, const bp__cached_region *regions,
@@ -891,7 +837,7 @@ void bp__regions_free_batch(const bp__size_classes *sc, unsigned cls, const bp__
                                            .class_index = cls, .chunk = regions[i].chunk,
                                            .handle = regions[i].handle};
                 bp__chunk *gone = NULL;
-                free_region_locked(arena, &region, NULL, &gone);
+                free_region_locked(arena, &region, &gone);
                 append_chunks(&dead, gone);
             } else {
                 append_chunks(&dead, free_locked(arena, regions[i].chunk, regions[i].handle, kind, length));
@@ -937,7 +883,8 @@ void bp__arena_get_stats(bp__arena *arena, bp_arena_stats *out)
     out->threads = atomic_load_explicit(&arena->threads, memory_order_relaxed);
 }
 
-/* Each held-back run is a used run of its class in a chunk of this arena's lists (not
+/* Each held-back run is of a class thread caches keep, a used run of its class in a chunk
+ * of this arena's lists (not
  * retained: retained chunks are empty), its memory where its handle says; the totals add
  * up; no bin is over capacity or below its low-water mark. */
 static bool run_cache_check_locked(bp__arena *arena)
@@ -947,10 +894,9 @@ static bool run_cache_check_locked(bp__arena *arena)
     for (unsigned c = 0; c < BP__MAX_CLASSES; c++) {
         const bp__run_cache_bin *bin = &arena->runs[c];
         if (bin->count > bin->capacity || bin->low_water > bin->count) return false;
-        if (bin->count > 0 && (c < sc->nsmall || c >= sc->nclasses)) return false;
+        if (bin->count > 0 && (c < sc->nsmall || c >= arena->whole_from)) return false;
         for (uint32_t i = 0; i < bin->count; i++) {
-            const bp__cached_region *run = &bin->entries[i].run;
-            if (bin->entries[i].object != NULL && c < arena->whole_from) return false;
+            const bp__cached_region *run = &bin->entries[i];
             uint32_t offset = bp__handle_offset(run->handle);
             if (run->chunk->arena != arena || run->chunk->band >= BP__NBANDS || bp__handle_is_subpage(run->handle))
                 return false;

@@ -77,34 +77,21 @@ typedef struct bp__arena_cache_bin {
 
 #define BP__ARENA_GIVERS_MIXED UINT32_MAX /* no thread cache's tag base */
 
-/* The link of an object the arena holds with a run: the buffer layer embeds one in each of
- * its objects and hands the arena a pointer to it. The arena writes `next` only while the
- * object is loose (its run went back to its chunk), to list it in loose_objects. */
-typedef struct bp__object_link {
-    struct bp__object_link *next;
-} bp__object_link;
-
-/* A run in the run cache, and the released buffer object that came back with it: for a
- * class no thread cache keeps (class >= whole_from), a buffer's release leaves its object
- * on its run, and the next allocation of the class takes both - no object from the
- * recycler, none back to it. NULL for a run given back on its own. */
-typedef struct bp__held_run {
-    bp__cached_region run;
-    bp__object_link *object;
-} bp__held_run;
-
-/* The arena's run cache of one normal class: runs of exactly that class that were freed
+/* The arena's run cache of one normal class that thread caches keep: runs of that class
+ * that overflowed a thread's bin and the arena's cache (a burst likely to come back), freed
  * but not given back to their chunks (deferred coalescing, as jemalloc delays it for its
  * dirty extents). To its chunk such a run is still in use; the arena counts it as freed.
- * An allocation of the class pops the newest with no chunk work; the runs go back to
+ * A miss of the class takes them back in a batch with no chunk work; the runs go back to
  * their chunks (split and coalesce as usual) before the arena would take an empty or new
  * chunk, when idle since the last purge check, when the arena is purged, and when its last
- * thread leaves (runs are held back only while a thread is bound). Guarded by the arena
- * lock. */
+ * thread leaves (runs are held back only while a thread is bound). Classes no thread cache
+ * keeps hold none: their runs, as long as their sizes need, go straight back to their
+ * chunks, where the closest fit can reuse them for any length. Guarded by the arena lock. */
 typedef struct bp__run_cache_bin {
-    bp__held_run *entries;      /* entries[0] the oldest; allocated on first use */
+    bp__cached_region *entries; /* entries[0] the oldest; allocated on first use */
     uint32_t count;
-    uint32_t capacity;          /* 0: the class is not kept (small classes, or off) */
+    uint32_t capacity;          /* 0: the class is not kept (small classes, classes no
+                                   thread cache keeps, or off) */
     uint32_t low_water;         /* the fewest entries since the last check: that many idle */
 } bp__run_cache_bin;
 
@@ -150,10 +137,8 @@ typedef struct bp__arena {
     bp__chunk *doomed;    /* chunks emptied under the lock, unmapped once it is let go */
     bp__run_cache_bin runs[BP__MAX_CLASSES];   /* entries sc->nsmall .. sc->nclasses - 1 used */
     unsigned whole_from;  /* the first normal class no thread cache keeps: from it up, a
-                             released buffer's object is held with its run (sc->nclasses:
-                             none); see bp__arena_configure_caches */
-    bp__object_link *loose_objects; /* objects whose held runs went back to their chunks,
-                             for the buffer layer to take back */
+                             run is as many pages as the size needs and the run cache keeps
+                             none (sc->nclasses: none); see bp__arena_configure_caches */
     uint64_t idle_ops;    /* operations counted at the last bp__arena_idle ... */
     uint64_t idle_since_ms; /* ... and when that count last changed */
 } __attribute__((aligned(BP__CACHE_LINE))) bp__arena;
@@ -164,8 +149,9 @@ int bp__arena_init(bp__arena *arena, const bp__size_classes *sc, unsigned index,
                    unsigned dirty_decay_ms, unsigned dirty_max_percent, unsigned run_cache_size);
 
 /* Sets, before the arena is first used, what the thread caches above it keep: classes from
- * `whole_from` up hold their released objects with their runs, and the arena's cache keeps
- * up to capacity[c] ready buffers of class c (0: none), max_bytes in all. */
+ * `whole_from` up are kept by none (their runs take as many pages as their sizes need, and
+ * the run cache holds none of them), and the arena's cache keeps up to capacity[c] ready
+ * buffers of class c (0: none), max_bytes in all. */
 void bp__arena_configure_caches(bp__arena *arena, unsigned whole_from, const uint32_t *capacity, size_t max_bytes);
 
 /* The arena's cache (see bp__arena_cache_bin). Moves as many of bufs[0, n) as there is room
@@ -206,22 +192,6 @@ int bp__arena_alloc(bp__arena *arena, size_t size, bp__region *out);
  * its class has room there, anything else into its chunk. */
 void bp__arena_free(bp__arena *arena, const bp__region *region);
 
-/* Takes back a region as bp__arena_free does, and for a class from whole_from up keeps
- * `object` (the released buffer it belonged to) with the run when the run is held back.
- * Returns whether it did; if not, the object is still the caller's. */
-bool bp__arena_free_with_object(bp__arena *arena, const bp__region *region, bp__object_link *object);
-
-/* Hands out a run for `size` bytes of normal class `cls` (>= whole_from) as
- * bp__arena_alloc would.
- * *object: the object held with it (its region is this run), or NULL; *loose: the arena's
- * loose objects, now the caller's (see bp__arena_take_loose_objects). 0 or BP_ENOMEM. */
-int bp__arena_alloc_whole(bp__arena *arena, unsigned cls, size_t size, bp__region *out, bp__object_link **object,
-                          bp__object_link **loose);
-
-/* The objects whose held runs went back to their chunks (linked through `next`), now the
- * caller's; NULL when there are none. */
-bp__object_link *bp__arena_take_loose_objects(bp__arena *arena);
-
 /* Hands out up to n regions of small class `cls` under one lock, lowest address first.
  * Returns how many (0 only when memory cannot be mapped). */
 unsigned bp__arena_alloc_small_batch(bp__arena *arena, unsigned cls, bp__cached_region *out, unsigned n);
@@ -233,7 +203,7 @@ unsigned bp__arena_alloc_normal_batch(bp__arena *arena, unsigned cls, bp__cached
 
 /* Takes back n regions of class `cls`, each to its own arena, locking each arena once per
  * run of regions that belong to it. With `hold` (an overflowing cache: a burst that may
- * come back), normal runs go to the run cache as far as it has room, with no object; else
+ * come back), normal runs go to the run cache as far as it has room; else
  * (trims: what is not in demand) into their chunks. */
 void bp__regions_free_batch(const bp__size_classes *sc, unsigned cls, const bp__cached_region *regions,
                             unsigned n, bool hold);

@@ -330,7 +330,6 @@ int bp_allocator_purge(bp_allocator *a)
     for (unsigned i = 0; a->pooled && i < a->config.arenas; i++) {
         bp__tcache_trim_arena(&a->arenas[i], &a->objects, NULL, true); /* first: it may empty chunks */
         purged += bp__arena_purge(&a->arenas[i], true);
-        bp__objects_put_loose(&a->objects, NULL, bp__arena_take_loose_objects(&a->arenas[i]));
     }
     return (int)purged;
 }

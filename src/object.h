@@ -75,10 +75,7 @@ struct bp_buf {
     };
     bp_buf *views;            /* plain views sharing this buffer's count (next_view links) */
     /* line 2 */
-    union {
-        bp_buf *next_free;    /* recycler or remote-stack link while released */
-        bp__object_link arena_link; /* while held with its run by the arena */
-    };
+    bp_buf *next_free;        /* recycler or remote-stack link while released */
     bp_allocator *allocator;
     struct bp__composite *composite; /* composites: their components; NULL otherwise */
     bp_buf *root;             /* views: the buffer they show; NULL for a root */

@@ -46,7 +46,6 @@ static void purge_allocator(bp_allocator *a)
         if (!bp__arena_idle(arena, &idle_ms)) continue;
         bp__tcache_trim_arena(arena, &a->objects, NULL, false);
         bp__arena_purge_idle(arena, idle_ms);
-        bp__objects_put_loose(&a->objects, NULL, bp__arena_take_loose_objects(arena));
     }
 }
 

@@ -134,12 +134,3 @@ void bp__recycler_give_all(bp__recycler *r)
     r->top = NULL;
     r->count = 0;
 }
-
-void bp__objects_put_loose(bp__object_pool *pool, bp__recycler *r, bp__object_link *loose)
-{
-    while (loose != NULL) {
-        bp__object_link *next = loose->next;
-        bp__object_retire(pool, r, bp__object_of_link(loose), false);
-        loose = next;
-    }
-}

@@ -112,14 +112,4 @@ BP__INLINE void bp__object_retire(bp__object_pool *pool, bp__recycler *r, bp_buf
     else bp__object_put(pool, r, b);
 }
 
-/* The object an arena link (see bp__object_link) belongs to. */
-BP__INLINE bp_buf *bp__object_of_link(bp__object_link *link)
-{
-    return (bp_buf *)(void *)((char *)link - offsetof(bp_buf, arena_link));
-}
-
-/* A list of objects an arena let loose (bp__arena_take_loose_objects) back into r (r may be
- * NULL: then to the spare list). */
-void bp__objects_put_loose(bp__object_pool *pool, bp__recycler *r, bp__object_link *loose);
-
 #endif

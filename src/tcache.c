@@ -183,7 +183,8 @@ void bp__tcache_configure_arena(bp__arena *arena, const bp__size_classes *sc, co
         capacity[c] = cfg->arena_cache_size < by_bytes ? cfg->arena_cache_size : (uint32_t)by_bytes;
     }
     /* Normal classes no thread cache keeps are a suffix (the larger sizes; all of them with
-     * normal_cache_size 0): their runs keep the released objects (see bp__held_run). */
+     * normal_cache_size 0): their runs are as long as their sizes need, and held by no run
+     * cache (see bp__run_cache_bin). */
     unsigned cacheable = bp__tcache_cacheable_classes(sc, cfg);
     bp__arena_configure_caches(arena, cacheable > sc->nsmall ? cacheable : sc->nsmall, capacity,
                                cfg->arena_cache_max_bytes);
@@ -487,7 +488,6 @@ void bp__tcache_scheduled_trim(bp__tcache *tc)
         bp__tcache_trim(tc);
         bp__tcache_trim_arena(tc->arena, tc->recycler->pool, tc->recycler, false);
         bp__arena_purge(tc->arena, false);
-        bp__objects_put_loose(tc->recycler->pool, tc->recycler, bp__arena_take_loose_objects(tc->arena));
     }
     bp__guard_leave(tc->guard);
 }

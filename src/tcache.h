@@ -190,8 +190,8 @@ unsigned bp__tcache_cacheable_classes(const bp__size_classes *sc, const bp_confi
 
 /* Sets up what an arena keeps for the thread caches of `cfg` (bp__arena_configure_caches):
  * its cache holds arena_cache_size entries per class that thread caches keep, at most
- * arena_cache_max_bytes of them, and objects are held with runs from the first normal class
- * no thread cache keeps. */
+ * arena_cache_max_bytes of them, and its run cache holds no run of a normal class no thread
+ * cache keeps. */
 void bp__tcache_configure_arena(bp__arena *arena, const bp__size_classes *sc, const bp_config *cfg);
 
 /* Frees (regions to chunks, objects to r, which may be NULL, or else to the pool) the
@@ -211,8 +211,7 @@ void bp__tcache_discard(bp__tcache *tc);
 
 /* The scheduled trim, when bp__tcache_tick says it is due: the bins (bp__tcache_trim), then,
  * a busy thread being a clock for its arena too, the arena's cache (what no thread cache
- * needed since the last trim), its idle runs and empty chunks (bp__arena_purge), and the
- * objects its held runs let loose. With trimming off, only carries the bins' hit counts. */
+ * needed since the last trim), its idle runs and empty chunks (bp__arena_purge). With trimming off, only carries the bins' hit counts. */
 BP__NOINLINE void bp__tcache_scheduled_trim(bp__tcache *tc);
 
 BP__NOINLINE bool bp__tcache_put_slow(bp__tcache *tc, unsigned cls, bp_buf *b);

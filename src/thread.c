@@ -91,9 +91,6 @@ void bp__thread_state_end(bp__thread_state *ts)
             bp__tcache_trim_arena(ts->arena, &a->objects, &ts->recycler, true);
             bp__arena_run_cache_flush(ts->arena);
         }
-        /* The objects of held runs that went back (at that flush, or to make room for
-         * another thread's run): into this recycler, and from there to the spare list. */
-        bp__objects_put_loose(&a->objects, &ts->recycler, bp__arena_take_loose_objects(ts->arena));
     }
     bp__recycler_give_all(&ts->recycler);
     pthread_mutex_lock(&a->lock);
@@ -243,44 +240,15 @@ BP__NOINLINE void bp__thread_maintain(bp__thread_state *ts)
     bp__state_leave(ts);
 }
 
-/* A normal class no thread cache keeps: a run from the arena, which comes with the object
- * released with it when the run cache had one (nothing else to set but the owner: the rest
- * is as a root's, and the tag stays BP__TAG_NONE); else the object from the recycler. */
-static bp_buf *alloc_whole(bp_allocator *a, bp__thread_state *ts, size_t size, unsigned cls, int *rc)
-{
-    /* What consumers released for us comes back (onto its runs) before the arena is asked:
-     * taken back only when the recycler ran dry, it would wait while the arena cuts fresh
-     * runs beside it. */
-    bp__remote_drain(ts);
-    bp__object_link *held, *loose;
-    bp__region region;
-    *rc = bp__arena_alloc_whole(ts->arena, cls, size, &region, &held, &loose);
-    if (BP__UNLIKELY(loose != NULL)) bp__objects_put_loose(&a->objects, &ts->recycler, loose);
-    if (*rc != 0) return NULL;
-    if (held != NULL) {
-        bp_buf *b = bp__object_of_link(held);
-        BP__ASSERT(b->region.memory == region.memory && b->head.memory == region.memory &&
-                   b->head.release_tag == BP__TAG_NONE && b->allocator == a);
-        b->owner = ts;
-        return b;
-    }
-    bp_buf *b = bp__thread_object_get(ts);
-    if (BP__UNLIKELY(b == NULL)) {
-        bp__arena_free(ts->arena, &region);
-        *rc = BP_ENOMEM;
-        return NULL;
-    }
-    b->region = region;
-    bp__buf_object_prepare(b, a, ts);
-    return b;
-}
-
 bp_buf *bp__buf_alloc_miss(bp_allocator *a, bp__thread_state *ts, size_t size, unsigned cls, int *rc)
 {
     bp_buf *b;
     if (ts->arena != NULL) {
-        if (cls >= ts->arena->whole_from && cls < a->sc.nclasses) return alloc_whole(a, ts, size, cls, rc);
-        if (cls < ts->tcache.head.ncacheable) {
+        /* A normal class no thread cache keeps: what consumers released for us goes back to
+         * the chunks before the arena is asked. Taken back only when the recycler ran dry,
+         * it would wait while the arena cuts fresh runs beside it. */
+        if (cls >= ts->arena->whole_from && cls < a->sc.nclasses) bp__remote_drain(ts);
+        else if (cls < ts->tcache.head.ncacheable) {
             /* A miss of a cached class (at most one per half a bin): what this thread holds
              * for other owners goes now. Not on every allocation of an uncached size, which
              * would push batches of a buffer or two and make every hand-off dear; such a

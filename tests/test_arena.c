@@ -509,23 +509,38 @@ static void test_random_model_small_pages_and_chunks(void **state)
 }
 
 /* ---------------------------------------------------------------------------------------
- * The run cache: freed runs of normal classes held back from their chunks
+ * The run cache: freed runs of the classes thread caches keep, held back from their chunks
  * ------------------------------------------------------------------------------------- */
 
-/* One arena with thread caches (64 KiB and up are never in them) and the run cache of
- * `run_cache_size` entries per class; emptied chunks retained. */
+/* One arena whose thread caches keep every normal class up to the chunk's size (so each
+ * has a run cache of `run_cache_size` entries), this thread bound to it (runs are held only
+ * while a thread is) with nothing allocated yet; emptied chunks retained. The tests below
+ * hand runs to the arena directly, as a bin's overflow does. */
 static bp_allocator *run_cache_allocator(unsigned run_cache_size)
 {
     bp_config cfg;
     bp_config_init(&cfg);
     cfg.arenas = 1;
     cfg.run_cache_size = run_cache_size;
-    cfg.max_cached_size = 32 * 1024; /* 64 KiB buffers: a class no thread cache keeps */
+    cfg.max_cached_size = 4 << 20;
     cfg.background_purge = 0; /* these tests drive the purges themselves (see test_purge) */
     bp_allocator *a = bp_allocator_new(&cfg, NULL);
     assert_non_null(a);
+    assert_non_null(bp__thread_state_get(a));
+    assert_int_equal(atomic_load(&a->arenas[0].threads), 1);
+    assert_int_equal(a->arenas[0].whole_from, a->sc.nclasses);
     return a;
 }
+
+static bp__region take_run(bp_allocator *a, size_t size)
+{
+    bp__region r;
+    assert_int_equal(bp__arena_alloc(&a->arenas[0], size, &r), 0);
+    assert_int_equal(r.kind, BP__KIND_NORMAL);
+    return r;
+}
+
+static void give_run(bp_allocator *a, const bp__region *r) { bp__arena_free(&a->arenas[0], r); }
 
 static size_t chunk_free_bytes(bp_allocator *a)
 {
@@ -538,12 +553,11 @@ static void test_freed_run_is_held_back_and_reused(void **state)
 {
     (void)state;
     bp_allocator *a = run_cache_allocator(1024);
-    bp_buf *keep = bp_alloc(a, 64 * 1024);
-    bp_buf *b = bp_alloc(a, 64 * 1024);
-    uint8_t *memory = bp_data(b, 0);
+    bp__region keep = take_run(a, 64 * 1024), r = take_run(a, 64 * 1024);
+    uint8_t *memory = r.memory;
     size_t chunk_free = chunk_free_bytes(a);
     assert_int_equal(chunk_free, (4 << 20) - 2 * 64 * 1024);
-    assert_int_equal(bp_release(b), 1);
+    give_run(a, &r);
     /* Freed for the arena's counters, still in use for its chunk. */
     bp_arena_stats s = arena_stats(a, 0);
     assert_int_equal(s.deallocations_normal, 1);
@@ -559,218 +573,97 @@ static void test_freed_run_is_held_back_and_reused(void **state)
     assert_int_equal(as.active_bytes, 64 * 1024);
     assert_true(bp__arena_check(&a->arenas[0]));
     /* The next allocation of the class takes it: same memory, counted as an allocation. */
-    b = bp_alloc(a, 60 * 1024);
-    assert_ptr_equal(bp_data(b, 0), memory);
+    r = take_run(a, 60 * 1024);
+    assert_ptr_equal(r.memory, memory);
+    assert_int_equal(r.length, 64 * 1024);
     s = arena_stats(a, 0);
     assert_int_equal(s.allocations_normal, 3);
     assert_int_equal(s.cached_runs, 0);
     assert_int_equal(s.cached_run_bytes, 0);
     assert_int_equal(chunk_free_bytes(a), chunk_free);
     /* Another class does not take it. */
-    assert_int_equal(bp_release(b), 1);
-    bp_buf *other = bp_alloc(a, 128 * 1024);
-    assert_true((uint8_t *)bp_data(other, 0) != memory);
+    give_run(a, &r);
+    bp__region other = take_run(a, 128 * 1024);
+    assert_true((uint8_t *)other.memory != memory);
     assert_int_equal(arena_stats(a, 0).cached_runs, 1);
     assert_true(bp__arena_check(&a->arenas[0]));
-    bp_release(other);
-    bp_release(keep);
+    give_run(a, &other);
+    give_run(a, &keep);
     bp_allocator_destroy(a);
 }
 
-/* A class no thread cache keeps (here 64 KiB, above max_cached_size): its buffer's release
- * leaves the bp_buf on the held-back run, and the next allocation of the class takes both -
- * the thread's recycler sees neither. */
-static void test_a_released_buffer_stays_on_its_held_run(void **state)
-{
-    (void)state;
-    bp_allocator *a = run_cache_allocator(1024);
-    bp__arena *arena = &a->arenas[0];
-    bp_buf *b = bp_alloc(a, 64 * 1024);
-    unsigned cls = b->region.class_index;
-    assert_true(cls >= arena->whole_from);
-    assert_true(a->sc.class_size[arena->whole_from - 1] <= 32 * 1024); /* the cached classes end there */
-    uint8_t *memory = bp_data(b, 0);
-    assert_int_equal(bp_write_u32(b, 7), 0);
-    bp__thread_state *ts = bp__thread_state_get(a);
-    size_t recycled = ts->recycler.count;
-    assert_int_equal(bp_release(b), 1);
-    assert_int_equal(arena->runs[cls].count, 1);
-    assert_ptr_equal(arena->runs[cls].entries[0].object, &b->arena_link);
-    assert_int_equal(ts->recycler.count, recycled); /* not retired to the recycler */
-    bp_arena_stats s = arena_stats(a, 0);
-    assert_int_equal(s.cached_runs, 1); /* counted as the run cache counts a run */
-    assert_int_equal(s.deallocations_normal, 1);
-    assert_int_equal(s.active_bytes, 0);
-    assert_int_equal(bp_refcnt(b), 0);
-
-    bp_buf *again = bp_alloc(a, 64 * 1024);
-    assert_ptr_equal(again, b);
-    assert_ptr_equal(bp_data(again, 0), memory);
-    assert_int_equal(ts->recycler.count, recycled); /* nor taken from it */
-    assert_int_equal(arena->runs[cls].count, 0);
-    assert_int_equal(bp_refcnt(again), 1); /* a fresh root */
-    assert_int_equal(bp_reader_index(again), 0);
-    assert_int_equal(bp_writer_index(again), 0);
-    assert_int_equal(bp_capacity(again), 64 * 1024);
-    assert_ptr_equal(again->owner, ts);
-    s = arena_stats(a, 0);
-    assert_int_equal(s.allocations_normal, 2);
-    assert_int_equal(s.cached_runs, 0);
-    assert_int_equal(s.active_bytes, 64 * 1024);
-
-    /* Another class does not take it. */
-    assert_int_equal(bp_release(again), 1);
-    bp_buf *other = bp_alloc(a, 40 * 1024);
-    assert_true((uint8_t *)bp_data(other, 0) != memory);
-    assert_ptr_equal(arena->runs[cls].entries[0].object, &b->arena_link);
-    assert_true(bp__arena_check(arena));
-    assert_int_equal(bp_release(other), 1);
-    bp_allocator_destroy(a);
-}
-
-/* The classes whose runs keep objects are exactly those no thread cache keeps. */
-static void test_objects_stay_on_runs_only_where_no_thread_cache_keeps_the_class(void **state)
+/* A class no thread cache keeps (here 80 KiB, above max_cached_size): the run cache holds
+ * none of its runs. A released buffer's run goes straight back to its chunk, where any
+ * length can reuse it, and its object to the recycler. */
+static void test_runs_of_classes_no_thread_cache_keeps_go_straight_back(void **state)
 {
     (void)state;
     bp_config cfg;
     bp_config_init(&cfg);
     cfg.arenas = 1;
-    cfg.max_cached_size = 64 * 1024; /* now the 64 KiB class is thread-cached */
+    cfg.background_purge = 0;
     bp_allocator *a = bp_allocator_new(&cfg, NULL);
     assert_non_null(a);
     bp__arena *arena = &a->arenas[0];
-    assert_int_equal(a->sc.class_size[arena->whole_from - 1], 64 * 1024);
-    bp_buf *b = bp_alloc(a, 64 * 1024);
+    bp_buf *keep = bp_alloc(a, 80 * 1024), *b = bp_alloc(a, 80 * 1024);
     unsigned cls = b->region.class_index;
+    assert_true(cls >= arena->whole_from);
+    assert_int_equal(a->sc.class_size[arena->whole_from - 1], 64 * 1024); /* the cached classes end there */
+    for (unsigned c = a->sc.nsmall; c < a->sc.nclasses; c++)
+        assert_int_equal(arena->runs[c].capacity, c < arena->whole_from ? cfg.run_cache_size : 0);
+    uint8_t *memory = bp_data(b, 0);
+    size_t chunk_free = chunk_free_bytes(a);
+    bp__thread_state *ts = bp__thread_state_get(a);
+    size_t recycled = ts->recycler.count;
     assert_int_equal(bp_release(b), 1);
-    assert_int_equal(arena->runs[cls].count, 0); /* in the thread's cache */
-    assert_int_equal(bp_thread_cache_flush(a), 1);
-    assert_int_equal(arena->runs[cls].count, 0); /* and from there past the run cache */
+    bp_arena_stats s = arena_stats(a, 0);
+    assert_int_equal(s.cached_runs, 0);
+    assert_int_equal(s.deallocations_normal, 1);
+    assert_int_equal(s.active_bytes, 80 * 1024);
+    assert_int_equal(chunk_free_bytes(a), chunk_free + 80 * 1024);
+    assert_int_equal(ts->recycler.count, recycled + 1);
+    /* A shorter request of another class reuses its pages. */
+    bp_buf *shorter = bp_alloc(a, 72 * 1024);
+    assert_ptr_equal(bp_data(shorter, 0), memory);
+    assert_true(bp__arena_check(arena));
+    bp_release(shorter);
+    bp_release(keep);
     bp_allocator_destroy(a);
 
-    cfg.normal_cache_size = 0; /* no normal class is thread-cached: all of them keep objects */
+    cfg.normal_cache_size = 0; /* no normal class is thread-cached: no run cache at all */
     a = bp_allocator_new(&cfg, NULL);
     assert_non_null(a);
     arena = &a->arenas[0];
     assert_int_equal(arena->whole_from, a->sc.nsmall);
     b = bp_alloc(a, a->sc.class_size[a->sc.nsmall]);
-    cls = b->region.class_index;
-    assert_int_equal(cls, a->sc.nsmall);
     assert_int_equal(bp_release(b), 1);
-    assert_ptr_equal(arena->runs[cls].entries[0].object, &b->arena_link);
-    assert_ptr_equal(bp_alloc(a, a->sc.class_size[a->sc.nsmall]), b);
-    assert_int_equal(bp_release(b), 1);
-    assert_true(bp__arena_check(arena));
-    bp_allocator_destroy(a);
-}
-
-/* When held runs go back to their chunks, the objects on them come back to a recycler:
- * before the arena would take another chunk (the next allocation of such a class takes them
- * back), at bp_allocator_purge (to the spare list) and when the arena's last thread exits. */
-static void test_objects_on_runs_that_go_back_are_reclaimed(void **state)
-{
-    (void)state;
-    bp_allocator *a = run_cache_allocator(1024);
-    bp__arena *arena = &a->arenas[0];
-    bp__thread_state *ts = bp__thread_state_get(a);
-    bp_buf *quarters[4];
-    for (int i = 0; i < 4; i++) quarters[i] = bp_alloc(a, 1024 * 1024); /* the chunk is full */
-    bp_release(quarters[1]);
-    bp_release(quarters[2]);
-    unsigned cls = quarters[1]->region.class_index;
-    assert_int_equal(arena->runs[cls].count, 2);
-    size_t recycled = ts->recycler.count;
-    /* 2 MiB needs the two quarters back in the chunk: their objects are let loose, and this
-     * very allocation (a class whose runs keep objects too) takes them into the recycler. */
-    bp_buf *half = bp_alloc(a, 2 * 1024 * 1024);
-    assert_non_null(half);
-    assert_int_equal(arena->runs[cls].count, 0);
-    assert_null(arena->loose_objects);
-    assert_int_equal(ts->recycler.count, recycled + 2 - 1); /* one of them is `half` */
-    assert_true(half == quarters[1] || half == quarters[2]);
-    assert_int_equal(arena_stats(a, 0).chunks, 1);
-
-    /* bp_allocator_purge: held runs back, their objects to the spare list. */
-    bp_release(quarters[0]);
-    bp_release(quarters[3]);
-    assert_int_equal(arena->runs[cls].count, 2);
-    size_t spare = a->objects.nspare;
-    assert_true(bp_allocator_purge(a) >= 0);
-    assert_int_equal(arena->runs[cls].count, 0);
-    assert_null(arena->loose_objects);
-    assert_int_equal(a->objects.nspare, spare + 2);
     assert_int_equal(arena_stats(a, 0).cached_runs, 0);
     assert_true(bp__arena_check(arena));
-    bp_release(half);
     bp_allocator_destroy(a);
 }
 
 /* A thread's scheduled trim is a purge check for its arena: runs idle since the check before
- * go back, and the objects on them come back to the trimming thread's recycler. */
-static void test_scheduled_trims_reclaim_the_objects_of_idle_runs(void **state)
+ * go back to their chunks. */
+static void test_scheduled_trims_give_back_idle_runs(void **state)
 {
     (void)state;
     bp_config cfg;
     bp_config_init(&cfg);
     cfg.arenas = 1;
     cfg.cache_trim_interval = 64;
+    cfg.background_purge = 0;
     bp_allocator *a = bp_allocator_new(&cfg, NULL);
     assert_non_null(a);
-    bp__arena *arena = &a->arenas[0];
-    bp_buf *b = bp_alloc(a, 1024 * 1024);
-    unsigned cls = b->region.class_index;
-    assert_int_equal(bp_release(b), 1);
-    assert_ptr_equal(arena->runs[cls].entries[0].object, &b->arena_link);
+    assert_non_null(bp__thread_state_get(a));
+    bp__region keep = take_run(a, 64 * 1024), r = take_run(a, 64 * 1024);
+    size_t chunk_free = chunk_free_bytes(a);
+    give_run(a, &r);
+    assert_int_equal(arena_stats(a, 0).cached_runs, 1);
     for (int i = 0; i < 200; i++) bp_release(bp_alloc(a, 64)); /* three trims: two checks idle */
-    assert_int_equal(arena->runs[cls].count, 0);
-    assert_null(arena->loose_objects);
-    bool recycled = false;
-    for (bp_buf *o = bp__thread_state_get(a)->recycler.top; o != NULL; o = o->next_free) recycled |= o == b;
-    assert_true(recycled);
-    assert_true(bp__arena_check(arena));
-    bp_allocator_destroy(a);
-}
-
-static void *alloc_release_1m(void *arg)
-{
-    bp_allocator *a = arg;
-    bp_buf *bufs[3];
-    for (int i = 0; i < 3; i++) bufs[i] = bp_alloc(a, 1024 * 1024);
-    for (int i = 0; i < 3; i++) bp_release(bufs[i]);
-    return (void *)(uintptr_t)a->arenas[0].runs[bufs[0]->region.class_index].count;
-}
-
-static void test_last_thread_of_an_arena_reclaims_the_objects_on_its_runs(void **state)
-{
-    (void)state;
-    bp_allocator *a = run_cache_allocator(1024);
-    assert_int_equal((uintptr_t)run_on_thread(alloc_release_1m, a), 3); /* held with their objects */
-    assert_null(a->arenas[0].loose_objects);
-    assert_int_equal(a->objects.nspare, BP__SLAB_BUFS); /* every object the thread made is spare */
     assert_int_equal(arena_stats(a, 0).cached_runs, 0);
-    bp_allocator_destroy(a);
-}
-
-/* With paranoid leak detection a released object is held back for inspection, so none is
- * left on a run. */
-static void test_paranoid_leak_detection_leaves_no_object_on_a_run(void **state)
-{
-    (void)state;
-    bp_config cfg;
-    bp_config_init(&cfg);
-    cfg.arenas = 1;
-    cfg.leak_detection = BP_LEAK_PARANOID;
-    bp_allocator *a = bp_allocator_new(&cfg, NULL);
-    assert_non_null(a);
-    bp_buf *b = bp_alloc(a, 64 * 1024);
-    unsigned cls = b->region.class_index;
-    assert_int_equal(bp_release(b), 1);
-    assert_int_equal(a->arenas[0].runs[cls].count, 1);
-    assert_null(a->arenas[0].runs[cls].entries[0].object);
-    bp_buf *again = bp_alloc(a, 64 * 1024);
-    assert_true(again != b); /* b is in quarantine */
-    assert_int_equal(bp_release(again), 1);
-    assert_int_equal(bp_leak_report(a), 0);
+    assert_int_equal(chunk_free_bytes(a), chunk_free + 64 * 1024 - 8192); /* (the 64 B subpage) */
+    assert_true(bp__arena_check(&a->arenas[0]));
+    give_run(a, &keep);
     bp_allocator_destroy(a);
 }
 
@@ -778,26 +671,26 @@ static void test_run_cache_is_bounded_per_class_and_can_be_off(void **state)
 {
     (void)state;
     bp_allocator *a = run_cache_allocator(2);
-    bp_buf *keep = bp_alloc(a, 64 * 1024), *bufs[3];
-    for (int i = 0; i < 3; i++) bufs[i] = bp_alloc(a, 64 * 1024);
+    bp__region keep = take_run(a, 64 * 1024), runs[3];
+    for (int i = 0; i < 3; i++) runs[i] = take_run(a, 64 * 1024);
     size_t chunk_free = chunk_free_bytes(a);
-    for (int i = 0; i < 3; i++) bp_release(bufs[i]);
+    for (int i = 0; i < 3; i++) give_run(a, &runs[i]);
     bp_arena_stats s = arena_stats(a, 0);
     assert_int_equal(s.cached_runs, 2);
     assert_int_equal(s.deallocations_normal, 3);
     assert_int_equal(chunk_free_bytes(a), chunk_free + 64 * 1024); /* the third went back */
     assert_true(bp__arena_check(&a->arenas[0]));
-    bp_release(keep);
+    give_run(a, &keep);
     bp_allocator_destroy(a);
 
     a = run_cache_allocator(0);
-    keep = bp_alloc(a, 64 * 1024);
-    bufs[0] = bp_alloc(a, 64 * 1024);
+    keep = take_run(a, 64 * 1024);
+    runs[0] = take_run(a, 64 * 1024);
     chunk_free = chunk_free_bytes(a);
-    bp_release(bufs[0]);
+    give_run(a, &runs[0]);
     assert_int_equal(arena_stats(a, 0).cached_runs, 0);
     assert_int_equal(chunk_free_bytes(a), chunk_free + 64 * 1024);
-    bp_release(keep);
+    give_run(a, &keep);
     bp_allocator_destroy(a);
 }
 
@@ -808,15 +701,15 @@ static void test_held_back_runs_go_back_before_a_new_chunk(void **state)
     (void)state;
     size_t mappings_before = bp__os_mapping_count();
     bp_allocator *a = run_cache_allocator(1024);
-    bp_buf *quarters[4];
-    for (int i = 0; i < 4; i++) quarters[i] = bp_alloc(a, 1024 * 1024); /* the chunk is full */
-    uint8_t *base = bp_data(quarters[0], 0);
-    bp_release(quarters[1]);
-    bp_release(quarters[2]);
+    bp__region quarters[4];
+    for (int i = 0; i < 4; i++) quarters[i] = take_run(a, 1024 * 1024); /* the chunk is full */
+    uint8_t *base = quarters[0].memory;
+    give_run(a, &quarters[1]);
+    give_run(a, &quarters[2]);
     assert_int_equal(arena_stats(a, 0).cached_runs, 2);
     /* 2 MiB: no free run in the chunk until the two held-back quarters coalesce. */
-    bp_buf *half = bp_alloc(a, 2 * 1024 * 1024);
-    assert_ptr_equal(bp_data(half, 0), base + 1024 * 1024);
+    bp__region half = take_run(a, 2 * 1024 * 1024);
+    assert_ptr_equal(half.memory, base + 1024 * 1024);
     bp_arena_stats s = arena_stats(a, 0);
     assert_int_equal(s.cached_runs, 0);
     assert_int_equal(s.chunks, 1);
@@ -825,22 +718,22 @@ static void test_held_back_runs_go_back_before_a_new_chunk(void **state)
 
     /* All released and held back: the chunk looks full, yet a 4 MiB run reuses it (emptied
      * by the give-back, retained, taken again) instead of mapping another. */
-    bp_release(quarters[0]);
-    bp_release(quarters[3]);
-    bp_release(half);
+    give_run(a, &quarters[0]);
+    give_run(a, &quarters[3]);
+    give_run(a, &half);
     s = arena_stats(a, 0);
     assert_int_equal(s.cached_runs, 3);
     assert_int_equal(s.chunks, 1);
     assert_int_equal(s.active_bytes, 0);
-    bp_buf *whole = bp_alloc(a, 4 * 1024 * 1024);
-    assert_ptr_equal(bp_data(whole, 0), base);
+    bp__region whole = take_run(a, 4 * 1024 * 1024);
+    assert_ptr_equal(whole.memory, base);
     s = arena_stats(a, 0);
     assert_int_equal(s.cached_runs, 0);
     assert_int_equal(s.chunks, 1);
     assert_int_equal(s.retained_chunks, 0);
     assert_int_equal(bp__os_mapping_count(), mappings_before + 1);
     assert_true(bp__arena_check(&a->arenas[0]));
-    bp_release(whole);
+    give_run(a, &whole);
     bp_allocator_destroy(a);
     assert_int_equal(bp__os_mapping_count(), mappings_before);
 }
@@ -852,15 +745,15 @@ static void test_idle_held_back_runs_go_back_at_purge_checks(void **state)
     (void)state;
     bp_allocator *a = run_cache_allocator(1024);
     bp__arena *arena = &a->arenas[0];
-    bp_buf *keep = bp_alloc(a, 64 * 1024), *x = bp_alloc(a, 64 * 1024), *y = bp_alloc(a, 128 * 1024);
+    bp__region keep = take_run(a, 64 * 1024), x = take_run(a, 64 * 1024), y = take_run(a, 128 * 1024);
     size_t chunk_free = chunk_free_bytes(a);
-    bp_release(x);
-    bp_release(y);
+    give_run(a, &x);
+    give_run(a, &y);
     bp__arena_purge(arena, false); /* both were just released: not idle yet */
     assert_int_equal(arena_stats(a, 0).cached_runs, 2);
     /* The 64 KiB one is taken and released again between the checks: in demand, it stays. */
-    x = bp_alloc(a, 64 * 1024);
-    bp_release(x);
+    x = take_run(a, 64 * 1024);
+    give_run(a, &x);
     bp__arena_purge(arena, false);
     bp_arena_stats s = arena_stats(a, 0);
     assert_int_equal(s.cached_runs, 1);
@@ -872,9 +765,9 @@ static void test_idle_held_back_runs_go_back_at_purge_checks(void **state)
     assert_int_equal(chunk_free_bytes(a), chunk_free + 192 * 1024);
     assert_true(bp__arena_check(arena));
 
-    x = bp_alloc(a, 64 * 1024);
-    bp_release(x);
-    bp_release(keep);
+    x = take_run(a, 64 * 1024);
+    give_run(a, &x);
+    give_run(a, &keep);
     s = arena_stats(a, 0);
     assert_int_equal(s.cached_runs, 2);
     assert_int_equal(s.chunks, 1);
@@ -887,24 +780,31 @@ static void test_idle_held_back_runs_go_back_at_purge_checks(void **state)
     bp_allocator_destroy(a);
 }
 
-static void *alloc_release_64k(void *arg)
+/* A thread of its own, bound to the allocator's one arena: holds 8 runs back there, then
+ * reports how many the arena holds. */
+static void *hold_eight_runs(void *arg)
 {
     bp_allocator *a = arg;
-    bp_buf *bufs[8];
-    for (int i = 0; i < 8; i++) bufs[i] = bp_alloc(a, 64 * 1024);
-    for (int i = 0; i < 8; i++) bp_release(bufs[i]);
-    bp_arena_stats s;
-    bp_arena_get_stats(a, 0, &s, sizeof s);
-    return (void *)(uintptr_t)s.cached_runs;
+    assert_non_null(bp__thread_state_get(a));
+    bp__region runs[8];
+    for (int i = 0; i < 8; i++) runs[i] = take_run(a, 64 * 1024);
+    for (int i = 0; i < 8; i++) give_run(a, &runs[i]);
+    return (void *)(uintptr_t)arena_stats(a, 0).cached_runs;
 }
 
 /* The last thread of an arena gives its held-back runs back when it exits. */
 static void test_last_thread_of_an_arena_gives_back_its_runs(void **state)
 {
     (void)state;
-    bp_allocator *a = run_cache_allocator(1024);
-    assert_int_equal((uintptr_t)run_on_thread(alloc_release_64k, a), 8); /* all held while it ran */
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.background_purge = 0;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL); /* no thread bound yet */
+    assert_non_null(a);
+    assert_int_equal((uintptr_t)run_on_thread(hold_eight_runs, a), 8); /* all held while it ran */
     bp_arena_stats s = arena_stats(a, 0);
+    assert_int_equal(s.threads, 0);
     assert_int_equal(s.cached_runs, 0);
     assert_int_equal(s.active_bytes, 0);
     assert_int_equal(chunk_free_bytes(a), 4 << 20); /* every run back in it */
@@ -918,16 +818,15 @@ static void test_out_of_memory_with_runs_held_back(void **state)
 {
     (void)state;
     bp_allocator *a = run_cache_allocator(1024);
-    bp_buf *quarters[4];
-    for (int i = 0; i < 4; i++) quarters[i] = bp_alloc(a, 1024 * 1024);
-    uint8_t *base = bp_data(quarters[0], 0);
-    bp_release(quarters[1]);
-    bp_release(quarters[2]);
+    bp__region quarters[4];
+    for (int i = 0; i < 4; i++) quarters[i] = take_run(a, 1024 * 1024);
+    uint8_t *base = quarters[0].memory;
+    give_run(a, &quarters[1]);
+    give_run(a, &quarters[2]);
     assert_int_equal(arena_stats(a, 0).cached_runs, 2);
     bp__os_inject_map_failure(0);
-    int err = 0;
-    assert_null(bp_alloc_ex(a, 4 * 1024 * 1024, 4 * 1024 * 1024, &err)); /* needs a new chunk */
-    assert_int_equal(err, BP_ENOMEM);
+    bp__region r;
+    assert_int_equal(bp__arena_alloc(&a->arenas[0], 4 * 1024 * 1024, &r), BP_ENOMEM); /* needs a new chunk */
     bp__os_inject_map_failure(-1);
     bp_arena_stats s = arena_stats(a, 0);
     assert_int_equal(s.cached_runs, 0);
@@ -935,16 +834,15 @@ static void test_out_of_memory_with_runs_held_back(void **state)
     assert_int_equal(s.allocations_normal, 4);
     assert_int_equal(chunk_free_bytes(a), 2 * 1024 * 1024);
     assert_true(bp__arena_check(&a->arenas[0]));
-    bp_buf *half = bp_alloc(a, 2 * 1024 * 1024); /* the two quarters, coalesced */
-    assert_ptr_equal(bp_data(half, 0), base + 1024 * 1024);
-    bp_buf *whole = bp_alloc(a, 4 * 1024 * 1024); /* and a new chunk now that maps work */
-    assert_non_null(whole);
-    assert_int_equal(bp_set_u32(whole, 4 * 1024 * 1024 - 4, 0x5eed), 0);
+    bp__region half = take_run(a, 2 * 1024 * 1024); /* the two quarters, coalesced */
+    assert_ptr_equal(half.memory, base + 1024 * 1024);
+    bp__region whole = take_run(a, 4 * 1024 * 1024); /* and a new chunk now that maps work */
+    memset(whole.memory, 0x5e, whole.length);
     assert_true(bp__arena_check(&a->arenas[0]));
-    bp_release(whole);
-    bp_release(half);
-    bp_release(quarters[0]);
-    bp_release(quarters[3]);
+    give_run(a, &whole);
+    give_run(a, &half);
+    give_run(a, &quarters[0]);
+    give_run(a, &quarters[3]);
     bp_allocator_destroy(a);
 }
 
@@ -958,22 +856,23 @@ static void test_release_into_an_unbound_arena_is_not_held_back(void **state)
     bp_config cfg;
     bp_config_init(&cfg);
     cfg.arenas = 2;
-    cfg.max_cached_size = 32 * 1024; /* 64 KiB buffers: a class no thread cache keeps */
     bp_allocator *a = bp_allocator_new(&cfg, NULL);
     assert_non_null(a);
-    bp_buf *mine = bp_alloc(a, 64 * 1024); /* this thread takes arena 0 */
+    assert_non_null(bp__thread_state_get(a)); /* this thread takes arena 0 */
     bp_buf *theirs = run_on_thread(alloc_64k, a); /* arena 1, then exits */
     assert_non_null(theirs);
     bp_arena_stats s = arena_stats(a, 1);
     assert_int_equal(s.threads, 0);
     assert_int_equal(s.active_normal, 1);
-    assert_int_equal(bp_release(theirs), 1);
-    bp_thread_cache_flush(a); /* sends on what this thread batched for other owners */
+    assert_int_equal(bp_release(theirs), 1); /* its owner is gone: given back here */
+    bp_thread_cache_flush(a);
     s = arena_stats(a, 1);
     assert_int_equal(s.active_normal, 0);
     assert_int_equal(s.cached_runs, 0);
     assert_true(bp__arena_check(&a->arenas[1]));
-    assert_int_equal(bp_release(mine), 1); /* its own arena, with a thread: held back */
+    bp__region mine;
+    assert_int_equal(bp__arena_alloc(&a->arenas[0], 64 * 1024, &mine), 0);
+    bp__arena_free(&a->arenas[0], &mine); /* its own arena, with a thread: held back */
     assert_int_equal(arena_stats(a, 0).cached_runs, 1);
     bp_allocator_destroy(a);
 }
@@ -997,8 +896,7 @@ static void test_random_model_small_run_cache(void **state)
 }
 
 /* Above the thread-cached classes a buffer's run is as many pages as its size needs (its
- * class's length would leave an untouched tail); cached classes keep their class's length,
- * and only runs of a class's length are held back for reuse. */
+ * class's length would leave an untouched tail); cached classes keep their class's length. */
 static void test_uncached_sizes_get_whole_pages(void **state)
 {
     (void)state;
@@ -1027,15 +925,16 @@ static void test_uncached_sizes_get_whole_pages(void **state)
         assert_true(bp__arena_check(&a->arenas[0]));
         bp_release(b);
     }
-    /* 11 pages are held back by no run cache (no 96 KiB request could use them); 80 KiB's
-     * 10 are. */
+    /* Such runs are held back by no run cache, whether or not they have their class's
+     * length: they go back to their chunks at once. */
     bp_buf *keep = bp_alloc(a, 200000);
     bp_buf *eleven = bp_alloc(a, 80 * 1024 + 1), *ten = bp_alloc(a, 80 * 1024);
-    size_t held = arena_stats(a, 0).cached_runs;
+    size_t free_pages = arena_stats(a, 0).free_page_bytes;
+    assert_int_equal(arena_stats(a, 0).cached_runs, 0);
     bp_release(eleven);
-    assert_int_equal(arena_stats(a, 0).cached_runs, held);
     bp_release(ten);
-    assert_int_equal(arena_stats(a, 0).cached_runs, held + 1);
+    assert_int_equal(arena_stats(a, 0).cached_runs, 0);
+    assert_int_equal(arena_stats(a, 0).free_page_bytes, free_pages + 21 * page);
     assert_true(bp__arena_check(&a->arenas[0]));
     bp_release(keep);
     bp_allocator_destroy(a);
@@ -1186,12 +1085,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_random_model_small_run_cache),
         cmocka_unit_test(test_freed_run_is_held_back_and_reused),
         cmocka_unit_test(test_run_cache_is_bounded_per_class_and_can_be_off),
-        cmocka_unit_test(test_a_released_buffer_stays_on_its_held_run),
-        cmocka_unit_test(test_objects_stay_on_runs_only_where_no_thread_cache_keeps_the_class),
-        cmocka_unit_test(test_objects_on_runs_that_go_back_are_reclaimed),
-        cmocka_unit_test(test_scheduled_trims_reclaim_the_objects_of_idle_runs),
-        cmocka_unit_test(test_last_thread_of_an_arena_reclaims_the_objects_on_its_runs),
-        cmocka_unit_test(test_paranoid_leak_detection_leaves_no_object_on_a_run),
+        cmocka_unit_test(test_runs_of_classes_no_thread_cache_keeps_go_straight_back),
+        cmocka_unit_test(test_scheduled_trims_give_back_idle_runs),
         cmocka_unit_test(test_held_back_runs_go_back_before_a_new_chunk),
         cmocka_unit_test(test_idle_held_back_runs_go_back_at_purge_checks),
         cmocka_unit_test(test_last_thread_of_an_arena_gives_back_its_runs),
