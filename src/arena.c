@@ -884,9 +884,8 @@ void bp__arena_get_stats(bp__arena *arena, bp_arena_stats *out)
 }
 
 /* Each held-back run is of a class thread caches keep, a used run of its class in a chunk
- * of this arena's lists (not
- * retained: retained chunks are empty), its memory where its handle says; the totals add
- * up; no bin is over capacity or below its low-water mark. */
+ * of this arena's lists (not retained: retained chunks are empty), its memory where its
+ * handle says; the totals add up; no bin is over capacity or below its low-water mark. */
 static bool run_cache_check_locked(bp__arena *arena)
 {
     const bp__size_classes *sc = arena->sc;

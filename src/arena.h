@@ -78,15 +78,17 @@ typedef struct bp__arena_cache_bin {
 #define BP__ARENA_GIVERS_MIXED UINT32_MAX /* no thread cache's tag base */
 
 /* The arena's run cache of one normal class that thread caches keep: runs of that class
- * that overflowed a thread's bin and the arena's cache (a burst likely to come back), freed
- * but not given back to their chunks (deferred coalescing, as jemalloc delays it for its
- * dirty extents). To its chunk such a run is still in use; the arena counts it as freed.
- * A miss of the class takes them back in a batch with no chunk work; the runs go back to
- * their chunks (split and coalesce as usual) before the arena would take an empty or new
- * chunk, when idle since the last purge check, when the arena is purged, and when its last
- * thread leaves (runs are held back only while a thread is bound). Classes no thread cache
- * keeps hold none: their runs, as long as their sizes need, go straight back to their
- * chunks, where the closest fit can reuse them for any length. Guarded by the arena lock. */
+ * freed past the caches (what overflowed a thread's bin and the arena's cache, a burst
+ * likely to come back, or was released where no thread cache took it) but not given back
+ * to their chunks (deferred coalescing, as jemalloc delays it for its dirty extents). To
+ * its chunk such a run is still in use; the arena counts it as freed. The class's next
+ * allocations from the arena take them with no chunk work (a thread's miss up to half a
+ * bin under one lock); the runs go back to their chunks (split and coalesce as usual)
+ * before the arena would take an empty or new chunk, when idle since the last purge check,
+ * when the arena is purged, and when its last thread leaves (runs are held back only while
+ * a thread is bound). Classes no thread cache keeps hold none: their runs, as long as
+ * their sizes need, go straight back to their chunks, where the closest fit can reuse them
+ * for any length. Guarded by the arena lock. */
 typedef struct bp__run_cache_bin {
     bp__cached_region *entries; /* entries[0] the oldest; allocated on first use */
     uint32_t count;
