@@ -692,11 +692,12 @@ static void churn_run(const backend *be, uint64_t duration_ms, result *r)
                                      at == CHURN_SAMPLE_MS ? "" : ",", ms, live, rss);
     }
     snprintf(r->samples + used, sizeof r->samples - used, "]");
+    /* While both threads still run: the producer's exit would flush its thread cache. */
+    if (be->bytepool && be->pooled) bytepool_snapshot(r, "bp_end", live, rss);
     atomic_store_explicit(&q->stop, true, memory_order_relaxed);
     pthread_join(producer, NULL);
     double elapsed = now_ns() - start;
     uint64_t produced = atomic_load_explicit(&q->tail, memory_order_relaxed);
-    if (be->bytepool && be->pooled) bytepool_snapshot(r, "bp_end", live, rss);
     atomic_store_explicit(&q->drain, true, memory_order_release);
     pthread_join(consumer, NULL);
     extra_add(r, ",\"churn_live\":%.0f,\"churn_rss\":%.0f,\"churn_end_ratio\":%.4f,\"churn_max_ratio\":%.4f", live,
