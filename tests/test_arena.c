@@ -837,7 +837,9 @@ static void test_out_of_memory_with_runs_held_back(void **state)
     bp__region half = take_run(a, 2 * 1024 * 1024); /* the two quarters, coalesced */
     assert_ptr_equal(half.memory, base + 1024 * 1024);
     bp__region whole = take_run(a, 4 * 1024 * 1024); /* and a new chunk now that maps work */
-    memset(whole.memory, 0x5e, whole.length);
+    assert_int_equal(whole.length, 4 * 1024 * 1024);
+    assert_true(whole.chunk != quarters[0].chunk);
+    assert_int_equal(arena_stats(a, 0).chunks, 2);
     assert_true(bp__arena_check(&a->arenas[0]));
     give_run(a, &whole);
     give_run(a, &half);
