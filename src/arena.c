@@ -252,8 +252,9 @@ static bp__chunk *shortest_in_class(const bp__fit_index *fit, unsigned k, uint32
 }
 
 /* A run from the chunks in the lists, or -1 if none has one long enough: the closest fit
- * over all of them (see shortest_in_class). */
-static long alloc_run_in_lists(bp__arena *arena, uint32_t pages, unsigned page_class, bp__chunk **out)
+ * over all of them (see shortest_in_class), cut from that free run's high end or its low
+ * end (see alloc_run). */
+static long alloc_run_in_lists(bp__arena *arena, uint32_t pages, unsigned page_class, bool high, bp__chunk **out)
 {
     const bp__size_classes *sc = arena->sc;
     const bp__fit_index *fit = &arena->fit;
@@ -269,7 +270,8 @@ static long alloc_run_in_lists(bp__arena *arena, uint32_t pages, unsigned page_c
         chunk = shortest_in_class(fit, (unsigned)k, pages, BP__FIT_SPAN, &offset);
         BP__ASSERT(chunk != NULL);
     }
-    bp__chunk_take_run(chunk, (uint32_t)offset, pages);
+    if (high) offset = bp__chunk_take_run_high(chunk, (uint32_t)offset, pages);
+    else bp__chunk_take_run(chunk, (uint32_t)offset, pages);
     bp__chunk_list_took(&arena->lists[chunk->band], chunk);
     *out = chunk;
     return offset;
@@ -277,14 +279,22 @@ static long alloc_run_in_lists(bp__arena *arena, uint32_t pages, unsigned page_c
 
 /* A run from the chunks we have; else, once the run cache's runs are back in their chunks
  * (they may coalesce into a long enough run), from a retained or a new chunk: holding runs
- * back never makes the arena take more chunks. */
-static long alloc_run(bp__arena *arena, uint32_t pages, bp__chunk **out)
+ * back never makes the arena take more chunks.
+ *
+ * With `high` (the runs of classes no thread cache keeps: long, as many pages as their
+ * sizes need) the run is cut from the high end of the free run it goes into, other runs
+ * (subpages, cached classes) from the low end. Long and short runs so gather at opposite
+ * ends of the holes and of new chunks, and a long run given back tends to coalesce with
+ * free space beside other long runs into a hole long ones fit, rather than sit between
+ * short runs. Mixed workload, 14 seeds (AMD EPYC family 23 model 1): peak mapped per peak
+ * live byte 1.128 -> 1.114 on average, lower or equal for every seed. */
+static long alloc_run(bp__arena *arena, uint32_t pages, bool high, bp__chunk **out)
 {
     unsigned page_class = bp__page_class_ceil(arena->sc, pages); /* once, for every chunk tried */
-    long offset = alloc_run_in_lists(arena, pages, page_class, out);
+    long offset = alloc_run_in_lists(arena, pages, page_class, high, out);
     if (offset < 0 && arena->run_cache_entries > 0) {
         run_cache_release_all_locked(arena);
-        offset = alloc_run_in_lists(arena, pages, page_class, out);
+        offset = alloc_run_in_lists(arena, pages, page_class, high, out);
     }
     if (offset >= 0) {
         (*out)->last_used = ++arena->clock;
@@ -305,8 +315,12 @@ static long alloc_run(bp__arena *arena, uint32_t pages, bp__chunk **out)
     chunk->dirty_sum = &arena->dirty_pages; /* counted while in the lists */
     arena->dirty_pages += chunk->dirty_pages;
     chunk->last_used = ++arena->clock;
-    offset = bp__chunk_alloc_run(chunk, pages);
-    BP__ASSERT(offset == 0);
+    if (high) {
+        offset = bp__chunk_take_run_high(chunk, 0, pages);
+    } else {
+        offset = 0;
+        bp__chunk_take_run(chunk, 0, pages);
+    }
     bp__chunk_list_add(&arena->lists[BP__Q_INIT], chunk);
     bound_dirty_locked(arena);
     *out = chunk;
@@ -596,7 +610,7 @@ static unsigned take_slots(bp__arena *arena, unsigned cls, bp__cached_region *ou
     bp__subpage *sp = pool->head;
     if (sp == NULL) {
         bp__chunk *chunk;
-        long offset = alloc_run(arena, sc->run_pages[cls], &chunk);
+        long offset = alloc_run(arena, sc->run_pages[cls], false, &chunk);
         if (offset < 0) return 0;
         sp = bp__subpage_new(chunk, (uint32_t)offset, sc->run_pages[cls], cls,
                              (uint32_t)sc->class_size[cls], sc->run_slots[cls]);
@@ -650,11 +664,11 @@ unsigned bp__arena_alloc_small_batch(bp__arena *arena, unsigned cls, bp__cached_
     return taken;
 }
 
-/* A run of `pages` pages from the chunks. */
-static int alloc_pages(bp__arena *arena, uint32_t pages, bp__region *out)
+/* A run of `pages` pages from the chunks (`high`: see alloc_run). */
+static int alloc_pages(bp__arena *arena, uint32_t pages, bool high, bp__region *out)
 {
     bp__chunk *chunk;
-    long offset = alloc_run(arena, pages, &chunk);
+    long offset = alloc_run(arena, pages, high, &chunk);
     if (offset < 0) return BP_ENOMEM;
     out->chunk = chunk;
     out->memory = chunk->base + ((size_t)offset << arena->sc->page_shift);
@@ -673,10 +687,10 @@ BP__INLINE int alloc_normal(bp__arena *arena, unsigned cls, size_t size, bp__reg
     const bp__size_classes *sc = arena->sc;
     if (cls >= arena->whole_from) {
         uint32_t pages = (uint32_t)(bp__align_up(size, sc->page_size) >> sc->page_shift);
-        return alloc_pages(arena, pages, out);
+        return alloc_pages(arena, pages, true, out);
     }
     if (run_cache_take(arena, cls, out)) return 0;
-    return alloc_pages(arena, sc->run_pages[cls], out);
+    return alloc_pages(arena, sc->run_pages[cls], false, out);
 }
 
 unsigned bp__arena_alloc_normal_batch(bp__arena *arena, unsigned cls, bp__cached_region *out, unsigned n)

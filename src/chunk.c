@@ -338,17 +338,25 @@ long bp__chunk_find_run(const bp__chunk *c, uint32_t pages)
     return cls < 0 ? -1 : (long)bucket_lowest(c, (unsigned)cls);
 }
 
-void bp__chunk_take_run(bp__chunk *c, uint32_t offset, uint32_t pages)
+/* Takes `pages` pages from the free run starting at `start`, at its low end or its high
+ * end; returns the first page taken. */
+static uint32_t take_run(bp__chunk *c, uint32_t start, uint32_t pages, bool high)
 {
-    uint32_t run_pages = run_info_pages(c->run_info[offset]);
-    BP__ASSERT(run_pages >= pages && run_info_free(c->run_info[offset]));
-    bucket_remove(c, offset, run_pages);
-    if (run_pages > pages) bucket_insert(c, offset + pages, run_pages - pages);
+    uint32_t run_pages = run_info_pages(c->run_info[start]);
+    BP__ASSERT(run_pages >= pages && run_info_free(c->run_info[start]));
+    bucket_remove(c, start, run_pages);
+    uint32_t offset = high ? start + run_pages - pages : start;
+    if (run_pages > pages) bucket_insert(c, high ? start : start + pages, run_pages - pages);
     mark_run(c, offset, pages, false);
     c->free_bytes -= (size_t)pages << c->sc->page_shift;
     note_clean(c, set_page_bits(c->dirty, offset, pages, false));
     set_page_bits(c->young, offset, pages, false);
+    return offset;
 }
+
+void bp__chunk_take_run(bp__chunk *c, uint32_t offset, uint32_t pages) { take_run(c, offset, pages, false); }
+
+uint32_t bp__chunk_take_run_high(bp__chunk *c, uint32_t start, uint32_t pages) { return take_run(c, start, pages, true); }
 
 long bp__chunk_alloc_run(bp__chunk *c, uint32_t pages)
 {

@@ -163,7 +163,7 @@ static void test_allocation_prefers_well_used_chunks(void **state)
     assert_int_equal(arena_stats(a, 0).chunks, 2);
     bp_release(b1);
     bp_buf *b2 = bp_alloc(a, 64 * 1024); /* best fit: A's free MiB, not B's empty 4 */
-    uint8_t *a_base = bp_data(a1, 0);
+    uint8_t *a_base = a1->region.chunk->base;
     uint8_t *p = bp_data(b2, 0);
     assert_true(p >= a_base && p < a_base + 4 * mib);
     bp_release(a1);
@@ -622,9 +622,10 @@ static void test_runs_of_classes_no_thread_cache_keeps_go_straight_back(void **s
     assert_int_equal(s.active_bytes, 80 * 1024);
     assert_int_equal(chunk_free_bytes(a), chunk_free + 80 * 1024);
     assert_int_equal(ts->recycler.count, recycled + 1);
-    /* A shorter request of another class reuses its pages. */
+    /* A shorter request of another class reuses its pages (the high end of the hole its
+     * release joined: see test_long_runs_are_cut_from_the_high_end). */
     bp_buf *shorter = bp_alloc(a, 72 * 1024);
-    assert_ptr_equal(bp_data(shorter, 0), memory);
+    assert_ptr_equal((uint8_t *)bp_data(shorter, 0) + 72 * 1024, memory + 80 * 1024);
     assert_true(bp__arena_check(arena));
     bp_release(shorter);
     bp_release(keep);
@@ -942,6 +943,37 @@ static void test_uncached_sizes_get_whole_pages(void **state)
     bp_allocator_destroy(a);
 }
 
+/* Runs of classes no thread cache keeps are cut from the high end of the free run they go
+ * into, the rest (subpages, cached classes) from the low end: long and short runs gather
+ * at opposite ends, and a long run given back joins the free space beside other long ones. */
+static void test_long_runs_are_cut_from_the_high_end(void **state)
+{
+    (void)state;
+    bp_allocator *a = quiet_allocator(1);
+    const size_t page = 8192;
+    bp_buf *long1 = bp_alloc(a, 100 * 1024); /* 13 pages, above max_cached_size */
+    uint8_t *base = long1->region.chunk->base;
+    assert_ptr_equal(bp_data(long1, 0), base + (512 - 13) * page);
+    bp_buf *cached = bp_alloc(a, 16 * 1024); /* a cached class: from the low end */
+    assert_ptr_equal(bp_data(cached, 0), base);
+    bp_buf *long2 = bp_alloc(a, 200 * 1024); /* 25 pages, right below the first */
+    assert_ptr_equal(bp_data(long2, 0), base + (512 - 13 - 25) * page);
+    bp_buf *small = bp_alloc(a, 100); /* a subpage: low end too */
+    assert_true((uint8_t *)bp_data(small, 0) < base + 16 * page);
+    /* The first given back: 13 free pages at the top, the closest fit for 9 pages, which
+     * take that hole's high end and leave 4 pages beside long2. */
+    assert_int_equal(bp_release(long1), 1);
+    bp_buf *long3 = bp_alloc(a, 9 * page);
+    assert_ptr_equal(bp_data(long3, 0), base + (512 - 9) * page);
+    assert_true(bp__arena_check(&a->arenas[0]));
+    bp_release(long3);
+    bp_release(long2);
+    bp_release(small);
+    bp_release(cached);
+    assert_true(bp__arena_check(&a->arenas[0]));
+    bp_allocator_destroy(a);
+}
+
 /* A run comes from the chunk whose free run fits it most closely, over all chunks, not
  * from the chunk the index lists first: with holes of 19 and 17 pages in two chunks (the
  * 19 listed first), 17 pages go into the 17-page hole. */
@@ -963,8 +995,8 @@ static void test_runs_take_the_closest_fit_over_all_chunks(void **state)
     assert_int_equal(arena_stats(a, 0).cached_runs, 0);
     bp_buf *y = bp_alloc(a, 17 * page - 100);
     assert_ptr_equal(bp_data(y, 0), hole17);
-    bp_buf *z = bp_alloc(a, 18 * page); /* then the 19-page hole is the only fit */
-    assert_ptr_equal(bp_data(z, 0), hole19);
+    bp_buf *z = bp_alloc(a, 18 * page); /* then the 19-page hole is the only fit: its high end */
+    assert_ptr_equal(bp_data(z, 0), hole19 + page);
     assert_int_equal(arena_stats(a, 0).chunks, 2);
     assert_true(bp__arena_check(&a->arenas[0]));
     bp_release(y);
@@ -1097,6 +1129,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_destroy_unmaps_leaked_buffers),
         cmocka_unit_test(test_uncached_sizes_get_whole_pages),
         cmocka_unit_test(test_runs_take_the_closest_fit_over_all_chunks),
+        cmocka_unit_test(test_long_runs_are_cut_from_the_high_end),
         cmocka_unit_test(test_free_resident_pages_are_bounded_by_the_peak),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

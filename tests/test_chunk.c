@@ -42,6 +42,36 @@ static void test_issue_example_runs(void **state)
     bp__chunk_delete(c);
 }
 
+/* A run taken from a free run's high end leaves the rest free at the start, and gives back
+ * like any other: it coalesces with both neighbours. */
+static void test_run_taken_from_the_high_end(void **state)
+{
+    (void)state;
+    bp__chunk *c = bp__chunk_new(NULL, &sc);
+    assert_non_null(c);
+    assert_int_equal(bp__chunk_take_run_high(c, 0, 10), 502);
+    assert_int_equal(bp__chunk_take_run_high(c, 0, 2), 500);
+    assert_int_equal(bp__chunk_alloc_run(c, 3), 0); /* the low end stays for the rest */
+    assert_int_equal(bp__chunk_longest_free_run(c), 497);
+    assert_true(bp__chunk_run_in_use(c, 502, 10));
+    assert_true(bp__chunk_run_in_use(c, 500, 2));
+    assert_int_equal(c->free_bytes, (size_t)(512 - 15) * 8192);
+    assert_true(bp__chunk_check(c));
+    /* A hole in the middle: its high end, then the exact rest. */
+    bp__chunk_free_run(c, 500, 2);
+    assert_int_equal(bp__chunk_find_run(c, 2), 3); /* (the lowest of the best fits) */
+    bp__chunk_free_run(c, 0, 3);
+    assert_int_equal(bp__chunk_longest_free_run(c), 502); /* all of it coalesced: [0, 502) */
+    assert_int_equal(bp__chunk_take_run_high(c, 0, 502), 0);
+    assert_int_equal(c->free_bytes, 0);
+    bp__chunk_free_run(c, 0, 502);
+    bp__chunk_free_run(c, 502, 10);
+    assert_int_equal(c->free_bytes, sc.chunk_size);
+    assert_int_equal(bp__chunk_longest_free_run(c), 512);
+    assert_true(bp__chunk_check(c));
+    bp__chunk_delete(c);
+}
+
 /* Pages of [p, p + pages pages) that are resident now (mincore). */
 static size_t resident_pages(const uint8_t *p, size_t pages)
 {
@@ -427,6 +457,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_free_pages_are_purged_after_a_pass),
         cmocka_unit_test(test_issue_example_runs),
+        cmocka_unit_test(test_run_taken_from_the_high_end),
         cmocka_unit_test(test_hole_is_reused_lowest_first_and_best_fit),
         cmocka_unit_test(test_full_chunk_refuses),
         cmocka_unit_test(test_random_runs_default_geometry),
