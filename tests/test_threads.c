@@ -467,6 +467,50 @@ static void test_release_after_the_owner_exited(void **state)
     free(h);
 }
 
+typedef struct ten_bufs {
+    bp_allocator *a;
+    bp_buf *bufs[10];
+} ten_bufs;
+
+static void *alloc_ten_256k_and_exit(void *arg)
+{
+    ten_bufs *t = arg;
+    for (int i = 0; i < 10; i++) t->bufs[i] = bp_alloc(t->a, 256 * 1024);
+    return NULL;
+}
+
+/* A thread with a state of its own releases buffers whose allocating thread has exited:
+ * they wait in its outgoing batch (still counted in active_bytes, not in active_buffers),
+ * and when the batch is sent on (here at a trim) the thread finds the owner gone and gives
+ * them back itself: not counted as remote releases, as the header says. */
+static void test_releases_to_an_exited_owner_wait_in_the_batch(void **state)
+{
+    (void)state;
+    bp_allocator *a = bp_allocator_new(NULL, NULL);
+    assert_non_null(a);
+    bp_buf *mine = bp_alloc(a, 100); /* this thread has a state */
+    ten_bufs ten = {a, {NULL}};
+    pthread_t t;
+    pthread_create(&t, NULL, alloc_ten_256k_and_exit, &ten);
+    pthread_join(t, NULL);
+    for (int i = 0; i < 10; i++) assert_non_null(ten.bufs[i]);
+    size_t mine_bytes = mine->region.length;
+    for (int i = 0; i < 10; i++) assert_int_equal(bp_release(ten.bufs[i]), 1);
+    bp_allocator_stats s;
+    bp_allocator_get_stats(a, &s, sizeof s);
+    assert_int_equal(s.active_buffers, 1);
+    assert_int_equal(s.active_bytes, mine_bytes + 10 * 256 * 1024);
+    assert_int_equal(s.remote_releases, 0);
+    assert_true(bp_thread_cache_trim(a) >= 0); /* (it trims this thread's bins too) */
+    bp_allocator_get_stats(a, &s, sizeof s);
+    assert_int_equal(s.active_buffers, 1);
+    assert_int_equal(s.active_bytes, mine_bytes);
+    assert_int_equal(s.remote_releases, 0);
+    assert_int_equal(s.remote_drained, 0);
+    assert_int_equal(bp_release(mine), 1);
+    bp_allocator_destroy(a);
+}
+
 static void test_remote_releases_waiting_at_destroy(void **state)
 {
     (void)state;
@@ -854,6 +898,7 @@ int main(void)
         cmocka_unit_test(test_producer_consumer_without_a_write_prefetch),
         cmocka_unit_test(test_prefetchw_detection_agrees_with_the_kernel),
         cmocka_unit_test(test_release_after_the_owner_exited),
+        cmocka_unit_test(test_releases_to_an_exited_owner_wait_in_the_batch),
         cmocka_unit_test(test_remote_releases_waiting_at_destroy),
         cmocka_unit_test(test_remote_release_without_memory_for_a_batch),
         cmocka_unit_test(test_uncached_allocations_do_not_push_partial_batches),
