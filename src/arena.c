@@ -270,8 +270,7 @@ static long alloc_run_in_lists(bp__arena *arena, uint32_t pages, unsigned page_c
         chunk = shortest_in_class(fit, (unsigned)k, pages, BP__FIT_SPAN, &offset);
         BP__ASSERT(chunk != NULL);
     }
-    if (high) offset = bp__chunk_take_run_high(chunk, (uint32_t)offset, pages);
-    else bp__chunk_take_run(chunk, (uint32_t)offset, pages);
+    offset = bp__chunk_take_run(chunk, (uint32_t)offset, pages, high);
     bp__chunk_list_took(&arena->lists[chunk->band], chunk);
     *out = chunk;
     return offset;
@@ -315,12 +314,7 @@ static long alloc_run(bp__arena *arena, uint32_t pages, bool high, bp__chunk **o
     chunk->dirty_sum = &arena->dirty_pages; /* counted while in the lists */
     arena->dirty_pages += chunk->dirty_pages;
     chunk->last_used = ++arena->clock;
-    if (high) {
-        offset = bp__chunk_take_run_high(chunk, 0, pages);
-    } else {
-        offset = 0;
-        bp__chunk_take_run(chunk, 0, pages);
-    }
+    offset = bp__chunk_take_run(chunk, 0, pages, high);
     bp__chunk_list_add(&arena->lists[BP__Q_INIT], chunk);
     bound_dirty_locked(arena);
     *out = chunk;

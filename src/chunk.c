@@ -338,9 +338,7 @@ long bp__chunk_find_run(const bp__chunk *c, uint32_t pages)
     return cls < 0 ? -1 : (long)bucket_lowest(c, (unsigned)cls);
 }
 
-/* Takes `pages` pages from the free run starting at `start`, at its low end or its high
- * end; returns the first page taken. */
-static uint32_t take_run(bp__chunk *c, uint32_t start, uint32_t pages, bool high)
+uint32_t bp__chunk_take_run(bp__chunk *c, uint32_t start, uint32_t pages, bool high)
 {
     uint32_t run_pages = run_info_pages(c->run_info[start]);
     BP__ASSERT(run_pages >= pages && run_info_free(c->run_info[start]));
@@ -354,14 +352,10 @@ static uint32_t take_run(bp__chunk *c, uint32_t start, uint32_t pages, bool high
     return offset;
 }
 
-void bp__chunk_take_run(bp__chunk *c, uint32_t offset, uint32_t pages) { take_run(c, offset, pages, false); }
-
-uint32_t bp__chunk_take_run_high(bp__chunk *c, uint32_t start, uint32_t pages) { return take_run(c, start, pages, true); }
-
 long bp__chunk_alloc_run(bp__chunk *c, uint32_t pages)
 {
     long offset = bp__chunk_find_run(c, pages);
-    if (offset >= 0) bp__chunk_take_run(c, (uint32_t)offset, pages);
+    if (offset >= 0) bp__chunk_take_run(c, (uint32_t)offset, pages, false);
     return offset;
 }
 

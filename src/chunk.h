@@ -124,13 +124,10 @@ void bp__chunk_delete(bp__chunk *chunk);
  * bucket, at the runs of its own. */
 long bp__chunk_find_run(const bp__chunk *chunk, uint32_t pages);
 
-/* Takes [offset, offset + pages) from the free run starting at offset, which must be at
- * least that long (an offset bp__chunk_find_run gave for that length). */
-void bp__chunk_take_run(bp__chunk *chunk, uint32_t offset, uint32_t pages);
-
-/* Takes the last `pages` pages of the free run starting at `start`, which must be at least
- * that long; returns the first page taken. The rest of the free run stays free at start. */
-uint32_t bp__chunk_take_run_high(bp__chunk *chunk, uint32_t start, uint32_t pages);
+/* Takes `pages` pages from the free run starting at `start`, which must be at least that
+ * long (an offset bp__chunk_find_run gave for that length): its first pages, or with
+ * `high` its last ones (the rest stays free at start). Returns the first page taken. */
+uint32_t bp__chunk_take_run(bp__chunk *chunk, uint32_t start, uint32_t pages, bool high);
 
 /* Finds and takes a run of `pages` pages; returns its first page, or -1. */
 long bp__chunk_alloc_run(bp__chunk *chunk, uint32_t pages);

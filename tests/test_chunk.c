@@ -49,8 +49,8 @@ static void test_run_taken_from_the_high_end(void **state)
     (void)state;
     bp__chunk *c = bp__chunk_new(NULL, &sc);
     assert_non_null(c);
-    assert_int_equal(bp__chunk_take_run_high(c, 0, 10), 502);
-    assert_int_equal(bp__chunk_take_run_high(c, 0, 2), 500);
+    assert_int_equal(bp__chunk_take_run(c, 0, 10, true), 502);
+    assert_int_equal(bp__chunk_take_run(c, 0, 2, true), 500);
     assert_int_equal(bp__chunk_alloc_run(c, 3), 0); /* the low end stays for the rest */
     assert_int_equal(bp__chunk_longest_free_run(c), 497);
     assert_true(bp__chunk_run_in_use(c, 502, 10));
@@ -62,7 +62,7 @@ static void test_run_taken_from_the_high_end(void **state)
     assert_int_equal(bp__chunk_find_run(c, 2), 3); /* (the lowest of the best fits) */
     bp__chunk_free_run(c, 0, 3);
     assert_int_equal(bp__chunk_longest_free_run(c), 502); /* all of it coalesced: [0, 502) */
-    assert_int_equal(bp__chunk_take_run_high(c, 0, 502), 0);
+    assert_int_equal(bp__chunk_take_run(c, 0, 502, true), 0);
     assert_int_equal(c->free_bytes, 0);
     bp__chunk_free_run(c, 0, 502);
     bp__chunk_free_run(c, 502, 10);
