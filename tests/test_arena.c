@@ -797,12 +797,7 @@ static void *hold_eight_runs(void *arg)
 static void test_last_thread_of_an_arena_gives_back_its_runs(void **state)
 {
     (void)state;
-    bp_config cfg;
-    bp_config_init(&cfg);
-    cfg.arenas = 1;
-    cfg.background_purge = 0;
-    bp_allocator *a = bp_allocator_new(&cfg, NULL); /* no thread bound yet */
-    assert_non_null(a);
+    bp_allocator *a = quiet_allocator(1); /* no thread bound yet */
     assert_int_equal((uintptr_t)run_on_thread(hold_eight_runs, a), 8); /* all held while it ran */
     bp_arena_stats s = arena_stats(a, 0);
     assert_int_equal(s.threads, 0);
@@ -873,9 +868,8 @@ static void test_release_into_an_unbound_arena_is_not_held_back(void **state)
     assert_int_equal(s.active_normal, 0);
     assert_int_equal(s.cached_runs, 0);
     assert_true(bp__arena_check(&a->arenas[1]));
-    bp__region mine;
-    assert_int_equal(bp__arena_alloc(&a->arenas[0], 64 * 1024, &mine), 0);
-    bp__arena_free(&a->arenas[0], &mine); /* its own arena, with a thread: held back */
+    bp__region mine = take_run(a, 64 * 1024);
+    give_run(a, &mine); /* its own arena, with a thread: held back */
     assert_int_equal(arena_stats(a, 0).cached_runs, 1);
     bp_allocator_destroy(a);
 }
