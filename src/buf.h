@@ -165,9 +165,11 @@ size_t bp__composite_count(const bp_buf *c);
  * releasing them: the table is full. */
 bool bp__composite_growth_merges(const bp_buf *c);
 
-/* For the tests: how many times c's component table was reallocated, and how many components
- * checks and cycle searches have visited in it. */
+#if BP__TESTING
+/* How many times c's component table was reallocated, and how many components checks and
+ * cycle searches have visited in it. */
 void bp__composite_work(const bp_buf *c, size_t *resizes, size_t *visits);
+#endif
 
 /* Grows b so that n more bytes fit after the writer index (slow half of ensure_writable). */
 int bp__grow_for_write(bp_buf *b, size_t n, const char *func);

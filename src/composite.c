@@ -39,10 +39,19 @@ typedef struct bp__composite {
                               component's when it was added (an upper bound once some go) */
     bool contained;        /* this composite or a view of it was added to a composite: only
                               then may a component being added hold it (the cycle check) */
-    size_t resizes;        /* work counters the tests read: table reallocations, and */
+    size_t resizes;        /* work counters of test builds: table reallocations, and */
     size_t visits;         /* components visited by checks and cycle searches */
     struct bp__composite *next_doomed; /* ended, its components waiting to be released */
 } bp__composite;
+
+/* Test builds count the components checks visit (bp__composite_work). Not the library
+ * itself: threads reading views of one composite at once all check it, and would all write
+ * its line. */
+#if BP__TESTING
+#define COUNT_VISITS(c, n) __atomic_fetch_add(&(c)->visits, (n), __ATOMIC_RELAXED)
+#else
+#define COUNT_VISITS(c, n) ((void)0)
+#endif
 
 /* ---------------------------------------------------------------------------------------
  * Walking
@@ -272,7 +281,7 @@ static int check_components(const bp_buf *b, const char *func, unsigned level)
     if (BP__UNLIKELY(level >= BP_MAX_COMPOSITE_DEPTH))
         return bp__misuse(BP_EINVAL, func, "composite %p nests deeper than BP_MAX_COMPOSITE_DEPTH (%d)",
                           (const void *)b, BP_MAX_COMPOSITE_DEPTH);
-    c->visits += c->count;
+    COUNT_VISITS(c, c->count);
     for (size_t i = 0; i < c->count; i++) {
         const bp__component *item = &c->items[i];
         uint32_t count = bp__refcnt(item->buf);
@@ -338,7 +347,7 @@ static int holds(const bp_buf *x, const bp_buf *target, unsigned level)
     if (c == NULL) return 0;
     if (BP__UNLIKELY(level >= BP_MAX_COMPOSITE_DEPTH)) return BP_EINVAL;
     for (size_t i = 0; i < c->count; i++) {
-        c->visits++;
+        COUNT_VISITS(c, 1);
         int r = holds(c->items[i].buf, target, level + 1);
         if (r != 0) return r;
     }
@@ -433,11 +442,13 @@ bool bp__composite_growth_merges(const bp_buf *b)
     return c->count >= c->max_components;
 }
 
+#if BP__TESTING
 void bp__composite_work(const bp_buf *b, size_t *resizes, size_t *visits)
 {
     *resizes = b->composite->resizes;
-    *visits = b->composite->visits;
+    *visits = __atomic_load_n(&b->composite->visits, __ATOMIC_RELAXED);
 }
+#endif
 
 /* Room for `count` components; the table doubles, so adding is amortized O(1). */
 static int ensure_room(bp__composite *c, size_t count)

@@ -12,6 +12,8 @@
  * shows its bytes. Bytes move only in an owned buffer nobody else holds (count 1); when one
  * that frames hold must compact or grow, the unread bytes are copied into a fresh buffer and
  * the old one is let go, to live on as long as its frames do (Netty's expandCumulation).
+ * A composite changes (takes components, sheds read ones) only while nobody else holds it
+ * either: frames on other threads walk its table of components.
  */
 #include "common.h"
 
@@ -251,6 +253,9 @@ int bp_input_add(bp_input *in, bp_buf *b)
     }
     bool fits = in->owned && bp_writable_bytes(in->buf) >= n;
     if (fits || unread + n <= MERGE_LIMIT) return merge(in, b, n);
+    /* A composite that frames show stays as it is: they read through its table of
+     * components, perhaps on other threads, and adding would change (move) that table. */
+    if (in->composite && bp_refcnt(in->buf) > 1) return merge(in, b, n);
     if (in->composite && bp_composite_components(in->buf) >= MAX_COMPONENTS) return merge(in, b, n);
     return link_component(in, b);
 }

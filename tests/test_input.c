@@ -6,6 +6,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 
 static int teardown(void **state)
 {
@@ -50,6 +52,16 @@ static void expect_pattern(bp_buf *b, size_t from, size_t n)
     for (size_t i = 0; i < n; i++) {
         uint8_t v;
         assert_int_equal(bp_get_u8(b, bp_reader_index(b) + i, &v), 0);
+        assert_int_equal(v, pattern(from + i));
+    }
+}
+
+/* n bytes of b from absolute index `at` are the test stream's from `from`. */
+static void expect_pattern_at(bp_buf *b, size_t at, size_t from, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t v;
+        assert_int_equal(bp_get_u8(b, at + i, &v), 0);
         assert_int_equal(v, pattern(from + i));
     }
 }
@@ -383,6 +395,129 @@ static void test_take_and_errors(void **state)
     bp_input_free(in);
 }
 
+/* A buffer of n bytes of the test stream from `from`. */
+static bp_buf *pattern_buffer(bp_allocator *a, size_t from, size_t n)
+{
+    bp_buf *b = bp_alloc(a, n);
+    assert_non_null(b);
+    for (size_t i = 0; i < n; i++) assert_int_equal(bp_write_u8(b, pattern(from + i)), 0);
+    return b;
+}
+
+/* A composite that a frame shows is never changed afterwards: adding to the input copies
+ * its unread bytes instead, so the frame, which reads through the composite's table of
+ * components, may be on another thread meanwhile. */
+static void test_composite_shown_by_a_frame_stays_as_it_is(void **state)
+{
+    bp_allocator *a = *state;
+    bp_input *in = bp_input_new(a, NULL, NULL);
+    assert_int_equal(bp_input_add(in, pattern_buffer(a, 0, 5000)), 0);
+    assert_int_equal(bp_input_add(in, pattern_buffer(a, 5000, 5000)), 0);
+    bp_buf *shown = bp_input_peek(in);
+    assert_int_equal(bp_composite_components(shown), 2);
+    bp_buf *frame = bp_input_take(in, 100, NULL);
+    assert_non_null(frame);
+    size_t total = 10000;
+    for (size_t k = 0; k < 5; k++) {
+        assert_int_equal(bp_input_add(in, pattern_buffer(a, total, 5000)), 0);
+        total += 5000;
+    }
+    /* The frame keeps the composite alive, as it was. */
+    assert_int_equal(bp_composite_components(shown), 2);
+    assert_int_equal(bp_capacity(shown), 10000);
+    assert_true(bp_input_peek(in) != shown);
+    expect_pattern(frame, 0, 100);
+    expect_pattern(bp_input_peek(in), 100, total - 100);
+    bp_release(frame);
+    /* Held by nobody else, the input's composite takes components again, in place. */
+    bp_buf *now = bp_input_peek(in);
+    assert_int_equal(bp_input_add(in, pattern_buffer(a, total, 5000)), 0);
+    total += 5000;
+    assert_true(bp_input_peek(in) == now);
+    expect_pattern(now, 100, total - 100);
+    bp_input_free(in);
+}
+
+typedef struct frame_reader {
+    bp_buf *frame;
+    size_t from;
+    atomic_bool *stop;
+    size_t rounds;
+} frame_reader;
+
+static void *read_frame_until_stopped(void *arg)
+{
+    frame_reader *r = arg;
+    do {
+        size_t n = bp_readable_bytes(r->frame), at = bp_reader_index(r->frame);
+        for (size_t i = 0; i < n; i++) {
+            uint8_t v = 0;
+            if (bp_get_u8(r->frame, at + i, &v) != 0 || v != pattern(r->from + i)) return (void *)1;
+        }
+        r->rounds++;
+    } while (!atomic_load(r->stop));
+    return NULL;
+}
+
+/* Frames of an input's composite read on two other threads while the input's thread goes
+ * on adding and taking (the sanitizer builds check the memory accesses). */
+static void test_frames_of_a_composite_read_on_other_threads(void **state)
+{
+    bp_allocator *a = *state;
+    for (unsigned round = 0; round < 20; round++) {
+        bp_input *in = bp_input_new(a, NULL, NULL);
+        assert_int_equal(bp_input_add(in, pattern_buffer(a, 0, 5000)), 0);
+        assert_int_equal(bp_input_add(in, pattern_buffer(a, 5000, 5000)), 0);
+        atomic_bool stop = false;
+        frame_reader readers[2] = {{bp_input_take(in, 4990, NULL), 0, &stop, 0},
+                                   {bp_input_take(in, 20, NULL), 4990, &stop, 0}};
+        pthread_t threads[2];
+        for (int t = 0; t < 2; t++) assert_int_equal(pthread_create(&threads[t], NULL, read_frame_until_stopped, &readers[t]), 0);
+        size_t total = 10000, taken = 5010;
+        for (size_t k = 0; k < 40; k++) {
+            assert_int_equal(bp_input_add(in, pattern_buffer(a, total, 5000)), 0);
+            total += 5000;
+            bp_buf *f = bp_input_take(in, 3000, NULL);
+            expect_pattern(f, taken, 3000);
+            taken += 3000;
+            bp_release(f);
+        }
+        atomic_store(&stop, true);
+        for (int t = 0; t < 2; t++) {
+            void *bad;
+            assert_int_equal(pthread_join(threads[t], &bad), 0);
+            assert_null(bad);
+            assert_true(readers[t].rounds > 0);
+            bp_release(readers[t].frame);
+        }
+        expect_pattern(bp_input_peek(in), taken, total - taken);
+        bp_input_free(in);
+    }
+}
+
+/* What bp_input_peek allows keeping - a retained slice of the unread bytes - can be added
+ * back, also when the input's buffer is a composite: the bytes are appended (copied). */
+static void test_add_of_a_slice_of_its_own_bytes(void **state)
+{
+    bp_allocator *a = *state;
+    for (int linked = 0; linked < 2; linked++) {
+        bp_input *in = bp_input_new(a, NULL, NULL);
+        size_t total = linked ? 10000 : 3000;
+        assert_int_equal(bp_input_add(in, pattern_buffer(a, 0, total / 2)), 0);
+        assert_int_equal(bp_input_add(in, pattern_buffer(a, total / 2, total / 2)), 0);
+        bp_buf *peek = bp_input_peek(in);
+        assert_int_equal(bp_composite_components(peek) == 2, linked == 1);
+        bp_buf *own = bp_retained_slice(peek, bp_reader_index(peek) + 7, 10, NULL);
+        assert_non_null(own);
+        assert_int_equal(bp_input_add(in, own), 0);
+        assert_int_equal(bp_input_readable(in), total + 10);
+        peek = bp_input_peek(in);
+        expect_pattern_at(peek, bp_reader_index(peek), 0, total);
+        expect_pattern_at(peek, bp_reader_index(peek) + total, 7, 10);
+        bp_input_free(in);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -395,6 +530,9 @@ int main(void)
         BOTH(test_read_after_linked_buffers, teardown),
         BOTH(test_limit_refuses_more, teardown),
         BOTH(test_take_and_errors, teardown),
+        BOTH(test_composite_shown_by_a_frame_stays_as_it_is, teardown),
+        BOTH(test_frames_of_a_composite_read_on_other_threads, teardown),
+        BOTH(test_add_of_a_slice_of_its_own_bytes, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
