@@ -1501,8 +1501,10 @@ BP_API void bp_input_clear(bp_input *in);
  * arrive in later reads, and decodes the frames after it. With fail_fast the error comes
  * as soon as the length is known to be too long, before the bytes are skipped; without,
  * once they all have been (a frame too long found whole in the input is reported at once
- * either way). While skipping, a delimiter decoder keeps the last bytes that may be the
- * start of a delimiter. Malformed input is BP_ECORRUPT (the bytes up to the end of the
+ * either way). A line or delimited frame is too long once its bytes alone pass the
+ * maximum: last bytes that may start its delimiter do not count, so an allowed frame whose
+ * delimiter arrives split across reads is still a frame. While skipping, a delimiter decoder
+ * keeps the last bytes that may be the start of a delimiter. Malformed input is BP_ECORRUPT (the bytes up to the end of the
  * length field, or of the frame, are skipped as Netty does; the stream is then usually
  * beyond repair). A decoder expects to be the only consumer of its input. */
 
@@ -1536,7 +1538,11 @@ typedef struct bp_frame_config {
     /* BP_FRAME_LINE and BP_FRAME_DELIMITER */
     int strip_delimiter;             /* default 1 */
     /* BP_FRAME_DELIMITER: at least one; copied by bp_frame_decoder_new. The frame ends at
-     * the delimiter found first (the shortest frame; on a tie the earlier one listed). */
+     * the delimiter found first in the bytes at hand (the shortest frame; on a tie the
+     * earlier one listed). With delimiters that overlap - one a prefix of another ("|" and
+     * "||"), or one's end another's start - where the frame ends may then depend on how the
+     * bytes arrive, as with Netty's DelimiterBasedFrameDecoder: "a|" read before "|" ends
+     * at "|" even where "||" listed first would win a tie. */
     const bp_delimiter *delimiters;
     size_t delimiter_count;
     /* BP_FRAME_FIXED_LENGTH: >= 1; max_frame_length and fail_fast are not used */

@@ -310,6 +310,12 @@ static int decode_line(bp_frame_decoder *d, bp_input *in, bp_buf **frame)
         return BP_ETOOLONG;
     }
     if (found) return emit(d, in, 0, d->cfg.strip_delimiter ? length : length + delimiter, length + delimiter, frame);
+    /* No "\n" yet: a last "\r" may start the line's "\r\n", and is then none of its bytes. */
+    uint8_t last = 0;
+    bp_buf *b = bp_input_peek(in);
+    if (unread == d->cfg.max_frame_length + 1 && bp_get_u8(b, bp_reader_index(b) + unread - 1, &last) == 0 &&
+        last == '\r')
+        return 0;
     if (unread > d->cfg.max_frame_length) {
         skip(d, in, unread);
         d->discarding = true;
@@ -346,6 +352,20 @@ static int find_delimiter(bp_frame_decoder *d, const bp_buf *b, size_t unread, s
     return 1;
 }
 
+/* Whether a delimiter may still end a frame of at most max_frame_length bytes: the last
+ * bytes of the unread ones, from a start within the limit, are the first bytes of one. */
+static bool delimiter_may_start_within_limit(const bp_frame_decoder *d, const bp_buf *b, size_t unread)
+{
+    size_t reader = bp_reader_index(b), max = d->cfg.max_frame_length;
+    for (size_t i = 0; i < d->cfg.delimiter_count; i++) {
+        const bp_delimiter *delim = &d->cfg.delimiters[i];
+        size_t start = unread >= delim->length ? unread - delim->length + 1 : 0;
+        for (size_t at = start; at < unread && at <= max; at++)
+            if (matches_at(b, reader + at, delim->bytes, unread - at)) return true;
+    }
+    return false;
+}
+
 static int decode_delimited(bp_frame_decoder *d, bp_input *in, bp_buf **frame)
 {
     size_t unread = bp_input_readable(in), length = 0, delimiter = 0;
@@ -366,7 +386,9 @@ static int decode_delimited(bp_frame_decoder *d, bp_input *in, bp_buf **frame)
     /* No delimiter yet. Skipping a frame too long keeps the last longest - 1 bytes, which
      * may be the start of its delimiter. */
     size_t keep = d->longest_delimiter - 1;
-    if (!d->discarding && unread <= d->cfg.max_frame_length) return 0;
+    if (!d->discarding &&
+        (unread <= d->cfg.max_frame_length || delimiter_may_start_within_limit(d, bp_input_peek(in), unread)))
+        return 0;
     bool first = !d->discarding;
     d->discarding = true;
     if (unread > keep) {

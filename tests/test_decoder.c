@@ -499,6 +499,46 @@ static void test_delimiter_across_components(void **state)
     bp_frame_decoder_free(d);
 }
 
+/* A frame of exactly the maximum whose delimiter arrives in two reads is the same frame as
+ * when the bytes arrive at once: the limit counts the frame's bytes, not the start of a
+ * delimiter behind them. One byte more is too long however the bytes arrive. */
+static void test_maximum_with_a_delimiter_split_across_reads(void **state)
+{
+    bp_allocator *a = *state;
+    const bp_delimiter bars[] = {{"|", 1}, {"<=>", 3}};
+    for (int fail_fast = 0; fail_fast < 2; fail_fast++) {
+        for (int kind = 0; kind < 2; kind++) {
+            const char *ends[] = {"\r\n", "<=>"};
+            const char *end = ends[kind];
+            size_t end_len = strlen(end);
+            for (size_t cut = 1; cut < end_len; cut++) {
+                bp_frame_decoder *d = kind == 0 ? line_decoder(2, 1, fail_fast) : delimiter_decoder(bars, 2, 2, 1, fail_fast);
+                bp_input *in = bp_input_new(a, NULL, NULL);
+                char first[8] = "ab";
+                memcpy(first + 2, end, cut);
+                feed(a, in, first, 2 + cut);
+                expect_need_more(d, in);
+                feed(a, in, end + cut, end_len - cut);
+                expect_text(d, in, "ab");
+                /* One byte over the maximum, the delimiter's start in sight: too long. */
+                memcpy(first, "abc", 3);
+                memcpy(first + 3, end, cut);
+                feed(a, in, first, 3 + cut);
+                if (fail_fast) expect_error(d, in, BP_ETOOLONG);
+                else expect_need_more(d, in);
+                feed(a, in, end + cut, end_len - cut);
+                if (!fail_fast) expect_error(d, in, BP_ETOOLONG);
+                feed_text(a, in, "ok");
+                feed(a, in, end, end_len);
+                expect_text(d, in, "ok");
+                expect_need_more(d, in);
+                bp_input_free(in);
+                bp_frame_decoder_free(d);
+            }
+        }
+    }
+}
+
 /* Skipping a frame too long keeps the bytes that may start its delimiter. */
 static void test_delimiter_too_long_keeps_partial_delimiter(void **state)
 {
@@ -721,6 +761,7 @@ int main(void)
         BOTH(test_delimiters_first_match_wins, teardown),
         BOTH(test_delimiter_across_components, teardown),
         BOTH(test_delimiter_too_long_keeps_partial_delimiter, teardown),
+        BOTH(test_maximum_with_a_delimiter_split_across_reads, teardown),
         BOTH(test_fixed_length, teardown),
         BOTH(test_stream_errors_are_not_misuse, teardown),
         BOTH(test_config_errors, teardown),
