@@ -1578,10 +1578,10 @@ BP_API int bp_frame_decode(bp_frame_decoder *d, bp_input *in, bp_buf **frame);
  * blocks a call (a composite takes one per component), with MSG_MORE when a region comes
  * next (a small header then leaves in the same TCP segment as the file's first bytes); a
  * region with sendfile(2), which hands the file's pages to the socket without copying
- * them (see bp_output_add_file). A
- * partial write advances the reader index of the buffer it stops in, or the offset of the
- * region; the next flush goes on from there. Each buffer is released once written to its
- * end, each region's release callback called. Water marks on the pending bytes (file
+ * them (see bp_output_add_file). A partial write advances the output's own position in
+ * the buffer it stops in (never the buffer's indices), or the offset of the region; the
+ * next flush goes on from there. Each buffer is released once written to its end, each
+ * region's release callback called. Water marks on the pending bytes (file
  * bytes too) give backpressure: above high_water_mark the output turns unwritable (stop
  * reading from the peer), below low_water_mark writable again (Netty's
  * channelWritabilityChanged). */
@@ -1611,10 +1611,15 @@ BP_API bp_output *bp_output_new(const bp_output_config *cfg, int *err);
 BP_API void bp_output_free(bp_output *out);
 
 /* Queues buf's readable bytes, taking over the caller's reference (any buffer: plain, a
- * view, a composite, a wrapped one). Do not change or release it afterwards. An empty buf
- * is released at once. Returns 0, or 1 when this add turned the output unwritable (the
- * pending bytes passed high_water_mark); on failure the reference stays the caller's and
- * nothing changes: BP_EINVAL (NULL), BP_EFREED (buf released), BP_ENOMEM. */
+ * view, a composite, a wrapped one). The bytes queued are those readable now, whatever
+ * becomes of buf's indices, which the output never changes; the same buffer may be queued
+ * again (a reference each time). Do not change those bytes or release the reference
+ * afterwards: the flush that reaches a buffer released behind the output's back fails
+ * with BP_EFREED - until its bp_buf object is handed out again, as any use after release.
+ * An empty buf is released at once. Returns 0, or 1 when this add turned the output
+ * unwritable (the pending bytes passed high_water_mark); on failure the reference stays
+ * the caller's and nothing changes: BP_EINVAL (NULL), BP_EFREED (buf released),
+ * BP_ENOMEM. */
 BP_API int bp_output_add(bp_output *out, bp_buf *buf);
 
 /* Called once for each region queued by bp_output_add_file, with its fd and user_data:

@@ -5,15 +5,16 @@
  * the bytes pending. Built on the public buffer API only; common.h is included for
  * bp__misuse, os.h for the writes.
  *
- * The queue is an array used from `head`: buffers in the order added, each holding the
- * reference the output took over, and NULL where a file region stands, whose fd, offset
- * and length wait in a second array of the same kind, in the same order, made when the
- * first region comes (an output of buffers only is what it would be without regions:
- * one pointer more, no larger an allocation per connection). A flush describes the readable
- * bytes of the buffers up to the next region as iovecs (bp_readable_iovec per buffer),
- * writes them with one call, then walks the queue by what went out: buffers written to
- * their end are released, the one the write stopped in has its reader index advanced, and
- * the next flush starts there. A region at the head goes out with sendfile, its offset
+ * The queue is an array used from `head`: in the order added, each buffer with the
+ * reference the output took over and the range of it still to write - its readable bytes
+ * when it was added - and a NULL buffer where a file region stands, whose fd, offset and
+ * length wait in a second array of the same kind, in the same order, made when the first
+ * region comes (an output of buffers only is what it would be without regions: one pointer
+ * more, no larger an allocation per connection). A flush describes the ranges of the
+ * buffers up to the next region as iovecs (bp_iovec per buffer), writes them with one
+ * call, then walks the queue by what went out: buffers written to their end are released,
+ * the range the write stopped in starts later, and the next flush starts there. The
+ * output never changes a buffer's indices, so one buffer may be queued twice. A region at the head goes out with sendfile, its offset
  * advanced by what was written, and is released (its callback called) once it is all out.
  */
 #include "common.h"
@@ -59,8 +60,14 @@ typedef struct region_queue {
     size_t head, count, room;
 } region_queue;
 
+/* A queued buffer, or (buf NULL) the next file region of `files`. */
+typedef struct item {
+    bp_buf *buf;
+    size_t index, left; /* the bytes of buf still to write */
+} item;
+
 struct bp_output {
-    bp_buf **items;   /* NULL: the next file region of `files` */
+    item *items;
     size_t head, count, room;
     region_queue *files; /* NULL until a region is added */
     size_t pending;   /* readable bytes of the queued buffers and regions */
@@ -117,7 +124,7 @@ static void release_all(bp_output *out)
     out->head = out->count = 0;
     out->pending = 0;
     for (size_t i = head; i < head + count; i++) {
-        if (out->items[i] != NULL) bp_release(out->items[i]);
+        if (out->items[i].buf != NULL) bp_release(out->items[i].buf);
         else drop_region(out, 0);
     }
 }
@@ -160,7 +167,7 @@ static void *make_room(void *array, size_t size, size_t *head, size_t count, siz
 /* Room for one more item; BP_ENOMEM (nothing changed) when there is none to be had. */
 static int item_room(bp_output *out)
 {
-    bp_buf **items = make_room(out->items, sizeof *items, &out->head, out->count, &out->room);
+    item *items = make_room(out->items, sizeof *items, &out->head, out->count, &out->room);
     if (items == NULL) return BP_ENOMEM;
     out->items = items;
     return 0;
@@ -187,7 +194,7 @@ int bp_output_add(bp_output *out, bp_buf *buf)
     }
     int rc = item_room(out);
     if (rc != 0) return rc;
-    out->items[out->head + out->count++] = buf;
+    out->items[out->head + out->count++] = (item){buf, bp_reader_index(buf), n};
     return add_pending(out, n);
 }
 
@@ -219,7 +226,7 @@ int bp_output_add_file(bp_output *out, int fd, int64_t offset, uint64_t length, 
     if (items == NULL) return BP_ENOMEM;
     q->items = items;
     items[q->head + q->count++] = (region){fd, false, offset, length, release, user_data};
-    out->items[out->head + out->count++] = NULL;
+    out->items[out->head + out->count++] = (item){NULL, 0, 0};
     return add_pending(out, (size_t)length);
 }
 
@@ -231,8 +238,9 @@ static int gather(const bp_output *out, struct iovec *iov, size_t *bytes, bool *
 {
     int used = 0;
     size_t total = 0, i = 0;
-    for (; i < out->count && out->items[out->head + i] != NULL && used < IOV_BLOCKS && total < MAX_WRITE; i++) {
-        int n = bp_readable_iovec(out->items[out->head + i], iov + used, IOV_BLOCKS - used);
+    for (; i < out->count && out->items[out->head + i].buf != NULL && used < IOV_BLOCKS && total < MAX_WRITE; i++) {
+        const item *it = &out->items[out->head + i];
+        int n = bp_iovec(it->buf, it->index, it->left, iov + used, IOV_BLOCKS - used);
         if (n < 0) return n;
         for (int k = 0; k < n && used < IOV_BLOCKS && total < MAX_WRITE; k++, used++) {
             if (iov[used].iov_len > MAX_WRITE - total) iov[used].iov_len = MAX_WRITE - total;
@@ -240,7 +248,7 @@ static int gather(const bp_output *out, struct iovec *iov, size_t *bytes, bool *
         }
     }
     *bytes = total;
-    *region_next = i < out->count && out->items[out->head + i] == NULL;
+    *region_next = i < out->count && out->items[out->head + i].buf == NULL;
     return used;
 }
 
@@ -249,17 +257,17 @@ static int gather(const bp_output *out, struct iovec *iov, size_t *bytes, bool *
 static void advance(bp_output *out, size_t n)
 {
     out->pending -= n;
-    while (out->count > 0 && out->items[out->head] != NULL) { /* also past buffers emptied behind the output's back */
-        bp_buf *b = out->items[out->head];
-        size_t readable = bp_readable_bytes(b);
-        if (n < readable) {
-            bp_skip_bytes(b, n);
+    while (out->count > 0 && out->items[out->head].buf != NULL) {
+        item *it = &out->items[out->head];
+        if (n < it->left) {
+            it->index += n;
+            it->left -= n;
             break;
         }
-        bp_release(b);
+        bp_release(it->buf);
         out->head++;
         out->count--;
-        n -= readable;
+        n -= it->left;
     }
     if (out->count == 0) out->head = 0;
     if (out->unwritable && out->pending < out->cfg.low_water_mark) set_writable(out, true);
@@ -322,7 +330,7 @@ long bp_output_flush(bp_output *out, int fd)
     while (out->count > 0) {
         size_t want = 0;
         int err = 0;
-        bool file = out->items[out->head] == NULL;
+        bool file = out->items[out->head].buf == NULL;
         long put = file ? write_region(out, fd, &want) : write_buffers(out, fd, &want, &err);
         if (err != 0) return err;
         if (put < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;

@@ -426,6 +426,61 @@ static size_t flush_through(bp_output *out, int fds[2], uint8_t *got, size_t roo
     return received;
 }
 
+/* One buffer queued twice (a reference each time) goes out twice, whole, however the writes
+ * are cut; the output never moves the buffer's own indices. */
+static void test_one_buffer_queued_twice(void **state)
+{
+    bp_allocator *a = *state;
+    int fds[2];
+    small_socketpair(fds);
+    bp_output *out = bp_output_new(NULL, NULL);
+    bp_buf *b = patterned(a, 0, 30000, 0, NULL);
+    assert_int_equal(bp_retain(b), 0);
+    assert_int_equal(bp_retain(b), 0); /* the third reference: to look at it afterwards */
+    assert_true(bp_output_add(out, b) >= 0);
+    assert_true(bp_output_add(out, b) >= 0);
+    assert_int_equal(bp_output_pending(out), 60000);
+    assert_int_equal(bp_output_count(out), 2);
+    uint8_t *got = malloc(60000);
+    assert_int_equal(flush_through(out, fds, got, 60000), 60000);
+    for (size_t i = 0; i < 60000; i++)
+        if (got[i] != pattern(i % 30000)) fail_msg("byte %zu: %u, expected %u", i, got[i], pattern(i % 30000));
+    assert_int_equal(bp_output_count(out), 0);
+    assert_int_equal(bp_reader_index(b), 0);
+    assert_int_equal(bp_readable_bytes(b), 30000);
+    assert_int_equal(bp_refcnt(b), 1);
+    bp_release(b);
+    free(got);
+    bp_output_free(out);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* A queued buffer released behind the output's back (and not handed out again) fails the
+ * flush that reaches it, with nothing of it written. */
+static void test_buffer_released_behind_its_back(void **state)
+{
+    bp_allocator *a = *state;
+    misuse_capture_start();
+    int fds[2];
+    small_socketpair(fds);
+    bp_output *out = bp_output_new(NULL, NULL);
+    bp_buf *first = patterned(a, 0, 100, 0, NULL), *second = patterned(a, 100, 100, 0, NULL);
+    assert_true(bp_output_add(out, first) >= 0);
+    assert_true(bp_output_add(out, second) >= 0);
+    assert_int_equal(bp_release(second), 1); /* misuse: the output's reference */
+    assert_int_equal(bp_output_flush(out, fds[0]), BP_EFREED);
+    assert_int_equal(last_misuse.err, BP_EFREED);
+    uint8_t got[300];
+    size_t received = 0;
+    drain(fds[1], got, &received, sizeof got);
+    assert_true(received <= 100); /* at most the first buffer's bytes */
+    for (size_t i = 0; i < received; i++) assert_int_equal(got[i], pattern(i));
+    bp_output_free(out);
+    close(fds[0]);
+    close(fds[1]);
+}
+
 /* Regions of one shared fd between buffers of every kind, regions back to back: the bytes
  * arrive in the order queued, partial writes cut
  * buffers and regions alike, each region is released once, completed, when its last byte
@@ -1001,6 +1056,8 @@ int main(void)
         BOTH(test_clear_and_free_release_everything, teardown),
         BOTH(test_error_releases_queue, teardown),
         BOTH(test_output_misuse, teardown),
+        BOTH(test_one_buffer_queued_twice, teardown),
+        BOTH(test_buffer_released_behind_its_back, teardown),
         BOTH(test_file_regions_between_buffers, teardown),
         BOTH(test_file_region_water_marks, teardown),
         BOTH(test_file_region_release_on_clear_free_error, teardown),
