@@ -136,8 +136,10 @@ BP_API const char *bp_version_string(void);
  * BP_ECORRUPT or BP_EFULL, which are not misuse (BP_ESHARED: a discard refused while other
  * holders share the bytes, which servers try opportunistically; the last three come from a
  * peer's bytes). `func` is the public function the program called (bp_release for a release
- * through bp_release, bp_release_n for one through bp_release_n, ...), `message` a one-line
- * description with the values involved. */
+ * through bp_release, bp_release_n for one through bp_release_n, ...) - for a buffer handed
+ * to an input or output found broken there (a composite component released behind its
+ * back, say), the buffer function that input or output called on it (bp_write_buf, ...) -
+ * and `message` a one-line description with the values involved. */
 typedef void (*bp_misuse_handler)(int err, const char *func, const char *message,
                                   void *user_data);
 
@@ -1189,13 +1191,13 @@ BP_API bp_buf *bp_copy(const bp_buf *b, size_t index, size_t length, int *err);
  * all into a single new buffer (one copy), as Netty does. A component must not be changed
  * or released (or, for a plain view, freed) through the caller's pointer once added (its
  * bytes are the composite's). If it is, the composite's next operation - every one checks
- * its components first - fails with BP_EFREED (released, even when its object has since
- * been handed out as another buffer) or BP_ERANGE (shrunk below what the composite shows)
- * instead of touching freed memory or someone else's buffer, or with BP_EINVAL when the
- * change nests composites deeper than BP_MAX_COMPOSITE_DEPTH (no call then recurses
- * further, and releasing the composite ends any depth without using more stack). When the
- * composite ends it releases its other components and leaves a released one alone,
- * reporting it (BP_EFREED).
+ * its components first, except bp_composite_add, which reads none (see there) - fails with
+ * BP_EFREED (released, even when its object has since been handed out as another buffer)
+ * or BP_ERANGE (shrunk below what the composite shows) instead of touching freed memory or
+ * someone else's buffer, or with BP_EINVAL when the change nests composites deeper than
+ * BP_MAX_COMPOSITE_DEPTH (no call then recurses further, and releasing the composite ends
+ * any depth without using more stack). When the composite ends it releases its other
+ * components and leaves a released one alone, reporting it (BP_EFREED).
  * ------------------------------------------------------------------------------------- */
 
 #define BP_DEFAULT_MAX_COMPONENTS 16
