@@ -14,8 +14,9 @@
  * buffers up to the next region as iovecs (bp_iovec per buffer), writes them with one
  * call, then walks the queue by what went out: buffers written to their end are released,
  * the range the write stopped in starts later, and the next flush starts there. The
- * output never changes a buffer's indices, so one buffer may be queued twice. A region at the head goes out with sendfile, its offset
- * advanced by what was written, and is released (its callback called) once it is all out.
+ * output never changes a buffer's indices, so one buffer may be queued twice. A region at
+ * the head goes out with sendfile, its offset advanced by what was written, and is
+ * released (its callback called) once it is all out.
  */
 #include "common.h"
 #include "os.h"
@@ -264,10 +265,10 @@ static void advance(bp_output *out, size_t n)
             it->left -= n;
             break;
         }
+        n -= it->left;
         bp_release(it->buf);
         out->head++;
         out->count--;
-        n -= it->left;
     }
     if (out->count == 0) out->head = 0;
     if (out->unwritable && out->pending < out->cfg.low_water_mark) set_writable(out, true);
