@@ -1090,20 +1090,23 @@ static bool view_intact(const bp_buf *v)
     return holder->root == NULL || bp__generation_holds(holder->held, holder->held_generation);
 }
 
+size_t bp__view_capacity_now(const bp_buf *v)
+{
+    size_t root_capacity = v->root->head.capacity;
+    if (v->view_length == SIZE_MAX) return root_capacity;
+    size_t room = root_capacity > v->view_offset ? root_capacity - v->view_offset : 0;
+    return v->view_length < room ? v->view_length : room;
+}
+
+bool bp__view_intact(const bp_buf *v) { return view_intact(v); }
+
 /* Brings a view's head up to date with its root (which the caller knows is intact). */
 static void view_follow(bp_buf *v)
 {
     bp_buf *root = v->root;
-    size_t root_capacity = root->head.capacity;
     v->head.memory = root->composite == NULL ? root->head.memory + v->view_offset : NULL;
-    if (v->view_length == SIZE_MAX) {
-        v->head.capacity = root_capacity;
-        v->head.max_capacity = root->head.max_capacity;
-    } else {
-        size_t room = root_capacity > v->view_offset ? root_capacity - v->view_offset : 0;
-        v->head.capacity = v->view_length < room ? v->view_length : room;
-        v->head.max_capacity = v->head.capacity;
-    }
+    v->head.capacity = bp__view_capacity_now(v);
+    v->head.max_capacity = v->view_length == SIZE_MAX ? root->head.max_capacity : v->head.capacity;
     if (v->head.writer_index > v->head.capacity) v->head.writer_index = v->head.capacity;
     if (v->head.reader_index > v->head.writer_index) v->head.reader_index = v->head.writer_index;
 }

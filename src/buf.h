@@ -23,6 +23,12 @@ uint64_t bp__generation_record(bp_buf *b);
  * root is gone. */
 int bp__view_refresh(bp_buf *b, const char *func);
 
+/* Whether the buffers a view v shows and holds are still the ones it was made of; and its
+ * capacity as its (intact) root has it now. Both only read: a view that is a composite's
+ * component is checked this way by every thread reading that composite at once. */
+bool bp__view_intact(const bp_buf *v);
+size_t bp__view_capacity_now(const bp_buf *v);
+
 /* A live indirect buffer: refreshes a view, and checks that every component a composite (or
  * the composite under a view) reaches is still there. 0 or the reported error. */
 int bp__indirect_check(bp_buf *b, const char *func);

@@ -261,14 +261,16 @@ int bp__bytes_copy(bp_buf *dst, size_t dst_index, const bp_buf *src, size_t src_
 
 static int check_components(const bp_buf *b, const char *func, unsigned level);
 
-/* A live component that is a view or a composite: a view is refreshed; a composite, or the
- * composite under a view, is checked a level down. */
-static int check_indirect_component(bp_buf *buf, const char *func, unsigned level)
+/* A live component that is a view or a composite: a view's root must be intact; a
+ * composite, or the composite under a view, is checked a level down. Nothing is written: a
+ * view component is not refreshed (walks go through its root, not its head), as threads
+ * reading views of one composite at once all check its components. */
+static int check_indirect_component(const bp_buf *buf, const char *func, unsigned level)
 {
     if (buf->root == NULL) return check_components(buf, func, level);
-    int rc = bp__view_refresh(buf, func);
-    if (rc == 0 && buf->root->composite != NULL) rc = check_components(buf->root, func, level);
-    return rc;
+    if (BP__UNLIKELY(!bp__view_intact(buf)))
+        return bp__misuse(BP_EFREED, func, "buffer %p: the buffer it derives from was released", (const void *)buf);
+    return buf->root->composite != NULL ? check_components(buf->root, func, level) : 0;
 }
 
 /* Every component still alive and still as long as the range the composite shows of it:
@@ -288,11 +290,13 @@ static int check_components(const bp_buf *b, const char *func, unsigned level)
         if (BP__UNLIKELY(!bp__generation_holds(item->buf, item->generation)))
             return bp__misuse(BP_EFREED, func, "component %zu (%p) of composite %p was released behind its back", i,
                               (void *)item->buf, (const void *)b);
+        bool view = (count & BP__REFCNT_INDIRECT) && item->buf->root != NULL;
         if (count & BP__REFCNT_INDIRECT) {
             int rc = check_indirect_component(item->buf, func, level + 1);
             if (BP__UNLIKELY(rc != 0)) return rc;
         }
-        if (BP__UNLIKELY(item->buf->head.capacity < item->buf_index + item->length))
+        size_t capacity = view ? bp__view_capacity_now(item->buf) : item->buf->head.capacity;
+        if (BP__UNLIKELY(capacity < item->buf_index + item->length))
             return bp__misuse(BP_ERANGE, func, "component %zu (%p) of composite %p shrank below the %zu bytes it holds",
                               i, (void *)item->buf, (const void *)b, item->length);
     }
