@@ -1456,7 +1456,9 @@ BP_API long bp_input_read_fd(bp_input *in, int fd);
  * input's own buffer when that has the room, or when they and the unread bytes together
  * are at most 4 KiB; larger ones are linked as a component without a copy (the input's
  * buffer becomes a composite; frames cut from it are then views of a composite, whose
- * bp_data is NULL; past 64 components the unread bytes are copied into one buffer). A
+ * bp_data is NULL; past 64 components the unread bytes are copied into one buffer). Its
+ * components are contiguous buffers only: a composite (or a view of one) is copied, never
+ * nested, and so is an adopted one once more bytes come. A
  * composite that frames (or a retained slice of bp_input_peek) still show is never
  * changed, as those may be read on other threads: the unread bytes and buf's are then
  * copied into one buffer of the input's own. The input never writes into a buffer it was

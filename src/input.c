@@ -7,7 +7,8 @@
  * - NULL when nothing is unread (an idle connection holds no pooled memory);
  * - a plain buffer the input allocated ("owned"): the only kind it ever writes into, and
  *   only above its writer index, where no frame shows anything;
- * - or a buffer handed to it, or a composite it made of such buffers: never written.
+ * - or a buffer handed to it, or a composite it made of such buffers (contiguous ones: a
+ *   composite handed to it is copied, never nested): never written.
  * Frames are retained slices of `buf`, so its reference count says whether a frame still
  * shows its bytes. Bytes move only in an owned buffer nobody else holds (count 1); when one
  * that frames hold must compact or grow, the unread bytes are copied into a fresh buffer and
@@ -256,6 +257,11 @@ int bp_input_add(bp_input *in, bp_buf *b)
     /* A composite that frames show stays as it is: they read through its table of
      * components, perhaps on other threads, and adding would change (move) that table. */
     if (in->composite && bp_refcnt(in->buf) > 1) return merge(in, b, n);
+    /* The input's composite holds contiguous buffers only, one level deep: a scattered
+     * one (a composite, a view of one) is copied, and so is an adopted one once more
+     * comes, rather than nested a level deeper (up to BP_MAX_COMPOSITE_DEPTH). */
+    if (bp_data(b, bp_reader_index(b)) == NULL || (!in->composite && bp_data(in->buf, bp_reader_index(in->buf)) == NULL))
+        return merge(in, b, n);
     if (in->composite && bp_composite_components(in->buf) >= MAX_COMPONENTS) return merge(in, b, n);
     return link_component(in, b);
 }

@@ -518,6 +518,52 @@ static void test_add_of_a_slice_of_its_own_bytes(void **state)
     }
 }
 
+/* A buffer of n bytes of the test stream from `from`, under `depth` levels of composites. */
+static bp_buf *nested_pattern_buffer(bp_allocator *a, size_t from, size_t n, int depth)
+{
+    bp_buf *b = pattern_buffer(a, from, n);
+    for (int i = 0; i < depth; i++) {
+        bp_buf *c = bp_composite(a, 4, NULL);
+        assert_non_null(c);
+        assert_int_equal(bp_composite_add(c, b, 1), 0);
+        b = c;
+    }
+    return b;
+}
+
+/* Scattered buffers (composites, as deep as they may be) are copied into the input, not
+ * linked under its own composite, which would nest them one level deeper: an add never
+ * fails for the depth, and a scattered buffer the input adopted does not refuse the adds
+ * after it. */
+static void test_composites_added_are_copied_whatever_their_depth(void **state)
+{
+    bp_allocator *a = *state;
+    misuse_capture_start();
+    for (int adopted = 0; adopted < 2; adopted++) {
+        bp_input *in = bp_input_new(a, NULL, NULL);
+        size_t total = 0;
+        if (!adopted) {
+            assert_int_equal(bp_input_add(in, pattern_buffer(a, 0, 100)), 0);
+            total = 100;
+        }
+        assert_int_equal(bp_input_add(in, nested_pattern_buffer(a, total, 6000, BP_MAX_COMPOSITE_DEPTH)), 0);
+        total += 6000;
+        for (int k = 0; k < 3; k++) {
+            assert_int_equal(bp_input_add(in, pattern_buffer(a, total, 5000)), 0);
+            total += 5000;
+        }
+        assert_int_equal(bp_input_add(in, nested_pattern_buffer(a, total, 5000, 2)), 0);
+        total += 5000;
+        assert_int_equal(bp_input_readable(in), total);
+        expect_pattern(bp_input_peek(in), 0, total);
+        bp_buf *frame = bp_input_take(in, total, NULL);
+        expect_pattern(frame, 0, total);
+        bp_release(frame);
+        bp_input_free(in);
+    }
+    assert_int_equal(last_misuse.count, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -533,6 +579,7 @@ int main(void)
         BOTH(test_composite_shown_by_a_frame_stays_as_it_is, teardown),
         BOTH(test_frames_of_a_composite_read_on_other_threads, teardown),
         BOTH(test_add_of_a_slice_of_its_own_bytes, teardown),
+        BOTH(test_composites_added_are_copied_whatever_their_depth, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
