@@ -1507,10 +1507,13 @@ BP_API void bp_input_clear(bp_input *in);
  * once they all have been (a frame too long found whole in the input is reported at once
  * either way). A line or delimited frame is too long once its bytes alone pass the
  * maximum: last bytes that may start its delimiter do not count, so an allowed frame whose
- * delimiter arrives split across reads is still a frame. While skipping, a delimiter decoder
- * keeps the last bytes that may be the start of a delimiter. Malformed input is BP_ECORRUPT (the bytes up to the end of the
- * length field, or of the frame, are skipped as Netty does; the stream is then usually
- * beyond repair). A decoder expects to be the only consumer of its input. */
+ * delimiter arrives split across reads is still a frame. While skipping, a delimiter
+ * decoder keeps the last bytes that may be the start of a delimiter. Malformed input is
+ * BP_ECORRUPT (the bytes up to the end of the length field, or of the frame, are skipped
+ * as Netty does; the stream is then usually beyond repair). A frame is cut once all of it
+ * (header, delimiter) is in the input, so the input's max_buffered must leave room for the
+ * longest: a frame that cannot fit is never had (bp_input_read_fd and bp_input_add refuse
+ * more with BP_EFULL). A decoder expects to be the only consumer of its input. */
 
 typedef enum bp_frame_type {
     BP_FRAME_LENGTH_FIELD = 1, /* a length field in a header */
@@ -1658,8 +1661,11 @@ BP_API int bp_output_add_file(bp_output *out, int fd, int64_t offset, uint64_t l
  * be written now or nothing is queued); BP_EIO with errno set on an error (EPIPE: the peer
  * is gone; also a region's file failing to be read, see bp_output_add_file), after which
  * every queued buffer and region has been released (errno kept); BP_EINVAL (NULL);
- * BP_EFREED when a queued buffer was released behind the output's back (bytes this call
- * wrote before reaching it stay written and accounted). EINTR is retried. */
+ * BP_EFREED when a queued buffer was released behind the output's back: nothing of the
+ * gathering write that would take it goes out (buffers ahead of it in that write neither),
+ * bytes earlier writes of this call sent stay sent and out of bp_output_pending, and the
+ * output cannot get past the buffer - clear or free it (the release of the broken buffer
+ * there is reported as misuse too). EINTR is retried. */
 BP_API long bp_output_flush(bp_output *out, int fd);
 
 /* 1 while writable (pending bytes have not passed high_water_mark since they were last
