@@ -29,10 +29,13 @@
  *   clang); the library also exports them, so they link at -O0 and from other languages.
  * - Thread safety: an allocator may be used from any number of threads at once. A single
  *   bp_buf is not synchronised: one thread at a time may read or change its indices and
- *   contents. bp_retain / bp_release are atomic and may be called from any thread, each
- *   for a reference it holds. One misuse is undefined behaviour unless the allocator has
- *   bp_config.release_check: two threads releasing the same last reference at once (see
- *   bp_release).
+ *   contents. Different bp_buf objects may be used on different threads at once, views of
+ *   one buffer included: threads each reading shared bytes through a view of their own (a
+ *   frame, a retained duplicate) is fine; writing bytes another thread reads is a data
+ *   race, as with any memory. bp_retain / bp_release are atomic and may be called from any
+ *   thread, each for a reference it holds. One misuse is undefined behaviour unless the
+ *   allocator has bp_config.release_check: two threads releasing the same last reference
+ *   at once (see bp_release).
  * - A use after release is detected as long as the bp_buf object has not been handed out
  *   again: like Netty, bytepool recycles bp_buf objects, so a stale pointer to a buffer you
  *   released yourself (a root, a composite, a view; a plain view also once freed or gone
@@ -748,7 +751,7 @@ BP_API inline int bp__release_cached(bp_buf *b, uint32_t n)
     if (BP__LIKELY(b != NULL)) {
         bp__buf_head *h = (bp__buf_head *)(void *)b;
         uint32_t count = __atomic_load_n(&h->refcnt, __ATOMIC_ACQUIRE);
-        uint32_t tag = h->release_tag;
+        uint32_t tag = __atomic_load_n(&h->release_tag, __ATOMIC_RELAXED);
         /* The tag names this thread's cache and the bin of the buffer's class, or nothing. */
         if (BP__LIKELY(count == n && (int32_t)count > 0 && (tag & ~0xffu) == bp__tls_last.tag_base) &&
             BP__LIKELY(bp__bin_push(&bp__tls_last.cache->bins[tag & 0xffu], b))) {
@@ -1140,7 +1143,9 @@ BP_API int bp_write_bytes(bp_buf *b, const void *src, size_t n);
  * the original. Views follow the original when it grows, moves or shrinks; using a view
  * while another thread changes the original is a data race, as for any buffer, and so is
  * making or freeing a plain view (it joins or leaves the list of the buffer whose count it
- * shares) while another thread does the same with that buffer.
+ * shares) while another thread does the same with that buffer. Retained views of one
+ * buffer may be made on several threads at once, by threads that each hold a reference
+ * of it (each worker its own retained duplicate of one message).
  *
  * A view whose original, or whose parent, was released behind its back (a release too
  * many) fails every call with BP_EFREED, also once the object is someone else's buffer

@@ -135,7 +135,7 @@ BP__INLINE bool bp__buf_cache_at_home(bp__thread_state *ts, bp_buf *b)
     /* A tag of this cache says all of it - owner, arena, class - from the first line (a
      * remote take-back then reads nothing else of an object another core wrote last). As
      * on the release fast path, BP__TAG_NONE matches no cache's base (see tcache.h). */
-    uint32_t tag = b->head.release_tag;
+    uint32_t tag = BP__TAG_LOAD(b);
     if (!BP__POISONS && BP__LIKELY((tag & ~0xffu) == ts->tcache.head.tag_base)) /* (those builds: no tag) */
         return bp__tcache_put(&ts->tcache, bp__release_tag_class(b), b);
     /* The class first: for one no cache keeps (every release of such a buffer comes here)
@@ -146,7 +146,7 @@ BP__INLINE bool bp__buf_cache_at_home(bp__thread_state *ts, bp_buf *b)
     /* Stored only when it changes: a cache whose every release takes the slow path keeps
      * BP__TAG_NONE, which a release racing this one (and failing) may be reading. */
     uint32_t own = bp__release_tag(&ts->tcache, cls);
-    if (tag != own) b->head.release_tag = own;
+    if (tag != own) BP__TAG_STORE(b, own);
     return bp__tcache_put(&ts->tcache, cls, b);
 }
 

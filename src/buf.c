@@ -146,7 +146,7 @@ BP__INLINE void deallocate(bp_buf *b)
     bp__thread_state *ts = bp__thread_state_get(a);
     if (BP__UNLIKELY(b->views != NULL)) release_views(ts, b);
     /* A recorded buffer always has this tag, so no other release needs to look. */
-    if (BP__UNLIKELY(b->head.release_tag == BP__TAG_NONE)) bp__generation_end(b);
+    if (BP__UNLIKELY(BP__TAG_LOAD(b) == BP__TAG_NONE)) bp__generation_end(b);
     if (BP__UNLIKELY(b->region.kind == BP__KIND_WRAPPED)) { /* the program's memory, not the pool's */
         bp__wrap_release(ts, b);
         return;
@@ -1071,12 +1071,13 @@ int bp_set_buf(bp_buf *dst, size_t index, const bp_buf *src, size_t src_index, s
 
 uint64_t bp__generation_record(bp_buf *b)
 {
-    /* A load and a store, no locked instruction: b is the caller's to change (one thread at
-     * a time), and two racing records would store the same value anyway. */
+    /* Loads and stores, no locked instruction, but atomic ones: threads that each hold a
+     * reference on b may make retained views of it at once (all storing the same values),
+     * and releases of their references read the tag meanwhile. */
     uint64_t generation = bp__generation(b);
     if (!(generation & 1)) __atomic_store_n(&b->generation, ++generation, __ATOMIC_RELAXED);
-    if (!(bp__refcnt(b) & BP__REFCNT_INDIRECT) && b->head.release_tag != BP__TAG_NONE)
-        b->head.release_tag = BP__TAG_NONE; /* released through deallocate, which ends it */
+    if (!(bp__refcnt(b) & BP__REFCNT_INDIRECT) && BP__TAG_LOAD(b) != BP__TAG_NONE)
+        BP__TAG_STORE(b, BP__TAG_NONE); /* released through deallocate, which ends it */
     return generation;
 }
 

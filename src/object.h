@@ -45,6 +45,12 @@
 #define BP__REFCNT_LOAD(b, order) __atomic_load_n(&(b)->head.refcnt, order)
 #define BP__REFCNT_STORE(b, v, order) __atomic_store_n(&(b)->head.refcnt, v, order)
 
+/* The release tag where other threads may read it while it changes (a release racing a
+ * retained view's first record of the buffer, or racing another release): relaxed atomics,
+ * plain moves on x86. The inline release in bytepool.h loads it the same way. */
+#define BP__TAG_LOAD(b) __atomic_load_n(&(b)->head.release_tag, __ATOMIC_RELAXED)
+#define BP__TAG_STORE(b, v) __atomic_store_n(&(b)->head.release_tag, v, __ATOMIC_RELAXED)
+
 /* Three cache lines, in the order the hot paths touch them: an allocation from the thread
  * cache writes line 0 only; a release reads line 0 (the count) and line 1; the remote
  * take-back reads next_free and line 1. Objects are aligned to the line. Roots and

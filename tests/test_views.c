@@ -6,6 +6,7 @@
 #include "allocator.h"
 #include "thread.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 
@@ -1003,11 +1004,59 @@ static void test_views_counted_across_threads(void **state)
     assert_int_equal(active_views(a), 0);
 }
 
+typedef struct view_maker {
+    bp_buf *shared;    /* one reference of it is this thread's */
+    pthread_barrier_t *start;
+    int bad;
+} view_maker;
+
+static void *make_views_then_release(void *arg)
+{
+    view_maker *m = arg;
+    pthread_barrier_wait(m->start);
+    bp_buf *slice = bp_retained_slice(m->shared, 10, 100, NULL), *dup = bp_retained_duplicate(m->shared, NULL);
+    uint8_t v = 0;
+    if (slice == NULL || bp_get_u8(slice, 0, &v) != 0 || v != 10) m->bad++;
+    if (dup == NULL || bp_get_u8(dup, 50, &v) != 0 || v != 50) m->bad++;
+    if (slice != NULL) bp_release(slice);
+    if (dup != NULL) bp_release(dup);
+    bp_release(m->shared);
+    return NULL;
+}
+
+/* Threads that each hold a reference on one buffer may make retained views of it at once,
+ * also its very first ones (which record its generation), and release their references
+ * meanwhile: the TSan build checks the accesses, every round the values and the end. */
+static void test_retained_views_of_one_buffer_made_on_several_threads(void **state)
+{
+    bp_allocator *a = *state;
+    enum { THREADS = 3 };
+    for (int round = 0; round < 200; round++) {
+        bp_buf *shared = bp_alloc(a, 256);
+        for (int i = 0; i < 256; i++) assert_int_equal(bp_write_u8(shared, (uint8_t)i), 0);
+        assert_int_equal(bp_retain_n(shared, THREADS - 1), 0);
+        pthread_barrier_t start;
+        assert_int_equal(pthread_barrier_init(&start, NULL, THREADS), 0);
+        view_maker makers[THREADS];
+        pthread_t threads[THREADS];
+        for (int t = 0; t < THREADS; t++) {
+            makers[t] = (view_maker){shared, &start, 0};
+            assert_int_equal(pthread_create(&threads[t], NULL, make_views_then_release, &makers[t]), 0);
+        }
+        for (int t = 0; t < THREADS; t++) {
+            assert_int_equal(pthread_join(threads[t], NULL), 0);
+            assert_int_equal(makers[t].bad, 0);
+        }
+        pthread_barrier_destroy(&start);
+    }
+}
+
 int main(int argc, char **argv)
 {
     test_filters(argc, argv);
     const struct CMUnitTest tests[] = {
         BOTH(test_slice_shares_contents_not_indices, teardown),
+        BOTH(test_retained_views_of_one_buffer_made_on_several_threads, teardown),
         BOTH(test_plain_slice_shares_the_reference_count, teardown),
         BOTH(test_retained_slice_holds_the_root, teardown),
         BOTH(test_chains_of_retained_slices, teardown),
