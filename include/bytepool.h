@@ -393,10 +393,13 @@ typedef struct bp_allocator_stats {
     unsigned arenas;
     size_t page_size, chunk_size;
     size_t mapped_bytes;      /* (chunks + retained chunks) x chunk_size + huge mappings */
-    size_t active_bytes;      /* bytes in regions of live buffers, and of buffers released on
-                                 a thread other than their allocator's that still wait in
-                                 that thread's outgoing batch (sent on when it fills, at the
-                                 thread's trims and flushes, and when it exits) */
+    size_t active_bytes;      /* bytes in regions of live buffers, and of buffers of a class
+                                 thread caches keep released on a thread other than their
+                                 allocator's and not back yet: in that thread's outgoing
+                                 batch (sent on when it fills, at the thread's trims and
+                                 flushes, and when it exits), then until the allocating
+                                 thread takes them back (at its next cache miss). Larger
+                                 ones go back from the releasing thread at once */
     size_t chunks;
     uint64_t active_buffers;  /* bp_buf objects currently handed out */
     uint64_t allocations, deallocations; /* regions taken from and given back to arenas */
@@ -406,10 +409,11 @@ typedef struct bp_allocator_stats {
     uint64_t cache_hits, cache_misses, cache_trims;
     size_t retained_chunks;   /* empty chunks kept mapped for reuse, counted in mapped_bytes */
     unsigned threads;         /* threads currently using the allocator */
-    uint64_t remote_releases; /* buffers released on a thread other than their allocator's,
-                                 counted as their batch is sent on to the allocating thread
-                                 (not those whose allocating thread had exited: the releasing
-                                 thread gives them back itself) */
+    uint64_t remote_releases; /* buffers of a class thread caches keep released on a thread
+                                 other than their allocator's, counted as their batch is sent
+                                 on to the allocating thread (not those whose allocating
+                                 thread had exited: the releasing thread gives them back
+                                 itself, as it does larger ones at once) */
     uint64_t remote_drained;  /* of those, taken back by the allocating thread (the rest were
                                  freed by the releaser, or are on their way back) */
     size_t dirty_bytes;       /* free pages in chunks still resident (dirty_decay_ms) */

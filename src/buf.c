@@ -155,8 +155,12 @@ BP__INLINE void deallocate(bp_buf *b)
     if (b->region.kind != BP__KIND_MALLOC) BP__POISON(b->region.memory, b->region.length);
     if (BP__LIKELY(ts != NULL)) bp__tcache_ledger(&ts->tcache, -1);
     else bp__count_stateless_release(a); /* no state to count it in (out of memory) */
-    /* Released away from home: queued for the owner's remote stack, no lock. */
-    if (BP__UNLIKELY(b->owner != ts) && b->region.kind != BP__KIND_MALLOC && ts != NULL) {
+    /* Released away from home, of a class thread caches keep: queued for the owner's
+     * remote stack, no lock, the region then going into the owner's cache. Any other
+     * region goes back from here (to its arena, or unmapped): queued, it would wait for
+     * the owner's next allocation, resident for as long as the owner idles. */
+    if (BP__UNLIKELY(b->owner != ts) && b->region.kind != BP__KIND_MALLOC && ts != NULL &&
+        b->region.class_index < ts->tcache.head.ncacheable) {
         bp__remote_release(ts, b->owner, b);
         return;
     }

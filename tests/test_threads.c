@@ -469,29 +469,37 @@ static void test_release_after_the_owner_exited(void **state)
 
 typedef struct ten_bufs {
     bp_allocator *a;
+    size_t size;
     bp_buf *bufs[10];
+    pthread_barrier_t *handed, *done; /* NULL: exit at once */
 } ten_bufs;
 
-static void *alloc_ten_256k_and_exit(void *arg)
+/* Allocates ten buffers, then exits, or (with barriers) waits idle until told to. */
+static void *alloc_ten(void *arg)
 {
     ten_bufs *t = arg;
-    for (int i = 0; i < 10; i++) t->bufs[i] = bp_alloc(t->a, 256 * 1024);
+    for (int i = 0; i < 10; i++) t->bufs[i] = bp_alloc(t->a, t->size);
+    if (t->handed != NULL) {
+        pthread_barrier_wait(t->handed);
+        pthread_barrier_wait(t->done);
+    }
     return NULL;
 }
 
-/* A thread with a state of its own releases buffers whose allocating thread has exited:
- * they wait in its outgoing batch (still counted in active_bytes, not in active_buffers),
- * and when the batch is sent on (here at a trim) the thread finds the owner gone and gives
- * them back itself: not counted as remote releases, as the header says. */
+/* A thread with a state of its own releases buffers of a class thread caches keep whose
+ * allocating thread has exited: they wait in its outgoing batch (still counted in
+ * active_bytes, not in active_buffers), and when the batch is sent on (here at a trim) the
+ * thread finds the owner gone and gives them back itself: not counted as remote releases,
+ * as the header says. */
 static void test_releases_to_an_exited_owner_wait_in_the_batch(void **state)
 {
     (void)state;
     bp_allocator *a = bp_allocator_new(NULL, NULL);
     assert_non_null(a);
     bp_buf *mine = bp_alloc(a, 100); /* this thread has a state */
-    ten_bufs ten = {a, {NULL}};
+    ten_bufs ten = {a, 16 * 1024, {NULL}, NULL, NULL};
     pthread_t t;
-    pthread_create(&t, NULL, alloc_ten_256k_and_exit, &ten);
+    pthread_create(&t, NULL, alloc_ten, &ten);
     pthread_join(t, NULL);
     for (int i = 0; i < 10; i++) assert_non_null(ten.bufs[i]);
     size_t mine_bytes = mine->region.length;
@@ -499,7 +507,7 @@ static void test_releases_to_an_exited_owner_wait_in_the_batch(void **state)
     bp_allocator_stats s;
     bp_allocator_get_stats(a, &s, sizeof s);
     assert_int_equal(s.active_buffers, 1);
-    assert_int_equal(s.active_bytes, mine_bytes + 10 * 256 * 1024);
+    assert_int_equal(s.active_bytes, mine_bytes + 10 * 16 * 1024);
     assert_int_equal(s.remote_releases, 0);
     assert_true(bp_thread_cache_trim(a) >= 0); /* (it trims this thread's bins too) */
     bp_allocator_get_stats(a, &s, sizeof s);
@@ -507,6 +515,44 @@ static void test_releases_to_an_exited_owner_wait_in_the_batch(void **state)
     assert_int_equal(s.active_bytes, mine_bytes);
     assert_int_equal(s.remote_releases, 0);
     assert_int_equal(s.remote_drained, 0);
+    assert_int_equal(bp_release(mine), 1);
+    bp_allocator_destroy(a);
+}
+
+/* Buffers of sizes no thread cache keeps (a long run, a huge mapping) released on another
+ * thread than the one that allocated them go back to their arena, or are unmapped, by the
+ * releasing thread at once: queued for an owner that stays idle, they would stay resident
+ * for as long as it idles, out of the reach of any purge. */
+static void test_uncached_buffers_released_elsewhere_go_back_at_once(void **state)
+{
+    (void)state;
+    bp_allocator *a = bp_allocator_new(NULL, NULL);
+    assert_non_null(a);
+    bp_buf *mine = bp_alloc(a, 100); /* this thread has a state */
+    pthread_barrier_t handed, done;
+    pthread_barrier_init(&handed, NULL, 2);
+    pthread_barrier_init(&done, NULL, 2);
+    size_t sizes[2] = {256 * 1024, 8u << 20}; /* above max_cached_size; above the chunk */
+    for (int k = 0; k < 2; k++) {
+        ten_bufs ten = {a, sizes[k], {NULL}, &handed, &done};
+        pthread_t t;
+        pthread_create(&t, NULL, alloc_ten, &ten);
+        pthread_barrier_wait(&handed); /* the owner now idles, alive */
+        for (int i = 0; i < 10; i++) assert_non_null(ten.bufs[i]);
+        bp_allocator_stats before, after;
+        bp_allocator_get_stats(a, &before, sizeof before);
+        assert_int_equal(before.active_bytes, mine->region.length + 10 * sizes[k]);
+        for (int i = 0; i < 10; i++) assert_int_equal(bp_release(ten.bufs[i]), 1);
+        bp_allocator_get_stats(a, &after, sizeof after);
+        assert_int_equal(after.active_buffers, 1);
+        assert_int_equal(after.active_bytes, mine->region.length);
+        assert_int_equal(after.remote_releases, 0);
+        if (k == 1) assert_int_equal(before.mapped_bytes - after.mapped_bytes, 10 * sizes[k]); /* unmapped */
+        pthread_barrier_wait(&done);
+        pthread_join(t, NULL);
+    }
+    pthread_barrier_destroy(&handed);
+    pthread_barrier_destroy(&done);
     assert_int_equal(bp_release(mine), 1);
     bp_allocator_destroy(a);
 }
@@ -899,6 +945,7 @@ int main(void)
         cmocka_unit_test(test_prefetchw_detection_agrees_with_the_kernel),
         cmocka_unit_test(test_release_after_the_owner_exited),
         cmocka_unit_test(test_releases_to_an_exited_owner_wait_in_the_batch),
+        cmocka_unit_test(test_uncached_buffers_released_elsewhere_go_back_at_once),
         cmocka_unit_test(test_remote_releases_waiting_at_destroy),
         cmocka_unit_test(test_remote_release_without_memory_for_a_batch),
         cmocka_unit_test(test_uncached_allocations_do_not_push_partial_batches),
