@@ -364,7 +364,7 @@ static int holds(const bp_buf *x, const bp_buf *target, unsigned level)
  * target or a view of it can be: the search runs only for composites added somewhere. */
 static int contains(const bp_buf *component, const bp_buf *target)
 {
-    if (!target->composite->contained) return bytes_of(component) == target;
+    if (!__atomic_load_n(&target->composite->contained, __ATOMIC_RELAXED)) return bytes_of(component) == target;
     return holds(component, target, 0);
 }
 
@@ -523,7 +523,10 @@ static int attach(bp_buf *b, size_t at, bp_buf *buf, size_t buf_index, size_t le
     b->head.capacity = at + length;
     if (depth_of(buf) + 1 > c->depth) c->depth = depth_of(buf) + 1;
     bp__composite *inner = bytes_of(buf)->composite;
-    if (inner != NULL) inner->contained = true;
+    /* Views of one composite may be added to composites of their own on several threads at
+     * once: the flag is set once, atomically, and only read after. */
+    if (inner != NULL && !__atomic_load_n(&inner->contained, __ATOMIC_RELAXED))
+        __atomic_store_n(&inner->contained, true, __ATOMIC_RELAXED);
     return 0;
 }
 

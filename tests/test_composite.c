@@ -1054,11 +1054,53 @@ static void test_views_of_one_composite_read_on_two_threads(void **state)
     }
 }
 
+typedef struct composite_adder {
+    bp_buf *mine; /* this thread's retained slice of a shared composite */
+    int bad;
+} composite_adder;
+
+static void *add_views_to_composites_of_its_own(void *arg)
+{
+    composite_adder *c = arg;
+    for (int round = 0; round < 300; round++) {
+        bp_buf *slice = bp_retained_slice(c->mine, 0, 8, NULL), *own = bp_composite(bp_buf_allocator(c->mine), 4, NULL);
+        if (slice == NULL || own == NULL || bp_composite_add(own, slice, 1) != 0) {
+            c->bad++;
+            break;
+        }
+        uint8_t v = 0;
+        if (bp_get_u8(own, 3, &v) != 0 || v != 7) c->bad++;
+        bp_release(own);
+    }
+    bp_release(c->mine);
+    return NULL;
+}
+
+/* Views of one composite added to composites of their own on several threads at once: the
+ * shared composite learns that it is contained without a race (TSan build). */
+static void test_views_of_one_composite_added_elsewhere_on_two_threads(void **state)
+{
+    bp_allocator *a = *state;
+    bp_buf *shared = bp_composite(a, 4, NULL), *part = bp_alloc(a, 64);
+    for (int i = 0; i < 64; i++) assert_int_equal(bp_write_u8(part, 7), 0);
+    assert_int_equal(bp_composite_add(shared, part, 1), 0);
+    composite_adder adders[2] = {{bp_retained_slice(shared, 0, 64, NULL), 0}, {bp_retained_slice(shared, 0, 64, NULL), 0}};
+    bp_release(shared);
+    pthread_t threads[2];
+    for (int t = 0; t < 2; t++)
+        assert_int_equal(pthread_create(&threads[t], NULL, add_views_to_composites_of_its_own, &adders[t]), 0);
+    for (int t = 0; t < 2; t++) {
+        assert_int_equal(pthread_join(threads[t], NULL), 0);
+        assert_int_equal(adders[t].bad, 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         BOTH(test_new_composite_is_empty, teardown),
         BOTH(test_views_of_one_composite_read_on_two_threads, teardown),
+        BOTH(test_views_of_one_composite_added_elsewhere_on_two_threads, teardown),
         BOTH(test_add_takes_readable_bytes_without_copying, teardown),
         BOTH(test_add_without_advancing_gives_writable_space, teardown),
         BOTH(test_typed_access_across_boundaries, teardown),
