@@ -1605,7 +1605,8 @@ BP_API int bp_frame_decode(bp_frame_decoder *d, bp_input *in, bp_buf **frame);
 typedef struct bp_output bp_output;
 
 /* Called whenever bp_output_writable's answer changes (from bp_output_add, _add_file,
- * flush or clear), with the new answer. */
+ * flush or clear), with the new answer, inside that call: it may record the change (to
+ * stop or resume reading from the peer), and must not call the same output or free it. */
 typedef void (*bp_writability_fn)(int writable, void *user_data);
 
 typedef struct bp_output_config {
