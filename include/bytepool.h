@@ -212,7 +212,10 @@ typedef struct bp_config {
     unsigned dirty_max_percent; /* free pages still resident stay within this % of the arena's
                                    recent peak of handed-out bytes; default 10, 0 = no bound */
     unsigned background_purge;  /* 1: a thread gives idle arenas' memory back with no call from
-                                   the program (not thread caches); default 1 */
+                                   the program (not thread caches), and the buffers released
+                                   on other threads for an allocating thread that has taken
+                                   none back for a pass (a quarter of the shortest decay
+                                   time); default 1 */
 } bp_config;
 
 /* dirty_decay_ms: keep free pages resident for good. */
@@ -315,13 +318,15 @@ BP_API int bp_thread_cache_trim(bp_allocator *a);
  * how many went back; errors as bp_thread_cache_trim. Thread exit does this by itself. */
 BP_API int bp_thread_cache_flush(bp_allocator *a);
 
-/* Frees every region the arenas' caches hold (see arena_cache_size) and every run they hold
- * back (run_cache_size), gives back the empty subpage each small class keeps, unmaps every
- * empty chunk (those kept for reuse, see chunk_decay_ms, included) and gives every free page
- * still resident back to the OS (see dirty_decay_ms), now rather than when their time is
- * up: with no buffer alive and the thread caches flushed, no chunk stays mapped. Thread
- * caches are left alone (see bp_thread_cache_flush). Returns how many chunks were unmapped,
- * BP_EINVAL for NULL. */
+/* Frees every region the arenas' caches hold (see arena_cache_size), every run they hold
+ * back (run_cache_size) and the buffers released on other threads that wait for their
+ * allocating thread to take them back, gives back the empty subpage each small class
+ * keeps, unmaps every empty chunk (those kept for reuse, see chunk_decay_ms, included) and
+ * gives every free page still resident back to the OS (see dirty_decay_ms), now rather
+ * than when their time is up: with no buffer alive and the thread caches flushed, no chunk
+ * stays mapped. Thread caches are left alone (see bp_thread_cache_flush), and so are the
+ * batches other threads are still filling (see bp_thread_cache_trim). Returns how many
+ * chunks were unmapped, BP_EINVAL for NULL. */
 BP_API int bp_allocator_purge(bp_allocator *a);
 
 /* ---------------------------------------------------------------------------------------
@@ -398,8 +403,9 @@ typedef struct bp_allocator_stats {
                                  allocator's and not back yet: in that thread's outgoing
                                  batch (sent on when it fills, at the thread's trims and
                                  flushes, and when it exits), then until the allocating
-                                 thread takes them back (at its next cache miss). Larger
-                                 ones go back from the releasing thread at once */
+                                 thread takes them back (at its next cache miss) or a purge
+                                 does (background_purge, bp_allocator_purge). Larger ones
+                                 go back from the releasing thread at once */
     size_t chunks;
     uint64_t active_buffers;  /* bp_buf objects currently handed out */
     uint64_t allocations, deallocations; /* regions taken from and given back to arenas */
@@ -415,7 +421,7 @@ typedef struct bp_allocator_stats {
                                  thread had exited: the releasing thread gives them back
                                  itself, as it does larger ones at once) */
     uint64_t remote_drained;  /* of those, taken back by the allocating thread (the rest were
-                                 freed by the releaser, or are on their way back) */
+                                 freed by the releaser or a purge, or are on their way back) */
     size_t dirty_bytes;       /* free pages in chunks still resident (dirty_decay_ms) */
     uint64_t purged_bytes;    /* bytes given back to the OS by purging free pages, ever */
     size_t arena_cached_entries; /* released buffers in the arenas' caches (arena_cache_size) */

@@ -7,6 +7,7 @@
 #include "allocator.h"
 #include "os.h"
 #include "purger.h"
+#include "remote.h"
 #include "thread.h"
 
 #include <stdio.h>
@@ -326,6 +327,11 @@ int bp_allocator_purge(bp_allocator *a)
 {
     if (a == NULL) return bp__misuse(BP_EINVAL, __func__, "allocator is NULL");
     bp__thread_states_reap(a);
+    /* First the buffers released on other threads that wait for their owners to take them
+     * back (an owner that idles would keep them): their regions may empty chunks too. */
+    pthread_mutex_lock(&bp__registry_lock);
+    for (bp__thread_state *ts = a->threads; a->pooled && ts != NULL; ts = ts->next) bp__remote_reclaim(ts, BP__REMOTE_ANY);
+    pthread_mutex_unlock(&bp__registry_lock);
     size_t purged = 0;
     for (unsigned i = 0; a->pooled && i < a->config.arenas; i++) {
         bp__tcache_trim_arena(&a->arenas[i], &a->objects, NULL, true); /* first: it may empty chunks */

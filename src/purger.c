@@ -5,6 +5,7 @@
 #include "purger.h"
 
 #include "recycler.h"
+#include "remote.h"
 #include "tcache.h"
 
 #include <errno.h>
@@ -40,6 +41,14 @@ static unsigned interval_locked(void)
 /* One allocator's idle arenas, purged as their threads' scheduled trims would. */
 static void purge_allocator(bp_allocator *a)
 {
+    /* Buffers other threads released for an owner that has taken none back since the last
+     * pass (its stack is as it was then, and nothing was pushed onto it since): the owner
+     * idles, and would keep them until its next cache miss. */
+    for (bp__thread_state *ts = a->threads; ts != NULL; ts = ts->next) {
+        bp__remote_batch *seen = ts->remote_seen;
+        ts->remote_seen = atomic_load_explicit(&ts->remote_head, memory_order_relaxed);
+        if (seen != NULL && seen == ts->remote_seen && bp__remote_reclaim(ts, seen) > 0) ts->remote_seen = NULL;
+    }
     for (unsigned i = 0; i < a->config.arenas; i++) {
         bp__arena *arena = &a->arenas[i];
         uint64_t idle_ms;

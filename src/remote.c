@@ -116,6 +116,27 @@ BP__NOINLINE void bp__remote_release_slow(bp__thread_state *ts, struct bp__remot
     bp__state_leave(ts);
 }
 
+size_t bp__remote_reclaim(bp__thread_state *owner, bp__remote_batch *expect)
+{
+    bp__remote_batch *list = atomic_load_explicit(&owner->remote_head, memory_order_acquire);
+    if (list == NULL || list == BP__REMOTE_CLOSED || (expect != BP__REMOTE_ANY && list != expect)) return 0;
+    /* A list to NULL only: a closed stack (its owner gone) must stay closed. */
+    if (!atomic_compare_exchange_strong_explicit(&owner->remote_head, &list, NULL, memory_order_acquire,
+                                                 memory_order_relaxed))
+        return 0;
+    bp_allocator *a = owner->allocator;
+    bool paranoid = a->config.leak_detection == BP_LEAK_PARANOID;
+    size_t n = 0;
+    while (list != NULL) {
+        bp__remote_batch *batch = list;
+        list = batch->next;
+        for (unsigned i = 0; i < batch->count; i++) bp__buf_free(NULL, a, batch->bufs[i], paranoid);
+        n += batch->count;
+        free(batch);
+    }
+    return n;
+}
+
 size_t bp__remote_drain(bp__thread_state *ts)
 {
     if (atomic_load_explicit(&ts->remote_head, memory_order_relaxed) == NULL) return 0;

@@ -32,6 +32,15 @@ void bp__remote_release_slow(bp__thread_state *ts, struct bp__remote_slot *slot,
 void bp__remote_inject_batch_failure(bool fail);
 #endif
 
+/* Buffers released for `owner` on other threads and waiting on its stack, given back here
+ * by a thread that is not the owner and puts them in no cache (the background purge,
+ * bp_allocator_purge): regions to their arenas, objects to the allocator's spare list.
+ * Takes the stack only while it is `expect` (BP__REMOTE_ANY: any list); a closed or empty
+ * stack, or one that changed, is left as it is. Returns the number of buffers. The caller
+ * holds bp__registry_lock, so that no fork comes between the take and the frees. */
+#define BP__REMOTE_ANY ((bp__remote_batch *)(uintptr_t)2)
+size_t bp__remote_reclaim(bp__thread_state *owner, bp__remote_batch *expect);
+
 /* Queues a buffer released on `ts` for its owner (another thread state). */
 BP__INLINE void bp__remote_release(bp__thread_state *ts, bp__thread_state *owner, bp_buf *b)
 {

@@ -52,6 +52,8 @@ typedef struct bp__thread_state {
     bool in_use;                 /* a live thread owns it */
     bool vanished;               /* in a child made by fork: its thread is not there, and it
                                     waits for bp__thread_states_reap (bp__registry_lock) */
+    struct bp__remote_batch *remote_seen; /* the background purge's: remote_head at its last
+                                    pass (read and written under bp__registry_lock) */
     _Atomic uint64_t remote_releases; /* buffers this thread pushed to other owners */
     _Atomic uint64_t remote_drained;  /* buffers other threads pushed to this one */
     struct bp__thread_state *prev, *next; /* in the allocator's list */

@@ -557,6 +557,62 @@ static void test_uncached_buffers_released_elsewhere_go_back_at_once(void **stat
     bp_allocator_destroy(a);
 }
 
+/* Buffers of a cached class released on another thread wait on their owner's stack until
+ * it next misses its cache; an owner that idles would keep them for good. A purge gives
+ * them back: bp_allocator_purge from any thread, and the background purge once the stack
+ * has stayed as it was for a pass. */
+static void test_purges_reclaim_what_waits_for_an_idle_owner(void **state)
+{
+    (void)state;
+    for (int background = 0; background < 2; background++) {
+        bp_config cfg;
+        bp_config_init(&cfg);
+        cfg.background_purge = (unsigned)background;
+        cfg.dirty_decay_ms = cfg.chunk_decay_ms = 40;
+        bp_allocator *a = bp_allocator_new(&cfg, NULL);
+        assert_non_null(a);
+        bp_buf *mine = bp_alloc(a, 100); /* this thread has a state */
+        pthread_barrier_t handed, done;
+        pthread_barrier_init(&handed, NULL, 2);
+        pthread_barrier_init(&done, NULL, 2);
+        ten_bufs ten = {a, 16 * 1024, {NULL}, &handed, &done};
+        pthread_t t;
+        pthread_create(&t, NULL, alloc_ten, &ten);
+        pthread_barrier_wait(&handed); /* the owner now idles, alive */
+        for (int i = 0; i < 10; i++) assert_int_equal(bp_release(ten.bufs[i]), 1);
+        assert_true(bp_thread_cache_trim(a) >= 0); /* sends the partial batch on */
+        bp_allocator_stats s;
+        bp_allocator_get_stats(a, &s, sizeof s);
+        assert_int_equal(s.remote_releases, 10);
+        assert_int_equal(s.active_bytes, mine->region.length + 10 * 16 * 1024); /* on the owner's stack */
+        if (!background) {
+            assert_true(bp_allocator_purge(a) >= 0);
+            bp_allocator_get_stats(a, &s, sizeof s);
+        } else {
+            for (int waited = 0; waited < 300 && s.active_bytes != mine->region.length; waited++) {
+                struct timespec pause = {0, 10 * 1000 * 1000};
+                nanosleep(&pause, NULL);
+                bp_allocator_get_stats(a, &s, sizeof s);
+            }
+        }
+        assert_int_equal(s.active_bytes, mine->region.length);
+        assert_int_equal(s.active_buffers, 1);
+        assert_int_equal(s.remote_drained, 0); /* not taken back by the owner */
+        pthread_barrier_wait(&done);
+        pthread_join(t, NULL);
+        pthread_barrier_destroy(&handed);
+        pthread_barrier_destroy(&done);
+        /* The owner's state, adopted by this thread's next allocations or not, works on. */
+        bp_buf *again = bp_alloc(a, 16 * 1024);
+        assert_non_null(again);
+        assert_int_equal(bp_release(again), 1);
+        assert_int_equal(bp_release(mine), 1);
+        bp_allocator_get_stats(a, &s, sizeof s);
+        assert_int_equal(s.active_buffers, 0);
+        bp_allocator_destroy(a);
+    }
+}
+
 static void test_remote_releases_waiting_at_destroy(void **state)
 {
     (void)state;
@@ -946,6 +1002,7 @@ int main(void)
         cmocka_unit_test(test_release_after_the_owner_exited),
         cmocka_unit_test(test_releases_to_an_exited_owner_wait_in_the_batch),
         cmocka_unit_test(test_uncached_buffers_released_elsewhere_go_back_at_once),
+        cmocka_unit_test(test_purges_reclaim_what_waits_for_an_idle_owner),
         cmocka_unit_test(test_remote_releases_waiting_at_destroy),
         cmocka_unit_test(test_remote_release_without_memory_for_a_batch),
         cmocka_unit_test(test_uncached_allocations_do_not_push_partial_batches),
