@@ -165,8 +165,8 @@ static void test_cross_thread_release_and_thread_turnover(void **state)
     shared_slots *shared = calloc(1, sizeof *shared);
     shared->a = a;
     shared->iterations = 4000 / scale_divisor();
-    enum { THREADS = 4, ROUNDS = 3 };
-    size_t made_in_first_round = 0;
+    enum { THREADS = 4, ROUNDS = 4, WARM = 2 };
+    size_t made_when_warm = 0;
     for (int round = 0; round < ROUNDS; round++) { /* threads torn down and started again */
         pthread_t threads[THREADS];
         churn_args args[THREADS];
@@ -176,7 +176,7 @@ static void test_cross_thread_release_and_thread_turnover(void **state)
             pthread_create(&threads[t], NULL, churn, &args[t]);
         }
         for (int t = 0; t < THREADS; t++) pthread_join(threads[t], NULL);
-        if (round == 0) made_in_first_round = objects_made(a);
+        if (round == WARM - 1) made_when_warm = objects_made(a);
         for (unsigned i = 0; i < cfg.arenas; i++) {
             bp_arena_stats s;
             bp_arena_get_stats(a, i, &s, sizeof s);
@@ -203,11 +203,14 @@ static void test_cross_thread_release_and_thread_turnover(void **state)
     /* Objects of exited threads went back to the allocator and are reused: the number of
      * bp_buf objects ever made is bounded by the peak (live buffers plus the regions the
      * thread caches hold, each with its object), not by the traffic - the rounds after the
-     * first, with new threads and as much traffic again each, make (almost) none. Measured:
-     * 11008 after round 1, 11200 after round 6 (9664 throughout at TSan's scale). */
+     * warm ones, with new threads and as much traffic again each, make (almost) none.
+     * Measured against two warm rounds rather than one: on a loaded machine the first
+     * round's threads may run one after another and hold fewer buffers at once than later
+     * rounds' (a clean-clone CI run failed so). Measured: 11008-11200 after round 1,
+     * 11072-11328 after round 3 (9664 throughout at TSan's scale). */
     size_t made = objects_made(a);
     assert_true(made >= SLOTS);
-    assert_true(made <= made_in_first_round + made_in_first_round / 8);
+    assert_true(made <= made_when_warm + made_when_warm / 8);
     free(shared);
     bp_allocator_destroy(a);
 }
