@@ -213,9 +213,11 @@ typedef struct bp_config {
                                    recent peak of handed-out bytes; default 10, 0 = no bound */
     unsigned background_purge;  /* 1: a thread gives idle arenas' memory back with no call from
                                    the program (not thread caches), and the buffers released
-                                   on other threads for an allocating thread that has taken
-                                   none back for a pass (a quarter of the shortest decay
-                                   time); default 1 */
+                                   on other threads that wait for an allocating thread whose
+                                   queue of them did not change for a pass (nothing taken,
+                                   nothing added); it passes every quarter of the shortest
+                                   dirty or chunk decay time of any allocator, 10 ms to 1 s;
+                                   default 1 */
 } bp_config;
 
 /* dirty_decay_ms: keep free pages resident for good. */

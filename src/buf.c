@@ -159,8 +159,9 @@ BP__INLINE void deallocate(bp_buf *b)
      * remote stack, no lock, the region then going into the owner's cache. Any other
      * region goes back from here (to its arena, or unmapped): queued, it would wait for
      * the owner's next allocation, resident for as long as the owner idles. */
+    unsigned cls = b->region.class_index;
     if (BP__UNLIKELY(b->owner != ts) && b->region.kind != BP__KIND_MALLOC && ts != NULL &&
-        b->region.class_index < ts->tcache.head.ncacheable) {
+        cls < ts->tcache.head.ncacheable && ts->tcache.head.bins[cls].capacity != 0) {
         bp__remote_release(ts, b->owner, b);
         return;
     }

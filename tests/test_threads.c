@@ -522,42 +522,50 @@ static void test_releases_to_an_exited_owner_wait_in_the_batch(void **state)
     bp_allocator_destroy(a);
 }
 
-/* Buffers of sizes no thread cache keeps (a long run, a huge mapping) released on another
- * thread than the one that allocated them go back to their arena, or are unmapped, by the
- * releasing thread at once: queued for an owner that stays idle, they would stay resident
- * for as long as it idles, out of the reach of any purge. */
+/* Buffers of sizes no thread cache keeps (a long run, a huge mapping, a class whose bins
+ * are configured away) released on another thread than the one that allocated them go back
+ * to their arena, or are unmapped, by the releasing thread at once: queued for an owner
+ * that stays idle, they would stay resident for as long as it idles. */
 static void test_uncached_buffers_released_elsewhere_go_back_at_once(void **state)
 {
     (void)state;
-    bp_allocator *a = bp_allocator_new(NULL, NULL);
-    assert_non_null(a);
-    bp_buf *mine = bp_alloc(a, 100); /* this thread has a state */
-    pthread_barrier_t handed, done;
-    pthread_barrier_init(&handed, NULL, 2);
-    pthread_barrier_init(&done, NULL, 2);
-    size_t sizes[2] = {256 * 1024, 8u << 20}; /* above max_cached_size; above the chunk */
-    for (int k = 0; k < 2; k++) {
-        ten_bufs ten = {a, sizes[k], {NULL}, &handed, &done};
+    struct {
+        size_t size;
+        unsigned small_cache_size; /* 0: no small class cached (normal ones still are) */
+    } cases[] = {{256 * 1024, 256}, {8u << 20, 256}, {1024, 0}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        bp_config cfg;
+        bp_config_init(&cfg);
+        cfg.small_cache_size = cases[k].small_cache_size;
+        bp_allocator *a = bp_allocator_new(&cfg, NULL);
+        assert_non_null(a);
+        bp_buf *mine = bp_alloc(a, 100); /* this thread has a state */
+        pthread_barrier_t handed, done;
+        pthread_barrier_init(&handed, NULL, 2);
+        pthread_barrier_init(&done, NULL, 2);
+        size_t size = cases[k].size;
+        ten_bufs ten = {a, size, {NULL}, &handed, &done};
         pthread_t t;
         pthread_create(&t, NULL, alloc_ten, &ten);
         pthread_barrier_wait(&handed); /* the owner now idles, alive */
         for (int i = 0; i < 10; i++) assert_non_null(ten.bufs[i]);
+        size_t each = ten.bufs[0]->region.length;
         bp_allocator_stats before, after;
         bp_allocator_get_stats(a, &before, sizeof before);
-        assert_int_equal(before.active_bytes, mine->region.length + 10 * sizes[k]);
+        assert_int_equal(before.active_bytes, mine->region.length + 10 * each);
         for (int i = 0; i < 10; i++) assert_int_equal(bp_release(ten.bufs[i]), 1);
         bp_allocator_get_stats(a, &after, sizeof after);
         assert_int_equal(after.active_buffers, 1);
         assert_int_equal(after.active_bytes, mine->region.length);
         assert_int_equal(after.remote_releases, 0);
-        if (k == 1) assert_int_equal(before.mapped_bytes - after.mapped_bytes, 10 * sizes[k]); /* unmapped */
+        if (size > cfg.chunk_size) assert_int_equal(before.mapped_bytes - after.mapped_bytes, 10 * each); /* unmapped */
         pthread_barrier_wait(&done);
         pthread_join(t, NULL);
+        pthread_barrier_destroy(&handed);
+        pthread_barrier_destroy(&done);
+        assert_int_equal(bp_release(mine), 1);
+        bp_allocator_destroy(a);
     }
-    pthread_barrier_destroy(&handed);
-    pthread_barrier_destroy(&done);
-    assert_int_equal(bp_release(mine), 1);
-    bp_allocator_destroy(a);
 }
 
 /* Buffers of a cached class released on another thread wait on their owner's stack until
