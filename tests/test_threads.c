@@ -522,6 +522,49 @@ static void test_releases_to_an_exited_owner_wait_in_the_batch(void **state)
     bp_allocator_destroy(a);
 }
 
+/* An allocator with cfg, a buffer of this thread's (so that it has a state), and an owner
+ * thread that allocated ten buffers of `size` and now idles, alive, until
+ * idle_owner_finish. */
+typedef struct idle_owner {
+    bp_allocator *a;
+    bp_buf *mine;
+    pthread_barrier_t handed, done;
+    ten_bufs ten;
+    pthread_t thread;
+} idle_owner;
+
+static void idle_owner_start(idle_owner *o, const bp_config *cfg, size_t size)
+{
+    o->a = bp_allocator_new(cfg, NULL);
+    assert_non_null(o->a);
+    o->mine = bp_alloc(o->a, 100);
+    assert_non_null(o->mine);
+    pthread_barrier_init(&o->handed, NULL, 2);
+    pthread_barrier_init(&o->done, NULL, 2);
+    o->ten = (ten_bufs){o->a, size, {NULL}, &o->handed, &o->done};
+    pthread_create(&o->thread, NULL, alloc_ten, &o->ten);
+    pthread_barrier_wait(&o->handed);
+    for (int i = 0; i < 10; i++) assert_non_null(o->ten.bufs[i]);
+}
+
+/* Lets the owner exit; then this thread allocates once more (adopting the owner's state or
+ * not, it works on), releases everything and destroys the allocator. */
+static void idle_owner_finish(idle_owner *o)
+{
+    pthread_barrier_wait(&o->done);
+    pthread_join(o->thread, NULL);
+    pthread_barrier_destroy(&o->handed);
+    pthread_barrier_destroy(&o->done);
+    bp_buf *again = bp_alloc(o->a, o->ten.size);
+    assert_non_null(again);
+    assert_int_equal(bp_release(again), 1);
+    assert_int_equal(bp_release(o->mine), 1);
+    bp_allocator_stats s;
+    bp_allocator_get_stats(o->a, &s, sizeof s);
+    assert_int_equal(s.active_buffers, 0);
+    bp_allocator_destroy(o->a);
+}
+
 /* Buffers of sizes no thread cache keeps (a long run, a huge mapping, a class whose bins
  * are configured away) released on another thread than the one that allocated them go back
  * to their arena, or are unmapped, by the releasing thread at once: queued for an owner
@@ -537,34 +580,20 @@ static void test_uncached_buffers_released_elsewhere_go_back_at_once(void **stat
         bp_config cfg;
         bp_config_init(&cfg);
         cfg.small_cache_size = cases[k].small_cache_size;
-        bp_allocator *a = bp_allocator_new(&cfg, NULL);
-        assert_non_null(a);
-        bp_buf *mine = bp_alloc(a, 100); /* this thread has a state */
-        pthread_barrier_t handed, done;
-        pthread_barrier_init(&handed, NULL, 2);
-        pthread_barrier_init(&done, NULL, 2);
-        size_t size = cases[k].size;
-        ten_bufs ten = {a, size, {NULL}, &handed, &done};
-        pthread_t t;
-        pthread_create(&t, NULL, alloc_ten, &ten);
-        pthread_barrier_wait(&handed); /* the owner now idles, alive */
-        for (int i = 0; i < 10; i++) assert_non_null(ten.bufs[i]);
-        size_t each = ten.bufs[0]->region.length;
+        idle_owner o;
+        idle_owner_start(&o, &cfg, cases[k].size);
+        size_t each = o.ten.bufs[0]->region.length;
         bp_allocator_stats before, after;
-        bp_allocator_get_stats(a, &before, sizeof before);
-        assert_int_equal(before.active_bytes, mine->region.length + 10 * each);
-        for (int i = 0; i < 10; i++) assert_int_equal(bp_release(ten.bufs[i]), 1);
-        bp_allocator_get_stats(a, &after, sizeof after);
+        bp_allocator_get_stats(o.a, &before, sizeof before);
+        assert_int_equal(before.active_bytes, o.mine->region.length + 10 * each);
+        for (int i = 0; i < 10; i++) assert_int_equal(bp_release(o.ten.bufs[i]), 1);
+        bp_allocator_get_stats(o.a, &after, sizeof after);
         assert_int_equal(after.active_buffers, 1);
-        assert_int_equal(after.active_bytes, mine->region.length);
+        assert_int_equal(after.active_bytes, o.mine->region.length);
         assert_int_equal(after.remote_releases, 0);
-        if (size > cfg.chunk_size) assert_int_equal(before.mapped_bytes - after.mapped_bytes, 10 * each); /* unmapped */
-        pthread_barrier_wait(&done);
-        pthread_join(t, NULL);
-        pthread_barrier_destroy(&handed);
-        pthread_barrier_destroy(&done);
-        assert_int_equal(bp_release(mine), 1);
-        bp_allocator_destroy(a);
+        if (cases[k].size > cfg.chunk_size) /* unmapped */
+            assert_int_equal(before.mapped_bytes - after.mapped_bytes, 10 * each);
+        idle_owner_finish(&o);
     }
 }
 
@@ -580,47 +609,28 @@ static void test_purges_reclaim_what_waits_for_an_idle_owner(void **state)
         bp_config_init(&cfg);
         cfg.background_purge = (unsigned)background;
         cfg.dirty_decay_ms = cfg.chunk_decay_ms = 40;
-        bp_allocator *a = bp_allocator_new(&cfg, NULL);
-        assert_non_null(a);
-        bp_buf *mine = bp_alloc(a, 100); /* this thread has a state */
-        pthread_barrier_t handed, done;
-        pthread_barrier_init(&handed, NULL, 2);
-        pthread_barrier_init(&done, NULL, 2);
-        ten_bufs ten = {a, 16 * 1024, {NULL}, &handed, &done};
-        pthread_t t;
-        pthread_create(&t, NULL, alloc_ten, &ten);
-        pthread_barrier_wait(&handed); /* the owner now idles, alive */
-        for (int i = 0; i < 10; i++) assert_int_equal(bp_release(ten.bufs[i]), 1);
-        assert_true(bp_thread_cache_trim(a) >= 0); /* sends the partial batch on */
+        idle_owner o;
+        idle_owner_start(&o, &cfg, 16 * 1024);
+        for (int i = 0; i < 10; i++) assert_int_equal(bp_release(o.ten.bufs[i]), 1);
+        assert_true(bp_thread_cache_trim(o.a) >= 0); /* sends the partial batch on */
         bp_allocator_stats s;
-        bp_allocator_get_stats(a, &s, sizeof s);
+        bp_allocator_get_stats(o.a, &s, sizeof s);
         assert_int_equal(s.remote_releases, 10);
-        assert_int_equal(s.active_bytes, mine->region.length + 10 * 16 * 1024); /* on the owner's stack */
+        assert_int_equal(s.active_bytes, o.mine->region.length + 10 * 16 * 1024); /* on the owner's stack */
         if (!background) {
-            assert_true(bp_allocator_purge(a) >= 0);
-            bp_allocator_get_stats(a, &s, sizeof s);
+            assert_true(bp_allocator_purge(o.a) >= 0);
+            bp_allocator_get_stats(o.a, &s, sizeof s);
         } else {
-            for (int waited = 0; waited < 300 && s.active_bytes != mine->region.length; waited++) {
+            for (int waited = 0; waited < 300 && s.active_bytes != o.mine->region.length; waited++) {
                 struct timespec pause = {0, 10 * 1000 * 1000};
                 nanosleep(&pause, NULL);
-                bp_allocator_get_stats(a, &s, sizeof s);
+                bp_allocator_get_stats(o.a, &s, sizeof s);
             }
         }
-        assert_int_equal(s.active_bytes, mine->region.length);
+        assert_int_equal(s.active_bytes, o.mine->region.length);
         assert_int_equal(s.active_buffers, 1);
         assert_int_equal(s.remote_drained, 0); /* not taken back by the owner */
-        pthread_barrier_wait(&done);
-        pthread_join(t, NULL);
-        pthread_barrier_destroy(&handed);
-        pthread_barrier_destroy(&done);
-        /* The owner's state, adopted by this thread's next allocations or not, works on. */
-        bp_buf *again = bp_alloc(a, 16 * 1024);
-        assert_non_null(again);
-        assert_int_equal(bp_release(again), 1);
-        assert_int_equal(bp_release(mine), 1);
-        bp_allocator_get_stats(a, &s, sizeof s);
-        assert_int_equal(s.active_buffers, 0);
-        bp_allocator_destroy(a);
+        idle_owner_finish(&o);
     }
 }
 
