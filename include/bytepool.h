@@ -1475,11 +1475,11 @@ BP_API long bp_input_read_fd(bp_input *in, int fd);
  * buffer becomes a composite; frames cut from it are then views of a composite, whose
  * bp_data is NULL; past 64 components the unread bytes are copied into one buffer). Its
  * components are contiguous buffers only: a composite (or a view of one) is copied, never
- * nested, and so is an adopted one once more bytes come. A
- * composite that frames (or a retained slice of bp_input_peek) still show is never
- * changed, as those may be read on other threads: the unread bytes and buf's are then
- * copied into one buffer of the input's own. The input never writes into a buffer it was
- * given. An empty buf is released at once.
+ * nested, and so is an adopted one once more bytes come. A composite that frames (or a
+ * retained slice of bp_input_peek) still show is never changed, as those may be read on
+ * other threads: the unread bytes and buf's are then copied into one buffer of the
+ * input's own. The input never writes into a buffer it was given. An empty buf is
+ * released at once.
  * Returns 0; on failure the reference stays the caller's and nothing changes: BP_EINVAL
  * (NULL), BP_EFREED (buf released), BP_EFULL (past max_buffered), BP_ENOMEM. */
 BP_API int bp_input_add(bp_input *in, bp_buf *buf);
@@ -1605,10 +1605,9 @@ BP_API int bp_frame_decode(bp_frame_decoder *d, bp_input *in, bp_buf **frame);
  * them (see bp_output_add_file). A partial write advances the output's own position in
  * the buffer it stops in (never the buffer's indices), or the offset of the region; the
  * next flush goes on from there. Each buffer is released once written to its end, each
- * region's release callback called. Water marks on the pending bytes (file
- * bytes too) give backpressure: above high_water_mark the output turns unwritable (stop
- * reading from the peer), below low_water_mark writable again (Netty's
- * channelWritabilityChanged). */
+ * region's release callback called. Water marks on the pending bytes (file bytes too) give
+ * backpressure: above high_water_mark the output turns unwritable (stop reading from the
+ * peer), below low_water_mark writable again (Netty's channelWritabilityChanged). */
 
 typedef struct bp_output bp_output;
 
