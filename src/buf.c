@@ -159,9 +159,8 @@ BP__INLINE void deallocate(bp_buf *b)
      * remote stack, no lock, the region then going into the owner's cache. Any other
      * region goes back from here (to its arena, or unmapped): queued, it would wait for
      * the owner's next allocation, resident for as long as the owner idles. */
-    unsigned cls = b->region.class_index;
     if (BP__UNLIKELY(b->owner != ts) && b->region.kind != BP__KIND_MALLOC && ts != NULL &&
-        cls < ts->tcache.head.ncacheable && ts->tcache.head.bins[cls].capacity != 0) {
+        bp__tcache_keeps(&ts->tcache, b->region.class_index)) {
         bp__remote_release(ts, b->owner, b);
         return;
     }

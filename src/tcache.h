@@ -170,13 +170,17 @@ void bp__tcache_set_gap_hook(void (*hook)(void));
 void bp__tcache_set_next_tag_id(uint32_t id);
 #endif
 
+/* Whether this cache keeps class `cls`: a bin of it, with room for entries. */
+static inline bool bp__tcache_keeps(const bp__tcache *tc, unsigned cls)
+{
+    return cls < tc->head.ncacheable && tc->head.bins[cls].capacity != 0;
+}
+
 /* The release tag of an object of class `cls` that this cache may take back unchecked:
  * none for a class it does not keep, so a matching tag names a bin that exists. */
 static inline uint32_t bp__release_tag(const bp__tcache *tc, unsigned cls)
 {
-    if (BP__POISONS || tc->head.tag_base == BP__TAG_SPENT || cls >= tc->head.ncacheable ||
-        tc->head.bins[cls].capacity == 0)
-        return BP__TAG_NONE;
+    if (BP__POISONS || tc->head.tag_base == BP__TAG_SPENT || !bp__tcache_keeps(tc, cls)) return BP__TAG_NONE;
     return tc->head.tag_base + cls;
 }
 
@@ -279,8 +283,7 @@ BP__INLINE bool bp__tcache_push_kept(bp__tcache *tc, unsigned cls, bp_buf *b)
  * the region to the arena. */
 BP__INLINE bool bp__tcache_put(bp__tcache *tc, unsigned cls, bp_buf *b)
 {
-    bool put = cls < tc->head.ncacheable && tc->head.bins[cls].capacity != 0 &&
-               (bp__tcache_push_kept(tc, cls, b) || bp__tcache_put_slow(tc, cls, b));
+    bool put = bp__tcache_keeps(tc, cls) && (bp__tcache_push_kept(tc, cls, b) || bp__tcache_put_slow(tc, cls, b));
     if (put) bp__tcache_ledger(tc, 1);
     return put;
 }
