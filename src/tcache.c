@@ -132,6 +132,15 @@ unsigned bp__tcache_tick(bp__tcache *tc, bool buffer)
     return (sample ? BP__TICK_SAMPLE : 0u) | (trim && tc->arena != NULL ? BP__TICK_TRIM : 0u);
 }
 
+/* A small class's refill to start with, and the most it grows back to: half a bin, but no
+ * more than about 64 KiB of memory taken ahead. */
+static uint32_t first_refill(const bp__size_classes *sc, uint32_t capacity, unsigned cls)
+{
+    size_t by_bytes = (64 * 1024) / sc->class_size[cls];
+    uint32_t refill = capacity / 2 < by_bytes ? capacity / 2 : (uint32_t)by_bytes;
+    return refill > 0 ? refill : 1;
+}
+
 void bp__tcache_init(bp__tcache *tc, const bp__tcache_thread *thread, bp__arena *arena, const bp__size_classes *sc,
                      const bp_config *cfg, uint32_t sample_interval)
 {
@@ -162,12 +171,7 @@ void bp__tcache_init(bp__tcache *tc, const bp__tcache_thread *thread, bp__arena 
         if (capacity > 0 && cfg->cache_class_max_bytes != 0) /* else bins keep their size */
             tc->max_capacity[c] =
                 within_byte_bound(sc, cfg, c, (uint64_t)configured_entries(sc, cfg, c) * GROWTH_LIMIT);
-        /* Half a bin per refill, but no more than about 64 KiB of memory taken ahead. */
-        if (small && capacity > 0) {
-            size_t by_bytes = (64 * 1024) / sc->class_size[c];
-            uint32_t refill = capacity / 2 < by_bytes ? capacity / 2 : (uint32_t)by_bytes;
-            tc->refill[c] = refill > 0 ? refill : 1;
-        }
+        if (small && capacity > 0) tc->refill[c] = first_refill(sc, capacity, c);
     }
     /* With leak detection on too: the clock stops the fast path before a tracked one. */
     tc->head.fast_classes = tc->head.ncacheable;
@@ -442,10 +446,28 @@ bp_buf *bp__tcache_refill(bp__tcache *tc, unsigned cls)
     bp__tcache_bin *bin = &tc->head.bins[cls];
     if (bin->capacity == 0 || !ensure_entries(tc, cls)) return NULL;
     tc->missed[cls] = 1;
+    tc->refilled[cls] = 1;
     bp__guard_enter(tc->guard);
     bp_buf *b = refill_locked(tc, bin, cls);
     bp__guard_leave(tc->guard);
     return b;
+}
+
+/* At a trim, jemalloc's fill adjustment for a small class: most of a refill's worth was
+ * not asked for since the last trim - the class is used a little, and would otherwise take
+ * a batch at its next miss only to give nearly all of it back at the next trim - then take
+ * half as many from now on, down to one; none of it, after a refill, then twice as many,
+ * up to where it started. */
+static void adapt_refill(bp__tcache *tc, unsigned cls, uint32_t unused)
+{
+    uint32_t refill = tc->refill[cls];
+    if (unused > 0 && unused >= refill / 2) {
+        if (refill > 1) tc->refill[cls] = refill / 2;
+    } else if (tc->refilled[cls]) {
+        uint32_t most = first_refill(tc->sc, tc->base_capacity[cls], cls);
+        tc->refill[cls] = refill < most / 2 ? refill * 2 : most;
+    }
+    tc->refilled[cls] = 0;
 }
 
 size_t bp__tcache_trim(bp__tcache *tc)
@@ -461,6 +483,7 @@ size_t bp__tcache_trim(bp__tcache *tc)
         give_back_oldest(tc, c, unused < count ? unused : count, false);
         if (unused > count) give_back_hot(tc, c);
         freed += unused;
+        if (c < tc->sc->nsmall) adapt_refill(tc, c, unused);
         /* A grown bin that served less than half its capacity since the last trim halves. */
         if (bin->capacity > tc->base_capacity[c] && hits < bin->capacity / 2) {
             uint32_t capacity = bin->capacity / 2 > tc->base_capacity[c] ? bin->capacity / 2 : tc->base_capacity[c];

@@ -859,6 +859,61 @@ static void test_small_miss_refills_a_batch(void **state)
     bp_allocator_destroy(a);
 }
 
+/* A small class whose trims find most of a refill unused takes half as many at its next
+ * misses, down to one; one that misses again and uses what it took doubles, up to where it
+ * started. (Many small classes each asked for a few times between trims otherwise take a
+ * batch each and give nearly all of it back at every trim.) */
+static uint64_t refill_taken(bp_allocator *a, size_t size)
+{
+    uint64_t before = arena_allocations(a);
+    bp_release(bp_alloc(a, size)); /* a miss: the bin was emptied by the last trim */
+    return arena_allocations(a) - before;
+}
+
+static void test_small_refills_follow_use(void **state)
+{
+    (void)state;
+    bp_allocator *a = allocator_with(256, 64, 32 * 1024, 0 /* trims on demand only */);
+    const uint64_t expect[] = {128, 64, 32, 16, 8, 4, 2, 1, 1};
+    for (size_t i = 0; i < sizeof expect / sizeof expect[0]; i++) {
+        assert_int_equal(refill_taken(a, 64), expect[i]);
+        assert_int_equal(bp_thread_cache_trim(a), (int)expect[i]); /* asked for once: unused */
+        assert_int_equal(stats(a).cached_entries, 0);
+    }
+    /* Another class is not affected. */
+    assert_int_equal(refill_taken(a, 128), 128);
+    assert_int_equal(bp_thread_cache_trim(a), 128);
+
+    /* Bursts that miss, and use all that the misses took, between trims: each trim doubles
+     * the refill, up to where it started. */
+    unsigned cls;
+    bin_of(a, 64, &cls);
+    const bp__tcache *tc = &bp__thread_state_get(a)->tcache;
+    assert_int_equal(tc->refill[cls], 1);
+    enum { BURST = 200 };
+    bp_buf *bufs[BURST];
+    const uint32_t grown[] = {2, 4, 8, 16, 32, 64, 128, 128};
+    for (size_t i = 0; i < sizeof grown / sizeof grown[0]; i++) {
+        assert_true(bp_thread_cache_flush(a) >= 0); /* an empty bin: the next burst misses */
+        uint64_t before = arena_allocations(a);
+        for (int round = 0; round < 2; round++) { /* the second burst hits what the first left */
+            for (int k = 0; k < BURST; k++) bufs[k] = bp_alloc(a, 64);
+            for (int k = 0; k < BURST; k++) bp_release(bufs[k]);
+        }
+        uint64_t taken = arena_allocations(a) - before; /* whole refills, enough for a burst */
+        assert_int_equal(taken % (grown[i] > 1 ? grown[i] / 2 : 1), 0);
+        assert_true(taken >= BURST);
+        assert_true(bp_thread_cache_trim(a) >= 0);
+        assert_int_equal(tc->refill[cls], grown[i]);
+    }
+    assert_int_equal(bp_thread_cache_flush(a) >= 0, 1);
+    assert_int_equal(refill_taken(a, 64), 128);
+    assert_int_equal(bp_thread_cache_flush(a), 128);
+    assert_int_equal(arena_stats(a).active_bytes, 0);
+    assert_true(bp__arena_check(&a->arenas[0]));
+    bp_allocator_destroy(a);
+}
+
 static void *cache_and_exit(void *arg)
 {
     bp_allocator *a = arg;
@@ -967,6 +1022,7 @@ int main(void)
         cmocka_unit_test(test_uncached_allocations_count_toward_the_trim),
         cmocka_unit_test(test_a_spent_cache_matches_no_tag),
         cmocka_unit_test(test_small_miss_refills_a_batch),
+        cmocka_unit_test(test_small_refills_follow_use),
         cmocka_unit_test(test_thread_exit_flushes_its_cache),
         cmocka_unit_test(test_destroy_with_cached_regions),
         cmocka_unit_test(test_cache_api_errors_and_unpooled),
