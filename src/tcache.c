@@ -440,34 +440,40 @@ BP__INLINE bp_buf *refill_locked(bp__tcache *tc, bp__tcache_bin *bin, unsigned c
     return objects[0];
 }
 
+/* A small class's refill follows use, as jemalloc's fill count does. It doubles, up to
+ * where it started, when the bin runs dry a second time between two trims (a burst): what
+ * the last refill took was all asked for. It halves, down to one, at a trim that finds
+ * most of a refill's worth unused (a class asked for a few times between trims, which
+ * would otherwise take a batch at each miss only to give nearly all of it back at the
+ * next trim). */
+static void grow_refill(bp__tcache *tc, unsigned cls)
+{
+    uint32_t refill = tc->refill[cls], most = first_refill(tc->sc, tc->base_capacity[cls], cls);
+    tc->refill[cls] = refill < most / 2 ? refill * 2 : most;
+}
+
+static void shrink_refill(bp__tcache *tc, unsigned cls, uint32_t unused)
+{
+    uint32_t refill = tc->refill[cls];
+    if (unused > 0 && unused >= refill / 2 && refill > 1) tc->refill[cls] = refill / 2;
+    tc->refilled[cls] = 0;
+}
+
 bp_buf *bp__tcache_refill(bp__tcache *tc, unsigned cls)
 {
     if (cls >= tc->head.ncacheable) return NULL;
     bp__tcache_bin *bin = &tc->head.bins[cls];
     if (bin->capacity == 0 || !ensure_entries(tc, cls)) return NULL;
     tc->missed[cls] = 1;
-    tc->refilled[cls] = 1;
+    if (cls < tc->sc->nsmall) {
+        /* Dry again since the last trim: all the last refill took was asked for. */
+        if (tc->refilled[cls]) grow_refill(tc, cls);
+        tc->refilled[cls] = 1;
+    }
     bp__guard_enter(tc->guard);
     bp_buf *b = refill_locked(tc, bin, cls);
     bp__guard_leave(tc->guard);
     return b;
-}
-
-/* At a trim, jemalloc's fill adjustment for a small class: most of a refill's worth was
- * not asked for since the last trim - the class is used a little, and would otherwise take
- * a batch at its next miss only to give nearly all of it back at the next trim - then take
- * half as many from now on, down to one; none of it, after a refill, then twice as many,
- * up to where it started. */
-static void adapt_refill(bp__tcache *tc, unsigned cls, uint32_t unused)
-{
-    uint32_t refill = tc->refill[cls];
-    if (unused > 0 && unused >= refill / 2) {
-        if (refill > 1) tc->refill[cls] = refill / 2;
-    } else if (tc->refilled[cls]) {
-        uint32_t most = first_refill(tc->sc, tc->base_capacity[cls], cls);
-        tc->refill[cls] = refill < most / 2 ? refill * 2 : most;
-    }
-    tc->refilled[cls] = 0;
 }
 
 size_t bp__tcache_trim(bp__tcache *tc)
@@ -483,7 +489,7 @@ size_t bp__tcache_trim(bp__tcache *tc)
         give_back_oldest(tc, c, unused < count ? unused : count, false);
         if (unused > count) give_back_hot(tc, c);
         freed += unused;
-        if (c < tc->sc->nsmall) adapt_refill(tc, c, unused);
+        if (c < tc->sc->nsmall) shrink_refill(tc, c, unused);
         /* A grown bin that served less than half its capacity since the last trim halves. */
         if (bin->capacity > tc->base_capacity[c] && hits < bin->capacity / 2) {
             uint32_t capacity = bin->capacity / 2 > tc->base_capacity[c] ? bin->capacity / 2 : tc->base_capacity[c];

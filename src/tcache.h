@@ -89,7 +89,7 @@ typedef struct bp__tcache {
     bp__recycler *recycler;    /* the thread's: objects for fresh regions, and back */
     /* Fresh regions a miss of a small class takes at once: half the configured bin, up to
      * about 64 KiB, to start with; halved at a trim that finds most of a refill unused,
-     * doubled back at one after a refill whose regions were used (see bp__tcache_trim). */
+     * doubled back when the bin runs dry twice between trims (see grow_refill). */
     uint32_t refill[BP__MAX_CLASSES];
     /* Bins that keep cycling through the arena's cache grow (see bp__tcache_put_slow): per
      * class, the capacity a bin starts with and shrinks back to, the most it may grow to,
@@ -100,7 +100,7 @@ typedef struct bp__tcache {
     uint32_t entries_room[BP__MAX_CLASSES];
     uint8_t missed[BP__MAX_CLASSES];
     uint8_t cycles[BP__MAX_CLASSES];
-    uint8_t refilled[BP__MAX_CLASSES]; /* a small class took a refill since the last trim */
+    uint8_t refilled[BP__MAX_CLASSES]; /* a small class's bin ran dry since the last trim */
     bp__guard *guard;          /* the thread's (see the invariants) */
     _Atomic uint64_t hits_before_trims; /* hits counted in the bins' states, then
                                             carried here at each trim */
