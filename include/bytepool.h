@@ -403,11 +403,12 @@ typedef struct bp_allocator_stats {
     size_t active_bytes;      /* bytes in regions of live buffers, and of buffers of a class
                                  thread caches keep released on a thread other than their
                                  allocator's and not back yet: in that thread's outgoing
-                                 batch (sent on when it fills, at the thread's trims and
-                                 flushes, and when it exits), then until the allocating
-                                 thread takes them back (at its next cache miss) or a purge
-                                 does (background_purge, bp_allocator_purge). Larger ones
-                                 go back from the releasing thread at once */
+                                 batch (sent on when it holds 64 buffers or 1 MiB, at the
+                                 thread's trims and flushes, and when it exits), then until
+                                 the allocating thread takes them back (at its next cache
+                                 miss) or a purge does (background_purge,
+                                 bp_allocator_purge). Larger ones go back from the
+                                 releasing thread at once */
     size_t chunks;
     uint64_t active_buffers;  /* bp_buf objects currently handed out */
     uint64_t allocations, deallocations; /* regions taken from and given back to arenas */

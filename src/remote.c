@@ -109,9 +109,10 @@ BP__NOINLINE void bp__remote_release_slow(bp__thread_state *ts, struct bp__remot
     } else {
         batch->next = NULL;
         batch->count = 1;
+        batch->bytes = b->region.length;
         batch->bufs[0] = b;
         slot->batch = batch;
-        if (BP__REMOTE_BATCH == 1) bp__remote_flush_slot(ts, slot);
+        if (BP__REMOTE_BATCH == 1 || batch->bytes >= BP__REMOTE_BATCH_BYTES) bp__remote_flush_slot(ts, slot);
     }
     bp__state_leave(ts);
 }

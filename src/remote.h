@@ -62,7 +62,9 @@ BP__INLINE void bp__remote_release(bp__thread_state *ts, bp__thread_state *owner
      * child), never a count naming an entry not yet written. */
     atomic_signal_fence(memory_order_release);
     batch->count = n + 1;
-    if (BP__UNLIKELY(n + 1 == BP__REMOTE_BATCH)) bp__remote_flush_slot(ts, slot);
+    batch->bytes += b->region.length;
+    if (BP__UNLIKELY(n + 1 == BP__REMOTE_BATCH || batch->bytes >= BP__REMOTE_BATCH_BYTES))
+        bp__remote_flush_slot(ts, slot);
 }
 
 /* Takes every buffer other threads pushed to this thread: regions into the cache (or back

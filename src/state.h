@@ -29,6 +29,14 @@
 #ifndef BP__REMOTE_BATCH
 #define BP__REMOTE_BATCH 64 /* buffers per remote push; 1 = a CAS per buffer */
 #endif
+#ifndef BP__REMOTE_BATCH_BYTES
+/* A batch holding this many bytes goes too, whatever its count: what a releasing thread
+ * that then idles keeps for an owner, out of reach of purges, is bounded in bytes (64
+ * buffers of 64 KiB were 4 MiB) while buffers up to 16 KiB still go 64 to a push. Pushes
+ * of 16 buffers of 64 KiB cost about 3 ns more per buffer on each side than pushes of 64
+ * (AMD EPYC family 26); of 4, 10 ns. */
+#define BP__REMOTE_BATCH_BYTES (1024 * 1024)
+#endif
 
 #define BP__REMOTE_SLOT_BITS 3 /* 8 slots: owners a thread collects remote releases for at once */
 #define BP__REMOTE_SLOTS (1u << BP__REMOTE_SLOT_BITS)
@@ -40,6 +48,7 @@
 typedef struct bp__remote_batch {
     struct bp__remote_batch *next; /* in the owner's remote stack */
     unsigned count;
+    size_t bytes;                  /* of the regions listed; the releaser's, for its bound */
     bp_buf *bufs[BP__REMOTE_BATCH];
 } bp__remote_batch;
 
