@@ -902,7 +902,7 @@ static void test_small_refills_follow_use(void **state)
      * than half a refill, so it stays. */
     assert_int_equal(bp_thread_cache_trim(a), 63);
     assert_int_equal(tc->refill[cls], 128);
-    assert_int_equal(bp_thread_cache_flush(a) >= 0, 1);
+    assert_true(bp_thread_cache_flush(a) >= 0);
     assert_int_equal(refill_taken(a, 64), 128);
     assert_int_equal(bp_thread_cache_flush(a), 128);
     assert_int_equal(arena_stats(a).active_bytes, 0);

@@ -635,43 +635,6 @@ static void test_purges_reclaim_what_waits_for_an_idle_owner(void **state)
     }
 }
 
-/* Buffers this thread released for other owners and has not pushed to them yet. */
-static uint32_t pending_remote_of(bp_allocator *a);
-
-/* A releasing thread that goes idle keeps what its partial batches hold until it next
- * trims or exits, out of reach of any purge: a batch goes on once it holds
- * BP__REMOTE_BATCH_BYTES, whatever its count, so that is at most what waits per owner
- * (256 KiB buffers, cached here: 4 to a batch, not 64). Small buffers still go 64 to a
- * batch. */
-static void test_idle_releaser_holds_a_bounded_batch(void **state)
-{
-    (void)state;
-    struct {
-        size_t size;
-        uint32_t pending; /* of the 10 released */
-    } cases[] = {{256 * 1024, 10 % 4}, {256, 10}};
-    _Static_assert(BP__REMOTE_BATCH_BYTES == 1024 * 1024, "the cases assume 4 per batch");
-    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        bp_config cfg;
-        bp_config_init(&cfg);
-        cfg.background_purge = 0;
-        cfg.max_cached_size = 256 * 1024; /* thread caches keep the class: batched */
-        idle_owner o;
-        idle_owner_start(&o, &cfg, cases[k].size);
-        size_t each = o.ten.bufs[0]->region.length;
-        for (int i = 0; i < 10; i++) assert_int_equal(bp_release(o.ten.bufs[i]), 1);
-        assert_int_equal(pending_remote_of(o.a), cases[k].pending);
-        assert_true(bp_allocator_purge(o.a) >= 0); /* takes what reached the owner's stack */
-        bp_allocator_stats s;
-        bp_allocator_get_stats(o.a, &s, sizeof s);
-        assert_int_equal(s.active_bytes, o.mine->region.length + cases[k].pending * each);
-        assert_int_equal(s.remote_releases, 10 - cases[k].pending);
-        assert_true(bp_thread_cache_trim(o.a) >= 0); /* the rest goes on */
-        assert_int_equal(pending_remote_of(o.a), 0);
-        idle_owner_finish(&o);
-    }
-}
-
 static void test_remote_releases_waiting_at_destroy(void **state)
 {
     (void)state;
@@ -721,7 +684,39 @@ static uint32_t pending_remote_releases(const bp__thread_state *ts)
     return n;
 }
 
-static uint32_t pending_remote_of(bp_allocator *a) { return pending_remote_releases(bp__thread_state_get(a)); }
+/* A releasing thread that goes idle keeps what its partial batches hold until it next
+ * trims or exits, out of reach of any purge: a batch goes on once it holds
+ * BP__REMOTE_BATCH_BYTES, whatever its count, so that is at most what waits per owner
+ * (256 KiB buffers, cached here: 4 to a batch, not 64). Small buffers still go 64 to a
+ * batch. */
+static void test_idle_releaser_holds_a_bounded_batch(void **state)
+{
+    (void)state;
+    struct {
+        size_t size;
+        uint32_t pending; /* of the 10 released */
+    } cases[] = {{256 * 1024, 10 % 4}, {256, 10}};
+    _Static_assert(BP__REMOTE_BATCH_BYTES == 1024 * 1024, "the cases assume 4 per batch");
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        bp_config cfg;
+        bp_config_init(&cfg);
+        cfg.background_purge = 0;
+        cfg.max_cached_size = 256 * 1024; /* thread caches keep the class: batched */
+        idle_owner o;
+        idle_owner_start(&o, &cfg, cases[k].size);
+        size_t each = o.ten.bufs[0]->region.length;
+        for (int i = 0; i < 10; i++) assert_int_equal(bp_release(o.ten.bufs[i]), 1);
+        assert_int_equal(pending_remote_releases(bp__thread_state_get(o.a)), cases[k].pending);
+        assert_true(bp_allocator_purge(o.a) >= 0); /* takes what reached the owner's stack */
+        bp_allocator_stats s;
+        bp_allocator_get_stats(o.a, &s, sizeof s);
+        assert_int_equal(s.active_bytes, o.mine->region.length + cases[k].pending * each);
+        assert_int_equal(s.remote_releases, 10 - cases[k].pending);
+        assert_true(bp_thread_cache_trim(o.a) >= 0); /* the rest goes on */
+        assert_int_equal(pending_remote_releases(bp__thread_state_get(o.a)), 0);
+        idle_owner_finish(&o);
+    }
+}
 
 /* A consumer that allocates a size no thread cache keeps between its remote releases. */
 typedef struct mixed_consumer {
