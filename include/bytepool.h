@@ -187,8 +187,8 @@ typedef struct bp_config {
     unsigned arenas;    /* 1 .. 1024; default 2 x online CPUs */
     unsigned recycler_capacity; /* released bp_buf objects a thread keeps for itself (the
                                    rest go to the allocator's spare list); default 4096,
-                                   0 = none. An allocator frees no object until it is
-                                   destroyed (see object_bytes) */
+                                   0 = none. Objects no thread keeps are given back by
+                                   purges (see object_bytes) */
     unsigned small_cache_size;  /* thread cache entries per small class; default 256, 0 = off */
     unsigned normal_cache_size; /* thread cache entries per cached normal class; default 64 */
     size_t max_cached_size;     /* largest size class kept in thread caches; default 64 KiB */
@@ -215,7 +215,8 @@ typedef struct bp_config {
     unsigned dirty_max_percent; /* free pages still resident stay within this % of the arena's
                                    recent peak of handed-out bytes; default 10, 0 = no bound */
     unsigned background_purge;  /* 1: a thread gives idle arenas' memory back with no call from
-                                   the program (not thread caches), and the buffers released
+                                   the program (not thread caches; bp_buf objects too once
+                                   every arena idles, see object_bytes), and the buffers released
                                    on other threads that wait for an allocating thread whose
                                    queue of them did not change for a pass (nothing taken,
                                    nothing added); it passes every quarter of the shortest
@@ -329,9 +330,10 @@ BP_API int bp_thread_cache_flush(bp_allocator *a);
  * keeps, unmaps every empty chunk (those kept for reuse, see chunk_decay_ms, included) and
  * gives every free page still resident back to the OS (see dirty_decay_ms), now rather
  * than when their time is up: with no buffer alive and the thread caches flushed, no chunk
- * stays mapped. Thread caches are left alone (see bp_thread_cache_flush), and so are the
- * batches other threads are still filling (see bp_thread_cache_trim). Returns how many
- * chunks were unmapped, BP_EINVAL for NULL. */
+ * stays mapped. Last, gives back the pages of bp_buf objects that are all released and
+ * held by no thread (see object_bytes). Thread caches are left alone (see
+ * bp_thread_cache_flush), and so are the batches other threads are still filling (see
+ * bp_thread_cache_trim). Returns how many chunks were unmapped, BP_EINVAL for NULL. */
 BP_API int bp_allocator_purge(bp_allocator *a);
 
 /* ---------------------------------------------------------------------------------------
@@ -443,13 +445,16 @@ typedef struct bp_allocator_stats {
      * (fragmentation inside chunks) + retained_chunks x chunk_size (empty chunks kept). */
     size_t free_page_bytes;   /* free pages of the chunks in use (dirty_bytes of them resident) */
     size_t free_slot_bytes;   /* free slots of the subpages in use */
-    size_t object_bytes;      /* bookkeeping outside mapped_bytes: bp_buf slabs and thread
-                                 states (malloc'ed). Objects (192 bytes each) are reused,
-                                 never freed, until the allocator is destroyed - what keeps
-                                 a pointer kept past release safe to pass to the library -
-                                 so this stays at the most buffers, views and cached
-                                 entries that were ever alive at once: a million 64 B
-                                 buffers live at a peak keep 184 MiB after their release */
+    size_t object_bytes;      /* bookkeeping outside mapped_bytes: the resident bp_buf slabs
+                                 (192 bytes an object, 64 a slab) with their descriptors,
+                                 and thread states (malloc'ed). Objects are reused, and their
+                                 memory never unmapped before the allocator is destroyed -
+                                 what keeps a pointer kept past release safe to pass to the
+                                 library - but a slab whose 64 objects are all released and
+                                 held by no thread's recycler gives its pages back to the OS
+                                 at bp_allocator_purge and at a background purge that finds
+                                 every arena idle; so after a peak this falls back to about
+                                 the objects in use and in thread recyclers */
 } bp_allocator_stats;
 
 /* Copies the allocator's counters into *out. `out_size` is sizeof(*out) as the caller
@@ -820,7 +825,8 @@ BP_API int bp_release_n(bp_buf *b, uint32_t n);
 /* The reference count: > 0 while alive, 0 once released, BP_EINVAL for NULL. */
 BP_API int bp_refcnt(const bp_buf *b);
 
-/* The allocator the buffer came from, or NULL (for NULL). */
+/* The allocator the buffer came from, or NULL: for NULL, and for a released buffer whose
+ * object's memory a purge gave back (see object_bytes). */
 BP_API bp_allocator *bp_buf_allocator(const bp_buf *b);
 
 /* Private: a view's head caches the buffer it shows, which may have grown, moved or shrunk
@@ -833,7 +839,8 @@ BP_API void bp__view_sync(const bp_buf *b);
  * Buffers: indices and capacity
  *
  * The getters below return 0 for NULL; on a released buffer they return the values it had
- * when released (they read no buffer memory).
+ * when released, or 0 once a purge gave the object's memory back (see object_bytes); they
+ * read no buffer memory.
  * ------------------------------------------------------------------------------------- */
 
 BP_API inline size_t bp_capacity(const bp_buf *b) { return b ? BP__SYNCED(b)->capacity : 0; }

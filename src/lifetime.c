@@ -337,6 +337,7 @@ int bp_allocator_purge(bp_allocator *a)
         bp__tcache_trim_arena(&a->arenas[i], &a->objects, NULL, true); /* first: it may empty chunks */
         purged += bp__arena_purge(&a->arenas[i], true);
     }
+    bp__object_pool_give_back(&a->objects); /* last: the trims above free objects too */
     return (int)purged;
 }
 

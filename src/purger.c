@@ -49,13 +49,17 @@ static void purge_allocator(bp_allocator *a)
         ts->remote_seen = atomic_load_explicit(&ts->remote_head, memory_order_relaxed);
         if (seen != NULL && seen == ts->remote_seen && bp__remote_reclaim(ts, seen) > 0) ts->remote_seen = NULL;
     }
+    unsigned idle = 0;
     for (unsigned i = 0; i < a->config.arenas; i++) {
         bp__arena *arena = &a->arenas[i];
         uint64_t idle_ms;
         if (!bp__arena_idle(arena, &idle_ms)) continue;
+        idle++;
         bp__tcache_trim_arena(arena, &a->objects, NULL, false);
         bp__arena_purge_idle(arena, idle_ms);
     }
+    /* The whole allocator idles: the objects its trims and releases left free too. */
+    if (idle == a->config.arenas) bp__object_pool_give_back(&a->objects);
 }
 
 static void *purger_main(void *arg)

@@ -4,8 +4,13 @@
  */
 #include "recycler.h"
 
+#include "os.h"
+
 #include <stdlib.h>
 #include <string.h>
+
+_Static_assert(BP__SLAB_BYTES % BP__SLAB_ALIGN == 0 && BP__SLAB_BLOCK % BP__SLAB_ALIGN == 0,
+               "a slab's objects are whole pages");
 
 void bp__object_pool_init(bp__object_pool *pool, pthread_mutex_t *lock)
 {
@@ -19,7 +24,7 @@ void bp__object_pool_destroy(bp__object_pool *pool, bool free_malloced)
     pool->quarantine = NULL;
     for (bp__buf_slab *slab = pool->slabs; slab != NULL;) {
         bp__buf_slab *next = slab->next;
-        for (size_t i = 0; free_malloced && i < BP__SLAB_BUFS; i++) {
+        for (size_t i = 0; free_malloced && !slab->given_back && i < BP__SLAB_BUFS; i++) {
             uint32_t count = BP__REFCNT_LOAD(&slab->bufs[i], __ATOMIC_RELAXED);
             /* not views', composites' (indirect: no region) or wrapped ones' */
             if (count != 0 && !(count & BP__REFCNT_INDIRECT) && slab->bufs[i].region.kind == BP__KIND_MALLOC)
@@ -28,7 +33,17 @@ void bp__object_pool_destroy(bp__object_pool *pool, bool free_malloced)
         free(slab);
         slab = next;
     }
+    for (bp__slab_block *block = pool->blocks; block != NULL;) {
+        bp__slab_block *next = block->next;
+        free(block->base);
+        free(block);
+        block = next;
+    }
     pool->slabs = NULL;
+    pool->blocks = NULL;
+    pool->uncut = NULL;
+    pool->given_back_slabs = NULL;
+    pool->nslabs = pool->given_back = pool->uncut_bytes = 0;
 }
 
 void bp__recycler_init(bp__recycler *r, bp__object_pool *pool, unsigned capacity)
@@ -45,6 +60,7 @@ static void spare_push_locked(bp__object_pool *pool, bp_buf *first, bp_buf *last
     last->next_free = pool->spare;
     pool->spare = first;
     pool->nspare += n;
+    pool->spare_moves += n;
 }
 
 static bp_buf *spare_pop_locked(bp__object_pool *pool)
@@ -52,25 +68,138 @@ static bp_buf *spare_pop_locked(bp__object_pool *pool)
     bp_buf *b = pool->spare;
     pool->spare = b->next_free;
     pool->nspare--;
+    pool->spare_moves++;
     return b;
+}
+
+/* A slab's objects onto the spare list, in address order, each with the given generation
+ * (0 for a new slab). */
+static void slab_to_spare_locked(bp__object_pool *pool, bp__buf_slab *slab, uint64_t generation)
+{
+    for (size_t i = 0; i < BP__SLAB_BUFS; i++) {
+        __atomic_store_n(&slab->bufs[i].generation, generation, __ATOMIC_RELAXED);
+        slab->bufs[i].next_free = i + 1 < BP__SLAB_BUFS ? &slab->bufs[i + 1] : NULL;
+    }
+    spare_push_locked(pool, &slab->bufs[0], &slab->bufs[BP__SLAB_BUFS - 1], BP__SLAB_BUFS);
+}
+
+/* Objects for an empty spare list: a slab given back, used again, or a new one. */
+static bool grow_spare_locked(bp__object_pool *pool)
+{
+    bp__buf_slab *slab = pool->given_back_slabs;
+    if (slab != NULL) {
+        pool->given_back_slabs = slab->next_given_back;
+        slab->given_back = false;
+        pool->given_back--;
+        /* Even (nobody's record) and above every generation the objects had. */
+        slab_to_spare_locked(pool, slab, (slab->generation_floor | 1) + 1);
+        return true;
+    }
+    if (pool->uncut_bytes < BP__SLAB_BYTES) {
+        /* From malloc, so that leak checkers see the pointers objects hold. */
+        bp__slab_block *block = malloc(sizeof *block);
+        void *base = block != NULL ? aligned_alloc(BP__SLAB_ALIGN, BP__SLAB_BLOCK) : NULL;
+        if (base == NULL) {
+            free(block);
+            return false;
+        }
+        *block = (bp__slab_block){.next = pool->blocks, .base = base};
+        pool->blocks = block;
+        pool->uncut = base;
+        pool->uncut_bytes = BP__SLAB_BLOCK;
+    }
+    slab = malloc(sizeof *slab);
+    if (slab == NULL) return false;
+    /* Page-aligned (each bp_buf starts a cache line, see struct bp_buf). */
+    bp_buf *bufs = (bp_buf *)(void *)pool->uncut;
+    memset(bufs, 0, BP__SLAB_BYTES);
+    pool->uncut += BP__SLAB_BYTES;
+    pool->uncut_bytes -= BP__SLAB_BYTES;
+    *slab = (bp__buf_slab){.next = pool->slabs, .bufs = bufs};
+    pool->slabs = slab;
+    pool->nslabs++;
+    slab_to_spare_locked(pool, slab, 0);
+    return true;
+}
+
+static int compare_slabs(const void *x, const void *y)
+{
+    const bp__buf_slab *a = *(bp__buf_slab *const *)x, *b = *(bp__buf_slab *const *)y;
+    return a->bufs < b->bufs ? -1 : a->bufs > b->bufs;
+}
+
+/* The slab (of the `n` in `sorted`, by address) an object of the pool lives in. */
+static size_t slab_of(bp__buf_slab **sorted, size_t n, const bp_buf *b)
+{
+    size_t lo = 0, hi = n;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (sorted[mid]->bufs <= b) lo = mid;
+        else hi = mid;
+    }
+    return lo;
+}
+
+size_t bp__object_pool_give_back(bp__object_pool *pool)
+{
+    pthread_mutex_lock(pool->lock);
+    size_t n = pool->nslabs - pool->given_back, given = 0;
+    bool changed = pool->spare_moves != pool->moves_at_give_back;
+    pool->moves_at_give_back = pool->spare_moves;
+    bp__buf_slab **sorted = changed && pool->nspare >= BP__SLAB_BUFS ? malloc(n * sizeof *sorted) : NULL;
+    uint16_t *free_in = sorted != NULL ? calloc(n, sizeof *free_in) : NULL;
+    if (free_in == NULL) goto done;
+    size_t k = 0;
+    for (bp__buf_slab *slab = pool->slabs; slab != NULL; slab = slab->next)
+        if (!slab->given_back) sorted[k++] = slab;
+    qsort(sorted, n, sizeof *sorted, compare_slabs);
+    for (bp_buf *b = pool->spare; b != NULL; b = b->next_free) free_in[slab_of(sorted, n, b)]++;
+    for (size_t i = 0; i < n; i++) given += free_in[i] == BP__SLAB_BUFS;
+    if (given == 0) goto done;
+    /* The spare list without those slabs' objects, in the same order. */
+    bp_buf **link = &pool->spare;
+    for (bp_buf *b = pool->spare; b != NULL; b = b->next_free) {
+        if (free_in[slab_of(sorted, n, b)] == BP__SLAB_BUFS) continue;
+        *link = b;
+        link = &b->next_free;
+    }
+    *link = NULL;
+    pool->nspare -= given * BP__SLAB_BUFS;
+    for (size_t i = 0; i < n; i++) {
+        if (free_in[i] != BP__SLAB_BUFS) continue;
+        bp__buf_slab *slab = sorted[i];
+        uint64_t floor = 0;
+        for (size_t j = 0; j < BP__SLAB_BUFS; j++) {
+            uint64_t g = __atomic_load_n(&slab->bufs[j].generation, __ATOMIC_RELAXED);
+            if (g > floor) floor = g;
+        }
+        slab->generation_floor = floor;
+        slab->given_back = true;
+        slab->next_given_back = pool->given_back_slabs;
+        pool->given_back_slabs = slab;
+        pool->given_back++;
+        /* Refused, the pages stay as they are: released objects, read as such. */
+        (void)bp__os_purge(slab->bufs, BP__SLAB_BYTES);
+    }
+done:
+    free(free_in);
+    free(sorted);
+    pthread_mutex_unlock(pool->lock);
+    return given * BP__SLAB_BYTES;
+}
+
+size_t bp__object_pool_bytes(const bp__object_pool *pool)
+{
+    return (pool->nslabs - pool->given_back) * BP__SLAB_BYTES + pool->nslabs * sizeof(bp__buf_slab);
 }
 
 BP__NOINLINE bp_buf *bp__recycler_refill(bp__recycler *r)
 {
     bp__object_pool *pool = r->pool;
     pthread_mutex_lock(pool->lock);
-    if (pool->spare == NULL) {
-        /* Aligned: each bp_buf starts a cache line (see struct bp_buf). */
-        bp__buf_slab *slab = aligned_alloc(_Alignof(bp__buf_slab), sizeof *slab);
-        if (slab == NULL) {
-            pthread_mutex_unlock(pool->lock);
-            return NULL;
-        }
-        memset(slab, 0, sizeof *slab);
-        slab->next = pool->slabs;
-        pool->slabs = slab;
-        for (size_t i = 0; i + 1 < BP__SLAB_BUFS; i++) slab->bufs[i].next_free = &slab->bufs[i + 1];
-        spare_push_locked(pool, &slab->bufs[0], &slab->bufs[BP__SLAB_BUFS - 1], BP__SLAB_BUFS);
+    if (pool->spare == NULL && !grow_spare_locked(pool)) {
+        pthread_mutex_unlock(pool->lock);
+        return NULL;
     }
     /* One to return, and up to a batch more for the stack. */
     bp_buf *taken = spare_pop_locked(pool);

@@ -10,6 +10,11 @@
  *   frees one. An object in a stack, the spare list or the quarantine is released (refcnt
  *   0), linked by next_free, with head.memory NULL (a root's region memory too: see
  *   bp__object_retire) and `composite` NULL.
+ * - A slab whose every object is on the spare list may give its pages back to the OS
+ *   (bp__object_pool_give_back): its objects leave the spare list and read 0 (count 0:
+ *   released) until the slab is used again, when their generations go on above the highest
+ *   they had, so that no (pointer, generation) pair recorded before matches. Objects
+ *   anywhere else (stacks, bins, caches, batches, the quarantine) keep their slab's pages.
  * - A stack is its thread's alone; r->count <= r->capacity. The spare list, the slabs and
  *   the quarantine are guarded by *pool->lock.
  */
@@ -25,9 +30,26 @@
 #define BP__SPARE_BATCH 64   /* objects moved at once between a stack and the spare list */
 #define BP__QUARANTINE 4096  /* paranoid leak detection: released objects held back */
 
+/* A slab's objects: whole 4 KiB pages (64 objects of three 64-byte lines: 12 KiB), so that
+ * a slab none of whose objects is in use can give its pages back to the OS. */
+#define BP__SLAB_BYTES (BP__SLAB_BUFS * sizeof(bp_buf))
+#define BP__SLAB_ALIGN 4096
+/* Slabs are cut from blocks of this size (85 slabs): a page-aligned allocation per slab
+ * cost a third more than its pages. */
+#define BP__SLAB_BLOCK ((size_t)1 << 20)
+
+typedef struct bp__slab_block {
+    struct bp__slab_block *next;
+    void *base;                /* BP__SLAB_BLOCK bytes, freed at the pool's destroy */
+} bp__slab_block;
+
 typedef struct bp__buf_slab {
     struct bp__buf_slab *next;
-    bp_buf bufs[BP__SLAB_BUFS];
+    struct bp__buf_slab *next_given_back; /* given back: the pool's list of those */
+    bp_buf *bufs;              /* BP__SLAB_BUFS objects, BP__SLAB_ALIGN-aligned */
+    bool given_back;           /* its pages went back to the OS (they read 0: every object
+                                  released); none of its objects is listed anywhere */
+    uint64_t generation_floor; /* given back: the highest generation its objects had */
 } bp__buf_slab;
 
 typedef struct bp__object_pool {
@@ -35,6 +57,13 @@ typedef struct bp__object_pool {
     bp_buf *spare;               /* objects handed back by full or exiting stacks */
     size_t nspare;
     bp__buf_slab *slabs;
+    size_t nslabs, given_back;   /* slabs, and those whose pages went back to the OS */
+    struct bp__buf_slab *given_back_slabs; /* the latter, next used again first */
+    bp__slab_block *blocks;      /* the blocks slabs are cut from */
+    char *uncut;                 /* the newest block's rest, slab by slab */
+    size_t uncut_bytes;
+    uint64_t spare_moves;        /* objects onto or off the spare list, ever */
+    uint64_t moves_at_give_back; /* spare_moves at the last look for slabs to give back */
     /* Paranoid leak detection holds released objects back from reuse (FIFO), so a stale
      * pointer keeps failing with BP_EFREED for a while. */
     bp_buf **quarantine;
@@ -53,6 +82,16 @@ void bp__object_pool_init(bp__object_pool *pool, pthread_mutex_t *lock);
 /* Frees the slabs, every object in them with them; with `free_malloced`, first the memory
  * that live buffers of an unpooled allocator malloc'ed (reachable only through them). */
 void bp__object_pool_destroy(bp__object_pool *pool, bool free_malloced);
+
+/* Gives back to the OS the pages of every slab whose objects are all on the spare list
+ * (objects in threads' stacks, caches, batches or the quarantine keep theirs); nothing to
+ * look at when the spare list did not change since the last call. Takes *pool->lock.
+ * Returns the bytes given back. */
+size_t bp__object_pool_give_back(bp__object_pool *pool);
+
+/* The bytes of the pool's slabs still resident, with their descriptors (stats). Under
+ * *pool->lock. */
+size_t bp__object_pool_bytes(const bp__object_pool *pool);
 
 void bp__recycler_init(bp__recycler *r, bp__object_pool *pool, unsigned capacity);
 

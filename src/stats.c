@@ -75,9 +75,7 @@ int bp_allocator_get_stats(const bp_allocator *a, bp_allocator_stats *out, size_
     full.remote_releases = a->remote_releases_exited;
     full.remote_drained = a->remote_drained_exited;
     uint64_t views = a->views_active_exited + atomic_load_explicit(&mutable_a->view_ledger_stateless, memory_order_relaxed);
-    size_t slabs = 0;
-    for (const bp__buf_slab *slab = a->objects.slabs; slab != NULL; slab = slab->next) slabs++;
-    full.object_bytes = slabs * sizeof(bp__buf_slab);
+    full.object_bytes = bp__object_pool_bytes(&a->objects);
     for (bp__thread_state *ts = a->threads; ts != NULL; ts = ts->next) {
         full.object_bytes += sizeof *ts;
         active += atomic_load_explicit(&ts->tcache.ledger, memory_order_relaxed);

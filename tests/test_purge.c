@@ -8,6 +8,7 @@
 #include "test_util.h"
 
 #include <pthread.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -188,6 +189,84 @@ static void test_purge_with_nothing_live_unmaps_the_chunks(void **state)
     bp_allocator_destroy(a);
 }
 
+/* Objects no thread holds (all of a slab's on the allocator's spare list) go back to the
+ * OS at a purge; a handle kept past release still reads as released (the pages read 0), and
+ * what views and composites recorded of it never matches its next life (generations go on
+ * above the old ones, not from 0). */
+enum { OBJECTS = 640 };
+
+static void test_purge_gives_free_objects_back(void **state)
+{
+    (void)state;
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.recycler_capacity = 0; /* released objects straight to the spare list */
+    cfg.background_purge = 0;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    int err = 0;
+    bp_buf *holder = bp_composite(a, 16, &err); /* the first slab's first object */
+    assert_non_null(holder);
+    bp_buf **bufs = calloc(OBJECTS, sizeof *bufs);
+    assert_non_null(bufs);
+    for (int i = 0; i < OBJECTS; i++) assert_int_equal(bp_write_u32(bufs[i] = bp_alloc(a, 64), (uint32_t)i), 0);
+    bp_buf *victim = bufs[OBJECTS / 2]; /* in a slab of its own, away from the holder's */
+    assert_int_equal(bp_retain(victim), 0);
+    assert_int_equal(bp_composite_add(holder, victim, 1), 0);
+    size_t at_peak = stats_of(a).object_bytes;
+    for (int i = 0; i < OBJECTS; i++) assert_int_equal(bp_release(bufs[i]), i != OBJECTS / 2);
+    misuse_capture_start();
+    assert_int_equal(bp_release(victim), 1); /* behind the holder's back */
+    assert_true(bp_thread_cache_flush(a) >= 0);
+    assert_true(bp_allocator_purge(a) >= 0);
+    size_t after = stats_of(a).object_bytes;
+    /* 641 objects filled 11 slabs; all but the holder's are free */
+    assert_int_equal(at_peak - after, 10 * BP__SLAB_BUFS * sizeof(bp_buf));
+    /* The victim's object is on a page the OS took back. */
+    unsigned char resident = 1;
+    void *page = (void *)((uintptr_t)victim & ~(uintptr_t)4095);
+    assert_int_equal(mincore(page, 4096, &resident), 0);
+    assert_int_equal(resident & 1, 0);
+    /* A stale handle: released, nothing written, nothing read through it. */
+    assert_int_equal(bp_refcnt(victim), 0);
+    assert_int_equal(bp_write_u32(victim, 1), BP_EFREED);
+    assert_int_equal(bp_release(victim), BP_EFREED);
+    uint8_t out[4];
+    assert_int_equal(bp_get_bytes(holder, 0, out, 4), BP_EFREED);
+    /* The objects come back into use, each new buffer recorded (a retained slice) as the
+     * victim was: the holder's record must not match the buffer that got its object. */
+    bp_buf **slices = calloc(OBJECTS, sizeof *slices);
+    assert_non_null(slices);
+    int reused = 0;
+    for (int i = 0; i < OBJECTS; i++) {
+        assert_non_null(bufs[i] = bp_alloc(a, 64));
+        assert_int_equal(bp_write_u32(bufs[i], 0x4e4e4e4e), 0);
+        reused += bufs[i] == victim;
+    }
+    assert_int_equal(reused, 1);
+    for (int i = 0; i < OBJECTS; i++) assert_non_null(slices[i] = bp_retained_slice(bufs[i], 0, 4, &err));
+    assert_true(stats_of(a).object_bytes > after);
+    int misuses = last_misuse.count;
+    assert_int_equal(bp_get_bytes(holder, 0, out, 4), BP_EFREED);
+    assert_int_equal(bp_refcnt(victim), 2); /* the new owner's and its slice's */
+    assert_int_equal(bp_release(holder), 1);
+    assert_int_equal(bp_refcnt(victim), 2); /* the holder's release left it alone */
+    assert_true(last_misuse.count > misuses);
+    misuse_capture_stop();
+    for (int i = 0; i < OBJECTS; i++) {
+        uint32_t v = 0;
+        assert_int_equal(bp_get_u32(slices[i], 0, &v), 0);
+        assert_int_equal(v, 0x4e4e4e4e);
+        assert_int_equal(bp_release(slices[i]), 1);
+        assert_int_equal(bp_release(bufs[i]), 1);
+    }
+    assert_int_equal(stats_of(a).active_buffers, 0);
+    free(slices);
+    free(bufs);
+    bp_allocator_destroy(a);
+}
+
 static void child_starts_no_thread(void)
 {
     bp_allocator *mine = allocator_with(1, 100);
@@ -227,6 +306,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_without_background_purge_memory_stays),
         cmocka_unit_test(test_background_purge_leaves_busy_arenas_alone),
         cmocka_unit_test(test_purge_with_nothing_live_unmaps_the_chunks),
+        cmocka_unit_test(test_purge_gives_free_objects_back),
         cmocka_unit_test(test_a_forked_child_starts_no_purge_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
