@@ -320,8 +320,10 @@ BP_API int bp_allocator_is_pooled(const bp_allocator *a);
 BP_API int bp_thread_cache_trim(bp_allocator *a);
 
 /* Gives every region in the calling thread's cache for `a` back to the arenas (and sends
- * partial batches of buffers released for other threads on, as bp_thread_cache_trim). Returns
- * how many went back; errors as bp_thread_cache_trim. Thread exit does this by itself. */
+ * partial batches of buffers released for other threads on, as bp_thread_cache_trim), and
+ * the released bp_buf objects the thread keeps for reuse (recycler_capacity) to the
+ * allocator, where a purge can give their memory back (see object_bytes). Returns how many
+ * regions went back; errors as bp_thread_cache_trim. Thread exit does this by itself. */
 BP_API int bp_thread_cache_flush(bp_allocator *a);
 
 /* Frees every region the arenas' caches hold (see arena_cache_size), every run they hold
@@ -451,10 +453,11 @@ typedef struct bp_allocator_stats {
                                  memory never unmapped before the allocator is destroyed -
                                  what keeps a pointer kept past release safe to pass to the
                                  library - but a slab whose 64 objects are all released and
-                                 held by no thread's recycler gives its pages back to the OS
-                                 at bp_allocator_purge and at a background purge that finds
-                                 every arena idle; so after a peak this falls back to about
-                                 the objects in use and in thread recyclers */
+                                 held by no thread (not in its recycler, nor with a region in
+                                 a cache: see bp_thread_cache_flush) gives its pages back to
+                                 the OS at bp_allocator_purge and at a background purge that
+                                 finds every arena idle; so after a peak this falls back to
+                                 about the objects in use and in threads' recyclers */
 } bp_allocator_stats;
 
 /* Copies the allocator's counters into *out. `out_size` is sizeof(*out) as the caller

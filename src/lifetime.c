@@ -354,5 +354,7 @@ int bp_thread_cache_flush(bp_allocator *a)
     uint64_t hits;
     bp__tcache_totals(&ts->tcache, &before, &bytes, &hits);
     bp__tcache_flush(&ts->tcache);
+    /* Last: the flush above handed the bins' objects to the recycler. */
+    bp__recycler_give_all(&ts->recycler);
     return (int)before;
 }

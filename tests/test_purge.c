@@ -267,6 +267,48 @@ static void test_purge_gives_free_objects_back(void **state)
     bp_allocator_destroy(a);
 }
 
+/* A thread's recycler keeps up to recycler_capacity released objects for itself, out of a
+ * purge's reach; bp_thread_cache_flush hands them to the allocator, so a thread going idle
+ * can let them go too. */
+static void test_flush_lets_the_recyclers_objects_go(void **state)
+{
+    (void)state;
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.recycler_capacity = 4096; /* the default: every object below fits */
+    cfg.background_purge = 0;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    bp_buf **bufs = calloc(OBJECTS, sizeof *bufs);
+    assert_non_null(bufs);
+    size_t before = stats_of(a).object_bytes;
+    for (int i = 0; i < OBJECTS; i++) assert_non_null(bufs[i] = bp_alloc(a, 64));
+    size_t at_peak = stats_of(a).object_bytes;
+    assert_true(at_peak >= before + OBJECTS * sizeof(bp_buf));
+    for (int i = 0; i < OBJECTS; i++) assert_int_equal(bp_release(bufs[i]), 1);
+    assert_true(bp_allocator_purge(a) >= 0);
+    size_t purged = stats_of(a).object_bytes;
+    assert_true(bp_thread_cache_flush(a) >= 0);
+    assert_true(bp_allocator_purge(a) >= 0);
+    size_t flushed = stats_of(a).object_bytes;
+    /* The recycler's objects were out of the first purge's reach; all 10 slabs went now. */
+    assert_true(purged > flushed);
+    assert_int_equal(at_peak - flushed, 10 * BP__SLAB_BUFS * sizeof(bp_buf));
+    for (int i = 0; i < OBJECTS; i++) {
+        assert_non_null(bufs[i] = bp_alloc(a, 64));
+        assert_int_equal(bp_write_u32(bufs[i], (uint32_t)i), 0);
+    }
+    for (int i = 0; i < OBJECTS; i++) {
+        uint32_t v = 0;
+        assert_int_equal(bp_get_u32(bufs[i], 0, &v), 0);
+        assert_int_equal(v, (uint32_t)i);
+        assert_int_equal(bp_release(bufs[i]), 1);
+    }
+    free(bufs);
+    bp_allocator_destroy(a);
+}
+
 static void child_starts_no_thread(void)
 {
     bp_allocator *mine = allocator_with(1, 100);
@@ -307,6 +349,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_background_purge_leaves_busy_arenas_alone),
         cmocka_unit_test(test_purge_with_nothing_live_unmaps_the_chunks),
         cmocka_unit_test(test_purge_gives_free_objects_back),
+        cmocka_unit_test(test_flush_lets_the_recyclers_objects_go),
         cmocka_unit_test(test_a_forked_child_starts_no_purge_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
