@@ -458,6 +458,12 @@ typedef struct bp_allocator_stats {
                                  the OS at bp_allocator_purge and at a background purge that
                                  finds every arena idle; so after a peak this falls back to
                                  about the objects in use and in threads' recyclers */
+    size_t remote_pending_bytes; /* of active_bytes: regions of buffers released on a thread
+                                    other than their allocator's and not back yet (in the
+                                    releasing thread's batch, or waiting for the allocating
+                                    thread: see active_bytes); 0 when every thread has
+                                    taken its own back. Read while threads run, it may
+                                    count a batch in flight twice for a moment */
 } bp_allocator_stats;
 
 /* Copies the allocator's counters into *out. `out_size` is sizeof(*out) as the caller

@@ -18,8 +18,8 @@ static void take_back_one(bp__thread_state *ts, bp_buf *b, bool cache_regions)
     bp__buf_free(ts, a, b, paranoid);
 }
 
-/* Hands a stack of remote batches back (see take_back_one) and frees the batches. Returns
- * the number of buffers. */
+/* Hands a stack of remote batches back (see take_back_one) and frees the batches, counting
+ * their bytes as returned by ts. Returns the number of buffers. */
 static size_t take_back(bp__thread_state *ts, bp__remote_batch *list, bool cache_regions)
 {
     /* Both lines the next allocation of each buffer writes - the object's first and the
@@ -29,7 +29,7 @@ static size_t take_back(bp__thread_state *ts, bp__remote_batch *list, bool cache
      * here. */
     enum { AHEAD = 4 };
     bool has_prefetchw = ts->allocator->has_prefetchw;
-    size_t n = 0;
+    size_t n = 0, bytes = 0;
     while (list != NULL) {
         bp__remote_batch *batch = list;
         list = batch->next;
@@ -40,8 +40,10 @@ static size_t take_back(bp__thread_state *ts, bp__remote_batch *list, bool cache
             take_back_one(ts, b, cache_regions);
         }
         n += batch->count;
+        bytes += batch->bytes;
         free(batch);
     }
+    bp__counter_add(&ts->remote_returned_bytes, bytes);
     return n;
 }
 
@@ -54,6 +56,10 @@ static BP__NOINLINE void push_batch(bp__thread_state *ts, struct bp__remote_slot
     bp__thread_state *owner = slot->owner;
     unsigned n = batch->count;
     slot->batch = NULL;
+    /* Counted as pushed before the push, so that stats never see them handed back first. */
+    batch->bytes = atomic_load_explicit(&slot->bytes, memory_order_relaxed);
+    bp__counter_add(&ts->remote_pushed_bytes, batch->bytes);
+    atomic_store_explicit(&slot->bytes, 0, memory_order_relaxed);
     bp__remote_batch *head = atomic_load_explicit(&owner->remote_head, memory_order_relaxed);
     do {
         if (head == BP__REMOTE_CLOSED) { /* the owner exited: give them back here */
@@ -88,6 +94,7 @@ static void free_slots(bp__thread_state *ts)
         free(ts->remote_slots[i].batch);
         ts->remote_slots[i].batch = NULL;
         ts->remote_slots[i].owner = NULL;
+        atomic_store_explicit(&ts->remote_slots[i].bytes, 0, memory_order_relaxed);
     }
 }
 
@@ -109,10 +116,11 @@ BP__NOINLINE void bp__remote_release_slow(bp__thread_state *ts, struct bp__remot
     } else {
         batch->next = NULL;
         batch->count = 1;
-        batch->bytes = b->region.length;
+        batch->bytes = 0;
         batch->bufs[0] = b;
+        atomic_store_explicit(&slot->bytes, b->region.length, memory_order_relaxed);
         slot->batch = batch;
-        if (BP__REMOTE_BATCH == 1 || batch->bytes >= BP__REMOTE_BATCH_BYTES) bp__remote_flush_slot(ts, slot);
+        if (BP__REMOTE_BATCH == 1 || b->region.length >= BP__REMOTE_BATCH_BYTES) bp__remote_flush_slot(ts, slot);
     }
     bp__state_leave(ts);
 }
@@ -127,14 +135,16 @@ size_t bp__remote_reclaim(bp__thread_state *owner, bp__remote_batch *expect)
         return 0;
     bp_allocator *a = owner->allocator;
     bool paranoid = a->config.leak_detection == BP_LEAK_PARANOID;
-    size_t n = 0;
+    size_t n = 0, bytes = 0;
     while (list != NULL) {
         bp__remote_batch *batch = list;
         list = batch->next;
         for (unsigned i = 0; i < batch->count; i++) bp__buf_free(NULL, a, batch->bufs[i], paranoid);
         n += batch->count;
+        bytes += batch->bytes;
         free(batch);
     }
+    bp__counter_add(&owner->remote_reclaimed_bytes, bytes); /* under bp__registry_lock */
     return n;
 }
 

@@ -6,7 +6,8 @@
  *
  * Invariants
  * - Only the owning thread changes a state's cache, recycler, slots and counters; other
- *   threads push onto remote_head and read counters (relaxed). The fork handlers take
+ *   threads push onto remote_head and read counters (relaxed), and purges that take the
+ *   remote stack (under bp__registry_lock, one at a time) add to remote_reclaimed_bytes. The fork handlers take
  *   `guard` to wait for the owner's multi-step changes (bp__state_enter) to end.
  * - in_use, prev and next are guarded by the allocator's lock: a state stays listed until
  *   the allocator is destroyed, and a thread that exits leaves it unowned for another to
@@ -48,7 +49,8 @@
 typedef struct bp__remote_batch {
     struct bp__remote_batch *next; /* in the owner's remote stack */
     unsigned count;
-    size_t bytes;                  /* of the regions listed; the releaser's, for its bound */
+    size_t bytes;                  /* of the regions listed, set as it is pushed (counted in
+                                      remote_pushed_bytes until they are back) */
     bp_buf *bufs[BP__REMOTE_BATCH];
 } bp__remote_batch;
 
@@ -74,12 +76,22 @@ typedef struct bp__thread_state {
     struct bp__remote_slot {
         struct bp__thread_state *owner;
         bp__remote_batch *batch; /* NULL until a release needs one */
-    } remote_slots[BP__REMOTE_SLOTS];
+        _Atomic uint64_t bytes;  /* of the regions in the batch (here, not in the batch, so
+                                    that stats can read it while the batch goes) */
+    } __attribute__((aligned(32))) remote_slots[BP__REMOTE_SLOTS]; /* a shift indexes them */
     /* Batches of buffers allocated here and released by other threads: a push-only stack
      * (Treiber) that other threads CAS onto and this thread takes whole with one exchange.
      * BP__REMOTE_CLOSED while no thread owns the state. On its own cache line: other
      * threads write it. */
     _Alignas(BP__CACHE_LINE) _Atomic(bp__remote_batch *) remote_head;
+    /* The regions of remote batches, for stats (remote_pending_bytes): what is pushed and
+     * not handed back yet is the sum over all states of pushed - returned - reclaimed. Each
+     * total has one writer at a time (no locked instruction): `reclaimed` the purges that
+     * take this state's stack (under bp__registry_lock), the others this state's thread. */
+    _Atomic uint64_t remote_reclaimed_bytes;
+    _Atomic uint64_t remote_pushed_bytes;   /* of the batches this thread pushed, ever */
+    _Atomic uint64_t remote_returned_bytes; /* of the batches it handed back, ever: its own
+                                               stack's, and ones whose owner had exited */
     _Alignas(BP__CACHE_LINE) bp__tcache tcache; /* pooled allocators only */
     /* Views made on this thread minus views ended on it (modulo 2^64), for stats. */
     _Atomic uint64_t view_ledger;

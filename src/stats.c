@@ -74,10 +74,16 @@ int bp_allocator_get_stats(const bp_allocator *a, bp_allocator_stats *out, size_
     full.cache_trims = a->cache_trims_exited;
     full.remote_releases = a->remote_releases_exited;
     full.remote_drained = a->remote_drained_exited;
+    uint64_t pending = 0; /* modulo 2^64: the totals of different threads, read while they run */
     uint64_t views = a->views_active_exited + atomic_load_explicit(&mutable_a->view_ledger_stateless, memory_order_relaxed);
     full.object_bytes = bp__object_pool_bytes(&a->objects);
     for (bp__thread_state *ts = a->threads; ts != NULL; ts = ts->next) {
         full.object_bytes += sizeof *ts;
+        pending += atomic_load_explicit(&ts->remote_pushed_bytes, memory_order_relaxed) -
+                   atomic_load_explicit(&ts->remote_returned_bytes, memory_order_relaxed) -
+                   atomic_load_explicit(&ts->remote_reclaimed_bytes, memory_order_relaxed);
+        for (unsigned i = 0; i < BP__REMOTE_SLOTS; i++)
+            pending += atomic_load_explicit(&ts->remote_slots[i].bytes, memory_order_relaxed);
         active += atomic_load_explicit(&ts->tcache.ledger, memory_order_relaxed);
         views += atomic_load_explicit(&ts->view_ledger, memory_order_relaxed);
         full.remote_releases += atomic_load_explicit(&ts->remote_releases, memory_order_relaxed);
@@ -101,6 +107,7 @@ int bp_allocator_get_stats(const bp_allocator *a, bp_allocator_stats *out, size_
     int64_t outstanding = (int64_t)(active - full.cached_entries);
     full.active_buffers = outstanding > 0 ? (uint64_t)outstanding : 0;
     full.active_views = (int64_t)views > 0 ? views : 0; /* (a view may end on another thread) */
+    full.remote_pending_bytes = (int64_t)pending > 0 ? (size_t)pending : 0;
     /* Cache counters are read without stopping their threads: never let the difference
      * go below zero while a region moves between a cache and a buffer. */
     size_t held = full.cached_bytes + full.arena_cached_bytes;
@@ -243,8 +250,8 @@ static void write_text(const bp_allocator *a, const picture *pp, FILE *out)
                 (unsigned long long)s->cache_misses, (unsigned long long)s->cache_trims);
         fprintf(out, "  arena caches: %zu released buffers (%zu bytes) ready for their threads; %zu freed runs (%zu bytes) held back from their chunks\n",
                 s->arena_cached_entries, s->arena_cached_bytes, s->arena_cached_runs, s->arena_cached_run_bytes);
-        fprintf(out, "  %llu buffers released on another thread, %llu of them taken back by their owner\n",
-                (unsigned long long)s->remote_releases, (unsigned long long)s->remote_drained);
+        fprintf(out, "  %llu buffers released on another thread, %llu of them taken back by their owner; %zu bytes of such buffers not back yet\n",
+                (unsigned long long)s->remote_releases, (unsigned long long)s->remote_drained, s->remote_pending_bytes);
         for (unsigned i = 0; i < p.narenas; i++) {
             const arena_picture *ap = &p.arenas[i];
             if (arena_is_idle(ap)) continue;
@@ -292,7 +299,7 @@ static void write_json(const bp_allocator *a, const picture *pp, FILE *out)
             "\"cache_misses\": %llu, \"cache_trims\": %llu, \"remote_releases\": %llu, \"remote_drained\": %llu, "
             "\"dirty_bytes\": %zu, \"purged_bytes\": %llu, \"arena_cached_entries\": %zu, \"arena_cached_bytes\": %zu, "
             "\"arena_cached_runs\": %zu, \"arena_cached_run_bytes\": %zu, \"free_page_bytes\": %zu, "
-            "\"free_slot_bytes\": %zu, \"object_bytes\": %zu},\n",
+            "\"free_slot_bytes\": %zu, \"object_bytes\": %zu, \"remote_pending_bytes\": %zu},\n",
             a->pooled ? "true" : "false", s->arenas, s->page_size, s->chunk_size, s->mapped_bytes, s->active_bytes,
             (unsigned long long)s->active_buffers, (unsigned long long)s->active_views, s->chunks, s->retained_chunks,
             (unsigned long long)s->allocations,
@@ -300,7 +307,7 @@ static void write_json(const bp_allocator *a, const picture *pp, FILE *out)
             (unsigned long long)s->cache_hits, (unsigned long long)s->cache_misses, (unsigned long long)s->cache_trims,
             (unsigned long long)s->remote_releases, (unsigned long long)s->remote_drained, s->dirty_bytes,
             (unsigned long long)s->purged_bytes, s->arena_cached_entries, s->arena_cached_bytes, s->arena_cached_runs,
-            s->arena_cached_run_bytes, s->free_page_bytes, s->free_slot_bytes, s->object_bytes);
+            s->arena_cached_run_bytes, s->free_page_bytes, s->free_slot_bytes, s->object_bytes, s->remote_pending_bytes);
     fprintf(out, " \"arenas\": [");
     for (unsigned i = 0; i < p.narenas; i++) {
         const arena_picture *ap = &p.arenas[i];

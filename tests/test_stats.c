@@ -160,6 +160,7 @@ static void test_text_and_json_dumps(void **state)
     expect(text, "chunk in q000: usage 2");
     expect(text, "small class 16 B: 1 subpage with free slots (runs of 8192 B, 512 slots), 384 slots free");
     expect(text, "thread cache 0 (arena 0): 128 regions");
+    expect(text, "0 buffers released on another thread, 0 of them taken back by their owner; 0 bytes of such buffers not back yet");
     free(text);
     char *json = dump(a, true);
     assert_true(json_well_formed(json));
@@ -168,6 +169,8 @@ static void test_text_and_json_dumps(void **state)
     expect(json, "{\"band\": \"q000\", \"chunks\": [{\"usage\": 2");
     expect(json, "{\"size\": 16, \"run_bytes\": 8192, \"slots_per_run\": 512, \"subpages\": 1, \"slots_free\": 384}");
     expect(json, "\"thread_caches\": [{\"arena\": 0, \"entries\": 128");
+    expect(json, "\"object_bytes\": ");
+    expect(json, ", \"remote_pending_bytes\": 0},");
     free(json);
     assert_int_equal(bp_view_free(views[0]), 0);
     bp_release(views[2]);
@@ -191,7 +194,7 @@ static void test_text_and_json_dumps(void **state)
     size_t runs = s.arena_cached_runs;
     assert_true(runs > 0);
     assert_int_equal(s.arena_cached_run_bytes, runs * 64 * 1024);
-    char line[200];
+    char line[320];
     text = dump(a, false);
     snprintf(line, sizeof line,
              "arena caches: %zu released buffers (%zu bytes) ready for their threads; %zu freed runs (%zu bytes) "
@@ -211,9 +214,9 @@ static void test_text_and_json_dumps(void **state)
     snprintf(line, sizeof line,
              "\"arena_cached_entries\": %zu, \"arena_cached_bytes\": %zu, \"arena_cached_runs\": %zu, "
              "\"arena_cached_run_bytes\": %zu, \"free_page_bytes\": %zu, \"free_slot_bytes\": %zu, "
-             "\"object_bytes\": %zu}",
+             "\"object_bytes\": %zu, \"remote_pending_bytes\": %zu}",
              s.arena_cached_entries, s.arena_cached_bytes, runs, runs * 64 * 1024, s.free_page_bytes,
-             s.free_slot_bytes, s.object_bytes);
+             s.free_slot_bytes, s.object_bytes, s.remote_pending_bytes);
     expect(json, line);
     snprintf(line, sizeof line,
              "\"cached_entries\": %zu, \"cached_bytes\": %zu, \"cached_runs\": %zu, \"cached_run_bytes\": %zu,",

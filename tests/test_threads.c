@@ -317,6 +317,7 @@ static size_t mapped_bytes(bp_allocator *a)
 typedef struct steady_figures {
     size_t mapped_after_warmup, mapped_at_end;
     size_t slabs_after_warmup, slabs_at_end;
+    size_t pending_before_drain, pending_after_drain; /* remote_pending_bytes */
 } steady_figures;
 
 static steady_figures figures;
@@ -346,6 +347,14 @@ static void *steady_state_body(void *arg)
         pthread_barrier_wait(&h->emptied);
     }
     pthread_join(c, NULL);
+    /* The consumer's exit pushed its last batches: they wait on this thread's stack until
+     * it takes them back (a flush drains it). */
+    bp_allocator_stats s;
+    bp_allocator_get_stats(h->a, &s, sizeof s);
+    figures.pending_before_drain = s.remote_pending_bytes;
+    bp_thread_cache_flush(h->a);
+    bp_allocator_get_stats(h->a, &s, sizeof s);
+    figures.pending_after_drain = s.remote_pending_bytes;
     figures.mapped_at_end = mapped_bytes(h->a);
     figures.slabs_at_end = slab_count(h->a);
     pthread_barrier_destroy(&h->filled);
@@ -373,6 +382,8 @@ static void producer_consumer_steady_state(bool has_prefetchw, size_t size)
     assert_true(figures.mapped_after_warmup > 0);
     assert_int_equal(figures.mapped_at_end, figures.mapped_after_warmup);
     assert_int_equal(figures.slabs_at_end, figures.slabs_after_warmup);
+    assert_true(figures.pending_before_drain > 0); /* some of the last round at least */
+    assert_int_equal(figures.pending_after_drain, 0);
     bp_allocator_stats s;
     bp_allocator_get_stats(h->a, &s, sizeof s);
     uint64_t handed = (uint64_t)h->rounds * HANDOFF;
@@ -380,6 +391,7 @@ static void producer_consumer_steady_state(bool has_prefetchw, size_t size)
     assert_int_equal(s.remote_drained, handed);   /* and all came home (the last at exit) */
     assert_int_equal(s.active_buffers, 0);
     assert_int_equal(s.active_bytes, 0);
+    assert_int_equal(s.remote_pending_bytes, 0);
     assert_int_equal(s.cached_entries, 0);
     assert_int_equal(s.threads, 0);
     bp_allocator_destroy(h->a);
@@ -392,8 +404,8 @@ static void test_producer_consumer_reaches_a_steady_state(void **state)
     producer_consumer_steady_state(true, 0);
 }
 
-/* 64 KiB, a class no thread cache keeps: the buffers come back onto their runs (objects
- * on them) in the producer's arena, and its allocations take them from there. */
+/* 64 KiB, the largest class thread caches keep by default (a run each, 16 to a remote
+ * batch by its byte bound): the buffers come back to the producer's cache in batches. */
 static void test_producer_consumer_of_64k_buffers_reaches_a_steady_state(void **state)
 {
     (void)state;
@@ -512,11 +524,13 @@ static void test_releases_to_an_exited_owner_wait_in_the_batch(void **state)
     bp_allocator_get_stats(a, &s, sizeof s);
     assert_int_equal(s.active_buffers, 1);
     assert_int_equal(s.active_bytes, mine_bytes + 10 * 16 * 1024);
+    assert_int_equal(s.remote_pending_bytes, 10 * 16 * 1024);
     assert_int_equal(s.remote_releases, 0);
     assert_true(bp_thread_cache_trim(a) >= 0); /* (it trims this thread's bins too) */
     bp_allocator_get_stats(a, &s, sizeof s);
     assert_int_equal(s.active_buffers, 1);
     assert_int_equal(s.active_bytes, mine_bytes);
+    assert_int_equal(s.remote_pending_bytes, 0);
     assert_int_equal(s.remote_releases, 0);
     assert_int_equal(s.remote_drained, 0);
     assert_int_equal(bp_release(mine), 1);
@@ -618,6 +632,7 @@ static void test_purges_reclaim_what_waits_for_an_idle_owner(void **state)
         bp_allocator_get_stats(o.a, &s, sizeof s);
         assert_int_equal(s.remote_releases, 10);
         assert_int_equal(s.active_bytes, o.mine->region.length + 10 * 16 * 1024); /* on the owner's stack */
+        assert_int_equal(s.remote_pending_bytes, 10 * 16 * 1024);
         if (!background) {
             assert_true(bp_allocator_purge(o.a) >= 0);
             bp_allocator_get_stats(o.a, &s, sizeof s);
@@ -629,6 +644,7 @@ static void test_purges_reclaim_what_waits_for_an_idle_owner(void **state)
             }
         }
         assert_int_equal(s.active_bytes, o.mine->region.length);
+        assert_int_equal(s.remote_pending_bytes, 0);
         assert_int_equal(s.active_buffers, 1);
         assert_int_equal(s.remote_drained, 0); /* not taken back by the owner */
         idle_owner_finish(&o);
@@ -656,6 +672,7 @@ static void test_remote_releases_waiting_at_destroy(void **state)
     bp_allocator_get_stats(h->a, &s, sizeof s);
     assert_int_equal(s.remote_releases, HANDOFF);
     assert_int_equal(s.active_buffers, 0);
+    assert_int_equal(s.remote_pending_bytes, HANDOFF * h->bufs[0]->region.length);
     pthread_barrier_destroy(&h->filled);
     pthread_barrier_destroy(&h->emptied);
     bp_allocator_destroy(h->a);
@@ -707,13 +724,18 @@ static void test_idle_releaser_holds_a_bounded_batch(void **state)
         size_t each = o.ten.bufs[0]->region.length;
         for (int i = 0; i < 10; i++) assert_int_equal(bp_release(o.ten.bufs[i]), 1);
         assert_int_equal(pending_remote_releases(bp__thread_state_get(o.a)), cases[k].pending);
-        assert_true(bp_allocator_purge(o.a) >= 0); /* takes what reached the owner's stack */
         bp_allocator_stats s;
         bp_allocator_get_stats(o.a, &s, sizeof s);
+        assert_int_equal(s.remote_pending_bytes, 10 * each); /* in the batch or pushed */
+        assert_true(bp_allocator_purge(o.a) >= 0); /* takes what reached the owner's stack */
+        bp_allocator_get_stats(o.a, &s, sizeof s);
         assert_int_equal(s.active_bytes, o.mine->region.length + cases[k].pending * each);
+        assert_int_equal(s.remote_pending_bytes, cases[k].pending * each);
         assert_int_equal(s.remote_releases, 10 - cases[k].pending);
         assert_true(bp_thread_cache_trim(o.a) >= 0); /* the rest goes on */
         assert_int_equal(pending_remote_releases(bp__thread_state_get(o.a)), 0);
+        bp_allocator_get_stats(o.a, &s, sizeof s);
+        assert_int_equal(s.remote_pending_bytes, cases[k].pending * each); /* now pushed */
         idle_owner_finish(&o);
     }
 }
