@@ -1437,6 +1437,10 @@ typedef void (*bp_wrap_free_fn)(void *memory, void *user_data);
 BP_API bp_buf *bp_wrap(bp_allocator *a, void *memory, size_t length, bp_wrap_free_fn free_fn, void *user_data,
                        int *err);
 
+/* A bp_wrap_free_fn for memory from malloc(3) handed over to the buffer: free(memory);
+ * user_data is not used. bp_wrap(a, p, n, bp_wrap_free_malloced, NULL, &err). */
+BP_API void bp_wrap_free_malloced(void *memory, void *user_data);
+
 /* Netty's ByteBufUtil.indexOf(needle, haystack) over [from, to) of b: the first index i,
  * from <= i <= to - needle_len, at which the needle_len bytes at `needle` occur. Any buffer
  * (composites and views of them too: a match may span components; memmem within a block).
@@ -1670,6 +1674,21 @@ BP_API void bp_output_free(bp_output *out);
  * the caller's and nothing changes: BP_EINVAL (NULL), BP_EFREED (buf released),
  * BP_ENOMEM. */
 BP_API int bp_output_add(bp_output *out, bp_buf *buf);
+
+/* Called once for each buffer queued by bp_output_add_notify (Netty's ChannelPromise of a
+ * write): from bp_output_flush once its last byte is written (completed 1), or when it is
+ * dropped with bytes unwritten (completed 0) by bp_output_clear, bp_output_free or a
+ * flush's error; the output's reference to the buffer is released before the call. It
+ * must not call the same output. */
+typedef void (*bp_write_done_fn)(int completed, void *user_data);
+
+/* bp_output_add, and done(completed, user_data) called once when the buffer is written or
+ * dropped (see bp_write_done_fn); calls complete in the order queued. An empty buf is
+ * queued too (released and completed when the flush reaches it): a marker whose
+ * completion says that everything queued before it was written (close after the last
+ * response, say). done NULL is bp_output_add. Returns as bp_output_add; on failure
+ * nothing is queued and done is not called. */
+BP_API int bp_output_add_notify(bp_output *out, bp_buf *buf, bp_write_done_fn done, void *user_data);
 
 /* Called once for each region queued by bp_output_add_file, with its fd and user_data:
  * from bp_output_flush once its last byte is written (completed 1), or when it is dropped

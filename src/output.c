@@ -65,6 +65,8 @@ typedef struct region_queue {
 typedef struct item {
     bp_buf *buf;
     size_t index, left; /* the bytes of buf still to write */
+    bp_write_done_fn done; /* NULL, or called once it is written or dropped */
+    void *user_data;
 } item;
 
 struct bp_output {
@@ -119,13 +121,20 @@ static void drop_region(bp_output *out, int completed)
     if (r.release != NULL) r.release(r.fd, completed, r.user_data);
 }
 
+/* Releases a buffer item (taken off the queue already) and completes it. */
+static void drop_buffer(const item *it, int completed)
+{
+    bp_release(it->buf);
+    if (it->done != NULL) it->done(completed, it->user_data);
+}
+
 static void release_all(bp_output *out)
 {
     size_t head = out->head, count = out->count;
     out->head = out->count = 0;
     out->pending = 0;
     for (size_t i = head; i < head + count; i++) {
-        if (out->items[i].buf != NULL) bp_release(out->items[i].buf);
+        if (out->items[i].buf != NULL) drop_buffer(&out->items[i], 0);
         else drop_region(out, 0);
     }
 }
@@ -183,20 +192,27 @@ static int add_pending(bp_output *out, size_t n)
     return 1;
 }
 
-int bp_output_add(bp_output *out, bp_buf *buf)
+static int add_buffer(bp_output *out, bp_buf *buf, bp_write_done_fn done, void *user_data, const char *func)
 {
     if (out == NULL || buf == NULL)
-        return bp__misuse(BP_EINVAL, __func__, "%s is NULL", out == NULL ? "output" : "buffer");
-    if (bp_refcnt(buf) <= 0) return bp__misuse(BP_EFREED, __func__, "buffer %p already released", (void *)buf);
+        return bp__misuse(BP_EINVAL, func, "%s is NULL", out == NULL ? "output" : "buffer");
+    if (bp_refcnt(buf) <= 0) return bp__misuse(BP_EFREED, func, "buffer %p already released", (void *)buf);
     size_t n = bp_readable_bytes(buf);
-    if (n == 0) {
+    if (n == 0 && done == NULL) {
         bp_release(buf);
         return 0;
     }
     int rc = item_room(out);
     if (rc != 0) return rc;
-    out->items[out->head + out->count++] = (item){buf, bp_reader_index(buf), n};
+    out->items[out->head + out->count++] = (item){buf, bp_reader_index(buf), n, done, user_data};
     return add_pending(out, n);
+}
+
+int bp_output_add(bp_output *out, bp_buf *buf) { return add_buffer(out, buf, NULL, NULL, __func__); }
+
+int bp_output_add_notify(bp_output *out, bp_buf *buf, bp_write_done_fn done, void *user_data)
+{
+    return add_buffer(out, buf, done, user_data, __func__);
 }
 
 /* The misuse report for a region that cannot be queued, or 0. */
@@ -227,7 +243,7 @@ int bp_output_add_file(bp_output *out, int fd, int64_t offset, uint64_t length, 
     if (items == NULL) return BP_ENOMEM;
     q->items = items;
     items[q->head + q->count++] = (region){fd, false, offset, length, release, user_data};
-    out->items[out->head + out->count++] = (item){NULL, 0, 0};
+    out->items[out->head + out->count++] = (item){NULL, 0, 0, NULL, NULL};
     return add_pending(out, (size_t)length);
 }
 
@@ -253,22 +269,22 @@ static int gather(const bp_output *out, struct iovec *iov, size_t *bytes, bool *
     return used;
 }
 
-/* n bytes of the buffers at the head went out: release the buffers written to their end,
- * advance the one cut. */
+/* n bytes of the buffers at the head went out: release (and complete) the buffers
+ * written to their end, empty ones included, advance the one cut. */
 static void advance(bp_output *out, size_t n)
 {
     out->pending -= n;
     while (out->count > 0 && out->items[out->head].buf != NULL) {
-        item *it = &out->items[out->head];
-        if (n < it->left) {
-            it->index += n;
-            it->left -= n;
+        item it = out->items[out->head];
+        if (n < it.left) {
+            out->items[out->head].index += n;
+            out->items[out->head].left -= n;
             break;
         }
-        n -= it->left;
-        bp_release(it->buf);
+        n -= it.left;
         out->head++;
         out->count--;
+        drop_buffer(&it, 1);
     }
     if (out->count == 0) out->head = 0;
     if (out->unwritable && out->pending < out->cfg.low_water_mark) set_writable(out, true);
@@ -304,6 +320,7 @@ BP__NOINLINE static long write_buffers(const bp_output *out, int fd, size_t *wan
         *err = blocks;
         return -1;
     }
+    if (blocks == 0) return 0; /* only empty buffers (completion markers) at the head */
     return bp__os_write_blocks_flags(fd, iov, blocks, region_next ? MSG_MORE : 0);
 }
 

@@ -11,10 +11,17 @@
 #include "allocator.h"
 #include "thread.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 _Static_assert(sizeof(((bp__region *)0)->wrapped) <= sizeof(void *) + sizeof(uint64_t),
                "the wrapped fields take no more room than chunk and handle");
+
+void bp_wrap_free_malloced(void *memory, void *user_data)
+{
+    (void)user_data;
+    free(memory);
+}
 
 bp_buf *bp_wrap(bp_allocator *a, void *memory, size_t length, bp_wrap_free_fn free_fn, void *user_data, int *err)
 {
