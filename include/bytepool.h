@@ -417,7 +417,9 @@ typedef struct bp_allocator_stats {
                                  bp_allocator_purge). Larger ones go back from the
                                  releasing thread at once */
     size_t chunks;
-    uint64_t active_buffers;  /* bp_buf objects currently handed out */
+    uint64_t active_buffers;  /* live buffers with memory of their own (allocated or
+                                 wrapped); views count in active_views, composites in
+                                 neither (their objects are in object_bytes) */
     uint64_t allocations, deallocations; /* regions taken from and given back to arenas */
     unsigned thread_caches;   /* threads that currently have a cache */
     size_t cached_entries;    /* regions sitting in thread caches */

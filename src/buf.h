@@ -141,6 +141,10 @@ void bp__wrap_release(struct bp__thread_state *ts, bp_buf *b);
 /* Releases every component and frees the component table (the last reference is gone). */
 void bp__composite_destroy(bp_buf *c);
 
+/* Frees the component table of a composite still alive as its allocator is destroyed,
+ * releasing nothing: the components' memory goes with the allocator too. */
+void bp__composite_free_table(bp_buf *c);
+
 /* Grows a composite so that n bytes fit after `writer` (writer + n <= max capacity): a new
  * component at the end. */
 int bp__composite_grow(bp_buf *c, size_t writer, size_t n);

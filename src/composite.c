@@ -438,6 +438,14 @@ void bp__composite_destroy(bp_buf *b)
     releasing_doomed = false;
 }
 
+void bp__composite_free_table(bp_buf *b)
+{
+    bp__composite *c = b->composite;
+    b->composite = NULL;
+    free(c->items);
+    free(c);
+}
+
 size_t bp__composite_count(const bp_buf *b) { return b->composite->count; }
 
 bool bp__composite_growth_merges(const bp_buf *b)

@@ -5,6 +5,7 @@
  * keep every allocator usable in a child process.
  */
 #include "allocator.h"
+#include "buf.h"
 #include "os.h"
 #include "purger.h"
 #include "remote.h"
@@ -266,6 +267,11 @@ void bp_allocator_destroy(bp_allocator *a)
     /* Deleting the key first means no exit destructor will run for this allocator. */
     pthread_key_delete(a->thread_key);
     bp__thread_states_free(a);
+    /* Composites still alive own a malloc'ed component table (released objects have
+     * none); what their components hold goes with the arenas and slabs below. */
+    for (bp__buf_slab *slab = a->objects.slabs; slab != NULL; slab = slab->next)
+        for (size_t i = 0; !slab->given_back && i < BP__SLAB_BUFS; i++)
+            if (slab->bufs[i].composite != NULL) bp__composite_free_table(&slab->bufs[i]);
     /* Unpooled buffers still alive own malloc'ed memory reachable only through their
      * objects: freed with the slabs. */
     bp__object_pool_destroy(&a->objects, !a->pooled);
