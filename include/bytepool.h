@@ -1365,6 +1365,8 @@ BP_API int bp_pretty_hex_dump(const bp_buf *b, FILE *out);
 /* One line describing the buffer, like Netty's toString:
  *   "PooledByteBuf(ridx: 0, widx: 4, cap: 256/2147483647)", "...(freed)", and for a
  *   composite "CompositeByteBuf(ridx: 0, widx: 9, cap: 9/2147483647, components: 2)".
+ *   A released buffer whose object's memory a purge gave back (see object_bytes) reads
+ *   "PooledByteBuf(freed)", whatever it was.
  * Written like snprintf; returns the length needed, BP_EINVAL for NULL out with out_len > 0. */
 BP_API long bp_describe(const bp_buf *b, char *out, size_t out_len);
 

@@ -343,7 +343,9 @@ int bp_allocator_purge(bp_allocator *a)
         bp__tcache_trim_arena(&a->arenas[i], &a->objects, NULL, true); /* first: it may empty chunks */
         purged += bp__arena_purge(&a->arenas[i], true);
     }
+    pthread_mutex_lock(&bp__registry_lock); /* see bp__object_pool_give_back */
     bp__object_pool_give_back(&a->objects); /* last: the trims above free objects too */
+    pthread_mutex_unlock(&bp__registry_lock);
     return (int)purged;
 }
 

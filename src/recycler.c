@@ -142,31 +142,44 @@ static size_t slab_of(bp__buf_slab **sorted, size_t n, const bp_buf *b)
 
 size_t bp__object_pool_give_back(bp__object_pool *pool)
 {
+    /* Under the lock only what is O(slabs): the spare list is taken whole (threads that
+     * need objects meanwhile find it empty and take a given-back or new slab) and the
+     * slabs listed; the walk over the objects - O(objects x log slabs), tens of ms for a
+     * million - runs outside it, then the objects kept go back in one splice. */
     pthread_mutex_lock(pool->lock);
-    size_t n = pool->nslabs - pool->given_back, given = 0;
+    size_t n = pool->nslabs - pool->given_back, nspare = pool->nspare, given = 0;
     bool changed = pool->spare_moves != pool->moves_at_give_back;
-    pool->moves_at_give_back = pool->spare_moves;
-    bp__buf_slab **sorted = changed && pool->nspare >= BP__SLAB_BUFS ? malloc(n * sizeof *sorted) : NULL;
+    bp__buf_slab **sorted = changed && nspare >= BP__SLAB_BUFS ? malloc(n * sizeof *sorted) : NULL;
     uint16_t *free_in = sorted != NULL ? calloc(n, sizeof *free_in) : NULL;
-    if (free_in == NULL) goto done;
+    if (free_in == NULL) {
+        pthread_mutex_unlock(pool->lock);
+        free(sorted);
+        return 0;
+    }
+    pool->moves_at_give_back = pool->spare_moves;
     size_t k = 0;
     for (bp__buf_slab *slab = pool->slabs; slab != NULL; slab = slab->next)
         if (!slab->given_back) sorted[k++] = slab;
+    bp_buf *list = pool->spare;
+    pool->spare = NULL;
+    pool->nspare = 0;
+    pthread_mutex_unlock(pool->lock);
+
     qsort(sorted, n, sizeof *sorted, compare_slabs);
-    for (bp_buf *b = pool->spare; b != NULL; b = b->next_free) free_in[slab_of(sorted, n, b)]++;
-    for (size_t i = 0; i < n; i++) given += free_in[i] == BP__SLAB_BUFS;
-    if (given == 0) goto done;
-    /* The spare list without those slabs' objects, in the same order. */
-    bp_buf **link = &pool->spare;
-    for (bp_buf *b = pool->spare; b != NULL; b = b->next_free) {
+    for (bp_buf *b = list; b != NULL; b = b->next_free) free_in[slab_of(sorted, n, b)]++;
+    /* The list without the objects of slabs all of whose objects are on it, in order. */
+    bp_buf *kept = NULL, **link = &kept, *last = NULL;
+    for (bp_buf *b = list; b != NULL; b = b->next_free) {
         if (free_in[slab_of(sorted, n, b)] == BP__SLAB_BUFS) continue;
-        *link = b;
+        *link = last = b;
         link = &b->next_free;
     }
     *link = NULL;
-    pool->nspare -= given * BP__SLAB_BUFS;
     for (size_t i = 0; i < n; i++) {
         if (free_in[i] != BP__SLAB_BUFS) continue;
+        /* Nobody else can reach these objects now (released, on no list): their highest
+         * generation, then their pages back to the OS (refused, the pages stay as they
+         * are: released objects, read as such). */
         bp__buf_slab *slab = sorted[i];
         uint64_t floor = 0;
         for (size_t j = 0; j < BP__SLAB_BUFS; j++) {
@@ -174,19 +187,50 @@ size_t bp__object_pool_give_back(bp__object_pool *pool)
             if (g > floor) floor = g;
         }
         slab->generation_floor = floor;
+        (void)bp__os_purge(slab->bufs, BP__SLAB_BYTES);
+        given++;
+    }
+
+    pthread_mutex_lock(pool->lock);
+    if (last != NULL) { /* in front of what was pushed meanwhile: not a move to look at */
+        last->next_free = pool->spare;
+        pool->spare = kept;
+    }
+    pool->nspare += nspare - given * BP__SLAB_BUFS;
+    for (size_t i = 0; i < n; i++) {
+        if (free_in[i] != BP__SLAB_BUFS) continue;
+        bp__buf_slab *slab = sorted[i];
         slab->given_back = true;
         slab->next_given_back = pool->given_back_slabs;
         pool->given_back_slabs = slab;
         pool->given_back++;
-        /* Refused, the pages stay as they are: released objects, read as such. */
-        (void)bp__os_purge(slab->bufs, BP__SLAB_BYTES);
     }
-done:
+    pthread_mutex_unlock(pool->lock);
     free(free_in);
     free(sorted);
-    pthread_mutex_unlock(pool->lock);
     return given * BP__SLAB_BYTES;
 }
+
+#if BP__TESTING
+bool bp__object_pool_check(bp__object_pool *pool)
+{
+    pthread_mutex_lock(pool->lock);
+    bool ok = true;
+    size_t n = 0, listed = 0, given = 0;
+    for (bp_buf *b = pool->spare; b != NULL && ok; b = b->next_free, n++) {
+        ok = BP__REFCNT_LOAD(b, __ATOMIC_RELAXED) == 0 && b->composite == NULL;
+        bool found = false;
+        for (bp__buf_slab *slab = pool->slabs; slab != NULL && !found; slab = slab->next)
+            found = b >= slab->bufs && b < slab->bufs + BP__SLAB_BUFS && !slab->given_back;
+        ok = ok && found;
+    }
+    for (bp__buf_slab *slab = pool->given_back_slabs; slab != NULL; slab = slab->next_given_back) listed++;
+    for (bp__buf_slab *slab = pool->slabs; slab != NULL; slab = slab->next) given += slab->given_back;
+    ok = ok && n == pool->nspare && listed == pool->given_back && given == pool->given_back;
+    pthread_mutex_unlock(pool->lock);
+    return ok;
+}
+#endif
 
 size_t bp__object_pool_bytes(const bp__object_pool *pool)
 {

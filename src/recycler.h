@@ -85,9 +85,17 @@ void bp__object_pool_destroy(bp__object_pool *pool, bool free_malloced);
 
 /* Gives back to the OS the pages of every slab whose objects are all on the spare list
  * (objects in threads' stacks, caches, batches or the quarantine keep theirs); nothing to
- * look at when the spare list did not change since the last call. Takes *pool->lock.
- * Returns the bytes given back. */
+ * look at when the spare list did not change since the last call. Takes *pool->lock twice,
+ * briefly: the spare list is out of it in between, so the caller holds bp__registry_lock
+ * (no fork may come in between and leave the child without those objects). Returns the
+ * bytes given back. */
 size_t bp__object_pool_give_back(bp__object_pool *pool);
+
+#if BP__TESTING
+/* Whether the pool is consistent: the spare list holds nspare released objects, each in a
+ * slab not given back; given_back slabs are listed as such. Takes *pool->lock. */
+bool bp__object_pool_check(bp__object_pool *pool);
+#endif
 
 /* The bytes of the pool's slabs still resident, with their descriptors (stats). Under
  * *pool->lock. */

@@ -230,6 +230,11 @@ static void test_purge_gives_free_objects_back(void **state)
     assert_int_equal(resident & 1, 0);
     /* A stale handle: released, nothing written, nothing read through it. */
     assert_int_equal(bp_refcnt(victim), 0);
+    assert_null(bp_buf_allocator(victim));
+    assert_int_equal(bp_capacity(victim), 0);
+    char line[64];
+    bp_describe(victim, line, sizeof line);
+    assert_string_equal(line, "PooledByteBuf(freed)");
     assert_int_equal(bp_write_u32(victim, 1), BP_EFREED);
     assert_int_equal(bp_release(victim), BP_EFREED);
     uint8_t out[4];
@@ -309,6 +314,81 @@ static void test_flush_lets_the_recyclers_objects_go(void **state)
     bp_allocator_destroy(a);
 }
 
+/* Purges give slabs back while other threads take objects from the spare list and put
+ * them back (recycler_capacity 0: every allocation and release goes through it): what the
+ * workers write, they read back; after every purge the pool is consistent; at the end every
+ * object is free and the slabs go back. */
+typedef struct churner {
+    bp_allocator *a;
+    int id, rounds;
+    long bad;
+} churner;
+
+static void *churn_objects(void *arg)
+{
+    churner *c = arg;
+    bp_buf *bufs[100], *slices[100];
+    for (int r = 0; r < c->rounds; r++) {
+        for (int i = 0; i < 100; i++) {
+            bufs[i] = bp_alloc(c->a, 64);
+            if (bufs[i] == NULL || bp_write_u32(bufs[i], (uint32_t)(c->id << 24 | r << 8 | i)) != 0) c->bad++;
+            slices[i] = bp_retained_slice(bufs[i], 0, 4, NULL);
+        }
+        for (int i = 0; i < 100; i++) {
+            uint32_t v = 0;
+            if (bp_get_u32(slices[i], 0, &v) != 0 || v != (uint32_t)(c->id << 24 | r << 8 | i)) c->bad++;
+            if (bp_release(bufs[i]) != 0 || bp_release(slices[i]) != 1) c->bad++;
+        }
+    }
+    return NULL;
+}
+
+static void test_objects_given_back_while_others_churn(void **state)
+{
+    (void)state;
+    bp_config cfg;
+    bp_config_init(&cfg);
+    cfg.arenas = 1;
+    cfg.recycler_capacity = 0;
+    cfg.background_purge = 0;
+    bp_allocator *a = bp_allocator_new(&cfg, NULL);
+    assert_non_null(a);
+    enum { MANY = 64 * 50 };
+    bp_buf **bufs = calloc(MANY, sizeof *bufs);
+    assert_non_null(bufs);
+    for (int i = 0; i < MANY; i++) assert_non_null(bufs[i] = bp_alloc(a, 64));
+    for (int i = 0; i < MANY; i++) assert_int_equal(bp_release(bufs[i]), 1);
+    assert_true(bp_thread_cache_flush(a) >= 0);
+    churner c[2];
+    pthread_t t[2];
+    int rounds = slowed_down() ? 100 : 2000;
+    for (int k = 0; k < 2; k++) {
+        c[k] = (churner){a, k + 1, rounds, 0};
+        assert_int_equal(pthread_create(&t[k], NULL, churn_objects, &c[k]), 0);
+    }
+    for (int p = 0; p < (slowed_down() ? 20 : 200); p++) {
+        assert_true(bp_allocator_purge(a) >= 0);
+        assert_true(bp__object_pool_check(&a->objects));
+    }
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(pthread_join(t[k], NULL), 0);
+        assert_int_equal(c[k].bad, 0);
+    }
+    assert_true(bp_thread_cache_flush(a) >= 0);
+    assert_true(bp_allocator_purge(a) >= 0);
+    assert_true(bp__object_pool_check(&a->objects));
+    bp_allocator_stats s = stats_of(a);
+    assert_int_equal(s.active_buffers, 0);
+    assert_int_equal(s.active_views, 0);
+    pthread_mutex_lock(&a->lock);
+    size_t resident = a->objects.nslabs - a->objects.given_back, spare = a->objects.nspare;
+    pthread_mutex_unlock(&a->lock);
+    assert_int_equal(spare, 0); /* every free object's slab went back */
+    assert_int_equal(resident, 0);
+    free(bufs);
+    bp_allocator_destroy(a);
+}
+
 static void child_starts_no_thread(void)
 {
     bp_allocator *mine = allocator_with(1, 100);
@@ -350,6 +430,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_purge_with_nothing_live_unmaps_the_chunks),
         cmocka_unit_test(test_purge_gives_free_objects_back),
         cmocka_unit_test(test_flush_lets_the_recyclers_objects_go),
+        cmocka_unit_test(test_objects_given_back_while_others_churn),
         cmocka_unit_test(test_a_forked_child_starts_no_purge_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
