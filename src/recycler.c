@@ -122,10 +122,11 @@ static bool grow_spare_locked(bp__object_pool *pool)
     return true;
 }
 
+/* Addresses compared as integers: the slabs are different allocations. */
 static int compare_slabs(const void *x, const void *y)
 {
-    const bp__buf_slab *a = *(bp__buf_slab *const *)x, *b = *(bp__buf_slab *const *)y;
-    return a->bufs < b->bufs ? -1 : a->bufs > b->bufs;
+    uintptr_t a = (uintptr_t)(*(bp__buf_slab *const *)x)->bufs, b = (uintptr_t)(*(bp__buf_slab *const *)y)->bufs;
+    return a < b ? -1 : a > b;
 }
 
 /* The slab (of the `n` in `sorted`, by address) an object of the pool lives in. */
@@ -134,7 +135,7 @@ static size_t slab_of(bp__buf_slab **sorted, size_t n, const bp_buf *b)
     size_t lo = 0, hi = n;
     while (hi - lo > 1) {
         size_t mid = lo + (hi - lo) / 2;
-        if (sorted[mid]->bufs <= b) lo = mid;
+        if ((uintptr_t)sorted[mid]->bufs <= (uintptr_t)b) lo = mid;
         else hi = mid;
     }
     return lo;
@@ -221,7 +222,7 @@ bool bp__object_pool_check(bp__object_pool *pool)
         ok = BP__REFCNT_LOAD(b, __ATOMIC_RELAXED) == 0 && b->composite == NULL;
         bool found = false;
         for (bp__buf_slab *slab = pool->slabs; slab != NULL && !found; slab = slab->next)
-            found = b >= slab->bufs && b < slab->bufs + BP__SLAB_BUFS && !slab->given_back;
+            found = (uintptr_t)b - (uintptr_t)slab->bufs < BP__SLAB_BYTES && !slab->given_back;
         ok = ok && found;
     }
     for (bp__buf_slab *slab = pool->given_back_slabs; slab != NULL; slab = slab->next_given_back) listed++;
