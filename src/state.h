@@ -7,8 +7,9 @@
  * Invariants
  * - Only the owning thread changes a state's cache, recycler, slots and counters; other
  *   threads push onto remote_head and read counters (relaxed), and purges that take the
- *   remote stack (under bp__registry_lock, one at a time) add to remote_reclaimed_bytes. The fork handlers take
- *   `guard` to wait for the owner's multi-step changes (bp__state_enter) to end.
+ *   remote stack (under bp__registry_lock, one at a time) add to remote_reclaimed_bytes.
+ *   The fork handlers take `guard` to wait for the owner's multi-step changes
+ *   (bp__state_enter) to end.
  * - in_use, prev and next are guarded by the allocator's lock: a state stays listed until
  *   the allocator is destroyed, and a thread that exits leaves it unowned for another to
  *   adopt (other threads may still hold it as the owner of buffers).

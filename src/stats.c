@@ -250,7 +250,9 @@ static void write_text(const bp_allocator *a, const picture *pp, FILE *out)
                 (unsigned long long)s->cache_misses, (unsigned long long)s->cache_trims);
         fprintf(out, "  arena caches: %zu released buffers (%zu bytes) ready for their threads; %zu freed runs (%zu bytes) held back from their chunks\n",
                 s->arena_cached_entries, s->arena_cached_bytes, s->arena_cached_runs, s->arena_cached_run_bytes);
-        fprintf(out, "  %llu buffers released on another thread, %llu of them taken back by their owner; %zu bytes of such buffers not back yet\n",
+        fprintf(out,
+                "  %llu buffers released on another thread, %llu of them taken back by their owner; "
+                "%zu bytes of such buffers not back yet\n",
                 (unsigned long long)s->remote_releases, (unsigned long long)s->remote_drained, s->remote_pending_bytes);
         for (unsigned i = 0; i < p.narenas; i++) {
             const arena_picture *ap = &p.arenas[i];

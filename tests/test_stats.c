@@ -160,7 +160,8 @@ static void test_text_and_json_dumps(void **state)
     expect(text, "chunk in q000: usage 2");
     expect(text, "small class 16 B: 1 subpage with free slots (runs of 8192 B, 512 slots), 384 slots free");
     expect(text, "thread cache 0 (arena 0): 128 regions");
-    expect(text, "0 buffers released on another thread, 0 of them taken back by their owner; 0 bytes of such buffers not back yet");
+    expect(text, "0 buffers released on another thread, 0 of them taken back by their owner; "
+                 "0 bytes of such buffers not back yet");
     free(text);
     char *json = dump(a, true);
     assert_true(json_well_formed(json));
