@@ -1688,10 +1688,11 @@ typedef void (*bp_write_done_fn)(int completed, void *user_data);
 
 /* bp_output_add, and done(completed, user_data) called once when the buffer is written or
  * dropped (see bp_write_done_fn); calls complete in the order queued. An empty buf is
- * queued too (released and completed when the flush reaches it): a marker whose
- * completion says that everything queued before it was written (close after the last
- * response, say). done NULL is bp_output_add. Returns as bp_output_add; on failure
- * nothing is queued and done is not called. */
+ * queued too, a marker: released and completed by the first flush that finds everything
+ * queued before it written (whatever that flush's own write then meets: EAGAIN, an error),
+ * so its completion says all before it left (close after the last response, say). done
+ * NULL is bp_output_add. Returns as bp_output_add; on failure nothing is queued and done
+ * is not called. */
 BP_API int bp_output_add_notify(bp_output *out, bp_buf *buf, bp_write_done_fn done, void *user_data);
 
 /* Called once for each region queued by bp_output_add_file, with its fd and user_data:

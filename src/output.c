@@ -320,7 +320,6 @@ BP__NOINLINE static long write_buffers(const bp_output *out, int fd, size_t *wan
         *err = blocks;
         return -1;
     }
-    if (blocks == 0) return 0; /* only empty buffers (completion markers) at the head */
     return bp__os_write_blocks_flags(fd, iov, blocks, region_next ? MSG_MORE : 0);
 }
 
@@ -349,6 +348,12 @@ long bp_output_flush(bp_output *out, int fd)
         size_t want = 0;
         int err = 0;
         bool file = out->items[out->head].buf == NULL;
+        if (!file && out->items[out->head].left == 0) {
+            /* Completion markers at the head: everything before them is out, whatever the
+             * next write finds. */
+            advance(out, 0);
+            continue;
+        }
         long put = file ? write_region(out, fd, &want) : write_buffers(out, fd, &want, &err);
         if (err != 0) return err;
         if (put < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;

@@ -807,6 +807,41 @@ static void test_write_completions(void **state)
     close(fds[1]);
 }
 
+/* A marker whose predecessors are all written completes at the next flush, even when that
+ * flush's write finds the socket full (EAGAIN) or the peer gone: everything before it left. */
+static void test_marker_at_the_head_completes_whatever_the_write(void **state)
+{
+    bp_allocator *a = *state;
+    for (int gone = 0; gone < 2; gone++) {
+        int fds[2];
+        small_socketpair(fds);
+        bp_output *out = bp_output_new(NULL, NULL);
+        done_record r[2];
+        memset(r, 0, sizeof r);
+        done_calls = 0;
+        assert_int_equal(bp_output_add_notify(out, patterned(a, 0, 8, 0, NULL), record_done, &r[0]), 0);
+        assert_int_equal(bp_output_flush(out, fds[0]), 8);
+        assert_int_equal(r[0].calls, 1);
+        assert_int_equal(bp_output_add_notify(out, bp_alloc(a, 0), record_done, &r[1]), 0); /* the marker */
+        assert_int_equal(bp_output_add(out, patterned(a, 8, 4, 0, NULL)), 0);
+        if (gone) {
+            close(fds[1]);
+            assert_int_equal(bp_output_flush(out, fds[0]), BP_EIO);
+        } else {
+            uint8_t junk[4096] = {0};
+            while (write(fds[0], junk, sizeof junk) > 0) {} /* the socket's buffer full */
+            assert_int_equal(bp_output_flush(out, fds[0]), 0);
+            assert_int_equal(bp_output_count(out), 1); /* the next buffer waits */
+        }
+        assert_int_equal(r[1].calls, 1);
+        assert_int_equal(r[1].completed, 1);
+        assert_int_equal(r[1].order, 2);
+        bp_output_free(out);
+        close(fds[0]);
+        if (!gone) close(fds[1]);
+    }
+}
+
 /* Files sendfile refuses to read, and the region still goes out, copied with pread and
  * write, in order, across partial writes. /proc/self/mem at an address of this program is
  * one: pread reads the program's memory there, sendfile does not take it. */
@@ -1200,6 +1235,7 @@ int main(void)
         BOTH(test_file_region_water_marks, teardown),
         BOTH(test_file_region_release_on_clear_free_error, teardown),
         BOTH(test_write_completions, teardown),
+        BOTH(test_marker_at_the_head_completes_whatever_the_write, teardown),
         BOTH(test_file_region_copy_when_sendfile_refuses, teardown),
         BOTH(test_file_region_file_errors, teardown),
         BOTH(test_file_region_misuse, teardown),
