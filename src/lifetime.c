@@ -356,13 +356,18 @@ int bp_thread_cache_flush(bp_allocator *a)
     bp__thread_state *ts = bp__thread_state_get(a);
     if (ts == NULL) return BP_ENOMEM;
     bp__remote_flush(ts);
-    if (ts->arena == NULL) return 0;
-    bp__remote_drain(ts);
-    size_t before, bytes;
-    uint64_t hits;
-    bp__tcache_totals(&ts->tcache, &before, &bytes, &hits);
-    bp__tcache_flush(&ts->tcache);
-    /* Last: the flush above handed the bins' objects to the recycler. */
+    size_t before = 0;
+    bp__state_enter(ts); /* the fork handlers wait for the whole hand-over */
+    if (ts->arena != NULL) {
+        bp__remote_drain(ts);
+        size_t bytes;
+        uint64_t hits;
+        bp__tcache_totals(&ts->tcache, &before, &bytes, &hits);
+        bp__tcache_flush(&ts->tcache);
+    }
+    /* Last: the flush above handed the bins' objects to the recycler. Unpooled allocators
+     * have a recycler too. */
     bp__recycler_give_all(&ts->recycler);
+    bp__state_leave(ts);
     return (int)before;
 }

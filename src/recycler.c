@@ -297,14 +297,25 @@ void bp__object_quarantine(bp__object_pool *pool, bp_buf *b)
     pthread_mutex_unlock(pool->lock);
 }
 
+static void (*_Atomic give_all_pause)(void); /* test builds' hook, see recycler.h */
+
+#if BP__TESTING
+void bp__recycler_inject_give_all_pause(void (*pause)(void)) { atomic_store(&give_all_pause, pause); }
+#endif
+
 void bp__recycler_give_all(bp__recycler *r)
 {
     if (r->top == NULL) return;
     bp_buf *last = r->top;
     while (last->next_free != NULL) last = last->next_free;
+    /* The stack empties under the pool's lock, which the fork handlers take: a child sees
+     * the objects on the spare list or in the stack, never in both (its reap of this
+     * thread's state would push them again, and hand each out twice). */
     pthread_mutex_lock(r->pool->lock);
     spare_push_locked(r->pool, r->top, last, r->count);
-    pthread_mutex_unlock(r->pool->lock);
     r->top = NULL;
     r->count = 0;
+    pthread_mutex_unlock(r->pool->lock);
+    if (BP__TESTING && atomic_load_explicit(&give_all_pause, memory_order_relaxed) != NULL)
+        atomic_load_explicit(&give_all_pause, memory_order_relaxed)();
 }

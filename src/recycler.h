@@ -92,6 +92,10 @@ void bp__object_pool_destroy(bp__object_pool *pool, bool free_malloced);
 size_t bp__object_pool_give_back(bp__object_pool *pool);
 
 #if BP__TESTING
+/* Test hook: called at the end of every bp__recycler_give_all (NULL: none), so that a test
+ * can fork while a thread is there. */
+void bp__recycler_inject_give_all_pause(void (*pause)(void));
+
 /* Whether the pool is consistent: the spare list holds nspare released objects, each in a
  * slab not given back; given_back slabs are listed as such. Takes *pool->lock. */
 bool bp__object_pool_check(bp__object_pool *pool);

@@ -389,6 +389,99 @@ static void test_objects_given_back_while_others_churn(void **state)
     bp_allocator_destroy(a);
 }
 
+/* A fork while another thread's bp_thread_cache_flush hands its recycler's objects to the
+ * allocator: the child must find each object once (on the spare list, or still the
+ * vanished thread's), never both - else its allocations get one object twice. The flusher
+ * pauses inside the hand-over (test hook) until the fork is done, or 200 ms. */
+static pthread_mutex_t pause_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pause_cond = PTHREAD_COND_INITIALIZER;
+static int pause_stage; /* 1: the flusher is in the hand-over; 2: the fork is done */
+static pid_t pause_parent;
+
+static void pause_in_hand_over(void)
+{
+    if (getpid() != pause_parent) return; /* the child's own reap of the vanished state */
+    pthread_mutex_lock(&pause_lock);
+    pause_stage = 1;
+    pthread_cond_broadcast(&pause_cond);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += 200 * 1000 * 1000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    while (pause_stage != 2 && pthread_cond_timedwait(&pause_cond, &pause_lock, &until) == 0) {}
+    pthread_mutex_unlock(&pause_lock);
+}
+
+static void *flush_with_objects(void *arg)
+{
+    bp_allocator *a = arg;
+    bp_buf *bufs[300];
+    for (int i = 0; i < 300; i++) bufs[i] = bp_alloc(a, 64);
+    for (int i = 0; i < 300; i++) bp_release(bufs[i]);
+    bp__recycler_inject_give_all_pause(pause_in_hand_over);
+    bp_thread_cache_flush(a);
+    bp__recycler_inject_give_all_pause(NULL);
+    return NULL;
+}
+
+static int compare_pointers(const void *x, const void *y)
+{
+    uintptr_t p = (uintptr_t)*(void *const *)x, q = (uintptr_t)*(void *const *)y;
+    return p < q ? -1 : p > q;
+}
+
+static void test_fork_while_a_flush_hands_objects_over(void **state)
+{
+    (void)state;
+    for (int pooled = 1; pooled >= 0; pooled--) {
+        bp_config cfg;
+        bp_config_init(&cfg);
+        cfg.background_purge = 0;
+        bp_allocator *a = pooled ? bp_allocator_new(&cfg, NULL) : bp_allocator_new_unpooled(NULL);
+        assert_non_null(a);
+        pause_stage = 0;
+        pause_parent = getpid();
+        pthread_t flusher;
+        assert_int_equal(pthread_create(&flusher, NULL, flush_with_objects, a), 0);
+        pthread_mutex_lock(&pause_lock);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 10;
+        while (pause_stage != 1 && pthread_cond_timedwait(&pause_cond, &pause_lock, &until) == 0) {}
+        int reached = pause_stage;
+        pthread_mutex_unlock(&pause_lock);
+        if (reached != 1) { /* the flush handed nothing over */
+            pthread_join(flusher, NULL);
+            fail_msg("%s: the flush did not hand the recycler's objects over", pooled ? "pooled" : "unpooled");
+        }
+        pid_t pid = fork();
+        if (pid == 0) {
+            enum { N = 4000 };
+            static bp_buf *mine[N];
+            for (int i = 0; i < N; i++)
+                if ((mine[i] = bp_alloc(a, 64)) == NULL) _exit(2);
+            qsort(mine, N, sizeof mine[0], compare_pointers);
+            for (int i = 1; i < N; i++)
+                if (mine[i] == mine[i - 1]) _exit(1); /* one object handed out twice */
+            _exit(0);
+        }
+        assert_true(pid > 0);
+        pthread_mutex_lock(&pause_lock);
+        pause_stage = 2;
+        pthread_cond_broadcast(&pause_cond);
+        pthread_mutex_unlock(&pause_lock);
+        assert_int_equal(pthread_join(flusher, NULL), 0);
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+        bp_allocator_destroy(a);
+    }
+}
+
 static void child_starts_no_thread(void)
 {
     bp_allocator *mine = allocator_with(1, 100);
@@ -431,6 +524,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_purge_gives_free_objects_back),
         cmocka_unit_test(test_flush_lets_the_recyclers_objects_go),
         cmocka_unit_test(test_objects_given_back_while_others_churn),
+        cmocka_unit_test(test_fork_while_a_flush_hands_objects_over),
         cmocka_unit_test(test_a_forked_child_starts_no_purge_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
