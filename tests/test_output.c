@@ -1046,8 +1046,8 @@ static void test_wrap_shows_the_memory_and_cannot_grow(void **state)
     assert_int_equal(frees.calls, 1);
     assert_ptr_equal(frees.memory, memory);
     assert_ptr_equal(frees.user_data, &frees);
-    /* malloc'ed memory handed over: freed at the last release (the sanitizer and Valgrind
-     * runs of this test report it leaked otherwise). */
+    /* malloc'ed memory handed over: freed at the last release (the ASan run of this test,
+     * LeakSanitizer, reports it leaked otherwise). */
     uint8_t *owned = malloc(100);
     assert_non_null(owned);
     memset(owned, 0x5a, 100);
