@@ -66,8 +66,8 @@ static void test_new_composite_is_empty(void **state)
 }
 
 /* An allocator destroyed with composites alive (as the header allows: it takes all of its
- * memory back) frees their component tables too: the ASan run of this test
- * (LeakSanitizer) reports them leaked otherwise. Pooled and unpooled, nested, with views. */
+ * memory back) frees their component tables too: the ASan (LeakSanitizer) and Valgrind
+ * runs of this test report them leaked otherwise. Pooled and unpooled, nested, with views. */
 static void test_destroy_with_composites_alive(void **state)
 {
     (void)state;
