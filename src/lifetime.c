@@ -257,6 +257,17 @@ bp_allocator *bp__allocator_new_unpooled_abi(unsigned abi, int *err)
     return allocator_create(&cfg, false, err);
 }
 
+/* What a buffer still alive when its allocator is destroyed owns outside the slabs and
+ * arenas, reachable only through its object: a composite's component table (its
+ * components' memory goes with the arenas and slabs), an unpooled buffer's malloc'ed
+ * memory (not a view's or a wrapped buffer's). */
+static void free_owned_at_destroy(bp_buf *b)
+{
+    uint32_t count = BP__REFCNT_LOAD(b, __ATOMIC_RELAXED);
+    if (b->composite != NULL) bp__composite_free_table(b);
+    else if (!(count & BP__REFCNT_INDIRECT) && b->region.kind == BP__KIND_MALLOC) free(b->region.memory);
+}
+
 void bp_allocator_destroy(bp_allocator *a)
 {
     if (a == NULL || a->is_default) return;
@@ -267,14 +278,7 @@ void bp_allocator_destroy(bp_allocator *a)
     /* Deleting the key first means no exit destructor will run for this allocator. */
     pthread_key_delete(a->thread_key);
     bp__thread_states_free(a);
-    /* Composites still alive own a malloc'ed component table (released objects have
-     * none); what their components hold goes with the arenas and slabs below. */
-    for (bp__buf_slab *slab = a->objects.slabs; slab != NULL; slab = slab->next)
-        for (size_t i = 0; !slab->given_back && i < BP__SLAB_BUFS; i++)
-            if (slab->bufs[i].composite != NULL) bp__composite_free_table(&slab->bufs[i]);
-    /* Unpooled buffers still alive own malloc'ed memory reachable only through their
-     * objects: freed with the slabs. */
-    bp__object_pool_destroy(&a->objects, !a->pooled);
+    bp__object_pool_destroy(&a->objects, free_owned_at_destroy);
     if (a->pooled) {
         for (unsigned i = 0; i < a->config.arenas; i++) bp__arena_destroy(&a->arenas[i]);
         free(a->arenas);

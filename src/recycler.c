@@ -18,18 +18,14 @@ void bp__object_pool_init(bp__object_pool *pool, pthread_mutex_t *lock)
     pool->lock = lock;
 }
 
-void bp__object_pool_destroy(bp__object_pool *pool, bool free_malloced)
+void bp__object_pool_destroy(bp__object_pool *pool, void (*free_owned)(bp_buf *b))
 {
     free(pool->quarantine);
     pool->quarantine = NULL;
     for (bp__buf_slab *slab = pool->slabs; slab != NULL;) {
         bp__buf_slab *next = slab->next;
-        for (size_t i = 0; free_malloced && !slab->given_back && i < BP__SLAB_BUFS; i++) {
-            uint32_t count = BP__REFCNT_LOAD(&slab->bufs[i], __ATOMIC_RELAXED);
-            /* not views', composites' (indirect: no region) or wrapped ones' */
-            if (count != 0 && !(count & BP__REFCNT_INDIRECT) && slab->bufs[i].region.kind == BP__KIND_MALLOC)
-                free(slab->bufs[i].region.memory);
-        }
+        for (size_t i = 0; !slab->given_back && i < BP__SLAB_BUFS; i++) /* given back: all released */
+            if (BP__REFCNT_LOAD(&slab->bufs[i], __ATOMIC_RELAXED) != 0) free_owned(&slab->bufs[i]);
         free(slab);
         slab = next;
     }

@@ -79,9 +79,9 @@ typedef struct bp__recycler {
 
 void bp__object_pool_init(bp__object_pool *pool, pthread_mutex_t *lock);
 
-/* Frees the slabs, every object in them with them; with `free_malloced`, first the memory
- * that live buffers of an unpooled allocator malloc'ed (reachable only through them). */
-void bp__object_pool_destroy(bp__object_pool *pool, bool free_malloced);
+/* Frees the slabs, every object in them with them; first calls free_owned(b) for each
+ * object still alive (count not 0), to free what it owns outside the pool. */
+void bp__object_pool_destroy(bp__object_pool *pool, void (*free_owned)(bp_buf *b));
 
 /* Gives back to the OS the pages of every slab whose objects are all on the spare list
  * (objects in threads' stacks, caches, batches or the quarantine keep theirs); nothing to

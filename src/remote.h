@@ -62,8 +62,7 @@ BP__INLINE void bp__remote_release(bp__thread_state *ts, bp__thread_state *owner
      * child), never a count naming an entry not yet written. */
     atomic_signal_fence(memory_order_release);
     batch->count = n + 1;
-    uint64_t bytes = atomic_load_explicit(&slot->bytes, memory_order_relaxed) + b->region.length;
-    atomic_store_explicit(&slot->bytes, bytes, memory_order_relaxed); /* this thread's alone */
+    uint64_t bytes = bp__counter_add(&slot->bytes, b->region.length);
     if (BP__UNLIKELY(n + 1 == BP__REMOTE_BATCH || bytes >= BP__REMOTE_BATCH_BYTES))
         bp__remote_flush_slot(ts, slot);
 }

@@ -107,11 +107,13 @@ BP__INLINE void bp__state_enter(bp__thread_state *ts) { bp__guard_enter(&ts->gua
 BP__INLINE void bp__state_leave(bp__thread_state *ts) { bp__guard_leave(&ts->guard); }
 
 /* Adds to a counter that only this thread writes: a load and a store, no locked
- * instruction, and still a clean read for other threads (relaxed atomics). */
-static inline void bp__counter_add(_Atomic uint64_t *counter, uint64_t n)
+ * instruction, and still a clean read for other threads (relaxed atomics). Returns the
+ * new value. */
+static inline uint64_t bp__counter_add(_Atomic uint64_t *counter, uint64_t n)
 {
-    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + n,
-                          memory_order_relaxed);
+    uint64_t sum = atomic_load_explicit(counter, memory_order_relaxed) + n;
+    atomic_store_explicit(counter, sum, memory_order_relaxed);
+    return sum;
 }
 
 /* What bp__tls_last (bytepool.h) points at when no state is cached (see thread.c). */
