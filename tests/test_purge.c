@@ -398,20 +398,29 @@ static pthread_cond_t pause_cond = PTHREAD_COND_INITIALIZER;
 static int pause_stage; /* 1: the flusher is in the hand-over; 2: the fork is done */
 static pid_t pause_parent;
 
+/* With pause_lock held: waits until pause_stage is `stage`, or `ms` have passed; returns
+ * the stage then. */
+static int wait_for_stage(int stage, long ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    while (pause_stage != stage && pthread_cond_timedwait(&pause_cond, &pause_lock, &until) == 0) {}
+    return pause_stage;
+}
+
 static void pause_in_hand_over(void)
 {
     if (getpid() != pause_parent) return; /* the child's own reap of the vanished state */
     pthread_mutex_lock(&pause_lock);
     pause_stage = 1;
     pthread_cond_broadcast(&pause_cond);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_nsec += 200 * 1000 * 1000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
-    while (pause_stage != 2 && pthread_cond_timedwait(&pause_cond, &pause_lock, &until) == 0) {}
+    wait_for_stage(2, 200);
     pthread_mutex_unlock(&pause_lock);
 }
 
@@ -447,11 +456,7 @@ static void test_fork_while_a_flush_hands_objects_over(void **state)
         pthread_t flusher;
         assert_int_equal(pthread_create(&flusher, NULL, flush_with_objects, a), 0);
         pthread_mutex_lock(&pause_lock);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += 10;
-        while (pause_stage != 1 && pthread_cond_timedwait(&pause_cond, &pause_lock, &until) == 0) {}
-        int reached = pause_stage;
+        int reached = wait_for_stage(1, 10000);
         pthread_mutex_unlock(&pause_lock);
         if (reached != 1) { /* the flush handed nothing over */
             pthread_join(flusher, NULL);
