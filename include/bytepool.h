@@ -1520,6 +1520,13 @@ BP_API int bp_input_add(bp_input *in, bp_buf *buf);
 /* The number of unread bytes (0 for NULL). */
 BP_API size_t bp_input_readable(const bp_input *in);
 
+/* The bytes this input has copied since it was made, to hold what it was given: the bytes
+ * of added buffers it copied (rather than adopted or linked; see bp_input_add), and unread
+ * bytes it copied or moved to make room (into a fresh or grown buffer, or to the front of
+ * its own). What a zero-copy path costs in copies, for tuning: reads from an fd into the
+ * input's memory and bp_input_take_copy's copies are not counted. 0 for NULL. */
+BP_API uint64_t bp_input_copied_bytes(const bp_input *in);
+
 /* The buffer holding the unread bytes, from its reader index to its writer index, for
  * inspection (bp_get_*, bp_index_of, bp_index_of_bytes at absolute indices from
  * bp_reader_index); NULL when nothing is unread (or in is NULL). Valid until the next call

@@ -40,6 +40,7 @@ struct bp_input {
     bool composite; /* buf is a composite the input made */
     bool small_read; /* the last read brought at most half the guess */
     size_t guess;   /* the next read's size */
+    uint64_t copied; /* bp_input_copied_bytes */
     bp_input_config cfg;
 };
 
@@ -88,6 +89,8 @@ size_t bp_input_readable(const bp_input *in)
 }
 
 bp_buf *bp_input_peek(bp_input *in) { return in != NULL ? in->buf : NULL; }
+
+uint64_t bp_input_copied_bytes(const bp_input *in) { return in != NULL ? in->copied : 0; }
 
 static void drop(bp_input *in)
 {
@@ -146,6 +149,7 @@ static int expand(bp_input *in, size_t room)
     drop(in);
     in->buf = fresh;
     in->owned = true;
+    in->copied += unread;
     return 0;
 }
 
@@ -161,8 +165,16 @@ static int make_room(bp_input *in, size_t n)
     /* Nobody else sees this buffer: compact it in place when that makes the room (moving
      * the unread bytes, no more than a fresh buffer would copy), grow it when its reader
      * index is 0 (perhaps in place), else copy the unread bytes into a larger one. */
-    if (reader > 0 && bp_capacity(b) - unread >= n && bp_discard_read_bytes(b) == 0) return 0;
-    if (reader == 0) return bp_ensure_writable(b, n);
+    if (reader > 0 && bp_capacity(b) - unread >= n && bp_discard_read_bytes(b) == 0) {
+        in->copied += unread;
+        return 0;
+    }
+    if (reader == 0) { /* the unread bytes are copied when the buffer moves */
+        const void *memory = bp_data(b, 0);
+        int rc = bp_ensure_writable(b, n);
+        if (rc == 0 && bp_data(b, 0) != memory) in->copied += unread;
+        return rc;
+    }
     return expand(in, n);
 }
 
@@ -234,7 +246,10 @@ static int merge(bp_input *in, bp_buf *b, size_t n)
 {
     int rc = make_room(in, n);
     if (rc == 0) rc = bp_write_buf(in->buf, b, n);
-    if (rc == 0) bp_release(b);
+    if (rc == 0) {
+        bp_release(b);
+        in->copied += n;
+    }
     return rc;
 }
 

@@ -561,6 +561,64 @@ static void test_composites_added_are_copied_whatever_their_depth(void **state)
     assert_int_equal(last_misuse.count, 0);
 }
 
+/* bp_input_copied_bytes counts every byte the input copies to hold what it was given -
+ * appended bytes merged, unread bytes moved to a larger buffer or to the front - and
+ * nothing else: not buffers adopted or linked, not reads, not bp_input_take_copy's copies. */
+static void test_copied_bytes_counts_every_copy(void **state)
+{
+    bp_allocator *a = *state;
+    int fds[2];
+    make_pipe(fds);
+    assert_int_equal(bp_input_copied_bytes(NULL), 0);
+    bp_input *in = bp_input_new(a, NULL, NULL);
+    assert_int_equal(bp_input_copied_bytes(in), 0);
+    assert_int_equal(bp_input_add(in, pattern_buffer(a, 0, 100)), 0); /* adopted */
+    assert_int_equal(bp_input_copied_bytes(in), 0);
+    /* Small: the adopted buffer's 100 unread bytes go into one of the input's own (capacity
+     * 150), then the 50 appended. */
+    assert_int_equal(bp_input_add(in, pattern_buffer(a, 100, 50)), 0);
+    assert_int_equal(bp_input_copied_bytes(in), 150);
+    assert_int_equal(bp_capacity(bp_input_peek(in)), 150);
+    /* No room left: that buffer grows into a larger region (its 150 bytes move), then the
+     * 60 appended. */
+    const void *before = bp_data(bp_input_peek(in), 0);
+    assert_int_equal(bp_input_add(in, pattern_buffer(a, 150, 60)), 0);
+    assert_true(bp_data(bp_input_peek(in), 0) != before);
+    assert_int_equal(bp_input_copied_bytes(in), 150 + 150 + 60);
+    expect_pattern(bp_input_peek(in), 0, 210);
+    bp_buf *frame = bp_input_take(in, 210, NULL); /* nothing unread: the buffer goes */
+    expect_pattern(frame, 0, 210);
+    bp_release(frame);
+    /* Large ones: the first adopted, the second linked. */
+    assert_int_equal(bp_input_add(in, pattern_buffer(a, 210, 5000)), 0);
+    assert_int_equal(bp_input_add(in, pattern_buffer(a, 5210, 5000)), 0);
+    assert_int_equal(bp_composite_components(bp_input_peek(in)), 2);
+    assert_int_equal(bp_input_copied_bytes(in), 360);
+    frame = bp_input_take_copy(in, 100, NULL); /* the caller's copy, not the input's */
+    expect_pattern(frame, 210, 100);
+    bp_release(frame);
+    assert_int_equal(bp_input_copied_bytes(in), 360);
+    /* A read lands in a buffer of the input's own: the composite's 9900 unread bytes are
+     * copied into one first; the 32 read are not counted. */
+    put_pattern(fds[1], 10210, 32);
+    assert_int_equal(bp_input_read_fd(in, fds[0]), 32);
+    assert_int_equal(bp_input_copied_bytes(in), 360 + 9900);
+    /* Compaction: 8 unread bytes at the end, and the next read needs more room than is
+     * left after them; they move to the front. */
+    assert_int_equal(bp_input_skip(in, 9932 - 8), 0);
+    size_t capacity = bp_capacity(bp_input_peek(in));
+    assert_true(bp_writable_bytes(bp_input_peek(in)) < 2048);
+    put_pattern(fds[1], 10242, 32);
+    assert_int_equal(bp_input_read_fd(in, fds[0]), 32);
+    assert_int_equal(bp_capacity(bp_input_peek(in)), capacity);
+    assert_int_equal(bp_reader_index(bp_input_peek(in)), 0);
+    assert_int_equal(bp_input_copied_bytes(in), 360 + 9900 + 8);
+    expect_pattern(bp_input_peek(in), 10234, 40);
+    bp_input_free(in);
+    close(fds[0]);
+    close(fds[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -577,6 +635,7 @@ int main(void)
         BOTH(test_frames_of_a_composite_read_on_other_threads, teardown),
         BOTH(test_add_of_a_slice_of_its_own_bytes, teardown),
         BOTH(test_composites_added_are_copied_whatever_their_depth, teardown),
+        BOTH(test_copied_bytes_counts_every_copy, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
