@@ -198,14 +198,15 @@ static int wait_with_deadline(pid_t pid)
     }
 }
 
-/* Under TSan the parent is checked as usual (the fork handlers take and let go of every
+/* Fewer forks under TSan and Valgrind, which slow every worker down. Under TSan the parent
+ * is checked as usual (the fork handlers take and let go of every
  * lock while the workers run); a child of a multi-threaded process runs with TSan's checks
  * off (TSan's choice: it cannot know which of its own locks the vanished threads held), and
  * still makes all of its own checks. */
 static void test_fork_while_threads_allocate(void **state)
 {
     (void)state;
-    int forks = under_tsan() ? 50 : 200;
+    int forks = under_tsan() || RUNNING_ON_VALGRIND ? 50 : 200;
     fork_world *w = calloc(1, sizeof *w);
     w->a = bp_allocator_default();
     assert_non_null(w->a);

@@ -4,7 +4,7 @@
  * another's, uncached and huge sizes, views, composites, release_n, a retain against the
  * last release, unpooled allocators - and the pool stays intact afterwards. Also retains
  * and releases racing on a shared count (defined in both modes). Smaller under TSan
- * (BP_TEST_SCALE=tsan). */
+ * (BP_TEST_SCALE=tsan) and Valgrind. */
 #include "test_util.h"
 
 #include "allocator.h"
@@ -22,7 +22,7 @@
 static int scale_divisor(void)
 {
     const char *scale = getenv("BP_TEST_SCALE");
-    return scale != NULL && strcmp(scale, "tsan") == 0 ? 10 : 1;
+    return RUNNING_ON_VALGRIND || (scale != NULL && strcmp(scale, "tsan") == 0) ? 10 : 1;
 }
 
 enum { ROUNDS = 4000, CHUNK = 256 * 1024, HUGE_SIZE = CHUNK + 4096, UNCACHED_SIZE = 128 * 1024 };

@@ -8,7 +8,8 @@
  *
  *   test_stress [THREADS [SCALE [ITER [LEAK]]]]   defaults 4 50 4 simple; BP_TEST_SCALE=tsan
  *                                                divides SCALE by 25 (TSan's cost here is its
- *                                                shadow memory's page faults, not the checks)
+ *                                                shadow memory's page faults, not the checks),
+ *                                                and so does Valgrind
  *
  * LEAK is the leak detection level (disabled, simple, advanced, paranoid): simple and
  * advanced track 1 buffer in 64, so tracked buffers are handed over and released remotely
@@ -160,7 +161,7 @@ int main(int argc, char **argv)
             if (strcmp(argv[4], levels[i]) == 0) leak_level = i;
     }
     const char *env = getenv("BP_TEST_SCALE");
-    if (env != NULL && strcmp(env, "tsan") == 0) scale = scale / 25 > 0 ? scale / 25 : 1;
+    if (RUNNING_ON_VALGRIND || (env != NULL && strcmp(env, "tsan") == 0)) scale = scale / 25 > 0 ? scale / 25 : 1;
     if (threads < 1 || scale < 1 || iterations < 1 || leak_level > BP_LEAK_PARANOID) {
         fprintf(stderr, "usage: test_stress [THREADS [SCALE [ITER [disabled|simple|advanced|paranoid]]]] "
                         "(numbers >= 1)\n");

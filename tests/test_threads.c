@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Many threads on one allocator: arena binding, buffers released on other threads, thread
  * exit returning recycled objects, and the pool idle at the end. Smaller under TSan
- * (BP_TEST_SCALE=tsan). */
+ * (BP_TEST_SCALE=tsan) and Valgrind. */
 #include "test_util.h"
 
 #include "allocator.h"
@@ -27,7 +27,7 @@
 static int scale_divisor(void)
 {
     const char *scale = getenv("BP_TEST_SCALE");
-    return scale != NULL && strcmp(scale, "tsan") == 0 ? 10 : 1;
+    return RUNNING_ON_VALGRIND || (scale != NULL && strcmp(scale, "tsan") == 0) ? 10 : 1;
 }
 
 /* ---- arena binding ---- */

@@ -157,7 +157,13 @@ static inline int run_self(const char *mode, const char *name, const char *value
     pid_t pid = fork_capturing_stderr(fds);
     if (pid == 0) {
         setenv(name, value, 1);
-        execl("/proc/self/exe", "/proc/self/exe", mode, (char *)NULL);
+        /* The program's path, not /proc/self/exe itself: under Valgrind that is Valgrind's
+         * own program, while readlink names the test (which then runs natively). */
+        char path[4096];
+        ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+        if (n <= 0) _exit(127);
+        path[n] = '\0';
+        execl(path, path, mode, (char *)NULL);
         _exit(127);
     }
     return collect_child(pid, fds, err, len);
