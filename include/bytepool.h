@@ -1466,8 +1466,9 @@ BP_API int bp_index_of_bytes(const bp_buf *b, size_t from, size_t to, const void
  *   alive. Bytes move in place only in a buffer nobody else holds.
  * - Nothing buffered, no memory held: once every byte is consumed the buffer is released,
  *   so an idle connection costs its bp_input object only.
- * - At most max_buffered unread bytes: a read or an add that would pass it is refused with
- *   BP_EFULL (decode or consume first; a frame larger than max_buffered can never be had).
+ * - At most max_buffered unread bytes: an add that would pass it is refused with BP_EFULL,
+ *   and a read takes at most the room left (BP_EFULL when there is none): decode or
+ *   consume first; a frame larger than max_buffered can never be had.
  * Reads are sized as Netty's AdaptiveRecvByteBufAllocator sizes them: from initial_read,
  * a read that fills its size quadruples the next (up to max_read), two reads in a row that
  * bring at most half of it halve it (down to min_read). A read goes into the room already
@@ -1514,7 +1515,8 @@ BP_API long bp_input_read_fd(bp_input *in, int fd);
  * input's own. The input never writes into a buffer it was given. An empty buf is
  * released at once.
  * Returns 0; on failure the reference stays the caller's and nothing changes: BP_EINVAL
- * (NULL), BP_EFREED (buf released), BP_EFULL (past max_buffered), BP_ENOMEM. */
+ * (NULL), BP_EFREED (buf released, or a view or composite whose buffers were released
+ * behind its back), BP_EFULL (past max_buffered), BP_ENOMEM. */
 BP_API int bp_input_add(bp_input *in, bp_buf *buf);
 
 /* The number of unread bytes (0 for NULL). */
@@ -1682,8 +1684,8 @@ BP_API void bp_output_free(bp_output *out);
  * with BP_EFREED - until its bp_buf object is handed out again, as any use after release.
  * An empty buf is released at once. Returns 0, or 1 when this add turned the output
  * unwritable (the pending bytes passed high_water_mark); on failure the reference stays
- * the caller's and nothing changes: BP_EINVAL (NULL), BP_EFREED (buf released),
- * BP_ENOMEM. */
+ * the caller's and nothing changes: BP_EINVAL (NULL), BP_EFREED (buf released, or a view
+ * or composite whose buffers were released behind its back), BP_ENOMEM. */
 BP_API int bp_output_add(bp_output *out, bp_buf *buf);
 
 /* Called once for each buffer queued by bp_output_add_notify (Netty's ChannelPromise of a
@@ -1733,7 +1735,8 @@ BP_API int bp_output_add_file(bp_output *out, int fd, int64_t offset, uint64_t l
  * (a partial write or EAGAIN). Returns the bytes written by this call (0 when nothing could
  * be written now or nothing is queued); BP_EIO with errno set on an error (EPIPE: the peer
  * is gone; also a region's file failing to be read, see bp_output_add_file), after which
- * every queued buffer and region has been released (errno kept); BP_EINVAL (NULL);
+ * every queued buffer and region has been released as by bp_output_clear (the output is
+ * then empty and writable; errno kept); BP_EINVAL (NULL);
  * BP_EFREED when a queued buffer was released behind the output's back: nothing of the
  * gathering write that would take it goes out (buffers ahead of it in that write neither),
  * bytes earlier writes of this call sent stay sent and out of bp_output_pending, and the

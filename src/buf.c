@@ -338,6 +338,8 @@ int bp_refcnt(const bp_buf *b)
 
 bp_allocator *bp_buf_allocator(const bp_buf *b) { return b ? b->allocator : NULL; }
 
+int bp__check_usable(const bp_buf *b, const char *func) { return bp__check_live(b, func); }
+
 /* ---------------------------------------------------------------------------------------
  * Indices and capacity
  * ------------------------------------------------------------------------------------- */

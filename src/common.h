@@ -106,6 +106,13 @@ BP__COLD void bp__assert_fail(const char *cond, const char *file, int line);
  * names the function the program called, not one the library called on its behalf. */
 BP__COLD int bp__misuse(int err, const char *func, const char *fmt, ...) BP__PRINTF(3, 4);
 
+/* For the layers built on the public buffer API (input, output, decoder), which take
+ * buffers from the program: 0 when b is a live buffer whose views and components are
+ * intact (a view whose parent, or a composite whose component, was released behind its
+ * back is not), else reports the problem as misuse in `func` and returns BP_EINVAL (NULL)
+ * or BP_EFREED. A view is refreshed on the way, as by any call on it. */
+int bp__check_usable(const bp_buf *b, const char *func);
+
 /* Reads BYTEPOOL_ABORT_ON_MISUSE, once in the process's life: at the first allocator, the
  * first misuse or the first bp_set_misuse_handler, whichever comes first. "1" installs
  * bp_misuse_abort, which a handler the program installs replaces. */

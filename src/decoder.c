@@ -3,7 +3,7 @@
  * Frame decoders over a bp_input (Netty's LengthFieldBasedFrameDecoder,
  * LineBasedFrameDecoder, DelimiterBasedFrameDecoder, FixedLengthFrameDecoder) and the
  * multi-byte search they use (Netty's ByteBufUtil.indexOf). Built on the public buffer and
- * input API only; common.h is included for bp__misuse.
+ * input API only; common.h is included for bp__misuse and bp__check_usable.
  *
  * A frame is a retained slice of the input's buffer, made before its bytes are consumed,
  * so a failure to make it consumes nothing. A frame too long is skipped - the bytes
@@ -44,9 +44,10 @@ static bool matches_at(const bp_buf *b, size_t index, const uint8_t *needle, siz
  * block, the rest through bp_get_bytes), m - 1 starts at most per block boundary. */
 int bp_index_of_bytes(const bp_buf *b, size_t from, size_t to, const void *needle, size_t m, size_t *index)
 {
-    if (b == NULL || index == NULL || (needle == NULL && m > 0))
-        return bp__misuse(BP_EINVAL, __func__, "%s is NULL", b == NULL ? "buffer" : index == NULL ? "index" : "needle");
-    if (bp_refcnt(b) <= 0) return bp__misuse(BP_EFREED, __func__, "buffer %p already released", (const void *)b);
+    if (index == NULL || (needle == NULL && m > 0))
+        return bp__misuse(BP_EINVAL, __func__, "%s is NULL", index == NULL ? "index" : "needle");
+    int rc = bp__check_usable(b, __func__);
+    if (rc != 0) return rc;
     if (from > to || to > bp_capacity(b))
         return bp__misuse(BP_ERANGE, __func__, "range [%zu, %zu) outside [0, capacity %zu]", from, to, bp_capacity(b));
     if (m == 0) {

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * bp_input: a connection's received bytes, not consumed yet (Netty's ByteToMessageDecoder
- * cumulation). Built on the public buffer API only; common.h is included for bp__misuse.
+ * cumulation). Built on the public buffer API only; common.h is included for bp__misuse
+ * and bp__check_usable (a buffer handed over is checked whole: views and components).
  *
  * The unread bytes are [reader index, writer index) of one buffer, `buf`, which is
  * - NULL when nothing is unread (an idle connection holds no pooled memory);
@@ -255,8 +256,9 @@ static int merge(bp_input *in, bp_buf *b, size_t n)
 
 int bp_input_add(bp_input *in, bp_buf *b)
 {
-    if (in == NULL || b == NULL) return bp__misuse(BP_EINVAL, __func__, "%s is NULL", in == NULL ? "input" : "buffer");
-    if (bp_refcnt(b) <= 0) return bp__misuse(BP_EFREED, __func__, "buffer %p already released", (void *)b);
+    if (in == NULL) return bp__misuse(BP_EINVAL, __func__, "input is NULL");
+    int rc = bp__check_usable(b, __func__);
+    if (rc != 0) return rc;
     size_t n = bp_readable_bytes(b), unread = bp_input_readable(in);
     if (n == 0) {
         bp_release(b);

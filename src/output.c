@@ -3,7 +3,7 @@
  * bp_output: buffers and file regions queued for one connection, written with gathering
  * writes and sendfile (Netty's ChannelOutboundBuffer and FileRegion), with water marks on
  * the bytes pending. Built on the public buffer API only; common.h is included for
- * bp__misuse, os.h for the writes.
+ * bp__misuse and bp__check_usable, os.h for the writes.
  *
  * The queue is an array used from `head`: in the order added, each buffer with the
  * reference the output took over and the range of it still to write - its readable bytes
@@ -194,15 +194,15 @@ static int add_pending(bp_output *out, size_t n)
 
 static int add_buffer(bp_output *out, bp_buf *buf, bp_write_done_fn done, void *user_data, const char *func)
 {
-    if (out == NULL || buf == NULL)
-        return bp__misuse(BP_EINVAL, func, "%s is NULL", out == NULL ? "output" : "buffer");
-    if (bp_refcnt(buf) <= 0) return bp__misuse(BP_EFREED, func, "buffer %p already released", (void *)buf);
+    if (out == NULL) return bp__misuse(BP_EINVAL, func, "output is NULL");
+    int rc = bp__check_usable(buf, func);
+    if (rc != 0) return rc;
     size_t n = bp_readable_bytes(buf);
     if (n == 0 && done == NULL) {
         bp_release(buf);
         return 0;
     }
-    int rc = item_room(out);
+    rc = item_room(out);
     if (rc != 0) return rc;
     out->items[out->head + out->count++] = (item){buf, bp_reader_index(buf), n, done, user_data};
     return add_pending(out, n);

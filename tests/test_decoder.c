@@ -744,6 +744,20 @@ static void test_index_of_bytes_errors(void **state)
     b = bp_alloc(a, 16);
     bp_release(b);
     assert_int_equal(bp_index_of_bytes(b, 0, 1, "o", 1, &at), BP_EFREED);
+    /* A view whose parent was released behind its back: BP_EFREED, an empty needle too. */
+    b = buf_with_text(a, 16, "hello world");
+    bp_buf *view = bp_retained_slice(b, 0, 11, NULL);
+    assert_non_null(view);
+    bp_release(b);
+    bp_release(b); /* a release too many */
+    misuse_capture_start();
+    at = 99;
+    assert_int_equal(bp_index_of_bytes(view, 0, 5, "", 0, &at), BP_EFREED);
+    assert_int_equal(bp_index_of_bytes(view, 0, 11, "world", 5, &at), BP_EFREED);
+    assert_int_equal(at, 99);
+    assert_int_equal(last_misuse.count, 2);
+    assert_string_equal(last_misuse.func, "bp_index_of_bytes");
+    bp_release(view);
 }
 
 int main(void)

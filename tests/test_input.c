@@ -564,6 +564,48 @@ static void test_composites_added_are_copied_whatever_their_depth(void **state)
     assert_int_equal(last_misuse.count, 0);
 }
 
+/* A view whose parent was released behind its back, and a composite whose component was,
+ * are refused with BP_EFREED whatever path the add would take (adopt, merge, link), and
+ * nothing changes: the input goes on with what it held. */
+static void test_broken_buffers_are_refused(void **state)
+{
+    bp_allocator *a = *state;
+    misuse_capture_start();
+    bp_input *in = bp_input_new(a, NULL, NULL);
+    for (int held = 0; held < 3; held++) { /* nothing unread; a few bytes; a large buffer */
+        bp_input_clear(in);
+        size_t unread = held == 0 ? 0 : held == 1 ? 10 : 6000;
+        if (unread > 0) assert_int_equal(bp_input_add(in, pattern_buffer(a, 0, unread)), 0);
+        for (int kind = 0; kind < 2; kind++) {
+            size_t n = kind == 0 ? 8 : 5000;
+            bp_buf *root = pattern_buffer(a, 100, n);
+            bp_buf *view = bp_retained_slice(root, 0, n, NULL);
+            assert_non_null(view);
+            bp_buf *c = bp_composite(a, 4, NULL);
+            bp_buf *part = pattern_buffer(a, 100, n);
+            assert_int_equal(bp_retain(part), 0);
+            assert_int_equal(bp_composite_add(c, part, 1), 0);
+            bp_release(root);
+            bp_release(root); /* a release too many: the view's parent is gone */
+            bp_release(part);
+            bp_release(part); /* the composite's component is gone */
+            misuse_capture_start();
+            assert_int_equal(bp_input_add(in, view), BP_EFREED);
+            assert_int_equal(last_misuse.count, 1);
+            assert_string_equal(last_misuse.func, "bp_input_add");
+            assert_int_equal(bp_input_add(in, c), BP_EFREED);
+            assert_int_equal(last_misuse.count, 2);
+            assert_int_equal(bp_input_readable(in), unread);
+            if (unread > 0) expect_pattern(bp_input_peek(in), 0, unread);
+            bp_release(view); /* the references stayed the caller's */
+            bp_release(c);
+        }
+    }
+    assert_int_equal(bp_input_add(in, pattern_buffer(a, 6000, 100)), 0);
+    expect_pattern(bp_input_peek(in), 0, 6100);
+    bp_input_free(in);
+}
+
 /* bp_input_copied_bytes counts every byte the input copies to hold what it was given -
  * appended bytes merged, unread bytes moved to a larger buffer or to the front - and
  * nothing else: not buffers adopted or linked, not reads, not bp_input_take_copy's copies. */
@@ -639,6 +681,7 @@ int main(void)
         BOTH(test_add_of_a_slice_of_its_own_bytes, teardown),
         BOTH(test_composites_added_are_copied_whatever_their_depth, teardown),
         BOTH(test_copied_bytes_counts_every_copy, teardown),
+        BOTH(test_broken_buffers_are_refused, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

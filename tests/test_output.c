@@ -481,6 +481,48 @@ static void test_buffer_released_behind_its_back(void **state)
     close(fds[1]);
 }
 
+/* A buffer broken before it is queued - a view whose parent, a composite whose component
+ * was released behind its back - is refused at the add with BP_EFREED, the reference left
+ * to the caller, the queue as it was. */
+static void test_broken_buffer_refused_at_add(void **state)
+{
+    bp_allocator *a = *state;
+    misuse_capture_start();
+    int fds[2];
+    small_socketpair(fds);
+    bp_output *out = bp_output_new(NULL, NULL);
+    assert_true(bp_output_add(out, patterned(a, 0, 100, 0, NULL)) >= 0);
+    bp_buf *root = patterned(a, 100, 50, 0, NULL);
+    bp_buf *view = bp_retained_slice(root, 0, 50, NULL);
+    bp_buf *c = bp_composite(a, 4, NULL);
+    bp_buf *part = patterned(a, 100, 50, 0, NULL);
+    assert_int_equal(bp_retain(part), 0);
+    assert_int_equal(bp_composite_add(c, part, 1), 0);
+    bp_release(root);
+    bp_release(root); /* a release too many: the view's parent is gone */
+    bp_release(part);
+    bp_release(part); /* the composite's component is gone */
+    misuse_capture_start();
+    assert_int_equal(bp_output_add(out, view), BP_EFREED);
+    assert_string_equal(last_misuse.func, "bp_output_add");
+    assert_int_equal(bp_output_add_notify(out, c, NULL, NULL), BP_EFREED);
+    assert_string_equal(last_misuse.func, "bp_output_add_notify");
+    assert_int_equal(last_misuse.count, 2);
+    assert_int_equal(bp_output_count(out), 1);
+    assert_int_equal(bp_output_pending(out), 100);
+    assert_int_equal(bp_output_flush(out, fds[0]), 100);
+    uint8_t got[200];
+    size_t received = 0;
+    drain(fds[1], got, &received, sizeof got);
+    assert_int_equal(received, 100);
+    for (size_t i = 0; i < received; i++) assert_int_equal(got[i], pattern(i));
+    bp_release(view); /* the references stayed the caller's */
+    bp_release(c);
+    bp_output_free(out);
+    close(fds[0]);
+    close(fds[1]);
+}
+
 /* Regions of one shared fd between buffers of every kind, regions back to back: the bytes
  * arrive in the order queued, partial writes cut
  * buffers and regions alike, each region is released once, completed, when its last byte
@@ -1231,6 +1273,7 @@ int main(void)
         BOTH(test_output_misuse, teardown),
         BOTH(test_one_buffer_queued_twice, teardown),
         BOTH(test_buffer_released_behind_its_back, teardown),
+        BOTH(test_broken_buffer_refused_at_add, teardown),
         BOTH(test_file_regions_between_buffers, teardown),
         BOTH(test_file_region_water_marks, teardown),
         BOTH(test_file_region_release_on_clear_free_error, teardown),
