@@ -1544,7 +1544,8 @@ BP_API bp_buf *bp_input_peek(bp_input *in);
  * bytes), BP_ENOMEM. */
 BP_API bp_buf *bp_input_take(bp_input *in, size_t n, int *err);
 
-/* The next n unread bytes copied into a new buffer of the input's allocator (capacity n),
+/* The next n unread bytes copied into a new buffer of the input's allocator (capacity n,
+ * max capacity as bp_alloc gives, whichever allocator or memory the bytes came from),
  * consumed from the input. Errors as bp_input_take. */
 BP_API bp_buf *bp_input_take_copy(bp_input *in, size_t n, int *err);
 

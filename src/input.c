@@ -302,12 +302,26 @@ bp_buf *bp_input_take(bp_input *in, size_t n, int *err)
     return frame;
 }
 
+/* The next n unread bytes in a new buffer of the input's allocator (the buffer holding them
+ * may be another allocator's, or wrapped memory), max capacity as bp_alloc gives. */
+static bp_buf *copy_unread(bp_input *in, size_t n, int *rc)
+{
+    bp_buf *copy = bp_alloc_ex(in->allocator, n, n > BP_DEFAULT_MAX_CAPACITY ? n : BP_DEFAULT_MAX_CAPACITY, rc);
+    if (copy == NULL) return NULL;
+    if (n > 0) *rc = bp_get_buf(in->buf, bp_reader_index(in->buf), copy, 0, n);
+    if (*rc == 0) *rc = bp_set_writer_index(copy, n);
+    if (*rc != 0) {
+        bp_release(copy);
+        return NULL;
+    }
+    return copy;
+}
+
 bp_buf *bp_input_take_copy(bp_input *in, size_t n, int *err)
 {
     int rc = check_take(in, n, __func__);
     bp_buf *frame = NULL;
-    if (rc == 0 && in->buf == NULL) frame = bp_alloc_ex(in->allocator, 0, 0, &rc);
-    else if (rc == 0) frame = bp_copy(in->buf, bp_reader_index(in->buf), n, &rc);
+    if (rc == 0) frame = copy_unread(in, n, &rc);
     if (frame != NULL && n > 0) {
         (void)bp_skip_bytes(in->buf, n);
         settle(in);

@@ -564,6 +564,39 @@ static void test_composites_added_are_copied_whatever_their_depth(void **state)
     assert_int_equal(last_misuse.count, 0);
 }
 
+/* bp_input_take_copy's copy is a buffer of the input's allocator with bp_alloc's max
+ * capacity, whichever allocator (or wrapped memory) the bytes it copies came from. */
+static void test_take_copy_comes_from_the_inputs_allocator(void **state)
+{
+    bp_allocator *a = *state;
+    bp_allocator *other = bp_allocator_new(NULL, NULL);
+    assert_non_null(other);
+    bp_input *in = bp_input_new(a, NULL, NULL);
+    static uint8_t memory[12];
+    for (size_t i = 0; i < sizeof memory; i++) memory[i] = pattern(i);
+    for (int kind = 0; kind < 2; kind++) {
+        bp_buf *given = kind == 0 ? pattern_buffer(other, 0, 64) : bp_wrap(other, memory, sizeof memory, NULL, NULL, NULL);
+        assert_non_null(given);
+        assert_int_equal(bp_input_add(in, given), 0); /* adopted: the input's buffer is other's */
+        int err = 1;
+        bp_buf *copy = bp_input_take_copy(in, 5, &err);
+        assert_non_null(copy);
+        assert_int_equal(err, 0);
+        assert_ptr_equal(bp_buf_allocator(copy), a);
+        assert_int_equal(bp_capacity(copy), 5);
+        assert_int_equal(bp_max_capacity(copy), BP_DEFAULT_MAX_CAPACITY);
+        expect_pattern(copy, 0, 5);
+        bp_release(copy);
+        expect_pattern(bp_input_peek(in), 5, kind == 0 ? 59 : 7);
+        bp_input_clear(in);
+    }
+    bp_input_free(in);
+    bp_allocator_stats s;
+    assert_int_equal(bp_allocator_get_stats(other, &s, sizeof s), 0);
+    assert_int_equal(s.active_buffers, 0);
+    bp_allocator_destroy(other);
+}
+
 /* A view whose parent was released behind its back, and a composite whose component was,
  * are refused with BP_EFREED whatever path the add would take (adopt, merge, link), and
  * nothing changes: the input goes on with what it held. */
@@ -682,6 +715,7 @@ int main(void)
         BOTH(test_composites_added_are_copied_whatever_their_depth, teardown),
         BOTH(test_copied_bytes_counts_every_copy, teardown),
         BOTH(test_broken_buffers_are_refused, teardown),
+        BOTH(test_take_copy_comes_from_the_inputs_allocator, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
