@@ -1568,7 +1568,8 @@ BP_API void bp_input_clear(bp_input *in);
  * either way). A line or delimited frame is too long once its bytes alone pass the
  * maximum: last bytes that may start its delimiter do not count, so an allowed frame whose
  * delimiter arrives split across reads is still a frame. While skipping, a delimiter
- * decoder keeps the last bytes that may be the start of a delimiter. Malformed input is
+ * decoder keeps the last (longest delimiter's length - 1) bytes unread, which may hold
+ * the start of a delimiter (bp_input_readable counts them). Malformed input is
  * BP_ECORRUPT (the bytes up to the end of the length field, or of the frame, are skipped
  * as Netty does; the stream is then usually beyond repair). A frame is cut once all of it
  * (header, delimiter) is in the input, so the input's max_buffered must leave room for the
