@@ -113,6 +113,11 @@ BP__COLD int bp__misuse(int err, const char *func, const char *fmt, ...) BP__PRI
  * or BP_EFREED. A view is refreshed on the way, as by any call on it. */
 int bp__check_usable(const bp_buf *b, const char *func);
 
+#if BP__TESTING
+/* The bytes a delimiter decoder's searches have looked at so far (decoder.c). */
+uint64_t bp__frame_decoder_searched(const bp_frame_decoder *d);
+#endif
+
 /* Reads BYTEPOOL_ABORT_ON_MISUSE, once in the process's life: at the first allocator, the
  * first misuse or the first bp_set_misuse_handler, whichever comes first. "1" installs
  * bp_misuse_abort, which a handler the program installs replaces. */

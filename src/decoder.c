@@ -22,6 +22,7 @@ struct bp_frame_decoder {
     bool discarding;        /* skipping a frame too long, part of which is still to come */
     uint64_t bytes_to_discard; /* length field: how much of it */
     size_t scanned;         /* line, delimiter: unread bytes searched without a match */
+    uint64_t searched;      /* delimiter: bytes its searches looked at (for the tests) */
 };
 
 /* ---------------------------------------------------------------------------------------
@@ -327,23 +328,39 @@ static int decode_line(bp_frame_decoder *d, bp_input *in, bp_buf **frame)
 
 /* ---- Delimiters */
 
+/* The first window of a search for delimiters; each next one is twice as long. Searched
+ * for through all the unread bytes, a delimiter that does not occur would cost every frame
+ * the length of everything buffered behind it: quadratic in what a peer sends at once
+ * (1 MiB of 8-byte lines, half a minute). Window by window, a frame that ends at p costs
+ * about p per delimiter. */
+#define FIRST_WINDOW 64
+
 /* The first frame of the unread bytes: 1 with its length and its delimiter's (the
  * delimiter found first; on a tie the one listed first), 0 when none is there. A match can
- * start up to longest - 1 bytes before the end of what earlier calls searched. */
+ * start up to longest - 1 bytes before the end of what earlier calls searched. Each window
+ * is searched for matches that start in it (and may end past it); within one, a delimiter
+ * listed later is looked for only before the best match so far. */
 static int find_delimiter(bp_frame_decoder *d, const bp_buf *b, size_t unread, size_t *length, size_t *delimiter)
 {
     size_t reader = bp_reader_index(b), overlap = d->longest_delimiter - 1;
-    size_t from = d->scanned > overlap ? d->scanned - overlap : 0, best = SIZE_MAX;
-    if (from > unread) from = unread;
-    for (size_t i = 0; i < d->cfg.delimiter_count; i++) {
-        const bp_delimiter *delim = &d->cfg.delimiters[i];
-        size_t at;
-        int found = bp_index_of_bytes(b, reader + from, reader + unread, delim->bytes, delim->length, &at);
-        if (found < 0) return found;
-        if (found == 1 && at - reader < best) {
-            best = at - reader;
-            *delimiter = delim->length;
+    size_t lo = d->scanned > overlap ? d->scanned - overlap : 0, best = SIZE_MAX;
+    if (lo > unread) lo = unread;
+    for (size_t window = FIRST_WINDOW; lo < unread && best == SIZE_MAX; window *= 2) {
+        size_t hi = unread - lo > window ? lo + window : unread; /* starts in [lo, hi) */
+        for (size_t i = 0; i < d->cfg.delimiter_count; i++) {
+            const bp_delimiter *delim = &d->cfg.delimiters[i];
+            size_t before = best < hi ? best : hi; /* a match must start before this */
+            size_t to = unread - before > delim->length - 1 ? before + delim->length - 1 : unread;
+            size_t at;
+            d->searched += to - lo;
+            int found = bp_index_of_bytes(b, reader + lo, reader + to, delim->bytes, delim->length, &at);
+            if (found < 0) return found;
+            if (found == 1) { /* before `before`: the best so far */
+                best = at - reader;
+                *delimiter = delim->length;
+            }
         }
+        lo = hi;
     }
     if (best == SIZE_MAX) {
         d->scanned = unread;
@@ -431,3 +448,7 @@ int bp_frame_decode(bp_frame_decoder *d, bp_input *in, bp_buf **frame)
         if (rc != 0 || bp_input_readable(in) == before) return rc;
     }
 }
+
+#if BP__TESTING
+uint64_t bp__frame_decoder_searched(const bp_frame_decoder *d) { return d->searched; }
+#endif
