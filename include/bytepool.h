@@ -1188,7 +1188,9 @@ BP_API int bp_write_bytes(bp_buf *b, const void *src, size_t n);
  *
  * A view whose original, or whose parent, was released behind its back (a release too
  * many) fails every call with BP_EFREED, also once the object is someone else's buffer
- * again, and its release does not release that buffer (see the Conventions). A stale
+ * again - but its release: that ends the view as any release of its last reference does
+ * (returning 1), leaves that buffer alone and reports the broken link as misuse
+ * (BP_EFREED), as a composite's end reports a released component. A stale
  * pointer to a view itself is as any stale pointer: detected until its object is reused.
  *
  * Each returns NULL on failure with the reason in *err (if not NULL): BP_EINVAL (NULL),
