@@ -61,34 +61,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#if defined(__has_include)
-#  if __has_include(<valgrind/valgrind.h>)
-#    include <valgrind/valgrind.h>
-#  endif
-#endif
-#ifndef RUNNING_ON_VALGRIND
-#  define RUNNING_ON_VALGRIND 0
-#endif
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#  define UNDER_SANITIZER 1
-#elif defined(__has_feature)
-#  if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#    define UNDER_SANITIZER 1
-#  endif
-#endif
-#ifndef UNDER_SANITIZER
-#  define UNDER_SANITIZER 0
-#endif
-#if defined(__SANITIZE_THREAD__)
-#  define UNDER_TSAN 1
-#elif defined(__has_feature)
-#  if __has_feature(thread_sanitizer)
-#    define UNDER_TSAN 1
-#  endif
-#endif
-#ifndef UNDER_TSAN
-#  define UNDER_TSAN 0
-#endif
+#include "test_tools.h"
 
 /* ------------------------------------------------------------------ random numbers, log */
 

@@ -611,17 +611,8 @@ static void test_broken_buffers_are_refused(void **state)
         if (unread > 0) assert_int_equal(bp_input_add(in, pattern_buffer(a, 0, unread)), 0);
         for (int kind = 0; kind < 2; kind++) {
             size_t n = kind == 0 ? 8 : 5000;
-            bp_buf *root = pattern_buffer(a, 100, n);
-            bp_buf *view = bp_retained_slice(root, 0, n, NULL);
-            assert_non_null(view);
-            bp_buf *c = bp_composite(a, 4, NULL);
-            bp_buf *part = pattern_buffer(a, 100, n);
-            assert_int_equal(bp_retain(part), 0);
-            assert_int_equal(bp_composite_add(c, part, 1), 0);
-            bp_release(root);
-            bp_release(root); /* a release too many: the view's parent is gone */
-            bp_release(part);
-            bp_release(part); /* the composite's component is gone */
+            bp_buf *view, *c;
+            make_broken(a, pattern_buffer(a, 100, n), pattern_buffer(a, 100, n), &view, &c);
             misuse_capture_start();
             assert_int_equal(bp_input_add(in, view), BP_EFREED);
             assert_int_equal(last_misuse.count, 1);

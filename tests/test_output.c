@@ -492,16 +492,8 @@ static void test_broken_buffer_refused_at_add(void **state)
     small_socketpair(fds);
     bp_output *out = bp_output_new(NULL, NULL);
     assert_true(bp_output_add(out, patterned(a, 0, 100, 0, NULL)) >= 0);
-    bp_buf *root = patterned(a, 100, 50, 0, NULL);
-    bp_buf *view = bp_retained_slice(root, 0, 50, NULL);
-    bp_buf *c = bp_composite(a, 4, NULL);
-    bp_buf *part = patterned(a, 100, 50, 0, NULL);
-    assert_int_equal(bp_retain(part), 0);
-    assert_int_equal(bp_composite_add(c, part, 1), 0);
-    bp_release(root);
-    bp_release(root); /* a release too many: the view's parent is gone */
-    bp_release(part);
-    bp_release(part); /* the composite's component is gone */
+    bp_buf *view, *c;
+    make_broken(a, patterned(a, 100, 50, 0, NULL), patterned(a, 100, 50, 0, NULL), &view, &c);
     misuse_capture_start();
     assert_int_equal(bp_output_add(out, view), BP_EFREED);
     assert_string_equal(last_misuse.func, "bp_output_add");

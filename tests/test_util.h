@@ -19,24 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#if defined(__has_include)
-#  if __has_include(<valgrind/valgrind.h>)
-#    include <valgrind/valgrind.h>
-#  endif
-#endif
-#ifndef RUNNING_ON_VALGRIND
-#  define RUNNING_ON_VALGRIND 0
-#endif
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#  define UNDER_SANITIZER 1
-#elif defined(__has_feature)
-#  if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#    define UNDER_SANITIZER 1
-#  endif
-#endif
-#ifndef UNDER_SANITIZER
-#  define UNDER_SANITIZER 0
-#endif
+#include "test_tools.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #  define UNDER_ASAN 1
@@ -231,6 +214,24 @@ static inline char *pretty_dump_text(const bp_buf *b)
 #define BOTH(test, teardown)                                                               \
     cmocka_unit_test_setup_teardown(test, setup_pooled, teardown),                         \
         cmocka_unit_test_setup_teardown(test, setup_unpooled, teardown)
+
+/* Breaks two buffers as a program releasing once too often would (misuse), taking the
+ * caller's references to both: *view, a retained slice of all of root's readable bytes,
+ * whose parent is gone; *composite, a composite holding `part`, whose component is gone.
+ * Both are still the caller's to release. */
+static inline void make_broken(bp_allocator *a, bp_buf *root, bp_buf *part, bp_buf **view, bp_buf **composite)
+{
+    *view = bp_retained_slice(root, bp_reader_index(root), bp_readable_bytes(root), NULL);
+    assert_non_null(*view);
+    *composite = bp_composite(a, 4, NULL);
+    assert_non_null(*composite);
+    assert_int_equal(bp_retain(part), 0);
+    assert_int_equal(bp_composite_add(*composite, part, 1), 0);
+    bp_release(root);
+    bp_release(root); /* a release too many: the view's parent is gone */
+    bp_release(part);
+    bp_release(part); /* the composite's component is gone */
+}
 
 /* Runs fn(arg) on a thread of its own and waits for it to exit (thread exit paths run);
  * returns what fn returned. */
