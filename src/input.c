@@ -126,10 +126,20 @@ static void settle(bp_input *in)
         (void)bp_discard_read_bytes(in->buf);
 }
 
-/* A plain buffer of the input's own with at least `room` writable bytes. */
-static bp_buf *fresh_buffer(bp_input *in, size_t room, int *rc)
+/* A new buffer of the input's allocator (the buffer holding the unread bytes may be another
+ * allocator's, or wrapped memory) of `capacity` bytes up to `max_capacity`, holding a copy
+ * of the next n unread bytes (n <= capacity); NULL with the reason in *rc on failure. */
+static bp_buf *copy_unread(bp_input *in, size_t n, size_t capacity, size_t max_capacity, int *rc)
 {
-    return bp_alloc_ex(in->allocator, room, BP_CAPACITY_LIMIT, rc);
+    bp_buf *copy = bp_alloc_ex(in->allocator, capacity, max_capacity, rc);
+    if (copy == NULL) return NULL;
+    if (n > 0) *rc = bp_get_buf(in->buf, bp_reader_index(in->buf), copy, 0, n);
+    if (*rc == 0) *rc = bp_set_writer_index(copy, n);
+    if (*rc != 0) {
+        bp_release(copy);
+        return NULL;
+    }
+    return copy;
 }
 
 /* Copies the unread bytes into a fresh buffer of the input's own with `room` bytes free
@@ -139,14 +149,8 @@ static int expand(bp_input *in, size_t room)
 {
     size_t unread = bp_input_readable(in);
     int rc;
-    bp_buf *fresh = fresh_buffer(in, unread + room, &rc);
+    bp_buf *fresh = copy_unread(in, unread, unread + room, BP_CAPACITY_LIMIT, &rc);
     if (fresh == NULL) return rc;
-    if (unread > 0) rc = bp_get_buf(in->buf, bp_reader_index(in->buf), fresh, 0, unread);
-    if (rc == 0) rc = bp_set_writer_index(fresh, unread);
-    if (rc != 0) {
-        bp_release(fresh);
-        return rc;
-    }
     drop(in);
     in->buf = fresh;
     in->owned = true;
@@ -302,26 +306,12 @@ bp_buf *bp_input_take(bp_input *in, size_t n, int *err)
     return frame;
 }
 
-/* The next n unread bytes in a new buffer of the input's allocator (the buffer holding them
- * may be another allocator's, or wrapped memory), max capacity as bp_alloc gives. */
-static bp_buf *copy_unread(bp_input *in, size_t n, int *rc)
-{
-    bp_buf *copy = bp_alloc_ex(in->allocator, n, n > BP_DEFAULT_MAX_CAPACITY ? n : BP_DEFAULT_MAX_CAPACITY, rc);
-    if (copy == NULL) return NULL;
-    if (n > 0) *rc = bp_get_buf(in->buf, bp_reader_index(in->buf), copy, 0, n);
-    if (*rc == 0) *rc = bp_set_writer_index(copy, n);
-    if (*rc != 0) {
-        bp_release(copy);
-        return NULL;
-    }
-    return copy;
-}
-
 bp_buf *bp_input_take_copy(bp_input *in, size_t n, int *err)
 {
     int rc = check_take(in, n, __func__);
     bp_buf *frame = NULL;
-    if (rc == 0) frame = copy_unread(in, n, &rc);
+    size_t max_capacity = n > BP_DEFAULT_MAX_CAPACITY ? n : BP_DEFAULT_MAX_CAPACITY; /* as bp_alloc's */
+    if (rc == 0) frame = copy_unread(in, n, n, max_capacity, &rc);
     if (frame != NULL && n > 0) {
         (void)bp_skip_bytes(in->buf, n);
         settle(in);
