@@ -40,9 +40,32 @@ static bool matches_at(const bp_buf *b, size_t index, const uint8_t *needle, siz
     return true;
 }
 
-/* Block by block (bp_iovec): memmem finds the matches inside a block; those that start in a
- * block and end in a later one are compared one start at a time (first byte from the
- * block, the rest through bp_get_bytes), m - 1 starts at most per block boundary. */
+/* The first occurrence of the m bytes at `needle` (1 <= m <= n) in the n bytes at h, or
+ * NULL. glibc's memmem reads the haystack of a needle of a few bytes one byte at a time
+ * (about 1 ns a byte here: a 2-byte delimiter that does not occur costs a delimiter decoder
+ * that much per byte of every frame); memchr for the needle's first byte runs at vector
+ * speed where that byte is rare. Where it is not, each false start costs a call and a
+ * compare, so once they pass one in 32 bytes looked at (plus a few), the rest goes to
+ * memmem, linear whatever the bytes. Needles longer than a delimiter go there at once. */
+static const uint8_t *find_in_block(const uint8_t *h, size_t n, const uint8_t *needle, size_t m)
+{
+    if (m == 1) return memchr(h, needle[0], n);
+    if (m > 16) return memmem(h, n, needle, m);
+    const uint8_t *start = h, *end = h + (n - m + 1); /* matches start before end */
+    size_t false_starts = 0;
+    while (h < end) {
+        const uint8_t *p = memchr(h, needle[0], (size_t)(end - h));
+        if (p == NULL) return NULL;
+        if (memcmp(p + 1, needle + 1, m - 1) == 0) return p;
+        h = p + 1;
+        if (++false_starts > 8 + (size_t)(h - start) / 32) return memmem(h, (size_t)(end - h) + m - 1, needle, m);
+    }
+    return NULL;
+}
+
+/* Block by block (bp_iovec): find_in_block finds the matches inside a block; those that
+ * start in a block and end in a later one are compared one start at a time (first byte
+ * from the block, the rest through bp_get_bytes), m - 1 starts at most per block boundary. */
 int bp_index_of_bytes(const bp_buf *b, size_t from, size_t to, const void *needle, size_t m, size_t *index)
 {
     if (index == NULL || (needle == NULL && m > 0))
@@ -69,7 +92,7 @@ int bp_index_of_bytes(const bp_buf *b, size_t from, size_t to, const void *needl
             size_t start = pos, end = pos + iov[k].iov_len;
             pos = end;
             if (next + m <= end) { /* starts from `next` whose match lies inside the block */
-                const uint8_t *hit = memmem(p + (next - start), end - next, want, m);
+                const uint8_t *hit = find_in_block(p + (next - start), end - next, want, m);
                 if (hit != NULL) {
                     *index = start + (size_t)(hit - p);
                     return 1;
