@@ -142,14 +142,26 @@ static bp_buf *copy_unread(bp_input *in, size_t n, size_t capacity, size_t max_c
     return copy;
 }
 
-/* Copies the unread bytes into a fresh buffer of the input's own with `room` bytes free
- * after them, and lets the old buffer go (its frames, if any, keep it). Nothing changes on
- * failure. */
-static int expand(bp_input *in, size_t room)
+/* The room to make for n more bytes after `unread` ones: n, or half as much again as is
+ * unread if that is more (within max_buffered). Making only the room asked for, an input
+ * that a large frame reaches in small pieces would copy the whole frame again every few
+ * pieces: quadratic in its size. With half again, each copy of the unread bytes is paid for
+ * by as many bytes arriving after it. */
+static size_t room_for(const bp_input *in, size_t unread, size_t n)
+{
+    size_t left = in->cfg.max_buffered > unread ? in->cfg.max_buffered - unread : 0;
+    size_t more = unread / 2 < left ? unread / 2 : left;
+    return n > more ? n : more;
+}
+
+/* Copies the unread bytes into a fresh buffer of the input's own with room for n more
+ * bytes after them (see room_for), and lets the old buffer go (its frames, if any, keep
+ * it). Nothing changes on failure. */
+static int expand(bp_input *in, size_t n)
 {
     size_t unread = bp_input_readable(in);
     int rc;
-    bp_buf *fresh = copy_unread(in, unread, unread + room, BP_CAPACITY_LIMIT, &rc);
+    bp_buf *fresh = copy_unread(in, unread, unread + room_for(in, unread, n), BP_CAPACITY_LIMIT, &rc);
     if (fresh == NULL) return rc;
     drop(in);
     in->buf = fresh;
@@ -167,16 +179,18 @@ static int make_room(bp_input *in, size_t n)
     if (bp_writable_bytes(b) >= n) return 0;
     if (bp_refcnt(b) > 1) return expand(in, n); /* frames show these bytes: they stay put */
     size_t reader = bp_reader_index(b), unread = bp_readable_bytes(b);
-    /* Nobody else sees this buffer: compact it in place when that makes the room (moving
-     * the unread bytes, no more than a fresh buffer would copy), grow it when its reader
-     * index is 0 (perhaps in place), else copy the unread bytes into a larger one. */
-    if (reader > 0 && bp_capacity(b) - unread >= n && bp_discard_read_bytes(b) == 0) {
+    /* Nobody else sees this buffer: compact it in place when that makes the room and moves
+     * no more bytes than were consumed before them (so that the moves add up to at most
+     * the bytes consumed), grow it when its reader index is 0 (perhaps in place), else copy
+     * the unread bytes into a larger one. Growth makes room_for's room: past 4 MiB
+     * bp_ensure_writable grows in steps of 4 MiB, each a copy of everything unread. */
+    if (reader >= unread && bp_capacity(b) - unread >= n && bp_discard_read_bytes(b) == 0) {
         in->copied += unread;
         return 0;
     }
     if (reader == 0) { /* the unread bytes are copied when the buffer moves */
         const void *memory = bp_data(b, 0);
-        int rc = bp_ensure_writable(b, n);
+        int rc = bp_ensure_writable(b, room_for(in, unread, n));
         if (rc == 0 && bp_data(b, 0) != memory) in->copied += unread;
         return rc;
     }
