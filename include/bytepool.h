@@ -1452,7 +1452,8 @@ BP_API void bp_wrap_free_malloced(void *memory, void *user_data);
  * (composites and views of them too: a match may span components; memmem within a block).
  * An empty needle is found at `from`. Returns 1 and stores i in *index when found, 0 when
  * not; BP_EINVAL (NULL buffer or index, NULL needle with needle_len > 0), BP_EFREED,
- * BP_ERANGE (from > to, or to > capacity). */
+ * BP_ERANGE (from > to, or to > capacity), BP_ENOMEM (a range over more than 16 blocks of
+ * a composite needs a table of them). Linear in the range and the composite's components. */
 BP_API int bp_index_of_bytes(const bp_buf *b, size_t from, size_t to, const void *needle, size_t needle_len,
                              size_t *index);
 

@@ -63,9 +63,48 @@ static const uint8_t *find_in_block(const uint8_t *h, size_t n, const uint8_t *n
     return NULL;
 }
 
-/* Block by block (bp_iovec): find_in_block finds the matches inside a block; those that
- * start in a block and end in a later one are compared one start at a time (first byte
- * from the block, the rest through bp_get_bytes), m - 1 starts at most per block boundary. */
+/* Whether the m bytes from offset i of block k on (running on into the blocks after it)
+ * are the needle's. */
+static bool matches_across(const struct iovec *iov, int count, int k, size_t i, const uint8_t *needle, size_t m)
+{
+    size_t done = 0;
+    for (; k < count && done < m; k++, i = 0) {
+        size_t len = iov[k].iov_len - i < m - done ? iov[k].iov_len - i : m - done;
+        if (memcmp((const uint8_t *)iov[k].iov_base + i, needle + done, len) != 0) return false;
+        done += len;
+    }
+    return done == m;
+}
+
+/* The first match of the needle in `count` blocks, the first of which starts at index
+ * `from`: 1 with its index, or 0. In each block, find_in_block looks for the matches that
+ * lie inside it; the starts whose match would run past its end (m - 1 at most) are
+ * compared across the blocks that follow. */
+static int search_blocks(const struct iovec *iov, int count, size_t from, const uint8_t *needle, size_t m,
+                         size_t *index)
+{
+    size_t start = from; /* the index of block k's first byte */
+    for (int k = 0; k < count; k++) {
+        const uint8_t *p = iov[k].iov_base;
+        size_t len = iov[k].iov_len;
+        const uint8_t *hit = len >= m ? find_in_block(p, len, needle, m) : NULL;
+        if (hit != NULL) {
+            *index = start + (size_t)(hit - p);
+            return 1;
+        }
+        for (size_t i = len >= m ? len - m + 1 : 0; i < len; i++)
+            if (p[i] == needle[0] && matches_across(iov, count, k, i, needle, m)) {
+                *index = start + i;
+                return 1;
+            }
+        start += len;
+    }
+    return 0;
+}
+
+/* The range as blocks (bp_iovec) in one table - on the stack for up to 16, the number a
+ * plain buffer or a small composite takes, else allocated - searched in one pass: one check
+ * of the buffer and one walk of its components per call, whatever their number. */
 int bp_index_of_bytes(const bp_buf *b, size_t from, size_t to, const void *needle, size_t m, size_t *index)
 {
     if (index == NULL || (needle == NULL && m > 0))
@@ -79,34 +118,16 @@ int bp_index_of_bytes(const bp_buf *b, size_t from, size_t to, const void *needl
         return 1;
     }
     if (to - from < m) return 0;
-    const uint8_t *want = needle;
-    size_t last = to - m; /* the last start a match can have */
-    size_t next = from;   /* the first start not looked at yet */
-    size_t pos = from;    /* where the next block starts */
-    struct iovec iov[16];
-    while (next <= last) {
-        int count = bp_iovec(b, pos, to - pos, iov, 16);
-        if (count < 0) return count;
-        for (int k = 0; k < count && k < 16 && next <= last; k++) {
-            const uint8_t *p = iov[k].iov_base;
-            size_t start = pos, end = pos + iov[k].iov_len;
-            pos = end;
-            if (next + m <= end) { /* starts from `next` whose match lies inside the block */
-                const uint8_t *hit = find_in_block(p + (next - start), end - next, want, m);
-                if (hit != NULL) {
-                    *index = start + (size_t)(hit - p);
-                    return 1;
-                }
-                next = end - m + 1;
-            }
-            for (; next < end && next <= last; next++) /* starts whose match runs past the block */
-                if (p[next - start] == want[0] && matches_at(b, next, want, m)) {
-                    *index = next;
-                    return 1;
-                }
-        }
+    struct iovec local[16], *iov = local;
+    int count = bp_iovec(b, from, to - from, local, 16);
+    if (count > 16) {
+        iov = malloc((size_t)count * sizeof *iov);
+        if (iov == NULL) return BP_ENOMEM;
+        count = bp_iovec(b, from, to - from, iov, count);
     }
-    return 0;
+    int found = count < 0 ? count : search_blocks(iov, count, from, needle, m, index);
+    if (iov != local) free(iov);
+    return found;
 }
 
 /* ---------------------------------------------------------------------------------------

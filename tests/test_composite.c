@@ -940,6 +940,32 @@ static void test_adding_many_components_is_linear(void **state)
 }
 
 
+/* bp_index_of_bytes over a composite of N components checks and walks them a fixed number
+ * of times, whatever N: no call per 16 blocks, no bp_get_bytes per start at a boundary
+ * (which made a search quadratic in N: 64 k components, 0.9 s). Here every boundary is a
+ * near match ("ab" among "a"s), the worst case for the starts that cross one. */
+static void test_search_over_many_components_is_linear(void **state)
+{
+    bp_allocator *a = *state;
+    const size_t n = slowed_down() ? 5000 : 20000;
+    bp_buf *c = bp_composite(a, SIZE_MAX, NULL);
+    for (size_t i = 0; i < n; i++) {
+        bp_buf *part = bp_alloc(a, 1);
+        assert_int_equal(bp_write_u8(part, i == n - 2 ? 'b' : 'a'), 0);
+        assert_int_equal(bp_composite_add(c, part, 1), 0);
+    }
+    size_t resizes, before, after, at = 0;
+    bp__composite_work(c, &resizes, &before);
+    assert_int_equal(bp_index_of_bytes(c, 0, n, "aab", 3, &at), 1);
+    assert_int_equal(at, n - 4);
+    assert_int_equal(bp_index_of_bytes(c, 0, n, "ba", 2, &at), 1);
+    assert_int_equal(at, n - 2);
+    assert_int_equal(bp_index_of_bytes(c, 0, n - 2, "ab", 2, &at), 0);
+    bp__composite_work(c, &resizes, &after);
+    assert_true(after - before <= 3 * 3 * n); /* three checks a call: its own, two bp_iovec */
+    assert_int_equal(bp_release(c), 1);
+}
+
 /* A component released behind the composite's back and handed out again as someone else's
  * buffer: the composite refuses every call instead of reading or writing the new owner's
  * bytes, and its release leaves the new buffer alone. */
@@ -1161,6 +1187,7 @@ int main(void)
         BOTH(test_nesting_to_the_limit_on_a_small_stack, teardown),
         BOTH(test_nesting_deepened_behind_the_back_fails_cleanly, teardown),
         BOTH(test_adding_many_components_is_linear, teardown),
+        BOTH(test_search_over_many_components_is_linear, teardown),
         BOTH(test_recycled_component_is_detected, teardown),
         BOTH(test_freed_view_component_is_detected, teardown),
         BOTH(test_discard_refused_while_composite_is_shared, teardown),
