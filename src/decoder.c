@@ -123,7 +123,8 @@ int bp_index_of_bytes(const bp_buf *b, size_t from, size_t to, const void *needl
     if (count > 16) {
         iov = malloc((size_t)count * sizeof *iov);
         if (iov == NULL) return BP_ENOMEM;
-        count = bp_iovec(b, from, to - from, iov, count);
+        int again = bp_iovec(b, from, to - from, iov, count);
+        count = again < count ? again : count; /* never more than the table holds */
     }
     int found = count < 0 ? count : search_blocks(iov, count, from, needle, m, index);
     if (iov != local) free(iov);
