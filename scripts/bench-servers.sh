@@ -240,7 +240,9 @@ done
 LOAD_AFTER=$(load)
 
 mkdir -p "$(dirname "$OUT")"
-CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+# The model name alone ("AMD EPYC") stands for several generations: family and model too.
+CPU=$(awk -F': ' '/^model name/ && !n { n = $2 } /^cpu family/ && !f { f = $2 } /^model\t/ && !m { m = $2 }
+                  END { printf "%s (family %s, model %s)", n, f, m }' /proc/cpuinfo)
 python3 - "$RESULTS" "$OUT" "$CPU" "$(nproc)" "$LOAD_BEFORE" "$LOAD_AFTER" "$ROUNDS" "$RESP_N1" "$RESP_N16" \
   "$WRK_SECONDS" "$(redis-server --version | awk '{ print $3 }')" "$(nginx -v 2>&1 | awk -F/ '{ print $2 }')" \
   "$PINNING" "${ON_SERVER_CPU[*]:+$SERVER_CPU}" "${ON_CLIENT_CPU[*]:+$CLIENT_CPU}" <<'EOF'
